@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Installs everything pcmsig needs on Debian 12 (bookworm): the kernel source, a Rust
+# compiler with rust-src for the kernel, clang/LLVM 19, QEMU, busybox and bindgen.
+# Idempotent: a second run installs nothing. Facts behind the choices: shared/TOOLCHAIN.md.
+#
+# Env: PCMSIG_TOOLS  where bindgen goes (default: ${XDG_CACHE_HOME:-~/.cache}/pcmsig/tools)
+set -euo pipefail
+
+BINDGEN_VERSION=0.73.2
+TOOLS="${PCMSIG_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/pcmsig/tools}"
+APT_PACKAGES=(
+    rustc-web rust-web-src rust-web-clippy
+    clang-19 lld-19 llvm-19 libclang-19-dev
+    make bc flex bison libelf-dev libssl-dev cpio xz-utils gzip
+    qemu-system-x86 busybox-static
+)
+BACKPORTS_PACKAGES=(linux-source-7.3)
+
+say() { printf 'install-deps: %s\n' "$*"; }
+
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null; then SUDO=sudo; else
+        say "must run as root (or with sudo available)"; exit 1
+    fi
+else
+    SUDO=
+fi
+if ! grep -q 'VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null; then
+    say "warning: this script is written for Debian 12 (bookworm); continuing anyway"
+fi
+
+# --- trixie-backports, for linux-source-7.3 only, pinned low -----------------------
+add_backports() {
+    local list=/etc/apt/sources.list.d/pcmsig-trixie-backports.sources
+    local pin=/etc/apt/preferences.d/pcmsig-trixie-backports
+    if [[ ! -f $list ]]; then
+        # Derive URI and keyring from the machine's own Debian archive entry, so a mirror works.
+        local uri="" key=""
+        if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
+            uri=$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+            key=$(awk -v u="$uri" '/^URIs:/ {cur=$2} /^Signed-By:/ && cur==u {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+        fi
+        if [[ -z $uri && -f /etc/apt/sources.list ]]; then
+            uri=$(awk '$1=="deb" && $0 ~ /bookworm/ && $0 !~ /security/ {for(i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; exit}}' /etc/apt/sources.list)
+        fi
+        uri=${uri:-http://deb.debian.org/debian}
+        key=${key:-/usr/share/keyrings/debian-archive-keyring.gpg}
+        say "adding trixie-backports ($uri), pinned to priority 100"
+        $SUDO tee "$list" >/dev/null <<SRC
+Types: deb
+URIs: $uri
+Suites: trixie-backports
+Components: main
+Signed-By: $key
+SRC
+    fi
+    if [[ ! -f $pin ]]; then
+        $SUDO tee "$pin" >/dev/null <<PIN
+Package: *
+Pin: release n=trixie-backports
+Pin-Priority: 100
+PIN
+    fi
+}
+
+missing=()
+for p in "${APT_PACKAGES[@]}" "${BACKPORTS_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    add_backports
+    say "apt-get update"
+    $SUDO apt-get update -q >/dev/null
+    say "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    extra=()
+    # Some images ship qemu-utils from bookworm-backports, which Breaks bookworm's
+    # qemu-system-common: move it back to bookworm's version, the one matching our QEMU.
+    if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
+        say "qemu-utils is a backport that conflicts with qemu-system-x86: installing bookworm's"
+        extra=(--allow-downgrades qemu-utils/bookworm)
+    fi
+    $SUDO apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}" "${extra[@]}" >/dev/null
+    $SUDO apt-get install -y -q --no-install-recommends "${BACKPORTS_PACKAGES[@]}" >/dev/null
+else
+    say "Debian packages: all present"
+fi
+
+# --- bindgen, pinned, into the tools folder -----------------------------------------
+if [[ -x $TOOLS/bin/bindgen ]] && "$TOOLS/bin/bindgen" --version | grep -q "$BINDGEN_VERSION"; then
+    say "bindgen $BINDGEN_VERSION: present in $TOOLS/bin"
+else
+    command -v cargo >/dev/null || { say "cargo not found: install Rust with rustup first"; exit 1; }
+    say "installing bindgen-cli $BINDGEN_VERSION into $TOOLS (about 2 minutes)"
+    LIBCLANG_PATH=/usr/lib/llvm-19/lib cargo install --locked --quiet \
+        --root "$TOOLS" --version "$BINDGEN_VERSION" bindgen-cli
+fi
+say "done"

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: GPL-2.0
+//! pcmsig: a fake PCM-like stream whose events reach registered threads as queued signals.
+//!
+//! `/dev/pcmsig` is one stream (states, triggers and a period timer, modelled on an ALSA PCM
+//! substream). Each open file may register its *calling thread* with a signal number; every
+//! stream event then reaches that thread as a signal with `si_code = SI_QUEUE` and an `si_int`
+//! that encodes the event kind and a sequence number. Every open file can also `read()` fixed-size
+//! event records.
+//!
+//! The user-space contract (ioctl numbers, structs, encoding) is `uapi/src/uapi.rs`, shared with
+//! user space; C programs include the generated `uapi/pcmsig.h`:
+//!
+//! ```c
+//! #include "pcmsig.h"
+//! int fd = open("/dev/pcmsig", O_RDWR);
+//! sigset_t set; sigemptyset(&set); sigaddset(&set, SIGRTMIN);
+//! pthread_sigmask(SIG_BLOCK, &set, NULL);          /* before registering */
+//! struct pcmsig_register reg = { .signo = SIGRTMIN };  /* absolute number */
+//! ioctl(fd, PCMSIG_IOC_REGISTER, &reg);
+//! siginfo_t si; sigwaitinfo(&set, &si);            /* si.si_int = kind << 24 | seq */
+//! ```
+//!
+//! Delivery is thread-directed (`send_sig_info`, `PIDTYPE_PID`) to the thread that registered.
+//! Errors: `EINVAL` bad argument, `EFAULT` bad pointer, `ENOTTY` unknown ioctl, `EBADFD` trigger
+//! in the wrong state, `EBUSY` configure while running, `ENOENT` unregister without a listener,
+//! `EPERM` the opener may not signal the registering thread.
+
+use kernel::{
+    bindings,
+    fs::{File, Kiocb},
+    iov::IovIterDest,
+    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    prelude::*,
+    sync::{Arc, ArcBorrow},
+    transmute::{AsBytes, FromBytes},
+    uaccess::{UserPtr, UserSlice},
+};
+
+mod signal;
+mod stream;
+#[path = "../uapi/src/uapi.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod uapi;
+
+use signal::SenderCred;
+use stream::{Listener, OpenFile, Stream};
+use uapi::{EventKind, EventRecord, Stats, Trigger};
+
+// SAFETY: `Register` is `repr(C)` with two `u32`s: no padding, every bit pattern valid.
+unsafe impl FromBytes for uapi::Register {}
+// SAFETY: `Config` is `repr(C)` with two `u32`s: no padding, every bit pattern valid.
+unsafe impl FromBytes for uapi::Config {}
+// SAFETY: `ListenerStats` is `repr(C)` with only `u64`s: no padding.
+unsafe impl AsBytes for uapi::ListenerStats {}
+// SAFETY: `Stats` is `repr(C)`: two `u32`s then `u64`s and `ListenerStats`: no padding.
+unsafe impl AsBytes for Stats {}
+// SAFETY: `EventRecord` is `repr(C)`: u16, u16, u32, u64: 16 bytes, no padding.
+unsafe impl AsBytes for EventRecord {}
+
+module! {
+    type: PcmsigModule,
+    name: "pcmsig",
+    authors: ["pcmsig developers"],
+    description: "Fake PCM stream delivering events as queued real-time signals",
+    license: "GPL",
+}
+
+#[pin_data(PinnedDrop)]
+struct PcmsigModule {
+    // Declared first so that it is dropped (deregistered) first.
+    #[pin]
+    miscdev: MiscDeviceRegistration<PcmsigFile>,
+    stream: Arc<Stream>,
+}
+
+impl kernel::InPlaceModule for PcmsigModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let options = MiscDeviceOptions { name: c"pcmsig" };
+        try_pin_init!(Self {
+            stream: Stream::new()?,
+            miscdev <- MiscDeviceRegistration::register(options),
+        })
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for PcmsigModule {
+    fn drop(self: Pin<&mut Self>) {
+        // No file is open (the module refcount guarantees it); make sure no work item of ours
+        // is still queued when the module text goes away.
+        self.stream.flush_work();
+    }
+}
+
+/// The file operations of `/dev/pcmsig`.
+struct PcmsigFile;
+
+impl PcmsigFile {
+    fn stream_of(misc: &MiscDeviceRegistration<PcmsigFile>) -> Arc<Stream> {
+        let misc: *const MiscDeviceRegistration<PcmsigFile> = misc;
+        // SAFETY: The only `MiscDeviceRegistration<PcmsigFile>` ever created is the `miscdev`
+        // field of the pinned `PcmsigModule`, which lives until after deregistration, and its
+        // `stream` field is initialised before the device is registered.
+        let module = unsafe { &*kernel::container_of!(misc.cast_mut(), PcmsigModule, miscdev) };
+        module.stream.clone()
+    }
+}
+
+fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>())
+        .reader()
+        .read::<T>()
+}
+
+#[vtable]
+impl MiscDevice for PcmsigFile {
+    type Ptr = Arc<OpenFile>;
+
+    fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<OpenFile>> {
+        let stream = Self::stream_of(misc);
+        let open = OpenFile::new(stream.clone(), SenderCred::of_file(file))?;
+        stream.attach(open.clone())?;
+        Ok(open)
+    }
+
+    fn release(open: Arc<OpenFile>, _file: &File) {
+        open.stream.clone().detach(&open);
+    }
+
+    fn read_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {
+        const REC: usize = core::mem::size_of::<EventRecord>();
+        let want = iov.len() / REC;
+        if want == 0 {
+            return Err(EINVAL);
+        }
+        // SAFETY: A kiocb passed to `read_iter` has a valid `ki_filp` for the whole call, and
+        // `f_flags` is read once (it may change under `fcntl(F_SETFL)`, as for every driver).
+        let flags = unsafe { core::ptr::addr_of!((*(*kiocb.as_raw()).ki_filp).f_flags).read_volatile() };
+        let nonblock = flags & bindings::O_NONBLOCK != 0;
+        let me = kiocb.file();
+        let mut records = [EventRecord::default(); 16];
+        let n = want.min(records.len());
+        let got = me.take_records(&mut records[..n], nonblock)?;
+        let mut copied = 0;
+        for r in records.iter().take(got) {
+            let done = iov.copy_to_iter(r.as_bytes());
+            copied += done;
+            if done != REC {
+                return if copied == 0 { Err(EFAULT) } else { Ok(copied) };
+            }
+        }
+        Ok(copied)
+    }
+
+    fn ioctl(me: ArcBorrow<'_, OpenFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        let stream = &me.stream;
+        match cmd {
+            uapi::IOC_REGISTER => {
+                let reg: uapi::Register = read_arg(arg)?;
+                if reg.flags != 0 || !uapi::signal_allowed(reg.signo) {
+                    return Err(EINVAL);
+                }
+                if !me.opener.may_signal_current() {
+                    return Err(EPERM);
+                }
+                let listener = Listener::new_current(reg.signo)?;
+                let old = me.inner.lock().listener.replace(listener);
+                if old.is_none() {
+                    let mut inner = stream.inner.lock();
+                    inner.listeners = inner.listeners.saturating_add(1);
+                }
+                drop(old);
+            }
+            uapi::IOC_UNREGISTER => {
+                let old = {
+                    let mut inner = me.inner.lock();
+                    let old = inner.listener.take().ok_or(ENOENT)?;
+                    inner.last.replace(old.clone())
+                };
+                drop(old);
+                let mut inner = stream.inner.lock();
+                inner.listeners = inner.listeners.saturating_sub(1);
+            }
+            uapi::IOC_CONFIGURE => stream.configure(read_arg(arg)?)?,
+            uapi::IOC_TRIGGER => {
+                let cmd: u32 = read_arg(arg)?;
+                stream.trigger(Trigger::from_u32(cmd).ok_or(EINVAL)?)?;
+            }
+            uapi::IOC_INJECT => {
+                let kind: u32 = read_arg(arg)?;
+                stream.inject(EventKind::from_u32(kind).ok_or(EINVAL)?)?;
+            }
+            uapi::IOC_GET_STATS => {
+                let (file, read_overruns) = {
+                    let inner = me.inner.lock();
+                    let l = inner.listener.clone().or_else(|| inner.last.clone());
+                    (l, inner.read_overruns)
+                };
+                let mut stats = Stats {
+                    read_overruns,
+                    file: file.map(|l| l.stats()).unwrap_or_default(),
+                    ..Stats::default()
+                };
+                {
+                    let inner = stream.inner.lock();
+                    stats.state = inner.state as u32;
+                    stats.listeners = inner.listeners;
+                    stats.events = inner.events;
+                    stats.periods = inner.periods;
+                    stats.total = inner.totals;
+                }
+                UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<Stats>())
+                    .writer()
+                    .write(&stats)?;
+            }
+            _ => return Err(ENOTTY),
+        }
+        Ok(0)
+    }
+}

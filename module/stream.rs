@@ -1,0 +1,609 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The fake PCM stream: its state machine, the period timer, and the delivery work item.
+//!
+//! Event flow: a trigger ioctl or the hrtimer *emits* an event (sequence number and timestamp
+//! assigned under `Stream::inner`) into the `pending` ring; the work item `Stream::run` pops events
+//! in order and *delivers* each to every open file (a `read()` record) and to every registered
+//! listener (a queued signal). Delivery happens only in the work item, which the workqueue never
+//! runs twice at once, so signals leave in sequence order; no driver lock is held across
+//! `send_sig_info`. Ioctls that emit events wait until the work item has delivered them, so when
+//! an ioctl returns, its signals are queued.
+
+use crate::{
+    signal::{Outcome, SenderCred, ThreadRef},
+    uapi::{self, EventKind, EventRecord, EventSource, ListenerStats, State, Trigger},
+};
+use kernel::{
+    bindings, new_condvar, new_mutex, new_spinlock, new_spinlock_irq,
+    prelude::*,
+    sync::{Arc, ArcBorrow, CondVar, Mutex, SpinLock, SpinLockIrq},
+    time::{
+        hrtimer::{
+            ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerPointer,
+            HrTimerRestart, RelativeMode,
+        },
+        Delta, Monotonic,
+    },
+    workqueue::{self, impl_has_work, new_work, Work, WorkItem},
+};
+
+/// Capacity of the stream's queue of emitted, not yet delivered events.
+const PENDING_CAP: usize = 256;
+/// The timer stops with an xrun rather than fill more than this much of `pending`, so that
+/// ioctls always find room for their events.
+const PENDING_TIMER_LIMIT: usize = PENDING_CAP / 2;
+/// Records each open file buffers for `read()`.
+pub(crate) const READ_CAP: usize = 256;
+/// Most periods one timer expiry accounts for (after a long stall).
+const MAX_OVERRUNS: u64 = 64;
+
+/// One emitted event.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Event {
+    kind: u32,
+    source: u32,
+    seq: u64,
+    timestamp_ns: u64,
+}
+
+impl Event {
+    fn record(&self) -> EventRecord {
+        EventRecord {
+            kind: self.kind as u16,
+            source: self.source as u16,
+            seq: self.seq as u32,
+            timestamp_ns: self.timestamp_ns,
+        }
+    }
+
+    fn kind(&self) -> Option<EventKind> {
+        EventKind::from_u32(self.kind)
+    }
+}
+
+/// A fixed-capacity FIFO that never allocates (usable in the timer's interrupt context).
+pub(crate) struct Ring<T: Copy + Default, const N: usize> {
+    buf: [T; N],
+    head: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default, const N: usize> Ring<T, N> {
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: [T::default(); N],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `v`; returns `false` (and drops `v`) when full.
+    pub(crate) fn push(&mut self, v: T) -> bool {
+        if self.len == N {
+            return false;
+        }
+        let idx = (self.head + self.len) % N;
+        if let Some(slot) = self.buf.get_mut(idx) {
+            *slot = v;
+            self.len += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        let v = self.buf.get(self.head).copied();
+        self.head = (self.head + 1) % N;
+        self.len -= 1;
+        v
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+}
+
+/// A registered listener: one thread, one signal, its counters.
+#[pin_data]
+pub(crate) struct Listener {
+    thread: ThreadRef,
+    signo: u32,
+    #[pin]
+    stats: SpinLock<ListenerStats>,
+}
+
+impl Listener {
+    /// A listener for the calling thread.
+    pub(crate) fn new_current(signo: u32) -> Result<Arc<Self>> {
+        let thread = ThreadRef::current()?;
+        Arc::pin_init(
+            pin_init!(Self {
+                thread,
+                signo,
+                stats <- new_spinlock!(ListenerStats::default(), "pcmsig::Listener::stats"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    pub(crate) fn stats(&self) -> ListenerStats {
+        *self.stats.lock()
+    }
+}
+
+/// Adds one outcome to a set of counters.
+pub(crate) fn count(stats: &mut ListenerStats, outcome: Outcome) {
+    stats.fired = stats.fired.wrapping_add(1);
+    let field = match outcome {
+        Outcome::Delivered => &mut stats.delivered,
+        Outcome::QueueFull => &mut stats.dropped_queue_full,
+        Outcome::Exited => &mut stats.dropped_exited,
+        Outcome::Execd => &mut stats.dropped_execd,
+        Outcome::NotPermitted => &mut stats.dropped_perm,
+    };
+    *field = field.wrapping_add(1);
+}
+
+fn add_stats(total: &mut ListenerStats, s: &ListenerStats) {
+    total.fired = total.fired.wrapping_add(s.fired);
+    total.delivered = total.delivered.wrapping_add(s.delivered);
+    total.dropped_queue_full = total.dropped_queue_full.wrapping_add(s.dropped_queue_full);
+    total.dropped_exited = total.dropped_exited.wrapping_add(s.dropped_exited);
+    total.dropped_execd = total.dropped_execd.wrapping_add(s.dropped_execd);
+    total.dropped_perm = total.dropped_perm.wrapping_add(s.dropped_perm);
+}
+
+/// Per-open-file state that delivery touches.
+pub(crate) struct FileInner {
+    /// The registered listener, if any.
+    pub(crate) listener: Option<Arc<Listener>>,
+    /// The listener that was unregistered last, so its counters stay readable.
+    pub(crate) last: Option<Arc<Listener>>,
+    records: Ring<EventRecord, READ_CAP>,
+    pub(crate) read_overruns: u64,
+}
+
+/// One open file of `/dev/pcmsig`.
+#[pin_data]
+pub(crate) struct OpenFile {
+    pub(crate) stream: Arc<Stream>,
+    pub(crate) opener: SenderCred,
+    #[pin]
+    pub(crate) inner: SpinLockIrq<FileInner>,
+    #[pin]
+    readable: CondVar,
+}
+
+impl OpenFile {
+    pub(crate) fn new(stream: Arc<Stream>, opener: SenderCred) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                stream,
+                opener,
+                inner <- new_spinlock_irq!(
+                    FileInner {
+                        listener: None,
+                        last: None,
+                        records: Ring::new(),
+                        read_overruns: 0,
+                    },
+                    "pcmsig::OpenFile::inner"
+                ),
+                readable <- new_condvar!("pcmsig::OpenFile::readable"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Offers one event to this file: a record for `read()` and a signal to its listener.
+    fn deliver(&self, ev: &Event, totals: &mut ListenerStats) -> Option<Outcome> {
+        let listener = {
+            let mut inner = self.inner.lock();
+            if !inner.records.push(ev.record()) {
+                inner.read_overruns = inner.read_overruns.wrapping_add(1);
+            }
+            inner.listener.clone()
+        };
+        self.readable.notify_all();
+        let listener = listener?;
+        let value = uapi::encode(ev.kind()?, ev.seq as u32);
+        let outcome = listener.thread.send(listener.signo, value, &self.opener);
+        count(&mut listener.stats.lock(), outcome);
+        count(totals, outcome);
+        Some(outcome)
+    }
+
+    /// Blocks (unless `nonblock`) until records are buffered, then moves up to `out.len()` of them
+    /// into `out`. Returns how many.
+    pub(crate) fn take_records(&self, out: &mut [EventRecord], nonblock: bool) -> Result<usize> {
+        let mut inner = self.inner.lock();
+        while inner.records.is_empty() {
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            if self.readable.wait_interruptible(&mut inner) {
+                return Err(ERESTARTSYS);
+            }
+        }
+        let mut n = 0;
+        for slot in out.iter_mut() {
+            match inner.records.pop() {
+                Some(r) => {
+                    *slot = r;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// State of the stream, under `Stream::inner`.
+pub(crate) struct StreamInner {
+    pub(crate) state: State,
+    pub(crate) config: uapi::Config,
+    /// Periods elapsed since the last start.
+    pub(crate) periods: u64,
+    /// Events emitted since load.
+    pub(crate) events: u64,
+    next_seq: u64,
+    delivered_seq: u64,
+    pending: Ring<Event, PENDING_CAP>,
+    timer: Option<ArcHrTimerHandle<Stream>>,
+    pub(crate) listeners: u32,
+    pub(crate) totals: ListenerStats,
+}
+
+impl StreamInner {
+    /// Emits one event; returns its sequence number, or `EAGAIN` if the pending queue is full.
+    fn emit(&mut self, kind: EventKind, source: EventSource) -> Result<u64> {
+        let seq = self.next_seq;
+        let ev = Event {
+            kind: kind as u32,
+            source: source as u32,
+            seq,
+            // SAFETY: `ktime_get` reads the monotonic clock; callable in any context.
+            timestamp_ns: unsafe { bindings::ktime_get() } as u64,
+        };
+        if !self.pending.push(ev) {
+            return Err(EAGAIN);
+        }
+        self.next_seq = seq.wrapping_add(1);
+        self.events = self.events.wrapping_add(1);
+        Ok(seq)
+    }
+}
+
+/// The one stream behind `/dev/pcmsig`, shared by every open file.
+#[pin_data]
+pub(crate) struct Stream {
+    #[pin]
+    pub(crate) inner: SpinLockIrq<StreamInner>,
+    #[pin]
+    delivered: CondVar,
+    /// Every open file, registered or not. Taken only in process context, never under `inner`.
+    #[pin]
+    files: Mutex<KVec<Arc<OpenFile>>>,
+    #[pin]
+    timer: HrTimer<Stream>,
+    #[pin]
+    work: Work<Stream>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Stream { self.work }
+}
+
+kernel::impl_has_hr_timer! {
+    impl HasHrTimer<Self> for Stream {
+        mode: RelativeMode<Monotonic>, field: self.timer
+    }
+}
+
+impl Stream {
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                inner <- new_spinlock_irq!(
+                    StreamInner {
+                        state: State::Setup,
+                        config: uapi::Config::default(),
+                        periods: 0,
+                        events: 0,
+                        next_seq: 1,
+                        delivered_seq: 0,
+                        pending: Ring::new(),
+                        timer: None,
+                        listeners: 0,
+                        totals: ListenerStats::default(),
+                    },
+                    "pcmsig::Stream::inner"
+                ),
+                delivered <- new_condvar!("pcmsig::Stream::delivered"),
+                files <- new_mutex!(KVec::new(), "pcmsig::Stream::files"),
+                timer <- HrTimer::new(),
+                work <- new_work!("pcmsig::Stream::work"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Adds an open file to the delivery list.
+    pub(crate) fn attach(&self, file: Arc<OpenFile>) -> Result {
+        self.files.lock().push(file, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Removes an open file. On the last close the stream stops, its timer is cancelled, pending
+    /// work is flushed and it returns to `Setup`.
+    pub(crate) fn detach(self: &Arc<Self>, file: &OpenFile) {
+        let last = {
+            let mut files = self.files.lock();
+            files.retain(|f| !core::ptr::eq(&**f, file));
+            files.is_empty()
+        };
+        let had_listener = file.inner.lock().listener.take();
+        if had_listener.is_some() {
+            let mut inner = self.inner.lock();
+            inner.listeners = inner.listeners.saturating_sub(1);
+        }
+        drop(had_listener);
+        if last {
+            self.stop_timer();
+            self.flush_work();
+            let mut inner = self.inner.lock();
+            inner.state = State::Setup;
+            inner.periods = 0;
+            inner.pending.clear();
+            inner.delivered_seq = inner.next_seq.wrapping_sub(1);
+        }
+    }
+
+    /// Cancels the period timer and waits for a running callback to finish.
+    fn stop_timer(&self) {
+        let handle = self.inner.lock().timer.take();
+        // Dropping the handle cancels the timer; done outside the lock the callback takes.
+        drop(handle);
+    }
+
+    /// Waits until the delivery work item is idle.
+    pub(crate) fn flush_work(&self) {
+        // SAFETY: `self.work` is an initialised work_struct embedded in this pinned `Stream`,
+        // which outlives this call; `flush_work` sleeps, and we are in process context with no
+        // lock held.
+        unsafe { bindings::flush_work(Work::raw_get(&self.work)) };
+    }
+
+    /// Queues the delivery work item (a no-op if it is already queued).
+    fn kick(stream: Arc<Self>) {
+        // `Err` means the work is queued already and will see our event: nothing to do.
+        let _ = workqueue::system().enqueue(stream);
+    }
+
+    /// Waits until the event with sequence number `seq` has been delivered.
+    fn wait_delivered(self: &Arc<Self>, seq: u64) {
+        Self::kick(self.clone());
+        let mut inner = self.inner.lock();
+        while inner.delivered_seq < seq {
+            self.delivered.wait(&mut inner);
+        }
+    }
+
+    /// Emits one event of `kind` from an ioctl, without changing the state, and waits for its
+    /// delivery.
+    pub(crate) fn inject(self: &Arc<Self>, kind: EventKind) -> Result {
+        let seq = self.inner.lock().emit(kind, EventSource::Ioctl)?;
+        self.wait_delivered(seq);
+        Ok(())
+    }
+
+    /// Configures (prepares) the stream.
+    pub(crate) fn configure(self: &Arc<Self>, config: uapi::Config) -> Result {
+        if config.period_us < uapi::PERIOD_US_MIN || config.period_us > uapi::PERIOD_US_MAX {
+            return Err(EINVAL);
+        }
+        let seq = {
+            let mut inner = self.inner.lock();
+            match inner.state {
+                State::Running | State::Paused | State::Draining => return Err(EBUSY),
+                State::Setup | State::Prepared | State::Stopped | State::Xrun => {}
+            }
+            let seq = inner.emit(EventKind::Prepared, EventSource::Ioctl)?;
+            inner.config = config;
+            inner.state = State::Prepared;
+            inner.periods = 0;
+            seq
+        };
+        self.wait_delivered(seq);
+        Ok(())
+    }
+
+    /// Applies a trigger command.
+    pub(crate) fn trigger(self: &Arc<Self>, cmd: Trigger) -> Result {
+        let mut start_timer = false;
+        let mut stop_timer = false;
+        let seq = {
+            let mut inner = self.inner.lock();
+            let (next, kind) = match (cmd, inner.state) {
+                (Trigger::Start, State::Prepared | State::Stopped) => {
+                    start_timer = true;
+                    (State::Running, EventKind::Started)
+                }
+                (Trigger::Stop, State::Running | State::Paused | State::Draining | State::Xrun) => {
+                    stop_timer = true;
+                    (State::Stopped, EventKind::Stopped)
+                }
+                (Trigger::PausePush, State::Running) => {
+                    stop_timer = true;
+                    (State::Paused, EventKind::Paused)
+                }
+                (Trigger::PauseRelease, State::Paused) => {
+                    start_timer = true;
+                    (State::Running, EventKind::Resumed)
+                }
+                (Trigger::Drain, State::Running) => (State::Draining, EventKind::Draining),
+                (Trigger::Xrun, State::Running | State::Paused | State::Draining) => {
+                    stop_timer = true;
+                    (State::Xrun, EventKind::Xrun)
+                }
+                _ => return Err(EBADFD),
+            };
+            let seq = inner.emit(kind, EventSource::Ioctl)?;
+            inner.state = next;
+            if cmd == Trigger::Start {
+                inner.periods = 0;
+            }
+            seq
+        };
+        if stop_timer {
+            self.stop_timer();
+        }
+        if start_timer {
+            self.start_timer();
+        }
+        self.wait_delivered(seq);
+        Ok(())
+    }
+
+    fn start_timer(self: &Arc<Self>) {
+        let old = self.inner.lock().timer.take();
+        drop(old);
+        let period_us = self.inner.lock().config.period_us;
+        let handle = self.clone().start(Delta::from_micros(i64::from(period_us)));
+        let old = self.inner.lock().timer.replace(handle);
+        drop(old);
+    }
+
+    /// Delivers every pending event, in order, to every open file.
+    fn deliver_pending(&self) {
+        loop {
+            let mut batch = [Event::default(); 32];
+            let mut n = 0;
+            {
+                let mut inner = self.inner.lock();
+                for slot in batch.iter_mut() {
+                    match inner.pending.pop() {
+                        Some(ev) => {
+                            *slot = ev;
+                            n += 1;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            if n == 0 {
+                return;
+            }
+            // Snapshot the open files after popping, so that a file opened before an event was
+            // emitted is in it, and no lock is held while signalling.
+            match self.snapshot_files() {
+                Ok(files) => self.deliver_batch(&batch[..n], &files),
+                // Out of memory for the snapshot: deliver under the (sleeping) files mutex, which
+                // `send_sig_info` never takes, rather than lose the events.
+                Err(_) => {
+                    let files = self.files.lock();
+                    self.deliver_batch(&batch[..n], &files);
+                }
+            }
+        }
+    }
+
+    fn snapshot_files(&self) -> Result<KVec<Arc<OpenFile>>> {
+        let files = self.files.lock();
+        let mut snapshot = KVec::with_capacity(files.len(), GFP_KERNEL)?;
+        for f in files.iter() {
+            snapshot.push(f.clone(), GFP_KERNEL)?;
+        }
+        Ok(snapshot)
+    }
+
+    fn deliver_batch(&self, batch: &[Event], files: &[Arc<OpenFile>]) {
+        for ev in batch {
+            let mut totals = ListenerStats::default();
+            let mut queue_full = false;
+            for f in files {
+                if f.deliver(ev, &mut totals) == Some(Outcome::QueueFull) {
+                    queue_full = true;
+                }
+            }
+            let xrun = {
+                let mut inner = self.inner.lock();
+                add_stats(&mut inner.totals, &totals);
+                inner.delivered_seq = ev.seq;
+                // The xrun rule: a period that a listener could not take while the stream runs
+                // means that listener fell behind, as a full ring buffer does in ALSA.
+                let running = matches!(inner.state, State::Running | State::Draining);
+                if queue_full && running && ev.kind() == Some(EventKind::PeriodElapsed) {
+                    inner.state = State::Xrun;
+                    // The pending queue always has room above the timer's limit.
+                    let _ = inner.emit(EventKind::Xrun, EventSource::Timer);
+                    true
+                } else {
+                    false
+                }
+            };
+            self.delivered.notify_all();
+            if xrun {
+                self.stop_timer();
+            }
+        }
+    }
+}
+
+impl WorkItem for Stream {
+    type Pointer = Arc<Stream>;
+
+    fn run(this: Arc<Stream>) {
+        this.deliver_pending();
+    }
+}
+
+impl HrTimerCallback for Stream {
+    type Pointer<'a> = Arc<Self>;
+
+    fn run(this: ArcBorrow<'_, Self>, mut ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
+        let mut restart = HrTimerRestart::Restart;
+        {
+            let mut inner = this.inner.lock();
+            if !matches!(inner.state, State::Running | State::Draining) {
+                return HrTimerRestart::NoRestart;
+            }
+            let period = Delta::from_micros(i64::from(inner.config.period_us));
+            let elapsed = ctx.forward_now(period).clamp(1, MAX_OVERRUNS);
+            for _ in 0..elapsed {
+                if inner.pending.len() >= PENDING_TIMER_LIMIT {
+                    // Delivery cannot keep up: an xrun, as when a ring buffer overflows.
+                    inner.state = State::Xrun;
+                    let _ = inner.emit(EventKind::Xrun, EventSource::Timer);
+                    restart = HrTimerRestart::NoRestart;
+                    break;
+                }
+                let _ = inner.emit(EventKind::PeriodElapsed, EventSource::Timer);
+                inner.periods = inner.periods.wrapping_add(1);
+                let limit = u64::from(inner.config.periods);
+                if inner.state == State::Draining || (limit != 0 && inner.periods >= limit) {
+                    inner.state = State::Stopped;
+                    let _ = inner.emit(EventKind::Stopped, EventSource::Timer);
+                    restart = HrTimerRestart::NoRestart;
+                    break;
+                }
+            }
+        }
+        Stream::kick(this.into());
+        restart
+    }
+}

@@ -1,0 +1,66 @@
+//! The pcmsig user-space ABI: ioctl numbers, structs, the `si_int` event encoding.
+//!
+//! The definitions live in `uapi.rs`, which the kernel module compiles too, so the module,
+//! this crate and the generated C header (`uapi/pcmsig.h`) cannot drift apart.
+//!
+//! ```
+//! use pcmsig_uapi::{decode, encode, EventKind};
+//! let v = encode(EventKind::PeriodElapsed, 17);
+//! assert_eq!(decode(v), Some((EventKind::PeriodElapsed, 17)));
+//! ```
+#![no_std]
+
+#[allow(clippy::module_inception)]
+mod uapi;
+pub use uapi::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_linux_macros() {
+        // _IOW(0xBB, 1, 8 bytes) computed by hand: dir 1 << 30 | 8 << 16 | 0xBB << 8 | 1.
+        assert_eq!(IOC_REGISTER, 0x4008_BB01);
+        assert_eq!(IOC_UNREGISTER, 0x0000_BB02);
+        assert_eq!(IOC_TRIGGER, 0x4004_BB04);
+        assert_eq!(IOC_GET_STATS >> 30, 2, "GET_STATS reads");
+    }
+
+    #[test]
+    fn encoding_round_trips_every_kind_and_wraps_the_sequence() {
+        for kind in EventKind::ALL {
+            for seq in [0, 1, 17, SEQ_MASK] {
+                let v = encode(kind, seq);
+                assert!(v > 0);
+                assert_eq!(decode(v), Some((kind, seq)));
+            }
+            assert_eq!(decode(encode(kind, SEQ_MASK + 5)), Some((kind, 4)));
+        }
+        assert_eq!(decode(0), None);
+        assert_eq!(decode(1234), None, "the blog's payload is not a pcmsig value");
+        assert_eq!(decode(-1), None);
+    }
+
+    #[test]
+    fn allowed_signals_are_usr1_usr2_and_the_rt_range() {
+        let allowed: [u32; 35] = core::array::from_fn(|i| match i {
+            0 => 10,
+            1 => 12,
+            n => 30 + n as u32,
+        });
+        for s in 0..100 {
+            assert_eq!(signal_allowed(s), allowed.contains(&s), "signal {s}");
+        }
+    }
+
+    #[test]
+    fn from_u32_rejects_out_of_range() {
+        assert_eq!(Trigger::from_u32(0), None);
+        assert_eq!(Trigger::from_u32(7), None);
+        assert_eq!(Trigger::from_u32(1), Some(Trigger::Start));
+        assert_eq!(EventKind::from_u32(9), None);
+        assert_eq!(State::from_u32(6), Some(State::Stopped));
+        assert_eq!(State::from_u32(7), None);
+    }
+}

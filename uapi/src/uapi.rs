@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The pcmsig user-space ABI, defined once.
+//!
+//! This file is compiled twice: into the kernel module (`module/pcmsig.rs` includes it with
+//! `#[path]`) and into the `pcmsig-uapi` crate that user space and xtask depend on. The C header
+//! `uapi/pcmsig.h` is generated from it by `cargo xtask header`, and a host test compiles that
+//! header and checks every number, size and offset against these definitions.
+//!
+//! It therefore uses `core` only, and nothing here may panic.
+
+/// Path of the device node.
+pub const DEVICE_PATH: &str = "/dev/pcmsig";
+
+/// The ioctl "type" byte. 0xBB is unclaimed in `Documentation/userspace-api/ioctl/ioctl-number.rst`.
+pub const IOC_MAGIC: u8 = 0xBB;
+
+const IOC_NONE: u32 = 0;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// `_IOC(dir, IOC_MAGIC, nr, size)` as the generic (x86, arm, riscv) Linux layout defines it.
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    // The size field is 14 bits wide; every struct below is far smaller (checked at compile time).
+    (dir << 30) | ((size as u32) << 16) | ((IOC_MAGIC as u32) << 8) | nr
+}
+
+/// Argument of [`IOC_REGISTER`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Register {
+    /// Absolute signal number: `SIGUSR1`, `SIGUSR2` or the kernel's real-time range
+    /// [`SIGRT_MIN`]..=[`SIGRT_MAX`]. Never an offset from glibc's `SIGRTMIN()`.
+    pub signo: u32,
+    /// Must be 0.
+    pub flags: u32,
+}
+
+/// Argument of [`IOC_CONFIGURE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Period length in microseconds, [`PERIOD_US_MIN`]..=[`PERIOD_US_MAX`].
+    pub period_us: u32,
+    /// Periods after which the stream stops by itself; 0 runs until stopped.
+    pub periods: u32,
+}
+
+/// Delivery counters of one listener (or summed over listeners).
+///
+/// Invariant: `fired == delivered + dropped_queue_full + dropped_exited + dropped_execd + dropped_perm`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Events offered to the listener.
+    pub fired: u64,
+    /// Events the kernel accepted for delivery (queued, or merged into a pending standard signal).
+    pub delivered: u64,
+    /// Dropped because the signal queue was full (`-EAGAIN` at `RLIMIT_SIGPENDING`).
+    pub dropped_queue_full: u64,
+    /// Dropped because the registered thread had exited.
+    pub dropped_exited: u64,
+    /// Dropped because the registered thread had called `execve` since registering.
+    pub dropped_execd: u64,
+    /// Dropped because the opener's credentials no longer allow signalling the thread.
+    pub dropped_perm: u64,
+}
+
+impl ListenerStats {
+    /// Sum of every kind of drop.
+    pub const fn dropped(&self) -> u64 {
+        self.dropped_queue_full
+            .wrapping_add(self.dropped_exited)
+            .wrapping_add(self.dropped_execd)
+            .wrapping_add(self.dropped_perm)
+    }
+}
+
+/// Result of [`IOC_GET_STATS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Current [`State`] as its number.
+    pub state: u32,
+    /// Listeners registered now, over all open files.
+    pub listeners: u32,
+    /// Events the stream has emitted since the module was loaded.
+    pub events: u64,
+    /// Period ticks since the stream was last started.
+    pub periods: u64,
+    /// Records this open file lost because its `read()` queue was full.
+    pub read_overruns: u64,
+    /// The listener of this open file, since it last registered.
+    pub file: ListenerStats,
+    /// Every listener since the module was loaded.
+    pub total: ListenerStats,
+}
+
+/// One record returned by `read()` on the device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventRecord {
+    /// [`EventKind`] as its number.
+    pub kind: u16,
+    /// [`EventSource`] as its number.
+    pub source: u16,
+    /// The event's sequence number (the low 32 bits; signals carry the low [`SEQ_BITS`]).
+    pub seq: u32,
+    /// `CLOCK_MONOTONIC` time the event happened, in nanoseconds.
+    pub timestamp_ns: u64,
+}
+
+/// Register the calling thread as this open file's listener (replaces an earlier one).
+pub const IOC_REGISTER: u32 = ioc(IOC_WRITE, 0x01, core::mem::size_of::<Register>());
+/// Unregister this open file's listener; `-ENOENT` when none is registered.
+pub const IOC_UNREGISTER: u32 = ioc(IOC_NONE, 0x02, 0);
+/// Configure (prepare) the stream; `-EBUSY` while it runs.
+pub const IOC_CONFIGURE: u32 = ioc(IOC_WRITE, 0x03, core::mem::size_of::<Config>());
+/// Trigger the stream with a [`Trigger`] command (a `u32`); `-EBADFD` in the wrong state.
+pub const IOC_TRIGGER: u32 = ioc(IOC_WRITE, 0x04, core::mem::size_of::<u32>());
+/// Emit one event of the given [`EventKind`] (a `u32`) without changing the stream state.
+/// Returns once the event has been offered to every listener.
+pub const IOC_INJECT: u32 = ioc(IOC_WRITE, 0x05, core::mem::size_of::<u32>());
+/// Read the [`Stats`].
+pub const IOC_GET_STATS: u32 = ioc(IOC_READ, 0x06, core::mem::size_of::<Stats>());
+
+const _: () = assert!(core::mem::size_of::<Stats>() < (1 << 14));
+const _: () = assert!(core::mem::size_of::<EventRecord>() == 16);
+
+/// Shortest period the stream accepts, in microseconds.
+pub const PERIOD_US_MIN: u32 = 100;
+/// Longest period the stream accepts, in microseconds.
+pub const PERIOD_US_MAX: u32 = 10_000_000;
+
+/// `SIGUSR1` on Linux.
+pub const SIGUSR1: u32 = 10;
+/// `SIGUSR2` on Linux.
+pub const SIGUSR2: u32 = 12;
+/// The kernel's first real-time signal. glibc reserves a few and its `SIGRTMIN()` is higher (34).
+pub const SIGRT_MIN: u32 = 32;
+/// The kernel's last real-time signal on x86.
+pub const SIGRT_MAX: u32 = 64;
+
+/// Whether `signo` may be registered: `SIGUSR1`, `SIGUSR2` or a real-time signal.
+pub const fn signal_allowed(signo: u32) -> bool {
+    signo == SIGUSR1 || signo == SIGUSR2 || (signo >= SIGRT_MIN && signo <= SIGRT_MAX)
+}
+
+/// `si_code` of every signal pcmsig sends: `SI_QUEUE`, so that `si_int` is visible to SA_SIGINFO
+/// handlers, `sigwaitinfo` and signalfd alike (`SI_USER`/`SI_KERNEL` hide it from signalfd).
+pub const SI_CODE: i32 = -1;
+
+/// Bits of the sequence number carried in `si_int`.
+pub const SEQ_BITS: u32 = 24;
+/// Mask of the sequence number in `si_int`.
+pub const SEQ_MASK: u32 = (1 << SEQ_BITS) - 1;
+
+/// Stream states, modelled on ALSA's PCM states.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Opened, never configured.
+    Setup = 0,
+    /// Configured, ready to start.
+    Prepared = 1,
+    /// The period timer runs.
+    Running = 2,
+    /// Paused; the timer is stopped.
+    Paused = 3,
+    /// Running its last period, then stops.
+    Draining = 4,
+    /// A listener fell behind (or the stream was told so); configure again to recover.
+    Xrun = 5,
+    /// Stopped; may be started again.
+    Stopped = 6,
+}
+
+impl State {
+    /// Every state, in numeric order.
+    pub const ALL: [State; 7] = [
+        State::Setup,
+        State::Prepared,
+        State::Running,
+        State::Paused,
+        State::Draining,
+        State::Xrun,
+        State::Stopped,
+    ];
+
+    /// The state with this number.
+    pub const fn from_u32(v: u32) -> Option<State> {
+        if (v as usize) < Self::ALL.len() {
+            Some(Self::ALL[v as usize])
+        } else {
+            None
+        }
+    }
+
+    /// Lower-case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            State::Setup => "setup",
+            State::Prepared => "prepared",
+            State::Running => "running",
+            State::Paused => "paused",
+            State::Draining => "draining",
+            State::Xrun => "xrun",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// Commands of [`IOC_TRIGGER`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Prepared or Stopped -> Running.
+    Start = 1,
+    /// Running, Paused, Draining or Xrun -> Stopped.
+    Stop = 2,
+    /// Running -> Paused.
+    PausePush = 3,
+    /// Paused -> Running.
+    PauseRelease = 4,
+    /// Running -> Draining: one more period, then Stopped.
+    Drain = 5,
+    /// Running, Paused or Draining -> Xrun (as ALSA's `snd_pcm_stop_xrun`).
+    Xrun = 6,
+}
+
+impl Trigger {
+    /// Every command, in numeric order.
+    pub const ALL: [Trigger; 6] = [
+        Trigger::Start,
+        Trigger::Stop,
+        Trigger::PausePush,
+        Trigger::PauseRelease,
+        Trigger::Drain,
+        Trigger::Xrun,
+    ];
+
+    /// The command with this number.
+    pub const fn from_u32(v: u32) -> Option<Trigger> {
+        if v >= 1 && (v as usize) <= Self::ALL.len() {
+            Some(Self::ALL[v as usize - 1])
+        } else {
+            None
+        }
+    }
+}
+
+/// Kinds of stream event. Every trigger and state change is an event.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The stream was configured (prepared).
+    Prepared = 1,
+    /// The stream started.
+    Started = 2,
+    /// The stream stopped (told to, drained, or after its configured periods).
+    Stopped = 3,
+    /// The stream paused.
+    Paused = 4,
+    /// The stream resumed from pause.
+    Resumed = 5,
+    /// A period elapsed.
+    PeriodElapsed = 6,
+    /// A listener fell behind; the stream stopped in the Xrun state.
+    Xrun = 7,
+    /// The stream began draining its last period.
+    Draining = 8,
+}
+
+impl EventKind {
+    /// Every kind, in numeric order.
+    pub const ALL: [EventKind; 8] = [
+        EventKind::Prepared,
+        EventKind::Started,
+        EventKind::Stopped,
+        EventKind::Paused,
+        EventKind::Resumed,
+        EventKind::PeriodElapsed,
+        EventKind::Xrun,
+        EventKind::Draining,
+    ];
+
+    /// The kind with this number.
+    pub const fn from_u32(v: u32) -> Option<EventKind> {
+        if v >= 1 && (v as usize) <= Self::ALL.len() {
+            Some(Self::ALL[v as usize - 1])
+        } else {
+            None
+        }
+    }
+
+    /// Lower-case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Prepared => "prepared",
+            EventKind::Started => "started",
+            EventKind::Stopped => "stopped",
+            EventKind::Paused => "paused",
+            EventKind::Resumed => "resumed",
+            EventKind::PeriodElapsed => "period",
+            EventKind::Xrun => "xrun",
+            EventKind::Draining => "draining",
+        }
+    }
+}
+
+/// What produced an event (the `source` of an [`EventRecord`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventSource {
+    /// An ioctl (trigger, configure or inject).
+    Ioctl = 0,
+    /// The stream's period timer.
+    Timer = 1,
+    /// A device interrupt.
+    Device = 2,
+}
+
+/// The `si_int` of an event: kind in bits 24..31, sequence number in bits 0..23.
+///
+/// The value is always positive (kinds are below 128).
+pub const fn encode(kind: EventKind, seq: u32) -> i32 {
+    (((kind as u32) << SEQ_BITS) | (seq & SEQ_MASK)) as i32
+}
+
+/// The kind and sequence number an `si_int` carries, or `None` if it is no pcmsig value.
+pub const fn decode(value: i32) -> Option<(EventKind, u32)> {
+    let v = value as u32;
+    match EventKind::from_u32(v >> SEQ_BITS) {
+        Some(kind) => Some((kind, v & SEQ_MASK)),
+        None => None,
+    }
+}

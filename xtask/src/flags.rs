@@ -1,0 +1,41 @@
+//! Command-line flags of `cargo xtask`.
+
+use std::path::PathBuf;
+
+xflags::xflags! {
+    /// pcmsig's harness: builds a Rust-enabled kernel, the module and the guest programs,
+    /// boots them in QEMU and turns the guest's KTAP output into a verdict.
+    cmd xtask {
+        /// Build everything, boot the VM, run the guest KTAP suite; exit 0 only if all pass.
+        cmd test {
+            /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
+            optional --kernel-src path: PathBuf
+            /// Seconds before the VM is killed (default 300).
+            optional --timeout seconds: u64
+            /// Run only the KTAP tests whose name matches this glob (`*` and `?`).
+            optional --filter glob: String
+            /// Extra QEMU argument (repeatable).
+            repeated --qemu-arg arg: String
+            /// Stream the guest console while it runs.
+            optional -v, --verbose
+        }
+        /// Boot the VM and show stream events arriving at a listener, then the statistics.
+        cmd run {
+            optional --kernel-src path: PathBuf
+            optional --timeout seconds: u64
+            repeated --qemu-arg arg: String
+        }
+        /// Build the kernel, module, guest programs and initramfs, and print where they are.
+        cmd build {
+            optional --kernel-src path: PathBuf
+            /// Also run the kernel's `CLIPPY=1` lint build of the module.
+            optional --clippy
+        }
+        /// Regenerate the C header `uapi/pcmsig.h` from the Rust UAPI (or check it with --check).
+        cmd header {
+            optional --check
+        }
+        /// Install the Debian packages and tools the harness needs (runs ci/install-deps.sh).
+        cmd deps {}
+    }
+}

@@ -1,0 +1,344 @@
+//! The guest kernel: finding its source, configuring it from `vm/kernel.config`, and building it
+//! once into a cache shared by every clone on the machine.
+//!
+//! The build directory is keyed by the kernel version, the source's identity and the toolchain
+//! versions. Inside it, a stamp records the hash of the config fragment: when it matches and the
+//! image exists, no `make` runs at all; when the fragment changed, the config is merged again and
+//! `make` rebuilds incrementally.
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::project_root;
+use crate::tools::{cache_dir, Tools};
+
+/// Debian's `linux-source-7.3` tarball.
+const DEBIAN_TARBALL_DIR: &str = "/usr/src";
+const DEBIAN_TARBALL_PREFIX: &str = "linux-source-7.3";
+/// Bump when the build procedure changes in a way that needs a fresh build directory.
+const LAYOUT: &str = "v1";
+
+/// A configured, built kernel tree.
+pub struct Kernel {
+    pub version: String,
+    pub build_dir: PathBuf,
+    pub bzimage: PathBuf,
+    /// Whether this invocation ran `make` on the kernel.
+    pub built: bool,
+}
+
+/// FNV-1a, 64 bit: stable across Rust releases, unlike `DefaultHasher`.
+pub fn fnv64(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter().chain(&[0xff]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn makefile_version(src: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(src.join("Makefile"))
+        .with_context(|| format!("reading {}/Makefile: is this a kernel source tree?", src.display()))?;
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.trim().strip_prefix('=')).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let (v, p, s) = (get("VERSION"), get("PATCHLEVEL"), get("SUBLEVEL"));
+    if v.is_empty() || p.is_empty() {
+        bail!("{}/Makefile has no VERSION/PATCHLEVEL", src.display());
+    }
+    Ok(format!("{v}.{p}.{s}"))
+}
+
+fn default_source() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KERNEL_SRC") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(DEBIAN_TARBALL_DIR)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    n.starts_with(DEBIAN_TARBALL_PREFIX) && (n.ends_with(".tar.xz") || n.ends_with(".tar.gz") || n.ends_with(".tar"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().with_context(|| {
+        format!(
+            "no kernel source: pass --kernel-src DIR|TARBALL, set KERNEL_SRC, or install Debian's \
+             linux-source-7.3 (bash ci/install-deps.sh) to get {DEBIAN_TARBALL_DIR}/{DEBIAN_TARBALL_PREFIX}.tar.xz"
+        )
+    })
+}
+
+/// Resolves the source to a directory, extracting a tarball into the cache once.
+fn source_dir(src: &Path) -> Result<PathBuf> {
+    if src.is_dir() {
+        return src.canonicalize().with_context(|| format!("resolving {}", src.display()));
+    }
+    let meta = std::fs::metadata(src).with_context(|| format!("kernel source {} not found", src.display()))?;
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+    let id = fnv64(&[src.to_string_lossy().as_bytes(), &meta.len().to_le_bytes(), &mtime.to_le_bytes()]);
+    let dest = cache_dir().join("src").join(format!("{id:016x}"));
+    let done = dest.join(".pcmsig-extracted");
+    if !done.exists() {
+        let t = Instant::now();
+        println!("xtask: extracting {} (10 to 30 s, once)", src.display());
+        let tmp = dest.with_extension("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        let status = Command::new("tar")
+            .arg("-xf")
+            .arg(src)
+            .arg("-C")
+            .arg(&tmp)
+            .status()
+            .context("running tar (package: tar, xz-utils)")?;
+        if !status.success() {
+            bail!("extracting {} failed", src.display());
+        }
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(&tmp, &dest)?;
+        std::fs::write(&done, src.to_string_lossy().as_bytes())?;
+        println!("xtask: extracted in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    // The tarball holds one top-level directory.
+    let mut tops = std::fs::read_dir(&dest)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.path())
+        .collect::<Vec<_>>();
+    tops.sort();
+    match tops.as_slice() {
+        [one] => Ok(one.clone()),
+        _ if dest.join("Makefile").exists() => Ok(dest),
+        _ => bail!("{} does not hold one kernel source directory", dest.display()),
+    }
+}
+
+/// Options of the fragment: `(name, wanted line)`, where a wanted `n` is "is not set".
+pub fn fragment_options(fragment: &str) -> Vec<(String, String)> {
+    fragment
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if let Some(rest) = l.strip_prefix("# CONFIG_") {
+                let name = rest.strip_suffix(" is not set")?;
+                Some((format!("CONFIG_{name}"), "n".to_string()))
+            } else if l.starts_with("CONFIG_") {
+                let (k, v) = l.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Options of the fragment whose value did not survive `olddefconfig` (as kunit.py checks).
+pub fn dropped_options(fragment: &str, config: &str) -> Vec<String> {
+    fragment_options(fragment)
+        .into_iter()
+        .filter(|(k, v)| {
+            let set = config.lines().find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string));
+            match (v.as_str(), set) {
+                ("n", None) => false,
+                ("n", Some(_)) => true,
+                (want, Some(have)) => want != have,
+                (_, None) => true,
+            }
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+fn make(src: &Path, build: &Path, tools: &Tools, args: &[&str], log: &Path) -> Result<()> {
+    let mut logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    writeln!(logf, "\n$ make {}", args.join(" "))?;
+    let status = Command::new("make")
+        .arg("-C")
+        .arg(src)
+        .arg(format!("O={}", build.display()))
+        .args(tools.make_vars())
+        .args(args)
+        .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib")
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        .status()
+        .context("running make")?;
+    if !status.success() {
+        bail!("`make {}` failed; log: {}\n{}", args.join(" "), log.display(), tail(log, 30));
+    }
+    Ok(())
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs the long build with a progress line every 15 s and the full log in `log`.
+fn make_with_progress(src: &Path, build: &Path, tools: &Tools, jobs: usize, log: &Path) -> Result<()> {
+    let mut logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    writeln!(logf, "\n$ make -j{jobs}")?;
+    let mut child = Command::new("make")
+        .arg("-C")
+        .arg(src)
+        .arg(format!("O={}", build.display()))
+        .args(tools.make_vars())
+        .arg(format!("-j{jobs}"))
+        .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running make")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))));
+    }
+    if let Some(err) = child.stderr.take() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))));
+    }
+    drop(tx);
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    let mut steps = 0usize;
+    let mut last = String::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) => {
+                writeln!(logf, "{line}")?;
+                if line.starts_with("  ") {
+                    steps += 1;
+                    last = line.trim().to_string();
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_report.elapsed() >= Duration::from_secs(15) {
+            let e = start.elapsed().as_secs();
+            println!("xtask: kernel build {}m{:02}s, {steps} steps, now: {last}", e / 60, e % 60);
+            last_report = Instant::now();
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("kernel build failed; full log: {}\n{}", log.display(), tail(log, 40));
+    }
+    Ok(())
+}
+
+/// Finds, configures and builds the kernel (or reuses the cached build).
+pub fn ensure(tools: &Tools, kernel_src: Option<&Path>) -> Result<Kernel> {
+    let src_arg = match kernel_src {
+        Some(p) => p.to_path_buf(),
+        None => default_source()?,
+    };
+    let src = source_dir(&src_arg)?;
+    let version = makefile_version(&src)?;
+    if !version.starts_with("7.3.") {
+        eprintln!("xtask: warning: kernel {version} is not a 7.3.x; the module targets 7.3");
+    }
+    let fragment_path = project_root().join("vm/kernel.config");
+    let fragment = std::fs::read_to_string(&fragment_path).with_context(|| format!("reading {}", fragment_path.display()))?;
+    let key = fnv64(&[
+        LAYOUT.as_bytes(),
+        src.to_string_lossy().as_bytes(),
+        version.as_bytes(),
+        tools.rustc_version.as_bytes(),
+        tools.clang_version.as_bytes(),
+        tools.bindgen_version.as_bytes(),
+    ]);
+    let build = cache_dir().join("kernel").join(format!("{version}-{key:016x}"));
+    let bzimage = build.join("arch/x86/boot/bzImage");
+    let stamp_path = build.join(".pcmsig-stamp");
+    let stamp = format!("{:016x}", fnv64(&[fragment.as_bytes(), &key.to_le_bytes()]));
+    println!("xtask: kernel {version} from {}", src.display());
+    if bzimage.is_file() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str()) {
+        println!("xtask: kernel up to date in {}", build.display());
+        return Ok(Kernel { version, build_dir: build, bzimage, built: false });
+    }
+    std::fs::create_dir_all(&build)?;
+    let log = build.join("build.log");
+    let _ = std::fs::remove_file(&stamp_path);
+    println!("xtask: configuring the kernel (tinyconfig + vm/kernel.config); log: {}", log.display());
+    make(&src, &build, tools, &["rustavailable"], &log).context("the Rust toolchain is not usable for this kernel")?;
+    make(&src, &build, tools, &["tinyconfig"], &log)?;
+    let merge = Command::new(src.join("scripts/kconfig/merge_config.sh"))
+        .current_dir(&src)
+        .arg("-m")
+        .arg("-O")
+        .arg(&build)
+        .arg(build.join(".config"))
+        .arg(&fragment_path)
+        .output()
+        .context("running scripts/kconfig/merge_config.sh")?;
+    if !merge.status.success() {
+        bail!("merge_config.sh failed:\n{}", String::from_utf8_lossy(&merge.stderr));
+    }
+    make(&src, &build, tools, &["olddefconfig"], &log)?;
+    let config = std::fs::read_to_string(build.join(".config"))?;
+    let dropped = dropped_options(&fragment, &config);
+    if !dropped.is_empty() {
+        bail!(
+            "these options of vm/kernel.config did not survive olddefconfig (missing dependency or \
+             renamed option): {}",
+            dropped.join(", ")
+        );
+    }
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+    let t = Instant::now();
+    println!("xtask: building the kernel with -j{jobs} (about 7 minutes the first time on 2 cores)");
+    make_with_progress(&src, &build, tools, jobs, &log)?;
+    println!("xtask: kernel built in {:.0} s", t.elapsed().as_secs_f64());
+    std::fs::write(&stamp_path, &stamp)?;
+    Ok(Kernel { version, build_dir: build, bzimage, built: true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_options_names_what_olddefconfig_lost() {
+        let fragment = "# comment\nCONFIG_RUST=y\nCONFIG_HZ=250\n# CONFIG_DEBUG_INFO is not set\nCONFIG_GONE=y\n";
+        let config = "CONFIG_RUST=y\nCONFIG_HZ=300\nCONFIG_DEBUG_INFO=y\n";
+        assert_eq!(
+            dropped_options(fragment, config),
+            vec!["CONFIG_HZ=250".to_string(), "CONFIG_DEBUG_INFO=n".into(), "CONFIG_GONE=y".into()]
+        );
+        assert!(dropped_options("CONFIG_RUST=y\n# CONFIG_X is not set\n", "CONFIG_RUST=y\n").is_empty());
+    }
+
+    #[test]
+    fn the_committed_fragment_parses() {
+        let text = std::fs::read_to_string(project_root().join("vm/kernel.config")).unwrap();
+        let opts = fragment_options(&text);
+        assert!(opts.iter().any(|(k, v)| k == "CONFIG_RUST" && v == "y"));
+        assert!(opts.len() > 30);
+    }
+
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(fnv64(&[b"fragment"]), fnv64(&[b"fragment"]));
+        assert_ne!(fnv64(&[b"CONFIG_HZ=250"]), fnv64(&[b"CONFIG_HZ=300"]));
+        assert_ne!(fnv64(&[b"a", b"b"]), fnv64(&[b"ab"]));
+    }
+}

@@ -1,0 +1,442 @@
+//! A small KTAP v1 parser (`Documentation/dev-tools/ktap.rst`) and the run verdict.
+//!
+//! The input is a whole serial console: KTAP lines interleaved with kernel messages, maybe with
+//! printk timestamps and `\r`. Lines that are not KTAP are ignored; subtests are indented by four
+//! spaces and precede their parent's result line.
+
+use std::fmt;
+
+/// Result of one test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    NotOk,
+    Skip(String),
+}
+
+/// One test line with its diagnostics and subtests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestCase {
+    pub number: usize,
+    pub name: String,
+    pub status: Status,
+    /// `#` lines printed before the result line (at the same level).
+    pub diagnostics: Vec<String>,
+    pub subtests: Vec<TestCase>,
+}
+
+/// A parsed (possibly partial) KTAP document.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Whether a `KTAP version 1` (or `TAP version`) header was seen.
+    pub header: bool,
+    pub plan: Option<usize>,
+    pub tests: Vec<TestCase>,
+    /// `Bail out!` reason, if any.
+    pub bail_out: Option<String>,
+}
+
+#[derive(Default)]
+struct Level {
+    plan: Option<usize>,
+    tests: Vec<TestCase>,
+    diagnostics: Vec<String>,
+}
+
+/// Removes a printk timestamp (`[    1.234567] `), `\r` and ANSI escapes from a console line.
+fn clean(line: &str) -> String {
+    let mut s = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {}
+            '\x1b' => {
+                // CSI: ESC [ params final-byte
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            c => s.push(c),
+        }
+    }
+    let t = s.trim_start();
+    if let Some(rest) = t.strip_prefix('[') {
+        if let Some(end) = rest.find("] ") {
+            let stamp = &rest[..end];
+            if stamp.trim().chars().all(|c| c.is_ascii_digit() || c == '.') && !stamp.trim().is_empty() {
+                return rest[end + 2..].to_string();
+            }
+        }
+    }
+    s
+}
+
+fn parse_result(content: &str) -> Option<(bool, usize, String, Option<String>)> {
+    let (ok, rest) = if let Some(r) = content.strip_prefix("not ok ") {
+        (false, r)
+    } else if let Some(r) = content.strip_prefix("ok ") {
+        (true, r)
+    } else {
+        return None;
+    };
+    let num_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let number: usize = rest[..num_end].parse().ok()?;
+    let rest = rest[num_end..].trim_start();
+    let rest = rest.strip_prefix("- ").unwrap_or(rest);
+    let (name, directive) = match rest.find(" # ") {
+        Some(i) => (rest[..i].trim(), Some(rest[i + 3..].trim())),
+        None => match rest.strip_prefix("# ") {
+            Some(d) => ("", Some(d.trim())),
+            None => (rest.trim(), None),
+        },
+    };
+    let skip = directive.and_then(|d| {
+        let upper = d.to_ascii_uppercase();
+        upper.starts_with("SKIP").then(|| d[4.min(d.len())..].trim().to_string())
+    });
+    Some((ok, number, name.to_string(), skip))
+}
+
+/// Parses every KTAP line found in `console`.
+pub fn parse(console: &str) -> Report {
+    let mut report = Report::default();
+    // levels[d] collects the tests at indentation depth d.
+    let mut levels: Vec<Level> = Vec::new();
+    for raw in console.lines() {
+        let line = clean(raw);
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let content = line.trim();
+        if content.is_empty() {
+            continue;
+        }
+        let depth = indent / 4;
+        if content.starts_with("KTAP version") || content.starts_with("TAP version") {
+            if depth == 0 {
+                if report.header && !levels.is_empty() {
+                    // A second top-level document (e.g. after a reboot): start over.
+                    levels.clear();
+                }
+                report.header = true;
+            }
+            while levels.len() <= depth {
+                levels.push(Level::default());
+            }
+            levels.truncate(depth + 1);
+            levels[depth] = Level::default();
+            continue;
+        }
+        if !report.header {
+            continue;
+        }
+        if let Some(reason) = content.strip_prefix("Bail out!") {
+            report.bail_out = Some(reason.trim().to_string());
+            continue;
+        }
+        if let Some(plan) = content.strip_prefix("1..") {
+            if let Ok(n) = plan.trim().parse::<usize>() {
+                while levels.len() <= depth {
+                    levels.push(Level::default());
+                }
+                levels[depth].plan = Some(n);
+            }
+            continue;
+        }
+        if let Some(diag) = content.strip_prefix('#') {
+            if let Some(level) = levels.get_mut(depth) {
+                level.diagnostics.push(diag.trim().to_string());
+            }
+            continue;
+        }
+        if let Some((ok, number, name, skip)) = parse_result(content) {
+            while levels.len() <= depth {
+                levels.push(Level::default());
+            }
+            // Deeper levels are the subtests of this result.
+            let subtests = if levels.len() > depth + 1 {
+                let sub = levels.split_off(depth + 1);
+                sub.into_iter().next().map(|l| l.tests).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let level = &mut levels[depth];
+            let status = match (ok, skip) {
+                (_, Some(reason)) => Status::Skip(reason),
+                (true, None) => Status::Ok,
+                (false, None) => Status::NotOk,
+            };
+            level.tests.push(TestCase {
+                number,
+                name,
+                status,
+                diagnostics: std::mem::take(&mut level.diagnostics),
+                subtests,
+            });
+        }
+        // Anything else is kernel noise.
+    }
+    if let Some(top) = levels.into_iter().next() {
+        report.plan = top.plan;
+        report.tests = top.tests;
+    }
+    report
+}
+
+/// Counts over the top-level tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Report {
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for t in &self.tests {
+            match t.status {
+                Status::Ok => c.passed += 1,
+                Status::NotOk => c.failed += 1,
+                Status::Skip(_) => c.skipped += 1,
+            }
+        }
+        c
+    }
+}
+
+/// How the VM run ended, as seen from the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// QEMU exited by itself with this status.
+    Exited(Option<i32>),
+    /// The timeout expired and QEMU was killed.
+    TimedOut(u64),
+}
+
+/// Why a run failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    TimedOut(u64),
+    QemuFailed(Option<i32>),
+    KernelProblem(String),
+    NoKtap,
+    NoPlan,
+    ShortRun { planned: usize, seen: usize },
+    BailOut(String),
+    Failed(Vec<String>),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::TimedOut(s) => write!(f, "timeout: the VM did not finish within {s} s and was killed"),
+            Failure::QemuFailed(code) => write!(f, "QEMU failed (exit status {code:?})"),
+            Failure::KernelProblem(line) => write!(f, "kernel problem on the console: {line}"),
+            Failure::NoKtap => write!(f, "no KTAP output: the guest suite never started"),
+            Failure::NoPlan => write!(f, "no KTAP plan line (1..N): the run is incomplete"),
+            Failure::ShortRun { planned, seen } => {
+                write!(f, "short run: {seen} of {planned} planned results (truncated output)")
+            }
+            Failure::BailOut(r) => write!(f, "the suite bailed out: {r}"),
+            Failure::Failed(names) => write!(f, "{} test(s) failed: {}", names.len(), names.join(", ")),
+        }
+    }
+}
+
+/// Console lines that mean the kernel went wrong, whatever the tests said.
+const KERNEL_PROBLEMS: &[&str] = &[
+    "Kernel panic",
+    "Oops:",
+    "BUG:",
+    "WARNING:",
+    "------------[ cut here ]------------",
+    "general protection fault",
+    "Call Trace:",
+    "UBSAN:",
+    "KASAN:",
+    "kernel BUG at",
+    "rcu_sched detected stalls",
+    "soft lockup",
+    "hung_task",
+];
+
+/// The first console line that reports a kernel problem.
+pub fn kernel_problem(console: &str) -> Option<String> {
+    console.lines().map(clean).find_map(|l| {
+        let t = l.trim();
+        KERNEL_PROBLEMS.iter().any(|p| t.contains(p)).then(|| t.to_string())
+    })
+}
+
+/// Every reason this run fails; empty means pass.
+pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    if let Some(line) = kernel_problem(console) {
+        failures.push(Failure::KernelProblem(line));
+    }
+    match ending {
+        Ending::TimedOut(s) => failures.push(Failure::TimedOut(*s)),
+        Ending::Exited(Some(0)) => {}
+        Ending::Exited(code) => failures.push(Failure::QemuFailed(*code)),
+    }
+    if !report.header {
+        failures.push(Failure::NoKtap);
+        return failures;
+    }
+    if let Some(r) = &report.bail_out {
+        failures.push(Failure::BailOut(r.clone()));
+    }
+    match report.plan {
+        None => failures.push(Failure::NoPlan),
+        Some(planned) if report.tests.len() < planned => {
+            failures.push(Failure::ShortRun { planned, seen: report.tests.len() })
+        }
+        Some(_) => {}
+    }
+    let failed: Vec<String> = report
+        .tests
+        .iter()
+        .filter(|t| t.status == Status::NotOk)
+        .map(|t| t.name.clone())
+        .collect();
+    if !failed.is_empty() {
+        failures.push(Failure::Failed(failed));
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+[    0.712345] Run /init as init process
+KTAP version 1
+1..3
+[    0.801000] pcmsig: loading out-of-tree module taints kernel.
+ok 1 register_and_receive
+# injected 3 events
+ok 2 sigtimedwait_times_out
+ok 3 needs_edu # SKIP no edu device
+";
+
+    #[test]
+    fn parses_results_amid_kernel_noise_and_timestamps() {
+        let r = parse(GOOD);
+        assert!(r.header);
+        assert_eq!(r.plan, Some(3));
+        assert_eq!(r.tests.len(), 3);
+        assert_eq!(r.tests[0].name, "register_and_receive");
+        assert_eq!(r.tests[1].diagnostics, vec!["injected 3 events".to_string()]);
+        assert_eq!(r.tests[2].status, Status::Skip("no edu device".into()));
+        assert_eq!(r.counts(), Counts { passed: 2, failed: 0, skipped: 1 });
+        assert!(verdict(GOOD, &r, &Ending::Exited(Some(0))).is_empty());
+    }
+
+    #[test]
+    fn timestamps_crlf_and_ansi_are_stripped() {
+        let console = "\x1b[0m[    1.000000] KTAP version 1\r\n[    1.000001] 1..1\r\n[    1.2] ok 1 a\r\n";
+        let r = parse(console);
+        assert_eq!(r.plan, Some(1));
+        assert_eq!(r.tests[0].name, "a");
+        assert!(verdict(console, &r, &Ending::Exited(Some(0))).is_empty());
+    }
+
+    #[test]
+    fn nested_subtests_attach_to_their_parent() {
+        let console = "\
+KTAP version 1
+1..2
+    KTAP version 1
+    # Subtest: ordering
+    1..2
+    ok 1 fifo
+    not ok 2 rt_before_standard
+not ok 1 ordering
+ok 2 other
+";
+        let r = parse(console);
+        assert_eq!(r.tests.len(), 2);
+        let sub = &r.tests[0].subtests;
+        assert_eq!(sub.len(), 2);
+        assert_eq!(sub[1].name, "rt_before_standard");
+        assert_eq!(sub[1].status, Status::NotOk);
+        assert_eq!(r.tests[1].subtests.len(), 0);
+        let v = verdict(console, &r, &Ending::Exited(Some(0)));
+        assert_eq!(v, vec![Failure::Failed(vec!["ordering".into()])]);
+    }
+
+    #[test]
+    fn not_ok_fails_the_run() {
+        let console = "KTAP version 1\n1..2\nok 1 a\nnot ok 2 b\n# expected 3, got 2\n";
+        let r = parse(console);
+        assert_eq!(verdict(console, &r, &Ending::Exited(Some(0))), vec![Failure::Failed(vec!["b".into()])]);
+    }
+
+    #[test]
+    fn missing_plan_fails_the_run() {
+        let console = "KTAP version 1\nok 1 a\n";
+        let r = parse(console);
+        assert_eq!(verdict(console, &r, &Ending::Exited(Some(0))), vec![Failure::NoPlan]);
+    }
+
+    #[test]
+    fn truncated_run_fails_as_short() {
+        let console = "KTAP version 1\n1..4\nok 1 a\nok 2 b\nok 3 c";
+        let r = parse(console);
+        assert_eq!(
+            verdict(console, &r, &Ending::Exited(Some(0))),
+            vec![Failure::ShortRun { planned: 4, seen: 3 }]
+        );
+    }
+
+    #[test]
+    fn no_ktap_at_all_fails() {
+        let console = "[    0.5] Run /init as init process\n/init: not found\n";
+        let r = parse(console);
+        assert_eq!(verdict(console, &r, &Ending::Exited(Some(0))), vec![Failure::NoKtap]);
+    }
+
+    #[test]
+    fn kernel_panic_oops_bug_and_warning_fail_even_with_all_tests_ok() {
+        for noise in [
+            "[    2.0] Kernel panic - not syncing: sysrq triggered crash",
+            "[    2.0] Oops: general protection fault, probably for non-canonical address",
+            "[    2.0] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+            "[    2.0] WARNING: CPU: 1 PID: 42 at kernel/signal.c:1234 foo+0x10/0x20",
+        ] {
+            let console = format!("KTAP version 1\n1..1\n{noise}\nok 1 a\n");
+            let r = parse(&console);
+            let v = verdict(&console, &r, &Ending::Exited(Some(0)));
+            assert!(matches!(v.as_slice(), [Failure::KernelProblem(_)]), "{noise}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn timeout_and_qemu_death_fail() {
+        let r = parse(GOOD);
+        assert_eq!(verdict(GOOD, &r, &Ending::TimedOut(5)), vec![Failure::TimedOut(5)]);
+        assert_eq!(verdict(GOOD, &r, &Ending::Exited(Some(1))), vec![Failure::QemuFailed(Some(1))]);
+    }
+
+    #[test]
+    fn bail_out_fails() {
+        let console = "KTAP version 1\n1..2\nok 1 a\nBail out! /dev/pcmsig missing\n";
+        let r = parse(console);
+        let v = verdict(console, &r, &Ending::Exited(Some(0)));
+        assert!(v.contains(&Failure::BailOut("/dev/pcmsig missing".into())));
+        assert!(v.contains(&Failure::ShortRun { planned: 2, seen: 1 }));
+    }
+
+    #[test]
+    fn result_line_formats() {
+        assert_eq!(parse_result("ok 7 - name # SKIP why"), Some((true, 7, "name".into(), Some("why".into()))));
+        assert_eq!(parse_result("not ok 12 x"), Some((false, 12, "x".into(), None)));
+        assert_eq!(parse_result("ok x"), None);
+        assert_eq!(parse_result("okay"), None);
+    }
+}
