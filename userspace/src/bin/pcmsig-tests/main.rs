@@ -1,0 +1,38 @@
+//! The guest test suite: runs inside the VM with the module loaded and prints KTAP v1.
+//!
+//! One test a behaviour, each in its own forked process. `--filter GLOB` runs a subset;
+//! `--list` prints the names.
+
+mod common;
+mod harness;
+mod module_tests;
+mod signal_tests;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut tests = module_tests::tests();
+    tests.extend(signal_tests::tests());
+    // Unloading the module comes last: everything else needs it loaded.
+    tests.extend(module_tests::lifecycle_tests());
+    let mut filter = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--filter" => filter = it.next().cloned(),
+            "--list" => {
+                tests.iter().for_each(|t| println!("{}", t.name));
+                return;
+            }
+            other => {
+                eprintln!("pcmsig-tests: unknown argument {other:?} (use --filter GLOB or --list)");
+                std::process::exit(2);
+            }
+        }
+    }
+    if !std::path::Path::new(pcmsig::uapi::DEVICE_PATH).exists() {
+        println!("KTAP version 1\n1..{}\nBail out! {} is missing: the module is not loaded", tests.len(), pcmsig::uapi::DEVICE_PATH);
+        std::process::exit(1);
+    }
+    let failed = harness::run(&tests, filter.as_deref());
+    std::process::exit(i32::from(failed > 0));
+}

@@ -1,0 +1,530 @@
+//! Guest tests of the module's behaviour: payloads, triggers, registration rules, errors,
+//! drops, lifecycle.
+
+use std::time::{Duration, Instant};
+
+use pcmsig::{uapi, Device, EventKind as K, State, Trigger};
+
+use crate::common::*;
+use crate::harness::{diag, Context, Test, TestResult};
+use crate::{ensure, ensure_eq};
+
+pub fn tests() -> Vec<Test> {
+    vec![
+        Test { name: "inject_delivers_exact_payloads_in_sequence", run: inject_delivers_exact_payloads_in_sequence },
+        Test { name: "timer_periods_are_numbered_and_stop_after_n", run: timer_periods_are_numbered_and_stop_after_n },
+        Test { name: "triggers_follow_the_state_machine", run: triggers_follow_the_state_machine },
+        Test { name: "wrong_state_triggers_fail_with_ebadfd", run: wrong_state_triggers_fail_with_ebadfd },
+        Test { name: "xrun_trigger_needs_configure_to_recover", run: xrun_trigger_needs_configure_to_recover },
+        Test { name: "ioctl_arguments_are_checked", run: ioctl_arguments_are_checked },
+        Test { name: "register_again_replaces_the_listener", run: register_again_replaces_the_listener },
+        Test { name: "unregister_stops_delivery", run: unregister_stops_delivery },
+        Test { name: "every_listener_gets_every_event", run: every_listener_gets_every_event },
+        Test { name: "queue_overflow_drops_are_counted_exactly", run: queue_overflow_drops_are_counted_exactly },
+        Test { name: "xrun_when_a_listener_falls_behind", run: xrun_when_a_listener_falls_behind },
+        Test { name: "exited_listener_drops_are_counted", run: exited_listener_drops_are_counted },
+        Test { name: "listener_dying_mid_stream_is_safe", run: listener_dying_mid_stream_is_safe },
+        Test { name: "exec_stops_signalling_the_thread", run: exec_stops_signalling_the_thread },
+        Test { name: "credential_change_stops_signalling", run: credential_change_stops_signalling },
+        Test { name: "register_needs_permission_to_signal", run: register_needs_permission_to_signal },
+        Test { name: "read_records_match_the_signals", run: read_records_match_the_signals },
+        Test { name: "nonblocking_read_gives_eagain", run: nonblocking_read_gives_eagain },
+        Test { name: "blocking_read_wakes_on_an_event", run: blocking_read_wakes_on_an_event },
+    ]
+}
+
+/// Tests that unload the module run last.
+pub fn lifecycle_tests() -> Vec<Test> {
+    vec![
+        Test { name: "rmmod_is_refused_while_open", run: rmmod_is_refused_while_open },
+        Test { name: "insmod_rmmod_cycle_50_times", run: insmod_rmmod_cycle_50_times },
+    ]
+}
+
+fn inject_delivers_exact_payloads_in_sequence() -> TestResult {
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    let kinds = [K::Started, K::PeriodElapsed, K::PeriodElapsed, K::Xrun, K::Stopped];
+    for k in kinds {
+        dev.inject(k).ctx("inject")?;
+    }
+    let first = expect_kinds(sig, &kinds)?;
+    recv_none(&[sig])?;
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(s.file.fired, 5);
+    ensure_eq!(s.file.delivered, 5);
+    ensure_eq!(s.file.dropped(), 0);
+    check_invariant(&s)?;
+    diag(&format!("5 events, seq {first}..{}", first + 4));
+    Ok(())
+}
+
+fn timer_periods_are_numbered_and_stop_after_n() -> TestResult {
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    dev.configure(2000, 5).ctx("configure")?;
+    dev.trigger(Trigger::Start).ctx("start")?;
+    let kinds = [K::Prepared, K::Started, K::PeriodElapsed, K::PeriodElapsed, K::PeriodElapsed, K::PeriodElapsed, K::PeriodElapsed, K::Stopped];
+    expect_kinds(sig, &kinds)?;
+    recv_none(&[sig])?;
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(State::from_u32(s.state), Some(State::Stopped));
+    ensure_eq!(s.periods, 5);
+    ensure_eq!(s.file.delivered, 8);
+    Ok(())
+}
+
+fn triggers_follow_the_state_machine() -> TestResult {
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    // A 1 s period: no tick comes between the quick triggers below.
+    dev.configure(1_000_000, 0).ctx("configure")?;
+    let state = |want: State| -> TestResult {
+        let s = dev.stats().ctx("stats")?;
+        ensure_eq!(State::from_u32(s.state), Some(want));
+        Ok(())
+    };
+    state(State::Prepared)?;
+    dev.trigger(Trigger::Start).ctx("start")?;
+    state(State::Running)?;
+    dev.trigger(Trigger::PausePush).ctx("pause")?;
+    state(State::Paused)?;
+    dev.trigger(Trigger::PauseRelease).ctx("resume")?;
+    state(State::Running)?;
+    dev.trigger(Trigger::Drain).ctx("drain")?;
+    state(State::Draining)?;
+    // Draining ends after one more period.
+    expect_kinds(sig, &[K::Prepared, K::Started, K::Paused, K::Resumed, K::Draining, K::PeriodElapsed, K::Stopped])?;
+    state(State::Stopped)?;
+    dev.trigger(Trigger::Start).ctx("start again from stopped")?;
+    dev.trigger(Trigger::Stop).ctx("stop")?;
+    expect_kinds(sig, &[K::Started, K::Stopped])?;
+    state(State::Stopped)
+}
+
+fn wrong_state_triggers_fail_with_ebadfd() -> TestResult {
+    let dev = Device::open().ctx("open")?;
+    // Fresh stream: Setup.
+    for t in [Trigger::Start, Trigger::Stop, Trigger::PausePush, Trigger::PauseRelease, Trigger::Drain, Trigger::Xrun] {
+        expect_errno(dev.trigger(t), libc::EBADFD, &format!("{t:?} in setup"))?;
+    }
+    dev.configure(1_000_000, 0).ctx("configure")?;
+    expect_errno(dev.trigger(Trigger::PauseRelease), libc::EBADFD, "resume when prepared")?;
+    dev.trigger(Trigger::Start).ctx("start")?;
+    expect_errno(dev.trigger(Trigger::Start), libc::EBADFD, "start when running")?;
+    expect_errno(dev.configure(1000, 0), libc::EBUSY, "configure when running")?;
+    dev.trigger(Trigger::PausePush).ctx("pause")?;
+    expect_errno(dev.trigger(Trigger::Drain), libc::EBADFD, "drain when paused")?;
+    expect_errno(dev.configure(1000, 0), libc::EBUSY, "configure when paused")?;
+    dev.trigger(Trigger::Stop).ctx("stop")?;
+    Ok(())
+}
+
+fn xrun_trigger_needs_configure_to_recover() -> TestResult {
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    dev.configure(1_000_000, 0).ctx("configure")?;
+    dev.trigger(Trigger::Start).ctx("start")?;
+    dev.trigger(Trigger::Xrun).ctx("xrun")?;
+    ensure_eq!(State::from_u32(dev.stats().ctx("stats")?.state), Some(State::Xrun));
+    expect_errno(dev.trigger(Trigger::Start), libc::EBADFD, "start in xrun")?;
+    dev.configure(1_000_000, 0).ctx("configure again")?;
+    dev.trigger(Trigger::Start).ctx("start after recovery")?;
+    dev.trigger(Trigger::Stop).ctx("stop")?;
+    expect_kinds(sig, &[K::Prepared, K::Started, K::Xrun, K::Prepared, K::Started, K::Stopped])?;
+    Ok(())
+}
+
+fn ioctl_arguments_are_checked() -> TestResult {
+    let dev = Device::open().ctx("open")?;
+    for signo in [0u32, 1, 9, 11, 19, 31, 65, 1000, u32::MAX] {
+        expect_errno(dev.register_raw(signo, 0), libc::EINVAL, &format!("register signal {signo}"))?;
+    }
+    expect_errno(dev.register_raw(rt(0).number() as u32, 1), libc::EINVAL, "register with flags")?;
+    expect_errno(dev.unregister(), libc::ENOENT, "unregister without a listener")?;
+    expect_errno(dev.configure(uapi::PERIOD_US_MIN - 1, 0), libc::EINVAL, "period too short")?;
+    expect_errno(dev.configure(uapi::PERIOD_US_MAX + 1, 0), libc::EINVAL, "period too long")?;
+    expect_errno(dev.configure(0, 0), libc::EINVAL, "zero period")?;
+    for cmd in [0u32, 7, u32::MAX] {
+        expect_errno(dev.trigger_raw(cmd), libc::EINVAL, &format!("trigger {cmd}"))?;
+    }
+    for kind in [0u32, 9, u32::MAX] {
+        expect_errno(dev.inject_raw(kind), libc::EINVAL, &format!("inject kind {kind}"))?;
+    }
+    let raw = |req: u32, arg: usize| -> Result<i32, i32> {
+        // SAFETY: the addresses passed are unmapped or null: the kernel must reject them.
+        unsafe { dev.raw_ioctl(req, arg) }.map_err(|e| e.raw_os_error().unwrap_or(0))
+    };
+    for (name, req) in [("register", uapi::IOC_REGISTER), ("configure", uapi::IOC_CONFIGURE), ("trigger", uapi::IOC_TRIGGER), ("inject", uapi::IOC_INJECT), ("stats", uapi::IOC_GET_STATS)] {
+        ensure_eq!(raw(req, 0), Err(libc::EFAULT), "{name} with a NULL pointer");
+        ensure_eq!(raw(req, 16), Err(libc::EFAULT), "{name} with an unmapped pointer");
+    }
+    ensure_eq!(raw(0xBB99, 0), Err(libc::ENOTTY), "unknown ioctl");
+    ensure_eq!(raw(uapi::IOC_REGISTER ^ (1 << 16), 0), Err(libc::ENOTTY), "register with a wrong size");
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(State::from_u32(s.state), Some(State::Setup), "failed calls changed nothing");
+    ensure_eq!(s.listeners, 0);
+    Ok(())
+}
+
+fn register_again_replaces_the_listener() -> TestResult {
+    let (a, b) = (rt(0), rt(1));
+    let dev = listen(a)?;
+    b.block().ctx("block")?;
+    dev.register(b).ctx("register again")?;
+    ensure_eq!(dev.stats().ctx("stats")?.listeners, 1);
+    dev.inject(K::Started).ctx("inject")?;
+    expect_kinds(b, &[K::Started])?;
+    recv_none(&[a])?;
+    Ok(())
+}
+
+fn unregister_stops_delivery() -> TestResult {
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    dev.inject(K::Started).ctx("inject")?;
+    dev.unregister().ctx("unregister")?;
+    dev.inject(K::Stopped).ctx("inject after unregister")?;
+    expect_kinds(sig, &[K::Started])?;
+    recv_none(&[sig])?;
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(s.listeners, 0);
+    ensure_eq!(s.file.fired, 1, "the unregistered listener's counters stay readable");
+    expect_errno(dev.unregister(), libc::ENOENT, "second unregister")?;
+    Ok(())
+}
+
+fn every_listener_gets_every_event() -> TestResult {
+    let sigs = [rt(0), rt(1), rt(2)];
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Arc::new(std::sync::Mutex::new(go_rx));
+    let mut handles = Vec::new();
+    for sig in sigs {
+        let ready_tx = ready_tx.clone();
+        let go_rx = go_rx.clone();
+        handles.push(std::thread::spawn(move || -> Result<u32, String> {
+            let dev = listen(sig)?;
+            ready_tx.send(()).ctx("ready")?;
+            let _ = go_rx.lock().map(|g| g.recv());
+            let first = expect_kinds(sig, &[K::Started, K::PeriodElapsed, K::PeriodElapsed, K::Stopped])?;
+            drop(dev);
+            Ok(first)
+        }));
+    }
+    for _ in sigs {
+        ready_rx.recv().ctx("waiting for listeners")?;
+    }
+    let dev = Device::open().ctx("open")?;
+    ensure_eq!(dev.stats().ctx("stats")?.listeners, 3);
+    for k in [K::Started, K::PeriodElapsed, K::PeriodElapsed, K::Stopped] {
+        dev.inject(k).ctx("inject")?;
+    }
+    for _ in sigs {
+        go_tx.send(()).ctx("go")?;
+    }
+    let mut firsts = Vec::new();
+    for h in handles {
+        firsts.push(h.join().map_err(|_| "listener thread panicked".to_string())??);
+    }
+    ensure!(firsts.windows(2).all(|w| w[0] == w[1]), "listeners saw different sequence numbers: {firsts:?}");
+    Ok(())
+}
+
+fn queue_overflow_drops_are_counted_exactly() -> TestResult {
+    set_sigpending_limit(8)?;
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    for _ in 0..12 {
+        dev.inject(K::PeriodElapsed).ctx("inject")?;
+    }
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(s.file.fired, 12);
+    ensure_eq!(s.file.delivered, 8);
+    ensure_eq!(s.file.dropped_queue_full, 4);
+    check_invariant(&s)?;
+    // All 8 queued arrive, in order, nothing lost among them.
+    expect_kinds(sig, &[K::PeriodElapsed; 8])?;
+    recv_none(&[sig])?;
+    // Room again: the next one is delivered.
+    dev.inject(K::Stopped).ctx("inject")?;
+    expect_kinds(sig, &[K::Stopped])?;
+    Ok(())
+}
+
+fn xrun_when_a_listener_falls_behind() -> TestResult {
+    set_sigpending_limit(4)?;
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    dev.configure(1000, 0).ctx("configure")?;
+    dev.trigger(Trigger::Start).ctx("start")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let s = loop {
+        let s = dev.stats().ctx("stats")?;
+        if State::from_u32(s.state) == Some(State::Xrun) || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    ensure_eq!(State::from_u32(s.state), Some(State::Xrun), "a full queue during a period is an xrun");
+    // Prepared, Started and two periods fill the 4 slots; the third period and the Xrun
+    // event itself are dropped.
+    ensure_eq!(s.file.delivered, 4);
+    ensure_eq!(s.file.dropped_queue_full, 2);
+    check_invariant(&s)?;
+    expect_kinds(sig, &[K::Prepared, K::Started, K::PeriodElapsed, K::PeriodElapsed])?;
+    recv_none(&[sig])?;
+    Ok(())
+}
+
+fn exited_listener_drops_are_counted() -> TestResult {
+    let dev = std::sync::Arc::new(Device::open().ctx("open")?);
+    let d = dev.clone();
+    // A thread registers on the shared file, then exits (and is reaped by join).
+    std::thread::spawn(move || -> Result<(), String> {
+        rt(0).block().ctx("block")?;
+        d.register(rt(0)).ctx("register")
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())??;
+    for _ in 0..3 {
+        dev.inject(K::PeriodElapsed).ctx("inject")?;
+    }
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(s.file.fired, 3);
+    ensure_eq!(s.file.dropped_exited, 3);
+    ensure_eq!(s.file.delivered, 0);
+    check_invariant(&s)?;
+    // The same for a process: it registers on an inherited file and exits.
+    let code = in_child(|| {
+        rt(0).block().ctx("block")?;
+        dev.register(rt(0)).ctx("child register")
+    })?;
+    ensure_eq!(code, 0, "child");
+    dev.inject(K::Stopped).ctx("inject")?;
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!((s.file.fired, s.file.dropped_exited), (1, 1), "after the child exited");
+    Ok(())
+}
+
+fn listener_dying_mid_stream_is_safe() -> TestResult {
+    let dev = std::sync::Arc::new(Device::open().ctx("open")?);
+    dev.configure(500, 0).ctx("configure")?;
+    let d = dev.clone();
+    std::thread::spawn(move || -> Result<(), String> {
+        let sig = rt(0);
+        sig.block().ctx("block")?;
+        d.register(sig).ctx("register")?;
+        d.trigger(Trigger::Start).ctx("start")?;
+        // Take a few periods, then exit with the stream running.
+        for _ in 0..3 {
+            recv(&[sig])?;
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())??;
+    std::thread::sleep(Duration::from_millis(50));
+    dev.trigger(Trigger::Stop).ctx("stop")?;
+    let s = dev.stats().ctx("stats")?;
+    ensure!(s.file.dropped_exited > 0, "events after the exit must count as dropped: {:?}", s.file);
+    ensure!(s.file.delivered >= 4, "delivered before the exit: {:?}", s.file);
+    check_invariant(&s)?;
+    diag(&format!("delivered {} then dropped {} after exit", s.file.delivered, s.file.dropped_exited));
+    Ok(())
+}
+
+fn exec_stops_signalling_the_thread() -> TestResult {
+    let dev = Device::open().ctx("open")?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(dev.file());
+    // The pipe closes on exec, which tells us the exec happened.
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx("pipe")?;
+    // SAFETY: single-threaded test process.
+    let pid = unsafe { libc::fork() };
+    ensure!(pid >= 0, "fork");
+    if pid == 0 {
+        drop(rd);
+        let sig = rt(0);
+        let _ = sig.block();
+        // SAFETY: `fd` is the inherited device file; clear its close-on-exec flag.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        if dev.register(sig).is_err() {
+            // SAFETY: child exit.
+            unsafe { libc::_exit(3) };
+        }
+        // A blocked signal stays blocked across exec; unblock it so that the new program would
+        // die of SIGRTMIN's default action if the module still signalled it.
+        let _ = pcmsig::sys::SignalSet::of(&[sig.number()]).unblock();
+        let mut cmd = std::process::Command::new("/bin/sleep");
+        cmd.arg("10");
+        let _ = std::os::unix::process::CommandExt::exec(&mut cmd);
+        // SAFETY: child exit after a failed exec.
+        unsafe { libc::_exit(4) };
+    }
+    drop(wr);
+    let mut buf = [0u8; 1];
+    // EOF once the child has exec'd (or died).
+    let _ = nix::unistd::read(&rd, &mut buf);
+    for _ in 0..2 {
+        dev.inject(K::PeriodElapsed).ctx("inject")?;
+    }
+    let s = dev.stats().ctx("stats")?;
+    std::thread::sleep(Duration::from_millis(50));
+    let mut status = 0;
+    // SAFETY: our child.
+    let alive = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0;
+    // SAFETY: our child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = wait_child(pid);
+    ensure!(alive, "the exec'd program died (status {status:#x}): it was signalled");
+    ensure_eq!(s.file.dropped_execd, 2);
+    ensure_eq!(s.file.delivered, 0);
+    check_invariant(&s)
+}
+
+fn make_device_world_accessible() -> TestResult {
+    let path = std::ffi::CString::new(uapi::DEVICE_PATH).ctx("path")?;
+    // SAFETY: valid C string.
+    ensure!(unsafe { libc::chmod(path.as_ptr(), 0o666) } == 0, "chmod {}", uapi::DEVICE_PATH);
+    Ok(())
+}
+
+fn credential_change_stops_signalling() -> TestResult {
+    make_device_world_accessible()?;
+    let code = in_child(|| {
+        setresuid(1000, 1000, 0)?;
+        let sig = rt(0);
+        let dev = listen(sig)?; // opened and registered as uid 1000
+        dev.inject(K::Started).ctx("inject as 1000")?;
+        expect_kinds(sig, &[K::Started])?;
+        setresuid(0, 0, 0)?; // the thread becomes root; the opener (1000) may not signal root
+        dev.inject(K::Stopped).ctx("inject after setuid")?;
+        recv_none(&[sig])?;
+        let s = dev.stats().ctx("stats")?;
+        ensure_eq!(s.file.dropped_perm, 1);
+        ensure_eq!(s.file.delivered, 1);
+        check_invariant(&s)
+    })?;
+    ensure_eq!(code, 0, "child");
+    Ok(())
+}
+
+fn register_needs_permission_to_signal() -> TestResult {
+    make_device_world_accessible()?;
+    let code = in_child(|| {
+        setresuid(1000, 1000, 0)?;
+        let dev = Device::open().ctx("open as 1000")?;
+        setresuid(0, 0, 0)?;
+        rt(0).block().ctx("block")?;
+        expect_errno(dev.register(rt(0)), libc::EPERM, "registering a root thread on a uid-1000 file")
+    })?;
+    ensure_eq!(code, 0, "child");
+    Ok(())
+}
+
+fn read_records_match_the_signals() -> TestResult {
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    let before = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ctx("clock")?;
+    for k in [K::Started, K::PeriodElapsed, K::Stopped] {
+        dev.inject(k).ctx("inject")?;
+    }
+    let recs = dev.read_records(16).ctx("read")?;
+    ensure_eq!(recs.len(), 3);
+    let first = expect_kinds(sig, &[K::Started, K::PeriodElapsed, K::Stopped])?;
+    let before_ns = before.tv_sec() as u64 * 1_000_000_000 + before.tv_nsec() as u64;
+    for (i, r) in recs.iter().enumerate() {
+        ensure_eq!(r.seq & uapi::SEQ_MASK, first + i as u32, "record {i} seq");
+        ensure_eq!(r.source, uapi::EventSource::Ioctl as u16);
+        ensure!(r.timestamp_ns >= before_ns, "record {i} timestamp {} before the inject ({before_ns})", r.timestamp_ns);
+    }
+    ensure!(recs.windows(2).all(|w| w[0].timestamp_ns <= w[1].timestamp_ns), "timestamps go backwards");
+    ensure_eq!(recs.iter().map(|r| r.kind).collect::<Vec<_>>(), vec![K::Started as u16, K::PeriodElapsed as u16, K::Stopped as u16]);
+    // Timer-produced records say so, and are a period apart on average.
+    dev.configure(5000, 3).ctx("configure")?;
+    dev.trigger(Trigger::Start).ctx("start")?;
+    expect_kinds(sig, &[K::Prepared, K::Started, K::PeriodElapsed, K::PeriodElapsed, K::PeriodElapsed, K::Stopped])?;
+    let recs = dev.read_records(16).ctx("read")?;
+    ensure_eq!(recs.len(), 6);
+    let periods: Vec<_> = recs.iter().filter(|r| r.kind == K::PeriodElapsed as u16).collect();
+    ensure!(periods.iter().all(|r| r.source == uapi::EventSource::Timer as u16), "period records come from the timer");
+    let span = periods[2].timestamp_ns - periods[0].timestamp_ns;
+    ensure!(span >= 2 * 5_000_000 - 1_000_000, "two periods of 5 ms took only {span} ns");
+    Ok(())
+}
+
+fn nonblocking_read_gives_eagain() -> TestResult {
+    let dev = Device::open_nonblocking().ctx("open")?;
+    match dev.read_records(4) {
+        Err(e) => ensure_eq!(e.raw_os_error(), Some(libc::EAGAIN)),
+        Ok(r) => return Err(format!("read returned {r:?} with nothing buffered")),
+    }
+    dev.inject(K::Started).ctx("inject")?;
+    ensure_eq!(dev.read_records(4).ctx("read")?.len(), 1);
+    // A buffer smaller than one record is an error, not a partial record.
+    let mut small = [0u8; 8];
+    let r = std::io::Read::read(&mut dev.file(), &mut small);
+    ensure_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EINVAL)), "8-byte read");
+    Ok(())
+}
+
+fn blocking_read_wakes_on_an_event() -> TestResult {
+    let dev = std::sync::Arc::new(Device::open().ctx("open")?);
+    let d = dev.clone();
+    let reader = std::thread::spawn(move || d.read_records(4));
+    std::thread::sleep(Duration::from_millis(100));
+    ensure!(!reader.is_finished(), "read returned with nothing to read");
+    dev.inject(K::Xrun).ctx("inject")?;
+    let recs = reader.join().map_err(|_| "reader panicked".to_string())?.ctx("read")?;
+    ensure_eq!(recs.len(), 1);
+    ensure_eq!(recs[0].kind, K::Xrun as u16);
+    Ok(())
+}
+
+fn delete_module() -> std::io::Result<()> {
+    let name = c"pcmsig";
+    // SAFETY: valid module name; O_NONBLOCK fails at once instead of waiting for users.
+    if unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn load_module() -> std::io::Result<()> {
+    let path = std::env::var("PCMSIG_KO").unwrap_or_else(|_| "/lib/modules/pcmsig.ko".into());
+    let f = std::fs::File::open(&path)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: valid fd and empty parameter string.
+    if unsafe { libc::syscall(libc::SYS_finit_module, fd, c"".as_ptr(), 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn rmmod_is_refused_while_open() -> TestResult {
+    let dev = Device::open().ctx("open")?;
+    match delete_module() {
+        Err(e) => ensure_eq!(e.raw_os_error(), Some(libc::EBUSY), "rmmod while open: {e}"),
+        Ok(()) => {
+            let _ = load_module();
+            return Err("rmmod succeeded with the device open".into());
+        }
+    }
+    drop(dev);
+    Ok(())
+}
+
+fn insmod_rmmod_cycle_50_times() -> TestResult {
+    for i in 0..50 {
+        delete_module().ctx(&format!("rmmod #{i}"))?;
+        ensure!(Device::open().is_err(), "device still opens after rmmod #{i}");
+        load_module().ctx(&format!("insmod #{i}"))?;
+        // Use it a little each time: register, one event, close.
+        let sig = rt(0);
+        let dev = listen(sig)?;
+        dev.inject(K::Started).ctx("inject")?;
+        expect_kinds(sig, &[K::Started])?;
+    }
+    diag("50 unload/load cycles, one event each");
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Three ways to receive pcmsig events.
+//!
+//! | type | how | fits | `EINTR` |
+//! |---|---|---|---|
+//! | [`WaitReceiver`] | signal blocked, `sigwaitinfo`/`sigtimedwait` | a dedicated thread | retried |
+//! | [`FdReceiver`] | signal blocked, a signalfd | poll/epoll/mio event loops | retried |
+//! | [`HandlerReceiver`] | `SA_SIGINFO` handler writes to a pipe | programs that cannot block the signal | retried; `SA_RESTART` is a choice |
+//!
+//! Delivery is thread-directed: the thread that called [`crate::Device::register`] gets the
+//! signal. With the first two, that thread must have the signal blocked (or the default action,
+//! termination, applies) and must be the one that waits (a signalfd reads the signals pending for
+//! the thread that reads it).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::sys::{self, SigInfo, SignalSet};
+use crate::Signal;
+
+/// Synchronous receipt: blocks the signals in the calling thread and waits for them.
+///
+/// ```no_run
+/// use pcmsig::{Device, Signal, WaitReceiver};
+/// let rx = WaitReceiver::new(&[Signal::rtmin(0)])?;
+/// let dev = Device::open()?;
+/// dev.register(Signal::rtmin(0))?;
+/// let info = rx.recv_timeout(std::time::Duration::from_secs(1))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct WaitReceiver {
+    set: SignalSet,
+}
+
+impl WaitReceiver {
+    /// Blocks `signals` in the calling thread.
+    pub fn new(signals: &[Signal]) -> io::Result<Self> {
+        let set = SignalSet::of(&signals.iter().map(|s| s.number()).collect::<Vec<_>>());
+        set.block()?;
+        Ok(WaitReceiver { set })
+    }
+
+    /// Waits for the next signal (`sigwaitinfo`, retried on `EINTR`).
+    pub fn recv(&self) -> io::Result<SigInfo> {
+        sys::sigwaitinfo(&self.set)
+    }
+
+    /// Waits at most `timeout` (`sigtimedwait`); `Ok(None)` on timeout.
+    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<SigInfo>> {
+        sys::sigtimedwait(&self.set, timeout)
+    }
+}
+
+/// Receipt through a signalfd: blocks the signals in the calling thread and reads them from a
+/// pollable, non-blocking file descriptor.
+///
+/// ```no_run
+/// use pcmsig::{FdReceiver, Signal};
+/// let rx = FdReceiver::new(&[Signal::rtmin(1)])?;
+/// // register rx.as_fd() with epoll/mio; when readable:
+/// while let Some(info) = rx.try_recv()? { println!("{}", info.value); }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct FdReceiver {
+    fd: SignalFd,
+}
+
+impl FdReceiver {
+    /// Blocks `signals` in the calling thread and opens a signalfd for them.
+    pub fn new(signals: &[Signal]) -> io::Result<Self> {
+        let set = SignalSet::of(&signals.iter().map(|s| s.number()).collect::<Vec<_>>());
+        set.block()?;
+        let fd = SignalFd::with_flags(&set.to_nix(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(io::Error::from)?;
+        Ok(FdReceiver { fd })
+    }
+
+    /// Reads one signal if one is pending.
+    pub fn try_recv(&self) -> io::Result<Option<SigInfo>> {
+        loop {
+            match self.fd.read_signal() {
+                Ok(Some(s)) => {
+                    return Ok(Some(SigInfo {
+                        signo: s.ssi_signo as i32,
+                        code: s.ssi_code,
+                        value: s.ssi_int,
+                        pid: s.ssi_pid as i32,
+                    }))
+                }
+                Ok(None) => return Ok(None),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Polls for at most `timeout`, then reads one signal.
+    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<SigInfo>> {
+        if let Some(s) = self.try_recv()? {
+            return Ok(Some(s));
+        }
+        if !poll_readable(self.fd.as_fd(), timeout)? {
+            return Ok(None);
+        }
+        self.try_recv()
+    }
+}
+
+impl AsFd for FdReceiver {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Waits until `fd` is readable; `false` on timeout. Retries on `EINTR` with the full timeout.
+fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    loop {
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r >= 0 {
+            return Ok(r > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// Write end of the handler's pipe (-1: none). A static because a signal handler has no context.
+static PIPE_WR: AtomicI32 = AtomicI32::new(-1);
+/// Events the handler could not hand off because the pipe was full.
+static HANDLER_OVERFLOWS: AtomicU64 = AtomicU64::new(0);
+
+/// Size of one record in the handler's pipe: signo, code, value.
+const REC: usize = 12;
+
+/// The SA_SIGINFO handler: copies three integers into a pipe with one `write(2)` and returns.
+///
+/// It may do nothing more: a handler interrupts the thread at an arbitrary instruction, perhaps
+/// inside `malloc` or holding a lock, so it may only call async-signal-safe functions
+/// (signal-safety(7)); `write(2)` is one, allocation, locks and `println!` are not. `errno` is
+/// saved and restored so the interrupted code does not see ours.
+extern "C" fn on_signal(signo: i32, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: __errno_location returns the calling thread's errno slot.
+    let saved = unsafe { *libc::__errno_location() };
+    let fd = PIPE_WR.load(Ordering::Relaxed);
+    if fd >= 0 && !info.is_null() {
+        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+        let (code, value) = unsafe { ((*info).si_code, (*info).si_value().sival_ptr as usize as i32) };
+        let mut rec = [0u8; REC];
+        rec[0..4].copy_from_slice(&signo.to_ne_bytes());
+        rec[4..8].copy_from_slice(&code.to_ne_bytes());
+        rec[8..12].copy_from_slice(&value.to_ne_bytes());
+        // SAFETY: write(2) is async-signal-safe; a pipe write of <= PIPE_BUF bytes is atomic.
+        let n = unsafe { libc::write(fd, rec.as_ptr().cast(), REC) };
+        if n != REC as isize {
+            HANDLER_OVERFLOWS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+}
+
+/// Receipt through an `SA_SIGINFO` handler that hands each event to a normal thread through a
+/// pipe: the blog's design, made correct. One per process (the handler is process-wide).
+///
+/// The registering thread must have the signals *unblocked* (the handler runs on it); any thread
+/// may call [`HandlerReceiver::recv_timeout`].
+///
+/// With `restart = true` the handler is installed with `SA_RESTART`, so that blocking calls the
+/// signal interrupts (a `read()` of the device, for instance) restart instead of failing with
+/// `EINTR`; with `false` they fail with `EINTR` and the caller decides.
+pub struct HandlerReceiver {
+    rd: OwnedFd,
+    /// The dispositions we replaced, restored on drop.
+    old: Vec<(i32, libc::sigaction)>,
+}
+
+impl HandlerReceiver {
+    /// Installs the handler for `signals` and unblocks them in the calling thread.
+    pub fn install(signals: &[Signal], restart: bool) -> io::Result<Self> {
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(io::Error::from)?;
+        let old = PIPE_WR.swap(wr.as_raw_fd(), Ordering::SeqCst);
+        if old >= 0 {
+            PIPE_WR.store(old, Ordering::SeqCst);
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "a HandlerReceiver is already installed"));
+        }
+        std::mem::forget(wr); // owned by PIPE_WR until Drop
+        let mut old = Vec::new();
+        for s in signals {
+            // SAFETY: a zeroed sigaction is valid; we fill handler, flags and an empty mask.
+            let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+            sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | if restart { libc::SA_RESTART } else { 0 };
+            // SAFETY: sa_mask is a valid sigset to initialise.
+            unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+            // SAFETY: a zeroed sigaction is a valid out-parameter.
+            let mut prev: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: valid signal number and sigactions.
+            if unsafe { libc::sigaction(s.number(), &sa, &mut prev) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            old.push((s.number(), prev));
+        }
+        let rx = HandlerReceiver { rd, old };
+        SignalSet::of(&signals.iter().map(|s| s.number()).collect::<Vec<_>>()).unblock()?;
+        Ok(rx)
+    }
+
+    /// Events the handler dropped because the pipe was full.
+    pub fn overflows() -> u64 {
+        HANDLER_OVERFLOWS.load(Ordering::Relaxed)
+    }
+
+    /// Takes the next handed-off event, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<SigInfo>> {
+        loop {
+            let mut rec = [0u8; REC];
+            // SAFETY: reading into a local buffer of REC bytes.
+            let n = unsafe { libc::read(self.rd.as_raw_fd(), rec.as_mut_ptr().cast(), REC) };
+            if n == REC as isize {
+                let at = |i: usize| i32::from_ne_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
+                return Ok(Some(SigInfo { signo: at(0), code: at(4), value: at(8), pid: 0 }));
+            }
+            if n >= 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short record from the handler pipe"));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => {
+                    if !poll_readable(self.rd.as_fd(), timeout)? {
+                        return Ok(None);
+                    }
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for HandlerReceiver {
+    fn drop(&mut self) {
+        for (signo, prev) in &self.old {
+            // SAFETY: `prev` is the disposition sigaction returned for this signal.
+            unsafe { libc::sigaction(*signo, prev, std::ptr::null_mut()) };
+        }
+        let wr = PIPE_WR.swap(-1, Ordering::SeqCst);
+        if wr >= 0 {
+            // SAFETY: we own this descriptor (forgotten in `install`).
+            unsafe { libc::close(wr) };
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Building the guest side (module, static binaries, initramfs) and booting it in QEMU.
+//!
+//! QEMU's serial console is a pty driven by `rexpect`; QEMU also writes everything the guest
+//! prints to `console.log`, so the log is complete even when the guest hangs or panics.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use xshell::{cmd, Shell};
+
+use crate::initramfs::Initramfs;
+use crate::kernel::Kernel;
+use crate::ktap::Ending;
+use crate::project_root;
+use crate::tools::Tools;
+
+/// The guest's target triple: static binaries, built with `+crt-static` on the gnu target.
+pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// Guest programs put on the initramfs's PATH.
+pub const GUEST_BINS: &[&str] = &["pcmsig", "pcmsig-tests"];
+
+/// Builds `module/` against the kernel build tree; with `clippy`, as the kernel's `CLIPPY=1`
+/// build, failing on any warning.
+pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<PathBuf> {
+    let module_dir = project_root().join("module");
+    let mut make = Command::new("make");
+    make.arg("-C")
+        .arg(&kernel.build_dir)
+        .arg(format!("M={}", module_dir.display()))
+        .args(tools.make_vars())
+        .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib");
+    if clippy {
+        let driver = tools
+            .clippy_driver
+            .as_ref()
+            .context("the CLIPPY=1 build needs /usr/bin/clippy-driver (package: rust-web-clippy)")?;
+        make.arg("CLIPPY=1").arg(format!("CLIPPY_DRIVER={}", driver.display()));
+    }
+    make.arg("modules");
+    let out = make.output().context("running make for the module")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("building the module failed:\n{text}");
+    }
+    if text.contains("warning:") {
+        bail!("the module build printed warnings (they are errors here):\n{text}");
+    }
+    let ko = module_dir.join("pcmsig.ko");
+    if !ko.is_file() {
+        bail!("make succeeded but {} is missing", ko.display());
+    }
+    Ok(ko)
+}
+
+/// Builds the static guest programs; returns the directory holding them.
+pub fn build_guest(sh: &Shell) -> Result<PathBuf> {
+    let root = project_root();
+    let _dir = sh.push_dir(&root);
+    let mut args = vec!["--bin".to_string()];
+    args.push(GUEST_BINS[0].into());
+    for b in &GUEST_BINS[1..] {
+        args.push("--bin".into());
+        args.push((*b).into());
+    }
+    cmd!(sh, "cargo build --quiet --release --target {GUEST_TARGET} -p pcmsig {args...}")
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .run()
+        .context("building the static guest programs")?;
+    Ok(root.join("target").join(GUEST_TARGET).join("release"))
+}
+
+/// Extra files for the initramfs: `(host path, guest path)`.
+pub type ExtraFile = (PathBuf, String);
+
+/// Writes the initramfs for `mode`; returns its path.
+pub fn build_initramfs(tools: &Tools, ko: &Path, guest_dir: &Path, extra: &[ExtraFile], out_dir: &Path) -> Result<PathBuf> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut img = Initramfs::new();
+    for d in ["/dev", "/proc", "/sys", "/tmp", "/root", "/etc"] {
+        img.dir(d);
+    }
+    // The kernel opens /dev/console for init before devtmpfs is mounted.
+    img.char_dev("/dev/console", 0o600, 5, 1);
+    img.file("/init", 0o755, read(&project_root().join("vm/init"))?);
+    img.file("/bin/busybox", 0o755, read(&tools.busybox)?);
+    img.symlink("/bin/sh", "busybox");
+    img.file("/lib/modules/pcmsig.ko", 0o644, read(ko)?);
+    for b in GUEST_BINS {
+        img.file(&format!("/bin/{b}"), 0o755, read(&guest_dir.join(b))?);
+    }
+    for (host, guest) in extra {
+        let mode = if is_executable(host) { 0o755 } else { 0o644 };
+        img.file(guest, mode, read(host)?);
+    }
+    std::fs::create_dir_all(out_dir)?;
+    let path = out_dir.join("initramfs.cpio");
+    std::fs::write(&path, img.to_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// How to boot.
+pub struct Boot<'a> {
+    pub mode: &'a str,
+    /// Extra `name=value` words for the kernel command line (passed to init as environment).
+    pub env: Vec<String>,
+    pub timeout: Duration,
+    pub qemu_args: &'a [String],
+    /// Copy the console to our stdout as it arrives.
+    pub stream: bool,
+    pub out_dir: &'a Path,
+}
+
+/// What a boot produced.
+pub struct Run {
+    pub console: String,
+    pub ending: Ending,
+    pub wall: Duration,
+    pub console_log: PathBuf,
+}
+
+/// The QEMU command line (without the console wiring).
+pub fn qemu_command(tools: &Tools, kernel: &Kernel, initrd: &Path, append: &str, extra: &[String]) -> Command {
+    let mut c = Command::new(&tools.qemu);
+    c.args(["-M", "q35", "-m", "512", "-smp", "2", "-nodefaults", "-display", "none", "-no-reboot"])
+        .arg("-kernel")
+        .arg(&kernel.bzimage)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(append)
+        .args(extra);
+    c
+}
+
+/// The kernel command line for `mode`.
+pub fn append_line(mode: &str, env: &[String]) -> String {
+    // panic=-1 reboots at once on a panic, and -no-reboot turns that into QEMU exiting: a crash
+    // ends the run in seconds. oops=panic and panic_on_warn make every Oops and WARNING fatal.
+    let mut s = format!("console=ttyS0 panic=-1 oops=panic panic_on_warn=1 loglevel=5 pcmsig_mode={mode}");
+    for e in env {
+        s.push(' ');
+        s.push_str(e);
+    }
+    s
+}
+
+/// Boots the VM and collects its console until QEMU exits or the timeout expires.
+pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Result<Run> {
+    std::fs::create_dir_all(b.out_dir)?;
+    let console_log = b.out_dir.join("console.log");
+    let _ = std::fs::remove_file(&console_log);
+    let mut qemu = qemu_command(tools, kernel, initrd, &append_line(b.mode, &b.env), b.qemu_args);
+    qemu.arg("-chardev")
+        .arg(format!("stdio,id=con,signal=off,logfile={}", console_log.display()))
+        .args(["-serial", "chardev:con"]);
+    let start = Instant::now();
+    let mut session = rexpect::session::spawn_with_options(
+        qemu,
+        rexpect::reader::Options::new().timeout_ms(Some(b.timeout.as_millis() as u64)).strip_ansi_escape_codes(false),
+    )
+    .context("starting qemu-system-x86_64 on a pty")?;
+    let mut console = String::new();
+    let mut line = String::new();
+    let ending = loop {
+        let mut got = false;
+        while let Some(c) = session.try_read() {
+            got = true;
+            console.push(c);
+            if b.stream {
+                line.push(c);
+                if c == '\n' {
+                    print!("{}", line.replace('\r', ""));
+                    line.clear();
+                }
+            }
+        }
+        if got {
+            continue;
+        }
+        match session.process().status() {
+            Some(rexpect::process::WaitStatus::StillAlive) | None => {}
+            Some(rexpect::process::WaitStatus::Exited(_, code)) => {
+                drain(&mut session, &mut console);
+                break Ending::Exited(Some(code));
+            }
+            Some(_) => {
+                drain(&mut session, &mut console);
+                break Ending::Exited(None);
+            }
+        }
+        if start.elapsed() > b.timeout {
+            let _ = session.process_mut().kill(rexpect::process::Signal::SIGKILL);
+            drain(&mut session, &mut console);
+            break Ending::TimedOut(b.timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if b.stream && !line.is_empty() {
+        println!("{}", line.replace('\r', ""));
+    }
+    // QEMU's own log is complete even if the pty lost output at the end; prefer it.
+    let logged = std::fs::read(&console_log).map(|v| String::from_utf8_lossy(&v).to_string()).unwrap_or_default();
+    let console = if logged.len() >= console.len() { logged } else { console };
+    std::fs::write(&console_log, &console)?;
+    Ok(Run { console, ending, wall: start.elapsed(), console_log })
+}
+
+fn drain(session: &mut rexpect::session::PtySession, console: &mut String) {
+    let until = Instant::now() + Duration::from_millis(50);
+    while Instant::now() < until {
+        match session.try_read() {
+            Some(c) => console.push(c),
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+/// The guest's uptime when init started, from the `pcmsig-init: up` marker.
+pub fn init_uptime(console: &str) -> Option<f64> {
+    console.lines().find_map(|l| {
+        let i = l.find("pcmsig-init: up ")?;
+        l[i + 16..].split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The exit code init reported for the guest program.
+pub fn guest_exit(console: &str) -> Option<i32> {
+    console.lines().find_map(|l| {
+        let i = l.find("pcmsig-init: exit ")?;
+        l[i + 18..].trim().parse().ok()
+    })
+}
