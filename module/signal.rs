@@ -7,9 +7,14 @@
 //! Why a `struct pid` and not a `task_struct` pointer: a cached task pointer dangles once the thread
 //! exits and is reaped. A counted pid reference stays valid; the task behind it is looked up under
 //! RCU at send time and is simply absent once the thread is gone.
+//!
+//! No field of `struct task_struct` is read from Rust: on the 7.3 tree with this config,
+//! bindgen's `task_struct` is 48 bytes shorter than the C one before `real_cred` (measured by
+//! comparing `offset_of!` in both), so such reads return the wrong field. Everything goes
+//! through exported functions instead: `get_pid_task`, `get_task_cred`, `get_task_mm`.
 
 use core::ptr::NonNull;
-use kernel::{bindings, prelude::*, sync::rcu, task::Task};
+use kernel::{bindings, prelude::*, task::Task};
 
 /// `CAP_KILL` from `include/uapi/linux/capability.h`.
 const CAP_KILL: u32 = 5;
@@ -53,12 +58,26 @@ impl SenderCred {
             || self.uid == uid
     }
 
+    /// Whether these credentials may signal `task`.
+    ///
+    /// # Safety
+    ///
+    /// `task` must be a valid task (e.g. one we hold a reference on).
+    unsafe fn may_signal_task(&self, task: *mut bindings::task_struct) -> bool {
+        // SAFETY: The caller guarantees `task` is valid; `get_task_cred` returns a counted
+        // reference to its objective credentials, never null for a live task.
+        let cred = unsafe { bindings::get_task_cred(task) };
+        // SAFETY: `cred` is a counted reference, valid until `put_cred` below.
+        let ok = unsafe { self.may_signal(cred) };
+        // SAFETY: Releases the reference taken by `get_task_cred`.
+        unsafe { bindings::put_cred(cred) };
+        ok
+    }
+
     /// Whether these credentials may signal the calling thread.
     pub(crate) fn may_signal_current(&self) -> bool {
-        let task = Task::current_raw();
-        // SAFETY: `current` is alive while it runs this code and its `real_cred` is valid for
-        // as long as the task is; only the task itself replaces it, and it is busy here.
-        unsafe { self.may_signal((*task).real_cred) }
+        // SAFETY: `current` is valid while it runs this code.
+        unsafe { self.may_signal_task(Task::current_raw()) }
     }
 }
 
@@ -77,65 +96,82 @@ pub(crate) enum Outcome {
     NotPermitted,
 }
 
-/// A counted reference to the `struct pid` of one thread, with the thread's exec id at the time
-/// the reference was taken.
+/// A counted reference to the `struct pid` of one thread, with the address space the thread
+/// ran when the reference was taken.
 ///
 /// # Invariants
 ///
-/// `pid` holds a reference taken with `get_task_pid`, released exactly once in `Drop`.
+/// `pid` holds a reference taken with `get_task_pid`, and `mm` one taken with `mmgrab` (which
+/// keeps the `mm_struct` allocated, so its address cannot be reused by another address space);
+/// both are released exactly once in `Drop`.
 pub(crate) struct ThreadRef {
     pid: NonNull<bindings::pid>,
-    exec_id: u64,
+    mm: NonNull<bindings::mm_struct>,
 }
 
-// SAFETY: A `struct pid` reference may be used and released from any thread and context.
+// SAFETY: `struct pid` and `mm_struct` references may be used and released from any thread.
 unsafe impl Send for ThreadRef {}
-// SAFETY: All methods take `&self` and only read the pid, which is safe concurrently.
+// SAFETY: All methods take `&self` and only pass the pointers to thread-safe kernel functions.
 unsafe impl Sync for ThreadRef {}
+
+/// A counted task reference, released on drop.
+struct TaskRef(NonNull<bindings::task_struct>);
+
+impl Drop for TaskRef {
+    fn drop(&mut self) {
+        // SAFETY: The reference was taken by `get_pid_task` and is released once, here.
+        unsafe { bindings::put_task_struct(self.0.as_ptr()) };
+    }
+}
 
 impl ThreadRef {
     /// A reference to the calling thread (not its thread group: delivery is thread-directed).
     pub(crate) fn current() -> Result<Self> {
         let task = Task::current_raw();
-        // SAFETY: `current` is a valid task for the duration of this call; `get_task_pid` takes
-        // its own reference on the pid, which `Drop` releases.
+        // SAFETY: `current` is a valid task for the duration of this call; `get_task_mm` returns
+        // its address space with `mm_users` raised, or null for a thread without one.
+        let mm = NonNull::new(unsafe { bindings::get_task_mm(task) }).ok_or(ESRCH)?;
+        // SAFETY: `mm` is valid (we hold `mm_users`); `mmgrab` takes the `mm_count` reference we
+        // keep, and `mmput` drops the `mm_users` one, which is not the last: `current` holds one.
+        unsafe {
+            bindings::mmgrab(mm.as_ptr());
+            bindings::mmput(mm.as_ptr());
+        }
+        // SAFETY: As above for `current`; `get_task_pid` takes its own reference on the pid.
         let pid = unsafe { bindings::get_task_pid(task, bindings::pid_type_PIDTYPE_PID) };
-        let pid = NonNull::new(pid).ok_or(ESRCH)?;
-        // SAFETY: `current` is alive; `self_exec_id` is only written by the task itself during
-        // `execve`, and it is running this code instead.
-        let exec_id = unsafe { (*task).self_exec_id };
-        Ok(Self { pid, exec_id })
+        let Some(pid) = NonNull::new(pid) else {
+            // SAFETY: Drops the `mm_count` reference taken above.
+            unsafe { bindings::mmdrop(mm.as_ptr()) };
+            return Err(ESRCH);
+        };
+        Ok(Self { pid, mm })
     }
 
     /// Sends `signo` with `si_code = SI_QUEUE` and `si_int = value` to the thread, if it is still
-    /// the same program and `sender` may signal it. Never sleeps; callable from process context
-    /// with no driver spinlock held.
+    /// the same program and `sender` may signal it. Never sleeps; call it with no driver spinlock
+    /// held (`send_sig_info` takes the target's sighand lock).
     pub(crate) fn send(&self, signo: u32, value: i32, sender: &SenderCred) -> Outcome {
-        let _rcu = rcu::read_lock();
-        // SAFETY: `self.pid` is a counted reference (type invariant); `pid_task` requires the RCU
-        // read lock, which `_rcu` holds.
-        let task = unsafe { bindings::pid_task(self.pid.as_ptr(), bindings::pid_type_PIDTYPE_PID) };
-        if task.is_null() {
+        // SAFETY: `self.pid` is a counted reference (type invariant); `get_pid_task` returns the
+        // thread with its own reference taken, or null once the thread has been released.
+        let Some(task) = NonNull::new(unsafe { bindings::get_pid_task(self.pid.as_ptr(), bindings::pid_type_PIDTYPE_PID) }) else {
             return Outcome::Exited;
-        }
-        // SAFETY: A task found through its pid under RCU stays allocated until the RCU read lock
-        // is dropped (task structs are freed after a grace period). `flags` and `self_exec_id`
-        // are read once, racily, as the kernel's own readers do (READ_ONCE).
-        let (flags, exec_id, cred) = unsafe {
-            (
-                core::ptr::addr_of!((*task).flags).read_volatile(),
-                core::ptr::addr_of!((*task).self_exec_id).read_volatile(),
-                core::ptr::addr_of!((*task).real_cred).read_volatile(),
-            )
         };
-        if flags & bindings::PF_EXITING != 0 {
+        let task = TaskRef(task);
+        // SAFETY: `task` is valid (counted). `get_task_mm` returns null for an exiting thread.
+        let Some(mm) = NonNull::new(unsafe { bindings::get_task_mm(task.0.as_ptr()) }) else {
             return Outcome::Exited;
-        }
-        if exec_id != self.exec_id {
+        };
+        // `execve` always installs a new address space; ours stays allocated (mm_count), so
+        // an equal pointer means the same program.
+        let same = mm == self.mm;
+        // SAFETY: Drops the `mm_users` reference `get_task_mm` took; the async variant never
+        // sleeps, even if it is the last one.
+        unsafe { bindings::mmput_async(mm.as_ptr()) };
+        if !same {
             return Outcome::Execd;
         }
-        // SAFETY: `real_cred` of a task is RCU-protected and we hold the RCU read lock.
-        if !unsafe { sender.may_signal(cred) } {
+        // SAFETY: `task` is valid (counted).
+        if !unsafe { sender.may_signal_task(task.0.as_ptr()) } {
             return Outcome::NotPermitted;
         }
         let mut info = bindings::kernel_siginfo::default();
@@ -144,9 +180,9 @@ impl ThreadRef {
         info.__bindgen_anon_1.si_signo = signo as i32;
         info.__bindgen_anon_1.si_code = crate::uapi::SI_CODE;
         info.__bindgen_anon_1._sifields._rt._sigval.sival_int = value;
-        // SAFETY: `info` is a valid, initialised siginfo; `task` is valid under RCU (above), and
+        // SAFETY: `info` is a valid, initialised siginfo; `task` is valid (counted);
         // `send_sig_info` takes the target's sighand lock itself and does not sleep.
-        let ret = unsafe { bindings::send_sig_info(signo as i32, &mut info, task) };
+        let ret = unsafe { bindings::send_sig_info(signo as i32, &mut info, task.0.as_ptr()) };
         match ret {
             0 => Outcome::Delivered,
             r if r == EAGAIN.to_errno() => Outcome::QueueFull,
@@ -158,7 +194,10 @@ impl ThreadRef {
 
 impl Drop for ThreadRef {
     fn drop(&mut self) {
-        // SAFETY: The reference was taken in `current` and is released exactly once, here.
-        unsafe { bindings::put_pid(self.pid.as_ptr()) };
+        // SAFETY: Both references were taken in `current` and are released exactly once, here.
+        unsafe {
+            bindings::put_pid(self.pid.as_ptr());
+            bindings::mmdrop(self.mm.as_ptr());
+        }
     }
 }

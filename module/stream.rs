@@ -390,8 +390,11 @@ impl Stream {
 
     /// Queues the delivery work item (a no-op if it is already queued).
     fn kick(stream: Arc<Self>) {
+        // SAFETY: `system_dfl_wq` is created at boot, before any module loads, and never
+        // destroyed. (The crate's `system()` is the deprecated `system_wq`, which warns.)
+        let queue = unsafe { workqueue::Queue::from_raw(core::ptr::addr_of!(bindings::system_dfl_wq).read()) };
         // `Err` means the work is queued already and will see our event: nothing to do.
-        let _ = workqueue::system().enqueue(stream);
+        let _ = queue.enqueue(stream);
     }
 
     /// Waits until the event with sequence number `seq` has been delivered.

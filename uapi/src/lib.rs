@@ -38,7 +38,11 @@ mod tests {
             assert_eq!(decode(encode(kind, SEQ_MASK + 5)), Some((kind, 4)));
         }
         assert_eq!(decode(0), None);
-        assert_eq!(decode(1234), None, "the blog's payload is not a pcmsig value");
+        assert_eq!(
+            decode(1234),
+            None,
+            "the blog's payload is not a pcmsig value"
+        );
         assert_eq!(decode(-1), None);
     }
 

@@ -53,7 +53,10 @@ impl Device {
         if nonblock {
             o.custom_flags(libc::O_NONBLOCK);
         }
-        let file = o.open(path).map_err(|e| Error::Open { path: path.display().to_string(), source: e })?;
+        let file = o.open(path).map_err(|e| Error::Open {
+            path: path.display().to_string(),
+            source: e,
+        })?;
         Ok(Device { file })
     }
 
@@ -150,7 +153,9 @@ impl Device {
                     kind: u16_at(0),
                     source: u16_at(2),
                     seq: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
-                    timestamp_ns: u64::from_ne_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
+                    timestamp_ns: u64::from_ne_bytes([
+                        c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15],
+                    ]),
                 }
             })
             .collect())

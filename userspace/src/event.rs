@@ -81,10 +81,24 @@ impl FromStr for Signal {
         } else if name == "usr2" {
             Signal::USR2
         } else if let Some(rest) = name.strip_prefix("rtmin") {
-            let off = if rest.is_empty() { 0 } else { rest.strip_prefix('+').ok_or_else(bad)?.parse().map_err(|_| bad())? };
+            let off = if rest.is_empty() {
+                0
+            } else {
+                rest.strip_prefix('+')
+                    .ok_or_else(bad)?
+                    .parse()
+                    .map_err(|_| bad())?
+            };
             Signal::rtmin(off)
         } else if let Some(rest) = name.strip_prefix("rtmax") {
-            let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('-').ok_or_else(bad)?.parse().map_err(|_| bad())? };
+            let off: i32 = if rest.is_empty() {
+                0
+            } else {
+                rest.strip_prefix('-')
+                    .ok_or_else(bad)?
+                    .parse()
+                    .map_err(|_| bad())?
+            };
             Signal(sys::sigrtmax() - off)
         } else {
             return Err(bad());
@@ -122,7 +136,13 @@ impl Event {
     /// ```
     pub fn decode(info: &SigInfo) -> Option<Event> {
         let (kind, seq) = uapi::decode(info.value)?;
-        Some(Event { kind, seq, signal: Signal(info.signo), code: info.code, value: info.value })
+        Some(Event {
+            kind,
+            seq,
+            signal: Signal(info.signo),
+            code: info.code,
+            value: info.value,
+        })
     }
 
     /// Plain words: "stream started", "period 17 elapsed", "xrun".
@@ -222,7 +242,10 @@ mod tests {
         let rtmin = sys::sigrtmin();
         assert_eq!("SIGRTMIN".parse::<Signal>().unwrap().number(), rtmin);
         assert_eq!("rtmin+2".parse::<Signal>().unwrap().number(), rtmin + 2);
-        assert_eq!("RTMAX-1".parse::<Signal>().unwrap().number(), sys::sigrtmax() - 1);
+        assert_eq!(
+            "RTMAX-1".parse::<Signal>().unwrap().number(),
+            sys::sigrtmax() - 1
+        );
         assert_eq!("sigusr2".parse::<Signal>().unwrap(), Signal::USR2);
         assert_eq!("40".parse::<Signal>().unwrap().number(), 40);
         for bad in ["int", "9", "rtmin+99", "rtmin-1", "", "usr3", "65"] {
@@ -233,10 +256,25 @@ mod tests {
 
     #[test]
     fn decode_rejects_foreign_values() {
-        let info = SigInfo { signo: 10, code: 0, value: 1234, pid: 0 };
-        assert_eq!(Event::decode(&info), None, "the blog's si_int=1234 is not a pcmsig event");
+        let info = SigInfo {
+            signo: 10,
+            code: 0,
+            value: 1234,
+            pid: 0,
+        };
+        assert_eq!(
+            Event::decode(&info),
+            None,
+            "the blog's si_int=1234 is not a pcmsig event"
+        );
         let v = uapi::encode(EventKind::PeriodElapsed, 17);
-        let e = Event::decode(&SigInfo { signo: 40, code: -1, value: v, pid: 0 }).unwrap();
+        let e = Event::decode(&SigInfo {
+            signo: 40,
+            code: -1,
+            value: v,
+            pid: 0,
+        })
+        .unwrap();
         assert_eq!(e.describe(), "period 17 elapsed");
     }
 }

@@ -39,9 +39,15 @@ use std::fmt;
 #[derive(Debug)]
 pub enum Error {
     /// The device could not be opened (is the module loaded?).
-    Open { path: String, source: std::io::Error },
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
     /// An ioctl failed with this errno.
-    Ioctl { what: &'static str, errno: nix::errno::Errno },
+    Ioctl {
+        what: &'static str,
+        errno: nix::errno::Errno,
+    },
     /// A signal name that is not `usr1`, `usr2`, `rtmin+N`, `rtmax-N` or an allowed number.
     BadSignal(String),
     /// Another I/O error.

@@ -73,8 +73,11 @@ impl FdReceiver {
     pub fn new(signals: &[Signal]) -> io::Result<Self> {
         let set = SignalSet::of(&signals.iter().map(|s| s.number()).collect::<Vec<_>>());
         set.block()?;
-        let fd = SignalFd::with_flags(&set.to_nix(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(io::Error::from)?;
+        let fd = SignalFd::with_flags(
+            &set.to_nix(),
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
         Ok(FdReceiver { fd })
     }
 
@@ -119,7 +122,11 @@ impl AsFd for FdReceiver {
 fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
     let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     loop {
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
         if r >= 0 {
@@ -152,7 +159,12 @@ extern "C" fn on_signal(signo: i32, info: *mut libc::siginfo_t, _ctx: *mut libc:
     let fd = PIPE_WR.load(Ordering::Relaxed);
     if fd >= 0 && !info.is_null() {
         // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-        let (code, value) = unsafe { ((*info).si_code, (*info).si_value().sival_ptr as usize as i32) };
+        let (code, value) = unsafe {
+            (
+                (*info).si_code,
+                (*info).si_value().sival_ptr as usize as i32,
+            )
+        };
         let mut rec = [0u8; REC];
         rec[0..4].copy_from_slice(&signo.to_ne_bytes());
         rec[4..8].copy_from_slice(&code.to_ne_bytes());
@@ -185,12 +197,16 @@ pub struct HandlerReceiver {
 impl HandlerReceiver {
     /// Installs the handler for `signals` and unblocks them in the calling thread.
     pub fn install(signals: &[Signal], restart: bool) -> io::Result<Self> {
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(io::Error::from)?;
+        let (rd, wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(io::Error::from)?;
         let old = PIPE_WR.swap(wr.as_raw_fd(), Ordering::SeqCst);
         if old >= 0 {
             PIPE_WR.store(old, Ordering::SeqCst);
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "a HandlerReceiver is already installed"));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a HandlerReceiver is already installed",
+            ));
         }
         std::mem::forget(wr); // owned by PIPE_WR until Drop
         let mut old = Vec::new();
@@ -226,11 +242,20 @@ impl HandlerReceiver {
             // SAFETY: reading into a local buffer of REC bytes.
             let n = unsafe { libc::read(self.rd.as_raw_fd(), rec.as_mut_ptr().cast(), REC) };
             if n == REC as isize {
-                let at = |i: usize| i32::from_ne_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
-                return Ok(Some(SigInfo { signo: at(0), code: at(4), value: at(8), pid: 0 }));
+                let at =
+                    |i: usize| i32::from_ne_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
+                return Ok(Some(SigInfo {
+                    signo: at(0),
+                    code: at(4),
+                    value: at(8),
+                    pid: 0,
+                }));
             }
             if n >= 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short record from the handler pipe"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "short record from the handler pipe",
+                ));
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {

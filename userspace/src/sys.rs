@@ -126,7 +126,12 @@ impl SigInfo {
     pub unsafe fn from_raw(info: &libc::siginfo_t) -> Self {
         // SAFETY: The caller guarantees that the union holds the `_rt` member.
         let (value, pid) = unsafe { (info.si_value().sival_ptr as usize as i32, info.si_pid()) };
-        SigInfo { signo: info.si_signo, code: info.si_code, value, pid }
+        SigInfo {
+            signo: info.si_signo,
+            code: info.si_code,
+            value,
+            pid,
+        }
     }
 }
 
@@ -175,7 +180,9 @@ pub fn sigtimedwait(set: &SignalSet, timeout: Duration) -> io::Result<Option<Sig
 
 /// `sigqueue(pid, sig, value)`: queues `sig` with `si_int = value` to process `pid`.
 pub fn sigqueue(pid: i32, sig: i32, value: i32) -> io::Result<()> {
-    let sv = libc::sigval { sival_ptr: value as isize as *mut libc::c_void };
+    let sv = libc::sigval {
+        sival_ptr: value as isize as *mut libc::c_void,
+    };
     // SAFETY: plain system call with valid arguments.
     if unsafe { libc::sigqueue(pid, sig, sv) } != 0 {
         return Err(io::Error::last_os_error());

@@ -39,7 +39,10 @@ impl Initramfs {
                 p.push('/');
             }
             p.push_str(c);
-            self.entries.entry(p.clone()).or_insert(Entry { mode: 0o755, kind: Kind::Dir });
+            self.entries.entry(p.clone()).or_insert(Entry {
+                mode: 0o755,
+                kind: Kind::Dir,
+            });
         }
     }
 
@@ -49,25 +52,49 @@ impl Initramfs {
 
     pub fn dir(&mut self, path: &str) -> &mut Self {
         self.parents(path);
-        self.entries.insert(Self::key(path), Entry { mode: 0o755, kind: Kind::Dir });
+        self.entries.insert(
+            Self::key(path),
+            Entry {
+                mode: 0o755,
+                kind: Kind::Dir,
+            },
+        );
         self
     }
 
     pub fn file(&mut self, path: &str, mode: u32, data: Vec<u8>) -> &mut Self {
         self.parents(path);
-        self.entries.insert(Self::key(path), Entry { mode, kind: Kind::File(data) });
+        self.entries.insert(
+            Self::key(path),
+            Entry {
+                mode,
+                kind: Kind::File(data),
+            },
+        );
         self
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
         self.parents(path);
-        self.entries.insert(Self::key(path), Entry { mode: 0o777, kind: Kind::Symlink(target.into()) });
+        self.entries.insert(
+            Self::key(path),
+            Entry {
+                mode: 0o777,
+                kind: Kind::Symlink(target.into()),
+            },
+        );
         self
     }
 
     pub fn char_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> &mut Self {
         self.parents(path);
-        self.entries.insert(Self::key(path), Entry { mode, kind: Kind::CharDev(major, minor) });
+        self.entries.insert(
+            Self::key(path),
+            Entry {
+                mode,
+                kind: Kind::CharDev(major, minor),
+            },
+        );
         self
     }
 
@@ -82,7 +109,15 @@ impl Initramfs {
                 Kind::CharDev(ma, mi) => (0o020000, &[], (*ma, *mi)),
             };
             let nlink = if matches!(e.kind, Kind::Dir) { 2 } else { 1 };
-            header(&mut out, ino as u32 + 1, type_bits | e.mode, nlink, data.len(), rdev, name);
+            header(
+                &mut out,
+                ino as u32 + 1,
+                type_bits | e.mode,
+                nlink,
+                data.len(),
+                rdev,
+                name,
+            );
             out.extend_from_slice(data);
             pad4(&mut out);
         }
@@ -91,8 +126,30 @@ impl Initramfs {
     }
 }
 
-fn header(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, size: usize, rdev: (u32, u32), name: &str) {
-    let fields = [ino, mode, 0, 0, nlink, 0, size as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+fn header(
+    out: &mut Vec<u8>,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    size: usize,
+    rdev: (u32, u32),
+    name: &str,
+) {
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        nlink,
+        0,
+        size as u32,
+        0,
+        0,
+        rdev.0,
+        rdev.1,
+        name.len() as u32 + 1,
+        0,
+    ];
     out.extend_from_slice(b"070701");
     for f in fields {
         out.extend_from_slice(format!("{f:08X}").as_bytes());
@@ -115,9 +172,13 @@ mod tests {
     #[test]
     fn output_is_reproducible_and_order_independent() {
         let mut a = Initramfs::new();
-        a.file("/bin/x", 0o755, b"abc".to_vec()).dir("/proc").symlink("/bin/sh", "busybox");
+        a.file("/bin/x", 0o755, b"abc".to_vec())
+            .dir("/proc")
+            .symlink("/bin/sh", "busybox");
         let mut b = Initramfs::new();
-        b.symlink("/bin/sh", "busybox").dir("/proc").file("/bin/x", 0o755, b"abc".to_vec());
+        b.symlink("/bin/sh", "busybox")
+            .dir("/proc")
+            .file("/bin/x", 0o755, b"abc".to_vec());
         assert_eq!(a.to_bytes(), b.to_bytes());
     }
 
@@ -147,7 +208,8 @@ mod tests {
         };
         assert!(out.status.success());
         let mut a = Initramfs::new();
-        a.file("/init", 0o755, b"#!/bin/sh\n".to_vec()).char_dev("/dev/console", 0o600, 5, 1);
+        a.file("/init", 0o755, b"#!/bin/sh\n".to_vec())
+            .char_dev("/dev/console", 0o600, 5, 1);
         let dir = std::env::temp_dir().join(format!("pcmsig-cpio-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.cpio");
@@ -158,7 +220,10 @@ mod tests {
             .output()
             .unwrap();
         let names = String::from_utf8_lossy(&list.stdout);
-        assert_eq!(names.lines().collect::<Vec<_>>(), vec!["dev", "dev/console", "init"]);
+        assert_eq!(
+            names.lines().collect::<Vec<_>>(),
+            vec!["dev", "dev/console", "init"]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -43,11 +43,19 @@ pub fn fnv64(parts: &[&[u8]]) -> u64 {
 }
 
 fn makefile_version(src: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(src.join("Makefile"))
-        .with_context(|| format!("reading {}/Makefile: is this a kernel source tree?", src.display()))?;
+    let text = std::fs::read_to_string(src.join("Makefile")).with_context(|| {
+        format!(
+            "reading {}/Makefile: is this a kernel source tree?",
+            src.display()
+        )
+    })?;
     let get = |key: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|r| r.trim().strip_prefix('=')).map(|v| v.trim().to_string()))
+            .find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|r| r.trim().strip_prefix('='))
+                    .map(|v| v.trim().to_string())
+            })
             .unwrap_or_default()
     };
     let (v, p, s) = (get("VERSION"), get("PATCHLEVEL"), get("SUBLEVEL"));
@@ -66,7 +74,8 @@ fn default_source() -> Result<PathBuf> {
             rd.filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
                     let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    n.starts_with(DEBIAN_TARBALL_PREFIX) && (n.ends_with(".tar.xz") || n.ends_with(".tar.gz") || n.ends_with(".tar"))
+                    n.starts_with(DEBIAN_TARBALL_PREFIX)
+                        && (n.ends_with(".tar.xz") || n.ends_with(".tar.gz") || n.ends_with(".tar"))
                 })
                 .collect()
         })
@@ -83,11 +92,22 @@ fn default_source() -> Result<PathBuf> {
 /// Resolves the source to a directory, extracting a tarball into the cache once.
 fn source_dir(src: &Path) -> Result<PathBuf> {
     if src.is_dir() {
-        return src.canonicalize().with_context(|| format!("resolving {}", src.display()));
+        return src
+            .canonicalize()
+            .with_context(|| format!("resolving {}", src.display()));
     }
-    let meta = std::fs::metadata(src).with_context(|| format!("kernel source {} not found", src.display()))?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
-    let id = fnv64(&[src.to_string_lossy().as_bytes(), &meta.len().to_le_bytes(), &mtime.to_le_bytes()]);
+    let meta = std::fs::metadata(src)
+        .with_context(|| format!("kernel source {} not found", src.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let id = fnv64(&[
+        src.to_string_lossy().as_bytes(),
+        &meta.len().to_le_bytes(),
+        &mtime.to_le_bytes(),
+    ]);
     let dest = cache_dir().join("src").join(format!("{id:016x}"));
     let done = dest.join(".pcmsig-extracted");
     if !done.exists() {
@@ -121,7 +141,10 @@ fn source_dir(src: &Path) -> Result<PathBuf> {
     match tops.as_slice() {
         [one] => Ok(one.clone()),
         _ if dest.join("Makefile").exists() => Ok(dest),
-        _ => bail!("{} does not hold one kernel source directory", dest.display()),
+        _ => bail!(
+            "{} does not hold one kernel source directory",
+            dest.display()
+        ),
     }
 }
 
@@ -149,7 +172,9 @@ pub fn dropped_options(fragment: &str, config: &str) -> Vec<String> {
     fragment_options(fragment)
         .into_iter()
         .filter(|(k, v)| {
-            let set = config.lines().find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string));
+            let set = config
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string));
             match (v.as_str(), set) {
                 ("n", None) => false,
                 ("n", Some(_)) => true,
@@ -162,7 +187,10 @@ pub fn dropped_options(fragment: &str, config: &str) -> Vec<String> {
 }
 
 fn make(src: &Path, build: &Path, tools: &Tools, args: &[&str], log: &Path) -> Result<()> {
-    let mut logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     writeln!(logf, "\n$ make {}", args.join(" "))?;
     let status = Command::new("make")
         .arg("-C")
@@ -176,7 +204,12 @@ fn make(src: &Path, build: &Path, tools: &Tools, args: &[&str], log: &Path) -> R
         .status()
         .context("running make")?;
     if !status.success() {
-        bail!("`make {}` failed; log: {}\n{}", args.join(" "), log.display(), tail(log, 30));
+        bail!(
+            "`make {}` failed; log: {}\n{}",
+            args.join(" "),
+            log.display(),
+            tail(log, 30)
+        );
     }
     Ok(())
 }
@@ -188,8 +221,17 @@ fn tail(path: &Path, n: usize) -> String {
 }
 
 /// Runs the long build with a progress line every 15 s and the full log in `log`.
-fn make_with_progress(src: &Path, build: &Path, tools: &Tools, jobs: usize, log: &Path) -> Result<()> {
-    let mut logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+fn make_with_progress(
+    src: &Path,
+    build: &Path,
+    tools: &Tools,
+    jobs: usize,
+    log: &Path,
+) -> Result<()> {
+    let mut logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     writeln!(logf, "\n$ make -j{jobs}")?;
     let mut child = Command::new("make")
         .arg("-C")
@@ -206,11 +248,21 @@ fn make_with_progress(src: &Path, build: &Path, tools: &Tools, jobs: usize, log:
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         let tx = tx.clone();
-        readers.push(std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))));
+        readers.push(std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .for_each(|l| drop(tx.send(l)))
+        }));
     }
     if let Some(err) = child.stderr.take() {
         let tx = tx.clone();
-        readers.push(std::thread::spawn(move || BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))));
+        readers.push(std::thread::spawn(move || {
+            BufReader::new(err)
+                .lines()
+                .map_while(Result::ok)
+                .for_each(|l| drop(tx.send(l)))
+        }));
     }
     drop(tx);
     let start = Instant::now();
@@ -231,7 +283,11 @@ fn make_with_progress(src: &Path, build: &Path, tools: &Tools, jobs: usize, log:
         }
         if last_report.elapsed() >= Duration::from_secs(15) {
             let e = start.elapsed().as_secs();
-            println!("xtask: kernel build {}m{:02}s, {steps} steps, now: {last}", e / 60, e % 60);
+            println!(
+                "xtask: kernel build {}m{:02}s, {steps} steps, now: {last}",
+                e / 60,
+                e % 60
+            );
             last_report = Instant::now();
         }
     }
@@ -240,7 +296,11 @@ fn make_with_progress(src: &Path, build: &Path, tools: &Tools, jobs: usize, log:
     }
     let status = child.wait()?;
     if !status.success() {
-        bail!("kernel build failed; full log: {}\n{}", log.display(), tail(log, 40));
+        bail!(
+            "kernel build failed; full log: {}\n{}",
+            log.display(),
+            tail(log, 40)
+        );
     }
     Ok(())
 }
@@ -257,7 +317,8 @@ pub fn ensure(tools: &Tools, kernel_src: Option<&Path>) -> Result<Kernel> {
         eprintln!("xtask: warning: kernel {version} is not a 7.3.x; the module targets 7.3");
     }
     let fragment_path = project_root().join("vm/kernel.config");
-    let fragment = std::fs::read_to_string(&fragment_path).with_context(|| format!("reading {}", fragment_path.display()))?;
+    let fragment = std::fs::read_to_string(&fragment_path)
+        .with_context(|| format!("reading {}", fragment_path.display()))?;
     let key = fnv64(&[
         LAYOUT.as_bytes(),
         src.to_string_lossy().as_bytes(),
@@ -266,20 +327,33 @@ pub fn ensure(tools: &Tools, kernel_src: Option<&Path>) -> Result<Kernel> {
         tools.clang_version.as_bytes(),
         tools.bindgen_version.as_bytes(),
     ]);
-    let build = cache_dir().join("kernel").join(format!("{version}-{key:016x}"));
+    let build = cache_dir()
+        .join("kernel")
+        .join(format!("{version}-{key:016x}"));
     let bzimage = build.join("arch/x86/boot/bzImage");
     let stamp_path = build.join(".pcmsig-stamp");
     let stamp = format!("{:016x}", fnv64(&[fragment.as_bytes(), &key.to_le_bytes()]));
     println!("xtask: kernel {version} from {}", src.display());
-    if bzimage.is_file() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str()) {
+    if bzimage.is_file()
+        && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str())
+    {
         println!("xtask: kernel up to date in {}", build.display());
-        return Ok(Kernel { version, build_dir: build, bzimage, built: false });
+        return Ok(Kernel {
+            version,
+            build_dir: build,
+            bzimage,
+            built: false,
+        });
     }
     std::fs::create_dir_all(&build)?;
     let log = build.join("build.log");
     let _ = std::fs::remove_file(&stamp_path);
-    println!("xtask: configuring the kernel (tinyconfig + vm/kernel.config); log: {}", log.display());
-    make(&src, &build, tools, &["rustavailable"], &log).context("the Rust toolchain is not usable for this kernel")?;
+    println!(
+        "xtask: configuring the kernel (tinyconfig + vm/kernel.config); log: {}",
+        log.display()
+    );
+    make(&src, &build, tools, &["rustavailable"], &log)
+        .context("the Rust toolchain is not usable for this kernel")?;
     make(&src, &build, tools, &["tinyconfig"], &log)?;
     let merge = Command::new(src.join("scripts/kconfig/merge_config.sh"))
         .current_dir(&src)
@@ -291,7 +365,10 @@ pub fn ensure(tools: &Tools, kernel_src: Option<&Path>) -> Result<Kernel> {
         .output()
         .context("running scripts/kconfig/merge_config.sh")?;
     if !merge.status.success() {
-        bail!("merge_config.sh failed:\n{}", String::from_utf8_lossy(&merge.stderr));
+        bail!(
+            "merge_config.sh failed:\n{}",
+            String::from_utf8_lossy(&merge.stderr)
+        );
     }
     make(&src, &build, tools, &["olddefconfig"], &log)?;
     let config = std::fs::read_to_string(build.join(".config"))?;
@@ -305,11 +382,18 @@ pub fn ensure(tools: &Tools, kernel_src: Option<&Path>) -> Result<Kernel> {
     }
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
     let t = Instant::now();
-    println!("xtask: building the kernel with -j{jobs} (about 7 minutes the first time on 2 cores)");
+    println!(
+        "xtask: building the kernel with -j{jobs} (about 7 minutes the first time on 2 cores)"
+    );
     make_with_progress(&src, &build, tools, jobs, &log)?;
     println!("xtask: kernel built in {:.0} s", t.elapsed().as_secs_f64());
     std::fs::write(&stamp_path, &stamp)?;
-    Ok(Kernel { version, build_dir: build, bzimage, built: true })
+    Ok(Kernel {
+        version,
+        build_dir: build,
+        bzimage,
+        built: true,
+    })
 }
 
 #[cfg(test)]
@@ -322,9 +406,15 @@ mod tests {
         let config = "CONFIG_RUST=y\nCONFIG_HZ=300\nCONFIG_DEBUG_INFO=y\n";
         assert_eq!(
             dropped_options(fragment, config),
-            vec!["CONFIG_HZ=250".to_string(), "CONFIG_DEBUG_INFO=n".into(), "CONFIG_GONE=y".into()]
+            vec![
+                "CONFIG_HZ=250".to_string(),
+                "CONFIG_DEBUG_INFO=n".into(),
+                "CONFIG_GONE=y".into()
+            ]
         );
-        assert!(dropped_options("CONFIG_RUST=y\n# CONFIG_X is not set\n", "CONFIG_RUST=y\n").is_empty());
+        assert!(
+            dropped_options("CONFIG_RUST=y\n# CONFIG_X is not set\n", "CONFIG_RUST=y\n").is_empty()
+        );
     }
 
     #[test]

@@ -68,7 +68,9 @@ fn clean(line: &str) -> String {
     if let Some(rest) = t.strip_prefix('[') {
         if let Some(end) = rest.find("] ") {
             let stamp = &rest[..end];
-            if stamp.trim().chars().all(|c| c.is_ascii_digit() || c == '.') && !stamp.trim().is_empty() {
+            if stamp.trim().chars().all(|c| c.is_ascii_digit() || c == '.')
+                && !stamp.trim().is_empty()
+            {
                 return rest[end + 2..].to_string();
             }
         }
@@ -84,7 +86,9 @@ fn parse_result(content: &str) -> Option<(bool, usize, String, Option<String>)> 
     } else {
         return None;
     };
-    let num_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let num_end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let number: usize = rest[..num_end].parse().ok()?;
     let rest = rest[num_end..].trim_start();
     let rest = rest.strip_prefix("- ").unwrap_or(rest);
@@ -97,7 +101,9 @@ fn parse_result(content: &str) -> Option<(bool, usize, String, Option<String>)> 
     };
     let skip = directive.and_then(|d| {
         let upper = d.to_ascii_uppercase();
-        upper.starts_with("SKIP").then(|| d[4.min(d.len())..].trim().to_string())
+        upper
+            .starts_with("SKIP")
+            .then(|| d[4.min(d.len())..].trim().to_string())
     });
     Some((ok, number, name.to_string(), skip))
 }
@@ -233,16 +239,24 @@ pub enum Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::TimedOut(s) => write!(f, "timeout: the VM did not finish within {s} s and was killed"),
+            Failure::TimedOut(s) => write!(
+                f,
+                "timeout: the VM did not finish within {s} s and was killed"
+            ),
             Failure::QemuFailed(code) => write!(f, "QEMU failed (exit status {code:?})"),
             Failure::KernelProblem(line) => write!(f, "kernel problem on the console: {line}"),
             Failure::NoKtap => write!(f, "no KTAP output: the guest suite never started"),
             Failure::NoPlan => write!(f, "no KTAP plan line (1..N): the run is incomplete"),
             Failure::ShortRun { planned, seen } => {
-                write!(f, "short run: {seen} of {planned} planned results (truncated output)")
+                write!(
+                    f,
+                    "short run: {seen} of {planned} planned results (truncated output)"
+                )
             }
             Failure::BailOut(r) => write!(f, "the suite bailed out: {r}"),
-            Failure::Failed(names) => write!(f, "{} test(s) failed: {}", names.len(), names.join(", ")),
+            Failure::Failed(names) => {
+                write!(f, "{} test(s) failed: {}", names.len(), names.join(", "))
+            }
         }
     }
 }
@@ -268,7 +282,10 @@ const KERNEL_PROBLEMS: &[&str] = &[
 pub fn kernel_problem(console: &str) -> Option<String> {
     console.lines().map(clean).find_map(|l| {
         let t = l.trim();
-        KERNEL_PROBLEMS.iter().any(|p| t.contains(p)).then(|| t.to_string())
+        KERNEL_PROBLEMS
+            .iter()
+            .any(|p| t.contains(p))
+            .then(|| t.to_string())
     })
 }
 
@@ -292,9 +309,10 @@ pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> 
     }
     match report.plan {
         None => failures.push(Failure::NoPlan),
-        Some(planned) if report.tests.len() < planned => {
-            failures.push(Failure::ShortRun { planned, seen: report.tests.len() })
-        }
+        Some(planned) if report.tests.len() < planned => failures.push(Failure::ShortRun {
+            planned,
+            seen: report.tests.len(),
+        }),
         Some(_) => {}
     }
     let failed: Vec<String> = report
@@ -331,15 +349,26 @@ ok 3 needs_edu # SKIP no edu device
         assert_eq!(r.plan, Some(3));
         assert_eq!(r.tests.len(), 3);
         assert_eq!(r.tests[0].name, "register_and_receive");
-        assert_eq!(r.tests[1].diagnostics, vec!["injected 3 events".to_string()]);
+        assert_eq!(
+            r.tests[1].diagnostics,
+            vec!["injected 3 events".to_string()]
+        );
         assert_eq!(r.tests[2].status, Status::Skip("no edu device".into()));
-        assert_eq!(r.counts(), Counts { passed: 2, failed: 0, skipped: 1 });
+        assert_eq!(
+            r.counts(),
+            Counts {
+                passed: 2,
+                failed: 0,
+                skipped: 1
+            }
+        );
         assert!(verdict(GOOD, &r, &Ending::Exited(Some(0))).is_empty());
     }
 
     #[test]
     fn timestamps_crlf_and_ansi_are_stripped() {
-        let console = "\x1b[0m[    1.000000] KTAP version 1\r\n[    1.000001] 1..1\r\n[    1.2] ok 1 a\r\n";
+        let console =
+            "\x1b[0m[    1.000000] KTAP version 1\r\n[    1.000001] 1..1\r\n[    1.2] ok 1 a\r\n";
         let r = parse(console);
         assert_eq!(r.plan, Some(1));
         assert_eq!(r.tests[0].name, "a");
@@ -374,14 +403,20 @@ ok 2 other
     fn not_ok_fails_the_run() {
         let console = "KTAP version 1\n1..2\nok 1 a\nnot ok 2 b\n# expected 3, got 2\n";
         let r = parse(console);
-        assert_eq!(verdict(console, &r, &Ending::Exited(Some(0))), vec![Failure::Failed(vec!["b".into()])]);
+        assert_eq!(
+            verdict(console, &r, &Ending::Exited(Some(0))),
+            vec![Failure::Failed(vec!["b".into()])]
+        );
     }
 
     #[test]
     fn missing_plan_fails_the_run() {
         let console = "KTAP version 1\nok 1 a\n";
         let r = parse(console);
-        assert_eq!(verdict(console, &r, &Ending::Exited(Some(0))), vec![Failure::NoPlan]);
+        assert_eq!(
+            verdict(console, &r, &Ending::Exited(Some(0))),
+            vec![Failure::NoPlan]
+        );
     }
 
     #[test]
@@ -390,7 +425,10 @@ ok 2 other
         let r = parse(console);
         assert_eq!(
             verdict(console, &r, &Ending::Exited(Some(0))),
-            vec![Failure::ShortRun { planned: 4, seen: 3 }]
+            vec![Failure::ShortRun {
+                planned: 4,
+                seen: 3
+            }]
         );
     }
 
@@ -398,7 +436,10 @@ ok 2 other
     fn no_ktap_at_all_fails() {
         let console = "[    0.5] Run /init as init process\n/init: not found\n";
         let r = parse(console);
-        assert_eq!(verdict(console, &r, &Ending::Exited(Some(0))), vec![Failure::NoKtap]);
+        assert_eq!(
+            verdict(console, &r, &Ending::Exited(Some(0))),
+            vec![Failure::NoKtap]
+        );
     }
 
     #[test]
@@ -412,15 +453,24 @@ ok 2 other
             let console = format!("KTAP version 1\n1..1\n{noise}\nok 1 a\n");
             let r = parse(&console);
             let v = verdict(&console, &r, &Ending::Exited(Some(0)));
-            assert!(matches!(v.as_slice(), [Failure::KernelProblem(_)]), "{noise}: {v:?}");
+            assert!(
+                matches!(v.as_slice(), [Failure::KernelProblem(_)]),
+                "{noise}: {v:?}"
+            );
         }
     }
 
     #[test]
     fn timeout_and_qemu_death_fail() {
         let r = parse(GOOD);
-        assert_eq!(verdict(GOOD, &r, &Ending::TimedOut(5)), vec![Failure::TimedOut(5)]);
-        assert_eq!(verdict(GOOD, &r, &Ending::Exited(Some(1))), vec![Failure::QemuFailed(Some(1))]);
+        assert_eq!(
+            verdict(GOOD, &r, &Ending::TimedOut(5)),
+            vec![Failure::TimedOut(5)]
+        );
+        assert_eq!(
+            verdict(GOOD, &r, &Ending::Exited(Some(1))),
+            vec![Failure::QemuFailed(Some(1))]
+        );
     }
 
     #[test]
@@ -429,13 +479,22 @@ ok 2 other
         let r = parse(console);
         let v = verdict(console, &r, &Ending::Exited(Some(0)));
         assert!(v.contains(&Failure::BailOut("/dev/pcmsig missing".into())));
-        assert!(v.contains(&Failure::ShortRun { planned: 2, seen: 1 }));
+        assert!(v.contains(&Failure::ShortRun {
+            planned: 2,
+            seen: 1
+        }));
     }
 
     #[test]
     fn result_line_formats() {
-        assert_eq!(parse_result("ok 7 - name # SKIP why"), Some((true, 7, "name".into(), Some("why".into()))));
-        assert_eq!(parse_result("not ok 12 x"), Some((false, 12, "x".into(), None)));
+        assert_eq!(
+            parse_result("ok 7 - name # SKIP why"),
+            Some((true, 7, "name".into(), Some("why".into())))
+        );
+        assert_eq!(
+            parse_result("not ok 12 x"),
+            Some((false, 12, "x".into(), None))
+        );
         assert_eq!(parse_result("ok x"), None);
         assert_eq!(parse_result("okay"), None);
     }

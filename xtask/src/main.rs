@@ -20,7 +20,10 @@ use xshell::Shell;
 
 /// The repository root, derived from this crate's manifest, never from the current directory.
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -57,7 +60,14 @@ fn build_all(sh: &Shell, kernel_src: Option<&Path>, clippy: bool) -> Result<Buil
     let tools = tools::ensure()?;
     tools.print();
     let kernel = kernel::ensure(&tools, kernel_src)?;
-    times.push((if kernel.built { "kernel (built)" } else { "kernel (cached)" }, t.elapsed()));
+    times.push((
+        if kernel.built {
+            "kernel (built)"
+        } else {
+            "kernel (cached)"
+        },
+        t.elapsed(),
+    ));
     let t = Instant::now();
     let ko = vm::build_module(&tools, &kernel, false)?;
     if clippy {
@@ -69,7 +79,13 @@ fn build_all(sh: &Shell, kernel_src: Option<&Path>, clippy: bool) -> Result<Buil
     let t = Instant::now();
     let guest_dir = vm::build_guest(sh)?;
     times.push(("guest programs", t.elapsed()));
-    Ok(Built { tools, kernel, ko, guest_dir, times })
+    Ok(Built {
+        tools,
+        kernel,
+        ko,
+        guest_dir,
+        times,
+    })
 }
 
 fn out_dir(name: &str) -> PathBuf {
@@ -77,14 +93,22 @@ fn out_dir(name: &str) -> PathBuf {
 }
 
 fn fmt_times(times: &[(&str, Duration)]) -> String {
-    times.iter().map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64())).collect::<Vec<_>>().join(", ")
+    times
+        .iter()
+        .map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl flags::Build {
     fn run(self, sh: &Shell) -> Result<()> {
         let b = build_all(sh, self.kernel_src.as_deref(), self.clippy)?;
         let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out_dir("build"))?;
-        println!("xtask: kernel  {} ({})", b.kernel.bzimage.display(), b.kernel.version);
+        println!(
+            "xtask: kernel  {} ({})",
+            b.kernel.bzimage.display(),
+            b.kernel.version
+        );
         println!("xtask: module  {}", b.ko.display());
         println!("xtask: initrd  {}", initrd.display());
         println!("xtask: built in {}", fmt_times(&b.times));
@@ -113,7 +137,14 @@ impl flags::Test {
             &b.tools,
             &b.kernel,
             &initrd,
-            &vm::Boot { mode: "test", env, timeout, qemu_args: &self.qemu_arg, stream: self.verbose, out_dir: &out },
+            &vm::Boot {
+                mode: "test",
+                env,
+                timeout,
+                qemu_args: &self.qemu_arg,
+                stream: self.verbose,
+                out_dir: &out,
+            },
         )?;
         let report = ktap::parse(&run.console);
         let ktap_path = out.join("ktap.txt");
@@ -131,7 +162,10 @@ impl flags::Test {
         println!("xtask: console log: {}", run.console_log.display());
         println!("xtask: KTAP: {}", ktap_path.display());
         let c = report.counts();
-        println!("xtask: {} passed, {} failed, {} skipped", c.passed, c.failed, c.skipped);
+        println!(
+            "xtask: {} passed, {} failed, {} skipped",
+            c.passed, c.failed, c.skipped
+        );
         if !failures.is_empty() {
             if !self.verbose {
                 print_console_tail(&run.console, 40);
@@ -154,7 +188,14 @@ impl flags::Run {
             &b.tools,
             &b.kernel,
             &initrd,
-            &vm::Boot { mode: "run", env: Vec::new(), timeout, qemu_args: &self.qemu_arg, stream: true, out_dir: &out },
+            &vm::Boot {
+                mode: "run",
+                env: Vec::new(),
+                timeout,
+                qemu_args: &self.qemu_arg,
+                stream: true,
+                out_dir: &out,
+            },
         )?;
         println!("xtask: console log: {}", run.console_log.display());
         let problem = ktap::kernel_problem(&run.console);

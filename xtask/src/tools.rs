@@ -36,13 +36,19 @@ pub fn cache_dir() -> PathBuf {
 
 fn first_line(cmd: &Path, arg: &str) -> Option<String> {
     let out = Command::new(cmd).arg(arg).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
 }
 
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 struct Missing {
@@ -53,7 +59,10 @@ struct Missing {
 fn check() -> std::result::Result<Tools, Vec<Missing>> {
     let mut missing = Vec::new();
     let mut need = |what: &str, package: &'static str| {
-        missing.push(Missing { what: what.to_string(), package });
+        missing.push(Missing {
+            what: what.to_string(),
+            package,
+        });
     };
     // Debian's rustc (with rust-src) and never rustup's, which lacks rust-src (TOOLCHAIN.md).
     let rustc = PathBuf::from("/usr/bin/rustc");
@@ -62,11 +71,18 @@ fn check() -> std::result::Result<Tools, Vec<Missing>> {
         need("/usr/bin/rustc (Rust for the kernel)", "rustc-web");
     }
     if !Path::new("/usr/lib/rustlib/src/rust/library/core").is_dir() {
-        need("the Rust standard library source for /usr/bin/rustc", "rust-web-src");
+        need(
+            "the Rust standard library source for /usr/bin/rustc",
+            "rust-web-src",
+        );
     }
     let clippy = PathBuf::from("/usr/bin/clippy-driver");
     let clippy_driver = clippy.is_file().then_some(clippy);
-    for (bin, pkg) in [("clang-19", "clang-19"), ("ld.lld-19", "lld-19"), ("llvm-ar-19", "llvm-19")] {
+    for (bin, pkg) in [
+        ("clang-19", "clang-19"),
+        ("ld.lld-19", "lld-19"),
+        ("llvm-ar-19", "llvm-19"),
+    ] {
         if which(bin).is_none() {
             need(bin, pkg);
         }
@@ -76,7 +92,13 @@ fn check() -> std::result::Result<Tools, Vec<Missing>> {
     {
         need("libclang 19 (for bindgen)", "libclang-19-dev");
     }
-    for (bin, pkg) in [("make", "make"), ("bc", "bc"), ("flex", "flex"), ("bison", "bison"), ("xz", "xz-utils")] {
+    for (bin, pkg) in [
+        ("make", "make"),
+        ("bc", "bc"),
+        ("flex", "flex"),
+        ("bison", "bison"),
+        ("xz", "xz-utils"),
+    ] {
         if which(bin).is_none() {
             need(bin, pkg);
         }
@@ -95,22 +117,27 @@ fn check() -> std::result::Result<Tools, Vec<Missing>> {
     if !busybox.is_file() {
         need("/bin/busybox (static)", "busybox-static");
     }
-    let bindgen = std::env::var_os("BINDGEN")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let p = cache_dir().join("tools/bin/bindgen");
-            p.is_file().then_some(p)
-        });
+    let bindgen = std::env::var_os("BINDGEN").map(PathBuf::from).or_else(|| {
+        let p = cache_dir().join("tools/bin/bindgen");
+        p.is_file().then_some(p)
+    });
     if bindgen.is_none() {
-        need(&format!("bindgen {BINDGEN_VERSION}"), "bindgen-cli (cargo install, by ci/install-deps.sh)");
+        need(
+            &format!("bindgen {BINDGEN_VERSION}"),
+            "bindgen-cli (cargo install, by ci/install-deps.sh)",
+        );
     }
     if !missing.is_empty() {
         return Err(missing);
     }
-    let (Some(bindgen), Some(qemu)) = (bindgen, qemu) else { unreachable!("checked above") };
+    let (Some(bindgen), Some(qemu)) = (bindgen, qemu) else {
+        unreachable!("checked above")
+    };
     let tools = Tools {
         rustc_version: first_line(&rustc, "--version").unwrap_or_default(),
-        clang_version: which("clang-19").and_then(|c| first_line(&c, "--version")).unwrap_or_default(),
+        clang_version: which("clang-19")
+            .and_then(|c| first_line(&c, "--version"))
+            .unwrap_or_default(),
         bindgen_version: first_line(&bindgen, "--version").unwrap_or_default(),
         qemu_version: first_line(&qemu, "--version").unwrap_or_default(),
         rustc,
@@ -125,14 +152,21 @@ fn check() -> std::result::Result<Tools, Vec<Missing>> {
 }
 
 fn is_debian_root() -> bool {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     root && Path::new("/etc/debian_version").exists()
 }
 
 /// Runs `ci/install-deps.sh`.
 pub fn install() -> Result<()> {
     let script = project_root().join("ci/install-deps.sh");
-    let status = Command::new("bash").arg(&script).status().with_context(|| format!("running {}", script.display()))?;
+    let status = Command::new("bash")
+        .arg(&script)
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
     if !status.success() {
         bail!("{} failed ({status})", script.display());
     }
@@ -157,8 +191,14 @@ pub fn ensure() -> Result<Tools> {
             eprintln!("xtask: running ci/install-deps.sh to install them");
             install()?;
             check().map_err(|still| {
-                let names: Vec<String> = still.iter().map(|m| format!("{} ({})", m.what, m.package)).collect();
-                anyhow::anyhow!("still missing after ci/install-deps.sh: {}", names.join(", "))
+                let names: Vec<String> = still
+                    .iter()
+                    .map(|m| format!("{} ({})", m.what, m.package))
+                    .collect();
+                anyhow::anyhow!(
+                    "still missing after ci/install-deps.sh: {}",
+                    names.join(", ")
+                )
             })
         }
     }
@@ -176,7 +216,11 @@ impl Tools {
     }
 
     pub fn print(&self) {
-        println!("xtask: rustc for the kernel: {} ({})", self.rustc_version, self.rustc.display());
+        println!(
+            "xtask: rustc for the kernel: {} ({})",
+            self.rustc_version,
+            self.rustc.display()
+        );
         println!("xtask: clang: {}", self.clang_version);
         println!("xtask: bindgen: {}", self.bindgen_version);
         println!("xtask: qemu: {}", self.qemu_version);

@@ -31,15 +31,16 @@ pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<Path
         .args(tools.make_vars())
         .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib");
     if clippy {
-        let driver = tools
-            .clippy_driver
-            .as_ref()
-            .context("the CLIPPY=1 build needs /usr/bin/clippy-driver (package: rust-web-clippy)")?;
-        make.arg("CLIPPY=1").arg(format!("CLIPPY_DRIVER={}", driver.display()));
+        let driver = tools.clippy_driver.as_ref().context(
+            "the CLIPPY=1 build needs /usr/bin/clippy-driver (package: rust-web-clippy)",
+        )?;
+        make.arg("CLIPPY=1")
+            .arg(format!("CLIPPY_DRIVER={}", driver.display()));
     }
     make.arg("modules");
     let out = make.output().context("running make for the module")?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         bail!("building the module failed:\n{text}");
     }
@@ -63,10 +64,13 @@ pub fn build_guest(sh: &Shell) -> Result<PathBuf> {
         args.push("--bin".into());
         args.push((*b).into());
     }
-    cmd!(sh, "cargo build --quiet --release --target {GUEST_TARGET} -p pcmsig {args...}")
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .run()
-        .context("building the static guest programs")?;
+    cmd!(
+        sh,
+        "cargo build --quiet --release --target {GUEST_TARGET} -p pcmsig {args...}"
+    )
+    .env("RUSTFLAGS", "-C target-feature=+crt-static")
+    .run()
+    .context("building the static guest programs")?;
     Ok(root.join("target").join(GUEST_TARGET).join("release"))
 }
 
@@ -74,7 +78,13 @@ pub fn build_guest(sh: &Shell) -> Result<PathBuf> {
 pub type ExtraFile = (PathBuf, String);
 
 /// Writes the initramfs for `mode`; returns its path.
-pub fn build_initramfs(tools: &Tools, ko: &Path, guest_dir: &Path, extra: &[ExtraFile], out_dir: &Path) -> Result<PathBuf> {
+pub fn build_initramfs(
+    tools: &Tools,
+    ko: &Path,
+    guest_dir: &Path,
+    extra: &[ExtraFile],
+    out_dir: &Path,
+) -> Result<PathBuf> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let mut img = Initramfs::new();
     for d in ["/dev", "/proc", "/sys", "/tmp", "/root", "/etc"] {
@@ -101,7 +111,9 @@ pub fn build_initramfs(tools: &Tools, ko: &Path, guest_dir: &Path, extra: &[Extr
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// How to boot.
@@ -125,16 +137,33 @@ pub struct Run {
 }
 
 /// The QEMU command line (without the console wiring).
-pub fn qemu_command(tools: &Tools, kernel: &Kernel, initrd: &Path, append: &str, extra: &[String]) -> Command {
+pub fn qemu_command(
+    tools: &Tools,
+    kernel: &Kernel,
+    initrd: &Path,
+    append: &str,
+    extra: &[String],
+) -> Command {
     let mut c = Command::new(&tools.qemu);
-    c.args(["-M", "q35", "-m", "512", "-smp", "2", "-nodefaults", "-display", "none", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&kernel.bzimage)
-        .arg("-initrd")
-        .arg(initrd)
-        .arg("-append")
-        .arg(append)
-        .args(extra);
+    c.args([
+        "-M",
+        "q35",
+        "-m",
+        "512",
+        "-smp",
+        "2",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+    ])
+    .arg("-kernel")
+    .arg(&kernel.bzimage)
+    .arg("-initrd")
+    .arg(initrd)
+    .arg("-append")
+    .arg(append)
+    .args(extra);
     c
 }
 
@@ -142,7 +171,8 @@ pub fn qemu_command(tools: &Tools, kernel: &Kernel, initrd: &Path, append: &str,
 pub fn append_line(mode: &str, env: &[String]) -> String {
     // panic=-1 reboots at once on a panic, and -no-reboot turns that into QEMU exiting: a crash
     // ends the run in seconds. oops=panic and panic_on_warn make every Oops and WARNING fatal.
-    let mut s = format!("console=ttyS0 panic=-1 oops=panic panic_on_warn=1 loglevel=5 pcmsig_mode={mode}");
+    let mut s =
+        format!("console=ttyS0 panic=-1 oops=panic panic_on_warn=1 loglevel=5 pcmsig_mode={mode}");
     for e in env {
         s.push(' ');
         s.push_str(e);
@@ -155,14 +185,25 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     std::fs::create_dir_all(b.out_dir)?;
     let console_log = b.out_dir.join("console.log");
     let _ = std::fs::remove_file(&console_log);
-    let mut qemu = qemu_command(tools, kernel, initrd, &append_line(b.mode, &b.env), b.qemu_args);
+    let mut qemu = qemu_command(
+        tools,
+        kernel,
+        initrd,
+        &append_line(b.mode, &b.env),
+        b.qemu_args,
+    );
     qemu.arg("-chardev")
-        .arg(format!("stdio,id=con,signal=off,logfile={}", console_log.display()))
+        .arg(format!(
+            "stdio,id=con,signal=off,logfile={}",
+            console_log.display()
+        ))
         .args(["-serial", "chardev:con"]);
     let start = Instant::now();
     let mut session = rexpect::session::spawn_with_options(
         qemu,
-        rexpect::reader::Options::new().timeout_ms(Some(b.timeout.as_millis() as u64)).strip_ansi_escape_codes(false),
+        rexpect::reader::Options::new()
+            .timeout_ms(Some(b.timeout.as_millis() as u64))
+            .strip_ansi_escape_codes(false),
     )
     .context("starting qemu-system-x86_64 on a pty")?;
     let mut console = String::new();
@@ -195,7 +236,9 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
             }
         }
         if start.elapsed() > b.timeout {
-            let _ = session.process_mut().kill(rexpect::process::Signal::SIGKILL);
+            let _ = session
+                .process_mut()
+                .kill(rexpect::process::Signal::SIGKILL);
             drain(&mut session, &mut console);
             break Ending::TimedOut(b.timeout.as_secs());
         }
@@ -205,10 +248,21 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         println!("{}", line.replace('\r', ""));
     }
     // QEMU's own log is complete even if the pty lost output at the end; prefer it.
-    let logged = std::fs::read(&console_log).map(|v| String::from_utf8_lossy(&v).to_string()).unwrap_or_default();
-    let console = if logged.len() >= console.len() { logged } else { console };
+    let logged = std::fs::read(&console_log)
+        .map(|v| String::from_utf8_lossy(&v).to_string())
+        .unwrap_or_default();
+    let console = if logged.len() >= console.len() {
+        logged
+    } else {
+        console
+    };
     std::fs::write(&console_log, &console)?;
-    Ok(Run { console, ending, wall: start.elapsed(), console_log })
+    Ok(Run {
+        console,
+        ending,
+        wall: start.elapsed(),
+        console_log,
+    })
 }
 
 fn drain(session: &mut rexpect::session::PtySession, console: &mut String) {

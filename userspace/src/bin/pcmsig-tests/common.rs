@@ -22,7 +22,9 @@ pub fn listen(sig: Signal) -> Result<Device, String> {
 /// Waits for the next of `sigs` (they must be blocked).
 pub fn recv(sigs: &[Signal]) -> Result<SigInfo, String> {
     let set = SignalSet::of(&sigs.iter().map(|s| s.number()).collect::<Vec<_>>());
-    sys::sigtimedwait(&set, WAIT).ctx("sigtimedwait")?.ok_or_else(|| format!("no signal within {WAIT:?}"))
+    sys::sigtimedwait(&set, WAIT)
+        .ctx("sigtimedwait")?
+        .ok_or_else(|| format!("no signal within {WAIT:?}"))
 }
 
 /// Asserts that none of `sigs` arrives within a short while.
@@ -30,7 +32,10 @@ pub fn recv_none(sigs: &[Signal]) -> Result<(), String> {
     let set = SignalSet::of(&sigs.iter().map(|s| s.number()).collect::<Vec<_>>());
     match sys::sigtimedwait(&set, QUIET).ctx("sigtimedwait")? {
         None => Ok(()),
-        Some(i) => Err(format!("unexpected signal {} value {:#x}", i.signo, i.value)),
+        Some(i) => Err(format!(
+            "unexpected signal {} value {:#x}",
+            i.signo, i.value
+        )),
     }
 }
 
@@ -39,7 +44,8 @@ pub fn expect_event(info: &SigInfo, sig: Signal) -> Result<(EventKind, u32), Str
     ensure_eq!(info.signo, sig.number(), "signal number");
     ensure_eq!(info.code, uapi::SI_CODE, "si_code must be SI_QUEUE");
     ensure_eq!(info.pid, 0, "si_pid of a kernel-sent signal");
-    uapi::decode(info.value).ok_or_else(|| format!("si_int {:#x} is not a pcmsig value", info.value))
+    uapi::decode(info.value)
+        .ok_or_else(|| format!("si_int {:#x} is not a pcmsig value", info.value))
 }
 
 /// Receives `kinds.len()` events on `sig` and checks their kinds and consecutive sequence
@@ -51,14 +57,26 @@ pub fn expect_kinds(sig: Signal, kinds: &[EventKind]) -> Result<u32, String> {
         let (kind, seq) = expect_event(&info, sig)?;
         ensure_eq!(kind, *want, "kind of event {i}");
         let base = *first.get_or_insert(seq);
-        ensure_eq!(seq, (base + i as u32) & uapi::SEQ_MASK, "sequence number of event {i}");
-        ensure_eq!(info.value, uapi::encode(kind, seq), "si_int encoding of event {i}");
+        ensure_eq!(
+            seq,
+            (base + i as u32) & uapi::SEQ_MASK,
+            "sequence number of event {i}"
+        );
+        ensure_eq!(
+            info.value,
+            uapi::encode(kind, seq),
+            "si_int encoding of event {i}"
+        );
     }
     first.ok_or_else(|| "no events expected".to_string())
 }
 
 /// Checks that an ioctl failed with `errno`.
-pub fn expect_errno<T: std::fmt::Debug>(r: pcmsig::Result<T>, errno: i32, what: &str) -> Result<(), String> {
+pub fn expect_errno<T: std::fmt::Debug>(
+    r: pcmsig::Result<T>,
+    errno: i32,
+    what: &str,
+) -> Result<(), String> {
     match r {
         Ok(v) => Err(format!("{what}: succeeded ({v:?}), expected errno {errno}")),
         Err(e) => {
@@ -71,14 +89,23 @@ pub fn expect_errno<T: std::fmt::Debug>(r: pcmsig::Result<T>, errno: i32, what: 
 /// Checks fired = delivered + dropped for a listener's and the total counters.
 pub fn check_invariant(s: &Stats) -> Result<(), String> {
     for (name, l) in [("file", &s.file), ("total", &s.total)] {
-        ensure!(l.fired == l.delivered + l.dropped(), "{name}: fired {} != delivered {} + dropped {}", l.fired, l.delivered, l.dropped());
+        ensure!(
+            l.fired == l.delivered + l.dropped(),
+            "{name}: fired {} != delivered {} + dropped {}",
+            l.fired,
+            l.delivered,
+            l.dropped()
+        );
     }
     Ok(())
 }
 
 /// Sets RLIMIT_SIGPENDING (soft and hard) for this process.
 pub fn set_sigpending_limit(n: u64) -> Result<(), String> {
-    let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
     // SAFETY: valid rlimit pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_SIGPENDING, &lim) } != 0 {
         return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
@@ -90,7 +117,10 @@ pub fn set_sigpending_limit(n: u64) -> Result<(), String> {
 pub fn setresuid(r: u32, e: u32, s: u32) -> Result<(), String> {
     // SAFETY: plain system call (glibc applies it to every thread).
     if unsafe { libc::setresuid(r, e, s) } != 0 {
-        return Err(format!("setresuid({r},{e},{s}): {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "setresuid({r},{e},{s}): {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -121,5 +151,9 @@ pub fn wait_child(pid: i32) -> Result<i32, String> {
     // SAFETY: waiting for our own child.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
     ensure!(r == pid, "waitpid: {}", std::io::Error::last_os_error());
-    Ok(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) })
+    Ok(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    })
 }

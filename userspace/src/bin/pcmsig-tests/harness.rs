@@ -42,7 +42,10 @@ pub fn diag(msg: &str) {
 
 /// Runs the tests matching `filter`, printing KTAP; returns the number that failed.
 pub fn run(tests: &[Test], filter: Option<&str>) -> usize {
-    let selected: Vec<&Test> = tests.iter().filter(|t| filter.is_none_or(|f| glob(f, t.name))).collect();
+    let selected: Vec<&Test> = tests
+        .iter()
+        .filter(|t| filter.is_none_or(|f| glob(f, t.name)))
+        .collect();
     println!("KTAP version 1");
     println!("1..{}", selected.len());
     let mut failed = 0;

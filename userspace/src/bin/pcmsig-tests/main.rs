@@ -30,7 +30,11 @@ fn main() {
         }
     }
     if !std::path::Path::new(pcmsig::uapi::DEVICE_PATH).exists() {
-        println!("KTAP version 1\n1..{}\nBail out! {} is missing: the module is not loaded", tests.len(), pcmsig::uapi::DEVICE_PATH);
+        println!(
+            "KTAP version 1\n1..{}\nBail out! {} is missing: the module is not loaded",
+            tests.len(),
+            pcmsig::uapi::DEVICE_PATH
+        );
         std::process::exit(1);
     }
     let failed = harness::run(&tests, filter.as_deref());

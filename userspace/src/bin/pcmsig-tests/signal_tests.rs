@@ -3,7 +3,10 @@
 use std::time::{Duration, Instant};
 
 use pcmsig::sys::{self, SignalSet};
-use pcmsig::{cricket, uapi, Device, EventKind as K, FdReceiver, GapDetector, HandlerReceiver, SeqCheck, Signal};
+use pcmsig::{
+    cricket, uapi, Device, EventKind as K, FdReceiver, GapDetector, HandlerReceiver, SeqCheck,
+    Signal,
+};
 
 use crate::common::*;
 use crate::harness::{diag, Context, Test, TestResult, WAIT};
@@ -11,20 +14,62 @@ use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {
     vec![
-        Test { name: "rt_signal_queues_fifo_within_one_signal", run: rt_signal_queues_fifo_within_one_signal },
-        Test { name: "lower_numbered_rt_signal_is_taken_first", run: lower_numbered_rt_signal_is_taken_first },
-        Test { name: "standard_signal_is_taken_before_rt_signals", run: standard_signal_is_taken_before_rt_signals },
-        Test { name: "sigusr1_burst_coalesces_sigrtmin_burst_does_not", run: sigusr1_burst_coalesces_sigrtmin_burst_does_not },
-        Test { name: "queues_up_to_rlimit_sigpending_without_loss", run: queues_up_to_rlimit_sigpending_without_loss },
-        Test { name: "signalfd_reports_ssi_int_and_si_queue", run: signalfd_reports_ssi_int_and_si_queue },
-        Test { name: "every_receive_mode_sees_the_same_events", run: every_receive_mode_sees_the_same_events },
-        Test { name: "sigtimedwait_times_out_with_eagain", run: sigtimedwait_times_out_with_eagain },
-        Test { name: "blocked_read_fails_with_eintr_without_sa_restart", run: blocked_read_fails_with_eintr_without_sa_restart },
-        Test { name: "blocked_read_restarts_with_sa_restart", run: blocked_read_restarts_with_sa_restart },
-        Test { name: "device_read_is_interruptible", run: device_read_is_interruptible },
-        Test { name: "only_the_registering_thread_receives", run: only_the_registering_thread_receives },
-        Test { name: "cricket_scorer_sigqueues_to_manager", run: cricket_scorer_sigqueues_to_manager },
-        Test { name: "cricket_manager_fed_by_the_kernel_stream", run: cricket_manager_fed_by_the_kernel_stream },
+        Test {
+            name: "rt_signal_queues_fifo_within_one_signal",
+            run: rt_signal_queues_fifo_within_one_signal,
+        },
+        Test {
+            name: "lower_numbered_rt_signal_is_taken_first",
+            run: lower_numbered_rt_signal_is_taken_first,
+        },
+        Test {
+            name: "standard_signal_is_taken_before_rt_signals",
+            run: standard_signal_is_taken_before_rt_signals,
+        },
+        Test {
+            name: "sigusr1_burst_coalesces_sigrtmin_burst_does_not",
+            run: sigusr1_burst_coalesces_sigrtmin_burst_does_not,
+        },
+        Test {
+            name: "queues_up_to_rlimit_sigpending_without_loss",
+            run: queues_up_to_rlimit_sigpending_without_loss,
+        },
+        Test {
+            name: "signalfd_reports_ssi_int_and_si_queue",
+            run: signalfd_reports_ssi_int_and_si_queue,
+        },
+        Test {
+            name: "every_receive_mode_sees_the_same_events",
+            run: every_receive_mode_sees_the_same_events,
+        },
+        Test {
+            name: "sigtimedwait_times_out_with_eagain",
+            run: sigtimedwait_times_out_with_eagain,
+        },
+        Test {
+            name: "blocked_read_fails_with_eintr_without_sa_restart",
+            run: blocked_read_fails_with_eintr_without_sa_restart,
+        },
+        Test {
+            name: "blocked_read_restarts_with_sa_restart",
+            run: blocked_read_restarts_with_sa_restart,
+        },
+        Test {
+            name: "device_read_is_interruptible",
+            run: device_read_is_interruptible,
+        },
+        Test {
+            name: "only_the_registering_thread_receives",
+            run: only_the_registering_thread_receives,
+        },
+        Test {
+            name: "cricket_scorer_sigqueues_to_manager",
+            run: cricket_scorer_sigqueues_to_manager,
+        },
+        Test {
+            name: "cricket_manager_fed_by_the_kernel_stream",
+            run: cricket_manager_fed_by_the_kernel_stream,
+        },
     ]
 }
 
@@ -48,11 +93,22 @@ fn lower_numbered_rt_signal_is_taken_first() -> TestResult {
     let mut got = Vec::new();
     for _ in 0..6 {
         let i = recv(&sigs)?;
-        got.push((i.signo - sys::sigrtmin(), uapi::decode(i.value).map(|(k, _)| k)));
+        got.push((
+            i.signo - sys::sigrtmin(),
+            uapi::decode(i.value).map(|(k, _)| k),
+        ));
     }
     let want = [2, 2, 5, 5, 9, 9].map(Some);
-    ensure_eq!(got.iter().map(|g| Some(g.0)).collect::<Vec<_>>(), want.to_vec(), "signals by number");
-    ensure!(got.chunks(2).all(|c| c[0].1 == Some(K::Started) && c[1].1 == Some(K::PeriodElapsed)), "FIFO within each: {got:?}");
+    ensure_eq!(
+        got.iter().map(|g| Some(g.0)).collect::<Vec<_>>(),
+        want.to_vec(),
+        "signals by number"
+    );
+    ensure!(
+        got.chunks(2)
+            .all(|c| c[0].1 == Some(K::Started) && c[1].1 == Some(K::PeriodElapsed)),
+        "FIFO within each: {got:?}"
+    );
     Ok(())
 }
 
@@ -64,7 +120,11 @@ fn standard_signal_is_taken_before_rt_signals() -> TestResult {
     // Both pending; the lower number (the standard signal) comes first.
     let first = recv(&[usr1, rtmin])?;
     ensure_eq!(first.signo, usr1.number(), "first signal");
-    ensure_eq!(first.code, uapi::SI_CODE, "SIGUSR1 from pcmsig still carries SI_QUEUE");
+    ensure_eq!(
+        first.code,
+        uapi::SI_CODE,
+        "SIGUSR1 from pcmsig still carries SI_QUEUE"
+    );
     let second = recv(&[usr1, rtmin])?;
     ensure_eq!(second.signo, rtmin.number(), "second signal");
     ensure_eq!(second.value, first.value, "same event");
@@ -106,13 +166,21 @@ fn queues_up_to_rlimit_sigpending_without_loss() -> TestResult {
         dev.inject(K::PeriodElapsed).ctx("inject")?;
     }
     let s = dev.stats().ctx("stats")?;
-    ensure_eq!((s.file.delivered, s.file.dropped_queue_full), (64, 1), "64 queued, the 65th counted");
+    ensure_eq!(
+        (s.file.delivered, s.file.dropped_queue_full),
+        (64, 1),
+        "64 queued, the 65th counted"
+    );
     let mut gaps = GapDetector::default();
     for _ in 0..64 {
         let (_, seq) = expect_event(&recv(&[sig])?, sig)?;
         gaps.check(seq);
     }
-    ensure_eq!((gaps.lost, gaps.reordered), (0, 0), "nothing lost or reordered among the 64");
+    ensure_eq!(
+        (gaps.lost, gaps.reordered),
+        (0, 0),
+        "nothing lost or reordered among the 64"
+    );
     recv_none(&[sig])
 }
 
@@ -125,20 +193,35 @@ fn signalfd_reports_ssi_int_and_si_queue() -> TestResult {
         dev.inject(k).ctx("inject")?;
     }
     let mut first = None;
-    for (i, k) in [K::Started, K::PeriodElapsed, K::Stopped].into_iter().enumerate() {
-        let info = rx.recv_timeout(WAIT).ctx("signalfd read")?.ok_or("no signal on the signalfd")?;
+    for (i, k) in [K::Started, K::PeriodElapsed, K::Stopped]
+        .into_iter()
+        .enumerate()
+    {
+        let info = rx
+            .recv_timeout(WAIT)
+            .ctx("signalfd read")?
+            .ok_or("no signal on the signalfd")?;
         ensure_eq!(info.signo, sig.number());
         ensure_eq!(info.code, uapi::SI_CODE, "ssi_code");
         let (kind, seq) = uapi::decode(info.value).ok_or("ssi_int is not a pcmsig value")?;
         let base = *first.get_or_insert(seq);
         ensure_eq!((kind, seq), (k, base + i as u32), "ssi_int of event {i}");
     }
-    ensure!(rx.try_recv().ctx("read")?.is_none(), "extra signal on the signalfd");
+    ensure!(
+        rx.try_recv().ctx("read")?.is_none(),
+        "extra signal on the signalfd"
+    );
     Ok(())
 }
 
 fn every_receive_mode_sees_the_same_events() -> TestResult {
-    let kinds = [K::Started, K::PeriodElapsed, K::PeriodElapsed, K::Xrun, K::Stopped];
+    let kinds = [
+        K::Started,
+        K::PeriodElapsed,
+        K::PeriodElapsed,
+        K::Xrun,
+        K::Stopped,
+    ];
     let normalize = |v: Vec<sys::SigInfo>| -> Result<Vec<(K, u32, i32)>, String> {
         let mut base = None;
         v.iter()
@@ -152,17 +235,29 @@ fn every_receive_mode_sees_the_same_events() -> TestResult {
     // 1. sigwaitinfo
     let sig = rt(0);
     let dev = listen(sig)?;
-    kinds.iter().try_for_each(|k| dev.inject(*k)).ctx("inject")?;
-    let waited = (0..kinds.len()).map(|_| recv(&[sig])).collect::<Result<Vec<_>, _>>()?;
+    kinds
+        .iter()
+        .try_for_each(|k| dev.inject(*k))
+        .ctx("inject")?;
+    let waited = (0..kinds.len())
+        .map(|_| recv(&[sig]))
+        .collect::<Result<Vec<_>, _>>()?;
     drop(dev);
     // 2. signalfd
     let sig = rt(1);
     let rx = FdReceiver::new(&[sig]).ctx("signalfd")?;
     let dev = Device::open().ctx("open")?;
     dev.register(sig).ctx("register")?;
-    kinds.iter().try_for_each(|k| dev.inject(*k)).ctx("inject")?;
+    kinds
+        .iter()
+        .try_for_each(|k| dev.inject(*k))
+        .ctx("inject")?;
     let fd = (0..kinds.len())
-        .map(|_| rx.recv_timeout(WAIT).ctx("signalfd")?.ok_or_else(|| "signalfd: nothing".to_string()))
+        .map(|_| {
+            rx.recv_timeout(WAIT)
+                .ctx("signalfd")?
+                .ok_or_else(|| "signalfd: nothing".to_string())
+        })
         .collect::<Result<Vec<_>, _>>()?;
     drop(dev);
     // 3. SA_SIGINFO handler handing off through a pipe
@@ -170,12 +265,23 @@ fn every_receive_mode_sees_the_same_events() -> TestResult {
     let h = HandlerReceiver::install(&[sig], true).ctx("handler")?;
     let dev = Device::open().ctx("open")?;
     dev.register(sig).ctx("register")?;
-    kinds.iter().try_for_each(|k| dev.inject(*k)).ctx("inject")?;
+    kinds
+        .iter()
+        .try_for_each(|k| dev.inject(*k))
+        .ctx("inject")?;
     let handled = (0..kinds.len())
-        .map(|_| h.recv_timeout(WAIT).ctx("handler pipe")?.ok_or_else(|| "handler: nothing".to_string()))
+        .map(|_| {
+            h.recv_timeout(WAIT)
+                .ctx("handler pipe")?
+                .ok_or_else(|| "handler: nothing".to_string())
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let (a, b, c) = (normalize(waited)?, normalize(fd)?, normalize(handled)?);
-    let want: Vec<(K, u32, i32)> = kinds.iter().enumerate().map(|(i, k)| (*k, i as u32, uapi::SI_CODE)).collect();
+    let want: Vec<(K, u32, i32)> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (*k, i as u32, uapi::SI_CODE))
+        .collect();
     ensure_eq!(a, want, "sigwaitinfo");
     ensure_eq!(b, want, "signalfd");
     ensure_eq!(c, want, "SA_SIGINFO handler");
@@ -187,7 +293,10 @@ fn sigtimedwait_times_out_with_eagain() -> TestResult {
     let sig = rt(0);
     let _dev = listen(sig)?;
     let set = SignalSet::of(&[sig.number()]);
-    let ts = libc::timespec { tv_sec: 0, tv_nsec: 100_000_000 };
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
     let start = Instant::now();
     // SAFETY: zeroed siginfo out-parameter, valid set and timespec.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -196,9 +305,18 @@ fn sigtimedwait_times_out_with_eagain() -> TestResult {
     let errno = std::io::Error::last_os_error().raw_os_error();
     ensure_eq!(r, -1);
     ensure_eq!(errno, Some(libc::EAGAIN));
-    ensure!(start.elapsed() >= Duration::from_millis(95), "returned after {:?}, before its timeout", start.elapsed());
+    ensure!(
+        start.elapsed() >= Duration::from_millis(95),
+        "returned after {:?}, before its timeout",
+        start.elapsed()
+    );
     // The library maps it to Ok(None).
-    ensure!(sys::sigtimedwait(&set, Duration::from_millis(10)).ctx("sigtimedwait")?.is_none(), "library timeout");
+    ensure!(
+        sys::sigtimedwait(&set, Duration::from_millis(10))
+            .ctx("sigtimedwait")?
+            .is_none(),
+        "library timeout"
+    );
     Ok(())
 }
 
@@ -220,22 +338,38 @@ fn read_pipe_during_event(restart: bool) -> Result<std::io::Result<usize>, Strin
         Ok(())
     });
     let mut buf = [0u8; 1];
-    let r = std::io::Read::read(&mut std::fs::File::from(rd), &mut buf);
+    // Borrow the read end: it must stay open until the helper has written.
+    let r = nix::unistd::read(&rd, &mut buf).map_err(std::io::Error::from);
     helper.join().map_err(|_| "helper panicked".to_string())??;
-    let got = h.recv_timeout(WAIT).ctx("handler pipe")?.ok_or("the handler never ran")?;
-    ensure_eq!(uapi::decode(got.value).map(|(k, _)| k), Some(K::PeriodElapsed), "handled event");
+    let got = h
+        .recv_timeout(WAIT)
+        .ctx("handler pipe")?
+        .ok_or("the handler never ran")?;
+    ensure_eq!(
+        uapi::decode(got.value).map(|(k, _)| k),
+        Some(K::PeriodElapsed),
+        "handled event"
+    );
     Ok(r)
 }
 
 fn blocked_read_fails_with_eintr_without_sa_restart() -> TestResult {
     let r = read_pipe_during_event(false)?;
-    ensure_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EINTR)), "read without SA_RESTART");
+    ensure_eq!(
+        r.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EINTR)),
+        "read without SA_RESTART"
+    );
     Ok(())
 }
 
 fn blocked_read_restarts_with_sa_restart() -> TestResult {
     let r = read_pipe_during_event(true)?;
-    ensure_eq!(r.map_err(|e| e.raw_os_error()), Ok(1), "read with SA_RESTART resumes and gets the byte");
+    ensure_eq!(
+        r.map_err(|e| e.raw_os_error()),
+        Ok(1),
+        "read with SA_RESTART resumes and gets the byte"
+    );
     Ok(())
 }
 
@@ -252,8 +386,15 @@ fn device_read_is_interruptible() -> TestResult {
     });
     let r = dev.read_records(4);
     helper.join().map_err(|_| "helper panicked".to_string())?;
-    ensure_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EINTR)), "device read interrupted");
-    ensure!(h.recv_timeout(WAIT).ctx("handler")?.is_some(), "handler ran");
+    ensure_eq!(
+        r.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EINTR)),
+        "device read interrupted"
+    );
+    ensure!(
+        h.recv_timeout(WAIT).ctx("handler")?.is_some(),
+        "handler ran"
+    );
     Ok(())
 }
 
@@ -267,7 +408,12 @@ fn only_the_registering_thread_receives() -> TestResult {
         let dev = listen(sig)?;
         tx.send(()).ctx("ready")?;
         go_rx.recv().ctx("go")?;
-        ensure!(SignalSet::pending().ctx("sigpending")?.contains(sig.number()), "pending for the registered thread");
+        ensure!(
+            SignalSet::pending()
+                .ctx("sigpending")?
+                .contains(sig.number()),
+            "pending for the registered thread"
+        );
         expect_kinds(sig, &[K::Started])?;
         drop(dev);
         Ok(())
@@ -276,10 +422,17 @@ fn only_the_registering_thread_receives() -> TestResult {
     let dev = Device::open().ctx("open")?;
     dev.inject(K::Started).ctx("inject")?;
     // This thread does not see it: not pending here, nothing to wait for.
-    ensure!(!SignalSet::pending().ctx("sigpending")?.contains(sig.number()), "pending for a thread that did not register");
+    ensure!(
+        !SignalSet::pending()
+            .ctx("sigpending")?
+            .contains(sig.number()),
+        "pending for a thread that did not register"
+    );
     recv_none(&[sig])?;
     go_tx.send(()).ctx("go")?;
-    listener.join().map_err(|_| "listener panicked".to_string())??;
+    listener
+        .join()
+        .map_err(|_| "listener panicked".to_string())??;
     Ok(())
 }
 
@@ -298,13 +451,23 @@ fn cricket_scorer_sigqueues_to_manager() -> TestResult {
     let set = SignalSet::of(&[sig.number()]);
     let mut said = Vec::new();
     for _ in 0..4 {
-        let info = sys::sigtimedwait(&set, WAIT).ctx("sigtimedwait")?.ok_or("the scorer's signal never came")?;
+        let info = sys::sigtimedwait(&set, WAIT)
+            .ctx("sigtimedwait")?
+            .ok_or("the scorer's signal never came")?;
         ensure_eq!(info.code, uapi::SI_CODE, "sigqueue sends SI_QUEUE");
         ensure_eq!(info.pid, scorer, "si_pid is the scorer");
         said.push(cricket::announce(&info));
     }
     ensure_eq!(wait_child(scorer)?, 0, "scorer");
-    ensure_eq!(said, vec!["Four runs scored.", "Six runs scored.", "Wicket!", "Four runs scored."]);
+    ensure_eq!(
+        said,
+        vec![
+            "Four runs scored.",
+            "Six runs scored.",
+            "Wicket!",
+            "Four runs scored."
+        ]
+    );
     Ok(())
 }
 
@@ -316,7 +479,11 @@ fn cricket_manager_fed_by_the_kernel_stream() -> TestResult {
     let said = cricket::manager(sig, 5).ctx("manager")?;
     ensure_eq!(said[0], "From the stream: stream prepared.");
     ensure_eq!(said[1], "From the stream: stream started.");
-    ensure!(said[2].starts_with("From the stream: period ") && said[2].ends_with(" elapsed."), "{}", said[2]);
+    ensure!(
+        said[2].starts_with("From the stream: period ") && said[2].ends_with(" elapsed."),
+        "{}",
+        said[2]
+    );
     ensure_eq!(said[4], "From the stream: stream stopped.");
     Ok(())
 }
