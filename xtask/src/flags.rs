@@ -35,6 +35,10 @@ xflags::xflags! {
         cmd header {
             optional --check
         }
+        /// Check the harness itself on real boots: a guest panic and a guest hang must fail fast.
+        cmd selftest {
+            optional --kernel-src path: PathBuf
+        }
         /// Install the Debian packages and tools the harness needs (runs ci/install-deps.sh).
         cmd deps {}
     }

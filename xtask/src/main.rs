@@ -41,6 +41,7 @@ fn try_main() -> Result<()> {
         flags::XtaskCmd::Run(f) => f.run(&sh),
         flags::XtaskCmd::Build(f) => f.run(&sh).map(|_| ()),
         flags::XtaskCmd::Header(f) => header::run(f.check),
+        flags::XtaskCmd::Selftest(f) => f.run(&sh),
         flags::XtaskCmd::Deps(_) => tools::install(),
     }
 }
@@ -204,6 +205,46 @@ impl flags::Run {
             (_, Some(p), _) => bail!("kernel problem: {p}"),
             (code, None, ending) => bail!("the demo failed (guest exit {code:?}, VM {ending:?})"),
         }
+    }
+}
+
+impl flags::Selftest {
+    /// Boots the real kernel twice with a broken guest and checks the verdict catches each.
+    fn run(self, sh: &Shell) -> Result<()> {
+        let b = build_all(sh, self.kernel_src.as_deref(), false)?;
+        let out = out_dir("selftest");
+        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
+        let mut passed = 0;
+        let mut failed = 0;
+        for (mode, timeout) in [("panic", 60), ("hang", 5)] {
+            let dir = out.join(mode);
+            let run = vm::boot(
+                &b.tools,
+                &b.kernel,
+                &initrd,
+                &vm::Boot { mode, env: Vec::new(), timeout: Duration::from_secs(timeout), qemu_args: &[], stream: false, out_dir: &dir },
+            )?;
+            let report = ktap::parse(&run.console);
+            let failures = ktap::verdict(&run.console, &report, &run.ending);
+            let caught = match mode {
+                "panic" => failures.iter().any(|f| matches!(f, ktap::Failure::KernelProblem(l) if l.contains("Kernel panic")))
+                    && matches!(run.ending, ktap::Ending::Exited(_)),
+                _ => failures.contains(&ktap::Failure::TimedOut(timeout)),
+            };
+            let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
+            println!("xtask: {mode}: VM ended after {:.1} s; verdict: {}", run.wall.as_secs_f64(), reasons.join("; "));
+            if caught {
+                passed += 1;
+            } else {
+                failed += 1;
+                println!("xtask: {mode}: NOT caught; console: {}", run.console_log.display());
+            }
+        }
+        println!("xtask: selftest: {passed} passed, {failed} failed");
+        if failed > 0 {
+            bail!("the harness missed a broken guest");
+        }
+        Ok(())
     }
 }
 
