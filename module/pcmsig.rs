@@ -25,8 +25,10 @@
 //! in the wrong state, `EBUSY` configure while running, `ENOENT` unregister without a listener,
 //! `EPERM` the opener may not signal the registering thread.
 
+use core::fmt;
 use kernel::{
     bindings,
+    debugfs,
     fs::{File, Kiocb},
     iov::IovIterDest,
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
@@ -70,15 +72,41 @@ struct PcmsigModule {
     // Declared first so that it is dropped (deregistered) first.
     #[pin]
     miscdev: MiscDeviceRegistration<PcmsigFile>,
+    /// `/sys/kernel/debug/pcmsig/stats`.
+    #[pin]
+    _stats: debugfs::File<Arc<Stream>>,
+    _debugfs: debugfs::Dir,
     stream: Arc<Stream>,
+}
+
+/// The text of `/sys/kernel/debug/pcmsig/stats`: one `name value` pair a line.
+fn stats_file(stream: &Arc<Stream>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let inner = stream.inner.lock();
+    let t = &inner.totals;
+    writeln!(f, "state {}", inner.state.name())?;
+    writeln!(f, "listeners {}", inner.listeners)?;
+    writeln!(f, "events {}", inner.events)?;
+    writeln!(f, "periods {}", inner.periods)?;
+    writeln!(f, "fired {}", t.fired)?;
+    writeln!(f, "delivered {}", t.delivered)?;
+    writeln!(f, "dropped_queue_full {}", t.dropped_queue_full)?;
+    writeln!(f, "dropped_exited {}", t.dropped_exited)?;
+    writeln!(f, "dropped_execd {}", t.dropped_execd)?;
+    writeln!(f, "dropped_perm {}", t.dropped_perm)
 }
 
 impl kernel::InPlaceModule for PcmsigModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        let options = MiscDeviceOptions { name: c"pcmsig" };
-        try_pin_init!(Self {
-            stream: Stream::new()?,
-            miscdev <- MiscDeviceRegistration::register(options),
+        ::pin_init::pin_init_scope(move || {
+            let stream = Stream::new()?;
+            let dir = debugfs::Dir::new(c"pcmsig");
+            let options = MiscDeviceOptions { name: c"pcmsig" };
+            Ok(try_pin_init!(Self {
+                _stats <- dir.read_callback_file(c"stats", stream.clone(), &stats_file),
+                _debugfs: dir,
+                stream,
+                miscdev <- MiscDeviceRegistration::register(options),
+            }))
         })
     }
 }

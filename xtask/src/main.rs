@@ -222,22 +222,37 @@ impl flags::Selftest {
                 &b.tools,
                 &b.kernel,
                 &initrd,
-                &vm::Boot { mode, env: Vec::new(), timeout: Duration::from_secs(timeout), qemu_args: &[], stream: false, out_dir: &dir },
+                &vm::Boot {
+                    mode,
+                    env: Vec::new(),
+                    timeout: Duration::from_secs(timeout),
+                    qemu_args: &[],
+                    stream: false,
+                    out_dir: &dir,
+                },
             )?;
             let report = ktap::parse(&run.console);
             let failures = ktap::verdict(&run.console, &report, &run.ending);
             let caught = match mode {
-                "panic" => failures.iter().any(|f| matches!(f, ktap::Failure::KernelProblem(l) if l.contains("Kernel panic")))
-                    && matches!(run.ending, ktap::Ending::Exited(_)),
+                "panic" => failures.iter().any(
+                    |f| matches!(f, ktap::Failure::KernelProblem(l) if l.contains("Kernel panic")),
+                ) && matches!(run.ending, ktap::Ending::Exited(_)),
                 _ => failures.contains(&ktap::Failure::TimedOut(timeout)),
             };
             let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
-            println!("xtask: {mode}: VM ended after {:.1} s; verdict: {}", run.wall.as_secs_f64(), reasons.join("; "));
+            println!(
+                "xtask: {mode}: VM ended after {:.1} s; verdict: {}",
+                run.wall.as_secs_f64(),
+                reasons.join("; ")
+            );
             if caught {
                 passed += 1;
             } else {
                 failed += 1;
-                println!("xtask: {mode}: NOT caught; console: {}", run.console_log.display());
+                println!(
+                    "xtask: {mode}: NOT caught; console: {}",
+                    run.console_log.display()
+                );
             }
         }
         println!("xtask: selftest: {passed} passed, {failed} failed");

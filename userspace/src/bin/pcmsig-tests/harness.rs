@@ -115,6 +115,14 @@ fn run_one(t: &Test) -> bool {
     }
 }
 
+/// A `Vec<Test>` of test functions, each named after its function.
+#[macro_export]
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => {
+        vec![$($crate::harness::Test { name: stringify!($f), run: $f }),*]
+    };
+}
+
 /// Fails with a message unless `cond`.
 #[macro_export]
 macro_rules! ensure {

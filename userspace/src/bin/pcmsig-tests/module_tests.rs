@@ -10,98 +10,33 @@ use crate::harness::{diag, Context, Test, TestResult};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "inject_delivers_exact_payloads_in_sequence",
-            run: inject_delivers_exact_payloads_in_sequence,
-        },
-        Test {
-            name: "timer_periods_are_numbered_and_stop_after_n",
-            run: timer_periods_are_numbered_and_stop_after_n,
-        },
-        Test {
-            name: "triggers_follow_the_state_machine",
-            run: triggers_follow_the_state_machine,
-        },
-        Test {
-            name: "wrong_state_triggers_fail_with_ebadfd",
-            run: wrong_state_triggers_fail_with_ebadfd,
-        },
-        Test {
-            name: "xrun_trigger_needs_configure_to_recover",
-            run: xrun_trigger_needs_configure_to_recover,
-        },
-        Test {
-            name: "ioctl_arguments_are_checked",
-            run: ioctl_arguments_are_checked,
-        },
-        Test {
-            name: "register_again_replaces_the_listener",
-            run: register_again_replaces_the_listener,
-        },
-        Test {
-            name: "unregister_stops_delivery",
-            run: unregister_stops_delivery,
-        },
-        Test {
-            name: "every_listener_gets_every_event",
-            run: every_listener_gets_every_event,
-        },
-        Test {
-            name: "queue_overflow_drops_are_counted_exactly",
-            run: queue_overflow_drops_are_counted_exactly,
-        },
-        Test {
-            name: "xrun_when_a_listener_falls_behind",
-            run: xrun_when_a_listener_falls_behind,
-        },
-        Test {
-            name: "exited_listener_drops_are_counted",
-            run: exited_listener_drops_are_counted,
-        },
-        Test {
-            name: "listener_dying_mid_stream_is_safe",
-            run: listener_dying_mid_stream_is_safe,
-        },
-        Test {
-            name: "exec_stops_signalling_the_thread",
-            run: exec_stops_signalling_the_thread,
-        },
-        Test {
-            name: "credential_change_stops_signalling",
-            run: credential_change_stops_signalling,
-        },
-        Test {
-            name: "register_needs_permission_to_signal",
-            run: register_needs_permission_to_signal,
-        },
-        Test {
-            name: "read_records_match_the_signals",
-            run: read_records_match_the_signals,
-        },
-        Test {
-            name: "nonblocking_read_gives_eagain",
-            run: nonblocking_read_gives_eagain,
-        },
-        Test {
-            name: "blocking_read_wakes_on_an_event",
-            run: blocking_read_wakes_on_an_event,
-        },
+    crate::tests![
+        inject_delivers_exact_payloads_in_sequence,
+        timer_periods_are_numbered_and_stop_after_n,
+        triggers_follow_the_state_machine,
+        wrong_state_triggers_fail_with_ebadfd,
+        xrun_trigger_needs_configure_to_recover,
+        ioctl_arguments_are_checked,
+        register_again_replaces_the_listener,
+        unregister_stops_delivery,
+        every_listener_gets_every_event,
+        queue_overflow_drops_are_counted_exactly,
+        xrun_when_a_listener_falls_behind,
+        exited_listener_drops_are_counted,
+        listener_dying_mid_stream_is_safe,
+        exec_stops_signalling_the_thread,
+        credential_change_stops_signalling,
+        register_needs_permission_to_signal,
+        read_records_match_the_signals,
+        nonblocking_read_gives_eagain,
+        blocking_read_wakes_on_an_event,
+        debugfs_stats_match_the_ioctl,
     ]
 }
 
 /// Tests that unload the module run last.
 pub fn lifecycle_tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "rmmod_is_refused_while_open",
-            run: rmmod_is_refused_while_open,
-        },
-        Test {
-            name: "insmod_rmmod_cycle_50_times",
-            run: insmod_rmmod_cycle_50_times,
-        },
-    ]
+    crate::tests![rmmod_is_refused_while_open, insmod_rmmod_cycle_50_times,]
 }
 
 fn inject_delivers_exact_payloads_in_sequence() -> TestResult {
@@ -543,15 +478,29 @@ fn listener_dying_mid_stream_is_safe() -> TestResult {
     let before = dev.stats().ctx("stats")?.file.dropped_exited;
     let deadline = Instant::now() + Duration::from_secs(3);
     while dev.stats().ctx("stats")?.file.dropped_exited < before + 5 {
-        ensure!(Instant::now() < deadline, "no drops counted for periods after the listener exited");
+        ensure!(
+            Instant::now() < deadline,
+            "no drops counted for periods after the listener exited"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     dev.trigger(Trigger::Stop).ctx("stop")?;
     let s = dev.stats().ctx("stats")?;
-    ensure!(s.file.delivered >= 3, "delivered before the exit: {:?}", s.file);
-    ensure_eq!(s.file.dropped_queue_full + s.file.dropped_execd + s.file.dropped_perm, 0, "only exit drops");
+    ensure!(
+        s.file.delivered >= 3,
+        "delivered before the exit: {:?}",
+        s.file
+    );
+    ensure_eq!(
+        s.file.dropped_queue_full + s.file.dropped_execd + s.file.dropped_perm,
+        0,
+        "only exit drops"
+    );
     check_invariant(&s)?;
-    diag(&format!("delivered {} then dropped {} after exit", s.file.delivered, s.file.dropped_exited));
+    diag(&format!(
+        "delivered {} then dropped {} after exit",
+        s.file.delivered, s.file.dropped_exited
+    ));
     Ok(())
 }
 
@@ -753,6 +702,40 @@ fn blocking_read_wakes_on_an_event() -> TestResult {
         .ctx("read")?;
     ensure_eq!(recs.len(), 1);
     ensure_eq!(recs[0].kind, K::Xrun as u16);
+    Ok(())
+}
+
+fn debugfs_stats_match_the_ioctl() -> TestResult {
+    set_sigpending_limit(2)?;
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    for _ in 0..3 {
+        dev.inject(K::PeriodElapsed).ctx("inject")?;
+    }
+    let text = std::fs::read_to_string("/sys/kernel/debug/pcmsig/stats").ctx("reading debugfs")?;
+    let get = |k: &str| -> Result<String, String> {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(k)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .map(str::to_string)
+            })
+            .ok_or_else(|| format!("no {k:?} line in:\n{text}"))
+    };
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(get("state")?, "setup");
+    ensure_eq!(get("listeners")?, "1");
+    ensure_eq!(get("events")?, s.events.to_string());
+    ensure_eq!(get("fired")?, s.total.fired.to_string());
+    ensure_eq!(get("delivered")?, s.total.delivered.to_string());
+    ensure_eq!(
+        get("dropped_queue_full")?,
+        s.total.dropped_queue_full.to_string()
+    );
+    ensure!(
+        s.total.dropped_queue_full >= 1,
+        "the third event overflowed a limit of 2"
+    );
     Ok(())
 }
 

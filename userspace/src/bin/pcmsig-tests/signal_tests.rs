@@ -13,63 +13,21 @@ use crate::harness::{diag, Context, Test, TestResult, WAIT};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "rt_signal_queues_fifo_within_one_signal",
-            run: rt_signal_queues_fifo_within_one_signal,
-        },
-        Test {
-            name: "lower_numbered_rt_signal_is_taken_first",
-            run: lower_numbered_rt_signal_is_taken_first,
-        },
-        Test {
-            name: "standard_signal_is_taken_before_rt_signals",
-            run: standard_signal_is_taken_before_rt_signals,
-        },
-        Test {
-            name: "sigusr1_burst_coalesces_sigrtmin_burst_does_not",
-            run: sigusr1_burst_coalesces_sigrtmin_burst_does_not,
-        },
-        Test {
-            name: "queues_up_to_rlimit_sigpending_without_loss",
-            run: queues_up_to_rlimit_sigpending_without_loss,
-        },
-        Test {
-            name: "signalfd_reports_ssi_int_and_si_queue",
-            run: signalfd_reports_ssi_int_and_si_queue,
-        },
-        Test {
-            name: "every_receive_mode_sees_the_same_events",
-            run: every_receive_mode_sees_the_same_events,
-        },
-        Test {
-            name: "sigtimedwait_times_out_with_eagain",
-            run: sigtimedwait_times_out_with_eagain,
-        },
-        Test {
-            name: "blocked_read_fails_with_eintr_without_sa_restart",
-            run: blocked_read_fails_with_eintr_without_sa_restart,
-        },
-        Test {
-            name: "blocked_read_restarts_with_sa_restart",
-            run: blocked_read_restarts_with_sa_restart,
-        },
-        Test {
-            name: "device_read_is_interruptible",
-            run: device_read_is_interruptible,
-        },
-        Test {
-            name: "only_the_registering_thread_receives",
-            run: only_the_registering_thread_receives,
-        },
-        Test {
-            name: "cricket_scorer_sigqueues_to_manager",
-            run: cricket_scorer_sigqueues_to_manager,
-        },
-        Test {
-            name: "cricket_manager_fed_by_the_kernel_stream",
-            run: cricket_manager_fed_by_the_kernel_stream,
-        },
+    crate::tests![
+        rt_signal_queues_fifo_within_one_signal,
+        lower_numbered_rt_signal_is_taken_first,
+        standard_signal_is_taken_before_rt_signals,
+        sigusr1_burst_coalesces_sigrtmin_burst_does_not,
+        queues_up_to_rlimit_sigpending_without_loss,
+        signalfd_reports_ssi_int_and_si_queue,
+        every_receive_mode_sees_the_same_events,
+        sigtimedwait_times_out_with_eagain,
+        blocked_read_fails_with_eintr_without_sa_restart,
+        blocked_read_restarts_with_sa_restart,
+        device_read_is_interruptible,
+        only_the_registering_thread_receives,
+        cricket_scorer_sigqueues_to_manager,
+        cricket_manager_fed_by_the_kernel_stream,
     ]
 }
 
