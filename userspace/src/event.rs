@@ -145,7 +145,7 @@ impl Event {
         })
     }
 
-    /// Plain words: "stream started", "period 17 elapsed", "xrun".
+    /// Plain words: "stream started", "period elapsed (seq 17)", "xrun".
     pub fn describe(&self) -> String {
         describe(self.kind, self.seq)
     }
@@ -159,7 +159,7 @@ pub fn describe(kind: EventKind, seq: u32) -> String {
         EventKind::Stopped => "stream stopped".into(),
         EventKind::Paused => "stream paused".into(),
         EventKind::Resumed => "stream resumed".into(),
-        EventKind::PeriodElapsed => format!("period {seq} elapsed"),
+        EventKind::PeriodElapsed => format!("period elapsed (seq {seq})"),
         EventKind::Xrun => "xrun (a listener fell behind)".into(),
         EventKind::Draining => "stream draining".into(),
     }
@@ -275,6 +275,6 @@ mod tests {
             pid: 0,
         })
         .unwrap();
-        assert_eq!(e.describe(), "period 17 elapsed");
+        assert_eq!(e.describe(), "period elapsed (seq 17)");
     }
 }
