@@ -16,14 +16,42 @@ xflags::xflags! {
             optional --filter glob: String
             /// Extra QEMU argument (repeatable).
             repeated --qemu-arg arg: String
+            /// Start QEMU's gdb stub and wait for a debugger (no timeout).
+            optional --gdb
+            /// Keep the VM's artefacts (kernel, module, initramfs) next to the logs.
+            optional --keep
             /// Stream the guest console while it runs.
             optional -v, --verbose
+            /// Print only the verdict.
+            optional -q, --quiet
         }
         /// Boot the VM and show stream events arriving at a listener, then the statistics.
         cmd run {
             optional --kernel-src path: PathBuf
             optional --timeout seconds: u64
             repeated --qemu-arg arg: String
+            optional --gdb
+            optional --keep
+        }
+        /// Boot the VM with an interactive shell on the serial console (leave with Ctrl-A X).
+        cmd shell {
+            optional --kernel-src path: PathBuf
+            repeated --qemu-arg arg: String
+            optional --gdb
+            /// Add a host file to the initramfs (HOST_FILE or HOST_FILE:GUEST_PATH).
+            repeated --add file: String
+        }
+        /// Run one command in a fresh VM; exit with its exit code.
+        cmd exec {
+            optional --kernel-src path: PathBuf
+            optional --timeout seconds: u64
+            repeated --qemu-arg arg: String
+            optional --gdb
+            optional --keep
+            /// Add a host file to the initramfs (HOST_FILE or HOST_FILE:GUEST_PATH).
+            repeated --add file: String
+            /// The command and its arguments (after `--`).
+            repeated cmd: String
         }
         /// Build the kernel, module, guest programs and initramfs, and print where they are.
         cmd build {
@@ -31,13 +59,14 @@ xflags::xflags! {
             /// Also run the kernel's `CLIPPY=1` lint build of the module.
             optional --clippy
         }
+        /// Check the harness itself on real boots: a panic and a hang must fail fast; the shell
+        /// and exec commands must work.
+        cmd selftest {
+            optional --kernel-src path: PathBuf
+        }
         /// Regenerate the C header `uapi/pcmsig.h` from the Rust UAPI (or check it with --check).
         cmd header {
             optional --check
-        }
-        /// Check the harness itself on real boots: a guest panic and a guest hang must fail fast.
-        cmd selftest {
-            optional --kernel-src path: PathBuf
         }
         /// Install the Debian packages and tools the harness needs (runs ci/install-deps.sh).
         cmd deps {}

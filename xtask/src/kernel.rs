@@ -306,7 +306,7 @@ fn make_with_progress(
 }
 
 /// Finds, configures and builds the kernel (or reuses the cached build).
-pub fn ensure(tools: &Tools, kernel_src: Option<&Path>) -> Result<Kernel> {
+pub fn ensure(tools: &Tools, kernel_src: Option<&Path>, quiet: bool) -> Result<Kernel> {
     let src_arg = match kernel_src {
         Some(p) => p.to_path_buf(),
         None => default_source()?,
@@ -333,11 +333,15 @@ pub fn ensure(tools: &Tools, kernel_src: Option<&Path>) -> Result<Kernel> {
     let bzimage = build.join("arch/x86/boot/bzImage");
     let stamp_path = build.join(".pcmsig-stamp");
     let stamp = format!("{:016x}", fnv64(&[fragment.as_bytes(), &key.to_le_bytes()]));
-    println!("xtask: kernel {version} from {}", src.display());
+    if !quiet {
+        println!("xtask: kernel {version} from {}", src.display());
+    }
     if bzimage.is_file()
         && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str())
     {
-        println!("xtask: kernel up to date in {}", build.display());
+        if !quiet {
+            println!("xtask: kernel up to date in {}", build.display());
+        }
         return Ok(Kernel {
             version,
             build_dir: build,

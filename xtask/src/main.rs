@@ -8,8 +8,10 @@
 mod flags;
 mod header;
 mod initramfs;
+mod junit;
 mod kernel;
 mod ktap;
+mod selftest;
 mod tools;
 mod vm;
 
@@ -27,40 +29,52 @@ pub fn project_root() -> PathBuf {
 }
 
 fn main() {
-    if let Err(e) = try_main() {
-        eprintln!("xtask: error: {e:#}");
-        std::process::exit(1);
+    match try_main() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn try_main() -> Result<()> {
+fn try_main() -> Result<i32> {
     let flags = flags::Xtask::from_env_or_exit();
     let sh = Shell::new()?;
     match flags.subcommand {
-        flags::XtaskCmd::Test(f) => f.run(&sh),
-        flags::XtaskCmd::Run(f) => f.run(&sh),
-        flags::XtaskCmd::Build(f) => f.run(&sh).map(|_| ()),
-        flags::XtaskCmd::Header(f) => header::run(f.check),
-        flags::XtaskCmd::Selftest(f) => f.run(&sh),
-        flags::XtaskCmd::Deps(_) => tools::install(),
+        flags::XtaskCmd::Test(f) => f.run(&sh).map(|()| 0),
+        flags::XtaskCmd::Run(f) => f.run(&sh).map(|()| 0),
+        flags::XtaskCmd::Shell(f) => f.run(&sh).map(|()| 0),
+        flags::XtaskCmd::Exec(f) => f.run(&sh),
+        flags::XtaskCmd::Build(f) => f.run(&sh).map(|()| 0),
+        flags::XtaskCmd::Selftest(f) => selftest::run(&sh, f.kernel_src.as_deref()).map(|()| 0),
+        flags::XtaskCmd::Header(f) => header::run(f.check).map(|()| 0),
+        flags::XtaskCmd::Deps(_) => tools::install().map(|()| 0),
     }
 }
 
 /// Everything a boot needs, with how long each part took.
-struct Built {
-    tools: tools::Tools,
-    kernel: kernel::Kernel,
-    ko: PathBuf,
-    guest_dir: PathBuf,
-    times: Vec<(&'static str, Duration)>,
+pub struct Built {
+    pub tools: tools::Tools,
+    pub kernel: kernel::Kernel,
+    pub ko: PathBuf,
+    pub guest_dir: PathBuf,
+    pub times: Vec<(&'static str, Duration)>,
 }
 
-fn build_all(sh: &Shell, kernel_src: Option<&Path>, clippy: bool) -> Result<Built> {
+pub fn build_all(
+    sh: &Shell,
+    kernel_src: Option<&Path>,
+    clippy: bool,
+    quiet: bool,
+) -> Result<Built> {
     let mut times = Vec::new();
     let t = Instant::now();
     let tools = tools::ensure()?;
-    tools.print();
-    let kernel = kernel::ensure(&tools, kernel_src)?;
+    if !quiet {
+        tools.print();
+    }
+    let kernel = kernel::ensure(&tools, kernel_src, quiet)?;
     times.push((
         if kernel.built {
             "kernel (built)"
@@ -73,9 +87,11 @@ fn build_all(sh: &Shell, kernel_src: Option<&Path>, clippy: bool) -> Result<Buil
     let ko = vm::build_module(&tools, &kernel, false)?;
     if clippy {
         vm::build_module(&tools, &kernel, true)?;
+        println!("xtask: the module's CLIPPY=1 build is clean");
         // Leave the normal build in place for the initramfs.
         vm::build_module(&tools, &kernel, false)?;
     }
+    vm::check_vermagic(&ko, &kernel)?;
     times.push(("module", t.elapsed()));
     let t = Instant::now();
     let guest_dir = vm::build_guest(sh)?;
@@ -89,7 +105,7 @@ fn build_all(sh: &Shell, kernel_src: Option<&Path>, clippy: bool) -> Result<Buil
     })
 }
 
-fn out_dir(name: &str) -> PathBuf {
+pub fn out_dir(name: &str) -> PathBuf {
     project_root().join("target/pcmsig").join(name)
 }
 
@@ -101,9 +117,22 @@ fn fmt_times(times: &[(&str, Duration)]) -> String {
         .join(", ")
 }
 
+/// Copies the VM's inputs next to its logs (`--keep`).
+fn keep(b: &Built, initrd: &Path, out: &Path) -> Result<()> {
+    for (src, name) in [(&b.kernel.bzimage, "bzImage"), (&b.ko, "pcmsig.ko")] {
+        std::fs::copy(src, out.join(name)).with_context(|| format!("copying {}", src.display()))?;
+    }
+    println!(
+        "xtask: kept bzImage, pcmsig.ko and {} in {}",
+        initrd.display(),
+        out.display()
+    );
+    Ok(())
+}
+
 impl flags::Build {
     fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(sh, self.kernel_src.as_deref(), self.clippy)?;
+        let b = build_all(sh, self.kernel_src.as_deref(), self.clippy, false)?;
         let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out_dir("build"))?;
         println!(
             "xtask: kernel  {} ({})",
@@ -120,20 +149,28 @@ impl flags::Build {
 impl flags::Test {
     fn run(self, sh: &Shell) -> Result<()> {
         let total = Instant::now();
-        let mut b = build_all(sh, self.kernel_src.as_deref(), false)?;
+        let mut b = build_all(sh, self.kernel_src.as_deref(), false, self.quiet)?;
         let out = out_dir("test");
         let t = Instant::now();
         let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
         b.times.push(("initramfs", t.elapsed()));
+        if self.keep {
+            keep(&b, &initrd, &out)?;
+        }
         let mut env = Vec::new();
         if let Some(f) = &self.filter {
-            if f.chars().any(char::is_whitespace) {
-                bail!("--filter must not contain spaces");
+            if f.is_empty()
+                || f.chars()
+                    .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+            {
+                bail!("--filter must be a non-empty glob without spaces or quotes");
             }
             env.push(format!("pcmsig_filter={f}"));
         }
         let timeout = Duration::from_secs(self.timeout.unwrap_or(300));
-        println!("xtask: booting the VM (timeout {} s)", timeout.as_secs());
+        if !self.quiet {
+            println!("xtask: booting the VM (timeout {} s)", timeout.as_secs());
+        }
         let run = vm::boot(
             &b.tools,
             &b.kernel,
@@ -144,24 +181,41 @@ impl flags::Test {
                 timeout,
                 qemu_args: &self.qemu_arg,
                 stream: self.verbose,
+                gdb: self.gdb,
                 out_dir: &out,
             },
         )?;
         let report = ktap::parse(&run.console);
+        let failures = ktap::verdict(&run.console, &report, &run.ending);
         let ktap_path = out.join("ktap.txt");
         std::fs::write(&ktap_path, ktap_text(&run.console)).context("writing ktap.txt")?;
-        let failures = ktap::verdict(&run.console, &report, &run.ending);
-        print_results(&report);
-        let boot = vm::init_uptime(&run.console);
-        println!(
-            "xtask: build {}; VM {:.1} s (init at {} guest uptime); total {:.1} s",
-            fmt_times(&b.times),
-            run.wall.as_secs_f64(),
-            boot.map_or("?".to_string(), |u| format!("{u:.2} s")),
-            total.elapsed().as_secs_f64()
-        );
-        println!("xtask: console log: {}", run.console_log.display());
-        println!("xtask: KTAP: {}", ktap_path.display());
+        let junit_path = out.join("junit.xml");
+        std::fs::write(
+            &junit_path,
+            junit::render(&report, &failures, run.wall.as_secs_f64()),
+        )
+        .context("writing junit.xml")?;
+        let dmesg_path = out.join("dmesg.txt");
+        std::fs::write(&dmesg_path, vm::dmesg(&run.console).unwrap_or_default())
+            .context("writing dmesg.txt")?;
+        if !self.quiet {
+            print_results(&report);
+            let boot = vm::init_uptime(&run.console);
+            println!(
+                "xtask: build {}; VM {:.1} s (init at {} guest uptime); total {:.1} s",
+                fmt_times(&b.times),
+                run.wall.as_secs_f64(),
+                boot.map_or("?".to_string(), |u| format!("{u:.2} s")),
+                total.elapsed().as_secs_f64()
+            );
+            println!("xtask: console {}", run.console_log.display());
+            println!(
+                "xtask: KTAP {}, JUnit {}, dmesg {}",
+                ktap_path.display(),
+                junit_path.display(),
+                dmesg_path.display()
+            );
+        }
         let c = report.counts();
         println!(
             "xtask: {} passed, {} failed, {} skipped",
@@ -181,9 +235,12 @@ impl flags::Test {
 
 impl flags::Run {
     fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(sh, self.kernel_src.as_deref(), false)?;
+        let b = build_all(sh, self.kernel_src.as_deref(), false, false)?;
         let out = out_dir("run");
         let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
+        if self.keep {
+            keep(&b, &initrd, &out)?;
+        }
         let timeout = Duration::from_secs(self.timeout.unwrap_or(120));
         let run = vm::boot(
             &b.tools,
@@ -195,10 +252,11 @@ impl flags::Run {
                 timeout,
                 qemu_args: &self.qemu_arg,
                 stream: true,
+                gdb: self.gdb,
                 out_dir: &out,
             },
         )?;
-        println!("xtask: console log: {}", run.console_log.display());
+        println!("xtask: console {}", run.console_log.display());
         let problem = ktap::kernel_problem(&run.console);
         match (vm::guest_exit(&run.console), problem, run.ending) {
             (Some(0), None, ktap::Ending::Exited(Some(0))) => Ok(()),
@@ -208,65 +266,92 @@ impl flags::Run {
     }
 }
 
-impl flags::Selftest {
-    /// Boots the real kernel twice with a broken guest and checks the verdict catches each.
+impl flags::Shell {
     fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(sh, self.kernel_src.as_deref(), false)?;
-        let out = out_dir("selftest");
-        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
-        let mut passed = 0;
-        let mut failed = 0;
-        for (mode, timeout) in [("panic", 60), ("hang", 5)] {
-            let dir = out.join(mode);
-            let run = vm::boot(
-                &b.tools,
-                &b.kernel,
-                &initrd,
-                &vm::Boot {
-                    mode,
-                    env: Vec::new(),
-                    timeout: Duration::from_secs(timeout),
-                    qemu_args: &[],
-                    stream: false,
-                    out_dir: &dir,
-                },
-            )?;
-            let report = ktap::parse(&run.console);
-            let failures = ktap::verdict(&run.console, &report, &run.ending);
-            let caught = match mode {
-                "panic" => failures.iter().any(
-                    |f| matches!(f, ktap::Failure::KernelProblem(l) if l.contains("Kernel panic")),
-                ) && matches!(run.ending, ktap::Ending::Exited(_)),
-                _ => failures.contains(&ktap::Failure::TimedOut(timeout)),
-            };
-            let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
-            println!(
-                "xtask: {mode}: VM ended after {:.1} s; verdict: {}",
-                run.wall.as_secs_f64(),
-                reasons.join("; ")
+        let b = build_all(sh, self.kernel_src.as_deref(), false, false)?;
+        let extra = self
+            .add
+            .iter()
+            .map(|a| vm::parse_add(a))
+            .collect::<Result<Vec<_>>>()?;
+        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out_dir("shell"))?;
+        println!("xtask: starting a shell in the VM; the pcmsig CLI is on the PATH.");
+        println!("xtask: leave with `exit`, or Ctrl-A X to kill the VM.");
+        vm::interactive(vm::shell_command(
+            &b.tools,
+            &b.kernel,
+            &initrd,
+            &self.qemu_arg,
+            self.gdb,
+        ))
+    }
+}
+
+impl flags::Exec {
+    /// Returns the command's exit code.
+    fn run(self, sh: &Shell) -> Result<i32> {
+        if self.cmd.is_empty() {
+            bail!("usage: cargo xtask exec [--add HOST_FILE[:GUEST_PATH]]... -- CMD ARGS...");
+        }
+        let b = build_all(sh, self.kernel_src.as_deref(), false, true)?;
+        let out = out_dir("exec");
+        std::fs::create_dir_all(&out)?;
+        let mut extra = self
+            .add
+            .iter()
+            .map(|a| vm::parse_add(a))
+            .collect::<Result<Vec<_>>>()?;
+        let script = out.join("pcmsig-exec");
+        std::fs::write(&script, vm::exec_script(&self.cmd))?;
+        extra.push((script, "/pcmsig-exec".to_string()));
+        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
+        if self.keep {
+            keep(&b, &initrd, &out)?;
+        }
+        let timeout = Duration::from_secs(self.timeout.unwrap_or(300));
+        let run = vm::boot(
+            &b.tools,
+            &b.kernel,
+            &initrd,
+            &vm::Boot {
+                mode: "exec",
+                env: Vec::new(),
+                timeout,
+                qemu_args: &self.qemu_arg,
+                stream: true,
+                gdb: self.gdb,
+                out_dir: &out,
+            },
+        )?;
+        if let Some(p) = ktap::kernel_problem(&run.console) {
+            bail!(
+                "kernel problem: {p} (console: {})",
+                run.console_log.display()
             );
-            if caught {
-                passed += 1;
-            } else {
-                failed += 1;
-                println!(
-                    "xtask: {mode}: NOT caught; console: {}",
-                    run.console_log.display()
-                );
-            }
         }
-        println!("xtask: selftest: {passed} passed, {failed} failed");
-        if failed > 0 {
-            bail!("the harness missed a broken guest");
+        if let ktap::Ending::TimedOut(s) = run.ending {
+            bail!(
+                "the command did not finish within {s} s (console: {})",
+                run.console_log.display()
+            );
         }
-        Ok(())
+        vm::guest_exit(&run.console).with_context(|| {
+            format!(
+                "the guest never reported the command's exit code (console: {})",
+                run.console_log.display()
+            )
+        })
     }
 }
 
 /// The KTAP lines of a console (kernel messages removed), for `target/pcmsig/test/ktap.txt`.
 fn ktap_text(console: &str) -> String {
     let start = console.find("KTAP version").unwrap_or(console.len());
-    console[start..]
+    let end = console
+        .find("pcmsig-dmesg-begin")
+        .unwrap_or(console.len())
+        .max(start);
+    console[start..end]
         .lines()
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| {
@@ -298,7 +383,8 @@ fn print_results(report: &ktap::Report) {
 }
 
 fn print_console_tail(console: &str, n: usize) {
-    let lines: Vec<&str> = console.lines().collect();
+    let end = console.find("pcmsig-dmesg-begin").unwrap_or(console.len());
+    let lines: Vec<&str> = console[..end].lines().collect();
     eprintln!("xtask: last {n} console lines:");
     for l in &lines[lines.len().saturating_sub(n)..] {
         eprintln!("  | {}", l.trim_end_matches('\r'));

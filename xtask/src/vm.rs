@@ -54,6 +54,31 @@ pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<Path
     Ok(ko)
 }
 
+/// Refuses a module built for another kernel: its `vermagic` must start with the build tree's
+/// release, as the guest's `insmod` would insist (checked here, before a boot is wasted).
+pub fn check_vermagic(ko: &Path, kernel: &Kernel) -> Result<()> {
+    let release_file = kernel.build_dir.join("include/config/kernel.release");
+    let release = std::fs::read_to_string(&release_file)
+        .with_context(|| format!("reading {}", release_file.display()))?;
+    let release = release.trim();
+    let bytes = std::fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
+    let vermagic = modinfo(&bytes, "vermagic")
+        .with_context(|| format!("{} has no vermagic: not a kernel module?", ko.display()))?;
+    if vermagic.split_whitespace().next() != Some(release) {
+        bail!("{} was built for kernel {vermagic:?}, but the VM runs {release:?}: rebuild it against this tree", ko.display());
+    }
+    Ok(())
+}
+
+/// The value of `key=` in a module's `.modinfo` strings.
+pub fn modinfo(ko: &[u8], key: &str) -> Option<String> {
+    let needle = format!("{key}=");
+    ko.split(|b| *b == 0).find_map(|s| {
+        let s = std::str::from_utf8(s).ok()?;
+        s.strip_prefix(&needle).map(str::to_string)
+    })
+}
+
 /// Builds the static guest programs; returns the directory holding them.
 pub fn build_guest(sh: &Shell) -> Result<PathBuf> {
     let root = project_root();
@@ -69,6 +94,7 @@ pub fn build_guest(sh: &Shell) -> Result<PathBuf> {
         "cargo build --quiet --release --target {GUEST_TARGET} -p pcmsig {args...}"
     )
     .env("RUSTFLAGS", "-C target-feature=+crt-static")
+    .quiet()
     .run()
     .context("building the static guest programs")?;
     Ok(root.join("target").join(GUEST_TARGET).join("release"))
@@ -125,6 +151,8 @@ pub struct Boot<'a> {
     pub qemu_args: &'a [String],
     /// Copy the console to our stdout as it arrives.
     pub stream: bool,
+    /// Start QEMU's gdb stub (`-s -S`) and wait for a debugger; disables the timeout.
+    pub gdb: bool,
     pub out_dir: &'a Path,
 }
 
@@ -192,6 +220,13 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         &append_line(b.mode, &b.env),
         b.qemu_args,
     );
+    let timeout = if b.gdb {
+        gdb_hint(kernel);
+        qemu.args(["-s", "-S"]);
+        Duration::from_secs(365 * 24 * 3600)
+    } else {
+        b.timeout
+    };
     qemu.arg("-chardev")
         .arg(format!(
             "stdio,id=con,signal=off,logfile={}",
@@ -202,7 +237,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     let mut session = rexpect::session::spawn_with_options(
         qemu,
         rexpect::reader::Options::new()
-            .timeout_ms(Some(b.timeout.as_millis() as u64))
+            .timeout_ms(Some(timeout.as_millis() as u64))
             .strip_ansi_escape_codes(false),
     )
     .context("starting qemu-system-x86_64 on a pty")?;
@@ -235,12 +270,12 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
                 break Ending::Exited(None);
             }
         }
-        if start.elapsed() > b.timeout {
+        if start.elapsed() > timeout {
             let _ = session
                 .process_mut()
                 .kill(rexpect::process::Signal::SIGKILL);
             drain(&mut session, &mut console);
-            break Ending::TimedOut(b.timeout.as_secs());
+            break Ending::TimedOut(timeout.as_secs());
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -263,6 +298,93 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         wall: start.elapsed(),
         console_log,
     })
+}
+
+fn gdb_hint(kernel: &Kernel) {
+    println!("xtask: QEMU waits for a debugger on localhost:1234; attach with:");
+    println!(
+        "  gdb {} -ex 'target remote :1234' -ex continue",
+        kernel.build_dir.join("vmlinux").display()
+    );
+}
+
+/// The QEMU command of an interactive VM: the serial console multiplexed with QEMU's monitor on
+/// stdio, so that Ctrl-A X quits and Ctrl-A C reaches the monitor.
+pub fn shell_command(
+    tools: &Tools,
+    kernel: &Kernel,
+    initrd: &Path,
+    qemu_args: &[String],
+    gdb: bool,
+) -> Command {
+    let mut qemu = qemu_command(tools, kernel, initrd, &append_line("shell", &[]), qemu_args);
+    qemu.args(["-serial", "mon:stdio"]);
+    if gdb {
+        gdb_hint(kernel);
+        qemu.args(["-s", "-S"]);
+    }
+    qemu
+}
+
+/// Runs an interactive VM on this terminal; restores the terminal settings afterwards.
+pub fn interactive(mut qemu: Command) -> Result<()> {
+    let saved = Command::new("stty")
+        .arg("-g")
+        .stdin(std::process::Stdio::inherit())
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    let status = qemu.status().context("starting qemu-system-x86_64")?;
+    if let Some(s) = saved {
+        let mode = String::from_utf8_lossy(&s.stdout).trim().to_string();
+        let _ = Command::new("stty")
+            .arg(mode)
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    }
+    if !status.success() {
+        bail!("QEMU exited with {status}");
+    }
+    Ok(())
+}
+
+/// Parses `HOST_FILE[:GUEST_PATH]`; the default guest path is `/root/<file name>`.
+pub fn parse_add(spec: &str) -> Result<ExtraFile> {
+    let (host, guest) = match spec.split_once(':') {
+        Some((h, g)) => (PathBuf::from(h), g.to_string()),
+        None => {
+            let name = Path::new(spec)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .context("--add needs a file path")?;
+            (PathBuf::from(spec), format!("/root/{name}"))
+        }
+    };
+    if !host.is_file() {
+        bail!("--add {spec}: {} is not a file", host.display());
+    }
+    if !guest.starts_with('/') || guest.ends_with('/') {
+        bail!("--add {spec}: the guest path must be an absolute file path");
+    }
+    Ok((host, guest))
+}
+
+/// A shell script running `argv` in /root, with every argument single-quoted.
+pub fn exec_script(argv: &[String]) -> String {
+    let quoted: Vec<String> = argv
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    format!("cd /root\n{}\n", quoted.join(" "))
+}
+
+/// The guest's `dmesg`, printed by init between markers at the end of a test run.
+pub fn dmesg(console: &str) -> Option<String> {
+    let start = console.find("pcmsig-dmesg-begin")?;
+    let after = &console[start..];
+    let body = &after[after.find('\n')? + 1..];
+    let end = body.find("pcmsig-dmesg-end").unwrap_or(body.len());
+    Some(body[..end].replace('\r', ""))
 }
 
 fn drain(session: &mut rexpect::session::PtySession, console: &mut String) {
@@ -289,4 +411,49 @@ pub fn guest_exit(console: &str) -> Option<i32> {
         let i = l.find("pcmsig-init: exit ")?;
         l[i + 18..].trim().parse().ok()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modinfo_finds_vermagic_among_nul_separated_strings() {
+        let blob = b"\x7fELF\0junk\0license=GPL\0vermagic=7.3.4 SMP mod_unload \0name=pcmsig\0";
+        assert_eq!(
+            modinfo(blob, "vermagic").as_deref(),
+            Some("7.3.4 SMP mod_unload ")
+        );
+        assert_eq!(modinfo(blob, "name").as_deref(), Some("pcmsig"));
+        assert_eq!(modinfo(blob, "author"), None);
+    }
+
+    #[test]
+    fn add_specs_and_exec_quoting() {
+        let dir = std::env::temp_dir().join(format!("pcmsig-add-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("prog");
+        std::fs::write(&f, "x").unwrap();
+        let spec = f.to_string_lossy().to_string();
+        assert_eq!(parse_add(&spec).unwrap().1, "/root/prog");
+        assert_eq!(
+            parse_add(&format!("{spec}:/bin/prog")).unwrap().1,
+            "/bin/prog"
+        );
+        assert!(parse_add(&format!("{spec}:relative")).is_err());
+        assert!(parse_add("/nonexistent/file").is_err());
+        assert_eq!(
+            exec_script(&["echo".into(), "it's".into(), "a b".into()]),
+            "cd /root\n'echo' 'it'\\''s' 'a b'\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn markers_are_found() {
+        let c = "x\r\npcmsig-init: up 0.71 s\r\npcmsig-init: exit 3\r\npcmsig-dmesg-begin\r\n[0.1] a\r\npcmsig-dmesg-end\r\n";
+        assert_eq!(init_uptime(c), Some(0.71));
+        assert_eq!(guest_exit(c), Some(3));
+        assert_eq!(dmesg(c).as_deref(), Some("[0.1] a\n"));
+    }
 }

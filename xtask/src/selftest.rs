@@ -1,0 +1,151 @@
+//! `cargo xtask selftest`: the harness checked on real boots of the real kernel.
+//!
+//! - a guest that panics must fail the verdict within seconds, with the panic named;
+//! - a guest that hangs must be killed by the timeout;
+//! - the interactive shell, driven through rexpect, must run `pcmsig stats` and exit;
+//! - `exec` must propagate the command's exit code and carry `--add`ed files.
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use xshell::Shell;
+
+use crate::{build_all, ktap, out_dir, vm, Built};
+
+fn check(name: &str, ok: bool, detail: String, passed: &mut usize, failed: &mut usize) {
+    if ok {
+        *passed += 1;
+        println!("xtask: selftest {name}: ok ({detail})");
+    } else {
+        *failed += 1;
+        println!("xtask: selftest {name}: FAILED ({detail})");
+    }
+}
+
+pub fn run(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
+    let b = build_all(sh, kernel_src, false, true)?;
+    let out = out_dir("selftest");
+    let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
+    let (mut passed, mut failed) = (0, 0);
+    for (mode, timeout) in [("panic", 60), ("hang", 5)] {
+        let dir = out.join(mode);
+        let boot = vm::Boot {
+            mode,
+            env: Vec::new(),
+            timeout: Duration::from_secs(timeout),
+            qemu_args: &[],
+            stream: false,
+            gdb: false,
+            out_dir: &dir,
+        };
+        let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
+        let report = ktap::parse(&run.console);
+        let failures = ktap::verdict(&run.console, &report, &run.ending);
+        let caught =
+            match mode {
+                "panic" => failures.iter().any(
+                    |f| matches!(f, ktap::Failure::KernelProblem(l) if l.contains("Kernel panic")),
+                ) && matches!(run.ending, ktap::Ending::Exited(_)),
+                _ => failures.contains(&ktap::Failure::TimedOut(timeout)),
+            };
+        let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
+        check(
+            mode,
+            caught,
+            format!(
+                "VM ended after {:.1} s: {}",
+                run.wall.as_secs_f64(),
+                reasons.join("; ")
+            ),
+            &mut passed,
+            &mut failed,
+        );
+    }
+    match shell(&b, &initrd) {
+        Ok(d) => check("shell", true, d, &mut passed, &mut failed),
+        Err(e) => check("shell", false, format!("{e:#}"), &mut passed, &mut failed),
+    }
+    match exec(&b) {
+        Ok(d) => check("exec", true, d, &mut passed, &mut failed),
+        Err(e) => check("exec", false, format!("{e:#}"), &mut passed, &mut failed),
+    }
+    println!("xtask: selftest: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("the harness failed its own checks");
+    }
+    Ok(())
+}
+
+/// Drives `cargo xtask shell`'s VM through a pty: run `pcmsig stats`, check it, exit.
+fn shell(b: &Built, initrd: &Path) -> Result<String> {
+    let t = Instant::now();
+    let qemu = vm::shell_command(&b.tools, &b.kernel, initrd, &[], false);
+    let mut p = rexpect::session::spawn_with_options(
+        qemu,
+        rexpect::reader::Options::new().timeout_ms(Some(60_000)),
+    )
+    .context("starting the shell VM")?;
+    p.exp_string("pcmsig-init: shell")
+        .context("waiting for the shell banner")?;
+    p.send_line("pcmsig stats; echo stats-rc=$?")
+        .context("typing")?;
+    let (before, _) = p
+        .exp_regex("stats-rc=[0-9]+")
+        .context("waiting for pcmsig stats")?;
+    if !before.contains("state setup, 0 listener(s)") {
+        bail!("unexpected `pcmsig stats` output: {before:?}");
+    }
+    p.send_line("exit").context("typing exit")?;
+    p.exp_string("pcmsig-init: exit 0")
+        .context("waiting for the shell to exit")?;
+    p.exp_eof().context("waiting for QEMU to end")?;
+    Ok(format!(
+        "`pcmsig stats` answered and the VM ended in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ))
+}
+
+/// Runs two commands through the exec path: an exit code and an added file.
+fn exec(b: &Built) -> Result<String> {
+    let out = out_dir("selftest").join("exec");
+    std::fs::create_dir_all(&out)?;
+    let data = out.join("hello.txt");
+    std::fs::write(&data, "added-file-content-42\n")?;
+    let mut results = Vec::new();
+    for (argv, want_code, want_text) in [
+        (
+            vec!["sh", "-c", "echo \"it's here\"; exit 7"],
+            7,
+            "it's here",
+        ),
+        (vec!["cat", "/root/hello.txt"], 0, "added-file-content-42"),
+    ] {
+        let argv: Vec<String> = argv.into_iter().map(String::from).collect();
+        let script = out.join("pcmsig-exec");
+        std::fs::write(&script, vm::exec_script(&argv))?;
+        let extra = vec![
+            vm::parse_add(&data.to_string_lossy())?,
+            (script, "/pcmsig-exec".to_string()),
+        ];
+        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
+        let boot = vm::Boot {
+            mode: "exec",
+            env: Vec::new(),
+            timeout: Duration::from_secs(60),
+            qemu_args: &[],
+            stream: false,
+            gdb: false,
+            out_dir: &out,
+        };
+        let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
+        let code = vm::guest_exit(&run.console);
+        if code != Some(want_code) || !run.console.contains(want_text) {
+            bail!(
+                "{argv:?}: exit {code:?} (want {want_code}), output has {want_text:?}: {}",
+                run.console.contains(want_text)
+            );
+        }
+        results.push(format!("{} -> {want_code}", argv.join(" ")));
+    }
+    Ok(results.join(", "))
+}
