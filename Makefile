@@ -1,12 +1,18 @@
 # Thin wrappers over `cargo xtask`; `make module KDIR=...` builds the module against your own
 # Rust-enabled kernel build tree (pass LLVM=1 or LLVM=-19, RUSTC=... as that tree was built).
-.PHONY: test run build clippy header check module clean
+.PHONY: test run shell build clippy header check selftest module clean
 
 test:
 	cargo xtask test
 
 run:
 	cargo xtask run
+
+shell:
+	cargo xtask shell
+
+selftest:
+	cargo xtask selftest
 
 build:
 	cargo xtask build
