@@ -64,6 +64,17 @@ xflags::xflags! {
         cmd selftest {
             optional --kernel-src path: PathBuf
         }
+        /// Measure the harness and every delivery path (latency, throughput, burst size).
+        cmd bench {
+            /// Runs per figure (default 5).
+            optional --runs n: usize
+            /// Timer periods per latency run (default 500).
+            optional --events n: u32
+            /// Events per throughput run (default 20000).
+            optional --flood n: u32
+            /// Also time a cold kernel build into an empty cache (about 8 minutes).
+            optional --cold
+        }
         /// Regenerate the C header `uapi/pcmsig.h` from the Rust UAPI (or check it with --check).
         cmd header {
             optional --check

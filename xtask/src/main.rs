@@ -5,6 +5,7 @@
 //! an initramfs, boots QEMU, and turns the guest's KTAP output into the exit status.
 //! See ARCHITECTURE.md for the code map.
 
+mod bench;
 mod flags;
 mod header;
 mod initramfs;
@@ -50,6 +51,16 @@ fn try_main() -> Result<i32> {
         flags::XtaskCmd::Selftest(f) => selftest::run(&sh, f.kernel_src.as_deref()).map(|()| 0),
         flags::XtaskCmd::Header(f) => header::run(f.check).map(|()| 0),
         flags::XtaskCmd::Deps(_) => tools::install().map(|()| 0),
+        flags::XtaskCmd::Bench(f) => bench::run(
+            &sh,
+            &bench::Opts {
+                runs: f.runs.unwrap_or(5).max(1),
+                events: f.events.unwrap_or(500).max(1),
+                flood: f.flood.unwrap_or(20_000).max(1),
+                cold: f.cold,
+            },
+        )
+        .map(|()| 0),
     }
 }
 
@@ -202,10 +213,11 @@ impl flags::Test {
             print_results(&report);
             let boot = vm::init_uptime(&run.console);
             println!(
-                "xtask: build {}; VM {:.1} s (init at {} guest uptime); total {:.1} s",
+                "xtask: build {}; VM {:.1} s (init at {} guest uptime, first KTAP line after {}); total {:.1} s",
                 fmt_times(&b.times),
                 run.wall.as_secs_f64(),
                 boot.map_or("?".to_string(), |u| format!("{u:.2} s")),
+                run.first_ktap.map_or("?".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
                 total.elapsed().as_secs_f64()
             );
             println!("xtask: console {}", run.console_log.display());

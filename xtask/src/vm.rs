@@ -18,7 +18,7 @@ use crate::tools::Tools;
 /// The guest's target triple: static binaries, built with `+crt-static` on the gnu target.
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Guest programs put on the initramfs's PATH.
-pub const GUEST_BINS: &[&str] = &["pcmsig", "pcmsig-tests"];
+pub const GUEST_BINS: &[&str] = &["pcmsig", "pcmsig-tests", "pcmsig-bench"];
 
 /// Builds `module/` against the kernel build tree; with `clippy`, as the kernel's `CLIPPY=1`
 /// build, failing on any warning.
@@ -161,6 +161,8 @@ pub struct Run {
     pub console: String,
     pub ending: Ending,
     pub wall: Duration,
+    /// Host time from starting QEMU to the first `KTAP version` line, if one came.
+    pub first_ktap: Option<Duration>,
     pub console_log: PathBuf,
 }
 
@@ -243,6 +245,8 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     .context("starting qemu-system-x86_64 on a pty")?;
     let mut console = String::new();
     let mut line = String::new();
+    let mut first_ktap = None;
+    let mut searched = 0usize;
     let ending = loop {
         let mut got = false;
         while let Some(c) = session.try_read() {
@@ -257,6 +261,16 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
             }
         }
         if got {
+            if first_ktap.is_none() {
+                let from = searched.saturating_sub(16);
+                if console.as_bytes()[from..]
+                    .windows(12)
+                    .any(|w| w == b"KTAP version")
+                {
+                    first_ktap = Some(start.elapsed());
+                }
+                searched = console.len();
+            }
             continue;
         }
         match session.process().status() {
@@ -296,6 +310,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         console,
         ending,
         wall: start.elapsed(),
+        first_ktap,
         console_log,
     })
 }

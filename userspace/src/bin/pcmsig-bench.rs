@@ -1,0 +1,292 @@
+//! `pcmsig-bench`: delivery benchmarks, run in the guest by `cargo xtask bench`.
+//!
+//! For each path (sigwaitinfo, signalfd+epoll, SA_SIGINFO handler hand-off, and `read()` of
+//! event records) and each run, in a fresh forked process, it prints one line `BENCH {json}`:
+//! - `latency`: a timer-driven stream of 1 ms periods; per period, the receipt time minus the
+//!   kernel's timestamp of the event (from its `read()` record), as percentiles in ns;
+//! - `throughput`: another thread injects events back to back; events per second from the first
+//!   inject to the last receipt, and how many never arrived.
+//!
+//! Last, one `burst` line: the largest burst queued without loss under the default
+//! RLIMIT_SIGPENDING. Usage: `pcmsig-bench [--runs N] [--events N]`.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use pcmsig::sys::SigInfo;
+use pcmsig::{uapi, Device, EventKind, FdReceiver, HandlerReceiver, Signal, Trigger, WaitReceiver};
+
+const PATHS: [&str; 4] = ["sigwaitinfo", "signalfd+epoll", "handler", "read"];
+type R<T> = Result<T, String>;
+
+fn now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// One receive path, set up by the thread that registers (delivery is thread-directed).
+enum Rx {
+    Wait(WaitReceiver),
+    Fd(FdReceiver, Epoll),
+    Handler(HandlerReceiver),
+    Read,
+}
+
+impl Rx {
+    fn new(path: &str, sig: Signal) -> R<Rx> {
+        let e = |e: std::io::Error| e.to_string();
+        Ok(match path {
+            "sigwaitinfo" => Rx::Wait(WaitReceiver::new(&[sig]).map_err(e)?),
+            "signalfd+epoll" => {
+                let fd = FdReceiver::new(&[sig]).map_err(e)?;
+                let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| e.to_string())?;
+                ep.add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 1))
+                    .map_err(|e| e.to_string())?;
+                Rx::Fd(fd, ep)
+            }
+            "handler" => Rx::Handler(HandlerReceiver::install(&[sig], true).map_err(e)?),
+            _ => Rx::Read,
+        })
+    }
+
+    /// Sets up the device file for this path: registered and non-blocking for the signal
+    /// paths (its records give timestamps), blocking and unregistered for `read()`.
+    fn device(&self, sig: Signal) -> R<Device> {
+        if matches!(self, Rx::Read) {
+            return Device::open().map_err(|e| e.to_string());
+        }
+        let dev = Device::open_nonblocking().map_err(|e| e.to_string())?;
+        dev.register(sig).map_err(|e| e.to_string())?;
+        Ok(dev)
+    }
+
+    /// The next event as (kind, seq), and its kernel timestamp when the path carries it.
+    fn next(&self, dev: &Device) -> R<Option<(EventKind, u32, Option<u64>)>> {
+        let t = Duration::from_secs(2);
+        let e = |e: std::io::Error| e.to_string();
+        let info: Option<SigInfo> = match self {
+            Rx::Wait(r) => r.recv_timeout(t).map_err(e)?,
+            Rx::Fd(r, ep) => match r.try_recv().map_err(e)? {
+                Some(i) => Some(i),
+                None => {
+                    let mut evs = [EpollEvent::empty()];
+                    let n = ep
+                        .wait(&mut evs, EpollTimeout::from(2000u16))
+                        .map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        None
+                    } else {
+                        r.try_recv().map_err(e)?
+                    }
+                }
+            },
+            Rx::Handler(r) => r.recv_timeout(t).map_err(e)?,
+            Rx::Read => {
+                let recs = dev.read_records(1).map_err(e)?;
+                return Ok(recs.first().and_then(|r| {
+                    EventKind::from_u32(u32::from(r.kind))
+                        .map(|k| (k, r.seq & uapi::SEQ_MASK, Some(r.timestamp_ns)))
+                }));
+            }
+        };
+        Ok(info
+            .and_then(|i| uapi::decode(i.value))
+            .map(|(k, s)| (k, s, None)))
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+/// Latencies (ns) of `events` timer periods through `path`.
+fn latency(path: &str, events: u32) -> R<Vec<u64>> {
+    let sig = Signal::rtmin(1);
+    let rx = Rx::new(path, sig)?;
+    let dev = rx.device(sig)?;
+    dev.configure(1000, events).map_err(|e| e.to_string())?;
+    dev.trigger(Trigger::Start).map_err(|e| e.to_string())?;
+    let mut stamps: HashMap<u32, u64> = HashMap::new();
+    let mut lat = Vec::with_capacity(events as usize);
+    loop {
+        let Some((kind, seq, stamp)) = rx.next(&dev)? else {
+            return Err(format!("{path}: silence after {} periods", lat.len()));
+        };
+        let got = now_ns();
+        let stamp = match stamp {
+            Some(s) => Some(s),
+            None => {
+                while let Ok(recs) = dev.read_records(64) {
+                    if recs.is_empty() {
+                        break;
+                    }
+                    stamps.extend(
+                        recs.iter()
+                            .map(|r| (r.seq & uapi::SEQ_MASK, r.timestamp_ns)),
+                    );
+                }
+                stamps.remove(&seq)
+            }
+        };
+        match kind {
+            EventKind::PeriodElapsed => {
+                lat.push(got.saturating_sub(stamp.ok_or("no record for a period")?))
+            }
+            EventKind::Stopped => return Ok(lat),
+            _ => {}
+        }
+    }
+}
+
+/// Events per second through `path` for `events` back-to-back injects, and the count lost.
+fn throughput(path: &str, events: u32) -> R<(f64, u64)> {
+    let sig = Signal::rtmin(1);
+    let rx = Rx::new(path, sig)?;
+    let dev = rx.device(sig)?;
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let s2 = start.clone();
+    let producer = std::thread::spawn(move || -> R<u64> {
+        let dev = Device::open().map_err(|e| e.to_string())?;
+        s2.wait();
+        let t0 = now_ns();
+        for _ in 0..events {
+            dev.inject(EventKind::PeriodElapsed)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(t0)
+    });
+    start.wait();
+    let mut got = 0u64;
+    let mut last = 0;
+    while got < u64::from(events) {
+        if matches!(rx, Rx::Read) {
+            let recs = match dev.read_records(64) {
+                Ok(r) => r,
+                Err(e) => return Err(e.to_string()),
+            };
+            got += recs.len() as u64;
+        } else if rx.next(&dev)?.is_none() {
+            break;
+        } else {
+            got += 1;
+        }
+        last = now_ns();
+        if matches!(rx, Rx::Read) && producer.is_finished() && got < u64::from(events) {
+            // The producer is done; what is not buffered now was lost to ring overruns.
+            let s = dev.stats().map_err(|e| e.to_string())?;
+            if got + s.read_overruns >= u64::from(events) {
+                break;
+            }
+        }
+    }
+    let t0 = producer
+        .join()
+        .map_err(|_| "producer panicked".to_string())??;
+    let secs = (last.saturating_sub(t0)) as f64 / 1e9;
+    Ok((
+        if secs > 0.0 { got as f64 / secs } else { 0.0 },
+        u64::from(events) - got.min(u64::from(events)),
+    ))
+}
+
+/// Largest burst one thread can have queued without loss under the default rlimit.
+fn burst() -> R<(u64, u64)> {
+    let sig = Signal::rtmin(1);
+    sig.block().map_err(|e| e.to_string())?;
+    let dev = Device::open().map_err(|e| e.to_string())?;
+    dev.register(sig).map_err(|e| e.to_string())?;
+    let mut sent = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        dev.inject(EventKind::PeriodElapsed)
+            .map_err(|e| e.to_string())?;
+        sent += 1;
+        if sent % 64 == 0 || Instant::now() > deadline {
+            let s = dev.stats().map_err(|e| e.to_string())?;
+            if s.file.dropped_queue_full > 0 || Instant::now() > deadline {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: valid out-pointer.
+                unsafe { libc::getrlimit(libc::RLIMIT_SIGPENDING, &mut lim) };
+                return Ok((s.file.delivered, lim.rlim_cur));
+            }
+        }
+    }
+}
+
+/// Runs `f` in a forked child, which prints its result line; isolation of signal state.
+fn forked(f: impl FnOnce() -> R<String>) {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // SAFETY: single-threaded when forking; the child ends with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = match f() {
+            Ok(line) => {
+                println!("BENCH {line}");
+                0
+            }
+            Err(e) => {
+                println!("BENCH {{\"error\":\"{}\"}}", e.replace('"', "'"));
+                1
+            }
+        };
+        let _ = std::io::stdout().flush();
+        // SAFETY: end of the forked child.
+        unsafe { libc::_exit(code) };
+    }
+    let mut st = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let num = |flag: &str, default: u32| -> u32 {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let runs = num("--runs", 5);
+    let events = num("--events", 500);
+    let flood = num("--flood", 20_000);
+    for run in 1..=runs {
+        for path in PATHS {
+            forked(|| {
+                let mut l = latency(path, events)?;
+                l.sort_unstable();
+                let ps: Vec<String> = [0.01, 0.10, 0.25, 0.50, 0.75, 0.90, 0.99, 1.0]
+                    .iter()
+                    .map(|p| pct(&l, *p).to_string())
+                    .collect();
+                Ok(format!(
+                    "{{\"kind\":\"latency\",\"path\":\"{path}\",\"run\":{run},\"n\":{},\"pcts_ns\":[{}]}}",
+                    l.len(),
+                    ps.join(",")
+                ))
+            });
+            forked(|| {
+                let (rate, lost) = throughput(path, flood)?;
+                Ok(format!(
+                    "{{\"kind\":\"throughput\",\"path\":\"{path}\",\"run\":{run},\"n\":{flood},\"per_s\":{rate:.0},\"lost\":{lost}}}"
+                ))
+            });
+        }
+    }
+    forked(|| {
+        let (burst, limit) = burst()?;
+        Ok(format!(
+            "{{\"kind\":\"burst\",\"queued\":{burst},\"rlimit_sigpending\":{limit}}}"
+        ))
+    });
+}
