@@ -291,7 +291,7 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
     harness.push(("QEMU start to first KTAP line".into(), spread(&ktap), "s"));
     harness.push(("guest uptime when init starts".into(), spread(&init), "s"));
     // Module rebuild after touching one file.
-    let b = build_all(sh, None, false, true)?;
+    let b = build_all(sh, None, false, true, false)?;
     let mut rebuild = Vec::new();
     for _ in 0..o.runs.min(5) {
         let f = project_root().join("module/stream.rs");
@@ -326,6 +326,7 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
         qemu_args: &[],
         stream: false,
         gdb: false,
+        silence: Some(Duration::from_secs(120)),
         out_dir: &out,
     };
     let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;

@@ -24,6 +24,11 @@ xflags::xflags! {
             optional -v, --verbose
             /// Print only the verdict.
             optional -q, --quiet
+            /// Kill the VM when the guest prints nothing for this many seconds (default 60).
+            optional --silence seconds: u64
+            /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
+            /// into its own cache directory.
+            optional --debug-kernel
         }
         /// Boot the VM and show stream events arriving at a listener, then the statistics.
         cmd run {
@@ -45,6 +50,8 @@ xflags::xflags! {
         cmd exec {
             optional --kernel-src path: PathBuf
             optional --timeout seconds: u64
+            /// Kill the VM when the command prints nothing for this many seconds.
+            optional --silence seconds: u64
             repeated --qemu-arg arg: String
             optional --gdb
             optional --keep

@@ -1,6 +1,6 @@
 //! JUnit XML from a KTAP report, for CI systems that display test results.
 
-use crate::ktap::{Failure, Report, Status};
+use crate::ktap::{Failure, Report, Splat, Status};
 
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -21,19 +21,28 @@ fn esc(s: &str) -> String {
 
 /// One `<testsuite>` with a `<testcase>` per top-level KTAP test, plus a `vm` test case that
 /// fails with the run-level reasons (panic, timeout, short plan...) when there are any.
-pub fn render(report: &Report, failures: &[Failure], seconds: f64) -> String {
+///
+/// A kernel splat attributed to a test (by the marker the suite writes to `/dev/kmsg`) fails
+/// that test, with the splat as its message, whatever the test itself reported.
+pub fn render(report: &Report, failures: &[Failure], splats: &[Splat], seconds: f64) -> String {
+    let splat_of = |name: &str| splats.iter().find(|s| s.test.as_deref() == Some(name));
     let run_level: Vec<String> = failures
         .iter()
         .filter(|f| !matches!(f, Failure::Failed(_)))
         .map(ToString::to_string)
         .collect();
     let c = report.counts();
+    let splatted = report
+        .tests
+        .iter()
+        .filter(|t| t.status != Status::NotOk && splat_of(&t.name).is_some())
+        .count();
     let extra = usize::from(!run_level.is_empty());
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str(&format!(
         "<testsuites>\n  <testsuite name=\"pcmsig\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" errors=\"0\" time=\"{seconds:.3}\">\n",
         report.tests.len() + extra,
-        c.failed + extra,
+        c.failed + splatted + extra,
         c.skipped
     ));
     for t in &report.tests {
@@ -125,7 +134,7 @@ mod tests {
         let console = "KTAP version 1\n1..3\nok 1 a\n# left: <1> & \"2\"\nnot ok 2 b<&>\nok 3 c # SKIP no \"edu\"\n";
         let r = parse(console);
         let f = verdict(console, &r, &Ending::Exited(Some(0)));
-        let x = render(&r, &f, 1.5);
+        let x = render(&r, &f, &[], 1.5);
         well_formed(&x).unwrap();
         assert!(
             x.contains("tests=\"3\" failures=\"1\" skipped=\"1\""),
@@ -143,7 +152,7 @@ mod tests {
         let console = "KTAP version 1\n1..2\nok 1 a\n[ 1.0] Kernel panic - not syncing: boom\n";
         let r = parse(console);
         let f = verdict(console, &r, &Ending::Exited(Some(0)));
-        let x = render(&r, &f, 0.0);
+        let x = render(&r, &f, &crate::ktap::splats(console), 0.0);
         well_formed(&x).unwrap();
         assert!(x.contains("tests=\"2\" failures=\"1\""), "{x}");
         assert!(x.contains(

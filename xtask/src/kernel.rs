@@ -306,7 +306,15 @@ fn make_with_progress(
 }
 
 /// Finds, configures and builds the kernel (or reuses the cached build).
-pub fn ensure(tools: &Tools, kernel_src: Option<&Path>, quiet: bool) -> Result<Kernel> {
+///
+/// With `debug`, a second kernel in its own cache directory: `vm/kernel.config` plus
+/// `vm/debug.config` (KASAN, lockdep, kmemleak, ...).
+pub fn ensure(
+    tools: &Tools,
+    kernel_src: Option<&Path>,
+    quiet: bool,
+    debug: bool,
+) -> Result<Kernel> {
     let src_arg = match kernel_src {
         Some(p) => p.to_path_buf(),
         None => default_source()?,
@@ -316,9 +324,24 @@ pub fn ensure(tools: &Tools, kernel_src: Option<&Path>, quiet: bool) -> Result<K
     if !version.starts_with("7.3.") {
         eprintln!("xtask: warning: kernel {version} is not a 7.3.x; the module targets 7.3");
     }
-    let fragment_path = project_root().join("vm/kernel.config");
-    let fragment = std::fs::read_to_string(&fragment_path)
-        .with_context(|| format!("reading {}", fragment_path.display()))?;
+    let mut fragment_paths = vec![project_root().join("vm/kernel.config")];
+    if debug {
+        fragment_paths.push(project_root().join("vm/debug.config"));
+    }
+    let mut fragment = String::new();
+    for p in &fragment_paths {
+        fragment +=
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    }
+    let names: Vec<String> = fragment_paths
+        .iter()
+        .map(|p| {
+            p.strip_prefix(project_root())
+                .unwrap_or(p)
+                .display()
+                .to_string()
+        })
+        .collect();
     let key = fnv64(&[
         LAYOUT.as_bytes(),
         src.to_string_lossy().as_bytes(),
@@ -327,9 +350,10 @@ pub fn ensure(tools: &Tools, kernel_src: Option<&Path>, quiet: bool) -> Result<K
         tools.clang_version.as_bytes(),
         tools.bindgen_version.as_bytes(),
     ]);
+    let flavour = if debug { "-debug" } else { "" };
     let build = cache_dir()
         .join("kernel")
-        .join(format!("{version}-{key:016x}"));
+        .join(format!("{version}-{key:016x}{flavour}"));
     let bzimage = build.join("arch/x86/boot/bzImage");
     let stamp_path = build.join(".pcmsig-stamp");
     let stamp = format!("{:016x}", fnv64(&[fragment.as_bytes(), &key.to_le_bytes()]));
@@ -353,7 +377,8 @@ pub fn ensure(tools: &Tools, kernel_src: Option<&Path>, quiet: bool) -> Result<K
     let log = build.join("build.log");
     let _ = std::fs::remove_file(&stamp_path);
     println!(
-        "xtask: configuring the kernel (tinyconfig + vm/kernel.config); log: {}",
+        "xtask: configuring the kernel (tinyconfig + {}); log: {}",
+        names.join(" + "),
         log.display()
     );
     make(&src, &build, tools, &["rustavailable"], &log)
@@ -365,7 +390,7 @@ pub fn ensure(tools: &Tools, kernel_src: Option<&Path>, quiet: bool) -> Result<K
         .arg("-O")
         .arg(&build)
         .arg(build.join(".config"))
-        .arg(&fragment_path)
+        .args(&fragment_paths)
         .output()
         .context("running scripts/kconfig/merge_config.sh")?;
     if !merge.status.success() {
@@ -379,8 +404,9 @@ pub fn ensure(tools: &Tools, kernel_src: Option<&Path>, quiet: bool) -> Result<K
     let dropped = dropped_options(&fragment, &config);
     if !dropped.is_empty() {
         bail!(
-            "these options of vm/kernel.config did not survive olddefconfig (missing dependency or \
+            "these options of {} did not survive olddefconfig (missing dependency or \
              renamed option): {}",
+            names.join(" + "),
             dropped.join(", ")
         );
     }

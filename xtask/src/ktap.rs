@@ -221,12 +221,15 @@ pub enum Ending {
     Exited(Option<i32>),
     /// The timeout expired and QEMU was killed.
     TimedOut(u64),
+    /// The guest printed nothing for this many seconds and QEMU was killed.
+    Silent(u64),
 }
 
 /// Why a run failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {
     TimedOut(u64),
+    Silent(u64),
     QemuFailed(Option<i32>),
     KernelProblem(String),
     NoKtap,
@@ -242,6 +245,10 @@ impl fmt::Display for Failure {
             Failure::TimedOut(s) => write!(
                 f,
                 "timeout: the VM did not finish within {s} s and was killed"
+            ),
+            Failure::Silent(s) => write!(
+                f,
+                "hang: the guest printed nothing for {s} s and was killed"
             ),
             Failure::QemuFailed(code) => write!(f, "QEMU failed (exit status {code:?})"),
             Failure::KernelProblem(line) => write!(f, "kernel problem on the console: {line}"),
@@ -276,27 +283,79 @@ const KERNEL_PROBLEMS: &[&str] = &[
     "rcu_sched detected stalls",
     "soft lockup",
     "hung_task",
+    "possible circular locking dependency",
+    "inconsistent lock state",
+    "sleeping function called from invalid context",
+    "ODEBUG:",
+    "list_add corruption",
+    "list_del corruption",
+    "pcmsig-kmemleak: leak",
 ];
+
+/// Marker the guest suite writes to `/dev/kmsg` before each test.
+pub const TEST_MARKER: &str = "pcmsig-tests: begin ";
+/// Where init starts dumping `dmesg` (a copy of what came before: not scanned again).
+pub const DMESG_MARKER: &str = "pcmsig-dmesg-begin";
+
+/// A kernel problem on the console, attributed to the test that was running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Splat {
+    /// The test whose marker came last before the problem, if any.
+    pub test: Option<String>,
+    /// The line that matched.
+    pub line: String,
+    /// That line and up to 30 following lines (the report's body).
+    pub text: String,
+}
+
+/// Every kernel problem on the console (before the dmesg dump), one per report.
+pub fn splats(console: &str) -> Vec<Splat> {
+    let end = console.find(DMESG_MARKER).unwrap_or(console.len());
+    let lines: Vec<String> = console[..end].lines().map(clean).collect();
+    let mut out: Vec<Splat> = Vec::new();
+    let mut test = None;
+    let mut skip_until = 0;
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim();
+        if let Some(name) = t.split(TEST_MARKER).nth(1) {
+            test = Some(name.trim().to_string());
+            continue;
+        }
+        if i < skip_until || !KERNEL_PROBLEMS.iter().any(|p| t.contains(p)) {
+            continue;
+        }
+        // One report spans many matching lines (cut here, WARNING, Call Trace): take it whole.
+        skip_until = i + 30;
+        let body: Vec<&str> = lines[i..lines.len().min(i + 30)]
+            .iter()
+            .map(|l| l.trim_end())
+            .collect();
+        out.push(Splat {
+            test: test.clone(),
+            line: t.to_string(),
+            text: body.join("\n"),
+        });
+    }
+    out
+}
 
 /// The first console line that reports a kernel problem.
 pub fn kernel_problem(console: &str) -> Option<String> {
-    console.lines().map(clean).find_map(|l| {
-        let t = l.trim();
-        KERNEL_PROBLEMS
-            .iter()
-            .any(|p| t.contains(p))
-            .then(|| t.to_string())
-    })
+    splats(console).into_iter().next().map(|s| s.line)
 }
 
 /// Every reason this run fails; empty means pass.
 pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> {
     let mut failures = Vec::new();
-    if let Some(line) = kernel_problem(console) {
-        failures.push(Failure::KernelProblem(line));
+    if let Some(splat) = splats(console).into_iter().next() {
+        failures.push(Failure::KernelProblem(match splat.test {
+            Some(t) => format!("{} (during test {t})", splat.line),
+            None => splat.line,
+        }));
     }
     match ending {
         Ending::TimedOut(s) => failures.push(Failure::TimedOut(*s)),
+        Ending::Silent(s) => failures.push(Failure::Silent(*s)),
         Ending::Exited(Some(0)) => {}
         Ending::Exited(code) => failures.push(Failure::QemuFailed(*code)),
     }
@@ -470,6 +529,38 @@ ok 2 other
         assert_eq!(
             verdict(GOOD, &r, &Ending::Exited(Some(1))),
             vec![Failure::QemuFailed(Some(1))]
+        );
+    }
+
+    #[test]
+    fn splats_are_attributed_to_the_running_test() {
+        let console = "KTAP version 1\n1..2\n[ 1.0] pcmsig-tests: begin first\nok 1 first\n\
+                       [ 1.1] pcmsig-tests: begin second\n[ 1.2] BUG: KASAN: slab-use-after-free in foo\n\
+                       [ 1.2] Call Trace:\nok 2 second\npcmsig-dmesg-begin\n[ 1.2] BUG: again\n";
+        let s = splats(console);
+        assert_eq!(
+            s.len(),
+            1,
+            "one report, and nothing from the dmesg copy: {s:?}"
+        );
+        assert_eq!(s[0].test.as_deref(), Some("second"));
+        assert!(s[0].text.contains("Call Trace:"));
+        let r = parse(console);
+        let v = verdict(console, &r, &Ending::Exited(Some(0)));
+        assert_eq!(
+            v,
+            vec![Failure::KernelProblem(
+                "BUG: KASAN: slab-use-after-free in foo (during test second)".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn silence_fails() {
+        let r = parse(GOOD);
+        assert_eq!(
+            verdict(GOOD, &r, &Ending::Silent(60)),
+            vec![Failure::Silent(60)]
         );
     }
 

@@ -78,6 +78,7 @@ pub fn build_all(
     kernel_src: Option<&Path>,
     clippy: bool,
     quiet: bool,
+    debug: bool,
 ) -> Result<Built> {
     let mut times = Vec::new();
     let t = Instant::now();
@@ -85,7 +86,7 @@ pub fn build_all(
     if !quiet {
         tools.print();
     }
-    let kernel = kernel::ensure(&tools, kernel_src, quiet)?;
+    let kernel = kernel::ensure(&tools, kernel_src, quiet, debug)?;
     times.push((
         if kernel.built {
             "kernel (built)"
@@ -143,7 +144,7 @@ fn keep(b: &Built, initrd: &Path, out: &Path) -> Result<()> {
 
 impl flags::Build {
     fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(sh, self.kernel_src.as_deref(), self.clippy, false)?;
+        let b = build_all(sh, self.kernel_src.as_deref(), self.clippy, false, false)?;
         let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out_dir("build"))?;
         println!(
             "xtask: kernel  {} ({})",
@@ -160,7 +161,13 @@ impl flags::Build {
 impl flags::Test {
     fn run(self, sh: &Shell) -> Result<()> {
         let total = Instant::now();
-        let mut b = build_all(sh, self.kernel_src.as_deref(), false, self.quiet)?;
+        let mut b = build_all(
+            sh,
+            self.kernel_src.as_deref(),
+            false,
+            self.quiet,
+            self.debug_kernel,
+        )?;
         let out = out_dir("test");
         let t = Instant::now();
         let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
@@ -193,6 +200,7 @@ impl flags::Test {
                 qemu_args: &self.qemu_arg,
                 stream: self.verbose,
                 gdb: self.gdb,
+                silence: Some(Duration::from_secs(self.silence.unwrap_or(60))),
                 out_dir: &out,
             },
         )?;
@@ -203,7 +211,12 @@ impl flags::Test {
         let junit_path = out.join("junit.xml");
         std::fs::write(
             &junit_path,
-            junit::render(&report, &failures, run.wall.as_secs_f64()),
+            junit::render(
+                &report,
+                &failures,
+                &ktap::splats(&run.console),
+                run.wall.as_secs_f64(),
+            ),
         )
         .context("writing junit.xml")?;
         let dmesg_path = out.join("dmesg.txt");
@@ -247,7 +260,7 @@ impl flags::Test {
 
 impl flags::Run {
     fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(sh, self.kernel_src.as_deref(), false, false)?;
+        let b = build_all(sh, self.kernel_src.as_deref(), false, false, false)?;
         let out = out_dir("run");
         let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
         if self.keep {
@@ -265,6 +278,7 @@ impl flags::Run {
                 qemu_args: &self.qemu_arg,
                 stream: true,
                 gdb: self.gdb,
+                silence: Some(Duration::from_secs(60)),
                 out_dir: &out,
             },
         )?;
@@ -280,7 +294,7 @@ impl flags::Run {
 
 impl flags::Shell {
     fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(sh, self.kernel_src.as_deref(), false, false)?;
+        let b = build_all(sh, self.kernel_src.as_deref(), false, false, false)?;
         let extra = self
             .add
             .iter()
@@ -305,7 +319,7 @@ impl flags::Exec {
         if self.cmd.is_empty() {
             bail!("usage: cargo xtask exec [--add HOST_FILE[:GUEST_PATH]]... -- CMD ARGS...");
         }
-        let b = build_all(sh, self.kernel_src.as_deref(), false, true)?;
+        let b = build_all(sh, self.kernel_src.as_deref(), false, true, false)?;
         let out = out_dir("exec");
         std::fs::create_dir_all(&out)?;
         let mut extra = self
@@ -332,6 +346,7 @@ impl flags::Exec {
                 qemu_args: &self.qemu_arg,
                 stream: true,
                 gdb: self.gdb,
+                silence: self.silence.map(Duration::from_secs),
                 out_dir: &out,
             },
         )?;

@@ -23,12 +23,18 @@ fn check(name: &str, ok: bool, detail: String, passed: &mut usize, failed: &mut 
 }
 
 pub fn run(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
-    let b = build_all(sh, kernel_src, false, true)?;
+    let b = build_all(sh, kernel_src, false, true, false)?;
     let out = out_dir("selftest");
     let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
     let (mut passed, mut failed) = (0, 0);
-    for (mode, timeout) in [("panic", 60), ("hang", 5)] {
-        let dir = out.join(mode);
+    // (check, guest mode, timeout, silence limit)
+    let cases = [
+        ("panic", "panic", 60, Some(30)),
+        ("timeout", "hang", 5, None),
+        ("silence", "hang", 60, Some(3)),
+    ];
+    for (name, mode, timeout, silence) in cases {
+        let dir = out.join(name);
         let boot = vm::Boot {
             mode,
             env: Vec::new(),
@@ -36,6 +42,7 @@ pub fn run(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
             qemu_args: &[],
             stream: false,
             gdb: false,
+            silence: silence.map(Duration::from_secs),
             out_dir: &dir,
         };
         let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
@@ -50,7 +57,7 @@ pub fn run(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
             };
         let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
         check(
-            mode,
+            name,
             caught,
             format!(
                 "VM ended after {:.1} s: {}",
@@ -135,6 +142,7 @@ fn exec(b: &Built) -> Result<String> {
             qemu_args: &[],
             stream: false,
             gdb: false,
+            silence: None,
             out_dir: &out,
         };
         let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;

@@ -153,6 +153,8 @@ pub struct Boot<'a> {
     pub stream: bool,
     /// Start QEMU's gdb stub (`-s -S`) and wait for a debugger; disables the timeout.
     pub gdb: bool,
+    /// Kill the VM when the guest prints nothing for this long (hang detection).
+    pub silence: Option<Duration>,
     pub out_dir: &'a Path,
 }
 
@@ -247,6 +249,8 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     let mut line = String::new();
     let mut first_ktap = None;
     let mut searched = 0usize;
+    let mut last_output = Instant::now();
+    let silence = if b.gdb { None } else { b.silence };
     let ending = loop {
         let mut got = false;
         while let Some(c) = session.try_read() {
@@ -261,6 +265,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
             }
         }
         if got {
+            last_output = Instant::now();
             if first_ktap.is_none() {
                 let from = searched.saturating_sub(16);
                 if console.as_bytes()[from..]
@@ -283,6 +288,13 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
                 drain(&mut session, &mut console);
                 break Ending::Exited(None);
             }
+        }
+        if let Some(limit) = silence.filter(|l| last_output.elapsed() > *l) {
+            let _ = session
+                .process_mut()
+                .kill(rexpect::process::Signal::SIGKILL);
+            drain(&mut session, &mut console);
+            break Ending::Silent(limit.as_secs());
         }
         if start.elapsed() > timeout {
             let _ = session

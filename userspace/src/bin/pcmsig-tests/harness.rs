@@ -63,7 +63,15 @@ pub fn run(tests: &[Test], filter: Option<&str>) -> usize {
     failed
 }
 
+/// Writes the marker that lets the host attribute a kernel splat to the test that caused it.
+fn mark(name: &str) {
+    if let Ok(mut k) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = writeln!(k, "pcmsig-tests: begin {name}");
+    }
+}
+
 fn run_one(t: &Test) -> bool {
+    mark(t.name);
     // SAFETY: the runner is single-threaded when it forks; the child only runs the test and
     // exits with `_exit`.
     let pid = unsafe { libc::fork() };

@@ -3,6 +3,7 @@
 //! One test a behaviour, each in its own forked process. `--filter GLOB` runs a subset;
 //! `--list` prints the names.
 
+mod adversarial_tests;
 mod common;
 mod harness;
 mod module_tests;
@@ -12,6 +13,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut tests = module_tests::tests();
     tests.extend(signal_tests::tests());
+    tests.extend(adversarial_tests::tests());
     // Unloading the module comes last: everything else needs it loaded.
     tests.extend(module_tests::lifecycle_tests());
     let mut filter = None;

@@ -1,0 +1,339 @@
+//! Adversarial guest tests: wrong sizes, passed file descriptors, and a seeded random storm of
+//! ioctls from several threads while the stream runs.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
+use pcmsig::sys::{self, SignalSet};
+use pcmsig::{uapi, Device, EventKind as K, Signal};
+
+use crate::common::*;
+use crate::harness::{diag, Context, Test, TestResult};
+use crate::{ensure, ensure_eq};
+
+pub fn tests() -> Vec<Test> {
+    crate::tests![
+        ioctls_with_wrong_sizes_are_unknown,
+        fd_passed_with_scm_rights_registers_the_receiver,
+        unprivileged_opener_cannot_reach_root_through_a_passed_fd,
+        random_ioctl_storm_keeps_the_books,
+    ]
+}
+
+fn ioctls_with_wrong_sizes_are_unknown() -> TestResult {
+    let dev = Device::open().ctx("open")?;
+    let mut buf = [0u8; 4096];
+    let arg = buf.as_mut_ptr() as usize;
+    for (name, req) in [
+        ("register", uapi::IOC_REGISTER),
+        ("configure", uapi::IOC_CONFIGURE),
+        ("trigger", uapi::IOC_TRIGGER),
+        ("inject", uapi::IOC_INJECT),
+        ("stats", uapi::IOC_GET_STATS),
+    ] {
+        let size = (req >> 16) & 0x3fff;
+        for wrong in [0, 1, size - 1, size + 1, size * 2, 0x3fff] {
+            let bad = (req & !(0x3fff << 16)) | ((wrong & 0x3fff) << 16);
+            if bad == req {
+                continue;
+            }
+            // SAFETY: `buf` is valid and large enough for any size the kernel could use.
+            let r = unsafe { dev.raw_ioctl(bad, arg) };
+            ensure_eq!(
+                r.map_err(|e| e.raw_os_error()),
+                Err(Some(libc::ENOTTY)),
+                "{name} with size {wrong}"
+            );
+        }
+        // Direction bits wrong: a read ioctl declared as write and the reverse.
+        let flipped = req ^ (3 << 30);
+        // SAFETY: as above.
+        let r = unsafe { dev.raw_ioctl(flipped, arg) };
+        ensure_eq!(
+            r.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ENOTTY)),
+            "{name} with flipped direction"
+        );
+    }
+    Ok(())
+}
+
+fn send_fd(sock: RawFd, fd: RawFd) -> TestResult {
+    let fds = [fd];
+    let iov = [IoSlice::new(b"f")];
+    socket::sendmsg::<UnixAddr>(
+        sock,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .ctx("sendmsg SCM_RIGHTS")?;
+    Ok(())
+}
+
+fn recv_fd(sock: RawFd) -> Result<OwnedFd, String> {
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = socket::recvmsg::<UnixAddr>(sock, &mut iov, Some(&mut space), MsgFlags::empty())
+        .ctx("recvmsg")?;
+    for c in msg.cmsgs().ctx("cmsgs")? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor for us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err("no descriptor received".into())
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd), String> {
+    socket::socketpair(
+        socket::AddressFamily::Unix,
+        socket::SockType::Stream,
+        None,
+        socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .ctx("socketpair")
+}
+
+fn fd_passed_with_scm_rights_registers_the_receiver() -> TestResult {
+    let (a, b) = socketpair()?;
+    let dev = Device::open().ctx("open")?;
+    // SAFETY: single-threaded test process.
+    let pid = unsafe { libc::fork() };
+    ensure!(pid >= 0, "fork");
+    if pid == 0 {
+        let code = (|| -> TestResult {
+            drop(a.try_clone());
+            let fd = recv_fd(b.as_raw_fd())?;
+            let sig = rt(0);
+            sig.block().ctx("block")?;
+            // The received descriptor is the same open file; register this process's thread.
+            let file = std::fs::File::from(fd);
+            let reg = uapi::Register {
+                signo: sig.number() as u32,
+                flags: 0,
+            };
+            // SAFETY: valid fd and argument.
+            let r =
+                unsafe { libc::ioctl(file.as_raw_fd(), uapi::IOC_REGISTER as libc::Ioctl, &reg) };
+            ensure!(
+                r == 0,
+                "register through the passed fd: {}",
+                std::io::Error::last_os_error()
+            );
+            nix::unistd::write(&b, b"r").ctx("ready")?;
+            expect_kinds(sig, &[K::Started])?;
+            Ok(())
+        })();
+        if let Err(e) = &code {
+            diag(&format!("child: {e}"));
+        }
+        // SAFETY: child exit.
+        unsafe { libc::_exit(i32::from(code.is_err())) };
+    }
+    send_fd(a.as_raw_fd(), dev.file().as_raw_fd())?;
+    let mut buf = [0u8; 1];
+    nix::unistd::read(&a, &mut buf).ctx("waiting for the receiver")?;
+    dev.inject(K::Started).ctx("inject")?;
+    ensure_eq!(wait_child(pid)?, 0, "the receiving process got the event");
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!((s.file.fired, s.file.delivered), (1, 1));
+    Ok(())
+}
+
+fn unprivileged_opener_cannot_reach_root_through_a_passed_fd() -> TestResult {
+    let path = std::ffi::CString::new(uapi::DEVICE_PATH).ctx("path")?;
+    // SAFETY: valid C string.
+    ensure!(unsafe { libc::chmod(path.as_ptr(), 0o666) } == 0, "chmod");
+    let (a, b) = socketpair()?;
+    let code = in_child(|| {
+        setresuid(1000, 1000, 1000)?; // for good: no way back to root
+        let dev = Device::open().ctx("open as uid 1000")?;
+        send_fd(b.as_raw_fd(), dev.file().as_raw_fd())
+    })?;
+    ensure_eq!(code, 0, "child");
+    let fd = recv_fd(a.as_raw_fd())?;
+    let file = std::fs::File::from(fd);
+    rt(0).block().ctx("block")?;
+    let reg = uapi::Register {
+        signo: rt(0).number() as u32,
+        flags: 0,
+    };
+    // SAFETY: valid fd and argument.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), uapi::IOC_REGISTER as libc::Ioctl, &reg) };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    ensure_eq!(
+        (r, errno),
+        (-1, Some(libc::EPERM)),
+        "root registering on a uid-1000 file"
+    );
+    Ok(())
+}
+
+/// xorshift64*: small, seeded, good enough to pick operations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const THREADS: u64 = 4;
+const ITERATIONS: u64 = 1500;
+
+/// One storm thread; returns how many operations succeeded and failed as expected.
+fn storm(seed: u64, t: u64) -> Result<(u64, u64), String> {
+    let mut rng = Rng(seed ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let all: Vec<i32> = [libc::SIGUSR1, libc::SIGUSR2]
+        .into_iter()
+        .chain(32..=64)
+        .collect();
+    SignalSet::of(&all).block().ctx("block")?;
+    let signals = [0u32, 9, 10, 12, 31, 34, 35, 40, 64, 65, 1000];
+    let periods = [
+        0u32,
+        1,
+        99,
+        100,
+        500,
+        1000,
+        10_000,
+        10_000_000,
+        10_000_001,
+        u32::MAX,
+    ];
+    let mut files: Vec<std::sync::Arc<Device>> = Vec::new();
+    let (mut ok, mut refused) = (0u64, 0u64);
+    for i in 0..ITERATIONS {
+        let op = rng.below(11);
+        let pick = |rng: &mut Rng, files: &[std::sync::Arc<Device>]| {
+            (!files.is_empty()).then(|| rng.below(files.len() as u64) as usize)
+        };
+        let r: pcmsig::Result<()> =
+            match op {
+                0 if files.len() < 3 => Device::open().map(|d| files.push(std::sync::Arc::new(d))),
+                1 => {
+                    if let Some(k) = pick(&mut rng, &files) {
+                        files.swap_remove(k);
+                    }
+                    Ok(())
+                }
+                2 => match pick(&mut rng, &files) {
+                    Some(k) => files[k].register_raw(
+                        signals[rng.below(signals.len() as u64) as usize],
+                        u32::from(rng.below(8) == 0),
+                    ),
+                    None => Ok(()),
+                },
+                3 => pick(&mut rng, &files).map_or(Ok(()), |k| files[k].unregister()),
+                4 => pick(&mut rng, &files).map_or(Ok(()), |k| {
+                    files[k].configure(
+                        periods[rng.below(periods.len() as u64) as usize],
+                        rng.below(5) as u32,
+                    )
+                }),
+                5 => pick(&mut rng, &files)
+                    .map_or(Ok(()), |k| files[k].trigger_raw(rng.below(8) as u32)),
+                6 => pick(&mut rng, &files)
+                    .map_or(Ok(()), |k| files[k].inject_raw(rng.below(10) as u32)),
+                7 => pick(&mut rng, &files).map_or(Ok(()), |k| {
+                    let s = files[k].stats()?;
+                    if s.file.fired != s.file.delivered + s.file.dropped() {
+                        return Err(pcmsig::Error::Io(std::io::Error::other(format!(
+                            "books broken: {:?}",
+                            s.file
+                        ))));
+                    }
+                    Ok(())
+                }),
+                8 => {
+                    // A listener that registers and exits at once.
+                    if let Some(k) = pick(&mut rng, &files) {
+                        let d = files[k].clone();
+                        let _ = std::thread::spawn(move || {
+                            let _ = SignalSet::of(&[34]).block();
+                            d.register(Signal::from_number(34))
+                        })
+                        .join();
+                    }
+                    Ok(())
+                }
+                9 => {
+                    let set = SignalSet::of(&all);
+                    while let Ok(Some(_)) = sys::sigtimedwait(&set, Duration::ZERO) {}
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+        match r {
+            Ok(()) => ok += 1,
+            Err(e) => match e.errno() {
+                Some(libc::EINVAL | libc::EBADFD | libc::EBUSY | libc::ENOENT | libc::EAGAIN) => {
+                    refused += 1
+                }
+                _ => {
+                    return Err(format!(
+                        "thread {t}, iteration {i}, op {op}: unexpected error {e}"
+                    ))
+                }
+            },
+        }
+    }
+    Ok((ok, refused))
+}
+
+fn random_ioctl_storm_keeps_the_books() -> TestResult {
+    let seed = std::env::var("PCMSIG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    diag(&format!(
+        "seed {seed} (rerun with PCMSIG_SEED={seed}), {THREADS} threads x {ITERATIONS} operations"
+    ));
+    // A running stream underneath, kept open by this file.
+    let base = Device::open().ctx("open")?;
+    base.configure(500, 0).ctx("configure")?;
+    base.trigger(pcmsig::Trigger::Start).ctx("start")?;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| std::thread::spawn(move || storm(seed, t)))
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for h in handles {
+        let (o, r) = h
+            .join()
+            .map_err(|_| "storm thread panicked".to_string())??;
+        ok += o;
+        refused += r;
+    }
+    let s = base.stats().ctx("stats")?;
+    ensure!(
+        s.total.fired == s.total.delivered + s.total.dropped(),
+        "fired {} != delivered {} + dropped {}",
+        s.total.fired,
+        s.total.delivered,
+        s.total.dropped()
+    );
+    diag(&format!(
+        "{ok} calls succeeded, {refused} refused with the expected errno; {} events, totals {:?}",
+        s.events, s.total
+    ));
+    Ok(())
+}
