@@ -11,12 +11,18 @@ pub use pcmsig_uapi::{Config, EventKind, EventRecord, ListenerStats, State, Stat
 
 use crate::{Error, Result, Signal};
 
-nix::ioctl_write_ptr_bad!(ioc_register, uapi::IOC_REGISTER, uapi::Register);
-nix::ioctl_none_bad!(ioc_unregister, uapi::IOC_UNREGISTER);
-nix::ioctl_write_ptr_bad!(ioc_configure, uapi::IOC_CONFIGURE, uapi::Config);
-nix::ioctl_write_ptr_bad!(ioc_trigger, uapi::IOC_TRIGGER, u32);
-nix::ioctl_write_ptr_bad!(ioc_inject, uapi::IOC_INJECT, u32);
-nix::ioctl_read_bad!(ioc_get_stats, uapi::IOC_GET_STATS, uapi::Stats);
+/// The raw ioctls, with the numbers from the shared UAPI (nix's `*_bad!` macros take a number
+/// instead of recomputing it).
+mod raw {
+    use pcmsig_uapi as uapi;
+    nix::ioctl_write_ptr_bad!(ioc_register, uapi::IOC_REGISTER, uapi::Register);
+    nix::ioctl_none_bad!(ioc_unregister, uapi::IOC_UNREGISTER);
+    nix::ioctl_write_ptr_bad!(ioc_configure, uapi::IOC_CONFIGURE, uapi::Config);
+    nix::ioctl_write_ptr_bad!(ioc_trigger, uapi::IOC_TRIGGER, u32);
+    nix::ioctl_write_ptr_bad!(ioc_inject, uapi::IOC_INJECT, u32);
+    nix::ioctl_read_bad!(ioc_get_stats, uapi::IOC_GET_STATS, uapi::Stats);
+}
+use raw::*;
 
 /// An open file of the pcmsig device. Each open file may register one listener thread.
 ///

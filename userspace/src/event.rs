@@ -173,7 +173,10 @@ pub enum SeqCheck {
     /// The next number, as expected.
     InOrder,
     /// `missed` numbers were skipped (lost, e.g. coalesced standard signals or queue overflow).
-    Gap { missed: u32 },
+    Gap {
+        /// How many numbers were skipped.
+        missed: u32,
+    },
     /// A number at or before the last one: reordered or duplicated.
     Reordered,
 }

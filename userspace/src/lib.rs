@@ -22,6 +22,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod cricket;
 pub mod device;
 pub mod event;
@@ -40,12 +42,16 @@ use std::fmt;
 pub enum Error {
     /// The device could not be opened (is the module loaded?).
     Open {
+        /// The path tried.
         path: String,
+        /// Why it failed.
         source: std::io::Error,
     },
     /// An ioctl failed with this errno.
     Ioctl {
+        /// Which call (register, configure, ...).
         what: &'static str,
+        /// The kernel's answer.
         errno: nix::errno::Errno,
     },
     /// A signal name that is not `usr1`, `usr2`, `rtmin+N`, `rtmax-N` or an allowed number.
