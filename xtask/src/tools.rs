@@ -25,6 +25,26 @@ pub struct Tools {
     pub qemu_version: String,
 }
 
+impl Tools {
+    /// Tools pointing at `dir/qemu` and nothing real: for the harness's fault tests.
+    #[cfg(test)]
+    pub fn fake(dir: &Path) -> Tools {
+        Tools {
+            rustc: dir.join("rustc"),
+            rustdoc: dir.join("rustdoc"),
+            clippy_driver: None,
+            bindgen: dir.join("bindgen"),
+            llvm_suffix: "-19",
+            qemu: dir.join("qemu"),
+            busybox: dir.join("busybox"),
+            rustc_version: String::new(),
+            clang_version: String::new(),
+            bindgen_version: String::new(),
+            qemu_version: String::new(),
+        }
+    }
+}
+
 /// `$XDG_CACHE_HOME/pcmsig` or `~/.cache/pcmsig`: shared by every clone on the machine.
 pub fn cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")

@@ -214,6 +214,12 @@ pub fn append_line(mode: &str, env: &[String]) -> String {
 
 /// Boots the VM and collects its console until QEMU exits or the timeout expires.
 pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Result<Run> {
+    if !tools.qemu.is_file() {
+        bail!(
+            "{} not found (package: qemu-system-x86; run `cargo xtask deps`)",
+            tools.qemu.display()
+        );
+    }
     std::fs::create_dir_all(b.out_dir)?;
     let console_log = b.out_dir.join("console.log");
     let _ = std::fs::remove_file(&console_log);
@@ -482,5 +488,104 @@ mod tests {
         assert_eq!(init_uptime(c), Some(0.71));
         assert_eq!(guest_exit(c), Some(3));
         assert_eq!(dmesg(c).as_deref(), Some("[0.1] a\n"));
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pcmsig-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn fake_kernel(dir: &Path, release: &str) -> Kernel {
+        std::fs::create_dir_all(dir.join("include/config")).unwrap();
+        std::fs::write(
+            dir.join("include/config/kernel.release"),
+            format!("{release}\n"),
+        )
+        .unwrap();
+        Kernel {
+            version: release.into(),
+            build_dir: dir.to_path_buf(),
+            bzimage: dir.join("bzImage"),
+            built: false,
+        }
+    }
+
+    fn boot_with_fake_qemu(script: Option<&str>) -> Result<Run> {
+        let dir = scratch(if script.is_some() {
+            "qemu-crash"
+        } else {
+            "qemu-missing"
+        });
+        let tools = Tools::fake(&dir);
+        if let Some(body) = script {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&tools.qemu, body).unwrap();
+            std::fs::set_permissions(&tools.qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let kernel = fake_kernel(&dir, "7.3.4");
+        let b = Boot {
+            mode: "test",
+            env: Vec::new(),
+            timeout: Duration::from_secs(20),
+            qemu_args: &[],
+            stream: false,
+            gdb: false,
+            silence: None,
+            out_dir: &dir,
+        };
+        boot(&tools, &kernel, &dir.join("initrd"), &b)
+    }
+
+    #[test]
+    fn qemu_crashing_fails_with_its_status_and_output_kept() {
+        let run =
+            boot_with_fake_qemu(Some("#!/bin/sh\necho 'qemu: fatal: boom'\nexit 3\n")).unwrap();
+        assert_eq!(run.ending, crate::ktap::Ending::Exited(Some(3)));
+        assert!(
+            run.console.contains("qemu: fatal: boom"),
+            "{:?}",
+            run.console
+        );
+        let report = crate::ktap::parse(&run.console);
+        let v = crate::ktap::verdict(&run.console, &report, &run.ending);
+        assert!(
+            v.contains(&crate::ktap::Failure::QemuFailed(Some(3))),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn qemu_missing_is_a_clear_error() {
+        let e = match boot_with_fake_qemu(None) {
+            Err(e) => format!("{e:#}"),
+            Ok(r) => format!("booted?! {:?}", r.ending),
+        };
+        assert!(e.contains("not found (package: qemu-system-x86"), "{e}");
+    }
+
+    #[test]
+    fn module_for_another_kernel_is_refused_before_boot() {
+        let dir = scratch("vermagic");
+        let kernel = fake_kernel(&dir, "7.3.4");
+        let ko = dir.join("m.ko");
+        std::fs::write(
+            &ko,
+            b"\x7fELF\0vermagic=6.1.0-18-amd64 SMP preempt mod_unload modversions \0",
+        )
+        .unwrap();
+        let e = check_vermagic(&ko, &kernel).unwrap_err().to_string();
+        assert!(
+            e.contains("built for kernel \"6.1.0-18-amd64") && e.contains("\"7.3.4\""),
+            "{e}"
+        );
+        std::fs::write(&ko, b"\x7fELF\0vermagic=7.3.4 SMP mod_unload \0").unwrap();
+        check_vermagic(&ko, &kernel).unwrap();
+        std::fs::write(&ko, b"not a module").unwrap();
+        assert!(check_vermagic(&ko, &kernel)
+            .unwrap_err()
+            .to_string()
+            .contains("no vermagic"));
     }
 }
