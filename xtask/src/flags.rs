@@ -26,6 +26,8 @@ xflags::xflags! {
             optional -q, --quiet
             /// Kill the VM when the guest prints nothing for this many seconds (default 60).
             optional --silence seconds: u64
+            /// Seed of the random ioctl storm (printed by every run; default: time-based).
+            optional --seed n: u64
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel

@@ -185,6 +185,9 @@ impl flags::Test {
             }
             env.push(format!("pcmsig_filter={f}"));
         }
+        if let Some(seed) = self.seed {
+            env.push(format!("PCMSIG_SEED={seed}"));
+        }
         let timeout = Duration::from_secs(self.timeout.unwrap_or(300));
         if !self.quiet {
             println!("xtask: booting the VM (timeout {} s)", timeout.as_secs());
