@@ -49,11 +49,12 @@ pub fn run(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
         let report = ktap::parse(&run.console);
         let failures = ktap::verdict(&run.console, &report, &run.ending);
         let caught =
-            match mode {
+            match name {
                 "panic" => failures.iter().any(
                     |f| matches!(f, ktap::Failure::KernelProblem(l) if l.contains("Kernel panic")),
                 ) && matches!(run.ending, ktap::Ending::Exited(_)),
-                _ => failures.contains(&ktap::Failure::TimedOut(timeout)),
+                "timeout" => failures.contains(&ktap::Failure::TimedOut(timeout)),
+                _ => failures.contains(&ktap::Failure::Silent(3)),
             };
         let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
         check(
