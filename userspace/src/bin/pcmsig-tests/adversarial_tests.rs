@@ -306,7 +306,7 @@ fn random_ioctl_storm_keeps_the_books() -> TestResult {
                 .map_or(1, |d| d.as_nanos() as u64)
         });
     diag(&format!(
-        "seed {seed} (rerun with PCMSIG_SEED={seed}), {THREADS} threads x {ITERATIONS} operations"
+        "seed {seed} (rerun with cargo xtask test --seed {seed}), {THREADS} threads x {ITERATIONS} operations"
     ));
     // A running stream underneath, kept open by this file.
     let base = Device::open().ctx("open")?;
