@@ -24,6 +24,18 @@ pub const GUEST_BINS: &[&str] = &["pcmsig", "pcmsig-tests", "pcmsig-bench"];
 /// build, failing on any warning.
 pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<PathBuf> {
     let module_dir = project_root().join("module");
+    let ko = module_dir.join("pcmsig.ko");
+    // Kbuild needs a second or two to find nothing to do: skip it when the sources and the
+    // kernel tree are those of the last successful build.
+    let stamp_path = module_dir.join(".pcmsig-stamp");
+    let stamp = module_stamp(&module_dir, kernel)?;
+    if !clippy
+        && ko.is_file()
+        && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str())
+    {
+        return Ok(ko);
+    }
+    let _ = std::fs::remove_file(&stamp_path);
     let mut make = Command::new("make");
     make.arg("-C")
         .arg(&kernel.build_dir)
@@ -47,11 +59,34 @@ pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<Path
     if text.contains("warning:") {
         bail!("the module build printed warnings (they are errors here):\n{text}");
     }
-    let ko = module_dir.join("pcmsig.ko");
     if !ko.is_file() {
         bail!("make succeeded but {} is missing", ko.display());
     }
+    if !clippy {
+        std::fs::write(&stamp_path, stamp)?;
+    }
     Ok(ko)
+}
+
+/// Hash of everything the module is built from: its sources, the shared UAPI, the kernel tree.
+fn module_stamp(module_dir: &Path, kernel: &Kernel) -> Result<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(module_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "rs") || p.file_name().is_some_and(|n| n == "Kbuild")
+        })
+        .collect();
+    files.push(project_root().join("uapi/src/uapi.rs"));
+    files.sort();
+    let mut parts: Vec<Vec<u8>> = vec![kernel.build_dir.to_string_lossy().as_bytes().to_vec()];
+    let stamp = std::fs::read(kernel.build_dir.join(".pcmsig-stamp")).unwrap_or_default();
+    parts.push(stamp);
+    for f in &files {
+        parts.push(f.to_string_lossy().as_bytes().to_vec());
+        parts.push(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Ok(format!("{:016x}", crate::kernel::fnv64(&refs)))
 }
 
 /// Refuses a module built for another kernel: its `vermagic` must start with the build tree's
