@@ -22,7 +22,7 @@ use kernel::{
             ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerPointer,
             HrTimerRestart, RelativeMode,
         },
-        Delta, Monotonic,
+        Delta, Instant, Monotonic,
     },
     workqueue::{self, impl_has_work, new_work, Work, WorkItem},
 };
@@ -271,13 +271,17 @@ pub(crate) struct StreamInner {
 impl StreamInner {
     /// Emits one event; returns its sequence number, or `EAGAIN` if the pending queue is full.
     fn emit(&mut self, kind: EventKind, source: EventSource) -> Result<u64> {
+        self.emit_at(kind, source, now_ns())
+    }
+
+    /// Emits one event that happened at `timestamp_ns` (`CLOCK_MONOTONIC`).
+    fn emit_at(&mut self, kind: EventKind, source: EventSource, timestamp_ns: u64) -> Result<u64> {
         let seq = self.next_seq;
         let ev = Event {
             kind: kind as u32,
             source: source as u32,
             seq,
-            // SAFETY: `ktime_get` reads the monotonic clock; callable in any context.
-            timestamp_ns: unsafe { bindings::ktime_get() } as u64,
+            timestamp_ns,
         };
         if !self.pending.push(ev) {
             return Err(EAGAIN);
@@ -286,6 +290,13 @@ impl StreamInner {
         self.events = self.events.wrapping_add(1);
         Ok(seq)
     }
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds.
+fn now_ns() -> u64 {
+    // SAFETY: `ktime_get` reads the monotonic clock; callable in any context.
+    let t = unsafe { bindings::ktime_get() };
+    u64::try_from(t).unwrap_or(0)
 }
 
 /// The one stream behind `/dev/pcmsig`, shared by every open file.
@@ -302,6 +313,8 @@ pub(crate) struct Stream {
     timer: HrTimer<Stream>,
     #[pin]
     work: Work<Stream>,
+    /// One instant and its `CLOCK_MONOTONIC` nanoseconds, to turn timer expiries into stamps.
+    origin: (Instant<Monotonic>, u64),
 }
 
 impl_has_work! {
@@ -337,6 +350,7 @@ impl Stream {
                 files <- new_mutex!(KVec::new(), "pcmsig::Stream::files"),
                 timer <- HrTimer::new(),
                 work <- new_work!("pcmsig::Stream::work"),
+                origin: (Instant::<Monotonic>::now(), now_ns()),
             }),
             GFP_KERNEL,
         )
@@ -586,6 +600,12 @@ impl HrTimerCallback for Stream {
                 return HrTimerRestart::NoRestart;
             }
             let period = Delta::from_micros(i64::from(inner.config.period_us));
+            // A period's timestamp is its boundary (the expiry), not when the callback got to
+            // run: a late callback that accounts for several periods stamps each on its own.
+            // Measured from one fixed origin, so stamps differ by exact multiples of the period.
+            let since_origin = (this.timer.expires() - this.origin.0).as_nanos();
+            let mut stamp = this.origin.1.saturating_add(u64::try_from(since_origin).unwrap_or(0));
+            let period_ns = u64::from(inner.config.period_us).saturating_mul(1000);
             let elapsed = ctx.forward_now(period).clamp(1, MAX_OVERRUNS);
             for _ in 0..elapsed {
                 if inner.pending.len() >= PENDING_TIMER_LIMIT {
@@ -595,7 +615,8 @@ impl HrTimerCallback for Stream {
                     restart = HrTimerRestart::NoRestart;
                     break;
                 }
-                let _ = inner.emit(EventKind::PeriodElapsed, EventSource::Timer);
+                let _ = inner.emit_at(EventKind::PeriodElapsed, EventSource::Timer, stamp);
+                stamp = stamp.saturating_add(period_ns);
                 inner.periods = inner.periods.wrapping_add(1);
                 let limit = u64::from(inner.config.periods);
                 if inner.state == State::Draining || (limit != 0 && inner.periods >= limit) {
