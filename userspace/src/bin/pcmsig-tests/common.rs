@@ -157,3 +157,26 @@ pub fn wait_child(pid: i32) -> Result<i32, String> {
         128 + libc::WTERMSIG(status)
     })
 }
+
+/// Waits until thread `tid` of this process sits in system call `nr` (e.g. `libc::SYS_read`),
+/// so that a signal sent next interrupts that call rather than arriving before it.
+pub fn wait_blocked_in(tid: i32, nr: i64) -> Result<(), String> {
+    let path = format!("/proc/self/task/{tid}/syscall");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        if text
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<i64>().ok())
+            == Some(nr)
+        {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "thread {tid} never blocked in syscall {nr}: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}

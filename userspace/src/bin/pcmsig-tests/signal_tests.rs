@@ -287,8 +287,9 @@ fn read_pipe_during_event(restart: bool) -> Result<std::io::Result<usize>, Strin
     dev.register(sig).ctx("register")?;
     let (rd, wr) = nix::unistd::pipe().ctx("pipe")?;
     let d = dev.clone();
+    let tid = sys::gettid();
     let helper = std::thread::spawn(move || -> Result<(), String> {
-        std::thread::sleep(Duration::from_millis(100));
+        wait_blocked_in(tid, libc::SYS_read)?;
         d.inject(K::PeriodElapsed).ctx("inject")?;
         // Under SA_RESTART the read resumes; give it something to return.
         std::thread::sleep(Duration::from_millis(100));
@@ -337,13 +338,14 @@ fn device_read_is_interruptible() -> TestResult {
     let dev = Device::open().ctx("open")?;
     let tid = sys::gettid();
     let pid = std::process::id() as i32;
-    let helper = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
+    let helper = std::thread::spawn(move || -> Result<(), String> {
+        wait_blocked_in(tid, libc::SYS_read)?;
         // SAFETY: plain system call.
         unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR2) };
+        Ok(())
     });
     let r = dev.read_records(4);
-    helper.join().map_err(|_| "helper panicked".to_string())?;
+    helper.join().map_err(|_| "helper panicked".to_string())??;
     ensure_eq!(
         r.map_err(|e| e.raw_os_error()),
         Err(Some(libc::EINTR)),
