@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use pcmsig::sys::{self, SignalSet};
 use pcmsig::{
     cricket, uapi, Device, EventKind as K, FdReceiver, GapDetector, HandlerReceiver, SeqCheck,
-    Signal,
+    Signal, WaitReceiver,
 };
 
 use crate::common::*;
@@ -190,50 +190,28 @@ fn every_receive_mode_sees_the_same_events() -> TestResult {
             })
             .collect()
     };
-    // 1. sigwaitinfo
-    let sig = rt(0);
-    let dev = listen(sig)?;
-    kinds
-        .iter()
-        .try_for_each(|k| dev.inject(*k))
-        .ctx("inject")?;
-    let waited = (0..kinds.len())
-        .map(|_| recv(&[sig]))
-        .collect::<Result<Vec<_>, _>>()?;
-    drop(dev);
+    // Registers the calling thread for `sig` on a fresh file, injects `kinds`, and takes as
+    // many signals through `next`.
+    let run = |sig: Signal, next: &dyn Fn() -> Result<Option<sys::SigInfo>, String>| {
+        let dev = Device::open().ctx("open")?;
+        dev.register(sig).ctx("register")?;
+        kinds
+            .iter()
+            .try_for_each(|k| dev.inject(*k))
+            .ctx("inject")?;
+        (0..kinds.len())
+            .map(|_| next()?.ok_or_else(|| format!("{sig}: no signal")))
+            .collect::<Result<Vec<_>, String>>()
+    };
+    // 1. sigwaitinfo (the signal blocked, taken synchronously)
+    let waiter = WaitReceiver::new(&[rt(0)]).ctx("block")?;
+    let waited = run(rt(0), &|| waiter.recv_timeout(WAIT).ctx("sigtimedwait"))?;
     // 2. signalfd
-    let sig = rt(1);
-    let rx = FdReceiver::new(&[sig]).ctx("signalfd")?;
-    let dev = Device::open().ctx("open")?;
-    dev.register(sig).ctx("register")?;
-    kinds
-        .iter()
-        .try_for_each(|k| dev.inject(*k))
-        .ctx("inject")?;
-    let fd = (0..kinds.len())
-        .map(|_| {
-            rx.recv_timeout(WAIT)
-                .ctx("signalfd")?
-                .ok_or_else(|| "signalfd: nothing".to_string())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    drop(dev);
+    let fd_rx = FdReceiver::new(&[rt(1)]).ctx("signalfd")?;
+    let fd = run(rt(1), &|| fd_rx.recv_timeout(WAIT).ctx("signalfd"))?;
     // 3. SA_SIGINFO handler handing off through a pipe
-    let sig = rt(2);
-    let h = HandlerReceiver::install(&[sig], true).ctx("handler")?;
-    let dev = Device::open().ctx("open")?;
-    dev.register(sig).ctx("register")?;
-    kinds
-        .iter()
-        .try_for_each(|k| dev.inject(*k))
-        .ctx("inject")?;
-    let handled = (0..kinds.len())
-        .map(|_| {
-            h.recv_timeout(WAIT)
-                .ctx("handler pipe")?
-                .ok_or_else(|| "handler: nothing".to_string())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let h = HandlerReceiver::install(&[rt(2)], true).ctx("handler")?;
+    let handled = run(rt(2), &|| h.recv_timeout(WAIT).ctx("handler pipe"))?;
     let (a, b, c) = (normalize(waited)?, normalize(fd)?, normalize(handled)?);
     let want: Vec<(K, u32, i32)> = kinds
         .iter()
