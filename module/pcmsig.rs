@@ -38,6 +38,7 @@ use kernel::{
     uaccess::{UserPtr, UserSlice},
 };
 
+mod edu;
 mod signal;
 mod stream;
 #[path = "../uapi/src/uapi.rs"]
@@ -72,6 +73,9 @@ struct PcmsigModule {
     // Declared first so that it is dropped (deregistered) first.
     #[pin]
     miscdev: MiscDeviceRegistration<PcmsigFile>,
+    /// The driver for QEMU's `edu` device, the optional hardware period source.
+    #[pin]
+    edu_driver: kernel::driver::Registration<kernel::pci::Adapter<edu::EduDriver>>,
     /// `/sys/kernel/debug/pcmsig/stats`.
     #[pin]
     _stats: debugfs::File<Arc<Stream>>,
@@ -96,14 +100,17 @@ fn stats_file(stream: &Arc<Stream>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 }
 
 impl kernel::InPlaceModule for PcmsigModule {
-    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         ::pin_init::pin_init_scope(move || {
             let stream = Stream::new()?;
+            // For the edu driver's probe, which may run as soon as the driver registers.
+            edu::STREAM.store(Arc::as_ptr(&stream).cast_mut(), core::sync::atomic::Ordering::Release);
             let dir = debugfs::Dir::new(c"pcmsig");
             let options = MiscDeviceOptions { name: c"pcmsig" };
             Ok(try_pin_init!(Self {
                 _stats <- dir.read_callback_file(c"stats", stream.clone(), &stats_file),
                 _debugfs: dir,
+                edu_driver <- kernel::driver::Registration::new(c"pcmsig-edu", module),
                 stream,
                 miscdev <- MiscDeviceRegistration::register(options),
             }))

@@ -252,6 +252,23 @@ impl OpenFile {
     }
 }
 
+/// How the timer makes a bound device raise its period interrupt.
+pub(crate) struct DeviceHook {
+    ctx: *const (),
+    raise: unsafe fn(*const ()),
+}
+
+// SAFETY: The hook is only used under `Stream::inner` and its owner removes it (under the same
+// lock) before `ctx` becomes invalid; `raise` is safe to call from any CPU.
+unsafe impl Send for DeviceHook {}
+
+impl DeviceHook {
+    /// A hook calling `raise(ctx)`; see [`Stream::attach_device`] for the contract.
+    pub(crate) fn new(ctx: *const (), raise: unsafe fn(*const ())) -> Self {
+        Self { ctx, raise }
+    }
+}
+
 /// State of the stream, under `Stream::inner`.
 pub(crate) struct StreamInner {
     pub(crate) state: State,
@@ -266,9 +283,34 @@ pub(crate) struct StreamInner {
     timer: Option<ArcHrTimerHandle<Stream>>,
     pub(crate) listeners: u32,
     pub(crate) totals: ListenerStats,
+    /// The bound device that produces period interrupts, if any.
+    device: Option<DeviceHook>,
+    /// Periods the device has been asked for and whose interrupt has not been handled yet, and
+    /// the boundary stamp of the first of them.
+    owed: u64,
+    owed_stamp: u64,
 }
 
 impl StreamInner {
+    /// Accounts for one elapsed period stamped `stamp`; returns `false` when the stream stops.
+    fn period(&mut self, source: EventSource, stamp: u64) -> bool {
+        if self.pending.len() >= PENDING_TIMER_LIMIT {
+            // Delivery cannot keep up: an xrun, as when a ring buffer overflows.
+            self.state = State::Xrun;
+            let _ = self.emit(EventKind::Xrun, source);
+            return false;
+        }
+        let _ = self.emit_at(EventKind::PeriodElapsed, source, stamp);
+        self.periods = self.periods.wrapping_add(1);
+        let limit = u64::from(self.config.periods);
+        if self.state == State::Draining || (limit != 0 && self.periods >= limit) {
+            self.state = State::Stopped;
+            let _ = self.emit(EventKind::Stopped, source);
+            return false;
+        }
+        true
+    }
+
     /// Emits one event; returns its sequence number, or `EAGAIN` if the pending queue is full.
     fn emit(&mut self, kind: EventKind, source: EventSource) -> Result<u64> {
         self.emit_at(kind, source, now_ns())
@@ -343,6 +385,9 @@ impl Stream {
                         timer: None,
                         listeners: 0,
                         totals: ListenerStats::default(),
+                        device: None,
+                        owed: 0,
+                        owed_stamp: 0,
                     },
                     "pcmsig::Stream::inner"
                 ),
@@ -385,6 +430,57 @@ impl Stream {
             inner.pending.clear();
             inner.delivered_seq = inner.next_seq.wrapping_sub(1);
         }
+    }
+
+    /// Makes a bound device the source of period events: from now on the timer calls
+    /// `hook.raise` each period and the device's interrupt handler calls
+    /// [`Stream::device_interrupt`]. The caller must call [`Stream::detach_device`] before the
+    /// hook's context becomes invalid.
+    pub(crate) fn attach_device(&self, hook: DeviceHook) {
+        let mut inner = self.inner.lock();
+        inner.device = Some(hook);
+        inner.owed = 0;
+    }
+
+    /// The device is going away: remove its hook, stop a running stream (a `Stopped` event),
+    /// cancel the timer. Periods then come from the timer again.
+    pub(crate) fn detach_device(self: &Arc<Self>) {
+        let stopped = {
+            let mut inner = self.inner.lock();
+            inner.device = None;
+            inner.owed = 0;
+            if matches!(inner.state, State::Running | State::Paused | State::Draining) {
+                inner.state = State::Stopped;
+                let _ = inner.emit(EventKind::Stopped, EventSource::Device);
+                true
+            } else {
+                false
+            }
+        };
+        self.stop_timer();
+        if stopped {
+            Self::kick(self.clone());
+        }
+    }
+
+    /// The device's period interrupt: emits the periods it was asked for (several if
+    /// interrupts coalesced). Called in hard-IRQ context.
+    pub(crate) fn device_interrupt(self: &Arc<Self>) {
+        {
+            let mut inner = self.inner.lock();
+            let owed = core::mem::take(&mut inner.owed);
+            let period_ns = u64::from(inner.config.period_us).saturating_mul(1000);
+            let mut stamp = inner.owed_stamp;
+            for _ in 0..owed {
+                if !matches!(inner.state, State::Running | State::Draining)
+                    || !inner.period(EventSource::Device, stamp)
+                {
+                    break;
+                }
+                stamp = stamp.saturating_add(period_ns);
+            }
+        }
+        Self::kick(self.clone());
     }
 
     /// Cancels the period timer and waits for a running callback to finish.
@@ -607,24 +703,22 @@ impl HrTimerCallback for Stream {
             let mut stamp = this.origin.1.saturating_add(u64::try_from(since_origin).unwrap_or(0));
             let period_ns = u64::from(inner.config.period_us).saturating_mul(1000);
             let elapsed = ctx.forward_now(period).clamp(1, MAX_OVERRUNS);
+            if let Some(hook) = &inner.device {
+                // The device produces the periods: ask for them; its interrupt emits them.
+                // SAFETY: The hook's owner removes it under this lock before its context goes.
+                unsafe { (hook.raise)(hook.ctx) };
+                if inner.owed == 0 {
+                    inner.owed_stamp = stamp;
+                }
+                inner.owed = inner.owed.saturating_add(elapsed);
+                return HrTimerRestart::Restart;
+            }
             for _ in 0..elapsed {
-                if inner.pending.len() >= PENDING_TIMER_LIMIT {
-                    // Delivery cannot keep up: an xrun, as when a ring buffer overflows.
-                    inner.state = State::Xrun;
-                    let _ = inner.emit(EventKind::Xrun, EventSource::Timer);
+                if !inner.period(EventSource::Timer, stamp) {
                     restart = HrTimerRestart::NoRestart;
                     break;
                 }
-                let _ = inner.emit_at(EventKind::PeriodElapsed, EventSource::Timer, stamp);
                 stamp = stamp.saturating_add(period_ns);
-                inner.periods = inner.periods.wrapping_add(1);
-                let limit = u64::from(inner.config.periods);
-                if inner.state == State::Draining || (limit != 0 && inner.periods >= limit) {
-                    inner.state = State::Stopped;
-                    let _ = inner.emit(EventKind::Stopped, EventSource::Timer);
-                    restart = HrTimerRestart::NoRestart;
-                    break;
-                }
             }
         }
         Stream::kick(this.into());

@@ -28,6 +28,8 @@ xflags::xflags! {
             optional --silence seconds: u64
             /// Seed of the random ioctl storm (printed by every run; default: time-based).
             optional --seed n: u64
+            /// Skip the second VM configuration (QEMU's edu PCI device as the period source).
+            optional --no-edu
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel

@@ -189,72 +189,119 @@ impl flags::Test {
             env.push(format!("PCMSIG_SEED={seed}"));
         }
         let timeout = Duration::from_secs(self.timeout.unwrap_or(300));
-        if !self.quiet {
-            println!("xtask: booting the VM (timeout {} s)", timeout.as_secs());
+        // Two VM configurations: the plain one (periods from the timer) and one with QEMU's
+        // `edu` PCI device (periods from its interrupts). Both run the whole suite.
+        let mut configs = vec![("plain", out.clone(), self.qemu_arg.clone(), env.clone())];
+        if !self.no_edu {
+            let mut qemu = self.qemu_arg.clone();
+            qemu.extend(["-device".to_string(), "edu".to_string()]);
+            let mut edu_env = env.clone();
+            edu_env.push("PCMSIG_EDU=1".to_string());
+            configs.push(("edu", out.join("edu"), qemu, edu_env));
         }
-        let run = vm::boot(
-            &b.tools,
-            &b.kernel,
-            &initrd,
-            &vm::Boot {
+        if !self.quiet {
+            let names: Vec<&str> = configs.iter().map(|c| c.0).collect();
+            println!(
+                "xtask: booting {} VM(s): {} (timeout {} s)",
+                names.len(),
+                names.join(", "),
+                timeout.as_secs()
+            );
+        }
+        let silence = Some(Duration::from_secs(self.silence.unwrap_or(60)));
+        let boot_one = |(name, dir, qemu, env): &(&str, PathBuf, Vec<String>, Vec<String>)| {
+            let boot = vm::Boot {
                 mode: "test",
-                env,
+                env: env.clone(),
                 timeout,
-                qemu_args: &self.qemu_arg,
+                qemu_args: qemu,
                 stream: self.verbose,
                 gdb: self.gdb,
-                silence: Some(Duration::from_secs(self.silence.unwrap_or(60))),
-                out_dir: &out,
-            },
-        )?;
-        let report = ktap::parse(&run.console);
-        let failures = ktap::verdict(&run.console, &report, &run.ending);
-        let ktap_path = out.join("ktap.txt");
-        std::fs::write(&ktap_path, ktap_text(&run.console)).context("writing ktap.txt")?;
-        let junit_path = out.join("junit.xml");
-        std::fs::write(
-            &junit_path,
-            junit::render(
-                &report,
-                &failures,
-                &ktap::splats(&run.console),
-                run.wall.as_secs_f64(),
-            ),
-        )
-        .context("writing junit.xml")?;
-        let dmesg_path = out.join("dmesg.txt");
-        std::fs::write(&dmesg_path, vm::dmesg(&run.console).unwrap_or_default())
-            .context("writing dmesg.txt")?;
-        if !self.quiet {
-            print_results(&report);
-            let boot = vm::init_uptime(&run.console);
-            println!(
-                "xtask: build {}; VM {:.1} s (init at {} guest uptime, first KTAP line after {}); total {:.1} s",
-                fmt_times(&b.times),
-                run.wall.as_secs_f64(),
-                boot.map_or("?".to_string(), |u| format!("{u:.2} s")),
-                run.first_ktap.map_or("?".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
-                total.elapsed().as_secs_f64()
-            );
-            println!("xtask: console {}", run.console_log.display());
-            println!(
-                "xtask: KTAP {}, JUnit {}, dmesg {}",
-                ktap_path.display(),
-                junit_path.display(),
-                dmesg_path.display()
-            );
-        }
-        let c = report.counts();
-        println!(
-            "xtask: {} passed, {} failed, {} skipped",
-            c.passed, c.failed, c.skipped
-        );
-        if !failures.is_empty() {
-            if !self.verbose {
+                silence,
+                out_dir: dir,
+            };
+            vm::boot(&b.tools, &b.kernel, &initrd, &boot)
+                .with_context(|| format!("booting the {name} VM"))
+        };
+        // In parallel unless the consoles are streamed (or a debugger waits).
+        let runs: Vec<Result<vm::Run>> = if self.verbose || self.gdb {
+            configs.iter().map(boot_one).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = configs
+                    .iter()
+                    .map(|c| scope.spawn(move || boot_one(c)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("VM thread panicked")))
+                    })
+                    .collect()
+            })
+        };
+        let mut all_failures = Vec::new();
+        let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+        for ((name, dir, _, _), run) in configs.iter().zip(runs) {
+            let run = run?;
+            let report = ktap::parse(&run.console);
+            let failures = ktap::verdict(&run.console, &report, &run.ending);
+            let ktap_path = dir.join("ktap.txt");
+            std::fs::write(&ktap_path, ktap_text(&run.console)).context("writing ktap.txt")?;
+            let junit_path = dir.join("junit.xml");
+            std::fs::write(
+                &junit_path,
+                junit::render(
+                    &report,
+                    &failures,
+                    &ktap::splats(&run.console),
+                    run.wall.as_secs_f64(),
+                ),
+            )
+            .context("writing junit.xml")?;
+            let dmesg_path = dir.join("dmesg.txt");
+            std::fs::write(&dmesg_path, vm::dmesg(&run.console).unwrap_or_default())
+                .context("writing dmesg.txt")?;
+            let c = report.counts();
+            if !self.quiet {
+                print_results(&report);
+                let boot = vm::init_uptime(&run.console);
+                println!(
+                    "xtask: {name} VM: {} passed, {} failed, {} skipped; VM {:.1} s (init at {} guest uptime, first KTAP line after {})",
+                    c.passed,
+                    c.failed,
+                    c.skipped,
+                    run.wall.as_secs_f64(),
+                    boot.map_or("?".to_string(), |u| format!("{u:.2} s")),
+                    run.first_ktap.map_or("?".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
+                );
+                println!("xtask: {name} VM: console {}", run.console_log.display());
+                println!(
+                    "xtask: {name} VM: KTAP {}, JUnit {}, dmesg {}",
+                    ktap_path.display(),
+                    junit_path.display(),
+                    dmesg_path.display()
+                );
+            }
+            if !failures.is_empty() && !self.verbose {
                 print_console_tail(&run.console, 40);
             }
-            let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
-            bail!("FAIL:\n  {}", reasons.join("\n  "));
+            all_failures.extend(failures.iter().map(|f| format!("{name} VM: {f}")));
+            passed += c.passed;
+            failed += c.failed;
+            skipped += c.skipped;
+        }
+        if !self.quiet {
+            println!(
+                "xtask: build {}; total {:.1} s",
+                fmt_times(&b.times),
+                total.elapsed().as_secs_f64()
+            );
+        }
+        println!("xtask: {passed} passed, {failed} failed, {skipped} skipped");
+        if !all_failures.is_empty() {
+            bail!("FAIL:\n  {}", all_failures.join("\n  "));
         }
         println!("xtask: PASS");
         Ok(())

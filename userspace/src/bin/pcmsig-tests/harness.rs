@@ -51,17 +51,31 @@ pub fn run(tests: &[Test], filter: Option<&str>) -> usize {
     let mut failed = 0;
     for (i, t) in selected.iter().enumerate() {
         let _ = std::io::stdout().flush();
-        let ok = run_one(t);
-        if ok {
-            println!("ok {} {}", i + 1, t.name);
-        } else {
-            println!("not ok {} {}", i + 1, t.name);
-            failed += 1;
+        match run_one(t) {
+            Outcome::Pass => println!("ok {} {}", i + 1, t.name),
+            Outcome::Skip(why) => println!("ok {} {} # SKIP {why}", i + 1, t.name),
+            Outcome::Fail => {
+                println!("not ok {} {}", i + 1, t.name);
+                failed += 1;
+            }
         }
         let _ = std::io::stdout().flush();
     }
     failed
 }
+
+/// What a test's result means for its KTAP line.
+enum Outcome {
+    Pass,
+    Skip(String),
+    Fail,
+}
+
+/// Prefix of a test's `Err` that means "skipped" rather than "failed".
+pub const SKIP: &str = "SKIP: ";
+
+/// Exit code of a skipped test's process; the reason travels through a pipe.
+const SKIP_EXIT: i32 = 77;
 
 /// Writes the marker that lets the host attribute a kernel splat to the test that caused it.
 fn mark(name: &str) {
@@ -71,14 +85,18 @@ fn mark(name: &str) {
     }
 }
 
-fn run_one(t: &Test) -> bool {
+fn run_one(t: &Test) -> Outcome {
     mark(t.name);
+    let Ok((skip_rd, skip_wr)) = nix::unistd::pipe() else {
+        diag("pipe failed");
+        return Outcome::Fail;
+    };
     // SAFETY: the runner is single-threaded when it forks; the child only runs the test and
     // exits with `_exit`.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         diag(&format!("fork failed: {}", std::io::Error::last_os_error()));
-        return false;
+        return Outcome::Fail;
     }
     if pid == 0 {
         // SAFETY: alarm is async-signal-safe; SIGALRM's default action ends a hung test.
@@ -86,6 +104,10 @@ fn run_one(t: &Test) -> bool {
         let result = std::panic::catch_unwind(t.run);
         let code = match result {
             Ok(Ok(())) => 0,
+            Ok(Err(reason)) if reason.starts_with(SKIP) => {
+                let _ = nix::unistd::write(&skip_wr, &reason.as_bytes()[SKIP.len()..]);
+                SKIP_EXIT
+            }
             Ok(Err(reason)) => {
                 diag(&reason);
                 1
@@ -99,6 +121,7 @@ fn run_one(t: &Test) -> bool {
         // SAFETY: ending the forked child without running the parent's atexit handlers.
         unsafe { libc::_exit(code) };
     }
+    drop(skip_wr);
     let mut status = 0;
     loop {
         // SAFETY: waiting for our own child.
@@ -108,11 +131,19 @@ fn run_one(t: &Test) -> bool {
         }
         if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             diag("waitpid failed");
-            return false;
+            return Outcome::Fail;
         }
     }
     if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status) == 0
+        match libc::WEXITSTATUS(status) {
+            0 => Outcome::Pass,
+            SKIP_EXIT => {
+                let mut why = [0u8; 256];
+                let n = nix::unistd::read(&skip_rd, &mut why).unwrap_or(0);
+                Outcome::Skip(String::from_utf8_lossy(&why[..n]).replace(['\n', '#'], " "))
+            }
+            _ => Outcome::Fail,
+        }
     } else {
         let sig = libc::WTERMSIG(status);
         if sig == libc::SIGALRM {
@@ -120,7 +151,7 @@ fn run_one(t: &Test) -> bool {
         } else {
             diag(&format!("the test process was killed by signal {sig}"));
         }
-        false
+        Outcome::Fail
     }
 }
 

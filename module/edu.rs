@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: GPL-2.0
+//! QEMU's `edu` PCI device (1234:11e8) as the stream's period source.
+//!
+//! When the device is bound, the period timer no longer emits period events itself: it makes
+//! the device raise its interrupt (a write to register 0x60), and the interrupt handler reads and
+//! acknowledges the status (0x24, then 0x64) and emits the period events, with source `Device`,
+//! into the same delivery path. Unbinding the device while the stream runs stops the stream.
+
+use core::sync::atomic::{AtomicPtr, Ordering};
+use kernel::{
+    device::Core,
+    io::Io,
+    irq::{self, IrqReturn},
+    pci,
+    prelude::*,
+    sync::{Arc, ArcBorrow},
+};
+
+use crate::stream::{DeviceHook, Stream};
+
+const EDU_VENDOR: u16 = 0x1234;
+const EDU_DEVICE: u16 = 0x11e8;
+/// PCI class of `edu` ("unclassified", subclass 0xff), the only such device in our VMs.
+const EDU_CLASS: u32 = 0x00ff00;
+const BAR_SIZE: usize = 0x100;
+const REG_IRQ_STATUS: usize = 0x24;
+const REG_IRQ_RAISE: usize = 0x60;
+const REG_IRQ_ACK: usize = 0x64;
+/// The status bit a period raises.
+const PERIOD_BIT: u32 = 1;
+
+/// The module's stream, for `probe` (which gets no other context). Set before the driver is
+/// registered; the module's `Arc` outlives the registration (field order in `PcmsigModule`).
+pub(crate) static STREAM: AtomicPtr<Stream> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The interrupt handler, which owns the BAR mapping.
+#[pin_data]
+pub(crate) struct EduIrq<'bound> {
+    bar: pci::Bar<'bound, BAR_SIZE>,
+    stream: Arc<Stream>,
+}
+
+impl irq::Handler for EduIrq<'_> {
+    fn handle(&self) -> IrqReturn {
+        let status = (&self.bar).read32(REG_IRQ_STATUS);
+        if status == 0 {
+            return IrqReturn::None;
+        }
+        (&self.bar).write32(status, REG_IRQ_ACK);
+        if status & PERIOD_BIT != 0 {
+            self.stream.device_interrupt();
+        }
+        IrqReturn::Handled
+    }
+}
+
+/// Raises the period interrupt; the stream's timer calls it through a [`DeviceHook`].
+///
+/// # Safety
+///
+/// `ctx` must point to the live `EduIrq` of a bound device (the hook is removed, under the
+/// stream's lock, before the device data is dropped).
+unsafe fn raise(ctx: *const ()) {
+    // SAFETY: Guaranteed by the caller; the lifetime is not used beyond this call.
+    let edu = unsafe { &*ctx.cast::<EduIrq<'static>>() };
+    (&edu.bar).write32(PERIOD_BIT, REG_IRQ_RAISE);
+}
+
+/// Data of a bound `edu` device. Fields drop in order: the IRQ registration (free_irq waits for
+/// a running handler, then the BAR is unmapped), then the vectors.
+#[pin_data]
+pub(crate) struct EduData<'bound> {
+    #[pin]
+    irq: irq::Registration<'bound, EduIrq<'bound>>,
+    vectors: KBox<pci::IrqVectorRegistration<'bound>>,
+    stream: Arc<Stream>,
+}
+
+/// The `edu` PCI driver.
+pub(crate) struct EduDriver;
+
+kernel::pci_device_table!(
+    EDU_TABLE,
+    <EduDriver as pci::Driver>::IdInfo,
+    [(pci::DeviceId::from_class(EDU_CLASS, 0xffffff), ())]
+);
+
+impl pci::Driver for EduDriver {
+    type IdInfo = ();
+    type Data<'bound> = EduData<'bound>;
+
+    const ID_TABLE: pci::IdTable<Self::IdInfo> = &EDU_TABLE;
+
+    fn probe<'bound>(
+        pdev: &'bound pci::Device<Core<'_>>,
+        _info: Option<&'bound Self::IdInfo>,
+    ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
+        ::pin_init::pin_init_scope(move || {
+            let config = pdev.config_space();
+            if config.read16(0) != EDU_VENDOR || config.read16(2) != EDU_DEVICE {
+                return Err(ENODEV);
+            }
+            let ptr = STREAM.load(Ordering::Acquire);
+            if ptr.is_null() {
+                return Err(ENODEV);
+            }
+            // SAFETY: `STREAM` points to the module's `Arc<Stream>` contents, alive for as long
+            // as this driver is registered; `ArcBorrow` + `into` takes a new reference.
+            let stream: Arc<Stream> = unsafe { ArcBorrow::from_raw(ptr) }.into();
+            pdev.enable_device_mem()?;
+            pdev.set_master();
+            let bar = pdev.iomap_region_sized::<BAR_SIZE>(0, c"pcmsig-edu")?;
+            let vectors = KBox::new(pdev.alloc_irq_vectors(1, 1, pci::IrqTypes::all())?, GFP_KERNEL)?;
+            // SAFETY: The registration lives in a box that never moves and is dropped after the
+            // IRQ registration that borrows it (field order of `EduData`), which is dropped when
+            // the device unbinds, i.e. within 'bound.
+            let vref: &'bound pci::IrqVectorRegistration<'bound> =
+                unsafe { &*core::ptr::from_ref::<pci::IrqVectorRegistration<'bound>>(&*vectors) };
+            let request: irq::IrqRequest<'bound> = vref.index(0)?.into();
+            let irq_stream = stream.clone();
+            let handler = try_pin_init!(EduIrq { bar, stream: irq_stream }? Error);
+            Ok(try_pin_init!(&this in EduData {
+                // SAFETY: `EduData` is dropped (and with it the registration) before the device
+                // goes away; it is never leaked.
+                irq <- unsafe { irq::Registration::new(request, irq::Flags::SHARED, c"pcmsig-edu", handler) },
+                vectors,
+                stream,
+                _: {
+                    // SAFETY: `this` points to the `EduData` being initialised; `irq` is
+                    // initialised, pinned, and outlives the hook (removed in `unbind`).
+                    let edu = unsafe { (*this.as_ptr()).irq.handler() };
+                    let hook = DeviceHook::new(core::ptr::from_ref(edu).cast(), raise);
+                    // SAFETY: as above: `edu` stays valid until `detach_device` in `unbind`.
+                    unsafe { (*this.as_ptr()).stream.attach_device(hook) };
+                },
+            }))
+        })
+    }
+
+    fn unbind<'bound>(_pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
+        this.stream.detach_device();
+    }
+}

@@ -1,0 +1,172 @@
+//! Guest tests of the hardware path: QEMU's `edu` device raising the period interrupts.
+//!
+//! In a VM without the device they are skipped; with `PCMSIG_EDU=1` (set by the harness for its
+//! `-device edu` configuration) a missing or unbound device is a failure.
+
+use std::time::Duration;
+
+use pcmsig::{uapi, EventKind as K, State, Trigger};
+
+use crate::common::*;
+use crate::harness::{diag, Context, Test, TestResult, SKIP};
+use crate::{ensure, ensure_eq};
+
+const DRIVER: &str = "/sys/bus/pci/drivers/pcmsig-edu";
+
+pub fn tests() -> Vec<Test> {
+    crate::tests![
+        edu_periods_come_from_device_interrupts,
+        edu_unbind_while_running_stops_and_rebind_restores,
+    ]
+}
+
+/// Whether this VM is the one with the device.
+pub fn edu_expected() -> bool {
+    std::env::var("PCMSIG_EDU").as_deref() == Ok("1")
+}
+
+/// The PCI address of the bound edu device, or the reason to skip.
+fn edu_address() -> Result<String, String> {
+    let bound = std::fs::read_dir(DRIVER).ok().and_then(|d| {
+        d.filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .find(|n| n.contains(':'))
+    });
+    match (bound, edu_expected()) {
+        (Some(a), _) => Ok(a),
+        (None, true) => Err(format!("PCMSIG_EDU=1 but no device is bound to {DRIVER}")),
+        (None, false) => Err(format!("{SKIP}no edu device in this VM")),
+    }
+}
+
+/// The source a period record is expected to carry in this VM.
+pub fn period_source() -> u16 {
+    if edu_address().is_ok() {
+        uapi::EventSource::Device as u16
+    } else {
+        uapi::EventSource::Timer as u16
+    }
+}
+
+/// Interrupts handled for pcmsig-edu so far (from /proc/interrupts, all CPUs).
+fn edu_interrupts() -> Result<u64, String> {
+    let text = std::fs::read_to_string("/proc/interrupts").ctx("/proc/interrupts")?;
+    let line = text
+        .lines()
+        .find(|l| l.ends_with("pcmsig-edu"))
+        .ok_or("no pcmsig-edu line in /proc/interrupts")?;
+    Ok(line
+        .split_whitespace()
+        .skip(1)
+        .map_while(|w| w.parse::<u64>().ok())
+        .sum())
+}
+
+fn edu_periods_come_from_device_interrupts() -> TestResult {
+    edu_address()?;
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    let before = edu_interrupts()?;
+    dev.configure(10_000, 5).ctx("configure")?;
+    dev.trigger(Trigger::Start).ctx("start")?;
+    let periods = [K::PeriodElapsed; 5];
+    let mut kinds = vec![K::Prepared, K::Started];
+    kinds.extend(periods);
+    kinds.push(K::Stopped);
+    expect_kinds(sig, &kinds)?;
+    let irqs = edu_interrupts()? - before;
+    let recs = dev.read_records(16).ctx("read")?;
+    let device_periods = recs
+        .iter()
+        .filter(|r| {
+            r.kind == K::PeriodElapsed as u16 && r.source == uapi::EventSource::Device as u16
+        })
+        .count();
+    ensure_eq!(device_periods, 5, "every period came from the device");
+    // One interrupt per period (interrupts could only coalesce if one came more than a 10 ms
+    // period late).
+    ensure_eq!(irqs, 5, "interrupts handled");
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(s.file.delivered, 8);
+    diag("5 periods from 5 device interrupts, all delivered");
+    Ok(())
+}
+
+fn write_sysfs(path: &str, value: &str) -> TestResult {
+    std::fs::write(path, value).ctx(&format!("writing {value} to {path}"))
+}
+
+fn edu_unbind_while_running_stops_and_rebind_restores() -> TestResult {
+    let addr = edu_address()?;
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    dev.configure(10_000, 0).ctx("configure")?;
+    dev.trigger(Trigger::Start).ctx("start")?;
+    expect_kinds(
+        sig,
+        &[K::Prepared, K::Started, K::PeriodElapsed, K::PeriodElapsed],
+    )?;
+    // Unbind while running: the stream stops, cleanly, with a Stopped event.
+    let unbound = write_sysfs(&format!("{DRIVER}/unbind"), &addr);
+    let after_unbind = (|| -> TestResult {
+        unbound?;
+        loop {
+            let info = recv(&[sig])?;
+            let (kind, _) = expect_event(&info, sig)?;
+            if kind == K::Stopped {
+                break;
+            }
+            ensure_eq!(kind, K::PeriodElapsed, "only periods before the stop");
+        }
+        ensure_eq!(
+            State::from_u32(dev.stats().ctx("stats")?.state),
+            Some(State::Stopped)
+        );
+        recv_none(&[sig])?;
+        // Without the device the stream runs on its timer, as before.
+        dev.configure(10_000, 2).ctx("configure")?;
+        dev.trigger(Trigger::Start)
+            .ctx("start without the device")?;
+        expect_kinds(
+            sig,
+            &[
+                K::Prepared,
+                K::Started,
+                K::PeriodElapsed,
+                K::PeriodElapsed,
+                K::Stopped,
+            ],
+        )?;
+        let _ = dev.read_records(256);
+        Ok(())
+    })();
+    // Rebind whatever happened, so later tests find the device.
+    write_sysfs(&format!("{DRIVER}/bind"), &addr)?;
+    after_unbind?;
+    std::thread::sleep(Duration::from_millis(10));
+    ensure!(edu_address().is_ok(), "the device did not bind again");
+    dev.configure(10_000, 2).ctx("configure")?;
+    dev.trigger(Trigger::Start).ctx("start after rebind")?;
+    expect_kinds(
+        sig,
+        &[
+            K::Prepared,
+            K::Started,
+            K::PeriodElapsed,
+            K::PeriodElapsed,
+            K::Stopped,
+        ],
+    )?;
+    let recs = dev.read_records(256).ctx("read")?;
+    let sources: Vec<u16> = recs
+        .iter()
+        .filter(|r| r.kind == K::PeriodElapsed as u16)
+        .map(|r| r.source)
+        .collect();
+    ensure_eq!(
+        sources,
+        vec![uapi::EventSource::Device as u16; 2],
+        "periods come from the device again"
+    );
+    Ok(())
+}
