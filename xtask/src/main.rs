@@ -13,6 +13,7 @@ mod junit;
 mod kernel;
 mod ktap;
 mod selftest;
+mod tidy;
 mod tools;
 mod vm;
 
