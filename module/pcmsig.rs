@@ -85,10 +85,11 @@ struct PcmsigModule {
 
 /// The text of `/sys/kernel/debug/pcmsig/stats`: one `name value` pair a line.
 fn stats_file(stream: &Arc<Stream>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let listeners = stream.listeners();
     let inner = stream.inner.lock();
     let t = &inner.totals;
     writeln!(f, "state {}", inner.state.name())?;
-    writeln!(f, "listeners {}", inner.listeners)?;
+    writeln!(f, "listeners {listeners}")?;
     writeln!(f, "events {}", inner.events)?;
     writeln!(f, "periods {}", inner.periods)?;
     writeln!(f, "fired {}", t.fired)?;
@@ -200,10 +201,6 @@ impl MiscDevice for PcmsigFile {
                 }
                 let listener = Listener::new_current(reg.signo)?;
                 let old = me.inner.lock().listener.replace(listener);
-                if old.is_none() {
-                    let mut inner = stream.inner.lock();
-                    inner.listeners = inner.listeners.saturating_add(1);
-                }
                 drop(old);
             }
             uapi::IOC_UNREGISTER => {
@@ -213,8 +210,6 @@ impl MiscDevice for PcmsigFile {
                     inner.last.replace(old.clone())
                 };
                 drop(old);
-                let mut inner = stream.inner.lock();
-                inner.listeners = inner.listeners.saturating_sub(1);
             }
             uapi::IOC_CONFIGURE => stream.configure(read_arg(arg)?)?,
             uapi::IOC_TRIGGER => {
@@ -232,6 +227,7 @@ impl MiscDevice for PcmsigFile {
                     (l, inner.read_overruns)
                 };
                 let mut stats = Stats {
+                    listeners: stream.listeners(),
                     read_overruns,
                     file: file.map(|l| l.stats()).unwrap_or_default(),
                     ..Stats::default()
@@ -239,7 +235,6 @@ impl MiscDevice for PcmsigFile {
                 {
                     let inner = stream.inner.lock();
                     stats.state = inner.state as u32;
-                    stats.listeners = inner.listeners;
                     stats.events = inner.events;
                     stats.periods = inner.periods;
                     stats.total = inner.totals;

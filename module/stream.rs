@@ -281,7 +281,6 @@ pub(crate) struct StreamInner {
     delivered_seq: u64,
     pending: Ring<Event, PENDING_CAP>,
     timer: Option<ArcHrTimerHandle<Stream>>,
-    pub(crate) listeners: u32,
     pub(crate) totals: ListenerStats,
     /// The bound device that produces period interrupts, if any.
     device: Option<DeviceHook>,
@@ -292,6 +291,20 @@ pub(crate) struct StreamInner {
 }
 
 impl StreamInner {
+    /// Accounts for `count` elapsed periods, the first stamped `first_stamp` and each next one a
+    /// period later, while the stream runs; returns `false` once it does not (any more).
+    fn elapse(&mut self, source: EventSource, first_stamp: u64, count: u64) -> bool {
+        let period_ns = u64::from(self.config.period_us).saturating_mul(1000);
+        let mut stamp = first_stamp;
+        for _ in 0..count {
+            if !matches!(self.state, State::Running | State::Draining) || !self.period(source, stamp) {
+                return false;
+            }
+            stamp = stamp.saturating_add(period_ns);
+        }
+        true
+    }
+
     /// Accounts for one elapsed period stamped `stamp`; returns `false` when the stream stops.
     fn period(&mut self, source: EventSource, stamp: u64) -> bool {
         if self.pending.len() >= PENDING_TIMER_LIMIT {
@@ -383,7 +396,6 @@ impl Stream {
                         delivered_seq: 0,
                         pending: Ring::new(),
                         timer: None,
-                        listeners: 0,
                         totals: ListenerStats::default(),
                         device: None,
                         owed: 0,
@@ -407,6 +419,14 @@ impl Stream {
         Ok(())
     }
 
+    /// Listeners registered now, over all open files. Takes the files mutex: process context,
+    /// never under `inner`.
+    pub(crate) fn listeners(&self) -> u32 {
+        let files = self.files.lock();
+        let n = files.iter().filter(|f| f.inner.lock().listener.is_some()).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
     /// Removes an open file. On the last close the stream stops, its timer is cancelled, pending
     /// work is flushed and it returns to `Setup`.
     pub(crate) fn detach(self: &Arc<Self>, file: &OpenFile) {
@@ -416,10 +436,6 @@ impl Stream {
             files.is_empty()
         };
         let had_listener = file.inner.lock().listener.take();
-        if had_listener.is_some() {
-            let mut inner = self.inner.lock();
-            inner.listeners = inner.listeners.saturating_sub(1);
-        }
         drop(had_listener);
         if last {
             self.stop_timer();
@@ -469,16 +485,8 @@ impl Stream {
         {
             let mut inner = self.inner.lock();
             let owed = core::mem::take(&mut inner.owed);
-            let period_ns = u64::from(inner.config.period_us).saturating_mul(1000);
-            let mut stamp = inner.owed_stamp;
-            for _ in 0..owed {
-                if !matches!(inner.state, State::Running | State::Draining)
-                    || !inner.period(EventSource::Device, stamp)
-                {
-                    break;
-                }
-                stamp = stamp.saturating_add(period_ns);
-            }
+            let first = inner.owed_stamp;
+            inner.elapse(EventSource::Device, first, owed);
         }
         Self::kick(self.clone());
     }
@@ -593,9 +601,12 @@ impl Stream {
     }
 
     fn start_timer(self: &Arc<Self>) {
-        let old = self.inner.lock().timer.take();
+        let (old, period_us) = {
+            let mut inner = self.inner.lock();
+            (inner.timer.take(), inner.config.period_us)
+        };
+        // Cancels a stale timer outside the lock its callback takes.
         drop(old);
-        let period_us = self.inner.lock().config.period_us;
         let handle = self.clone().start(Delta::from_micros(i64::from(period_us)));
         let old = self.inner.lock().timer.replace(handle);
         drop(old);
@@ -700,8 +711,7 @@ impl HrTimerCallback for Stream {
             // run: a late callback that accounts for several periods stamps each on its own.
             // Measured from one fixed origin, so stamps differ by exact multiples of the period.
             let since_origin = (this.timer.expires() - this.origin.0).as_nanos();
-            let mut stamp = this.origin.1.saturating_add(u64::try_from(since_origin).unwrap_or(0));
-            let period_ns = u64::from(inner.config.period_us).saturating_mul(1000);
+            let stamp = this.origin.1.saturating_add(u64::try_from(since_origin).unwrap_or(0));
             let elapsed = ctx.forward_now(period).clamp(1, MAX_OVERRUNS);
             if let Some(hook) = &inner.device {
                 // The device produces the periods: ask for them; its interrupt emits them.
@@ -713,12 +723,8 @@ impl HrTimerCallback for Stream {
                 inner.owed = inner.owed.saturating_add(elapsed);
                 return HrTimerRestart::Restart;
             }
-            for _ in 0..elapsed {
-                if !inner.period(EventSource::Timer, stamp) {
-                    restart = HrTimerRestart::NoRestart;
-                    break;
-                }
-                stamp = stamp.saturating_add(period_ns);
+            if !inner.elapse(EventSource::Timer, stamp, elapsed) {
+                restart = HrTimerRestart::NoRestart;
             }
         }
         Stream::kick(this.into());

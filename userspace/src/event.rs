@@ -52,6 +52,23 @@ impl Signal {
     }
 }
 
+/// The set of these signals.
+///
+/// ```
+/// use pcmsig::{sys::SignalSet, Signal};
+/// let set = SignalSet::from(&[Signal::USR1, Signal::rtmin(1)][..]);
+/// assert!(set.contains(libc::SIGUSR1) && set.contains(pcmsig::sys::sigrtmin() + 1));
+/// ```
+impl From<&[Signal]> for SignalSet {
+    fn from(signals: &[Signal]) -> Self {
+        let mut set = SignalSet::empty();
+        for s in signals {
+            set.add(s.number());
+        }
+        set
+    }
+}
+
 impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rtmin = sys::sigrtmin();

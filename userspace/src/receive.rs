@@ -38,7 +38,7 @@ pub struct WaitReceiver {
 impl WaitReceiver {
     /// Blocks `signals` in the calling thread.
     pub fn new(signals: &[Signal]) -> io::Result<Self> {
-        let set = SignalSet::of(&signals.iter().map(|s| s.number()).collect::<Vec<_>>());
+        let set = SignalSet::from(signals);
         set.block()?;
         Ok(WaitReceiver { set })
     }
@@ -71,7 +71,7 @@ pub struct FdReceiver {
 impl FdReceiver {
     /// Blocks `signals` in the calling thread and opens a signalfd for them.
     pub fn new(signals: &[Signal]) -> io::Result<Self> {
-        let set = SignalSet::of(&signals.iter().map(|s| s.number()).collect::<Vec<_>>());
+        let set = SignalSet::from(signals);
         set.block()?;
         let fd = SignalFd::with_flags(
             &set.to_nix(),
@@ -226,7 +226,7 @@ impl HandlerReceiver {
             old.push((s.number(), prev));
         }
         let rx = HandlerReceiver { rd, old };
-        SignalSet::of(&signals.iter().map(|s| s.number()).collect::<Vec<_>>()).unblock()?;
+        SignalSet::from(signals).unblock()?;
         Ok(rx)
     }
 

@@ -322,14 +322,9 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
         format!("pcmsig_flood={}", o.flood),
     ];
     let boot = vm::Boot {
-        mode: "bench",
         env,
-        timeout: Duration::from_secs(1200),
-        qemu_args: &[],
-        stream: false,
-        gdb: false,
         silence: Some(Duration::from_secs(120)),
-        out_dir: &out,
+        ..vm::Boot::new("bench", &out, Duration::from_secs(1200))
     };
     let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
     if let Some(p) = crate::ktap::kernel_problem(&run.console) {

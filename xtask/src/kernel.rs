@@ -186,19 +186,22 @@ pub fn dropped_options(fragment: &str, config: &str) -> Vec<String> {
         .collect()
 }
 
-fn make(src: &Path, build: &Path, tools: &Tools, args: &[&str], log: &Path) -> Result<()> {
+/// Opens the build log for appending and records the command about to run.
+fn open_log(log: &Path, what: &str) -> Result<std::fs::File> {
     let mut logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
-    writeln!(logf, "\n$ make {}", args.join(" "))?;
-    let status = Command::new("make")
-        .arg("-C")
-        .arg(src)
+    writeln!(logf, "\n$ make {what}")?;
+    Ok(logf)
+}
+
+fn make(src: &Path, build: &Path, tools: &Tools, args: &[&str], log: &Path) -> Result<()> {
+    let logf = open_log(log, &args.join(" "))?;
+    let status = tools
+        .kbuild(src)
         .arg(format!("O={}", build.display()))
-        .args(tools.make_vars())
         .args(args)
-        .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib")
         .stdout(logf.try_clone()?)
         .stderr(logf)
         .status()
@@ -228,18 +231,11 @@ fn make_with_progress(
     jobs: usize,
     log: &Path,
 ) -> Result<()> {
-    let mut logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    writeln!(logf, "\n$ make -j{jobs}")?;
-    let mut child = Command::new("make")
-        .arg("-C")
-        .arg(src)
+    let mut logf = open_log(log, &format!("-j{jobs}"))?;
+    let mut child = tools
+        .kbuild(src)
         .arg(format!("O={}", build.display()))
-        .args(tools.make_vars())
         .arg(format!("-j{jobs}"))
-        .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

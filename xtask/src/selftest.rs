@@ -36,14 +36,8 @@ pub fn run(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
     for (name, mode, timeout, silence) in cases {
         let dir = out.join(name);
         let boot = vm::Boot {
-            mode,
-            env: Vec::new(),
-            timeout: Duration::from_secs(timeout),
-            qemu_args: &[],
-            stream: false,
-            gdb: false,
             silence: silence.map(Duration::from_secs),
-            out_dir: &dir,
+            ..vm::Boot::new(mode, &dir, Duration::from_secs(timeout))
         };
         let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
         let report = ktap::parse(&run.console);
@@ -136,16 +130,7 @@ fn exec(b: &Built) -> Result<String> {
             (script, "/pcmsig-exec".to_string()),
         ];
         let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
-        let boot = vm::Boot {
-            mode: "exec",
-            env: Vec::new(),
-            timeout: Duration::from_secs(60),
-            qemu_args: &[],
-            stream: false,
-            gdb: false,
-            silence: None,
-            out_dir: &out,
-        };
+        let boot = vm::Boot::new("exec", &out, Duration::from_secs(60));
         let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
         let code = vm::guest_exit(&run.console);
         if code != Some(want_code) || !run.console.contains(want_text) {

@@ -225,14 +225,18 @@ pub fn ensure() -> Result<Tools> {
 }
 
 impl Tools {
-    /// Variables every kernel and module `make` needs.
-    pub fn make_vars(&self) -> Vec<String> {
-        vec![
-            format!("LLVM={}", self.llvm_suffix),
-            format!("RUSTC={}", self.rustc.display()),
-            format!("RUSTDOC={}", self.rustdoc.display()),
-            format!("BINDGEN={}", self.bindgen.display()),
-        ]
+    /// `make -C dir` with the variables and environment every kernel and module build needs:
+    /// LLVM, the kernel's own rustc/rustdoc (never rustup's), bindgen and its libclang.
+    pub fn kbuild(&self, dir: &Path) -> Command {
+        let mut make = Command::new("make");
+        make.arg("-C")
+            .arg(dir)
+            .arg(format!("LLVM={}", self.llvm_suffix))
+            .arg(format!("RUSTC={}", self.rustc.display()))
+            .arg(format!("RUSTDOC={}", self.rustdoc.display()))
+            .arg(format!("BINDGEN={}", self.bindgen.display()))
+            .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib");
+        make
     }
 
     pub fn print(&self) {

@@ -36,12 +36,8 @@ pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<Path
         return Ok(ko);
     }
     let _ = std::fs::remove_file(&stamp_path);
-    let mut make = Command::new("make");
-    make.arg("-C")
-        .arg(&kernel.build_dir)
-        .arg(format!("M={}", module_dir.display()))
-        .args(tools.make_vars())
-        .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib");
+    let mut make = tools.kbuild(&kernel.build_dir);
+    make.arg(format!("M={}", module_dir.display()));
     if clippy {
         let driver = tools.clippy_driver.as_ref().context(
             "the CLIPPY=1 build needs /usr/bin/clippy-driver (package: rust-web-clippy)",
@@ -118,12 +114,7 @@ pub fn modinfo(ko: &[u8], key: &str) -> Option<String> {
 pub fn build_guest(sh: &Shell) -> Result<PathBuf> {
     let root = project_root();
     let _dir = sh.push_dir(&root);
-    let mut args = vec!["--bin".to_string()];
-    args.push(GUEST_BINS[0].into());
-    for b in &GUEST_BINS[1..] {
-        args.push("--bin".into());
-        args.push((*b).into());
-    }
+    let args = GUEST_BINS.iter().flat_map(|b| ["--bin", b]);
     cmd!(
         sh,
         "cargo build --quiet --release --target {GUEST_TARGET} -p pcmsig {args...}"
@@ -191,6 +182,23 @@ pub struct Boot<'a> {
     /// Kill the VM when the guest prints nothing for this long (hang detection).
     pub silence: Option<Duration>,
     pub out_dir: &'a Path,
+}
+
+impl<'a> Boot<'a> {
+    /// A headless boot in `mode` with no extra environment or QEMU arguments, no streaming, no
+    /// debugger and no silence limit.
+    pub fn new(mode: &'a str, out_dir: &'a Path, timeout: Duration) -> Self {
+        Boot {
+            mode,
+            env: Vec::new(),
+            timeout,
+            qemu_args: &[],
+            stream: false,
+            gdb: false,
+            silence: None,
+            out_dir,
+        }
+    }
 }
 
 /// What a boot produced.
@@ -560,16 +568,7 @@ mod tests {
             std::fs::set_permissions(&tools.qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let kernel = fake_kernel(&dir, "7.3.4");
-        let b = Boot {
-            mode: "test",
-            env: Vec::new(),
-            timeout: Duration::from_secs(20),
-            qemu_args: &[],
-            stream: false,
-            gdb: false,
-            silence: None,
-            out_dir: &dir,
-        };
+        let b = Boot::new("test", &dir, Duration::from_secs(20));
         boot(&tools, &kernel, &dir.join("initrd"), &b)
     }
 

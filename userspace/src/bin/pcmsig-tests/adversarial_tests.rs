@@ -26,13 +26,7 @@ fn ioctls_with_wrong_sizes_are_unknown() -> TestResult {
     let dev = Device::open().ctx("open")?;
     let mut buf = [0u8; 4096];
     let arg = buf.as_mut_ptr() as usize;
-    for (name, req) in [
-        ("register", uapi::IOC_REGISTER),
-        ("configure", uapi::IOC_CONFIGURE),
-        ("trigger", uapi::IOC_TRIGGER),
-        ("inject", uapi::IOC_INJECT),
-        ("stats", uapi::IOC_GET_STATS),
-    ] {
+    for (name, req) in POINTER_IOCTLS {
         let size = (req >> 16) & 0x3fff;
         for wrong in [0, 1, size - 1, size + 1, size * 2, 0x3fff] {
             let bad = (req & !(0x3fff << 16)) | ((wrong & 0x3fff) << 16);

@@ -21,7 +21,7 @@ pub fn listen(sig: Signal) -> Result<Device, String> {
 
 /// Waits for the next of `sigs` (they must be blocked).
 pub fn recv(sigs: &[Signal]) -> Result<SigInfo, String> {
-    let set = SignalSet::of(&sigs.iter().map(|s| s.number()).collect::<Vec<_>>());
+    let set = SignalSet::from(sigs);
     sys::sigtimedwait(&set, WAIT)
         .ctx("sigtimedwait")?
         .ok_or_else(|| format!("no signal within {WAIT:?}"))
@@ -29,7 +29,7 @@ pub fn recv(sigs: &[Signal]) -> Result<SigInfo, String> {
 
 /// Asserts that none of `sigs` arrives within a short while.
 pub fn recv_none(sigs: &[Signal]) -> Result<(), String> {
-    let set = SignalSet::of(&sigs.iter().map(|s| s.number()).collect::<Vec<_>>());
+    let set = SignalSet::from(sigs);
     match sys::sigtimedwait(&set, QUIET).ctx("sigtimedwait")? {
         None => Ok(()),
         Some(i) => Err(format!(
@@ -38,6 +38,24 @@ pub fn recv_none(sigs: &[Signal]) -> Result<(), String> {
         )),
     }
 }
+
+/// The events of a stream configured for `periods` periods and started: Prepared, Started, the
+/// periods, Stopped.
+pub fn finite_run(periods: usize) -> Vec<EventKind> {
+    let mut kinds = vec![EventKind::Prepared, EventKind::Started];
+    kinds.extend(std::iter::repeat_n(EventKind::PeriodElapsed, periods));
+    kinds.push(EventKind::Stopped);
+    kinds
+}
+
+/// Every ioctl that takes a pointer argument, by name.
+pub const POINTER_IOCTLS: [(&str, u32); 5] = [
+    ("register", uapi::IOC_REGISTER),
+    ("configure", uapi::IOC_CONFIGURE),
+    ("trigger", uapi::IOC_TRIGGER),
+    ("inject", uapi::IOC_INJECT),
+    ("stats", uapi::IOC_GET_STATS),
+];
 
 /// Decodes a pcmsig payload, checking the signal and `SI_QUEUE`.
 pub fn expect_event(info: &SigInfo, sig: Signal) -> Result<(EventKind, u32), String> {
