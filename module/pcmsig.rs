@@ -174,15 +174,28 @@ impl MiscDevice for PcmsigFile {
         let flags = unsafe { core::ptr::addr_of!((*(*kiocb.as_raw()).ki_filp).f_flags).read_volatile() };
         let nonblock = flags & bindings::O_NONBLOCK != 0;
         let me = kiocb.file();
-        let mut records = [EventRecord::default(); 16];
-        let n = want.min(records.len());
-        let got = me.take_records(&mut records[..n], nonblock)?;
+        // Fill the buffer with what is buffered, 16 records at a time (a small stack array);
+        // only the first batch may wait.
         let mut copied = 0;
-        for r in records.iter().take(got) {
-            let done = iov.copy_to_iter(r.as_bytes());
-            copied += done;
-            if done != REC {
-                return if copied == 0 { Err(EFAULT) } else { Ok(copied) };
+        let mut first = true;
+        while copied / REC < want {
+            let mut records = [EventRecord::default(); 16];
+            let n = (want - copied / REC).min(records.len());
+            let got = match me.take_records(&mut records[..n], nonblock || !first) {
+                Ok(got) => got,
+                Err(e) if first => return Err(e),
+                Err(_) => break,
+            };
+            first = false;
+            for r in records.iter().take(got) {
+                let done = iov.copy_to_iter(r.as_bytes());
+                copied += done;
+                if done != REC {
+                    return if copied == 0 { Err(EFAULT) } else { Ok(copied) };
+                }
+            }
+            if got < n {
+                break;
             }
         }
         Ok(copied)
