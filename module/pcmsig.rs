@@ -53,6 +53,8 @@ use uapi::{EventKind, EventRecord, Stats, Trigger};
 unsafe impl FromBytes for uapi::Register {}
 // SAFETY: `Config` is `repr(C)` with two `u32`s: no padding, every bit pattern valid.
 unsafe impl FromBytes for uapi::Config {}
+// SAFETY: `Burst` is `repr(C)` with two `u32`s: no padding, every bit pattern valid.
+unsafe impl FromBytes for uapi::Burst {}
 // SAFETY: `ListenerStats` is `repr(C)` with only `u64`s: no padding.
 unsafe impl AsBytes for uapi::ListenerStats {}
 // SAFETY: `Stats` is `repr(C)`: two `u32`s then `u64`s and `ListenerStats`: no padding.
@@ -231,7 +233,11 @@ impl MiscDevice for PcmsigFile {
             }
             uapi::IOC_INJECT => {
                 let kind: u32 = read_arg(arg)?;
-                stream.inject(EventKind::from_u32(kind).ok_or(EINVAL)?)?;
+                stream.inject(EventKind::from_u32(kind).ok_or(EINVAL)?, 1)?;
+            }
+            uapi::IOC_INJECT_BURST => {
+                let burst: uapi::Burst = read_arg(arg)?;
+                stream.inject(EventKind::from_u32(burst.kind).ok_or(EINVAL)?, burst.count)?;
             }
             uapi::IOC_GET_STATS => {
                 let (file, read_overruns) = {

@@ -524,11 +524,25 @@ impl Stream {
         }
     }
 
-    /// Emits one event of `kind` from an ioctl, without changing the state, and waits for its
-    /// delivery.
-    pub(crate) fn inject(self: &Arc<Self>, kind: EventKind) -> Result {
-        let seq = self.inner.lock().emit(kind, EventSource::Ioctl)?;
-        self.wait_delivered(seq);
+    /// Emits `count` events of `kind` from an ioctl, without changing the state, and waits for
+    /// their delivery. All or nothing: `EAGAIN` and no event when the pending queue lacks room.
+    pub(crate) fn inject(self: &Arc<Self>, kind: EventKind, count: u32) -> Result {
+        if count == 0 || count > uapi::BURST_MAX {
+            return Err(EINVAL);
+        }
+        let last = {
+            let mut inner = self.inner.lock();
+            let room = PENDING_CAP.saturating_sub(inner.pending.len());
+            if usize::try_from(count).map_or(true, |c| c > room) {
+                return Err(EAGAIN);
+            }
+            let mut last = 0;
+            for _ in 0..count {
+                last = inner.emit(kind, EventSource::Ioctl)?;
+            }
+            last
+        };
+        self.wait_delivered(last);
         Ok(())
     }
 
@@ -680,11 +694,12 @@ impl Stream {
                     false
                 }
             };
-            self.delivered.notify_all();
             if xrun {
                 self.stop_timer();
             }
         }
+        // Once per batch: a waiting ioctl wakes when the whole batch has been offered.
+        self.delivered.notify_all();
     }
 }
 

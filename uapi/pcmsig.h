@@ -27,6 +27,11 @@ struct pcmsig_config {
 	__u32 periods;
 };
 
+struct pcmsig_burst {
+	__u32 kind;
+	__u32 count;
+};
+
 struct pcmsig_listener_stats {
 	__u64 fired;
 	__u64 delivered;
@@ -59,6 +64,7 @@ struct pcmsig_event_record {
 #define PCMSIG_IOC_TRIGGER _IOW(PCMSIG_IOC_MAGIC, 0x04, __u32)
 #define PCMSIG_IOC_INJECT _IOW(PCMSIG_IOC_MAGIC, 0x05, __u32)
 #define PCMSIG_IOC_GET_STATS _IOR(PCMSIG_IOC_MAGIC, 0x06, struct pcmsig_stats)
+#define PCMSIG_IOC_INJECT_BURST _IOW(PCMSIG_IOC_MAGIC, 0x07, struct pcmsig_burst)
 
 enum pcmsig_state {
 	PCMSIG_STATE_SETUP = 0,
@@ -98,6 +104,7 @@ enum pcmsig_event_source {
 
 #define PCMSIG_PERIOD_US_MIN 100
 #define PCMSIG_PERIOD_US_MAX 10000000
+#define PCMSIG_BURST_MAX 64
 #define PCMSIG_SIGRT_MIN 32 /* the kernel's, not glibc's SIGRTMIN */
 #define PCMSIG_SIGRT_MAX 64
 #define PCMSIG_SI_CODE (-1) /* SI_QUEUE */

@@ -45,6 +45,16 @@ pub struct Config {
     pub periods: u32,
 }
 
+/// Argument of [`IOC_INJECT_BURST`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Burst {
+    /// [`EventKind`] as its number.
+    pub kind: u32,
+    /// How many events, 1..=[`BURST_MAX`].
+    pub count: u32,
+}
+
 /// Delivery counters of one listener (or summed over listeners).
 ///
 /// Invariant: `fired == delivered + dropped_queue_full + dropped_exited + dropped_execd + dropped_perm`.
@@ -122,6 +132,13 @@ pub const IOC_TRIGGER: u32 = ioc(IOC_WRITE, 0x04, core::mem::size_of::<u32>());
 pub const IOC_INJECT: u32 = ioc(IOC_WRITE, 0x05, core::mem::size_of::<u32>());
 /// Read the [`Stats`].
 pub const IOC_GET_STATS: u32 = ioc(IOC_READ, 0x06, core::mem::size_of::<Stats>());
+/// Emit a [`Burst`]: `count` events of one kind back to back, with consecutive sequence numbers,
+/// without changing the stream state. All or nothing: `-EAGAIN` and no event when the stream's
+/// queue has no room for all of them. Returns once every one has been offered to every listener.
+pub const IOC_INJECT_BURST: u32 = ioc(IOC_WRITE, 0x07, core::mem::size_of::<Burst>());
+
+/// Most events one [`IOC_INJECT_BURST`] emits.
+pub const BURST_MAX: u32 = 64;
 
 const _: () = assert!(core::mem::size_of::<Stats>() < (1 << 14));
 const _: () = assert!(core::mem::size_of::<EventRecord>() == 16);

@@ -20,6 +20,7 @@ mod raw {
     nix::ioctl_write_ptr_bad!(ioc_configure, uapi::IOC_CONFIGURE, uapi::Config);
     nix::ioctl_write_ptr_bad!(ioc_trigger, uapi::IOC_TRIGGER, u32);
     nix::ioctl_write_ptr_bad!(ioc_inject, uapi::IOC_INJECT, u32);
+    nix::ioctl_write_ptr_bad!(ioc_inject_burst, uapi::IOC_INJECT_BURST, uapi::Burst);
     nix::ioctl_read_bad!(ioc_get_stats, uapi::IOC_GET_STATS, uapi::Stats);
 }
 use raw::*;
@@ -120,6 +121,22 @@ impl Device {
     pub fn inject_raw(&self, kind: u32) -> Result<()> {
         // SAFETY: `kind` is a valid u32 for the duration of the call.
         unsafe { ioc_inject(self.fd(), &kind) }.map_err(|e| Error::ioctl("inject", e))?;
+        Ok(())
+    }
+
+    /// Emits `count` (1..=[`uapi::BURST_MAX`]) events of `kind` back to back, with consecutive
+    /// sequence numbers; returns once all have been offered to every listener. `EAGAIN` (and no
+    /// event) when the stream's queue has no room for all of them.
+    pub fn inject_burst(&self, kind: EventKind, count: u32) -> Result<()> {
+        self.inject_burst_raw(kind as u32, count)
+    }
+
+    /// [`Device::inject_burst`] with a raw event kind number.
+    pub fn inject_burst_raw(&self, kind: u32, count: u32) -> Result<()> {
+        let burst = uapi::Burst { kind, count };
+        // SAFETY: `burst` is a valid `Burst` for the duration of the call.
+        unsafe { ioc_inject_burst(self.fd(), &burst) }
+            .map_err(|e| Error::ioctl("inject burst", e))?;
         Ok(())
     }
 

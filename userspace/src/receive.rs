@@ -100,6 +100,37 @@ impl FdReceiver {
         }
     }
 
+    /// Appends every pending signal, up to `max`, to `out` with one `read(2)` of the signalfd;
+    /// returns how many (0: none pending).
+    pub fn try_recv_many(&self, out: &mut Vec<SigInfo>, max: usize) -> io::Result<usize> {
+        const BATCH: usize = 64;
+        // SAFETY: `signalfd_siginfo` is plain integers; all-zero is valid.
+        let mut buf: [libc::signalfd_siginfo; BATCH] = unsafe { std::mem::zeroed() };
+        let want = max.min(BATCH);
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        loop {
+            // SAFETY: `buf` holds `BATCH >= want` records of `size` bytes.
+            let n =
+                unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), want * size) };
+            if n >= 0 {
+                let got = n as usize / size;
+                out.extend(buf.iter().take(got).map(|s| SigInfo {
+                    signo: s.ssi_signo as i32,
+                    code: s.ssi_code,
+                    value: s.ssi_int,
+                    pid: s.ssi_pid as i32,
+                }));
+                return Ok(got);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return Ok(0),
+                _ => return Err(e),
+            }
+        }
+    }
+
     /// Polls for at most `timeout`, then reads one signal.
     pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<SigInfo>> {
         if let Some(s) = self.try_recv()? {

@@ -220,6 +220,7 @@ pub struct Opts {
     pub events: u32,
     pub flood: u32,
     pub cold: bool,
+    pub peers: bool,
 }
 
 pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
@@ -310,6 +311,9 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
         spread(&rebuild),
         "s",
     ));
+    if o.peers {
+        harness.extend(crate::peers::measure(&b.tools, o.runs.min(5))?);
+    }
     // Delivery, in the guest.
     println!(
         "xtask: bench: delivery paths in the guest ({} runs)",

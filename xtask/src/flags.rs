@@ -81,10 +81,14 @@ xflags::xflags! {
             optional --runs n: usize
             /// Timer periods per latency run (default 500).
             optional --events n: u32
-            /// Events per throughput run (default 20000).
+            /// Events per throughput run (default 100000).
             optional --flood n: u32
             /// Also time a cold kernel build into an empty cache (about 8 minutes).
             optional --cold
+            /// Also time virtme-ng and vmtest booting a kernel and running `true`, beside
+            /// `cargo xtask exec -- true` (installs them with ci/install-peers.sh and builds a
+            /// kernel with vm/peers.config, about 8 minutes the first time).
+            optional --peers
         }
         /// Regenerate the C header `uapi/pcmsig.h` from the Rust UAPI (or check it with --check).
         cmd header {

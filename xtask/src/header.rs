@@ -18,6 +18,7 @@ pub const STRUCTS: &[(&str, &[(&str, &str)])] = &[
         "pcmsig_config",
         &[("__u32", "period_us"), ("__u32", "periods")],
     ),
+    ("pcmsig_burst", &[("__u32", "kind"), ("__u32", "count")]),
     (
         "pcmsig_listener_stats",
         &[
@@ -78,6 +79,13 @@ pub fn ioctls() -> Vec<(&'static str, &'static str, u32, &'static str, u32)> {
             0x06,
             "struct pcmsig_stats",
             u::IOC_GET_STATS,
+        ),
+        (
+            "PCMSIG_IOC_INJECT_BURST",
+            "_IOW",
+            0x07,
+            "struct pcmsig_burst",
+            u::IOC_INJECT_BURST,
         ),
     ]
 }
@@ -173,6 +181,7 @@ pub fn generate() -> String {
     let _ = writeln!(w, "}};\n");
     let _ = writeln!(w, "#define PCMSIG_PERIOD_US_MIN {}", u::PERIOD_US_MIN);
     let _ = writeln!(w, "#define PCMSIG_PERIOD_US_MAX {}", u::PERIOD_US_MAX);
+    let _ = writeln!(w, "#define PCMSIG_BURST_MAX {}", u::BURST_MAX);
     let _ = writeln!(
         w,
         "#define PCMSIG_SIGRT_MIN {} /* the kernel's, not glibc's SIGRTMIN */",
@@ -249,6 +258,12 @@ mod tests {
             size_of::<u::ListenerStats>(),
         );
         put("sizeof(struct pcmsig_stats)", size_of::<u::Stats>());
+        put("sizeof(struct pcmsig_burst)", size_of::<u::Burst>());
+        put(
+            "offsetof(struct pcmsig_burst, count)",
+            offset_of!(u::Burst, count),
+        );
+        put("PCMSIG_BURST_MAX", u::BURST_MAX as usize);
         put(
             "sizeof(struct pcmsig_event_record)",
             size_of::<u::EventRecord>(),

@@ -303,13 +303,14 @@ fn make_with_progress(
 
 /// Finds, configures and builds the kernel (or reuses the cached build).
 ///
-/// With `debug`, a second kernel in its own cache directory: `vm/kernel.config` plus
-/// `vm/debug.config` (KASAN, lockdep, kmemleak, ...).
+/// With a `flavour`, another kernel in its own cache directory: `vm/kernel.config` plus
+/// `vm/<flavour>.config` (`debug`: KASAN, lockdep, kmemleak, ...; `peers`: the virtio and 9p
+/// options other VM test tools need, for `cargo xtask bench --peers`).
 pub fn ensure(
     tools: &Tools,
     kernel_src: Option<&Path>,
     quiet: bool,
-    debug: bool,
+    flavour: Option<&str>,
 ) -> Result<Kernel> {
     let src_arg = match kernel_src {
         Some(p) => p.to_path_buf(),
@@ -321,8 +322,8 @@ pub fn ensure(
         eprintln!("xtask: warning: kernel {version} is not a 7.3.x; the module targets 7.3");
     }
     let mut fragment_paths = vec![project_root().join("vm/kernel.config")];
-    if debug {
-        fragment_paths.push(project_root().join("vm/debug.config"));
+    if let Some(f) = flavour {
+        fragment_paths.push(project_root().join(format!("vm/{f}.config")));
     }
     let mut fragment = String::new();
     for p in &fragment_paths {
@@ -346,10 +347,10 @@ pub fn ensure(
         tools.clang_version.as_bytes(),
         tools.bindgen_version.as_bytes(),
     ]);
-    let flavour = if debug { "-debug" } else { "" };
+    let suffix = flavour.map(|f| format!("-{f}")).unwrap_or_default();
     let build = cache_dir()
         .join("kernel")
-        .join(format!("{version}-{key:016x}{flavour}"));
+        .join(format!("{version}-{key:016x}{suffix}"));
     let bzimage = build.join("arch/x86/boot/bzImage");
     let stamp_path = build.join(".pcmsig-stamp");
     let stamp = format!("{:016x}", fnv64(&[fragment.as_bytes(), &key.to_le_bytes()]));

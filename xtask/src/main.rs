@@ -12,6 +12,7 @@ mod initramfs;
 mod junit;
 mod kernel;
 mod ktap;
+mod peers;
 mod selftest;
 mod tidy;
 mod tools;
@@ -57,8 +58,9 @@ fn try_main() -> Result<i32> {
             &bench::Opts {
                 runs: f.runs.unwrap_or(5).max(1),
                 events: f.events.unwrap_or(500).max(1),
-                flood: f.flood.unwrap_or(20_000).max(1),
+                flood: f.flood.unwrap_or(100_000).max(1),
                 cold: f.cold,
+                peers: f.peers,
             },
         )
         .map(|()| 0),
@@ -87,7 +89,7 @@ pub fn build_all(
     if !quiet {
         tools.print();
     }
-    let kernel = kernel::ensure(&tools, kernel_src, quiet, debug)?;
+    let kernel = kernel::ensure(&tools, kernel_src, quiet, debug.then_some("debug"))?;
     times.push((
         if kernel.built {
             "kernel (built)"

@@ -49,11 +49,12 @@ pub fn finite_run(periods: usize) -> Vec<EventKind> {
 }
 
 /// Every ioctl that takes a pointer argument, by name.
-pub const POINTER_IOCTLS: [(&str, u32); 5] = [
+pub const POINTER_IOCTLS: [(&str, u32); 6] = [
     ("register", uapi::IOC_REGISTER),
     ("configure", uapi::IOC_CONFIGURE),
     ("trigger", uapi::IOC_TRIGGER),
     ("inject", uapi::IOC_INJECT),
+    ("inject burst", uapi::IOC_INJECT_BURST),
     ("stats", uapi::IOC_GET_STATS),
 ];
 

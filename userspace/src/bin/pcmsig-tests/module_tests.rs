@@ -12,6 +12,7 @@ use crate::{ensure, ensure_eq};
 pub fn tests() -> Vec<Test> {
     crate::tests![
         inject_delivers_exact_payloads_in_sequence,
+        inject_burst_delivers_every_event_in_order,
         timer_periods_are_numbered_and_stop_after_n,
         triggers_follow_the_state_machine,
         wrong_state_triggers_fail_with_ebadfd,
@@ -60,6 +61,35 @@ fn inject_delivers_exact_payloads_in_sequence() -> TestResult {
     ensure_eq!(s.file.dropped(), 0);
     check_invariant(&s)?;
     diag(&format!("5 events, seq {first}..{}", first + 4));
+    Ok(())
+}
+
+fn inject_burst_delivers_every_event_in_order() -> TestResult {
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    dev.inject_burst(K::PeriodElapsed, uapi::BURST_MAX)
+        .ctx("inject burst")?;
+    dev.inject_burst(K::Xrun, 1).ctx("inject burst of one")?;
+    let mut kinds = vec![K::PeriodElapsed; uapi::BURST_MAX as usize];
+    kinds.push(K::Xrun);
+    let first = expect_kinds(sig, &kinds)?;
+    recv_none(&[sig])?;
+    let s = dev.stats().ctx("stats")?;
+    let n = u64::from(uapi::BURST_MAX) + 1;
+    ensure_eq!(s.file.fired, n);
+    ensure_eq!(s.file.delivered, n);
+    check_invariant(&s)?;
+    let recs = dev.read_records(100).ctx("read")?;
+    ensure_eq!(recs.len() as u64, n, "read() records of the bursts");
+    ensure!(
+        recs.windows(2).all(|w| w[1].seq == w[0].seq.wrapping_add(1)
+            && w[1].timestamp_ns >= w[0].timestamp_ns),
+        "records not consecutive and in time order"
+    );
+    diag(&format!(
+        "{n} events, seq {first}..{}",
+        first + n as u32 - 1
+    ));
     Ok(())
 }
 
@@ -222,6 +252,19 @@ fn ioctl_arguments_are_checked() -> TestResult {
             dev.inject_raw(kind),
             libc::EINVAL,
             &format!("inject kind {kind}"),
+        )?;
+    }
+    for (kind, count) in [
+        (K::PeriodElapsed as u32, 0),
+        (K::PeriodElapsed as u32, uapi::BURST_MAX + 1),
+        (K::PeriodElapsed as u32, u32::MAX),
+        (0, 1),
+        (u32::MAX, 1),
+    ] {
+        expect_errno(
+            dev.inject_burst_raw(kind, count),
+            libc::EINVAL,
+            &format!("inject burst of {count} kind {kind}"),
         )?;
     }
     let raw = |req: u32, arg: usize| -> Result<i32, i32> {

@@ -1,0 +1,118 @@
+//! `cargo xtask bench --peers`: the peers measured beside our harness, on this machine, in the
+//! same run. The job is the smallest one every tool does: boot a kernel under QEMU (TCG) and run
+//! `true` in the guest, end to end, as a user would type it.
+//!
+//! - pcmsig: `cargo xtask exec -- true` (our kernel, module and initramfs, no-change).
+//! - virtme-ng: `vng --run <bzImage> --disable-kvm --exec true`.
+//! - vmtest: `vmtest --kernel <bzImage> true`.
+//!
+//! virtme-ng and vmtest boot the same kernel as ours plus `vm/peers.config` (virtio, 9p: they
+//! share the host's root file system with the guest). vmtest turns KVM on whenever `/dev/kvm`
+//! exists, and KVM hangs on this kind of machine, so it runs in a private mount namespace whose
+//! `/dev` has no `kvm` node. `ci/install-peers.sh` installs both at pinned versions.
+
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::bench::{spread, Spread};
+use crate::{kernel, project_root, tools};
+
+/// Runs `cmd` once; its wall time in seconds. Fails with its output when it fails.
+fn time_one(what: &str, cmd: &mut Command) -> Result<f64> {
+    let t = Instant::now();
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {what}: {cmd:?}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(secs)
+}
+
+/// A shell script that hides `/dev/kvm` from the command it then runs (in its own mount
+/// namespace: the host's `/dev` is untouched).
+const WITHOUT_KVM: &str = r#"set -e
+d=$(mktemp -d)
+mount -t tmpfs -o mode=755 pcmsig-dev "$d"
+cp -a /dev/. "$d"/ 2>/dev/null || true
+rm -f "$d/kvm"
+for m in pts shm mqueue; do
+    if mountpoint -q "/dev/$m"; then mount --bind "/dev/$m" "$d/$m"; fi
+done
+mount --move "$d" /dev
+exec "$@"
+"#;
+
+/// Boot-and-run-`true` times for our harness and each peer, `runs` times each, interleaved so
+/// that a slow spell of the machine hits every tool alike.
+pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread, &'static str)>> {
+    let script = project_root().join("ci/install-peers.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", script.display());
+    }
+    let kernel = kernel::ensure(tools, None, false, Some("peers"))?;
+    let cache = tools::cache_dir().join("tools");
+    let image = kernel.bzimage.display().to_string();
+    let vng = |c: &mut Command| {
+        c.arg(cache.join("virtme-ng/bin/vng"))
+            .env("PYTHONPATH", cache.join("virtme-ng"))
+            .args(["--run", &image, "--disable-kvm", "--skip-modules"])
+            .args(["--memory", "512M", "--cpus", "2", "--exec", "true"]);
+    };
+    let vmtest = |c: &mut Command| {
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            WITHOUT_KVM,
+            "sh",
+        ])
+        .arg(cache.join("bin/vmtest"))
+        .args(["--kernel", &image, "true"]);
+    };
+    let ours = |c: &mut Command| {
+        c.args(["xtask", "exec", "--", "true"])
+            .current_dir(project_root());
+    };
+    type Setup<'a> = (&'static str, &'static str, &'a dyn Fn(&mut Command));
+    let tools: [Setup; 3] = [
+        ("pcmsig: `cargo xtask exec -- true`", "cargo", &ours),
+        (
+            "virtme-ng 1.42: `vng --run --disable-kvm --exec true`",
+            "python3",
+            &vng,
+        ),
+        (
+            "vmtest 0.18.0: `vmtest --kernel bzImage true`",
+            "unshare",
+            &vmtest,
+        ),
+    ];
+    let mut times = vec![Vec::new(); tools.len()];
+    for run in 1..=runs {
+        for ((name, program, setup), t) in tools.iter().zip(times.iter_mut()) {
+            println!("xtask: bench: peers {run}/{runs}: {name}");
+            let mut c = Command::new(program);
+            setup(&mut c);
+            t.push(time_one(name, &mut c)?);
+        }
+    }
+    Ok(tools
+        .iter()
+        .zip(&times)
+        .map(|((name, _, _), t)| (format!("boot and run `true`, {name}"), spread(t), "s"))
+        .collect())
+}
