@@ -23,7 +23,8 @@
 //! Delivery is thread-directed (`send_sig_info`, `PIDTYPE_PID`) to the thread that registered.
 //! Errors: `EINVAL` bad argument, `EFAULT` bad pointer, `ENOTTY` unknown ioctl, `EBADFD` trigger
 //! in the wrong state, `EBUSY` configure while running, `ENOENT` unregister without a listener,
-//! `EPERM` the opener may not signal the registering thread.
+//! `EPERM` the opener may not signal the registering thread, `EAGAIN` the stream's event queue has
+//! no room for an ioctl's events (nothing is emitted).
 
 use core::fmt;
 use kernel::{
