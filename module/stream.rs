@@ -208,7 +208,8 @@ impl OpenFile {
         )
     }
 
-    /// Offers one event to this file: a record for `read()` and a signal to its listener.
+    /// Offers one event to this file: a record for `read()` and a signal to its listener. The
+    /// caller wakes readers ([`OpenFile::wake_readers`]) once it has offered a batch.
     fn deliver(&self, ev: &Event, totals: &mut ListenerStats) -> Option<Outcome> {
         let listener = {
             let mut inner = self.inner.lock();
@@ -217,13 +218,17 @@ impl OpenFile {
             }
             inner.listener.clone()
         };
-        self.readable.notify_all();
         let listener = listener?;
         let value = uapi::encode(ev.kind()?, ev.seq as u32);
         let outcome = listener.thread.send(listener.signo, value, &self.opener);
         count(&mut listener.stats.lock(), outcome);
         count(totals, outcome);
         Some(outcome)
+    }
+
+    /// Wakes the threads blocked in `read()` on this file.
+    fn wake_readers(&self) {
+        self.readable.notify_all();
     }
 
     /// Blocks (unless `nonblock`) until records are buffered, then moves up to `out.len()` of them
@@ -698,7 +703,11 @@ impl Stream {
                 self.stop_timer();
             }
         }
-        // Once per batch: a waiting ioctl wakes when the whole batch has been offered.
+        // Once per batch: blocked readers and a waiting ioctl wake when the whole batch has been
+        // offered (one wake-up per batch, not per event).
+        for f in files {
+            f.wake_readers();
+        }
         self.delivered.notify_all();
     }
 }

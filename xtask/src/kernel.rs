@@ -24,6 +24,8 @@ const LAYOUT: &str = "v1";
 /// A configured, built kernel tree.
 pub struct Kernel {
     pub version: String,
+    /// The source tree it was built from.
+    pub src: PathBuf,
     pub build_dir: PathBuf,
     pub bzimage: PathBuf,
     /// Whether this invocation ran `make` on the kernel.
@@ -365,6 +367,7 @@ pub fn ensure(
         }
         return Ok(Kernel {
             version,
+            src,
             build_dir: build,
             bzimage,
             built: false,
@@ -417,6 +420,7 @@ pub fn ensure(
     std::fs::write(&stamp_path, &stamp)?;
     Ok(Kernel {
         version,
+        src,
         build_dir: build,
         bzimage,
         built: true,

@@ -6,6 +6,11 @@
 //! - virtme-ng: `vng --run <bzImage> --disable-kvm --exec true`.
 //! - vmtest: `vmtest --kernel <bzImage> true`.
 //!
+//! kunit.py does a different job, measured as its users meet it: a no-change
+//! `kunit.py run --kunitconfig lib/kunit` (check the config, rebuild nothing, boot a UML kernel,
+//! run KUnit's own test suites, parse their KTAP). Its first, cold run (a UML kernel build) is
+//! not timed.
+//!
 //! virtme-ng and vmtest boot the same kernel as ours plus `vm/peers.config` (virtio, 9p: they
 //! share the host's root file system with the guest). vmtest turns KVM on whenever `/dev/kvm`
 //! exists, and KVM hangs on this kind of machine, so it runs in a private mount namespace whose
@@ -87,18 +92,47 @@ pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread,
         c.args(["xtask", "exec", "--", "true"])
             .current_dir(project_root());
     };
+    let kunit_dir = tools::cache_dir().join("kunit-uml");
+    let kunit = |c: &mut Command| {
+        c.arg(kernel.src.join("tools/testing/kunit/kunit.py"))
+            .args([
+                "run",
+                "--kunitconfig",
+                "lib/kunit",
+                "--jobs",
+                "3",
+                "--build_dir",
+            ])
+            .arg(&kunit_dir)
+            .current_dir(&kernel.src);
+    };
+    if !kunit_dir.join(".kunitconfig").is_file() {
+        println!("xtask: bench: peers: first kunit.py run builds a UML kernel (a few minutes)");
+        let mut c = Command::new("python3");
+        kunit(&mut c);
+        time_one("kunit.py (cold)", &mut c)?;
+    }
     type Setup<'a> = (&'static str, &'static str, &'a dyn Fn(&mut Command));
-    let tools: [Setup; 3] = [
-        ("pcmsig: `cargo xtask exec -- true`", "cargo", &ours),
+    let tools: [Setup; 4] = [
         (
-            "virtme-ng 1.42: `vng --run --disable-kvm --exec true`",
+            "boot a VM, run `true`: pcmsig (`cargo xtask exec -- true`)",
+            "cargo",
+            &ours,
+        ),
+        (
+            "boot a VM, run `true`: virtme-ng 1.42 (`vng --run --disable-kvm --exec true`)",
             "python3",
             &vng,
         ),
         (
-            "vmtest 0.18.0: `vmtest --kernel bzImage true`",
+            "boot a VM, run `true`: vmtest 0.18.0 (`vmtest --kernel bzImage true`)",
             "unshare",
             &vmtest,
+        ),
+        (
+            "kunit.py: no-change `kunit.py run` (UML, KUnit's own lib/kunit suites)",
+            "python3",
+            &kunit,
         ),
     ];
     let mut times = vec![Vec::new(); tools.len()];
@@ -113,6 +147,6 @@ pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread,
     Ok(tools
         .iter()
         .zip(&times)
-        .map(|((name, _, _), t)| (format!("boot and run `true`, {name}"), spread(t), "s"))
+        .map(|((name, _, _), t)| (name.to_string(), spread(t), "s"))
         .collect())
 }

@@ -549,6 +549,7 @@ mod tests {
         .unwrap();
         Kernel {
             version: release.into(),
+            src: dir.to_path_buf(),
             build_dir: dir.to_path_buf(),
             bzimage: dir.join("bzImage"),
             built: false,
