@@ -266,26 +266,46 @@ impl HandlerReceiver {
         HANDLER_OVERFLOWS.load(Ordering::Relaxed)
     }
 
-    /// Takes the next handed-off event, waiting at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<SigInfo>> {
+    /// Appends every handed-off event, up to `max`, to `out` with one `read(2)` of the pipe,
+    /// waiting at most `timeout` for the first; returns how many (0: none within `timeout`).
+    pub fn recv_many(
+        &self,
+        out: &mut Vec<SigInfo>,
+        max: usize,
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        const BATCH: usize = 64;
+        let mut buf = [0u8; REC * BATCH];
+        let want = max.clamp(1, BATCH) * REC;
         loop {
-            let mut rec = [0u8; REC];
-            // SAFETY: reading into a local buffer of REC bytes.
-            let n = unsafe { libc::read(self.rd.as_raw_fd(), rec.as_mut_ptr().cast(), REC) };
-            if n == REC as isize {
-                let at =
-                    |i: usize| i32::from_ne_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
-                return Ok(Some(SigInfo {
-                    signo: at(0),
-                    code: at(4),
-                    value: at(8),
-                    pid: 0,
+            // SAFETY: reading at most `want <= buf.len()` bytes into a local buffer.
+            let n = unsafe { libc::read(self.rd.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
+            if n > 0 {
+                // The handler writes whole records atomically (<= PIPE_BUF) and we ask for a
+                // multiple of REC, so a read returns whole records.
+                let n = n as usize;
+                if n % REC != 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "partial record from the handler pipe",
+                    ));
+                }
+                out.extend(buf[..n].chunks_exact(REC).map(|rec| {
+                    let at =
+                        |i: usize| i32::from_ne_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
+                    SigInfo {
+                        signo: at(0),
+                        code: at(4),
+                        value: at(8),
+                        pid: 0,
+                    }
                 }));
+                return Ok(n / REC);
             }
-            if n >= 0 {
+            if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    "short record from the handler pipe",
+                    "the handler pipe was closed",
                 ));
             }
             let e = io::Error::last_os_error();
@@ -293,12 +313,19 @@ impl HandlerReceiver {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) => {
                     if !poll_readable(self.rd.as_fd(), timeout)? {
-                        return Ok(None);
+                        return Ok(0);
                     }
                 }
                 _ => return Err(e),
             }
         }
+    }
+
+    /// Takes the next handed-off event, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<SigInfo>> {
+        let mut one = Vec::with_capacity(1);
+        self.recv_many(&mut one, 1, timeout)?;
+        Ok(one.pop())
     }
 }
 

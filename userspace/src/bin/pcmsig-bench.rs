@@ -209,6 +209,15 @@ fn throughput(path: &str, events: u32) -> R<(f64, u64)> {
                 }
                 infos.len() as u64
             }
+            Rx::Handler(h) => {
+                infos.clear();
+                h.recv_many(&mut infos, 64, Duration::from_secs(2))
+                    .map_err(|e| e.to_string())?;
+                if infos.is_empty() {
+                    break;
+                }
+                infos.len() as u64
+            }
             _ => match rx.next(&dev)? {
                 Some(_) => 1,
                 None => break,
