@@ -58,14 +58,7 @@ exec "$@"
 /// Boot-and-run-`true` times for our harness and each peer, `runs` times each, interleaved so
 /// that a slow spell of the machine hits every tool alike.
 pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread, &'static str)>> {
-    let script = project_root().join("ci/install-peers.sh");
-    let status = Command::new("bash")
-        .arg(&script)
-        .status()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !status.success() {
-        bail!("{} failed ({status})", script.display());
-    }
+    tools::run_script("ci/install-peers.sh")?;
     let kernel = kernel::ensure(tools, None, false, Some("peers"))?;
     let cache = tools::cache_dir().join("tools");
     let image = kernel.bzimage.display().to_string();

@@ -182,7 +182,12 @@ fn is_debian_root() -> bool {
 
 /// Runs `ci/install-deps.sh`.
 pub fn install() -> Result<()> {
-    let script = project_root().join("ci/install-deps.sh");
+    run_script("ci/install-deps.sh")
+}
+
+/// Runs one of the project's bash scripts (a path from the project root).
+pub fn run_script(path: &str) -> Result<()> {
+    let script = project_root().join(path);
     let status = Command::new("bash")
         .arg(&script)
         .status()
