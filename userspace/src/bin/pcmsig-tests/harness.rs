@@ -79,6 +79,11 @@ const SKIP_EXIT: i32 = 77;
 
 /// Writes the marker that lets the host attribute a kernel splat to the test that caused it.
 fn mark(name: &str) {
+    // The serial console prints kernel messages at once but sends tty output later: let the
+    // last KTAP line leave the UART first, or the marker lands inside it. (Not a tty: no-op.)
+    let _ = std::io::stdout().flush();
+    // SAFETY: tcdrain on our own stdout descriptor; it fails harmlessly when not a tty.
+    unsafe { libc::tcdrain(1) };
     if let Ok(mut k) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
         // One write(2): each write to /dev/kmsg is one log record.
         let _ = k.write_all(format!("pcmsig-tests: begin {name}\n").as_bytes());
