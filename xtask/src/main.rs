@@ -191,6 +191,11 @@ impl flags::Test {
         if let Some(seed) = self.seed {
             env.push(format!("PCMSIG_SEED={seed}"));
         }
+        if self.debug_kernel {
+            // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
+            // that takes 5 s on the normal kernel may take a minute here on a busy machine.
+            env.push("PCMSIG_TEST_TIMEOUT=240".to_string());
+        }
         let timeout = Duration::from_secs(self.timeout.unwrap_or(300));
         // Two VM configurations: the plain one (periods from the timer) and one with QEMU's
         // `edu` PCI device (periods from its interrupts). Both run the whole suite.

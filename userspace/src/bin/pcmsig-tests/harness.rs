@@ -14,8 +14,15 @@ pub struct Test {
 /// `Err` holds the reason, printed as a KTAP diagnostic.
 pub type TestResult = Result<(), String>;
 
-/// Seconds a test may take before it is killed and reported `not ok`.
-const TEST_TIMEOUT_S: u32 = 30;
+/// Seconds a test may take before it is killed and reported `not ok`: `PCMSIG_TEST_TIMEOUT`
+/// (the host raises it for the debug kernel, several times slower), else 30.
+fn test_timeout_s() -> u32 {
+    std::env::var("PCMSIG_TEST_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(30)
+}
 
 /// `*` and `?` glob match.
 pub fn glob(pattern: &str, name: &str) -> bool {
@@ -91,6 +98,7 @@ fn mark(name: &str) {
 }
 
 fn run_one(t: &Test) -> Outcome {
+    let timeout_s = test_timeout_s();
     mark(t.name);
     let Ok((skip_rd, skip_wr)) = nix::unistd::pipe() else {
         diag("pipe failed");
@@ -105,7 +113,7 @@ fn run_one(t: &Test) -> Outcome {
     }
     if pid == 0 {
         // SAFETY: alarm is async-signal-safe; SIGALRM's default action ends a hung test.
-        unsafe { libc::alarm(TEST_TIMEOUT_S) };
+        unsafe { libc::alarm(timeout_s) };
         let result = std::panic::catch_unwind(t.run);
         let code = match result {
             Ok(Ok(())) => 0,
@@ -152,7 +160,7 @@ fn run_one(t: &Test) -> Outcome {
     } else {
         let sig = libc::WTERMSIG(status);
         if sig == libc::SIGALRM {
-            diag(&format!("timed out after {TEST_TIMEOUT_S} s"));
+            diag(&format!("timed out after {timeout_s} s"));
         } else {
             diag(&format!("the test process was killed by signal {sig}"));
         }
