@@ -30,6 +30,8 @@ xflags::xflags! {
             optional --seed n: u64
             /// Skip the second VM configuration (QEMU's edu PCI device as the period source).
             optional --no-edu
+            /// Virtual CPUs per VM (default: host cores / VMs, 1 or 2; 2 with --debug-kernel).
+            optional --cpus n: u32
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel

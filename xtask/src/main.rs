@@ -207,10 +207,20 @@ impl flags::Test {
             edu_env.push("PCMSIG_EDU=1".to_string());
             configs.push(("edu", out.join("edu"), qemu, edu_env));
         }
+        // Never more virtual CPUs than host cores: a vCPU thread descheduled while its guest
+        // holds a spinlock stalls the other vCPUs (measured on 2 cores: two VMs of 2 vCPUs took
+        // 10-11 s, two of 1 vCPU 5.7-6.1 s). The debug kernel keeps 2 per VM: finding SMP races
+        // is its job, speed is not.
+        let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let cpus = self.cpus.unwrap_or(if self.debug_kernel {
+            vm::DEFAULT_CPUS
+        } else {
+            (host_cores / configs.len() as u32).clamp(1, vm::DEFAULT_CPUS)
+        });
         if !self.quiet {
             let names: Vec<&str> = configs.iter().map(|c| c.0).collect();
             println!(
-                "xtask: booting {} VM(s): {} (timeout {} s)",
+                "xtask: booting {} VM(s): {}, {cpus} vCPU(s) each (timeout {} s)",
                 names.len(),
                 names.join(", "),
                 timeout.as_secs()
@@ -227,6 +237,7 @@ impl flags::Test {
                 gdb: self.gdb,
                 silence,
                 out_dir: dir,
+                cpus,
             };
             vm::boot(&b.tools, &b.kernel, &initrd, &boot)
                 .with_context(|| format!("booting the {name} VM"))
@@ -338,6 +349,7 @@ impl flags::Run {
                 gdb: self.gdb,
                 silence: Some(Duration::from_secs(60)),
                 out_dir: &out,
+                cpus: vm::DEFAULT_CPUS,
             },
         )?;
         println!("xtask: console {}", run.console_log.display());
@@ -406,6 +418,7 @@ impl flags::Exec {
                 gdb: self.gdb,
                 silence: self.silence.map(Duration::from_secs),
                 out_dir: &out,
+                cpus: vm::DEFAULT_CPUS,
             },
         )?;
         if let Some(p) = ktap::kernel_problem(&run.console) {
