@@ -7,8 +7,9 @@
 //!   virtiofsd is not the Rust daemon vng drives, and its fallback costs seconds of retries).
 //! - vmtest: `vmtest --kernel <bzImage> true`.
 //!
-//! Both are given `root=/dev/root`: they boot the host's root over 9p with `rootfstype=9p` and no
-//! `root=`, which this 7.3 kernel does not default (it says "9p: Bad value for 'source'", then no init).
+//! Both are given `root=/dev/root`: they boot the host's root over 9p with `rootfstype=9p` and
+//! no `root=`, which this 7.3 kernel does not default (it says "9p: Bad value for 'source'" and
+//! finds no init).
 //!
 //! kunit.py does a different job, measured as its users meet it: a no-change
 //! `kunit.py run --kunitconfig lib/kunit` (check the config, rebuild nothing, boot a UML kernel,
