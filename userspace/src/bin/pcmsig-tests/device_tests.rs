@@ -79,12 +79,19 @@ fn edu_periods_come_from_device_interrupts() -> TestResult {
         })
         .count();
     ensure_eq!(device_periods, 5, "every period came from the device");
-    // One interrupt per period (interrupts could only coalesce if one came more than a 10 ms
-    // period late).
-    ensure_eq!(irqs, 5, "interrupts handled");
+    // Each timer expiry raises the interrupt once and owes the device every period it accounts
+    // for, so there are at most 5 raises and at least one. Normally 5: one per period. Fewer
+    // when an expiry ran more than a period late and asked for two at once (seen on the debug
+    // kernel under load): the handler then emits both.
+    ensure!(
+        (1..=5).contains(&irqs),
+        "{irqs} interrupts handled for 5 device periods"
+    );
     let s = dev.stats().ctx("stats")?;
     ensure_eq!(s.file.delivered, 8);
-    diag("5 periods from 5 device interrupts, all delivered");
+    diag(&format!(
+        "5 periods from {irqs} device interrupts, all delivered"
+    ));
     Ok(())
 }
 
