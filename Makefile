@@ -1,6 +1,6 @@
 # Thin wrappers over `cargo xtask`; `make module KDIR=...` builds the module against your own
 # Rust-enabled kernel build tree (pass LLVM=1 or LLVM=-19, RUSTC=... as that tree was built).
-.PHONY: test run shell build clippy header check selftest module clean
+.PHONY: test run shell build clippy header check selftest bench module clean
 
 test:
 	cargo xtask test
@@ -13,6 +13,9 @@ shell:
 
 selftest:
 	cargo xtask selftest
+
+bench:
+	cargo xtask bench
 
 build:
 	cargo xtask build
