@@ -83,21 +83,9 @@ impl FdReceiver {
 
     /// Reads one signal if one is pending.
     pub fn try_recv(&self) -> io::Result<Option<SigInfo>> {
-        loop {
-            match self.fd.read_signal() {
-                Ok(Some(s)) => {
-                    return Ok(Some(SigInfo {
-                        signo: s.ssi_signo as i32,
-                        code: s.ssi_code,
-                        value: s.ssi_int,
-                        pid: s.ssi_pid as i32,
-                    }))
-                }
-                Ok(None) => return Ok(None),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let mut one = Vec::with_capacity(1);
+        self.try_recv_many(&mut one, 1)?;
+        Ok(one.pop())
     }
 
     /// Appends every pending signal, up to `max`, to `out` with one `read(2)` of the signalfd;

@@ -91,73 +91,53 @@ pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread,
     let kernel = kernel::ensure(tools, None, false, Some("peers"))?;
     let cache = tools::cache_dir().join("tools");
     let image = kernel.bzimage.display().to_string();
-    let vng = |c: &mut Command| {
+    let vng = || {
+        let mut c = Command::new("python3");
         c.arg(cache.join("virtme-ng/bin/vng"))
             .env("PYTHONPATH", cache.join("virtme-ng"))
             .env("PATH", path_with(&cache.join("virtme-ng/bin")))
-            .args([
-                "--run",
-                &image,
-                "--disable-kvm",
-                "--skip-modules",
-                "--force-9p",
-            ])
-            .args(["--append", "root=/dev/root", "--verbose"])
+            .args(["--run", &image, "--disable-kvm", "--skip-modules"])
+            .args(["--force-9p", "--append", "root=/dev/root", "--verbose"])
             .args(["--memory", "512M", "--cpus", "2", "--exec", "true"]);
+        c
     };
-    let vmtest = |c: &mut Command| {
-        c.args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            WITHOUT_KVM,
-            "sh",
-        ])
-        .arg(cache.join("bin/vmtest"))
-        .args(["--kernel", &image, "--kargs", "root=/dev/root", "true"]);
+    let vmtest = || {
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private"])
+            .args(["sh", "-c", WITHOUT_KVM, "sh"])
+            .arg(cache.join("bin/vmtest"))
+            .args(["--kernel", &image, "--kargs", "root=/dev/root", "true"]);
+        c
     };
-    let ours = |c: &mut Command| {
+    let ours = || {
+        let mut c = Command::new("cargo");
         c.args(["xtask", "exec", "--", "true"])
             .current_dir(project_root());
+        c
     };
     let kunit_dir = tools::cache_dir().join("kunit-uml");
-    let kunit = |c: &mut Command| {
+    let kunit = || {
+        let mut c = Command::new("python3");
         c.arg(kernel.src.join("tools/testing/kunit/kunit.py"))
-            .args([
-                "run",
-                "--kunitconfig",
-                "lib/kunit",
-                "--jobs",
-                "3",
-                "--build_dir",
-            ])
+            .args(["run", "--kunitconfig", "lib/kunit", "--jobs", "3"])
+            .arg("--build_dir")
             .arg(&kunit_dir)
             .current_dir(&kernel.src);
+        c
     };
     if !kunit_dir.join(".kunitconfig").is_file() {
         println!("xtask: bench: peers: first kunit.py run builds a UML kernel (a few minutes)");
-        let mut c = Command::new("python3");
-        kunit(&mut c);
-        time_one("kunit.py (cold)", &mut c, Success::Status)?;
+        time_one("kunit.py (cold)", &mut kunit(), Success::Status)?;
     }
-    type Setup<'a> = (
-        &'static str,
-        &'static str,
-        &'a dyn Fn(&mut Command),
-        Success,
-    );
-    let tools: [Setup; 4] = [
+    type Job<'a> = (&'static str, &'a dyn Fn() -> Command, Success);
+    let jobs: [Job; 4] = [
         (
             "boot a VM, run `true`: pcmsig (`cargo xtask exec -- true`)",
-            "cargo",
             &ours,
             Success::Status,
         ),
         (
             "boot a VM, run `true`: virtme-ng 1.42 (`vng --run --force-9p --exec true`)",
-            "python3",
             &vng,
             // Without udev on the host, virtme-ng's init finds no virtio-serial names for the
             // script's ports, runs it on the console and cannot send its exit code back (vng
@@ -166,29 +146,25 @@ pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread,
         ),
         (
             "boot a VM, run `true`: vmtest 0.18.0 (`vmtest --kernel bzImage true`)",
-            "unshare",
             &vmtest,
             Success::Status,
         ),
         (
             "kunit.py: no-change `kunit.py run` (UML, KUnit's own lib/kunit suites)",
-            "python3",
             &kunit,
             Success::Status,
         ),
     ];
-    let mut times = vec![Vec::new(); tools.len()];
+    let mut times = vec![Vec::new(); jobs.len()];
     for run in 1..=runs {
-        for ((name, program, setup, success), t) in tools.iter().zip(times.iter_mut()) {
+        for ((name, command, success), t) in jobs.iter().zip(times.iter_mut()) {
             println!("xtask: bench: peers {run}/{runs}: {name}");
-            let mut c = Command::new(program);
-            setup(&mut c);
-            t.push(time_one(name, &mut c, *success)?);
+            t.push(time_one(name, &mut command(), *success)?);
         }
     }
-    Ok(tools
+    Ok(jobs
         .iter()
         .zip(&times)
-        .map(|((name, _, _, _), t)| (name.to_string(), spread(t), "s"))
+        .map(|((name, _, _), t)| (name.to_string(), spread(t), "s"))
         .collect())
 }
