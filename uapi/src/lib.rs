@@ -10,6 +10,7 @@
 //! ```
 #![no_std]
 
+pub mod harness;
 #[allow(clippy::module_inception)]
 mod uapi;
 pub use uapi::*;

@@ -19,61 +19,99 @@ fn esc(s: &str) -> String {
     o
 }
 
-/// One `<testsuite>` with a `<testcase>` per top-level KTAP test, plus a `vm` test case that
-/// fails with the run-level reasons (panic, timeout, short plan...) when there are any.
-///
-/// A kernel splat attributed to a test (by the marker the suite writes to `/dev/kmsg`) fails
-/// that test, with the splat as its message, whatever the test itself reported.
-pub fn render(report: &Report, failures: &[Failure], splats: &[Splat], seconds: f64) -> String {
-    let splat_of = |name: &str| splats.iter().find(|s| s.test.as_deref() == Some(name));
-    let run_level: Vec<String> = failures
-        .iter()
-        .filter(|f| !matches!(f, Failure::Failed(_)))
-        .map(ToString::to_string)
-        .collect();
-    let c = report.counts();
-    let splatted = report
+/// One test case of the XML.
+struct Case {
+    classname: &'static str,
+    name: String,
+    /// `Some((message, body))` for a failure.
+    failure: Option<(String, String)>,
+    skipped: Option<String>,
+}
+
+/// One `<testsuite>` named `suite` with a `<testcase>` per top-level KTAP test (named exactly as
+/// in the KTAP), a failing case for the test during which the guest died (with the console's
+/// report), and a `vm` case that fails with the run-level reasons (panic, timeout, short plan...)
+/// when there are any. The suite's counts are those of the cases written.
+pub fn render(
+    suite: &str,
+    report: &Report,
+    failures: &[Failure],
+    splats: &[Splat],
+    seconds: f64,
+) -> String {
+    let mut cases: Vec<Case> = report
         .tests
         .iter()
-        .filter(|t| t.status != Status::NotOk && splat_of(&t.name).is_some())
-        .count();
-    let extra = usize::from(!run_level.is_empty());
+        .map(|t| {
+            let (failure, skipped) = match &t.status {
+                Status::Ok => (None, None),
+                Status::Skip(reason) => (None, Some(reason.clone())),
+                Status::NotOk => {
+                    let first = t
+                        .diagnostics
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "not ok".into());
+                    (Some((first, t.diagnostics.join("\n"))), None)
+                }
+            };
+            Case {
+                classname: "pcmsig.guest",
+                name: t.name.clone(),
+                failure,
+                skipped,
+            }
+        })
+        .collect();
+    for f in failures {
+        if let Failure::DiedDuring { test, .. } = f {
+            let body = splats.first().map(|s| s.text.clone()).unwrap_or_default();
+            cases.push(Case {
+                classname: "pcmsig.guest",
+                name: test.clone(),
+                failure: Some((f.to_string(), body)),
+                skipped: None,
+            });
+        }
+    }
+    let run_level: Vec<String> = failures
+        .iter()
+        .filter(|f| !matches!(f, Failure::Failed(_) | Failure::DiedDuring { .. }))
+        .map(ToString::to_string)
+        .collect();
+    if let Some(first) = run_level.first() {
+        cases.push(Case {
+            classname: "pcmsig.harness",
+            name: "vm".into(),
+            failure: Some((first.clone(), run_level.join("\n"))),
+            skipped: None,
+        });
+    }
+    let failed = cases.iter().filter(|c| c.failure.is_some()).count();
+    let skipped = cases.iter().filter(|c| c.skipped.is_some()).count();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str(&format!(
-        "<testsuites>\n  <testsuite name=\"pcmsig\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" errors=\"0\" time=\"{seconds:.3}\">\n",
-        report.tests.len() + extra,
-        c.failed + splatted + extra,
-        c.skipped
+        "<testsuites>\n  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failed}\" skipped=\"{skipped}\" errors=\"0\" time=\"{seconds:.3}\">\n",
+        esc(suite),
+        cases.len(),
     ));
-    for t in &report.tests {
+    for c in &cases {
         x.push_str(&format!(
-            "    <testcase classname=\"pcmsig.guest\" name=\"{}\">",
-            esc(&t.name)
+            "    <testcase classname=\"{}\" name=\"{}\">",
+            c.classname,
+            esc(&c.name)
         ));
-        match &t.status {
-            Status::Ok => {}
-            Status::Skip(reason) => x.push_str(&format!("<skipped message=\"{}\"/>", esc(reason))),
-            Status::NotOk => {
-                let first = t
-                    .diagnostics
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "not ok".into());
-                x.push_str(&format!(
-                    "<failure message=\"{}\">{}</failure>",
-                    esc(&first),
-                    esc(&t.diagnostics.join("\n"))
-                ));
-            }
+        if let Some(reason) = &c.skipped {
+            x.push_str(&format!("<skipped message=\"{}\"/>", esc(reason)));
+        }
+        if let Some((message, body)) = &c.failure {
+            x.push_str(&format!(
+                "<failure message=\"{}\">{}</failure>",
+                esc(message),
+                esc(body)
+            ));
         }
         x.push_str("</testcase>\n");
-    }
-    if !run_level.is_empty() {
-        x.push_str(&format!(
-            "    <testcase classname=\"pcmsig.harness\" name=\"vm\"><failure message=\"{}\">{}</failure></testcase>\n",
-            esc(&run_level[0]),
-            esc(&run_level.join("\n"))
-        ));
     }
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
@@ -131,11 +169,12 @@ mod tests {
 
     #[test]
     fn counts_match_the_ktap_and_text_is_escaped() {
-        let console = "KTAP version 1\n1..3\nok 1 a\n# left: <1> & \"2\"\nnot ok 2 b<&>\nok 3 c # SKIP no \"edu\"\n";
-        let r = parse(console);
-        let f = verdict(console, &r, &Ending::Exited(Some(0)));
-        let x = render(&r, &f, &[], 1.5);
+        let ktap = "KTAP version 1\n1..3\nok 1 a\n# left: <1> & \"2\"\nnot ok 2 b<&>\nok 3 c # SKIP no \"edu\"\n";
+        let r = parse(ktap);
+        let f = verdict("", &r, &Ending::Exited(Some(0)));
+        let x = render("pcmsig.plain", &r, &f, &[], 1.5);
         well_formed(&x).unwrap();
+        assert!(x.contains("<testsuite name=\"pcmsig.plain\""), "{x}");
         assert!(
             x.contains("tests=\"3\" failures=\"1\" skipped=\"1\""),
             "{x}"
@@ -148,16 +187,24 @@ mod tests {
     }
 
     #[test]
-    fn run_level_failures_become_a_failing_vm_case() {
-        let console = "KTAP version 1\n1..2\nok 1 a\n[ 1.0] Kernel panic - not syncing: boom\n";
-        let r = parse(console);
+    fn the_test_the_guest_died_in_fails_with_the_report_and_counts_agree() {
+        let ktap = "KTAP version 1\n1..3\nok 1 a\n";
+        let console = "[ 0.9] pcmsig-tests: begin a\n[ 1.0] pcmsig-tests: begin b\n\
+                       [ 1.1] BUG: KASAN: use-after-free in x\n[ 1.2] Kernel panic - not syncing: boom\n";
+        let r = parse(ktap);
         let f = verdict(console, &r, &Ending::Exited(Some(0)));
-        let x = render(&r, &f, &crate::ktap::splats(console), 0.0);
+        let x = render("pcmsig.plain", &r, &f, &crate::ktap::splats(console), 0.0);
         well_formed(&x).unwrap();
-        assert!(x.contains("tests=\"2\" failures=\"1\""), "{x}");
+        // a passes; b failed (died); the vm case carries the run-level reasons.
+        assert!(x.contains("tests=\"3\" failures=\"2\""), "{x}");
+        assert_eq!(x.matches("<failure ").count(), 2, "{x}");
         assert!(x.contains(
-            "name=\"vm\"><failure message=\"kernel problem on the console: Kernel panic"
-        ));
-        assert!(x.contains("short run: 1 of 2"));
+            "name=\"b\"><failure message=\"the guest died during test b: BUG: KASAN: use-after-free in x\""
+        ), "{x}");
+        assert!(
+            x.contains("name=\"vm\"><failure message=\"kernel problem on the console: BUG: KASAN"),
+            "{x}"
+        );
+        assert!(x.contains("short run: 1 of 3"));
     }
 }

@@ -1,8 +1,10 @@
 //! A small KTAP v1 parser (`Documentation/dev-tools/ktap.rst`) and the run verdict.
 //!
-//! The input is a whole serial console: KTAP lines interleaved with kernel messages, maybe with
-//! printk timestamps and `\r`. Lines that are not KTAP are ignored; subtests are indented by four
-//! spaces and precede their parent's result line.
+//! The guest suite writes its KTAP to its own serial port (`ktap.txt`), so the parser normally
+//! sees pure KTAP; it still tolerates printk timestamps, `\r` and foreign lines (ignored), as
+//! kunit.py does. Subtests are indented by four spaces and precede their parent's result line.
+//! The verdict is strict: the plan, the numbering and every result must be right, and the kernel
+//! console (a log) must show no kernel problem.
 
 use std::fmt;
 
@@ -234,7 +236,17 @@ pub enum Failure {
     KernelProblem(String),
     NoKtap,
     NoPlan,
-    ShortRun { planned: usize, seen: usize },
+    ShortRun {
+        planned: usize,
+        seen: usize,
+    },
+    /// The guest stopped (crash, panic, kill) while this test ran; the console's first problem.
+    DiedDuring {
+        test: String,
+        problem: Option<String>,
+    },
+    /// Test numbers that are not 1, 2, ... in order, or more results than planned.
+    Numbering(String),
     BailOut(String),
     Failed(Vec<String>),
 }
@@ -260,6 +272,11 @@ impl fmt::Display for Failure {
                     "short run: {seen} of {planned} planned results (truncated output)"
                 )
             }
+            Failure::DiedDuring { test, problem } => match problem {
+                Some(p) => write!(f, "the guest died during test {test}: {p}"),
+                None => write!(f, "the guest stopped during test {test}"),
+            },
+            Failure::Numbering(what) => write!(f, "bad KTAP numbering: {what}"),
             Failure::BailOut(r) => write!(f, "the suite bailed out: {r}"),
             Failure::Failed(names) => {
                 write!(f, "{} test(s) failed: {}", names.len(), names.join(", "))
@@ -268,62 +285,39 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Console lines that mean the kernel went wrong, whatever the tests said.
-const KERNEL_PROBLEMS: &[&str] = &[
-    "Kernel panic",
-    "Oops:",
-    "BUG:",
-    "WARNING:",
-    "------------[ cut here ]------------",
-    "general protection fault",
-    "Call Trace:",
-    "UBSAN:",
-    "KASAN:",
-    "kernel BUG at",
-    "rcu_sched detected stalls",
-    "soft lockup",
-    "hung_task",
-    "possible circular locking dependency",
-    "inconsistent lock state",
-    "sleeping function called from invalid context",
-    "ODEBUG:",
-    "list_add corruption",
-    "list_del corruption",
-    "pcmsig-kmemleak: leak",
-];
+use pcmsig_uapi::harness::problem_in;
+pub use pcmsig_uapi::harness::{DMESG_MARKER, TEST_MARKER};
 
-/// Marker the guest suite writes to `/dev/kmsg` before each test.
-pub const TEST_MARKER: &str = "pcmsig-tests: begin ";
-/// Where init starts dumping `dmesg` (a copy of what came before: not scanned again).
-pub const DMESG_MARKER: &str = "pcmsig-dmesg-begin";
-
-/// A kernel problem on the console, attributed to the test that was running.
+/// A kernel problem on the console.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Splat {
-    /// The test whose marker came last before the problem, if any.
-    pub test: Option<String>,
+    /// The detector that reported it (`KASAN`, `lockdep`, `panic`, ...).
+    pub class: &'static str,
     /// The line that matched.
     pub line: String,
     /// That line and up to 30 following lines (the report's body).
     pub text: String,
 }
 
-/// Every kernel problem on the console (before the dmesg dump), one per report.
-pub fn splats(console: &str) -> Vec<Splat> {
+/// The console before init's `dmesg` dump (a copy of what came before: not scanned again).
+fn live_console(console: &str) -> &str {
     let end = console.find(DMESG_MARKER).unwrap_or(console.len());
-    let lines: Vec<String> = console[..end].lines().map(clean).collect();
+    &console[..end]
+}
+
+/// Every kernel problem on the console, one per report.
+pub fn splats(console: &str) -> Vec<Splat> {
+    let lines: Vec<String> = live_console(console).lines().map(clean).collect();
     let mut out: Vec<Splat> = Vec::new();
-    let mut test = None;
     let mut skip_until = 0;
     for (i, l) in lines.iter().enumerate() {
         let t = l.trim();
-        if let Some(name) = t.split(TEST_MARKER).nth(1) {
-            test = Some(name.trim().to_string());
+        if i < skip_until {
             continue;
         }
-        if i < skip_until || !KERNEL_PROBLEMS.iter().any(|p| t.contains(p)) {
+        let Some(problem) = problem_in(t) else {
             continue;
-        }
+        };
         // One report spans many matching lines (cut here, WARNING, Call Trace): take it whole.
         skip_until = i + 30;
         let body: Vec<&str> = lines[i..lines.len().min(i + 30)]
@@ -331,7 +325,7 @@ pub fn splats(console: &str) -> Vec<Splat> {
             .map(|l| l.trim_end())
             .collect();
         out.push(Splat {
-            test: test.clone(),
+            class: problem.class,
             line: t.to_string(),
             text: body.join("\n"),
         });
@@ -344,14 +338,45 @@ pub fn kernel_problem(console: &str) -> Option<String> {
     splats(console).into_iter().next().map(|s| s.line)
 }
 
-/// Every reason this run fails; empty means pass.
+/// The test whose start the suite logged last (`TEST_MARKER` records reach the console in log
+/// order, and a panic flushes the console): the one running when the guest stopped.
+pub fn last_started_test(console: &str) -> Option<String> {
+    live_console(console)
+        .lines()
+        .filter_map(|l| l.split(TEST_MARKER).nth(1))
+        .map(|n| n.trim().to_string())
+        .next_back()
+}
+
+/// Checks that the results are numbered 1, 2, ... with no gap, duplicate or excess.
+fn numbering(report: &Report) -> Option<String> {
+    for (i, t) in report.tests.iter().enumerate() {
+        if t.number != i + 1 {
+            return Some(format!(
+                "result {} is numbered {} ({}): expected {}",
+                i + 1,
+                t.number,
+                t.name,
+                i + 1
+            ));
+        }
+    }
+    match report.plan {
+        Some(planned) if report.tests.len() > planned => Some(format!(
+            "{} results for a plan of {planned}",
+            report.tests.len()
+        )),
+        _ => None,
+    }
+}
+
+/// Every reason this run fails; empty means pass. `ktap` is the suite's KTAP channel, `console`
+/// the kernel console.
 pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> {
     let mut failures = Vec::new();
-    if let Some(splat) = splats(console).into_iter().next() {
-        failures.push(Failure::KernelProblem(match splat.test {
-            Some(t) => format!("{} (during test {t})", splat.line),
-            None => splat.line,
-        }));
+    let first_splat = splats(console).into_iter().next();
+    if let Some(splat) = &first_splat {
+        failures.push(Failure::KernelProblem(splat.line.clone()));
     }
     match ending {
         Ending::TimedOut(s) => failures.push(Failure::TimedOut(*s)),
@@ -368,11 +393,24 @@ pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> 
     }
     match report.plan {
         None => failures.push(Failure::NoPlan),
-        Some(planned) if report.tests.len() < planned => failures.push(Failure::ShortRun {
-            planned,
-            seen: report.tests.len(),
-        }),
+        Some(planned) if report.tests.len() < planned => {
+            failures.push(Failure::ShortRun {
+                planned,
+                seen: report.tests.len(),
+            });
+            if report.bail_out.is_none() {
+                if let Some(test) = died_during(console, report) {
+                    failures.push(Failure::DiedDuring {
+                        test,
+                        problem: first_splat.as_ref().map(|s| s.line.clone()),
+                    });
+                }
+            }
+        }
         Some(_) => {}
+    }
+    if let Some(what) = numbering(report) {
+        failures.push(Failure::Numbering(what));
     }
     let failed: Vec<String> = report
         .tests
@@ -384,6 +422,41 @@ pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> 
         failures.push(Failure::Failed(failed));
     }
     failures
+}
+
+/// The test that was running when a short run ended: the last one started and not reported.
+fn died_during(console: &str, report: &Report) -> Option<String> {
+    let name = last_started_test(console)?;
+    (!report.tests.iter().any(|t| t.name == name)).then_some(name)
+}
+
+/// `(test, detector)` for every test the verdict blames: a `not ok` test (the detector from its
+/// `kernel problem (CLASS)` diagnostic, else `test` for its own assertion) and the test during
+/// which the guest died (the console problem's class).
+pub fn blamed(report: &Report, failures: &[Failure]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in report.tests.iter().filter(|t| t.status == Status::NotOk) {
+        let class = t
+            .diagnostics
+            .iter()
+            .find_map(|d| {
+                d.strip_prefix("kernel problem (")
+                    .and_then(|r| r.split_once(')'))
+                    .map(|(c, _)| c.to_string())
+            })
+            .unwrap_or_else(|| "test".to_string());
+        out.push((t.name.clone(), class));
+    }
+    for f in failures {
+        if let Failure::DiedDuring { test, problem } = f {
+            let class = problem
+                .as_deref()
+                .and_then(problem_in)
+                .map_or("stopped", |p| p.class);
+            out.push((test.clone(), class.to_string()));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -533,25 +606,73 @@ ok 2 other
     }
 
     #[test]
-    fn splats_are_attributed_to_the_running_test() {
-        let console = "KTAP version 1\n1..2\n[ 1.0] pcmsig-tests: begin first\nok 1 first\n\
-                       [ 1.1] pcmsig-tests: begin second\n[ 1.2] BUG: KASAN: slab-use-after-free in foo\n\
-                       [ 1.2] Call Trace:\nok 2 second\npcmsig-dmesg-begin\n[ 1.2] BUG: again\n";
-        let s = splats(console);
-        assert_eq!(
-            s.len(),
-            1,
-            "one report, and nothing from the dmesg copy: {s:?}"
-        );
-        assert_eq!(s[0].test.as_deref(), Some("second"));
-        assert!(s[0].text.contains("Call Trace:"));
-        let r = parse(console);
+    fn a_guest_death_is_blamed_on_the_test_that_was_running() {
+        let ktap = "KTAP version 1\n1..3\nok 1 first\n";
+        let console = "[ 1.0] pcmsig-tests: begin first\n[ 1.1] pcmsig-tests: begin second\n\
+                       [ 1.2] BUG: KASAN: slab-use-after-free in send_sig_info+0x1/0x2\n\
+                       [ 1.2] Call Trace:\n[ 1.3] Kernel panic - not syncing: KASAN: panic_on_warn set ...\n";
+        let r = parse(ktap);
         let v = verdict(console, &r, &Ending::Exited(Some(0)));
+        let kasan = "BUG: KASAN: slab-use-after-free in send_sig_info+0x1/0x2";
         assert_eq!(
             v,
-            vec![Failure::KernelProblem(
-                "BUG: KASAN: slab-use-after-free in foo (during test second)".into()
-            )]
+            vec![
+                Failure::KernelProblem(kasan.into()),
+                Failure::ShortRun {
+                    planned: 3,
+                    seen: 1
+                },
+                Failure::DiedDuring {
+                    test: "second".into(),
+                    problem: Some(kasan.into())
+                },
+            ]
+        );
+        assert_eq!(blamed(&r, &v), vec![("second".into(), "KASAN".into())]);
+        let s = splats(console);
+        assert_eq!(s.len(), 1, "one report, however many lines match: {s:?}");
+        assert!(s[0].text.contains("Call Trace:"));
+    }
+
+    #[test]
+    fn a_problem_the_suite_found_blames_its_test_and_its_detector() {
+        let ktap =
+            "KTAP version 1\n1..2\nok 1 a\n# kernel problem (lockdep) while this test ran:\n\
+                    # kernel: WARNING: possible circular locking dependency detected\nnot ok 2 b\n";
+        let r = parse(ktap);
+        let v = verdict("", &r, &Ending::Exited(Some(0)));
+        assert_eq!(v, vec![Failure::Failed(vec!["b".into()])]);
+        assert_eq!(blamed(&r, &v), vec![("b".into(), "lockdep".into())]);
+        let plain = parse("KTAP version 1\n1..1\n# expected 3, got 2\nnot ok 1 c\n");
+        assert_eq!(blamed(&plain, &[]), vec![("c".into(), "test".into())]);
+    }
+
+    #[test]
+    fn numbers_must_run_1_to_n_without_duplicates_gaps_or_excess() {
+        for (ktap, what) in [
+            ("KTAP version 1\n1..2\nok 1 a\nok 1 b\n", "duplicate"),
+            ("KTAP version 1\n1..2\nok 2 a\nok 1 b\n", "out of order"),
+            ("KTAP version 1\n1..3\nok 1 a\nok 3 b\nok 4 c\n", "gap"),
+            ("KTAP version 1\n1..1\nok 1 a\nok 2 b\n", "beyond the plan"),
+        ] {
+            let r = parse(ktap);
+            let v = verdict("", &r, &Ending::Exited(Some(0)));
+            assert!(
+                v.iter().any(|f| matches!(f, Failure::Numbering(_))),
+                "{what}: {v:?}"
+            );
+        }
+        let good = "KTAP version 1\n1..2\nok 1 a\nok 2 b\n";
+        assert!(verdict("", &parse(good), &Ending::Exited(Some(0))).is_empty());
+    }
+
+    #[test]
+    fn an_empty_plan_with_a_bail_out_fails() {
+        let ktap = "KTAP version 1\n1..0\nBail out! no test matches --filter typo*\n";
+        let v = verdict("", &parse(ktap), &Ending::Exited(Some(0)));
+        assert_eq!(
+            v,
+            vec![Failure::BailOut("no test matches --filter typo*".into())]
         );
     }
 

@@ -178,14 +178,9 @@ impl flags::Test {
         if self.keep {
             keep(&b, &initrd, &out)?;
         }
-        let mut env = Vec::new();
+        let mut env = vec![format!("pcmsig_ktap={}", pcmsig_uapi::harness::KTAP_DEVICE)];
         if let Some(f) = &self.filter {
-            if f.is_empty()
-                || f.chars()
-                    .any(|c| c.is_whitespace() || c == '"' || c == '\'')
-            {
-                bail!("--filter must be a non-empty glob without spaces or quotes");
-            }
+            check_filter(&b.guest_dir, f)?;
             env.push(format!("pcmsig_filter={f}"));
         }
         if let Some(seed) = self.seed {
@@ -261,27 +256,34 @@ impl flags::Test {
             })
         };
         let mut all_failures = Vec::new();
+        let mut blamed = Vec::new();
         let (mut passed, mut failed, mut skipped) = (0, 0, 0);
         for ((name, dir, _, _), run) in configs.iter().zip(runs) {
             let run = run?;
-            let report = ktap::parse(&run.console);
-            let failures = ktap::verdict(&run.console, &report, &run.ending);
-            let ktap_path = dir.join("ktap.txt");
-            std::fs::write(&ktap_path, ktap_text(&run.console)).context("writing ktap.txt")?;
+            let report = ktap::parse(&run.ktap);
+            let mut failures = ktap::verdict(&run.console, &report, &run.ending);
+            // The kernel's own KTAP parser must read our KTAP as we do.
+            if let Some(disagreement) =
+                kunit_parse_disagrees(&b.kernel.src, &run.ktap_log, &report)?
+            {
+                failures.push(ktap::Failure::BailOut(disagreement));
+            }
+            let ktap_path = &run.ktap_log;
             let junit_path = dir.join("junit.xml");
             std::fs::write(
                 &junit_path,
                 junit::render(
+                    &format!("pcmsig.{name}"),
                     &report,
                     &failures,
                     &ktap::splats(&run.console),
                     run.wall.as_secs_f64(),
                 ),
             )
-            .context("writing junit.xml")?;
+            .with_context(|| format!("writing {}", junit_path.display()))?;
             let dmesg_path = dir.join("dmesg.txt");
             std::fs::write(&dmesg_path, vm::dmesg(&run.console).unwrap_or_default())
-                .context("writing dmesg.txt")?;
+                .with_context(|| format!("writing {}", dmesg_path.display()))?;
             let c = report.counts();
             if !self.quiet {
                 print_results(&report);
@@ -307,6 +309,9 @@ impl flags::Test {
                 print_console_tail(&run.console, 40);
             }
             all_failures.extend(failures.iter().map(|f| format!("{name} VM: {f}")));
+            for (test, class) in ktap::blamed(&report, &failures) {
+                blamed.push(format!("{name}:{test}:{class}"));
+            }
             passed += c.passed;
             failed += c.failed;
             skipped += c.skipped;
@@ -319,6 +324,10 @@ impl flags::Test {
             );
         }
         println!("xtask: {passed} passed, {failed} failed, {skipped} skipped");
+        // One machine-readable line for `selftest --bugs` and scripts: VM:test:detector.
+        if !blamed.is_empty() {
+            println!("xtask: blamed {}", blamed.join(" "));
+        }
         if !all_failures.is_empty() {
             bail!("FAIL:\n  {}", all_failures.join("\n  "));
         }
@@ -442,26 +451,121 @@ impl flags::Exec {
     }
 }
 
-/// The KTAP lines of a console (kernel messages removed), for `target/pcmsig/test/ktap.txt`.
-fn ktap_text(console: &str) -> String {
-    let start = console.find("KTAP version").unwrap_or(console.len());
-    let end = console
-        .find("pcmsig-dmesg-begin")
-        .unwrap_or(console.len())
-        .max(start);
-    console[start..end]
+/// Refuses a `--filter` that matches no test, naming the tests (asks the guest binary itself,
+/// which runs on the host: `pcmsig-tests --list`).
+fn check_filter(guest_dir: &Path, filter: &str) -> Result<()> {
+    if filter.is_empty()
+        || filter
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+    {
+        bail!("--filter must be a non-empty glob without spaces or quotes");
+    }
+    let bin = guest_dir.join("pcmsig-tests");
+    let out = std::process::Command::new(&bin)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("running {} --list", bin.display()))?;
+    if !out.status.success() {
+        bail!("{} --list failed ({})", bin.display(), out.status);
+    }
+    let list = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = list
         .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| {
-            let t = l.trim_start();
-            t.starts_with("ok ")
-                || t.starts_with("not ok ")
-                || t.starts_with('#')
-                || t.starts_with("1..")
-                || t.starts_with("KTAP version")
-                || t.starts_with("Bail out!")
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if !names.iter().any(|n| pcmsig_uapi::harness::glob(filter, n)) {
+        bail!(
+            "--filter {filter:?} matches no test; the tests are:\n  {}",
+            names.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs the kernel's own KTAP parser (`tools/testing/kunit/kunit.py parse`) on `ktap` and
+/// compares its counts with ours; returns the disagreement, if any. A run that did not complete
+/// is not compared (the verdict already fails it, and kunit.py counts a crash its own way).
+fn kunit_parse_disagrees(
+    kernel_src: &Path,
+    ktap: &Path,
+    report: &ktap::Report,
+) -> Result<Option<String>> {
+    let c = report.counts();
+    if report.plan != Some(report.tests.len())
+        || report.bail_out.is_some()
+        || report.tests.is_empty()
+    {
+        return Ok(None);
+    }
+    let kunit = kernel_src.join("tools/testing/kunit/kunit.py");
+    let out = std::process::Command::new("python3")
+        .arg(&kunit)
+        .arg("parse")
+        .arg(ktap)
+        .output()
+        .with_context(|| {
+            format!(
+                "running python3 {} parse (package: python3)",
+                kunit.display()
+            )
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(summary) = text
+        .lines()
+        .find_map(|l| l.split("Testing complete. ").nth(1))
+    else {
+        return Ok(Some(format!(
+            "kunit.py parse {} printed no summary:\n{text}",
+            ktap.display()
+        )));
+    };
+    let theirs = kunit_counts(summary);
+    let ours = [
+        ("passed", c.passed),
+        ("failed", c.failed),
+        ("skipped", c.skipped),
+        ("crashed", 0),
+        ("errors", 0),
+    ];
+    let differ: Vec<String> = ours
+        .iter()
+        .filter(|(k, v)| {
+            theirs
+                .iter()
+                .find(|(tk, _)| tk == k)
+                .map_or(0, |(_, tv)| *tv)
+                != *v
         })
-        .map(|l| format!("{l}\n"))
+        .map(|(k, v)| {
+            format!(
+                "{k}: ours {v}, kunit.py {}",
+                theirs
+                    .iter()
+                    .find(|(tk, _)| tk == k)
+                    .map_or(0, |(_, tv)| *tv)
+            )
+        })
+        .collect();
+    Ok((!differ.is_empty()).then(|| {
+        format!(
+            "kunit.py parse disagrees ({summary}): {}",
+            differ.join("; ")
+        )
+    }))
+}
+
+/// `Ran 3 tests: passed: 1, failed: 1, skipped: 1` -> `[("passed", 1), ...]`.
+fn kunit_counts(summary: &str) -> Vec<(String, usize)> {
+    summary
+        .split_once(':')
+        .map_or("", |(_, r)| r)
+        .split(',')
+        .filter_map(|part| {
+            let (k, v) = part.split_once(':')?;
+            Some((k.trim().to_string(), v.trim().parse().ok()?))
+        })
         .collect()
 }
 
@@ -481,7 +585,7 @@ fn print_results(report: &ktap::Report) {
 }
 
 fn print_console_tail(console: &str, n: usize) {
-    let end = console.find("pcmsig-dmesg-begin").unwrap_or(console.len());
+    let end = console.find(ktap::DMESG_MARKER).unwrap_or(console.len());
     let lines: Vec<&str> = console[..end].lines().collect();
     eprintln!("xtask: last {n} console lines:");
     for l in &lines[lines.len().saturating_sub(n)..] {

@@ -1,7 +1,9 @@
 //! Building the guest side (module, static binaries, initramfs) and booting it in QEMU.
 //!
 //! QEMU's serial console is a pty driven by `rexpect`; QEMU also writes everything the guest
-//! prints to `console.log`, so the log is complete even when the guest hangs or panics.
+//! prints to `console.log`, so the log is complete even when the guest hangs or panics. A second
+//! serial port (the guest's `ttyS1`) goes to `ktap.txt`: the test suite's KTAP, byte for byte,
+//! never mixed with kernel messages.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -240,6 +242,9 @@ pub struct Run {
     /// Host time from starting QEMU to the first `KTAP version` line, if one came.
     pub first_ktap: Option<Duration>,
     pub console_log: PathBuf,
+    /// What the guest wrote to its second serial port (the suite's KTAP).
+    pub ktap: String,
+    pub ktap_log: PathBuf,
 }
 
 /// Virtual CPUs of a VM unless said otherwise: two, so that the module meets real SMP.
@@ -311,12 +316,18 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     } else {
         b.timeout
     };
+    let ktap_log = b.out_dir.join("ktap.txt");
+    let _ = std::fs::remove_file(&ktap_log);
+    // The order of `-serial` options is the order of the guest's ttyS ports.
     qemu.arg("-chardev")
         .arg(format!(
             "stdio,id=con,signal=off,logfile={}",
             console_log.display()
         ))
-        .args(["-serial", "chardev:con"]);
+        .args(["-serial", "chardev:con"])
+        .arg("-chardev")
+        .arg(format!("file,id=ktap,path={}", ktap_log.display()))
+        .args(["-serial", "chardev:ktap"]);
     let start = Instant::now();
     let mut session = rexpect::session::spawn_with_options(
         qemu,
@@ -328,7 +339,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     let mut console = String::new();
     let mut line = String::new();
     let mut first_ktap = None;
-    let mut searched = 0usize;
+    let mut ktap = KtapTail::new(&ktap_log);
     let mut last_output = Instant::now();
     let silence = if b.gdb { None } else { b.silence };
     let ending = loop {
@@ -346,17 +357,12 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         }
         if got {
             last_output = Instant::now();
-            if first_ktap.is_none() {
-                let from = searched.saturating_sub(16);
-                if console.as_bytes()[from..]
-                    .windows(12)
-                    .any(|w| w == b"KTAP version")
-                {
-                    first_ktap = Some(start.elapsed());
-                }
-                searched = console.len();
-            }
             continue;
+        }
+        // The suite's KTAP counts as output too: the console is quiet while tests pass.
+        if ktap.poll(b.stream) {
+            last_output = Instant::now();
+            first_ktap.get_or_insert_with(|| start.elapsed());
         }
         match session.process().status() {
             Some(rexpect::process::WaitStatus::StillAlive) | None => {}
@@ -385,6 +391,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    ktap.poll(b.stream);
     if b.stream && !line.is_empty() {
         println!("{}", line.replace('\r', ""));
     }
@@ -397,14 +404,66 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     } else {
         console
     };
-    std::fs::write(&console_log, &console)?;
+    std::fs::write(&console_log, &console)
+        .with_context(|| format!("writing {}", console_log.display()))?;
+    let ktap = match std::fs::read(&ktap_log) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).to_string(),
+        Err(_) => String::new(),
+    };
     Ok(Run {
         console,
         ending,
         wall: start.elapsed(),
         first_ktap,
         console_log,
+        ktap,
+        ktap_log,
     })
+}
+
+/// Follows `ktap.txt` while QEMU writes it: reports growth, and with `stream` prints new lines.
+struct KtapTail<'a> {
+    path: &'a Path,
+    len: u64,
+    printed: u64,
+    pending: String,
+}
+
+impl<'a> KtapTail<'a> {
+    fn new(path: &'a Path) -> Self {
+        Self {
+            path,
+            len: 0,
+            printed: 0,
+            pending: String::new(),
+        }
+    }
+
+    /// Whether the file grew since the last call.
+    fn poll(&mut self, stream: bool) -> bool {
+        let len = std::fs::metadata(self.path).map_or(0, |m| m.len());
+        if len <= self.len {
+            return false;
+        }
+        self.len = len;
+        if stream {
+            use std::io::{Read, Seek};
+            if let Ok(mut f) = std::fs::File::open(self.path) {
+                let mut buf = Vec::new();
+                if f.seek(std::io::SeekFrom::Start(self.printed)).is_ok()
+                    && f.read_to_end(&mut buf).is_ok()
+                {
+                    self.printed += buf.len() as u64;
+                    self.pending.push_str(&String::from_utf8_lossy(&buf));
+                    while let Some(i) = self.pending.find('\n') {
+                        println!("ktap| {}", &self.pending[..i]);
+                        self.pending.drain(..=i);
+                    }
+                }
+            }
+        }
+        true
+    }
 }
 
 fn gdb_hint(kernel: &Kernel) {

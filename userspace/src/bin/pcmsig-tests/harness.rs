@@ -24,19 +24,8 @@ fn test_timeout_s() -> u32 {
         .unwrap_or(30)
 }
 
-/// `*` and `?` glob match.
-pub fn glob(pattern: &str, name: &str) -> bool {
-    fn m(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => m(&p[1..], n) || (!n.is_empty() && m(p, &n[1..])),
-            (Some(b'?'), Some(_)) => m(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => m(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    m(pattern.as_bytes(), name.as_bytes())
-}
+pub use pcmsig::uapi::harness::glob;
+use pcmsig::uapi::harness::{problem_in, TEST_MARKER};
 
 /// Prints a diagnostic line.
 pub fn diag(msg: &str) {
@@ -47,18 +36,69 @@ pub fn diag(msg: &str) {
     let _ = out.flush();
 }
 
-/// Runs the tests matching `filter`, printing KTAP; returns the number that failed.
-pub fn run(tests: &[Test], filter: Option<&str>) -> usize {
+/// Sends the suite's standard output (its KTAP, and every test's diagnostics) to `path`: the VM's
+/// second serial port, set to raw mode so that the host receives exactly the bytes written.
+pub fn output_to(path: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let fd = f.as_raw_fd();
+    // SAFETY: `t` is a plain C struct that tcgetattr fills in; `fd` is open for the whole block.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(fd, &mut t) == 0 {
+            // No `\n` -> `\r\n` translation, no echo: the file on the host is byte-exact.
+            libc::cfmakeraw(&mut t);
+            if libc::tcsetattr(fd, libc::TCSANOW, &t) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    std::io::stdout().flush()?;
+    nix::unistd::dup2_stdout(&f).map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+/// Waits until everything written to standard output has left (a serial port drains slowly).
+pub fn drain_output() {
+    let _ = std::io::stdout().flush();
+    // SAFETY: tcdrain on our own stdout descriptor; it fails harmlessly when it is not a tty.
+    unsafe { libc::tcdrain(1) };
+}
+
+/// Runs the tests matching `filter`, printing KTAP; returns the number that failed, or `None`
+/// when the filter matches no test (a bail-out: a typo must not pass).
+pub fn run(tests: &[Test], filter: Option<&str>) -> Option<usize> {
     let selected: Vec<&Test> = tests
         .iter()
         .filter(|t| filter.is_none_or(|f| glob(f, t.name)))
         .collect();
     println!("KTAP version 1");
+    if selected.is_empty() {
+        println!("1..0");
+        println!(
+            "Bail out! no test matches --filter {}",
+            filter.unwrap_or("")
+        );
+        drain_output();
+        return None;
+    }
     println!("1..{}", selected.len());
+    let mut log = KernelLog::open();
+    if log.is_none() {
+        diag("/dev/kmsg cannot be read: kernel problems are not attributed to tests");
+    }
     let mut failed = 0;
     for (i, t) in selected.iter().enumerate() {
         let _ = std::io::stdout().flush();
-        match run_one(t) {
+        mark(t.name);
+        let mut outcome = run_one(t);
+        // Everything the kernel logged while the test ran, in log order: a problem there fails
+        // this test, whatever its own verdict.
+        if let Some(problem) = log.as_mut().and_then(KernelLog::problem) {
+            diag(&problem);
+            outcome = Outcome::Fail;
+        }
+        match outcome {
             Outcome::Pass => println!("ok {} {}", i + 1, t.name),
             Outcome::Skip(why) => println!("ok {} {} # SKIP {why}", i + 1, t.name),
             Outcome::Fail => {
@@ -68,7 +108,71 @@ pub fn run(tests: &[Test], filter: Option<&str>) -> usize {
         }
         let _ = std::io::stdout().flush();
     }
-    failed
+    drain_output();
+    Some(failed)
+}
+
+/// The kernel log, read record by record from `/dev/kmsg` (each record whole, in sequence
+/// order, unlike the console, whose output is asynchronous).
+struct KernelLog {
+    fd: std::os::fd::OwnedFd,
+}
+
+/// Log lines kept after the first line of a problem, as the test's diagnostics.
+const PROBLEM_LINES: usize = 24;
+
+impl KernelLog {
+    /// Opens the log positioned after its last record.
+    fn open() -> Option<Self> {
+        use nix::fcntl::{open, OFlag};
+        let fd = open(
+            "/dev/kmsg",
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        nix::unistd::lseek(&fd, 0, nix::unistd::Whence::SeekEnd).ok()?;
+        Some(Self { fd })
+    }
+
+    /// The messages of the records logged since the last call.
+    fn take(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match nix::unistd::read(&self.fd, &mut buf) {
+                Ok(0) => break,
+                // `PREFIX;message\n` then ` KEY=value` dictionary lines.
+                Ok(n) => {
+                    let rec = String::from_utf8_lossy(&buf[..n]);
+                    let first = rec.lines().next().unwrap_or("");
+                    if let Some((_, msg)) = first.split_once(';') {
+                        out.push(msg.to_string());
+                    }
+                }
+                // Records overwritten before we read them: go on with the next one.
+                Err(nix::errno::Errno::EPIPE) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// The first kernel problem logged since the last call, with the lines that follow it.
+    fn problem(&mut self) -> Option<String> {
+        let lines = self.take();
+        let (at, p) = lines
+            .iter()
+            .enumerate()
+            .find_map(|(i, l)| problem_in(l).map(|p| (i, p)))?;
+        let mut text = format!("kernel problem ({}) while this test ran:", p.class);
+        for l in lines.iter().skip(at).take(PROBLEM_LINES) {
+            text.push_str("\nkernel: ");
+            text.push_str(l.trim_end());
+        }
+        Some(text)
+    }
 }
 
 /// What a test's result means for its KTAP line.
@@ -84,22 +188,17 @@ pub const SKIP: &str = "SKIP: ";
 /// Exit code of a skipped test's process; the reason travels through a pipe.
 const SKIP_EXIT: i32 = 77;
 
-/// Writes the marker that lets the host attribute a kernel splat to the test that caused it.
+/// Logs the test's start in the kernel log: the host names the test that was running when the
+/// guest died by the last such record on the console (a panic flushes the console).
 fn mark(name: &str) {
-    // The serial console prints kernel messages at once but sends tty output later: let the
-    // last KTAP line leave the UART first, or the marker lands inside it. (Not a tty: no-op.)
-    let _ = std::io::stdout().flush();
-    // SAFETY: tcdrain on our own stdout descriptor; it fails harmlessly when not a tty.
-    unsafe { libc::tcdrain(1) };
     if let Ok(mut k) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
         // One write(2): each write to /dev/kmsg is one log record.
-        let _ = k.write_all(format!("pcmsig-tests: begin {name}\n").as_bytes());
+        let _ = k.write_all(format!("{TEST_MARKER}{name}\n").as_bytes());
     }
 }
 
 fn run_one(t: &Test) -> Outcome {
     let timeout_s = test_timeout_s();
-    mark(t.name);
     let Ok((skip_rd, skip_wr)) = nix::unistd::pipe() else {
         diag("pipe failed");
         return Outcome::Fail;
@@ -226,18 +325,3 @@ pub const WAIT: Duration = Duration::from_secs(3);
 /// returns after its signals are queued, so a wrong signal would already be pending: this only
 /// covers the timer.
 pub const QUIET: Duration = Duration::from_millis(25);
-
-#[cfg(test)]
-mod tests {
-    use super::glob;
-
-    #[test]
-    fn glob_matches_like_a_shell() {
-        assert!(glob("*", "anything"));
-        assert!(glob("signal*", "signalfd_sees_payload"));
-        assert!(glob("*_fifo_*", "rt_fifo_order"));
-        assert!(glob("a?c", "abc"));
-        assert!(!glob("a?c", "ac"));
-        assert!(!glob("signal*", "module_cycles"));
-    }
-}

@@ -1,7 +1,8 @@
 //! The guest test suite: runs inside the VM with the module loaded and prints KTAP v1.
 //!
 //! One test a behaviour, each in its own forked process. `--filter GLOB` runs a subset;
-//! `--list` prints the names.
+//! `--list` prints the names; `--ktap PATH` writes the KTAP to PATH (the VM's second serial port)
+//! instead of standard output.
 
 mod adversarial_tests;
 mod common;
@@ -18,19 +19,31 @@ fn main() {
     tests.extend(device_tests::tests());
     // Unloading the module comes last: everything else needs it loaded.
     tests.extend(module_tests::lifecycle_tests());
+    // The leak scan comes after everything that could leak.
+    tests.extend(module_tests::leak_tests());
     let mut filter = None;
+    let mut ktap = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--filter" => filter = it.next().cloned(),
+            "--ktap" => ktap = it.next().cloned(),
             "--list" => {
                 tests.iter().for_each(|t| println!("{}", t.name));
                 return;
             }
             other => {
-                eprintln!("pcmsig-tests: unknown argument {other:?} (use --filter GLOB or --list)");
+                eprintln!(
+                    "pcmsig-tests: unknown argument {other:?} (use --filter GLOB, --ktap PATH or --list)"
+                );
                 std::process::exit(2);
             }
+        }
+    }
+    if let Some(path) = &ktap {
+        if let Err(e) = harness::output_to(path) {
+            eprintln!("pcmsig-tests: cannot write KTAP to {path}: {e}");
+            std::process::exit(2);
         }
     }
     if !std::path::Path::new(pcmsig::uapi::DEVICE_PATH).exists() {
@@ -39,8 +52,15 @@ fn main() {
             tests.len(),
             pcmsig::uapi::DEVICE_PATH
         );
+        harness::drain_output();
         std::process::exit(1);
     }
-    let failed = harness::run(&tests, filter.as_deref());
-    std::process::exit(i32::from(failed > 0));
+    match harness::run(&tests, filter.as_deref()) {
+        Some(failed) => std::process::exit(i32::from(failed > 0)),
+        None => {
+            eprintln!("pcmsig-tests: no test matches the filter; the tests are:");
+            tests.iter().for_each(|t| eprintln!("  {}", t.name));
+            std::process::exit(2);
+        }
+    }
 }

@@ -1,0 +1,135 @@
+//! The contract between the guest test suite and the host harness (not part of the kernel ABI,
+//! and not compiled into the module): where the KTAP goes, the markers, what a kernel problem
+//! looks like in the log, and the filter glob. Defined once, used by `pcmsig-tests` and `xtask`.
+
+/// The guest device the suite writes its KTAP to: the VM's second serial port, which QEMU
+/// writes to `ktap.txt` on the host. The kernel console (`ttyS0`) stays a log.
+pub const KTAP_DEVICE: &str = "/dev/ttyS1";
+
+/// Record the suite writes to `/dev/kmsg` before each test: `pcmsig-tests: begin NAME`. The host
+/// uses the last one on the console to name the test that was running when the guest died.
+pub const TEST_MARKER: &str = "pcmsig-tests: begin ";
+
+/// Where init starts dumping `dmesg` at the end of a test run.
+pub const DMESG_MARKER: &str = "pcmsig-dmesg-begin";
+/// Where that dump ends.
+pub const DMESG_END_MARKER: &str = "pcmsig-dmesg-end";
+
+/// One class of kernel problem: the text that identifies it in a log line, and its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// A substring of the log line that starts (or belongs to) such a report.
+    pub pattern: &'static str,
+    /// The detector's name, as the seeded-bug catalogue and the verdict name it.
+    pub class: &'static str,
+}
+
+const fn p(pattern: &'static str, class: &'static str) -> Problem {
+    Problem { pattern, class }
+}
+
+/// Kernel log lines that mean the kernel went wrong, whatever the tests said. More specific
+/// patterns come first: the first match names the class.
+pub const KERNEL_PROBLEMS: &[Problem] = &[
+    p("KASAN:", "KASAN"),
+    p("possible circular locking dependency", "lockdep"),
+    p("inconsistent lock state", "lockdep"),
+    p("possible recursive locking", "lockdep"),
+    p(
+        "sleeping function called from invalid context",
+        "atomic-sleep",
+    ),
+    p("scheduling while atomic", "atomic-sleep"),
+    p("ODEBUG:", "debugobjects"),
+    p("refcount_t:", "refcount"),
+    p("unreferenced object", "kmemleak"),
+    p("list_add corruption", "list-debug"),
+    p("list_del corruption", "list-debug"),
+    p("UBSAN:", "UBSAN"),
+    p("Kernel panic", "panic"),
+    p("kernel BUG at", "BUG"),
+    p("BUG:", "BUG"),
+    p("Oops:", "oops"),
+    p("general protection fault", "oops"),
+    p("WARNING:", "warning"),
+    p("------------[ cut here ]------------", "warning"),
+    p("Call Trace:", "warning"),
+    p("rcu_sched detected stalls", "stall"),
+    p("rcu: INFO:", "stall"),
+    p("soft lockup", "stall"),
+    p("hung_task", "stall"),
+];
+
+/// The first problem whose pattern occurs in `line`.
+pub fn problem_in(line: &str) -> Option<&'static Problem> {
+    KERNEL_PROBLEMS.iter().find(|p| line.contains(p.pattern))
+}
+
+/// `*` (any run) and `?` (any one character) glob match, as `--filter` uses it.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    fn m(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => m(&p[1..], n) || (!n.is_empty() && m(p, &n[1..])),
+            (Some(b'?'), Some(_)) => m(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => m(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    m(pattern.as_bytes(), name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_a_shell() {
+        assert!(glob("*", "anything"));
+        assert!(glob("signal*", "signalfd_sees_payload"));
+        assert!(glob("*_fifo_*", "rt_fifo_order"));
+        assert!(glob("a?c", "abc"));
+        assert!(!glob("a?c", "ac"));
+        assert!(!glob("signal*", "module_cycles"));
+        assert!(!glob("typo*", "inject_delivers_exact_payloads_in_sequence"));
+    }
+
+    #[test]
+    fn problems_are_classified_by_their_most_specific_pattern() {
+        let class = |l: &str| problem_in(l).map(|p| p.class);
+        assert_eq!(
+            class("BUG: KASAN: slab-use-after-free in send_sig_info+0x1/0x2"),
+            Some("KASAN")
+        );
+        assert_eq!(
+            class(
+                "BUG: sleeping function called from invalid context at kernel/locking/mutex.c:580"
+            ),
+            Some("atomic-sleep")
+        );
+        assert_eq!(
+            class("WARNING: possible circular locking dependency detected"),
+            Some("lockdep")
+        );
+        assert_eq!(
+            class("refcount_t: underflow; use-after-free."),
+            Some("refcount")
+        );
+        assert_eq!(
+            class("unreferenced object 0xffff888003a1b2c0 (size 64):"),
+            Some("kmemleak")
+        );
+        assert_eq!(
+            class("BUG: kernel NULL pointer dereference, address: 0000000000000000"),
+            Some("BUG")
+        );
+        assert_eq!(
+            class("Kernel panic - not syncing: Fatal exception"),
+            Some("panic")
+        );
+        assert_eq!(
+            class("pcmsig: loading out-of-tree module taints kernel."),
+            None
+        );
+    }
+}
