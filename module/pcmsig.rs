@@ -157,6 +157,9 @@ impl MiscDevice for PcmsigFile {
 
     fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<OpenFile>> {
         let stream = Self::stream_of(misc);
+        // Seeded bug: 64 bytes allocated per open and never freed.
+        #[cfg(pcmsig_bug = "leak_per_open")]
+        core::mem::forget(KBox::new([0u8; 64], GFP_KERNEL)?);
         let open = OpenFile::new(stream.clone(), SenderCred::of_file(file))?;
         stream.attach(open.clone())?;
         Ok(open)
@@ -246,6 +249,10 @@ impl MiscDevice for PcmsigFile {
                     let l = inner.listener.clone().or_else(|| inner.last.clone());
                     (l, inner.read_overruns)
                 };
+                #[cfg(pcmsig_bug = "lock_order")]
+                if let Some(l) = &file {
+                    l.lock_stats_then_file(&me);
+                }
                 let mut stats = Stats {
                     listeners: stream.listeners(),
                     read_overruns,

@@ -47,6 +47,7 @@ impl SenderCred {
     /// # Safety
     ///
     /// `cred` must point to a valid `struct cred` (e.g. read under RCU from a live task).
+    #[cfg(not(pcmsig_bug = "no_permission_check"))]
     unsafe fn may_signal(&self, cred: *const bindings::cred) -> bool {
         // SAFETY: The caller guarantees `cred` is valid; ids of a published cred never change.
         let (uid, suid) = unsafe { ((*cred).uid.val, (*cred).suid.val) };
@@ -56,6 +57,12 @@ impl SenderCred {
             || self.euid == uid
             || self.uid == suid
             || self.uid == uid
+    }
+
+    /// Seeded bug: the permission check removed.
+    #[cfg(pcmsig_bug = "no_permission_check")]
+    unsafe fn may_signal(&self, _cred: *const bindings::cred) -> bool {
+        true
     }
 
     /// Whether these credentials may signal `task`.
@@ -107,7 +114,17 @@ pub(crate) enum Outcome {
 pub(crate) struct ThreadRef {
     pid: NonNull<bindings::pid>,
     mm: NonNull<bindings::mm_struct>,
+    /// Seeded bug: the blog version's cached `task_struct` pointer, with no reference held.
+    #[cfg(pcmsig_bug = "cached_task")]
+    task: *mut bindings::task_struct,
 }
+
+/// Which `struct pid` of the registering thread is kept: its own (thread-directed delivery).
+#[cfg(not(pcmsig_bug = "signal_group_leader"))]
+const KEPT_PID: bindings::pid_type = bindings::pid_type_PIDTYPE_PID;
+/// Seeded bug: the thread group's pid, so signals go to the group leader, not the thread.
+#[cfg(pcmsig_bug = "signal_group_leader")]
+const KEPT_PID: bindings::pid_type = bindings::pid_type_PIDTYPE_TGID;
 
 // SAFETY: `struct pid` and `mm_struct` references may be used and released from any thread.
 unsafe impl Send for ThreadRef {}
@@ -138,18 +155,31 @@ impl ThreadRef {
             bindings::mmput(mm.as_ptr());
         }
         // SAFETY: As above for `current`; `get_task_pid` takes its own reference on the pid.
-        let pid = unsafe { bindings::get_task_pid(task, bindings::pid_type_PIDTYPE_PID) };
+        let pid = unsafe { bindings::get_task_pid(task, KEPT_PID) };
         let Some(pid) = NonNull::new(pid) else {
             // SAFETY: Drops the `mm_count` reference taken above.
             unsafe { bindings::mmdrop(mm.as_ptr()) };
             return Err(ESRCH);
         };
-        Ok(Self { pid, mm })
+        // Seeded bug: the reference dropped at once; the pid is used after the thread is gone.
+        // SAFETY: None: this is the use-after-free KASAN must report.
+        #[cfg(pcmsig_bug = "pid_use_after_free")]
+        unsafe {
+            bindings::put_pid(pid.as_ptr())
+        };
+        // INVARIANT: `pid` and `mm` are the references taken above.
+        Ok(Self {
+            pid,
+            mm,
+            #[cfg(pcmsig_bug = "cached_task")]
+            task,
+        })
     }
 
     /// Sends `signo` with `si_code = SI_QUEUE` and `si_int = value` to the thread, if it is still
     /// the same program and `sender` may signal it. Never sleeps; call it with no driver spinlock
     /// held (`send_sig_info` takes the target's sighand lock).
+    #[cfg(not(pcmsig_bug = "cached_task"))]
     pub(crate) fn send(&self, signo: u32, value: i32, sender: &SenderCred) -> Outcome {
         // SAFETY: `self.pid` is a counted reference (type invariant); `get_pid_task` returns the
         // thread with its own reference taken, or null once the thread has been released.
@@ -178,7 +208,7 @@ impl ThreadRef {
         // Payload for every reader: SI_QUEUE makes `si_int` visible to signalfd and SA_SIGINFO
         // handlers alike. `si_pid`/`si_uid` stay 0: the sender is the kernel.
         info.__bindgen_anon_1.si_signo = signo as i32;
-        info.__bindgen_anon_1.si_code = crate::uapi::SI_CODE;
+        info.__bindgen_anon_1.si_code = SI_CODE;
         info.__bindgen_anon_1._sifields._rt._sigval.sival_int = value;
         // SAFETY: `info` is a valid, initialised siginfo; `task` is valid (counted);
         // `send_sig_info` takes the target's sighand lock itself and does not sleep.
@@ -190,14 +220,44 @@ impl ThreadRef {
             _ => Outcome::Exited,
         }
     }
+
+    /// Seeded bug: the blog version, `send_sig_info` on a cached task pointer, which dangles once
+    /// the thread has exited and been freed.
+    #[cfg(pcmsig_bug = "cached_task")]
+    pub(crate) fn send(&self, signo: u32, value: i32, _sender: &SenderCred) -> Outcome {
+        let mut info = bindings::kernel_siginfo::default();
+        info.__bindgen_anon_1.si_signo = signo as i32;
+        info.__bindgen_anon_1.si_code = SI_CODE;
+        info.__bindgen_anon_1._sifields._rt._sigval.sival_int = value;
+        // SAFETY: None: `self.task` may be freed; this is the use-after-free KASAN must report.
+        match unsafe { bindings::send_sig_info(signo as i32, &mut info, self.task) } {
+            0 => Outcome::Delivered,
+            _ => Outcome::Exited,
+        }
+    }
 }
+
+/// The `si_code` of every signal: `SI_QUEUE`, so that `si_int` reaches every reader.
+#[cfg(not(pcmsig_bug = "si_code_zero"))]
+const SI_CODE: i32 = crate::uapi::SI_CODE;
+/// Seeded bug: the blog's `si_code = 0` (`SI_USER`), which hides `si_int` from signalfd.
+#[cfg(pcmsig_bug = "si_code_zero")]
+const SI_CODE: i32 = 0;
 
 impl Drop for ThreadRef {
     fn drop(&mut self) {
         // SAFETY: Both references were taken in `current` and are released exactly once, here.
+        #[cfg(not(pcmsig_bug = "pid_use_after_free"))]
         unsafe {
-            bindings::put_pid(self.pid.as_ptr());
-            bindings::mmdrop(self.mm.as_ptr());
-        }
+            bindings::put_pid(self.pid.as_ptr())
+        };
+        // Seeded bug: the pid reference released twice.
+        // SAFETY: None: this is the double put the kernel's checkers must report.
+        #[cfg(pcmsig_bug = "double_put_pid")]
+        unsafe {
+            bindings::put_pid(self.pid.as_ptr())
+        };
+        // SAFETY: Taken in `current` with `mmgrab`, released exactly once, here.
+        unsafe { bindings::mmdrop(self.mm.as_ptr()) };
     }
 }

@@ -142,10 +142,23 @@ impl Listener {
     pub(crate) fn stats(&self) -> ListenerStats {
         *self.stats.lock()
     }
+
+    /// Seeded bug: takes this listener's counters, then `file`'s lock: the opposite order of
+    /// [`OpenFile::deliver`].
+    #[cfg(pcmsig_bug = "lock_order")]
+    pub(crate) fn lock_stats_then_file(&self, file: &OpenFile) {
+        let _stats = self.stats.lock();
+        drop(file.inner.lock());
+    }
 }
 
 /// Adds one outcome to a set of counters.
 pub(crate) fn count(stats: &mut ListenerStats, outcome: Outcome) {
+    // Seeded bug: a drop for a full queue is neither offered nor counted.
+    #[cfg(pcmsig_bug = "drop_not_counted")]
+    if outcome == Outcome::QueueFull {
+        return;
+    }
     stats.fired = stats.fired.wrapping_add(1);
     let field = match outcome {
         Outcome::Delivered => &mut stats.delivered,
@@ -216,10 +229,20 @@ impl OpenFile {
             if !inner.records.push(ev.record()) {
                 inner.read_overruns = inner.read_overruns.wrapping_add(1);
             }
+            // Seeded bug: the listener's counters locked under the file's lock.
+            #[cfg(pcmsig_bug = "lock_order")]
+            if let Some(l) = &inner.listener {
+                drop(l.stats.lock());
+            }
             inner.listener.clone()
         };
         let listener = listener?;
-        let value = uapi::encode(ev.kind()?, ev.seq as u32);
+        #[cfg(not(pcmsig_bug = "seq_off_by_one"))]
+        let seq = ev.seq as u32;
+        // Seeded bug: the signal carries the next event's sequence number.
+        #[cfg(pcmsig_bug = "seq_off_by_one")]
+        let seq = (ev.seq as u32).wrapping_add(1);
+        let value = uapi::encode(ev.kind()?, seq);
         let outcome = listener.thread.send(listener.signo, value, &self.opener);
         count(&mut listener.stats.lock(), outcome);
         count(totals, outcome);
@@ -443,6 +466,8 @@ impl Stream {
         let had_listener = file.inner.lock().listener.take();
         drop(had_listener);
         if last {
+            // Seeded bug: the timer is not cancelled on the last close.
+            #[cfg(not(pcmsig_bug = "timer_not_cancelled"))]
             self.stop_timer();
             self.flush_work();
             let mut inner = self.inner.lock();
@@ -724,11 +749,14 @@ impl HrTimerCallback for Stream {
     type Pointer<'a> = Arc<Self>;
 
     fn run(this: ArcBorrow<'_, Self>, mut ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
+        // Seeded bug: a sleeping lock taken in the timer's hard-IRQ callback.
+        #[cfg(pcmsig_bug = "sleep_in_timer")]
+        drop(this.files.lock());
         let mut restart = HrTimerRestart::Restart;
         {
             let mut inner = this.inner.lock();
             if !matches!(inner.state, State::Running | State::Draining) {
-                return HrTimerRestart::NoRestart;
+                return idle_expiry(&mut ctx, &inner);
             }
             let period = Delta::from_micros(i64::from(inner.config.period_us));
             // A period's timestamp is its boundary (the expiry), not when the callback got to
@@ -754,4 +782,17 @@ impl HrTimerCallback for Stream {
         Stream::kick(this.into());
         restart
     }
+}
+
+/// What the timer does when it expires with the stream not running: it stops.
+#[cfg(not(pcmsig_bug = "timer_not_cancelled"))]
+fn idle_expiry(_ctx: &mut HrTimerCallbackContext<'_, Stream>, _inner: &StreamInner) -> HrTimerRestart {
+    HrTimerRestart::NoRestart
+}
+
+/// Seeded bug: the timer re-arms itself whatever the state, so only a cancel stops it.
+#[cfg(pcmsig_bug = "timer_not_cancelled")]
+fn idle_expiry(ctx: &mut HrTimerCallbackContext<'_, Stream>, inner: &StreamInner) -> HrTimerRestart {
+    ctx.forward_now(Delta::from_micros(i64::from(inner.config.period_us)));
+    HrTimerRestart::Restart
 }

@@ -24,55 +24,136 @@ const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
     (dir << 30) | ((size as u32) << 16) | ((IOC_MAGIC as u32) << 8) | nr
 }
 
-/// Argument of [`IOC_REGISTER`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Register {
-    /// Absolute signal number: `SIGUSR1`, `SIGUSR2` or the kernel's real-time range
-    /// [`SIGRT_MIN`]..=[`SIGRT_MAX`]. Never an offset from glibc's `SIGRTMIN()`.
-    pub signo: u32,
-    /// Must be 0.
-    pub flags: u32,
+/// One field of a UAPI struct, as the C header generator and its layout test see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: &'static str,
+    /// Its C type (`__u32`, `struct pcmsig_listener_stats`, ...).
+    pub c_type: &'static str,
+    pub offset: usize,
+    pub size: usize,
 }
 
-/// Argument of [`IOC_CONFIGURE`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Config {
-    /// Period length in microseconds, [`PERIOD_US_MIN`]..=[`PERIOD_US_MAX`].
-    pub period_us: u32,
-    /// Periods after which the stream stops by itself; 0 runs until stopped.
-    pub periods: u32,
+/// The C name, size and fields (in declaration order) of a UAPI struct.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub c_name: &'static str,
+    pub size: usize,
+    pub fields: &'static [Field],
 }
 
-/// Argument of [`IOC_INJECT_BURST`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Burst {
-    /// [`EventKind`] as its number.
-    pub kind: u32,
-    /// How many events, 1..=[`BURST_MAX`].
-    pub count: u32,
+/// The C type a Rust UAPI type is written as in the header.
+pub trait CType {
+    const C_TYPE: &'static str;
 }
 
-/// Delivery counters of one listener (or summed over listeners).
-///
-/// Invariant: `fired == delivered + dropped_queue_full + dropped_exited + dropped_execd + dropped_perm`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ListenerStats {
-    /// Events offered to the listener.
-    pub fired: u64,
-    /// Events the kernel accepted for delivery (queued, or merged into a pending standard signal).
-    pub delivered: u64,
-    /// Dropped because the signal queue was full (`-EAGAIN` at `RLIMIT_SIGPENDING`).
-    pub dropped_queue_full: u64,
-    /// Dropped because the registered thread had exited.
-    pub dropped_exited: u64,
-    /// Dropped because the registered thread had called `execve` since registering.
-    pub dropped_execd: u64,
-    /// Dropped because the opener's credentials no longer allow signalling the thread.
-    pub dropped_perm: u64,
+impl CType for u16 {
+    const C_TYPE: &'static str = "__u16";
+}
+
+impl CType for u32 {
+    const C_TYPE: &'static str = "__u32";
+}
+
+impl CType for u64 {
+    const C_TYPE: &'static str = "__u64";
+}
+
+/// Declares a `repr(C)` UAPI struct and its [`Layout`] (`Self::LAYOUT`), taken from the
+/// declaration itself: the header and its test cannot list a field the struct does not have.
+macro_rules! uapi_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident as $c_name:literal {
+            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl CType for $name {
+            const C_TYPE: &'static str = concat!("struct ", $c_name);
+        }
+
+        impl $name {
+            /// The C name, size and fields of this struct, for `uapi/pcmsig.h`.
+            pub const LAYOUT: Layout = Layout {
+                c_name: $c_name,
+                size: core::mem::size_of::<$name>(),
+                fields: &[$(Field {
+                    name: stringify!($field),
+                    c_type: <$ty as CType>::C_TYPE,
+                    offset: core::mem::offset_of!($name, $field),
+                    size: core::mem::size_of::<$ty>(),
+                }),*],
+            };
+        }
+    };
+}
+
+/// Every UAPI struct, in the order the header declares them (a struct before its users).
+pub const STRUCTS: [Layout; 6] = [
+    Register::LAYOUT,
+    Config::LAYOUT,
+    Burst::LAYOUT,
+    ListenerStats::LAYOUT,
+    Stats::LAYOUT,
+    EventRecord::LAYOUT,
+];
+
+uapi_struct! {
+    /// Argument of [`IOC_REGISTER`].
+    pub struct Register as "pcmsig_register" {
+        /// Absolute signal number: `SIGUSR1`, `SIGUSR2` or the kernel's real-time range
+        /// [`SIGRT_MIN`]..=[`SIGRT_MAX`]. Never an offset from glibc's `SIGRTMIN()`.
+        pub signo: u32,
+        /// Must be 0.
+        pub flags: u32,
+    }
+}
+
+uapi_struct! {
+    /// Argument of [`IOC_CONFIGURE`].
+    pub struct Config as "pcmsig_config" {
+        /// Period length in microseconds, [`PERIOD_US_MIN`]..=[`PERIOD_US_MAX`].
+        pub period_us: u32,
+        /// Periods after which the stream stops by itself; 0 runs until stopped.
+        pub periods: u32,
+    }
+}
+
+uapi_struct! {
+    /// Argument of [`IOC_INJECT_BURST`].
+    pub struct Burst as "pcmsig_burst" {
+        /// [`EventKind`] as its number.
+        pub kind: u32,
+        /// How many events, 1..=[`BURST_MAX`].
+        pub count: u32,
+    }
+}
+
+uapi_struct! {
+    /// Delivery counters of one listener (or summed over listeners).
+    ///
+    /// Invariant: `fired == delivered + dropped_queue_full + dropped_exited + dropped_execd + dropped_perm`.
+    pub struct ListenerStats as "pcmsig_listener_stats" {
+        /// Events offered to the listener.
+        pub fired: u64,
+        /// Events the kernel accepted for delivery (queued, or merged into a pending standard signal).
+        pub delivered: u64,
+        /// Dropped because the signal queue was full (`-EAGAIN` at `RLIMIT_SIGPENDING`).
+        pub dropped_queue_full: u64,
+        /// Dropped because the registered thread had exited.
+        pub dropped_exited: u64,
+        /// Dropped because the registered thread had called `execve` since registering.
+        pub dropped_execd: u64,
+        /// Dropped because the opener's credentials no longer allow signalling the thread.
+        pub dropped_perm: u64,
+    }
 }
 
 impl ListenerStats {
@@ -85,38 +166,38 @@ impl ListenerStats {
     }
 }
 
-/// Result of [`IOC_GET_STATS`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Current [`State`] as its number.
-    pub state: u32,
-    /// Listeners registered now, over all open files.
-    pub listeners: u32,
-    /// Events the stream has emitted since the module was loaded.
-    pub events: u64,
-    /// Period ticks since the stream was last started.
-    pub periods: u64,
-    /// Records this open file lost because its `read()` queue was full.
-    pub read_overruns: u64,
-    /// The listener of this open file, since it last registered.
-    pub file: ListenerStats,
-    /// Every listener since the module was loaded.
-    pub total: ListenerStats,
+uapi_struct! {
+    /// Result of [`IOC_GET_STATS`].
+    pub struct Stats as "pcmsig_stats" {
+        /// Current [`State`] as its number.
+        pub state: u32,
+        /// Listeners registered now, over all open files.
+        pub listeners: u32,
+        /// Events the stream has emitted since the module was loaded.
+        pub events: u64,
+        /// Period ticks since the stream was last started.
+        pub periods: u64,
+        /// Records this open file lost because its `read()` queue was full.
+        pub read_overruns: u64,
+        /// The listener of this open file, since it last registered.
+        pub file: ListenerStats,
+        /// Every listener since the module was loaded.
+        pub total: ListenerStats,
+    }
 }
 
-/// One record returned by `read()` on the device.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EventRecord {
-    /// [`EventKind`] as its number.
-    pub kind: u16,
-    /// [`EventSource`] as its number.
-    pub source: u16,
-    /// The event's sequence number (the low 32 bits; signals carry the low [`SEQ_BITS`]).
-    pub seq: u32,
-    /// `CLOCK_MONOTONIC` time the event happened, in nanoseconds.
-    pub timestamp_ns: u64,
+uapi_struct! {
+    /// One record returned by `read()` on the device.
+    pub struct EventRecord as "pcmsig_event_record" {
+        /// [`EventKind`] as its number.
+        pub kind: u16,
+        /// [`EventSource`] as its number.
+        pub source: u16,
+        /// The event's sequence number (the low 32 bits; signals carry the low [`SEQ_BITS`]).
+        pub seq: u32,
+        /// `CLOCK_MONOTONIC` time the event happened, in nanoseconds.
+        pub timestamp_ns: u64,
+    }
 }
 
 /// Register the calling thread as this open file's listener (replaces an earlier one).

@@ -73,9 +73,17 @@ xflags::xflags! {
             optional --clippy
         }
         /// Check the harness itself on real boots: a panic and a hang must fail fast; the shell
-        /// and exec commands must work.
+        /// and exec commands must work. With --bugs, the seeded-bug catalogue instead.
         cmd selftest {
             optional --kernel-src path: PathBuf
+            /// Build the module once per seeded bug, run the suite on each, and require a FAIL
+            /// that blames the expected test with the expected detector (normal-kernel bugs; with
+            /// --debug-kernel, the bugs only KASAN, lockdep, kmemleak... can see).
+            optional --bugs
+            /// Only this seeded bug (repeatable; implies --bugs).
+            repeated --bug name: String
+            /// The debug kernel's part of the catalogue.
+            optional --debug-kernel
         }
         /// Measure the harness and every delivery path (latency, throughput, burst size).
         cmd bench {

@@ -2,56 +2,16 @@
 //!
 //! Numbers (enum values, limits, the encoding) are printed from the Rust constants. The ioctl
 //! numbers are written with the C `_IOW`/`_IOR` macros over the C structs, so the C compiler
-//! computes them independently; the tests compile the header and compare every ioctl number,
-//! struct size and field offset with the Rust definitions.
+//! computes them independently. The structs come from the Rust declarations' own layouts
+//! (`uapi_struct!` records each field's name, C type, offset and size); the tests compile the
+//! header and compare every ioctl number, every struct's size and every field's offset and size
+//! with those layouts, and check the fields' order against the Rust declaration.
 
 use anyhow::{bail, Context, Result};
 use pcmsig_uapi as u;
 use std::fmt::Write;
 
 use crate::project_root;
-
-/// `(C struct name, [(C type, field)])`, in the order of the Rust `repr(C)` structs.
-pub const STRUCTS: &[(&str, &[(&str, &str)])] = &[
-    ("pcmsig_register", &[("__u32", "signo"), ("__u32", "flags")]),
-    (
-        "pcmsig_config",
-        &[("__u32", "period_us"), ("__u32", "periods")],
-    ),
-    ("pcmsig_burst", &[("__u32", "kind"), ("__u32", "count")]),
-    (
-        "pcmsig_listener_stats",
-        &[
-            ("__u64", "fired"),
-            ("__u64", "delivered"),
-            ("__u64", "dropped_queue_full"),
-            ("__u64", "dropped_exited"),
-            ("__u64", "dropped_execd"),
-            ("__u64", "dropped_perm"),
-        ],
-    ),
-    (
-        "pcmsig_stats",
-        &[
-            ("__u32", "state"),
-            ("__u32", "listeners"),
-            ("__u64", "events"),
-            ("__u64", "periods"),
-            ("__u64", "read_overruns"),
-            ("struct pcmsig_listener_stats", "file"),
-            ("struct pcmsig_listener_stats", "total"),
-        ],
-    ),
-    (
-        "pcmsig_event_record",
-        &[
-            ("__u16", "kind"),
-            ("__u16", "source"),
-            ("__u32", "seq"),
-            ("__u64", "timestamp_ns"),
-        ],
-    ),
-];
 
 /// `(C name, ioctl direction macro, nr, argument type, Rust value)`.
 pub fn ioctls() -> Vec<(&'static str, &'static str, u32, &'static str, u32)> {
@@ -133,10 +93,11 @@ pub fn generate() -> String {
     let _ = writeln!(w, "#include <linux/ioctl.h>\n#include <linux/types.h>\n");
     let _ = writeln!(w, "#define PCMSIG_DEVICE_PATH \"{}\"", u::DEVICE_PATH);
     let _ = writeln!(w, "#define PCMSIG_IOC_MAGIC 0x{:02X}\n", u::IOC_MAGIC);
-    for (name, fields) in STRUCTS {
-        let _ = writeln!(w, "struct {name} {{");
-        for (ty, f) in *fields {
-            let _ = writeln!(w, "\t{ty} {f};");
+    // Every struct and field from the Rust declarations themselves (`uapi_struct!`).
+    for layout in u::STRUCTS {
+        let _ = writeln!(w, "struct {} {{", layout.c_name);
+        for f in layout.fields {
+            let _ = writeln!(w, "\t{} {};", f.c_type, f.name);
         }
         let _ = writeln!(w, "}};\n");
     }
@@ -232,7 +193,53 @@ pub fn run(check: bool) -> Result<()> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn layouts_list_every_field_in_declaration_order() {
+        // Offsets strictly increase in declaration order and the fields tile the struct, so a
+        // field missing from a layout, or two swapped, cannot pass.
+        for l in u::STRUCTS {
+            let mut end = 0;
+            for f in l.fields {
+                assert_eq!(
+                    f.offset, end,
+                    "{}.{}: padding or a missing field",
+                    l.c_name, f.name
+                );
+                end = f.offset + f.size;
+            }
+            assert_eq!(
+                end, l.size,
+                "{}: the fields do not fill the struct",
+                l.c_name
+            );
+        }
+        assert_eq!(
+            u::Stats::LAYOUT
+                .fields
+                .iter()
+                .map(|f| f.name)
+                .collect::<Vec<_>>(),
+            [
+                "state",
+                "listeners",
+                "events",
+                "periods",
+                "read_overruns",
+                "file",
+                "total"
+            ]
+        );
+        assert_eq!(
+            u::EventRecord::LAYOUT.fields[3],
+            u::Field {
+                name: "timestamp_ns",
+                c_type: "__u64",
+                offset: 8,
+                size: 8
+            }
+        );
+    }
 
     #[test]
     fn committed_header_is_current() {
@@ -250,60 +257,16 @@ mod tests {
         for (name, _, _, _, v) in ioctls() {
             m.insert(name.to_string(), u64::from(v));
         }
-        let mut put = |k: &str, v: usize| m.insert(k.to_string(), v as u64);
-        put("sizeof(struct pcmsig_register)", size_of::<u::Register>());
-        put("sizeof(struct pcmsig_config)", size_of::<u::Config>());
-        put(
-            "sizeof(struct pcmsig_listener_stats)",
-            size_of::<u::ListenerStats>(),
-        );
-        put("sizeof(struct pcmsig_stats)", size_of::<u::Stats>());
-        put("sizeof(struct pcmsig_burst)", size_of::<u::Burst>());
-        put(
-            "offsetof(struct pcmsig_burst, count)",
-            offset_of!(u::Burst, count),
-        );
-        put("PCMSIG_BURST_MAX", u::BURST_MAX as usize);
-        put(
-            "sizeof(struct pcmsig_event_record)",
-            size_of::<u::EventRecord>(),
-        );
-        put(
-            "offsetof(struct pcmsig_register, flags)",
-            offset_of!(u::Register, flags),
-        );
-        put(
-            "offsetof(struct pcmsig_config, periods)",
-            offset_of!(u::Config, periods),
-        );
-        put(
-            "offsetof(struct pcmsig_listener_stats, dropped_perm)",
-            offset_of!(u::ListenerStats, dropped_perm),
-        );
-        put(
-            "offsetof(struct pcmsig_stats, events)",
-            offset_of!(u::Stats, events),
-        );
-        put(
-            "offsetof(struct pcmsig_stats, read_overruns)",
-            offset_of!(u::Stats, read_overruns),
-        );
-        put(
-            "offsetof(struct pcmsig_stats, file)",
-            offset_of!(u::Stats, file),
-        );
-        put(
-            "offsetof(struct pcmsig_stats, total)",
-            offset_of!(u::Stats, total),
-        );
-        put(
-            "offsetof(struct pcmsig_event_record, seq)",
-            offset_of!(u::EventRecord, seq),
-        );
-        put(
-            "offsetof(struct pcmsig_event_record, timestamp_ns)",
-            offset_of!(u::EventRecord, timestamp_ns),
-        );
+        // Every struct's size, and every field's offset and size, from the Rust layout.
+        for l in u::STRUCTS {
+            m.insert(format!("sizeof(struct {})", l.c_name), l.size as u64);
+            for f in l.fields {
+                let c = l.c_name;
+                let name = f.name;
+                m.insert(format!("offsetof(struct {c}, {name})"), f.offset as u64);
+                m.insert(format!("sizeof(((struct {c} *)0)->{name})"), f.size as u64);
+            }
+        }
         let v = u::encode(u::EventKind::PeriodElapsed, 17);
         m.insert(
             "PCMSIG_ENCODE(PCMSIG_EVENT_PERIOD, 17)".into(),

@@ -458,33 +458,14 @@ mod tests {
 
     #[test]
     fn fnv_is_stable() {
-        assert_eq!(fnv64(&[b"fragment"]), fnv64(&[b"fragment"]));
+        // Known values: FNV-1a 64 of the empty input is its offset basis; each part is followed
+        // by a 0xff separator. A change of algorithm would silently invalidate every cache key.
+        assert_eq!(fnv64(&[]), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv64(&[b""]), 0xaf64_724c_8602_eb6e);
+        // Computed independently (Python) from the FNV-1a definition.
+        assert_eq!(fnv64(&[b"fragment"]), 0x9fb3_f69a_4ccc_b8e6);
         assert_ne!(fnv64(&[b"CONFIG_HZ=250"]), fnv64(&[b"CONFIG_HZ=300"]));
         assert_ne!(fnv64(&[b"a", b"b"]), fnv64(&[b"ab"]));
-    }
-
-    #[test]
-    fn a_failing_build_shows_the_log_tail_and_names_the_log() {
-        let dir = std::env::temp_dir().join(format!("pcmsig-make-fail-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("build")).unwrap();
-        std::fs::write(
-            dir.join("Makefile"),
-            "all:\n\t@echo '  CC      kernel/fork.o'\n\t@echo 'kernel/fork.c:1:1: error: expected identifier'\n\t@false\n",
-        )
-        .unwrap();
-        let tools = Tools::fake(&dir);
-        let log = dir.join("build.log");
-        let e = make_with_progress(&dir, &dir.join("build"), &tools, 1, &log)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("kernel build failed"), "{e}");
-        assert!(e.contains(&log.display().to_string()), "{e}");
-        assert!(
-            e.contains("error: expected identifier"),
-            "the tail is shown: {e}"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! See ARCHITECTURE.md for the code map.
 
 mod bench;
+mod bugs;
 mod flags;
 mod header;
 mod initramfs;
@@ -50,6 +51,9 @@ fn try_main() -> Result<i32> {
         flags::XtaskCmd::Shell(f) => f.run(&sh).map(|()| 0),
         flags::XtaskCmd::Exec(f) => f.run(&sh),
         flags::XtaskCmd::Build(f) => f.run(&sh).map(|()| 0),
+        flags::XtaskCmd::Selftest(f) if f.bugs || !f.bug.is_empty() => {
+            bugs::run(&sh, f.kernel_src.as_deref(), f.debug_kernel, &f.bug).map(|()| 0)
+        }
         flags::XtaskCmd::Selftest(f) => selftest::run(&sh, f.kernel_src.as_deref()).map(|()| 0),
         flags::XtaskCmd::Header(f) => header::run(f.check).map(|()| 0),
         flags::XtaskCmd::Deps(_) => tools::install().map(|()| 0),
@@ -120,6 +124,18 @@ pub fn build_all(
     })
 }
 
+/// Kernel command-line words (init's environment) of every test boot: where the suite writes
+/// its KTAP, and for the debug kernel a longer per-test alarm.
+pub fn test_env(debug_kernel: bool) -> Vec<String> {
+    let mut env = vec![format!("pcmsig_ktap={}", pcmsig_uapi::harness::KTAP_DEVICE)];
+    if debug_kernel {
+        // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
+        // that takes 5 s on the normal kernel may take a minute here on a busy machine.
+        env.push("PCMSIG_TEST_TIMEOUT=240".to_string());
+    }
+    env
+}
+
 pub fn out_dir(name: &str) -> PathBuf {
     project_root().join("target/pcmsig").join(name)
 }
@@ -185,11 +201,6 @@ impl flags::Test {
         }
         if let Some(seed) = self.seed {
             env.push(format!("PCMSIG_SEED={seed}"));
-        }
-        if self.debug_kernel {
-            // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
-            // that takes 5 s on the normal kernel may take a minute here on a busy machine.
-            env.push("PCMSIG_TEST_TIMEOUT=240".to_string());
         }
         let timeout = Duration::from_secs(self.timeout.unwrap_or(300));
         // Two VM configurations: the plain one (periods from the timer) and one with QEMU's

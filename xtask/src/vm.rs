@@ -38,6 +38,54 @@ pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<Path
         return Ok(ko);
     }
     let _ = std::fs::remove_file(&stamp_path);
+    kbuild_module(tools, kernel, &module_dir, clippy, None)?;
+    if !clippy {
+        std::fs::write(&stamp_path, stamp)
+            .with_context(|| format!("writing {}", stamp_path.display()))?;
+    }
+    Ok(ko)
+}
+
+/// Builds the module with one seeded bug (`PCMSIG_BUG=bug`, see `xtask/src/bugs.rs`) from a copy
+/// of its sources under `dir`, so that the normal build in `module/` is never touched.
+pub fn build_seeded_module(
+    tools: &Tools,
+    kernel: &Kernel,
+    bug: &str,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let module_dir = dir.join("module");
+    let uapi_dir = dir.join("uapi/src");
+    for d in [&module_dir, &uapi_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let src = project_root().join("module");
+    let entries = std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))?;
+    for e in entries.filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "rs") || p.file_name().is_some_and(|n| n == "Kbuild")
+        {
+            let to = module_dir.join(e.file_name());
+            std::fs::copy(&p, &to)
+                .with_context(|| format!("copying {} to {}", p.display(), to.display()))?;
+        }
+    }
+    let uapi = project_root().join("uapi/src/uapi.rs");
+    std::fs::copy(&uapi, uapi_dir.join("uapi.rs"))
+        .with_context(|| format!("copying {}", uapi.display()))?;
+    kbuild_module(tools, kernel, &module_dir, false, Some(bug))?;
+    Ok(module_dir.join("pcmsig.ko"))
+}
+
+/// Runs kbuild on the module sources in `module_dir`; any warning is an error.
+fn kbuild_module(
+    tools: &Tools,
+    kernel: &Kernel,
+    module_dir: &Path,
+    clippy: bool,
+    bug: Option<&str>,
+) -> Result<()> {
+    let ko = module_dir.join("pcmsig.ko");
     let mut make = tools.kbuild(&kernel.build_dir);
     make.arg(format!("M={}", module_dir.display()));
     if clippy {
@@ -47,23 +95,25 @@ pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<Path
         make.arg("CLIPPY=1")
             .arg(format!("CLIPPY_DRIVER={}", driver.display()));
     }
+    if let Some(bug) = bug {
+        make.arg(format!("PCMSIG_BUG={bug}"));
+    }
     make.arg("modules");
     let out = make.output().context("running make for the module")?;
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let what = bug.map_or(String::new(), |b| format!(" with seeded bug {b}"));
     if !out.status.success() {
-        bail!("building the module failed:\n{text}");
+        bail!("building the module{what} failed:\n{text}");
     }
-    if text.contains("warning:") {
-        bail!("the module build printed warnings (they are errors here):\n{text}");
+    // A seeded bug may leave correct code unused: only the real module must be warning-free.
+    if bug.is_none() && text.contains("warning:") {
+        bail!("the module build{what} printed warnings (they are errors here):\n{text}");
     }
     if !ko.is_file() {
         bail!("make succeeded but {} is missing", ko.display());
     }
-    if !clippy {
-        std::fs::write(&stamp_path, stamp)?;
-    }
-    Ok(ko)
+    Ok(())
 }
 
 /// Hash of everything the module is built from: its sources, the shared UAPI, the kernel tree.

@@ -476,6 +476,9 @@ fn exited_listener_drops_are_counted() -> TestResult {
     // join() returns when the thread clears its tid, a moment before the kernel releases it;
     // an exiting thread that still has its address space is signalled (and never sees it).
     wait_gone(&format!("/proc/self/task/{tid}"))?;
+    // Give RCU time to free the thread's task_struct and struct pid: a module that kept either
+    // without a counted reference now touches freed memory (KASAN on the debug kernel).
+    std::thread::sleep(Duration::from_millis(100));
     for _ in 0..3 {
         dev.inject(K::PeriodElapsed).ctx("inject")?;
     }

@@ -1,0 +1,358 @@
+//! `cargo xtask selftest --bugs`: the seeded-bug catalogue. Each entry is a real driver bug that
+//! `module/` compiles in only under `--cfg pcmsig_bug="NAME"` (Kbuild's `PCMSIG_BUG=NAME`). For
+//! each, the module is built from a copy of its sources, the whole guest suite runs on it, and the
+//! verdict must FAIL and blame the named test with the named detector. A bug the harness lets
+//! through is a failure of the harness.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use xshell::Shell;
+
+use crate::{build_all, ktap, out_dir, vm};
+
+/// One seeded bug and what must catch it.
+pub struct SeededBug {
+    /// The `pcmsig_bug` cfg value.
+    pub name: &'static str,
+    /// What the bug is.
+    pub what: &'static str,
+    /// Whether its detector lives in the debug kernel (`vm/debug.config`).
+    pub debug_kernel: bool,
+    /// The guest test the verdict must blame.
+    pub test: &'static str,
+    /// Detector classes accepted for that test (`test` is the test's own assertion; the others
+    /// are the classes of `pcmsig_uapi::harness::KERNEL_PROBLEMS`).
+    pub detectors: &'static [&'static str],
+}
+
+const fn bug(
+    name: &'static str,
+    what: &'static str,
+    debug_kernel: bool,
+    test: &'static str,
+    detectors: &'static [&'static str],
+) -> SeededBug {
+    SeededBug {
+        name,
+        what,
+        debug_kernel,
+        test,
+        detectors,
+    }
+}
+
+/// Every seeded bug. Adding one: a `#[cfg(pcmsig_bug = "...")]` variant in `module/`, a row here.
+pub const CATALOGUE: &[SeededBug] = &[
+    bug(
+        "si_code_zero",
+        "si_code = 0 (SI_USER), the blog's choice: signalfd sees no si_int",
+        false,
+        "signalfd_reports_ssi_int_and_si_queue",
+        &["test"],
+    ),
+    bug(
+        "seq_off_by_one",
+        "the signal carries the next event's sequence number",
+        false,
+        "read_records_match_the_signals",
+        &["test"],
+    ),
+    bug(
+        "signal_group_leader",
+        "the thread group's pid kept: events go to the process's main thread, not the registered one",
+        false,
+        "only_the_registering_thread_receives",
+        &["test"],
+    ),
+    bug(
+        "drop_not_counted",
+        "an event dropped at RLIMIT_SIGPENDING is neither offered nor counted",
+        false,
+        "queue_overflow_drops_are_counted_exactly",
+        &["test"],
+    ),
+    bug(
+        "no_permission_check",
+        "the F_SETOWN-style permission check removed",
+        false,
+        "register_needs_permission_to_signal",
+        &["test"],
+    ),
+    bug(
+        "timer_not_cancelled",
+        "the period timer re-arms itself and the last close does not cancel it",
+        false,
+        "unload_after_closing_a_running_stream_is_clean",
+        &["BUG", "oops", "panic", "debugobjects"],
+    ),
+    bug(
+        "cached_task",
+        "the blog version: a cached task_struct pointer, signalled after the thread exited",
+        true,
+        "exited_listener_drops_are_counted",
+        &["KASAN"],
+    ),
+    bug(
+        "pid_use_after_free",
+        "the struct pid reference dropped at registration, used at every send",
+        true,
+        "exited_listener_drops_are_counted",
+        &["KASAN"],
+    ),
+    bug(
+        "double_put_pid",
+        "put_pid twice when a listener goes",
+        true,
+        "inject_delivers_exact_payloads_in_sequence",
+        &["KASAN", "refcount"],
+    ),
+    bug(
+        "sleep_in_timer",
+        "a mutex taken in the hrtimer callback (hard-IRQ context)",
+        true,
+        "timer_periods_are_numbered_and_stop_after_n",
+        &["atomic-sleep"],
+    ),
+    bug(
+        "lock_order",
+        "file lock then listener counters on delivery, the opposite order in GET_STATS",
+        true,
+        "inject_delivers_exact_payloads_in_sequence",
+        &["lockdep"],
+    ),
+    bug(
+        "leak_per_open",
+        "64 bytes allocated at every open, never freed",
+        true,
+        "kmemleak_finds_no_leak",
+        &["kmemleak"],
+    ),
+];
+
+/// What one seeded-bug run showed.
+struct Outcome {
+    bug: &'static SeededBug,
+    caught: bool,
+    /// The detector seen for the expected test, if it was blamed.
+    detector: Option<String>,
+    seconds: f64,
+    detail: String,
+}
+
+/// Runs the catalogue's bugs for one kernel (or the named ones); fails unless every one is caught.
+pub fn run(sh: &Shell, kernel_src: Option<&Path>, debug: bool, only: &[String]) -> Result<()> {
+    let bugs = select(debug, only)?;
+    let b = build_all(sh, kernel_src, false, true, debug)?;
+    let out = out_dir("bugs");
+    let mut kos: Vec<(&SeededBug, PathBuf, PathBuf)> = Vec::new();
+    for bug in &bugs {
+        let dir = out.join(bug.name);
+        let t = Instant::now();
+        let ko = vm::build_seeded_module(&b.tools, &b.kernel, bug.name, &dir)?;
+        vm::check_vermagic(&ko, &b.kernel)?;
+        let initrd = vm::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &dir)?;
+        println!(
+            "xtask: built the module with seeded bug {} in {:.1} s",
+            bug.name,
+            t.elapsed().as_secs_f64()
+        );
+        kos.push((bug, dir, initrd));
+    }
+    // Two VMs at a time, one vCPU each: the host has two cores.
+    let parallel = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(1);
+    let mut outcomes = Vec::new();
+    for chunk in kos.chunks(parallel) {
+        let results: Vec<Result<Outcome>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|(bug, dir, initrd)| scope.spawn(|| run_one(&b, bug, dir, initrd, debug)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("VM thread panicked")))
+                })
+                .collect()
+        });
+        for r in results {
+            let o = r?;
+            println!(
+                "xtask: seeded bug {}: {} ({:.1} s) {}",
+                o.bug.name,
+                if o.caught { "caught" } else { "MISSED" },
+                o.seconds,
+                o.detail
+            );
+            outcomes.push(o);
+        }
+    }
+    let table = table(&outcomes, debug);
+    let table_path = out.join(if debug { "debug.md" } else { "normal.md" });
+    std::fs::write(&table_path, &table)
+        .with_context(|| format!("writing {}", table_path.display()))?;
+    println!("{table}");
+    println!("xtask: table in {}", table_path.display());
+    let missed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !o.caught)
+        .map(|o| o.bug.name)
+        .collect();
+    if !missed.is_empty() {
+        bail!("the harness missed seeded bug(s): {}", missed.join(", "));
+    }
+    println!("xtask: every seeded bug was caught and blamed on its test");
+    Ok(())
+}
+
+fn select(debug: bool, only: &[String]) -> Result<Vec<&'static SeededBug>> {
+    if only.is_empty() {
+        return Ok(CATALOGUE
+            .iter()
+            .filter(|b| b.debug_kernel == debug)
+            .collect());
+    }
+    let mut out = Vec::new();
+    for name in only {
+        let Some(bug) = CATALOGUE.iter().find(|b| b.name == name) else {
+            let names: Vec<&str> = CATALOGUE.iter().map(|b| b.name).collect();
+            bail!(
+                "no seeded bug {name:?}; the catalogue: {}",
+                names.join(", ")
+            );
+        };
+        if bug.debug_kernel != debug {
+            bail!(
+                "seeded bug {name} needs {}",
+                if bug.debug_kernel {
+                    "--debug-kernel (its detector lives there)"
+                } else {
+                    "the normal kernel (drop --debug-kernel)"
+                }
+            );
+        }
+        out.push(bug);
+    }
+    Ok(out)
+}
+
+fn run_one(
+    b: &crate::Built,
+    bug: &'static SeededBug,
+    dir: &Path,
+    initrd: &Path,
+    debug: bool,
+) -> Result<Outcome> {
+    let (timeout, silence) = if debug { (1500, 300) } else { (120, 60) };
+    let boot = vm::Boot {
+        env: crate::test_env(debug),
+        silence: Some(Duration::from_secs(silence)),
+        cpus: 1,
+        ..vm::Boot::new("test", dir, Duration::from_secs(timeout))
+    };
+    let run = vm::boot(&b.tools, &b.kernel, initrd, &boot)
+        .with_context(|| format!("booting the VM with seeded bug {}", bug.name))?;
+    let report = ktap::parse(&run.ktap);
+    let failures = ktap::verdict(&run.console, &report, &run.ending);
+    let blamed = ktap::blamed(&report, &failures);
+    let detector = blamed
+        .iter()
+        .filter(|(t, _)| t == bug.test)
+        .map(|(_, c)| c.clone())
+        .find(|c| bug.detectors.contains(&c.as_str()));
+    let caught = !failures.is_empty() && detector.is_some();
+    let list: Vec<String> = blamed.iter().map(|(t, c)| format!("{t} ({c})")).collect();
+    let detail = if caught {
+        format!("blamed: {}", list.join(", "))
+    } else {
+        let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
+        format!(
+            "expected {} ({}); blamed: [{}]; verdict: [{}]; console {}",
+            bug.test,
+            bug.detectors.join("|"),
+            list.join(", "),
+            reasons.join("; "),
+            run.console_log.display()
+        )
+    };
+    Ok(Outcome {
+        bug,
+        caught,
+        detector,
+        seconds: run.wall.as_secs_f64(),
+        detail,
+    })
+}
+
+fn table(outcomes: &[Outcome], debug: bool) -> String {
+    let kernel = if debug { "debug" } else { "normal" };
+    let mut t = String::from(
+        "| seeded bug | what | kernel | detector | test blamed | seconds to verdict | caught |\n|---|---|---|---|---|---|---|\n",
+    );
+    for o in outcomes {
+        t.push_str(&format!(
+            "| `{}` | {} | {kernel} | {} | `{}` | {:.1} | {} |\n",
+            o.bug.name,
+            o.bug.what,
+            o.detector.as_deref().unwrap_or("-"),
+            o.bug.test,
+            o.seconds,
+            if o.caught { "yes" } else { "**no**" }
+        ));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seeded_bug_exists_in_the_module_and_names_a_real_test_and_detector() {
+        let module: String = [
+            "module/pcmsig.rs",
+            "module/stream.rs",
+            "module/signal.rs",
+            "module/edu.rs",
+        ]
+        .iter()
+        .map(|f| std::fs::read_to_string(crate::project_root().join(f)).unwrap())
+        .collect();
+        let tests: String =
+            std::fs::read_dir(crate::project_root().join("userspace/src/bin/pcmsig-tests"))
+                .unwrap()
+                .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .collect();
+        let classes: Vec<&str> = pcmsig_uapi::harness::KERNEL_PROBLEMS
+            .iter()
+            .map(|p| p.class)
+            .collect();
+        for b in CATALOGUE {
+            assert!(
+                module.contains(&format!("pcmsig_bug = \"{}\"", b.name)),
+                "{} is not seeded in module/",
+                b.name
+            );
+            assert!(
+                tests.contains(&format!("fn {}()", b.test)),
+                "{}: no test {}",
+                b.name,
+                b.test
+            );
+            for d in b.detectors {
+                assert!(
+                    *d == "test" || classes.contains(d),
+                    "{}: unknown detector {d}",
+                    b.name
+                );
+            }
+        }
+        let mut names: Vec<&str> = CATALOGUE.iter().map(|b| b.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CATALOGUE.len(), "names are unique");
+    }
+}
