@@ -13,6 +13,7 @@ shell:
 
 selftest:
 	cargo xtask selftest
+	cargo xtask selftest --bugs
 
 bench:
 	cargo xtask bench

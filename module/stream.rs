@@ -749,9 +749,9 @@ impl HrTimerCallback for Stream {
     type Pointer<'a> = Arc<Self>;
 
     fn run(this: ArcBorrow<'_, Self>, mut ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
-        // Seeded bug: a sleeping lock taken in the timer's hard-IRQ callback.
+        // Seeded bug: a sleeping allocation (`GFP_KERNEL`) in the timer's hard-IRQ callback.
         #[cfg(pcmsig_bug = "sleep_in_timer")]
-        drop(this.files.lock());
+        drop(KBox::new(0u64, GFP_KERNEL));
         let mut restart = HrTimerRestart::Restart;
         {
             let mut inner = this.inner.lock();

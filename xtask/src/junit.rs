@@ -64,6 +64,13 @@ pub fn render(
         })
         .collect();
     for f in failures {
+        if let Failure::DiedAfter { test, .. } = f {
+            // The test reported ok, then the guest died of its aftermath: it fails here.
+            let body = splats.first().map(|s| s.text.clone()).unwrap_or_default();
+            if let Some(c) = cases.iter_mut().find(|c| &c.name == test) {
+                c.failure = Some((f.to_string(), body));
+            }
+        }
         if let Failure::DiedDuring { test, .. } = f {
             let body = splats.first().map(|s| s.text.clone()).unwrap_or_default();
             cases.push(Case {
@@ -76,7 +83,12 @@ pub fn render(
     }
     let run_level: Vec<String> = failures
         .iter()
-        .filter(|f| !matches!(f, Failure::Failed(_) | Failure::DiedDuring { .. }))
+        .filter(|f| {
+            !matches!(
+                f,
+                Failure::Failed(_) | Failure::DiedDuring { .. } | Failure::DiedAfter { .. }
+            )
+        })
         .map(ToString::to_string)
         .collect();
     if let Some(first) = run_level.first() {

@@ -225,6 +225,8 @@ pub enum Ending {
     TimedOut(u64),
     /// The guest printed nothing for this many seconds and QEMU was killed.
     Silent(u64),
+    /// The guest panicked and did not reboot; QEMU was killed after the panic's last line.
+    Panicked,
 }
 
 /// Why a run failed.
@@ -242,6 +244,12 @@ pub enum Failure {
     },
     /// The guest stopped (crash, panic, kill) while this test ran; the console's first problem.
     DiedDuring {
+        test: String,
+        problem: Option<String>,
+    },
+    /// The guest stopped after this test had reported and before the next one began: in the
+    /// test's aftermath (e.g. an RCU callback freeing what it left behind).
+    DiedAfter {
         test: String,
         problem: Option<String>,
     },
@@ -275,6 +283,16 @@ impl fmt::Display for Failure {
             Failure::DiedDuring { test, problem } => match problem {
                 Some(p) => write!(f, "the guest died during test {test}: {p}"),
                 None => write!(f, "the guest stopped during test {test}"),
+            },
+            Failure::DiedAfter { test, problem } => match problem {
+                Some(p) => write!(
+                    f,
+                    "the guest died after test {test} reported, before the next began: {p}"
+                ),
+                None => write!(
+                    f,
+                    "the guest stopped after test {test}, before the next began"
+                ),
             },
             Failure::Numbering(what) => write!(f, "bad KTAP numbering: {what}"),
             Failure::BailOut(r) => write!(f, "the suite bailed out: {r}"),
@@ -381,7 +399,8 @@ pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> 
     match ending {
         Ending::TimedOut(s) => failures.push(Failure::TimedOut(*s)),
         Ending::Silent(s) => failures.push(Failure::Silent(*s)),
-        Ending::Exited(Some(0)) => {}
+        // The panic itself is on the console, hence a `KernelProblem` already.
+        Ending::Exited(Some(0)) | Ending::Panicked => {}
         Ending::Exited(code) => failures.push(Failure::QemuFailed(*code)),
     }
     if !report.header {
@@ -399,11 +418,11 @@ pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> 
                 seen: report.tests.len(),
             });
             if report.bail_out.is_none() {
-                if let Some(test) = died_during(console, report) {
-                    failures.push(Failure::DiedDuring {
-                        test,
-                        problem: first_splat.as_ref().map(|s| s.line.clone()),
-                    });
+                let problem = first_splat.as_ref().map(|s| s.line.clone());
+                match died_during(console, report) {
+                    Some((test, true)) => failures.push(Failure::DiedDuring { test, problem }),
+                    Some((test, false)) => failures.push(Failure::DiedAfter { test, problem }),
+                    None => {}
                 }
             }
         }
@@ -424,10 +443,12 @@ pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> 
     failures
 }
 
-/// The test that was running when a short run ended: the last one started and not reported.
-fn died_during(console: &str, report: &Report) -> Option<String> {
+/// The test a short run ended in: the last one started, and whether it was still running
+/// (`false`: it had reported its result, the next had not begun).
+fn died_during(console: &str, report: &Report) -> Option<(String, bool)> {
     let name = last_started_test(console)?;
-    (!report.tests.iter().any(|t| t.name == name)).then_some(name)
+    let reported = report.tests.iter().any(|t| t.name == name);
+    Some((name, !reported))
 }
 
 /// `(test, detector)` for every test the verdict blames: a `not ok` test (the detector from its
@@ -448,7 +469,7 @@ pub fn blamed(report: &Report, failures: &[Failure]) -> Vec<(String, String)> {
         out.push((t.name.clone(), class));
     }
     for f in failures {
-        if let Failure::DiedDuring { test, problem } = f {
+        if let Failure::DiedDuring { test, problem } | Failure::DiedAfter { test, problem } = f {
             let class = problem
                 .as_deref()
                 .and_then(problem_in)
@@ -632,6 +653,20 @@ ok 2 other
         let s = splats(console);
         assert_eq!(s.len(), 1, "one report, however many lines match: {s:?}");
         assert!(s[0].text.contains("Call Trace:"));
+    }
+
+    #[test]
+    fn a_death_between_tests_is_blamed_on_the_one_that_had_just_finished() {
+        let ktap = "KTAP version 1\n1..2\n# 5 events\nok 1 first\n";
+        let console = "[ 1.0] pcmsig-tests: begin first\n\
+                       [ 1.1] BUG: KASAN: slab-use-after-free in rcu_cblist_dequeue+0x2e/0x60\n";
+        let r = parse(ktap);
+        let v = verdict(console, &r, &Ending::Panicked);
+        assert!(v.contains(&Failure::DiedAfter {
+            test: "first".into(),
+            problem: Some("BUG: KASAN: slab-use-after-free in rcu_cblist_dequeue+0x2e/0x60".into())
+        }));
+        assert_eq!(blamed(&r, &v), vec![("first".into(), "KASAN".into())]);
     }
 
     #[test]

@@ -132,6 +132,8 @@ pub fn test_env(debug_kernel: bool) -> Vec<String> {
         // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
         // that takes 5 s on the normal kernel may take a minute here on a busy machine.
         env.push("PCMSIG_TEST_TIMEOUT=240".to_string());
+        // The debug kernel has kmemleak: its scan test must run, never skip.
+        env.push("PCMSIG_KMEMLEAK=1".to_string());
     }
     env
 }

@@ -42,14 +42,15 @@ pub fn run(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
         let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
         let report = ktap::parse(&run.console);
         let failures = ktap::verdict(&run.console, &report, &run.ending);
-        let caught =
-            match name {
-                "panic" => failures.iter().any(
+        let caught = match name {
+            "panic" => {
+                failures.iter().any(
                     |f| matches!(f, ktap::Failure::KernelProblem(l) if l.contains("Kernel panic")),
-                ) && matches!(run.ending, ktap::Ending::Exited(_)),
-                "timeout" => failures.contains(&ktap::Failure::TimedOut(timeout)),
-                _ => failures.contains(&ktap::Failure::Silent(3)),
-            };
+                ) && matches!(run.ending, ktap::Ending::Exited(_) | ktap::Ending::Panicked)
+            }
+            "timeout" => failures.contains(&ktap::Failure::TimedOut(timeout)),
+            _ => failures.contains(&ktap::Failure::Silent(3)),
+        };
         let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
         check(
             name,

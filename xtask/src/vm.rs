@@ -392,6 +392,10 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     let mut ktap = KtapTail::new(&ktap_log);
     let mut last_output = Instant::now();
     let silence = if b.gdb { None } else { b.silence };
+    // `panic=-1` normally reboots (and so ends QEMU) at once; a panic in some contexts hangs in
+    // the reboot path instead. The end-of-panic line is final: end the VM a moment after it.
+    let mut panic_end: Option<Instant> = None;
+    let mut scanned = 0usize;
     let ending = loop {
         let mut got = false;
         while let Some(c) = session.try_read() {
@@ -407,7 +411,21 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         }
         if got {
             last_output = Instant::now();
+            if panic_end.is_none() {
+                let from = scanned.saturating_sub(PANIC_END.len());
+                if console[from..].contains(PANIC_END) {
+                    panic_end = Some(Instant::now());
+                }
+                scanned = console.len();
+            }
             continue;
+        }
+        if panic_end.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            let _ = session
+                .process_mut()
+                .kill(rexpect::process::Signal::SIGKILL);
+            drain(&mut session, &mut console);
+            break Ending::Panicked;
         }
         // The suite's KTAP counts as output too: the console is quiet while tests pass.
         if ktap.poll(b.stream) {
@@ -470,6 +488,9 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         ktap_log,
     })
 }
+
+/// The last line the kernel prints for a panic (`panic()` in kernel/panic.c).
+const PANIC_END: &str = "---[ end Kernel panic";
 
 /// Follows `ktap.txt` while QEMU writes it: reports growth, and with `stream` prints new lines.
 struct KtapTail<'a> {
