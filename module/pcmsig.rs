@@ -71,7 +71,10 @@ module! {
     license: "GPL",
 }
 
-#[pin_data(PinnedDrop)]
+/// Fields drop in declaration order, and the order is the unload sequence: no new opener (the
+/// misc device), then no interrupt source (the edu driver frees its IRQ on unbind), and only then
+/// the flush of the delivery work item, which nothing can queue any more.
+#[pin_data]
 struct PcmsigModule {
     // Declared first so that it is dropped (deregistered) first.
     #[pin]
@@ -79,6 +82,8 @@ struct PcmsigModule {
     /// The driver for QEMU's `edu` device, the optional hardware period source.
     #[pin]
     edu_driver: kernel::driver::Registration<kernel::pci::Adapter<edu::EduDriver>>,
+    /// Flushes the work item once the IRQ source above is gone.
+    _flush: FlushOnDrop,
     /// `/sys/kernel/debug/pcmsig/stats`.
     #[pin]
     _stats: debugfs::File<Arc<Stream>>,
@@ -115,6 +120,7 @@ impl kernel::InPlaceModule for PcmsigModule {
                 _stats <- dir.read_callback_file(c"stats", stream.clone(), &stats_file),
                 _debugfs: dir,
                 edu_driver <- kernel::driver::Registration::new(c"pcmsig-edu", module),
+                _flush: FlushOnDrop(stream.clone()),
                 stream,
                 miscdev <- MiscDeviceRegistration::register(options),
             }))
@@ -122,12 +128,15 @@ impl kernel::InPlaceModule for PcmsigModule {
     }
 }
 
-#[pinned_drop]
-impl PinnedDrop for PcmsigModule {
-    fn drop(self: Pin<&mut Self>) {
-        // No file is open (the module refcount guarantees it); make sure no work item of ours
-        // is still queued when the module text goes away.
-        self.stream.flush_work();
+/// Waits, when dropped, until the stream's delivery work item is idle.
+struct FlushOnDrop(Arc<Stream>);
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        // No file is open (the module refcount guarantees it) and no interrupt can queue work
+        // (the edu driver, dropped before this field, has freed its IRQ): make sure no work item
+        // of ours is still queued when the module text goes away.
+        self.0.flush_work();
     }
 }
 

@@ -107,6 +107,7 @@ enum pcmsig_event_source {
 #define PCMSIG_BURST_MAX 64
 #define PCMSIG_SIGRT_MIN 32 /* the kernel's, not glibc's SIGRTMIN */
 #define PCMSIG_SIGRT_MAX 64
+#define PCMSIG_SIGRT_FIRST_ALLOWED 34 /* 32, 33: glibc's SIGCANCEL, SIGSETXID */
 #define PCMSIG_SI_CODE (-1) /* SI_QUEUE */
 #define PCMSIG_SEQ_BITS 24
 #define PCMSIG_SEQ_MASK 0xffffffu

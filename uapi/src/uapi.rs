@@ -108,8 +108,9 @@ pub const STRUCTS: [Layout; 6] = [
 uapi_struct! {
     /// Argument of [`IOC_REGISTER`].
     pub struct Register as "pcmsig_register" {
-        /// Absolute signal number: `SIGUSR1`, `SIGUSR2` or the kernel's real-time range
-        /// [`SIGRT_MIN`]..=[`SIGRT_MAX`]. Never an offset from glibc's `SIGRTMIN()`.
+        /// Absolute signal number: `SIGUSR1`, `SIGUSR2` or a real-time signal in
+        /// [`SIGRT_FIRST_ALLOWED`]..=[`SIGRT_MAX`] (34..=64: glibc's `SIGRTMIN()` is 34).
+        /// Never an offset from glibc's `SIGRTMIN()`.
         pub signo: u32,
         /// Must be 0.
         pub flags: u32,
@@ -237,10 +238,15 @@ pub const SIGUSR2: u32 = 12;
 pub const SIGRT_MIN: u32 = 32;
 /// The kernel's last real-time signal on x86.
 pub const SIGRT_MAX: u32 = 64;
+/// The first real-time signal a listener may register. 32 and 33 are glibc's internal
+/// `SIGCANCEL` and `SIGSETXID`: glibc's `sigwaitinfo`, `signalfd` masks and `sigaction` never let
+/// a program take them, so a listener registered for them could never receive an event.
+pub const SIGRT_FIRST_ALLOWED: u32 = 34;
 
-/// Whether `signo` may be registered: `SIGUSR1`, `SIGUSR2` or a real-time signal.
+/// Whether `signo` may be registered: `SIGUSR1`, `SIGUSR2` or a real-time signal from
+/// [`SIGRT_FIRST_ALLOWED`] to [`SIGRT_MAX`].
 pub const fn signal_allowed(signo: u32) -> bool {
-    signo == SIGUSR1 || signo == SIGUSR2 || (signo >= SIGRT_MIN && signo <= SIGRT_MAX)
+    signo == SIGUSR1 || signo == SIGUSR2 || (signo >= SIGRT_FIRST_ALLOWED && signo <= SIGRT_MAX)
 }
 
 /// `si_code` of every signal pcmsig sends: `SI_QUEUE`, so that `si_int` is visible to SA_SIGINFO

@@ -149,6 +149,11 @@ pub fn generate() -> String {
         u::SIGRT_MIN
     );
     let _ = writeln!(w, "#define PCMSIG_SIGRT_MAX {}", u::SIGRT_MAX);
+    let _ = writeln!(
+        w,
+        "#define PCMSIG_SIGRT_FIRST_ALLOWED {} /* 32, 33: glibc's SIGCANCEL, SIGSETXID */",
+        u::SIGRT_FIRST_ALLOWED
+    );
     let _ = writeln!(w, "#define PCMSIG_SI_CODE ({}) /* SI_QUEUE */", u::SI_CODE);
     let _ = writeln!(w, "#define PCMSIG_SEQ_BITS {}", u::SEQ_BITS);
     let _ = writeln!(w, "#define PCMSIG_SEQ_MASK 0x{:x}u", u::SEQ_MASK);

@@ -28,6 +28,7 @@ pub fn tests() -> Vec<Test> {
         exec_stops_signalling_the_thread,
         credential_change_stops_signalling,
         register_needs_permission_to_signal,
+        glibc_internal_signals_32_and_33_are_refused,
         read_records_match_the_signals,
         nonblocking_read_gives_eagain,
         blocking_read_wakes_on_an_event,
@@ -910,5 +911,22 @@ fn kmemleak_finds_no_leak() -> TestResult {
             head.join("\n")
         ));
     }
+    Ok(())
+}
+
+fn glibc_internal_signals_32_and_33_are_refused() -> TestResult {
+    // glibc keeps 32 (SIGCANCEL) and 33 (SIGSETXID) for itself: a listener could never take them.
+    let dev = Device::open().ctx("open")?;
+    for signo in [32u32, 33] {
+        expect_errno(
+            dev.register_raw(signo, 0),
+            libc::EINVAL,
+            &format!("register signal {signo}"),
+        )?;
+    }
+    ensure_eq!(dev.stats().ctx("stats")?.listeners, 0, "nothing registered");
+    // The first allowed one is glibc's SIGRTMIN().
+    ensure_eq!(rt(0).number(), 34);
+    dev.register_raw(34, 0).ctx("register 34")?;
     Ok(())
 }
