@@ -389,6 +389,12 @@ pub(crate) struct Stream {
     pub(crate) inner: SpinLockIrq<StreamInner>,
     #[pin]
     delivered: CondVar,
+    /// Serialises the control operations (configure, trigger, inject) and the last close's reset:
+    /// two triggers racing between their state change and their timer start/stop could
+    /// otherwise leave a Running stream without its timer. Taken before `files` and `inner`,
+    /// never by the timer or the work item.
+    #[pin]
+    control: Mutex<()>,
     /// Every open file, registered or not. Taken only in process context, never under `inner`.
     #[pin]
     files: Mutex<KVec<Arc<OpenFile>>>,
@@ -432,6 +438,7 @@ impl Stream {
                     "pcmsig::Stream::inner"
                 ),
                 delivered <- new_condvar!("pcmsig::Stream::delivered"),
+                control <- new_mutex!((), "pcmsig::Stream::control"),
                 files <- new_mutex!(KVec::new(), "pcmsig::Stream::files"),
                 timer <- HrTimer::new(),
                 work <- new_work!("pcmsig::Stream::work"),
@@ -465,7 +472,15 @@ impl Stream {
         };
         let had_listener = file.inner.lock().listener.take();
         drop(had_listener);
-        if last {
+        if !last {
+            return;
+        }
+        let _control = self.control.lock();
+        // A file opened since the decision above keeps the stream as it is.
+        if !self.files.lock().is_empty() {
+            return;
+        }
+        {
             // Seeded bug: the timer is not cancelled on the last close.
             #[cfg(not(pcmsig_bug = "timer_not_cancelled"))]
             self.stop_timer();
@@ -476,6 +491,8 @@ impl Stream {
             inner.pending.clear();
             inner.delivered_seq = inner.next_seq.wrapping_sub(1);
         }
+        // A waiter (none can emit now, but one may still sleep) sees the moved `delivered_seq`.
+        self.delivered.notify_all();
     }
 
     /// Makes a bound device the source of period events: from now on the timer calls
@@ -560,6 +577,7 @@ impl Stream {
         if count == 0 || count > uapi::BURST_MAX {
             return Err(EINVAL);
         }
+        let _control = self.control.lock();
         let last = {
             let mut inner = self.inner.lock();
             let room = PENDING_CAP.saturating_sub(inner.pending.len());
@@ -581,6 +599,7 @@ impl Stream {
         if config.period_us < uapi::PERIOD_US_MIN || config.period_us > uapi::PERIOD_US_MAX {
             return Err(EINVAL);
         }
+        let _control = self.control.lock();
         let seq = {
             let mut inner = self.inner.lock();
             match inner.state {
@@ -599,6 +618,8 @@ impl Stream {
 
     /// Applies a trigger command.
     pub(crate) fn trigger(self: &Arc<Self>, cmd: Trigger) -> Result {
+        // State change and timer start/stop as one step (see `control`).
+        let _control = self.control.lock();
         let mut start_timer = false;
         let mut stop_timer = false;
         let seq = {

@@ -15,6 +15,7 @@ pub fn tests() -> Vec<Test> {
         inject_burst_delivers_every_event_in_order,
         timer_periods_are_numbered_and_stop_after_n,
         triggers_follow_the_state_machine,
+        racing_triggers_never_leave_a_running_stream_without_its_timer,
         wrong_state_triggers_fail_with_ebadfd,
         xrun_trigger_needs_configure_to_recover,
         ioctl_arguments_are_checked,
@@ -929,4 +930,59 @@ fn glibc_internal_signals_32_and_33_are_refused() -> TestResult {
     ensure_eq!(rt(0).number(), 34);
     dev.register_raw(34, 0).ctx("register 34")?;
     Ok(())
+}
+
+fn racing_triggers_never_leave_a_running_stream_without_its_timer() -> TestResult {
+    // Start, PausePush and PauseRelease from three threads at once, many rounds: whatever the
+    // interleaving, a stream that says Running must have its period timer (its periods advance).
+    let dev = std::sync::Arc::new(Device::open().ctx("open")?);
+    dev.configure(1_000, 0).ctx("configure 1 ms periods")?;
+    let rounds = 150;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let workers: Vec<_> = [Trigger::Start, Trigger::PausePush, Trigger::PauseRelease]
+        .into_iter()
+        .map(|t| {
+            let (dev, barrier) = (dev.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    barrier.wait();
+                    // EBADFD is the state machine refusing: expected half the time.
+                    let _ = dev.trigger(t);
+                    barrier.wait();
+                }
+            })
+        })
+        .collect();
+    let mut running_rounds = 0;
+    let mut result = Ok(());
+    for round in 0..rounds {
+        barrier.wait();
+        barrier.wait();
+        let s = dev.stats().ctx("stats")?;
+        if result.is_err() || State::from_u32(s.state) != Some(State::Running) {
+            continue;
+        }
+        running_rounds += 1;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let now = dev.stats().ctx("stats")?;
+            if now.periods > s.periods || State::from_u32(now.state) != Some(State::Running) {
+                break;
+            }
+            if Instant::now() > deadline {
+                result = Err(format!(
+                    "round {round}: Running for 2 s with no period: the timer is gone"
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    for w in workers {
+        w.join()
+            .map_err(|_| "trigger thread panicked".to_string())?;
+    }
+    let _ = dev.trigger(Trigger::Stop);
+    diag(&format!("{rounds} rounds, {running_rounds} ended Running"));
+    result
 }
