@@ -223,7 +223,7 @@ fn xrun_trigger_needs_configure_to_recover() -> TestResult {
 
 fn ioctl_arguments_are_checked() -> TestResult {
     let dev = Device::open().ctx("open")?;
-    for signo in [0u32, 1, 9, 11, 19, 31, 65, 1000, u32::MAX] {
+    for signo in [0u32, 1, 9, 11, 19, 31, 32, 33, 65, 1000, u32::MAX] {
         expect_errno(
             dev.register_raw(signo, 0),
             libc::EINVAL,
