@@ -130,7 +130,9 @@ impl pci::Driver for EduDriver {
                     // initialised, pinned, and outlives the hook (removed in `unbind`).
                     let edu = unsafe { (*this.as_ptr()).irq.handler() };
                     let hook = DeviceHook::new(core::ptr::from_ref(edu).cast(), raise);
-                    // SAFETY: as above: `edu` stays valid until `detach_device` in `unbind`.
+                    // SAFETY: `this` is valid as above; `edu` (the hook's context) stays valid
+                    // and `raise` callable until `detach_device` in `unbind`, which runs before
+                    // the IRQ registration holding `edu` is dropped: `attach_device`'s contract.
                     unsafe { (*this.as_ptr()).stream.attach_device(hook) };
                 },
             }))

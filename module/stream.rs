@@ -497,9 +497,14 @@ impl Stream {
 
     /// Makes a bound device the source of period events: from now on the timer calls
     /// `hook.raise` each period and the device's interrupt handler calls
-    /// [`Stream::device_interrupt`]. The caller must call [`Stream::detach_device`] before the
-    /// hook's context becomes invalid.
-    pub(crate) fn attach_device(&self, hook: DeviceHook) {
+    /// [`Stream::device_interrupt`].
+    ///
+    /// # Safety
+    ///
+    /// `hook.raise(hook.ctx)` must be sound to call, from any CPU and in hard-IRQ context, until
+    /// [`Stream::detach_device`] has returned; the caller must call it before `hook.ctx` becomes
+    /// invalid.
+    pub(crate) unsafe fn attach_device(&self, hook: DeviceHook) {
         let mut inner = self.inner.lock();
         inner.device = Some(hook);
         inner.owed = 0;
