@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything pcmsig needs on Debian 12 (bookworm): the kernel source, a Rust
 # compiler with rust-src for the kernel, clang/LLVM 19, QEMU, busybox and bindgen.
-# Idempotent: a second run installs nothing. Facts behind the choices: shared/TOOLCHAIN.md.
+# Idempotent: a second run installs nothing. The choices are explained in README.md (Quick start).
 #
 # Env: PCMSIG_TOOLS  where bindgen goes (default: ${XDG_CACHE_HOME:-~/.cache}/pcmsig/tools)
 set -euo pipefail

@@ -166,18 +166,8 @@ pub fn run(sh: &Shell, kernel_src: Option<&Path>, debug: bool, only: &[String]) 
         .max(1);
     let mut outcomes = Vec::new();
     for chunk in kos.chunks(parallel) {
-        let results: Vec<Result<Outcome>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|(bug, dir, initrd)| scope.spawn(|| run_one(&b, bug, dir, initrd, debug)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("VM thread panicked")))
-                })
-                .collect()
+        let results = crate::in_parallel(chunk, |(bug, dir, initrd)| {
+            run_one(&b, bug, dir, initrd, debug)
         });
         for r in results {
             let o = r?;

@@ -138,6 +138,25 @@ pub fn test_env(debug_kernel: bool) -> Vec<String> {
     env
 }
 
+/// Runs `f` on every item, each in its own thread (one VM each), and returns the results in
+/// the items' order.
+pub fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Vec<Result<R>> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = items.iter().map(|i| scope.spawn(move || f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("VM thread panicked")))
+            })
+            .collect()
+    })
+}
+
 pub fn out_dir(name: &str) -> PathBuf {
     project_root().join("target/pcmsig").join(name)
 }
@@ -254,19 +273,7 @@ impl flags::Test {
         let runs: Vec<Result<vm::Run>> = if self.verbose || self.gdb {
             configs.iter().map(boot_one).collect()
         } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = configs
-                    .iter()
-                    .map(|c| scope.spawn(move || boot_one(c)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(anyhow::anyhow!("VM thread panicked")))
-                    })
-                    .collect()
-            })
+            in_parallel(&configs, boot_one)
         };
         let mut all_failures = Vec::new();
         let mut blamed = Vec::new();

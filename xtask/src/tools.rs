@@ -84,7 +84,7 @@ fn check() -> std::result::Result<Tools, Vec<Missing>> {
             package,
         });
     };
-    // Debian's rustc (with rust-src) and never rustup's, which lacks rust-src (TOOLCHAIN.md).
+    // Debian's rustc (with rust-src) and never rustup's, which lacks rust-src.
     let rustc = PathBuf::from("/usr/bin/rustc");
     let rustdoc = PathBuf::from("/usr/bin/rustdoc");
     if !rustc.is_file() {
