@@ -69,6 +69,12 @@ module! {
     authors: ["pcmsig developers"],
     description: "Fake PCM stream delivering events as queued real-time signals",
     license: "GPL",
+    params: {
+        test_hooks: bool {
+            default: false,
+            description: "Enable the test hooks PCMSIG_IOC_INJECT and PCMSIG_IOC_INJECT_BURST (off: EOPNOTSUPP)",
+        },
+    },
 }
 
 /// Fields drop in declaration order, and the order is the unload sequence: no new opener (the
@@ -216,8 +222,29 @@ impl MiscDevice for PcmsigFile {
         Ok(copied)
     }
 
-    fn ioctl(me: ArcBorrow<'_, OpenFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(me: ArcBorrow<'_, OpenFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
         let stream = &me.stream;
+        // The ioctls that emit events change what every listener receives: they need a file
+        // opened for writing (EBADF, as write(2) on a read-only descriptor), and the injection
+        // ones are test hooks, off unless the module was loaded with `test_hooks=1`.
+        if matches!(
+            cmd,
+            uapi::IOC_CONFIGURE | uapi::IOC_TRIGGER | uapi::IOC_INJECT | uapi::IOC_INJECT_BURST
+        ) {
+            // Seeded bug: a read-only file drives the stream.
+            #[cfg(not(pcmsig_bug = "control_on_read_only"))]
+            if file.flags() & kernel::fs::file::flags::O_ACCMODE == kernel::fs::file::flags::O_RDONLY {
+                return Err(EBADF);
+            }
+            // Seeded bug: the test hooks always on.
+            #[cfg(not(pcmsig_bug = "test_hooks_ignored"))]
+            if matches!(cmd, uapi::IOC_INJECT | uapi::IOC_INJECT_BURST)
+                && !module_parameters::test_hooks.value()
+            {
+                return Err(EOPNOTSUPP);
+            }
+        }
+        let caller = SenderCred::of_current();
         match cmd {
             uapi::IOC_REGISTER => {
                 let reg: uapi::Register = read_arg(arg)?;
@@ -239,18 +266,18 @@ impl MiscDevice for PcmsigFile {
                 };
                 drop(old);
             }
-            uapi::IOC_CONFIGURE => stream.configure(read_arg(arg)?)?,
+            uapi::IOC_CONFIGURE => stream.configure(read_arg(arg)?, &caller)?,
             uapi::IOC_TRIGGER => {
                 let cmd: u32 = read_arg(arg)?;
-                stream.trigger(Trigger::from_u32(cmd).ok_or(EINVAL)?)?;
+                stream.trigger(Trigger::from_u32(cmd).ok_or(EINVAL)?, &caller)?;
             }
             uapi::IOC_INJECT => {
                 let kind: u32 = read_arg(arg)?;
-                stream.inject(EventKind::from_u32(kind).ok_or(EINVAL)?, 1)?;
+                stream.inject(EventKind::from_u32(kind).ok_or(EINVAL)?, 1, &caller)?;
             }
             uapi::IOC_INJECT_BURST => {
                 let burst: uapi::Burst = read_arg(arg)?;
-                stream.inject(EventKind::from_u32(burst.kind).ok_or(EINVAL)?, burst.count)?;
+                stream.inject(EventKind::from_u32(burst.kind).ok_or(EINVAL)?, burst.count, &caller)?;
             }
             uapi::IOC_GET_STATS => {
                 let (file, read_overruns) = {

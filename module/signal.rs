@@ -16,17 +16,25 @@
 use core::ptr::NonNull;
 use kernel::{bindings, prelude::*, task::Task};
 
-/// `CAP_KILL` from `include/uapi/linux/capability.h`.
-const CAP_KILL: u32 = 5;
-
-/// Credentials of the opener of a file, recorded when it opened and checked at every send, as the
-/// kernel does for `F_SETOWN` (`sigio_perm` in `fs/fcntl.c`).
+/// The ids the signalling rule looks at (global `kuid_t` values), recorded from a file's opener
+/// or from the calling thread, and checked at every send exactly as the kernel checks a
+/// `F_SETOWN` owner (`sigio_perm` in fs/fcntl.c): the sender's euid is global root, or its euid
+/// or uid equals the target's uid or saved uid. There is deliberately no `CAP_KILL` bypass:
+/// `sigio_perm` has none, and a capability of the opener's own user namespace (a user-namespace
+/// "root") must not reach threads outside it (`kill_ok_by_cred` in kernel/signal.c would ask
+/// `ns_capable` in the target's namespace; the global-root uid check is that rule's
+/// init-namespace case).
 #[derive(Clone, Copy)]
 pub(crate) struct SenderCred {
     uid: u32,
     euid: u32,
+    /// Seeded bug: the earlier rule, a `CAP_KILL` bit from the opener's own user namespace.
+    #[cfg(pcmsig_bug = "cap_kill_bypass")]
     cap_kill: bool,
 }
+
+/// The global root's `kuid_t` value (`GLOBAL_ROOT_UID`).
+const GLOBAL_ROOT_UID: u32 = 0;
 
 impl SenderCred {
     /// Records the credentials a file was opened with.
@@ -34,11 +42,30 @@ impl SenderCred {
         let cred = file.cred().as_ptr();
         // SAFETY: `File::cred` returns the file's credentials, which live as long as the file;
         // `f_cred` is immutable after open, so plain reads of its fields are race-free.
-        let (uid, euid, caps) = unsafe { ((*cred).uid.val, (*cred).euid.val, (*cred).cap_effective.val) };
+        let (uid, euid) = unsafe { ((*cred).uid.val, (*cred).euid.val) };
         Self {
             uid,
             euid,
-            cap_kill: caps & (1u64 << CAP_KILL) != 0,
+            // SAFETY: As above.
+            #[cfg(pcmsig_bug = "cap_kill_bypass")]
+            cap_kill: unsafe { (*cred).cap_effective.val } & (1 << 5) != 0,
+        }
+    }
+
+    /// The calling thread's (objective) credentials.
+    pub(crate) fn of_current() -> Self {
+        // SAFETY: `current` is valid while it runs this code; `get_task_cred` returns a counted
+        // reference to its credentials, never null for a live task.
+        let cred = unsafe { bindings::get_task_cred(Task::current_raw()) };
+        // SAFETY: `cred` is valid until `put_cred`; the ids of a published cred never change.
+        let (uid, euid) = unsafe { ((*cred).uid.val, (*cred).euid.val) };
+        // SAFETY: Releases the reference taken by `get_task_cred`.
+        unsafe { bindings::put_cred(cred) };
+        Self {
+            uid,
+            euid,
+            #[cfg(pcmsig_bug = "cap_kill_bypass")]
+            cap_kill: false,
         }
     }
 
@@ -51,8 +78,11 @@ impl SenderCred {
     unsafe fn may_signal(&self, cred: *const bindings::cred) -> bool {
         // SAFETY: The caller guarantees `cred` is valid; ids of a published cred never change.
         let (uid, suid) = unsafe { ((*cred).uid.val, (*cred).suid.val) };
-        self.cap_kill
-            || self.euid == 0
+        #[cfg(pcmsig_bug = "cap_kill_bypass")]
+        if self.cap_kill {
+            return true;
+        }
+        self.euid == GLOBAL_ROOT_UID
             || self.euid == suid
             || self.euid == uid
             || self.uid == suid
@@ -219,6 +249,20 @@ impl ThreadRef {
             // -ESRCH: the thread lost its signal handlers on the way out.
             _ => Outcome::Exited,
         }
+    }
+
+    /// Whether `sender` may signal the thread now (a thread that is gone can be "signalled":
+    /// nobody receives anything).
+    pub(crate) fn may_be_signalled_by(&self, sender: &SenderCred) -> bool {
+        // SAFETY: `self.pid` is a counted reference (type invariant); `get_pid_task` returns the
+        // thread with its own reference taken, or null once the thread has been released.
+        let task = unsafe { bindings::get_pid_task(self.pid.as_ptr(), bindings::pid_type_PIDTYPE_PID) };
+        let Some(task) = NonNull::new(task) else {
+            return true;
+        };
+        let task = TaskRef(task);
+        // SAFETY: `task` is valid (counted).
+        unsafe { sender.may_signal_task(task.0.as_ptr()) }
     }
 
     /// Seeded bug: the blog version, `send_sig_info` on a cached task pointer, which dangles once

@@ -53,6 +53,20 @@ impl Device {
         Self::open_path(Path::new(uapi::DEVICE_PATH), true)
     }
 
+    /// Opens the device read-only: enough to register a listener and `read()` records; the
+    /// ioctls that drive the stream (configure, trigger, inject) need write access (`EBADF`).
+    pub fn open_read_only() -> Result<Self> {
+        let path = Path::new(uapi::DEVICE_PATH);
+        let file = OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(|e| Error::Open {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+        Ok(Device { file })
+    }
+
     /// Opens a device node at `path`.
     pub fn open_path(path: &Path, nonblock: bool) -> Result<Self> {
         let mut o = OpenOptions::new();

@@ -18,6 +18,7 @@ pub fn tests() -> Vec<Test> {
         ioctls_with_wrong_sizes_are_unknown,
         fd_passed_with_scm_rights_registers_the_receiver,
         unprivileged_opener_cannot_reach_root_through_a_passed_fd,
+        user_namespace_root_opener_cannot_reach_other_users,
         random_ioctl_storm_keeps_the_books,
     ]
 }
@@ -166,6 +167,67 @@ fn unprivileged_opener_cannot_reach_root_through_a_passed_fd() -> TestResult {
         (r, errno),
         (-1, Some(libc::EPERM)),
         "root registering on a uid-1000 file"
+    );
+    Ok(())
+}
+
+/// Registers the calling thread, as `uid`, on `file`; returns the ioctl's errno (0: success).
+fn register_as(uid: u32, file: &std::fs::File) -> Result<i32, String> {
+    let code = in_child(|| {
+        setresuid(uid, uid, uid)?;
+        rt(0).block().ctx("block")?;
+        let reg = uapi::Register {
+            signo: rt(0).number() as u32,
+            flags: 0,
+        };
+        // SAFETY: valid fd and argument.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), uapi::IOC_REGISTER as libc::Ioctl, &reg) };
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        // The errno travels as the exit code.
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(if r == 0 { 0 } else { errno }) };
+    })?;
+    Ok(code)
+}
+
+fn user_namespace_root_opener_cannot_reach_other_users() -> TestResult {
+    // Root of its own user namespace holds every capability there, CAP_KILL included, but none
+    // over uid 2000 outside it: a file it opened must not let it signal uid 2000's threads.
+    let path = std::ffi::CString::new(uapi::DEVICE_PATH).ctx("path")?;
+    // SAFETY: valid C string.
+    ensure!(unsafe { libc::chmod(path.as_ptr(), 0o666) } == 0, "chmod");
+    let (a, b) = socketpair()?;
+    let code = in_child(|| {
+        setresuid(1000, 1000, 1000)?;
+        // Changing uid made the process non-dumpable, which makes its /proc files root's:
+        // dumpable again, or it cannot write its own uid_map.
+        // SAFETY: plain prctl on this process.
+        ensure!(
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1) } == 0,
+            "PR_SET_DUMPABLE"
+        );
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+            .ctx("unshare(CLONE_NEWUSER) (CONFIG_USER_NS)")?;
+        std::fs::write("/proc/self/uid_map", "0 1000 1").ctx("uid_map")?;
+        // SAFETY: plain system call.
+        ensure!(
+            unsafe { libc::geteuid() } == 0,
+            "root in the new user namespace"
+        );
+        let dev = Device::open().ctx("open as user-namespace root")?;
+        send_fd(b.as_raw_fd(), dev.file().as_raw_fd())
+    })?;
+    ensure_eq!(code, 0, "user-namespace child");
+    let file = std::fs::File::from(recv_fd(a.as_raw_fd())?);
+    ensure_eq!(
+        register_as(2000, &file)?,
+        libc::EPERM,
+        "uid 2000 on the user-namespace root's file"
+    );
+    ensure_eq!(
+        register_as(1000, &file)?,
+        0,
+        "uid 1000 (the opener's own uid) on that file"
     );
     Ok(())
 }

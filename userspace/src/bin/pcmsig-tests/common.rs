@@ -147,6 +147,11 @@ pub fn setresuid(r: u32, e: u32, s: u32) -> Result<(), String> {
 /// Runs `f` in a forked child and returns its exit code (the child's failure reason is printed
 /// by the child as a diagnostic).
 pub fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<i32, String> {
+    wait_child(spawn_child(f)?)
+}
+
+/// Runs `f` in a forked child and returns its pid at once (collect it with [`wait_child`]).
+pub fn spawn_child(f: impl FnOnce() -> Result<(), String>) -> Result<i32, String> {
     // SAFETY: the test process is single-threaded when this is called.
     let pid = unsafe { libc::fork() };
     ensure!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
@@ -161,7 +166,7 @@ pub fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<i32, String> {
         // SAFETY: end the child without the parent's atexit handlers.
         unsafe { libc::_exit(code) };
     }
-    wait_child(pid)
+    Ok(pid)
 }
 
 /// Waits for a child; its exit code, or 128 + signal.

@@ -30,6 +30,8 @@ pub fn tests() -> Vec<Test> {
         credential_change_stops_signalling,
         register_needs_permission_to_signal,
         glibc_internal_signals_32_and_33_are_refused,
+        control_ioctls_need_a_file_open_for_writing,
+        another_users_listeners_cannot_be_reached_through_the_stream,
         read_records_match_the_signals,
         nonblocking_read_gives_eagain,
         blocking_read_wakes_on_an_event,
@@ -42,6 +44,7 @@ pub fn lifecycle_tests() -> Vec<Test> {
     crate::tests![
         rmmod_is_refused_while_open,
         unload_after_closing_a_running_stream_is_clean,
+        inject_needs_the_test_hooks_parameter,
         insmod_rmmod_cycle_50_times,
     ]
 }
@@ -809,12 +812,18 @@ fn delete_module() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Loads the module with the parameters init used (`PCMSIG_PARAMS`: the test hooks on).
 fn load_module() -> std::io::Result<()> {
+    load_module_with(&std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into()))
+}
+
+fn load_module_with(params: &str) -> std::io::Result<()> {
     let path = std::env::var("PCMSIG_KO").unwrap_or_else(|_| "/lib/modules/pcmsig.ko".into());
     let f = std::fs::File::open(&path)?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-    // SAFETY: valid fd and empty parameter string.
-    if unsafe { libc::syscall(libc::SYS_finit_module, fd, c"".as_ptr(), 0) } != 0 {
+    let params = std::ffi::CString::new(params)?;
+    // SAFETY: valid fd and NUL-terminated parameter string.
+    if unsafe { libc::syscall(libc::SYS_finit_module, fd, params.as_ptr(), 0) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
@@ -985,4 +994,94 @@ fn racing_triggers_never_leave_a_running_stream_without_its_timer() -> TestResul
     let _ = dev.trigger(Trigger::Stop);
     diag(&format!("{rounds} rounds, {running_rounds} ended Running"));
     result
+}
+
+fn inject_needs_the_test_hooks_parameter() -> TestResult {
+    delete_module().ctx("rmmod")?;
+    load_module_with("").ctx("insmod without parameters")?;
+    let result = (|| -> TestResult {
+        let sig = rt(0);
+        let dev = listen(sig)?;
+        expect_errno(
+            dev.inject(K::Started),
+            libc::EOPNOTSUPP,
+            "inject, hooks off",
+        )?;
+        expect_errno(
+            dev.inject_burst(K::PeriodElapsed, 2),
+            libc::EOPNOTSUPP,
+            "inject burst, hooks off",
+        )?;
+        recv_none(&[sig])?;
+        // The stream itself still works.
+        dev.configure(1_000, 1).ctx("configure")?;
+        dev.trigger(Trigger::Start).ctx("start")?;
+        expect_kinds(sig, &finite_run(1))?;
+        Ok(())
+    })();
+    delete_module().ctx("rmmod")?;
+    load_module().ctx("insmod with the test hooks")?;
+    result
+}
+
+fn control_ioctls_need_a_file_open_for_writing() -> TestResult {
+    let sig = rt(0);
+    sig.block().ctx("block")?;
+    let ro = Device::open_read_only().ctx("open read-only")?;
+    // A read-only file may listen and read ...
+    ro.register(sig).ctx("register on a read-only file")?;
+    // ... but not drive the stream.
+    expect_errno(ro.configure(1_000, 1), libc::EBADF, "configure")?;
+    expect_errno(ro.trigger(Trigger::Start), libc::EBADF, "trigger")?;
+    expect_errno(ro.inject(K::Started), libc::EBADF, "inject")?;
+    expect_errno(ro.inject_burst(K::Started, 2), libc::EBADF, "inject burst")?;
+    recv_none(&[sig])?;
+    let rw = Device::open().ctx("open read-write")?;
+    rw.inject(K::Started).ctx("inject from a writable file")?;
+    expect_kinds(sig, &[K::Started])?;
+    Ok(())
+}
+
+fn another_users_listeners_cannot_be_reached_through_the_stream() -> TestResult {
+    use nix::unistd::{pipe, read, write};
+    make_device_world_accessible()?;
+    // uid 2000 listens; uid 1000 may not drive the stream while it does.
+    let (ready_rd, ready_wr) = pipe().ctx("pipe")?;
+    let (done_rd, done_wr) = pipe().ctx("pipe")?;
+    let listener = spawn_child(|| {
+        setresuid(2000, 2000, 2000)?;
+        let sig = rt(0);
+        let dev = listen(sig)?;
+        write(&ready_wr, b"r").ctx("ready")?;
+        read(&done_rd, &mut [0u8]).ctx("wait for done")?;
+        recv_none(&[sig])?;
+        drop(dev);
+        Ok(())
+    })?;
+    read(&ready_rd, &mut [0u8]).ctx("wait for the listener")?;
+    let code = in_child(|| {
+        setresuid(1000, 1000, 1000)?;
+        let dev = Device::open().ctx("open as 1000")?;
+        expect_errno(dev.inject(K::Started), libc::EPERM, "inject as 1000")?;
+        expect_errno(dev.configure(1_000, 1), libc::EPERM, "configure as 1000")?;
+        expect_errno(dev.trigger(Trigger::Start), libc::EPERM, "trigger as 1000")?;
+        Ok(())
+    })?;
+    write(&done_wr, b"d").ctx("done")?;
+    ensure_eq!(code, 0, "uid 1000 child");
+    ensure_eq!(
+        wait_child(listener)?,
+        0,
+        "uid 2000 listener: nothing arrived"
+    );
+    // With no other user's listener left, uid 1000 may drive the stream.
+    let code = in_child(|| {
+        setresuid(1000, 1000, 1000)?;
+        Device::open()
+            .ctx("open as 1000")?
+            .inject(K::Started)
+            .ctx("inject as 1000 with no other user listening")
+    })?;
+    ensure_eq!(code, 0, "uid 1000 child, alone");
+    Ok(())
 }
