@@ -21,10 +21,19 @@
 //! ```
 //!
 //! Delivery is thread-directed (`send_sig_info`, `PIDTYPE_PID`) to the thread that registered.
+//! Once `PCMSIG_IOC_UNREGISTER` or the last `close()` of a file has returned, no signal to its
+//! listener is in flight or will be sent.
+//!
+//! Permissions: configure, trigger and the inject hooks need a file opened for writing; the
+//! inject hooks exist only when the module is loaded with `test_hooks=1`; a caller of those
+//! ioctls must be allowed to signal every registered listener (the send rule below).
+//!
 //! Errors: `EINVAL` bad argument, `EFAULT` bad pointer, `ENOTTY` unknown ioctl, `EBADFD` trigger
 //! in the wrong state, `EBUSY` configure while running, `ENOENT` unregister without a listener,
-//! `EPERM` the opener may not signal the registering thread, `EAGAIN` the stream's event queue has
-//! no room for an ioctl's events (nothing is emitted).
+//! `EPERM` the opener may not signal the registering thread, or the caller may not signal a
+//! registered listener, `EBADF` a driving ioctl on a read-only file, `EOPNOTSUPP` an inject hook
+//! without `test_hooks=1`, `EAGAIN` the stream's event queue has no room for an ioctl's events
+//! (nothing is emitted).
 
 use core::fmt;
 use kernel::{
@@ -265,6 +274,9 @@ impl MiscDevice for PcmsigFile {
                     inner.last.replace(old.clone())
                 };
                 drop(old);
+                // A delivery that picked the listener before it was taken may still be sending:
+                // when UNREGISTER returns, no signal to it is in flight.
+                stream.flush_work();
             }
             uapi::IOC_CONFIGURE => stream.configure(read_arg(arg)?, &caller)?,
             uapi::IOC_TRIGGER => {

@@ -61,20 +61,24 @@ impl Event {
     }
 }
 
-/// A fixed-capacity FIFO that never allocates (usable in the timer's interrupt context).
+/// A fixed-capacity FIFO that never allocates after creation (usable in the timer's interrupt
+/// context). Its buffer is on the heap, allocated once: a ring of `N` events built on the stack
+/// and moved would cost the creating function a frame of several KiB.
 pub(crate) struct Ring<T: Copy + Default, const N: usize> {
-    buf: [T; N],
+    /// Always `N` elements.
+    buf: KVec<T>,
     head: usize,
     len: usize,
 }
 
 impl<T: Copy + Default, const N: usize> Ring<T, N> {
-    pub(crate) fn new() -> Self {
-        Self {
-            buf: [T::default(); N],
+    /// An empty ring whose buffer is allocated with `flags`.
+    pub(crate) fn new(flags: kernel::alloc::Flags) -> Result<Self> {
+        Ok(Self {
+            buf: KVec::from_elem(T::default(), N, flags)?,
             head: 0,
             len: 0,
-        }
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -135,7 +139,7 @@ impl Listener {
                 signo,
                 stats <- new_spinlock!(ListenerStats::default(), "pcmsig::Listener::stats"),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
@@ -201,7 +205,9 @@ pub(crate) struct OpenFile {
 }
 
 impl OpenFile {
+    /// Per-open memory is charged to the opener's memory cgroup (`__GFP_ACCOUNT`).
     pub(crate) fn new(stream: Arc<Stream>, opener: SenderCred) -> Result<Arc<Self>> {
+        let records = Ring::new(GFP_KERNEL_ACCOUNT)?;
         Arc::pin_init(
             pin_init!(Self {
                 stream,
@@ -210,14 +216,14 @@ impl OpenFile {
                     FileInner {
                         listener: None,
                         last: None,
-                        records: Ring::new(),
+                        records,
                         read_overruns: 0,
                     },
                     "pcmsig::OpenFile::inner"
                 ),
                 readable <- new_condvar!("pcmsig::OpenFile::readable"),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
@@ -418,6 +424,7 @@ kernel::impl_has_hr_timer! {
 
 impl Stream {
     pub(crate) fn new() -> Result<Arc<Self>> {
+        let pending = Ring::new(GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
                 inner <- new_spinlock_irq!(
@@ -428,7 +435,7 @@ impl Stream {
                         events: 0,
                         next_seq: 1,
                         delivered_seq: 0,
-                        pending: Ring::new(),
+                        pending,
                         timer: None,
                         totals: ListenerStats::default(),
                         device: None,
@@ -471,10 +478,15 @@ impl Stream {
             files.is_empty()
         };
         let had_listener = file.inner.lock().listener.take();
-        drop(had_listener);
         if !last {
+            if had_listener.is_some() {
+                // A delivery that picked this listener before it was taken may still be
+                // sending: when close() returns, no signal of this file is in flight.
+                self.flush_work();
+            }
             return;
         }
+        drop(had_listener);
         let _control = self.control.lock();
         // A file opened since the decision above keeps the stream as it is.
         if !self.files.lock().is_empty() {
