@@ -110,7 +110,10 @@ impl pci::Driver for EduDriver {
             pdev.enable_device_mem()?;
             pdev.set_master();
             let bar = pdev.iomap_region_sized::<BAR_SIZE>(0, c"pcmsig-edu")?;
-            let vectors = KBox::new(pdev.alloc_irq_vectors(1, 1, pci::IrqTypes::all())?, GFP_KERNEL)?;
+            let vectors = KBox::new(
+                pdev.alloc_irq_vectors(1, 1, pci::IrqTypes::all())?,
+                GFP_KERNEL,
+            )?;
             // SAFETY: The registration lives in a box that never moves and is dropped after the
             // IRQ registration that borrows it (field order of `EduData`), which is dropped when
             // the device unbinds, i.e. within 'bound.
@@ -122,7 +125,9 @@ impl pci::Driver for EduDriver {
             Ok(try_pin_init!(&this in EduData {
                 // SAFETY: `EduData` is dropped (and with it the registration) before the device
                 // goes away; it is never leaked.
-                irq <- unsafe { irq::Registration::new(request, irq::Flags::SHARED, c"pcmsig-edu", handler) },
+                irq <- unsafe {
+                    irq::Registration::new(request, irq::Flags::SHARED, c"pcmsig-edu", handler)
+                },
                 vectors,
                 stream,
                 _: {

@@ -37,8 +37,7 @@
 
 use core::fmt;
 use kernel::{
-    bindings,
-    debugfs,
+    bindings, debugfs,
     fs::{File, Kiocb},
     iov::IovIterDest,
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
@@ -81,7 +80,7 @@ module! {
     params: {
         test_hooks: bool {
             default: false,
-            description: "Enable the test hooks PCMSIG_IOC_INJECT and PCMSIG_IOC_INJECT_BURST (off: EOPNOTSUPP)",
+            description: "Enable the test hooks PCMSIG_IOC_INJECT(_BURST) (off: EOPNOTSUPP)",
         },
     },
 }
@@ -128,7 +127,10 @@ impl kernel::InPlaceModule for PcmsigModule {
         ::pin_init::pin_init_scope(move || {
             let stream = Stream::new()?;
             // For the edu driver's probe, which may run as soon as the driver registers.
-            edu::STREAM.store(Arc::as_ptr(&stream).cast_mut(), core::sync::atomic::Ordering::Release);
+            edu::STREAM.store(
+                Arc::as_ptr(&stream).cast_mut(),
+                core::sync::atomic::Ordering::Release,
+            );
             let dir = debugfs::Dir::new(c"pcmsig");
             let options = MiscDeviceOptions { name: c"pcmsig" };
             Ok(try_pin_init!(Self {
@@ -201,7 +203,8 @@ impl MiscDevice for PcmsigFile {
         }
         // SAFETY: A kiocb passed to `read_iter` has a valid `ki_filp` for the whole call, and
         // `f_flags` is read once (it may change under `fcntl(F_SETFL)`, as for every driver).
-        let flags = unsafe { core::ptr::addr_of!((*(*kiocb.as_raw()).ki_filp).f_flags).read_volatile() };
+        let flags =
+            unsafe { core::ptr::addr_of!((*(*kiocb.as_raw()).ki_filp).f_flags).read_volatile() };
         let nonblock = flags & bindings::O_NONBLOCK != 0;
         let me = kiocb.file();
         // Fill the buffer with what is buffered, 16 records at a time (a small stack array);
@@ -242,7 +245,9 @@ impl MiscDevice for PcmsigFile {
         ) {
             // Seeded bug: a read-only file drives the stream.
             #[cfg(not(pcmsig_bug = "control_on_read_only"))]
-            if file.flags() & kernel::fs::file::flags::O_ACCMODE == kernel::fs::file::flags::O_RDONLY {
+            if file.flags() & kernel::fs::file::flags::O_ACCMODE
+                == kernel::fs::file::flags::O_RDONLY
+            {
                 return Err(EBADF);
             }
             // Seeded bug: the test hooks always on.
@@ -289,7 +294,11 @@ impl MiscDevice for PcmsigFile {
             }
             uapi::IOC_INJECT_BURST => {
                 let burst: uapi::Burst = read_arg(arg)?;
-                stream.inject(EventKind::from_u32(burst.kind).ok_or(EINVAL)?, burst.count, &caller)?;
+                stream.inject(
+                    EventKind::from_u32(burst.kind).ok_or(EINVAL)?,
+                    burst.count,
+                    &caller,
+                )?;
             }
             uapi::IOC_GET_STATS => {
                 let (file, read_overruns) = {

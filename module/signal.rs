@@ -4,14 +4,14 @@
 //! The kernel crate has no wrapper for `struct pid` references or for sending a signal with a
 //! payload, so this file provides one, kept apart from the driver so that it could be upstreamed.
 //!
-//! Why a `struct pid` and not a `task_struct` pointer: a cached task pointer dangles once the thread
-//! exits and is reaped. A counted pid reference stays valid; the task behind it is looked up under
-//! RCU at send time and is simply absent once the thread is gone.
+//! Why a `struct pid` and not a `task_struct` pointer: a cached task pointer dangles once the
+//! thread exits and is reaped. A counted pid reference stays valid; the task behind it is looked
+//! up under RCU at send time and is simply absent once the thread is gone.
 //!
-//! No field of `struct task_struct` is read from Rust: on the 7.3 tree with this config,
-//! bindgen's `task_struct` is 48 bytes shorter than the C one before `real_cred` (measured by
-//! comparing `offset_of!` in both), so such reads return the wrong field. Everything goes
-//! through exported functions instead: `get_pid_task`, `get_task_cred`, `get_task_mm`.
+//! No field of `struct task_struct` is read from Rust; everything goes through exported functions
+//! (`get_pid_task`, `get_task_cred`, `get_task_mm`). (Without `CONFIG_SCHEDSTATS`, bindgen's
+//! `task_struct` is 48 bytes short from its `stats` field on, so such reads would return other
+//! fields; `vm/kernel.config` sets the option, and this file does not depend on it.)
 
 use core::ptr::NonNull;
 use kernel::{bindings, prelude::*, task::Task};
@@ -213,7 +213,9 @@ impl ThreadRef {
     pub(crate) fn send(&self, signo: u32, value: i32, sender: &SenderCred) -> Outcome {
         // SAFETY: `self.pid` is a counted reference (type invariant); `get_pid_task` returns the
         // thread with its own reference taken, or null once the thread has been released.
-        let Some(task) = NonNull::new(unsafe { bindings::get_pid_task(self.pid.as_ptr(), bindings::pid_type_PIDTYPE_PID) }) else {
+        let Some(task) = NonNull::new(unsafe {
+            bindings::get_pid_task(self.pid.as_ptr(), bindings::pid_type_PIDTYPE_PID)
+        }) else {
             return Outcome::Exited;
         };
         let task = TaskRef(task);
@@ -256,7 +258,8 @@ impl ThreadRef {
     pub(crate) fn may_be_signalled_by(&self, sender: &SenderCred) -> bool {
         // SAFETY: `self.pid` is a counted reference (type invariant); `get_pid_task` returns the
         // thread with its own reference taken, or null once the thread has been released.
-        let task = unsafe { bindings::get_pid_task(self.pid.as_ptr(), bindings::pid_type_PIDTYPE_PID) };
+        let task =
+            unsafe { bindings::get_pid_task(self.pid.as_ptr(), bindings::pid_type_PIDTYPE_PID) };
         let Some(task) = NonNull::new(task) else {
             return true;
         };

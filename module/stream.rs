@@ -331,7 +331,9 @@ impl StreamInner {
         let period_ns = u64::from(self.config.period_us).saturating_mul(1000);
         let mut stamp = first_stamp;
         for _ in 0..count {
-            if !matches!(self.state, State::Running | State::Draining) || !self.period(source, stamp) {
+            if !matches!(self.state, State::Running | State::Draining)
+                || !self.period(source, stamp)
+            {
                 return false;
             }
             stamp = stamp.saturating_add(period_ns);
@@ -465,7 +467,10 @@ impl Stream {
     /// never under `inner`.
     pub(crate) fn listeners(&self) -> u32 {
         let files = self.files.lock();
-        let n = files.iter().filter(|f| f.inner.lock().listener.is_some()).count();
+        let n = files
+            .iter()
+            .filter(|f| f.inner.lock().listener.is_some())
+            .count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
@@ -529,7 +534,10 @@ impl Stream {
             let mut inner = self.inner.lock();
             inner.device = None;
             inner.owed = 0;
-            if matches!(inner.state, State::Running | State::Paused | State::Draining) {
+            if matches!(
+                inner.state,
+                State::Running | State::Paused | State::Draining
+            ) {
                 inner.state = State::Stopped;
                 let _ = inner.emit(EventKind::Stopped, EventSource::Device);
                 true
@@ -574,17 +582,24 @@ impl Stream {
     fn kick(stream: Arc<Self>) {
         // SAFETY: `system_dfl_wq` is created at boot, before any module loads, and never
         // destroyed. (The crate's `system()` is the deprecated `system_wq`, which warns.)
-        let queue = unsafe { workqueue::Queue::from_raw(core::ptr::addr_of!(bindings::system_dfl_wq).read()) };
+        let queue = unsafe {
+            workqueue::Queue::from_raw(core::ptr::addr_of!(bindings::system_dfl_wq).read())
+        };
         // `Err` means the work is queued already and will see our event: nothing to do.
         let _ = queue.enqueue(stream);
     }
 
-    /// Waits until the event with sequence number `seq` has been delivered.
+    /// Waits until the event with sequence number `seq` has been delivered, or a signal the
+    /// caller can take is pending. The wait is interruptible so that a fatal signal always ends
+    /// it; a non-fatal one ends it too (the events are emitted, and their delivery completes in
+    /// the background), which cannot happen to a caller that blocks its signals, as listeners do.
     fn wait_delivered(self: &Arc<Self>, seq: u64) {
         Self::kick(self.clone());
         let mut inner = self.inner.lock();
         while inner.delivered_seq < seq {
-            self.delivered.wait(&mut inner);
+            if self.delivered.wait_interruptible(&mut inner) {
+                return;
+            }
         }
     }
 
@@ -830,7 +845,10 @@ impl HrTimerCallback for Stream {
             // run: a late callback that accounts for several periods stamps each on its own.
             // Measured from one fixed origin, so stamps differ by exact multiples of the period.
             let since_origin = (this.timer.expires() - this.origin.0).as_nanos();
-            let stamp = this.origin.1.saturating_add(u64::try_from(since_origin).unwrap_or(0));
+            let stamp = this
+                .origin
+                .1
+                .saturating_add(u64::try_from(since_origin).unwrap_or(0));
             let elapsed = ctx.forward_now(period).clamp(1, MAX_OVERRUNS);
             if let Some(hook) = &inner.device {
                 // The device produces the periods: ask for them; its interrupt emits them.
@@ -853,13 +871,19 @@ impl HrTimerCallback for Stream {
 
 /// What the timer does when it expires with the stream not running: it stops.
 #[cfg(not(pcmsig_bug = "timer_not_cancelled"))]
-fn idle_expiry(_ctx: &mut HrTimerCallbackContext<'_, Stream>, _inner: &StreamInner) -> HrTimerRestart {
+fn idle_expiry(
+    _ctx: &mut HrTimerCallbackContext<'_, Stream>,
+    _inner: &StreamInner,
+) -> HrTimerRestart {
     HrTimerRestart::NoRestart
 }
 
 /// Seeded bug: the timer re-arms itself whatever the state, so only a cancel stops it.
 #[cfg(pcmsig_bug = "timer_not_cancelled")]
-fn idle_expiry(ctx: &mut HrTimerCallbackContext<'_, Stream>, inner: &StreamInner) -> HrTimerRestart {
+fn idle_expiry(
+    ctx: &mut HrTimerCallbackContext<'_, Stream>,
+    inner: &StreamInner,
+) -> HrTimerRestart {
     ctx.forward_now(Delta::from_micros(i64::from(inner.config.period_us)));
     HrTimerRestart::Restart
 }

@@ -105,6 +105,8 @@ pub fn build_all(
     let t = Instant::now();
     let ko = vm::build_module(&tools, &kernel, false)?;
     if clippy {
+        vm::check_module_style(&kernel)?;
+        println!("xtask: the module follows the kernel's .rustfmt.toml, lines within 100 columns");
         vm::build_module(&tools, &kernel, true)?;
         println!("xtask: the module's CLIPPY=1 build is clean");
         // Leave the normal build in place for the initramfs.

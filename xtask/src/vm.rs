@@ -116,6 +116,49 @@ fn kbuild_module(
     Ok(())
 }
 
+/// Checks the module's sources against the kernel's own style: `rustfmt --check` with the
+/// tree's `.rustfmt.toml` (what `make rustfmtcheck` applies in-tree) and lines of at most 100
+/// columns (the kernel's coding style; rustfmt leaves comments alone).
+pub fn check_module_style(kernel: &Kernel) -> Result<()> {
+    let module_dir = project_root().join("module");
+    let config = kernel.src.join(".rustfmt.toml");
+    let out = Command::new("rustfmt")
+        .arg("--check")
+        .arg("--config-path")
+        .arg(&config)
+        .arg(module_dir.join("pcmsig.rs"))
+        .output()
+        .context("running rustfmt (rustup component add rustfmt)")?;
+    if !out.status.success() {
+        bail!(
+            "module/ does not follow {} (fix with `rustfmt --config-path {} module/pcmsig.rs`):\n{}{}",
+            config.display(),
+            config.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut long = Vec::new();
+    let entries = std::fs::read_dir(&module_dir)
+        .with_context(|| format!("reading {}", module_dir.display()))?;
+    for e in entries.filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "rs") {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            for (i, l) in text.lines().enumerate() {
+                if l.chars().count() > 100 {
+                    long.push(format!("{}:{}", p.display(), i + 1));
+                }
+            }
+        }
+    }
+    if !long.is_empty() {
+        bail!("module lines over 100 columns: {}", long.join(", "));
+    }
+    Ok(())
+}
+
 /// Hash of everything the module is built from: its sources, the shared UAPI, the kernel tree.
 fn module_stamp(module_dir: &Path, kernel: &Kernel) -> Result<String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(module_dir)?
