@@ -5,6 +5,12 @@
 //! the device raise its interrupt (a write to register 0x60), and the interrupt handler reads and
 //! acknowledges the status (0x24, then 0x64) and emits the period events, with source `Device`,
 //! into the same delivery path. Unbinding the device while the stream runs stops the stream.
+//!
+//! One lifetime is extended by hand, in `probe`, and only there: the kernel crate's
+//! `irq::Registration` borrows the `IrqVectorRegistration` for `'bound`, and the driver data must
+//! own both, which safe Rust cannot express (a self-reference). The vector registration is boxed
+//! (its address never changes) and declared after the IRQ registration in `EduData`, so it is
+//! dropped after its borrower, and both go when the device unbinds, within `'bound`.
 
 use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::{

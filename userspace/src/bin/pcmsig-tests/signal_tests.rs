@@ -18,6 +18,7 @@ pub fn tests() -> Vec<Test> {
         lower_numbered_rt_signal_is_taken_first,
         standard_signal_is_taken_before_rt_signals,
         sigusr1_burst_coalesces_sigrtmin_burst_does_not,
+        sigusr1_at_rlimit_sigpending_arrives_without_its_payload,
         queues_up_to_rlimit_sigpending_without_loss,
         signalfd_reports_ssi_int_and_si_queue,
         every_receive_mode_sees_the_same_events,
@@ -86,6 +87,41 @@ fn standard_signal_is_taken_before_rt_signals() -> TestResult {
     let second = recv(&[usr1, rtmin])?;
     ensure_eq!(second.signo, rtmin.number(), "second signal");
     ensure_eq!(second.value, first.value, "same event");
+    Ok(())
+}
+
+fn sigusr1_at_rlimit_sigpending_arrives_without_its_payload() -> TestResult {
+    // The user's signal queue is full (RLIMIT_SIGPENDING of 1, taken by a real-time signal we
+    // queue to ourselves). For a real-time signal the kernel then refuses (-EAGAIN: a counted
+    // drop); for a standard one it still makes it pending, but bare: `si_code` SI_USER, no
+    // payload, and `send_sig_info` reports success. The module cannot tell (nothing it may call
+    // shows it), so it counts a delivery; the receiver can: `si_code` is not SI_QUEUE.
+    set_sigpending_limit(1)?;
+    let (usr1, filler) = (Signal::USR1, rt(1));
+    filler.block().ctx("block the filler")?;
+    let dev = listen(usr1)?;
+    sys::sigqueue(nix::unistd::getpid().as_raw(), filler.number(), 7).ctx("sigqueue the filler")?;
+    dev.inject(K::Started).ctx("inject")?;
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(
+        (s.file.fired, s.file.delivered, s.file.dropped()),
+        (1, 1, 0),
+        "send_sig_info said 0: counted as delivered"
+    );
+    let i = recv(&[usr1])?;
+    ensure_eq!(
+        i.code,
+        0,
+        "si_code SI_USER, not SI_QUEUE: the payload is gone"
+    );
+    ensure_eq!(i.value, 0, "no si_int");
+    ensure!(
+        pcmsig::uapi::decode(i.value).is_none(),
+        "a bare signal decodes to no event"
+    );
+    // The filler is still queued, payload intact.
+    let f = recv(&[filler])?;
+    ensure_eq!((f.code, f.value), (-1, 7));
     Ok(())
 }
 
