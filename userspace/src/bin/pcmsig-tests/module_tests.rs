@@ -16,6 +16,7 @@ pub fn tests() -> Vec<Test> {
         timer_periods_are_numbered_and_stop_after_n,
         triggers_follow_the_state_machine,
         racing_triggers_never_leave_a_running_stream_without_its_timer,
+        closing_and_reopening_never_hangs_an_ioctl,
         wrong_state_triggers_fail_with_ebadfd,
         xrun_trigger_needs_configure_to_recover,
         ioctl_arguments_are_checked,
@@ -1083,5 +1084,31 @@ fn another_users_listeners_cannot_be_reached_through_the_stream() -> TestResult 
             .ctx("inject as 1000 with no other user listening")
     })?;
     ensure_eq!(code, 0, "uid 1000 child, alone");
+    Ok(())
+}
+
+fn closing_and_reopening_never_hangs_an_ioctl() -> TestResult {
+    // One thread opens and closes (each close the last: the stream resets), another opens,
+    // injects and closes, many times. An inject whose event the reset swallowed must still
+    // return: the per-test alarm turns a hang into a failure.
+    let iterations = 400;
+    let closer = std::thread::spawn(move || -> TestResult {
+        for _ in 0..iterations {
+            drop(Device::open().ctx("open")?);
+        }
+        Ok(())
+    });
+    let mut injected = 0;
+    for _ in 0..iterations {
+        let dev = Device::open().ctx("open")?;
+        dev.inject(K::Started).ctx("inject")?;
+        injected += 1;
+    }
+    closer
+        .join()
+        .map_err(|_| "closer thread panicked".to_string())??;
+    diag(&format!(
+        "{iterations} open/close and {injected} open/inject/close cycles"
+    ));
     Ok(())
 }
