@@ -58,6 +58,13 @@ use signal::SenderCred;
 use stream::{Listener, OpenFile, Stream};
 use uapi::{EventKind, EventRecord, Stats, Trigger};
 
+// The UAPI's signal numbers are written out for user space (which has no kernel bindings); they
+// must be the kernel's own, on every architecture this is built for.
+const _: () = assert!(uapi::SIGUSR1 == bindings::SIGUSR1);
+const _: () = assert!(uapi::SIGUSR2 == bindings::SIGUSR2);
+const _: () = assert!(uapi::SIGRT_MIN == bindings::SIGRTMIN);
+const _: () = assert!(uapi::SIGRT_MAX == bindings::SIGRTMAX);
+
 // SAFETY: `Register` is `repr(C)` with two `u32`s: no padding, every bit pattern valid.
 unsafe impl FromBytes for uapi::Register {}
 // SAFETY: `Config` is `repr(C)` with two `u32`s: no padding, every bit pattern valid.

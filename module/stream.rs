@@ -74,6 +74,7 @@ pub(crate) struct Ring<T: Copy + Default, const N: usize> {
 impl<T: Copy + Default, const N: usize> Ring<T, N> {
     /// An empty ring whose buffer is allocated with `flags`.
     pub(crate) fn new(flags: kernel::alloc::Flags) -> Result<Self> {
+        // INVARIANT: `buf` holds exactly `N` elements, and never changes length.
         Ok(Self {
             buf: KVec::from_elem(T::default(), N, flags)?,
             head: 0,

@@ -13,6 +13,7 @@ mod initramfs;
 mod junit;
 mod kernel;
 mod ktap;
+mod layout;
 mod peers;
 mod selftest;
 mod tidy;
@@ -94,6 +95,7 @@ pub fn build_all(
         tools.print();
     }
     let kernel = kernel::ensure(&tools, kernel_src, quiet, debug.then_some("debug"))?;
+    layout::check(&kernel)?;
     times.push((
         if kernel.built {
             "kernel (built)"
