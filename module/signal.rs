@@ -308,3 +308,69 @@ impl Drop for ThreadRef {
         unsafe { bindings::mmdrop(self.mm.as_ptr()) };
     }
 }
+
+#[kunit_tests(pcmsig_signal)]
+mod tests {
+    use super::*;
+
+    /// A `struct cred` with only the ids the rule reads.
+    fn cred(uid: u32, suid: u32) -> bindings::cred {
+        // SAFETY: `struct cred` is integers, pointers and plain structs of them: all-zero is a
+        // valid value (it is never passed to the kernel, only read by `may_signal`).
+        let mut c: bindings::cred = unsafe { core::mem::zeroed() };
+        c.uid.val = uid;
+        c.suid.val = suid;
+        c
+    }
+
+    fn may(uid: u32, euid: u32, target: &bindings::cred) -> bool {
+        let sender = SenderCred {
+            uid,
+            euid,
+            #[cfg(pcmsig_bug = "cap_kill_bypass")]
+            cap_kill: false,
+        };
+        // SAFETY: `target` is a valid, initialised `struct cred`.
+        unsafe { sender.may_signal(target) }
+    }
+
+    #[test]
+    fn the_send_rule_is_sigio_perm() {
+        let t = cred(1000, 1001);
+        // Global root's euid.
+        assert!(may(5, GLOBAL_ROOT_UID, &t));
+        // euid against the target's uid and saved uid; uid against both.
+        assert!(may(7, 1000, &t));
+        assert!(may(7, 1001, &t));
+        assert!(may(1000, 7, &t));
+        assert!(may(1001, 7, &t));
+        // Nothing in common: no (a user-namespace root's euid is not global root).
+        assert!(!may(7, 8, &t));
+        assert!(!may(2000, 2000, &t));
+    }
+
+    #[test]
+    fn the_kernel_crates_task_layout_agrees_with_c() {
+        // These read `task_struct` fields from Rust: with the bindgen layout shift (no
+        // CONFIG_SCHEDSTATS) they returned other fields. C's own accessors are the reference.
+        let task = kernel::current!();
+        let raw = Task::current_raw();
+        // SAFETY: `raw` is the running task; a null namespace means the task's own.
+        let c_pid = unsafe {
+            bindings::__task_pid_nr_ns(raw, bindings::pid_type_PIDTYPE_PID, core::ptr::null_mut())
+        };
+        // SAFETY: As above.
+        let c_tgid = unsafe { bindings::task_tgid_nr_ns(raw, core::ptr::null_mut()) };
+        assert_eq!(task.pid(), c_pid);
+        assert_eq!(task.tgid(), c_tgid);
+        assert_eq!(task.group_leader().pid(), c_tgid);
+        // SAFETY: `raw` is valid; `get_task_mm` returns a counted `mm` or null (a kthread).
+        let c_mm = unsafe { bindings::get_task_mm(raw) };
+        let rust_mm = task.mm().map_or(core::ptr::null_mut(), |mm| mm.as_raw());
+        assert_eq!(rust_mm, c_mm);
+        if !c_mm.is_null() {
+            // SAFETY: Drops the reference `get_task_mm` took.
+            unsafe { bindings::mmput(c_mm) };
+        }
+    }
+}

@@ -326,6 +326,24 @@ pub(crate) struct StreamInner {
 }
 
 impl StreamInner {
+    /// A stream in `Setup`, its first event numbered 1.
+    fn new() -> Result<Self> {
+        Ok(Self {
+            state: State::Setup,
+            config: uapi::Config::default(),
+            periods: 0,
+            events: 0,
+            next_seq: 1,
+            delivered_seq: 0,
+            pending: Ring::new(GFP_KERNEL)?,
+            timer: None,
+            totals: ListenerStats::default(),
+            device: None,
+            owed: 0,
+            owed_stamp: 0,
+        })
+    }
+
     /// Accounts for `count` elapsed periods, the first stamped `first_stamp` and each next one a
     /// period later, while the stream runs; returns `false` once it does not (any more).
     fn elapse(&mut self, source: EventSource, first_stamp: u64, count: u64) -> bool {
@@ -384,6 +402,31 @@ impl StreamInner {
     }
 }
 
+/// What a trigger does to the period timer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum TimerAction {
+    Start,
+    Stop,
+    Keep,
+}
+
+/// The state machine: what `cmd` does in `state` (the next state, the event it emits, the timer
+/// action), or `None` when the trigger is refused (`EBADFD`). Modelled on ALSA's PCM triggers.
+pub(crate) fn transition(cmd: Trigger, state: State) -> Option<(State, EventKind, TimerAction)> {
+    use State::*;
+    Some(match (cmd, state) {
+        (Trigger::Start, Prepared | Stopped) => (Running, EventKind::Started, TimerAction::Start),
+        (Trigger::Stop, Running | Paused | Draining | Xrun) => {
+            (Stopped, EventKind::Stopped, TimerAction::Stop)
+        }
+        (Trigger::PausePush, Running) => (Paused, EventKind::Paused, TimerAction::Stop),
+        (Trigger::PauseRelease, Paused) => (Running, EventKind::Resumed, TimerAction::Start),
+        (Trigger::Drain, Running) => (Draining, EventKind::Draining, TimerAction::Keep),
+        (Trigger::Xrun, Running | Paused | Draining) => (Xrun, EventKind::Xrun, TimerAction::Stop),
+        _ => return None,
+    })
+}
+
 /// `CLOCK_MONOTONIC` now, in nanoseconds.
 fn now_ns() -> u64 {
     // SAFETY: `ktime_get` reads the monotonic clock; callable in any context.
@@ -427,26 +470,10 @@ kernel::impl_has_hr_timer! {
 
 impl Stream {
     pub(crate) fn new() -> Result<Arc<Self>> {
-        let pending = Ring::new(GFP_KERNEL)?;
+        let inner = StreamInner::new()?;
         Arc::pin_init(
             pin_init!(Self {
-                inner <- new_spinlock_irq!(
-                    StreamInner {
-                        state: State::Setup,
-                        config: uapi::Config::default(),
-                        periods: 0,
-                        events: 0,
-                        next_seq: 1,
-                        delivered_seq: 0,
-                        pending,
-                        timer: None,
-                        totals: ListenerStats::default(),
-                        device: None,
-                        owed: 0,
-                        owed_stamp: 0,
-                    },
-                    "pcmsig::Stream::inner"
-                ),
+                inner <- new_spinlock_irq!(inner, "pcmsig::Stream::inner"),
                 delivered <- new_condvar!("pcmsig::Stream::delivered"),
                 control <- new_mutex!((), "pcmsig::Stream::control"),
                 files <- new_mutex!(KVec::new(), "pcmsig::Stream::files"),
@@ -682,46 +709,20 @@ impl Stream {
         // State change and timer start/stop as one step (see `control`).
         let _control = self.control.lock();
         self.check_emitter(caller)?;
-        let mut start_timer = false;
-        let mut stop_timer = false;
-        let seq = {
+        let (seq, timer) = {
             let mut inner = self.inner.lock();
-            let (next, kind) = match (cmd, inner.state) {
-                (Trigger::Start, State::Prepared | State::Stopped) => {
-                    start_timer = true;
-                    (State::Running, EventKind::Started)
-                }
-                (Trigger::Stop, State::Running | State::Paused | State::Draining | State::Xrun) => {
-                    stop_timer = true;
-                    (State::Stopped, EventKind::Stopped)
-                }
-                (Trigger::PausePush, State::Running) => {
-                    stop_timer = true;
-                    (State::Paused, EventKind::Paused)
-                }
-                (Trigger::PauseRelease, State::Paused) => {
-                    start_timer = true;
-                    (State::Running, EventKind::Resumed)
-                }
-                (Trigger::Drain, State::Running) => (State::Draining, EventKind::Draining),
-                (Trigger::Xrun, State::Running | State::Paused | State::Draining) => {
-                    stop_timer = true;
-                    (State::Xrun, EventKind::Xrun)
-                }
-                _ => return Err(EBADFD),
-            };
+            let (next, kind, timer) = transition(cmd, inner.state).ok_or(EBADFD)?;
             let seq = inner.emit(kind, EventSource::Ioctl)?;
             inner.state = next;
             if cmd == Trigger::Start {
                 inner.periods = 0;
             }
-            seq
+            (seq, timer)
         };
-        if stop_timer {
-            self.stop_timer();
-        }
-        if start_timer {
-            self.start_timer();
+        match timer {
+            TimerAction::Stop => self.stop_timer(),
+            TimerAction::Start => self.start_timer(),
+            TimerAction::Keep => {}
         }
         self.wait_delivered(seq);
         Ok(())
@@ -887,4 +888,124 @@ fn idle_expiry(
 ) -> HrTimerRestart {
     ctx.forward_now(Delta::from_micros(i64::from(inner.config.period_us)));
     HrTimerRestart::Restart
+}
+
+#[kunit_tests(pcmsig_stream)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_is_fifo_bounded_and_wraps() -> Result {
+        let mut r: Ring<u32, 4> = Ring::new(GFP_KERNEL)?;
+        assert!(r.is_empty());
+        for v in 1..=4 {
+            assert!(r.push(v));
+        }
+        // A full ring refuses.
+        assert!(!r.push(5));
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.pop(), Some(1));
+        // Room again, at the wrapped end.
+        assert!(r.push(5));
+        let mut out = [0u32; 4];
+        for slot in out.iter_mut() {
+            *slot = r.pop().unwrap_or(0);
+        }
+        assert_eq!(out, [2, 3, 4, 5]);
+        assert_eq!(r.pop(), None);
+        r.push(9);
+        r.clear();
+        assert!(r.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn the_state_machine_is_alsas() {
+        use State::*;
+        let t = |cmd, state| transition(cmd, state).map(|(next, _, timer)| (next, timer));
+        assert_eq!(
+            t(Trigger::Start, Prepared),
+            Some((Running, TimerAction::Start))
+        );
+        assert_eq!(
+            t(Trigger::Start, Stopped),
+            Some((Running, TimerAction::Start))
+        );
+        assert_eq!(t(Trigger::Start, Running), None);
+        // Configure first.
+        assert_eq!(t(Trigger::Start, Setup), None);
+        // An xrun needs configure.
+        assert_eq!(t(Trigger::Start, Xrun), None);
+        assert_eq!(
+            t(Trigger::PausePush, Running),
+            Some((Paused, TimerAction::Stop))
+        );
+        assert_eq!(t(Trigger::PausePush, Paused), None);
+        assert_eq!(
+            t(Trigger::PauseRelease, Paused),
+            Some((Running, TimerAction::Start))
+        );
+        assert_eq!(
+            t(Trigger::Drain, Running),
+            Some((Draining, TimerAction::Keep))
+        );
+        assert_eq!(t(Trigger::Drain, Paused), None);
+        assert_eq!(t(Trigger::Stop, Xrun), Some((Stopped, TimerAction::Stop)));
+        assert_eq!(t(Trigger::Stop, Prepared), None);
+        assert_eq!(t(Trigger::Xrun, Draining), Some((Xrun, TimerAction::Stop)));
+        // Every transition's event names what happened.
+        assert_eq!(
+            transition(Trigger::PauseRelease, Paused).map(|(_, k, _)| k),
+            Some(EventKind::Resumed)
+        );
+    }
+
+    #[test]
+    fn periods_are_counted_stamped_a_period_apart_and_stop_at_the_limit() -> Result {
+        let mut s = StreamInner::new()?;
+        s.state = State::Running;
+        s.config = uapi::Config {
+            period_us: 1_000,
+            periods: 3,
+        };
+        // Five periods due at once (a late expiry): three run, then the stream stops.
+        assert!(!s.elapse(EventSource::Timer, 5_000_000, 5));
+        assert_eq!(s.state, State::Stopped);
+        assert_eq!(s.periods, 3);
+        let mut got = KVec::new();
+        while let Some(ev) = s.pending.pop() {
+            got.push((ev.kind, ev.seq, ev.timestamp_ns), GFP_KERNEL)?;
+        }
+        let period = EventKind::PeriodElapsed as u32;
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], (period, 1, 5_000_000));
+        assert_eq!(got[1], (period, 2, 6_000_000));
+        assert_eq!(got[2], (period, 3, 7_000_000));
+        assert_eq!((got[3].0, got[3].1), (EventKind::Stopped as u32, 4));
+        assert_eq!(s.events, 4);
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_pending_queue_makes_an_xrun() -> Result {
+        let mut s = StreamInner::new()?;
+        s.state = State::Running;
+        s.config.period_us = 100;
+        for _ in 0..PENDING_TIMER_LIMIT {
+            s.emit(EventKind::PeriodElapsed, EventSource::Ioctl)?;
+        }
+        assert!(!s.elapse(EventSource::Timer, 0, 1));
+        assert_eq!(s.state, State::Xrun);
+        Ok(())
+    }
+
+    #[test]
+    fn the_si_int_encoding_round_trips() {
+        for kind in EventKind::ALL {
+            for seq in [0, 1, 0x12_3456, uapi::SEQ_MASK] {
+                assert_eq!(uapi::decode(uapi::encode(kind, seq)), Some((kind, seq)));
+            }
+        }
+        assert_eq!(uapi::decode(0), None);
+    }
 }

@@ -1,6 +1,6 @@
 //! JUnit XML from a KTAP report, for CI systems that display test results.
 
-use crate::ktap::{Failure, Report, Splat, Status};
+use crate::ktap::{Failure, Report, Splat, Status, TestCase};
 
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -21,11 +21,41 @@ fn esc(s: &str) -> String {
 
 /// One test case of the XML.
 struct Case {
-    classname: &'static str,
+    classname: String,
     name: String,
     /// `Some((message, body))` for a failure.
     failure: Option<(String, String)>,
     skipped: Option<String>,
+}
+
+fn case_of(classname: String, t: &TestCase) -> Case {
+    let (failure, skipped) = match &t.status {
+        Status::Ok => (None, None),
+        Status::Skip(reason) => (None, Some(reason.clone())),
+        Status::NotOk => {
+            let first = t
+                .diagnostics
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "not ok".into());
+            (Some((first, t.diagnostics.join("\n"))), None)
+        }
+    };
+    Case {
+        classname,
+        name: t.name.clone(),
+        failure,
+        skipped,
+    }
+}
+
+fn add_leaves(cases: &mut Vec<Case>, path: &str, t: &TestCase) {
+    if t.subtests.is_empty() {
+        cases.push(case_of(path.to_string(), t));
+    } else {
+        let path = format!("{path}.{}", t.name);
+        t.subtests.iter().for_each(|s| add_leaves(cases, &path, s));
+    }
 }
 
 /// One `<testsuite>` named `suite` with a `<testcase>` per top-level KTAP test (named exactly as
@@ -42,27 +72,15 @@ pub fn render(
     let mut cases: Vec<Case> = report
         .tests
         .iter()
-        .map(|t| {
-            let (failure, skipped) = match &t.status {
-                Status::Ok => (None, None),
-                Status::Skip(reason) => (None, Some(reason.clone())),
-                Status::NotOk => {
-                    let first = t
-                        .diagnostics
-                        .first()
-                        .cloned()
-                        .unwrap_or_else(|| "not ok".into());
-                    (Some((first, t.diagnostics.join("\n"))), None)
-                }
-            };
-            Case {
-                classname: "pcmsig.guest",
-                name: t.name.clone(),
-                failure,
-                skipped,
-            }
-        })
+        .map(|t| case_of("pcmsig.guest".into(), t))
         .collect();
+    // Nested results (the module's KUnit suites under their relaying test): one case per leaf,
+    // its class naming the path to it.
+    for t in &report.tests {
+        for sub in &t.subtests {
+            add_leaves(&mut cases, &format!("pcmsig.{}", t.name), sub);
+        }
+    }
     for f in failures {
         if let Failure::DiedAfter { test, .. } = f {
             // The test reported ok, then the guest died of its aftermath: it fails here.
@@ -74,7 +92,7 @@ pub fn render(
         if let Failure::DiedDuring { test, .. } = f {
             let body = splats.first().map(|s| s.text.clone()).unwrap_or_default();
             cases.push(Case {
-                classname: "pcmsig.guest",
+                classname: "pcmsig.guest".into(),
                 name: test.clone(),
                 failure: Some((f.to_string(), body)),
                 skipped: None,
@@ -93,7 +111,7 @@ pub fn render(
         .collect();
     if let Some(first) = run_level.first() {
         cases.push(Case {
-            classname: "pcmsig.harness",
+            classname: "pcmsig.harness".into(),
             name: "vm".into(),
             failure: Some((first.clone(), run_level.join("\n"))),
             skipped: None,
@@ -196,6 +214,20 @@ mod tests {
         assert_eq!(x.matches("<skipped ").count(), 1);
         assert!(x.contains("name=\"b&lt;&amp;&gt;\""));
         assert!(x.contains("left: &lt;1&gt; &amp; &quot;2&quot;"));
+    }
+
+    #[test]
+    fn nested_results_become_cases_named_by_their_path() {
+        let ktap = "KTAP version 1\n1..1\n    KTAP version 1\n    1..1\n        KTAP version 1\n\
+                    \x20       1..2\n        ok 1 ring\n        not ok 2 layout\n    not ok 1 pcmsig_signal\n\
+                    not ok 1 module_kunit_suites_pass\n";
+        let r = parse(ktap);
+        let f = verdict("", &r, &Ending::Exited(Some(0)));
+        let x = render("pcmsig.plain", &r, &f, &[], 0.0);
+        well_formed(&x).unwrap();
+        assert!(x.contains("classname=\"pcmsig.module_kunit_suites_pass.pcmsig_signal\" name=\"layout\"><failure"), "{x}");
+        assert!(x.contains("name=\"ring\"></testcase>"), "{x}");
+        assert!(x.contains("tests=\"3\" failures=\"2\""), "{x}");
     }
 
     #[test]

@@ -202,7 +202,30 @@ pub struct Counts {
     pub skipped: usize,
 }
 
+impl TestCase {
+    /// Adds this test's leaves to `c`: itself if it has no subtests, else theirs (kunit.py's
+    /// way of counting).
+    fn add_leaves(&self, c: &mut Counts) {
+        if self.subtests.is_empty() {
+            match self.status {
+                Status::Ok => c.passed += 1,
+                Status::NotOk => c.failed += 1,
+                Status::Skip(_) => c.skipped += 1,
+            }
+        } else {
+            self.subtests.iter().for_each(|t| t.add_leaves(c));
+        }
+    }
+}
+
 impl Report {
+    /// Counts over the leaves of the test tree, as kunit.py reports them.
+    pub fn leaf_counts(&self) -> Counts {
+        let mut c = Counts::default();
+        self.tests.iter().for_each(|t| t.add_leaves(&mut c));
+        c
+    }
+
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
         for t in &self.tests {
@@ -680,6 +703,31 @@ ok 2 other
         assert_eq!(blamed(&r, &v), vec![("b".into(), "lockdep".into())]);
         let plain = parse("KTAP version 1\n1..1\n# expected 3, got 2\nnot ok 1 c\n");
         assert_eq!(blamed(&plain, &[]), vec![("c".into(), "test".into())]);
+    }
+
+    #[test]
+    fn leaves_are_counted_like_kunit_py() {
+        let r = parse(
+            "KTAP version 1\n1..2\n    KTAP version 1\n    1..2\n        1..2\n        ok 1 a\n\
+             \x20       not ok 2 b\n    not ok 1 s\n        1..1\n        ok 1 c # SKIP no\n\
+             \x20   ok 2 t\nnot ok 1 kunit\nok 2 plain\n",
+        );
+        assert_eq!(
+            r.counts(),
+            Counts {
+                passed: 1,
+                failed: 1,
+                skipped: 0
+            }
+        );
+        assert_eq!(
+            r.leaf_counts(),
+            Counts {
+                passed: 2,
+                failed: 1,
+                skipped: 1
+            }
+        );
     }
 
     #[test]

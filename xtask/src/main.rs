@@ -516,7 +516,7 @@ fn kunit_parse_disagrees(
     ktap: &Path,
     report: &ktap::Report,
 ) -> Result<Option<String>> {
-    let c = report.counts();
+    let c = report.leaf_counts();
     if report.plan != Some(report.tests.len())
         || report.bail_out.is_some()
         || report.tests.is_empty()

@@ -122,6 +122,18 @@ struct KernelLog {
 const PROBLEM_LINES: usize = 24;
 
 impl KernelLog {
+    /// Opens the log at its first record still in the buffer.
+    fn from_start() -> Option<Self> {
+        use nix::fcntl::{open, OFlag};
+        let fd = open(
+            "/dev/kmsg",
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        Some(Self { fd })
+    }
+
     /// Opens the log positioned after its last record.
     fn open() -> Option<Self> {
         use nix::fcntl::{open, OFlag};
@@ -187,6 +199,76 @@ pub const SKIP: &str = "SKIP: ";
 
 /// Exit code of a skipped test's process; the reason travels through a pipe.
 const SKIP_EXIT: i32 = 77;
+
+/// The module's in-kernel KUnit suites (those named `{prefix}...`), as they ran when the module
+/// was loaded: their KTAP, taken from the kernel log (every record from the start), printed as
+/// the subtests of the current test. Returns the suites that did not pass.
+pub fn relay_kunit_suites(prefix: &str) -> Result<Vec<String>, String> {
+    let lines = KernelLog::from_start()
+        .ok_or("/dev/kmsg cannot be read")?
+        .take();
+    // A suite: `    KTAP version 1`, `    # Subtest: NAME`, its cases, then `[not ]ok N NAME`.
+    let mut suites: Vec<(String, Vec<String>, bool)> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let name = lines[i].trim_start().strip_prefix("# Subtest: ");
+        let Some(name) = name.filter(|n| n.starts_with(prefix)) else {
+            i += 1;
+            continue;
+        };
+        let name = name.trim().to_string();
+        let start = i.saturating_sub(1);
+        let end = (i..lines.len()).find(|&j| {
+            let l = lines[j].as_str();
+            !l.starts_with(' ')
+                && (l.starts_with("ok ") || l.starts_with("not ok "))
+                && l.split_whitespace()
+                    .nth(if l.starts_with("ok ") { 2 } else { 3 })
+                    == Some(name.as_str())
+        });
+        let Some(end) = end else {
+            return Err(format!(
+                "KUnit suite {name} has no result line in the kernel log"
+            ));
+        };
+        // Only the first run (init's load; the unload tests load the module again).
+        if !suites.iter().any(|(n, _, _)| *n == name) {
+            let body = lines[start..end]
+                .iter()
+                .filter(|l| l.starts_with(' '))
+                .cloned()
+                .collect();
+            suites.push((name, body, lines[end].starts_with("ok ")));
+        }
+        i = end + 1;
+    }
+    if suites.is_empty() {
+        return Err(format!(
+            "no KUnit suite named {prefix}* in the kernel log (CONFIG_KUNIT, the module's \
+             #[kunit_tests])"
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "    KTAP version 1");
+    let _ = writeln!(out, "    1..{}", suites.len());
+    for (n, (name, body, ok)) in suites.iter().enumerate() {
+        for l in body {
+            let _ = writeln!(out, "    {l}");
+        }
+        let _ = writeln!(
+            out,
+            "    {} {} {name}",
+            if *ok { "ok" } else { "not ok" },
+            n + 1
+        );
+    }
+    let _ = out.flush();
+    Ok(suites
+        .into_iter()
+        .filter(|(_, _, ok)| !ok)
+        .map(|(n, _, _)| n)
+        .collect())
+}
 
 /// Logs the test's start in the kernel log: the host names the test that was running when the
 /// guest died by the last such record on the console (a panic flushes the console).

@@ -11,6 +11,7 @@ use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {
     crate::tests![
+        module_kunit_suites_pass,
         inject_delivers_exact_payloads_in_sequence,
         inject_burst_delivers_every_event_in_order,
         timer_periods_are_numbered_and_stop_after_n,
@@ -1110,5 +1111,17 @@ fn closing_and_reopening_never_hangs_an_ioctl() -> TestResult {
     diag(&format!(
         "{iterations} open/close and {injected} open/inject/close cycles"
     ));
+    Ok(())
+}
+
+fn module_kunit_suites_pass() -> TestResult {
+    // The module's own KUnit suites (pure logic, and the kernel crate's task layout against C)
+    // run when init loads it; their KTAP is relayed here as this test's subtests.
+    let failed = crate::harness::relay_kunit_suites("pcmsig_")?;
+    ensure!(
+        failed.is_empty(),
+        "KUnit suites failed: {}",
+        failed.join(", ")
+    );
     Ok(())
 }
