@@ -43,7 +43,12 @@ add_backports() {
         if [[ -z $uri && -f /etc/apt/sources.list ]]; then
             uri=$(awk '$1=="deb" && $0 ~ /bookworm/ && $0 !~ /security/ {for(i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; exit}}' /etc/apt/sources.list)
         fi
-        uri=${uri:-http://deb.debian.org/debian}
+        if [[ -z $uri ]]; then
+            say "cannot find this machine's Debian archive in /etc/apt/sources.list.d/debian.sources"
+            say "or /etc/apt/sources.list: add trixie-backports for linux-source-7.3 by hand, or"
+            say "pass a kernel tree with --kernel-src DIR|TARBALL (or KERNEL_SRC)"
+            exit 1
+        fi
         key=${key:-/usr/share/keyrings/debian-archive-keyring.gpg}
         say "adding trixie-backports ($uri), pinned to priority 100"
         $SUDO tee "$list" >/dev/null <<SRC
@@ -81,6 +86,16 @@ if ((${#missing[@]})); then
         extra=(--allow-downgrades qemu-utils/bookworm)
     fi
     $SUDO apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}" "${extra[@]}" >/dev/null
+    for p in "${BACKPORTS_PACKAGES[@]}"; do
+        # Backports keeps only the newest series: say what to do when 7.3 is gone.
+        if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+            offered=$(apt-cache search --names-only '^linux-source-[0-9]' | cut -d' ' -f1 | sort -V | tr '\n' ' ')
+            say "$p is no longer offered by the apt sources (offered: ${offered:-none})."
+            say "The module targets 7.3: pass a 7.3 tree with --kernel-src DIR|TARBALL (or KERNEL_SRC),"
+            say "or install a newer linux-source and expect to port the module."
+            exit 1
+        fi
+    done
     $SUDO apt-get install -y -q --no-install-recommends "${BACKPORTS_PACKAGES[@]}" >/dev/null
 else
     say "Debian packages: all present"
