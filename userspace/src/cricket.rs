@@ -7,7 +7,7 @@
 use std::io;
 
 use crate::sys::{self, SigInfo, SignalSet};
-use crate::{uapi, Event, Signal};
+use crate::{Event, Signal};
 
 /// What the manager says for one received signal.
 ///
@@ -54,7 +54,3 @@ pub fn manager(sig: Signal, count: usize) -> io::Result<Vec<String>> {
     Ok(said)
 }
 
-/// Whether a signal came from the kernel stream (SI_QUEUE with no sending process).
-pub fn from_stream(info: &SigInfo) -> bool {
-    info.pid == 0 && info.code == uapi::SI_CODE
-}

@@ -265,11 +265,11 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
     }
     // A no-change `cargo xtask test`, end to end, and boot to the first KTAP line.
     let (mut e2e, mut ktap, mut init) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..o.runs.min(5) {
+    for i in 0..o.runs {
         println!(
             "xtask: bench: no-change `cargo xtask test` {}/{}",
             i + 1,
-            o.runs.min(5)
+            o.runs
         );
         let mut c = Command::new("cargo");
         c.args(["xtask", "test"]).current_dir(project_root());
@@ -294,7 +294,7 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
     // Module rebuild after touching one file.
     let b = build_all(sh, None, false, true, false)?;
     let mut rebuild = Vec::new();
-    for _ in 0..o.runs.min(5) {
+    for _ in 0..o.runs {
         let f = project_root().join("module/stream.rs");
         // Defeat xtask's own no-change shortcut: measure Kbuild's incremental rebuild.
         let _ = std::fs::remove_file(project_root().join("module/.pcmsig-stamp"));
@@ -312,7 +312,7 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
         "s",
     ));
     if o.peers {
-        harness.extend(crate::peers::measure(&b.tools, o.runs.min(5))?);
+        harness.extend(crate::peers::measure(&b.tools, o.runs)?);
     }
     // Delivery, in the guest.
     println!(
