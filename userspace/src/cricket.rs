@@ -53,4 +53,3 @@ pub fn manager(sig: Signal, count: usize) -> io::Result<Vec<String>> {
     }
     Ok(said)
 }
-

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use xshell::Shell;
 
-use crate::{build_all, out_dir, project_root, vm};
+use crate::build::build_all;
+use crate::{out_dir, project_root, vm};
 
 const PATHS: [&str; 4] = ["sigwaitinfo", "signalfd+epoll", "handler", "read"];
 const PCT_NAMES: [&str; 8] = ["p1", "p10", "p25", "p50", "p75", "p90", "p99", "max"];
@@ -221,6 +222,21 @@ pub struct Opts {
     pub flood: u32,
     pub cold: bool,
     pub peers: bool,
+}
+
+impl crate::flags::Bench {
+    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+        run(
+            sh,
+            &Opts {
+                runs: self.runs.unwrap_or(5).max(1),
+                events: self.events.unwrap_or(500).max(1),
+                flood: self.flood.unwrap_or(100_000).max(1),
+                cold: self.cold,
+                peers: self.peers,
+            },
+        )
+    }
 }
 
 pub fn run(sh: &Shell, o: &Opts) -> Result<()> {

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use xshell::Shell;
 
-use crate::{build_all, ktap, out_dir, vm};
+use crate::build::build_all;
+use crate::{ktap, out_dir, vm};
 
 /// One seeded bug and what must catch it.
 pub struct SeededBug {
@@ -259,7 +260,7 @@ fn select(debug: bool, only: &[String]) -> Result<Vec<&'static SeededBug>> {
 }
 
 fn run_one(
-    b: &crate::Built,
+    b: &crate::build::Built,
     bug: &'static SeededBug,
     dir: &Path,
     initrd: &Path,
@@ -268,7 +269,7 @@ fn run_one(
     // A seeded bug may deadlock the guest: a quiet minute and a half is a hang.
     let (timeout, silence) = if debug { (1500, 90) } else { (120, 60) };
     let boot = vm::Boot {
-        env: crate::test_env(debug),
+        env: crate::test::test_env(debug),
         silence: Some(Duration::from_secs(silence)),
         cpus: 1,
         ..vm::Boot::new("test", dir, Duration::from_secs(timeout))

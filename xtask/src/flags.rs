@@ -108,3 +108,8 @@ xflags::xflags! {
         cmd deps {}
     }
 }
+
+impl Xtask {
+    /// The generated help text (the command list), for a bare `cargo xtask`.
+    pub(crate) const HELP: &'static str = Self::HELP_;
+}

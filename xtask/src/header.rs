@@ -174,6 +174,12 @@ pub fn generate() -> String {
     h
 }
 
+impl crate::flags::Header {
+    pub(crate) fn run(self, _sh: &xshell::Shell) -> Result<()> {
+        run(self.check)
+    }
+}
+
 /// `cargo xtask header [--check]`.
 pub fn run(check: bool) -> Result<()> {
     let path = project_root().join("uapi/pcmsig.h");

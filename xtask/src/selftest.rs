@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use xshell::Shell;
 
-use crate::{build_all, ktap, out_dir, vm, Built};
+use crate::build::{build_all, Built};
+use crate::{ktap, out_dir, vm};
 
 fn check(name: &str, ok: bool, detail: String, passed: &mut usize, failed: &mut usize) {
     if ok {
@@ -22,7 +23,17 @@ fn check(name: &str, ok: bool, detail: String, passed: &mut usize, failed: &mut 
     }
 }
 
-pub fn run(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
+impl crate::flags::Selftest {
+    /// The harness checks, or with `--bugs`/`--bug` the seeded-bug catalogue.
+    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+        if self.bugs || !self.bug.is_empty() {
+            return crate::bugs::run(sh, self.kernel_src.as_deref(), self.debug_kernel, &self.bug);
+        }
+        harness_checks(sh, self.kernel_src.as_deref())
+    }
+}
+
+fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
     let b = build_all(sh, kernel_src, false, true, false)?;
     let out = out_dir("selftest");
     let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;

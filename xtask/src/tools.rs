@@ -180,6 +180,12 @@ fn is_debian_root() -> bool {
     root && Path::new("/etc/debian_version").exists()
 }
 
+impl crate::flags::Deps {
+    pub(crate) fn run(self, _sh: &xshell::Shell) -> Result<()> {
+        install()
+    }
+}
+
 /// Runs `ci/install-deps.sh`.
 pub fn install() -> Result<()> {
     run_script("ci/install-deps.sh")

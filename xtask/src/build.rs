@@ -1,0 +1,102 @@
+//! `cargo xtask build`, and the build every booting command starts with: toolchain, kernel (and
+//! its layout guard), module, static guest programs.
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use xshell::Shell;
+
+use crate::{flags, kernel, layout, out_dir, tools, vm};
+
+/// Everything a boot needs, with how long each part took.
+pub struct Built {
+    pub tools: tools::Tools,
+    pub kernel: kernel::Kernel,
+    pub ko: PathBuf,
+    pub guest_dir: PathBuf,
+    pub times: Vec<(&'static str, Duration)>,
+}
+
+pub fn build_all(
+    sh: &Shell,
+    kernel_src: Option<&Path>,
+    clippy: bool,
+    quiet: bool,
+    debug: bool,
+) -> Result<Built> {
+    let mut times = Vec::new();
+    let t = Instant::now();
+    let tools = tools::ensure()?;
+    if !quiet {
+        tools.print();
+    }
+    let kernel = kernel::ensure(&tools, kernel_src, quiet, debug.then_some("debug"))?;
+    layout::check(&kernel)?;
+    times.push((
+        if kernel.built {
+            "kernel (built)"
+        } else {
+            "kernel (cached)"
+        },
+        t.elapsed(),
+    ));
+    let t = Instant::now();
+    let ko = vm::build_module(&tools, &kernel, false)?;
+    if clippy {
+        vm::check_module_style(&kernel)?;
+        println!("xtask: the module follows the kernel's .rustfmt.toml, lines within 100 columns");
+        vm::build_module(&tools, &kernel, true)?;
+        println!("xtask: the module's CLIPPY=1 build is clean");
+        // Leave the normal build in place for the initramfs.
+        vm::build_module(&tools, &kernel, false)?;
+    }
+    vm::check_vermagic(&ko, &kernel)?;
+    times.push(("module", t.elapsed()));
+    let t = Instant::now();
+    let guest_dir = vm::build_guest(sh)?;
+    times.push(("guest programs", t.elapsed()));
+    Ok(Built {
+        tools,
+        kernel,
+        ko,
+        guest_dir,
+        times,
+    })
+}
+
+pub fn fmt_times(times: &[(&str, Duration)]) -> String {
+    times
+        .iter()
+        .map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Copies the VM's inputs next to its logs (`--keep`).
+pub fn keep(b: &Built, initrd: &Path, out: &Path) -> Result<()> {
+    for (src, name) in [(&b.kernel.bzimage, "bzImage"), (&b.ko, "pcmsig.ko")] {
+        std::fs::copy(src, out.join(name)).with_context(|| format!("copying {}", src.display()))?;
+    }
+    println!(
+        "xtask: kept bzImage, pcmsig.ko and {} in {}",
+        initrd.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+impl flags::Build {
+    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+        let b = build_all(sh, self.kernel_src.as_deref(), self.clippy, false, false)?;
+        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out_dir("build"))?;
+        println!(
+            "xtask: kernel  {} ({})",
+            b.kernel.bzimage.display(),
+            b.kernel.version
+        );
+        println!("xtask: module  {}", b.ko.display());
+        println!("xtask: initrd  {}", initrd.display());
+        println!("xtask: built in {}", fmt_times(&b.times));
+        Ok(())
+    }
+}

@@ -1,0 +1,43 @@
+//! `cargo xtask run`: the demo in a VM, its console streamed.
+
+use anyhow::{bail, Result};
+use std::time::Duration;
+use xshell::Shell;
+
+use crate::build::{build_all, keep};
+use crate::{flags, ktap, out_dir, vm};
+
+impl flags::Run {
+    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+        let b = build_all(sh, self.kernel_src.as_deref(), false, false, false)?;
+        let out = out_dir("run");
+        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
+        if self.keep {
+            keep(&b, &initrd, &out)?;
+        }
+        let timeout = Duration::from_secs(self.timeout.unwrap_or(120));
+        let run = vm::boot(
+            &b.tools,
+            &b.kernel,
+            &initrd,
+            &vm::Boot {
+                mode: "run",
+                env: Vec::new(),
+                timeout,
+                qemu_args: &self.qemu_arg,
+                stream: true,
+                gdb: self.gdb,
+                silence: Some(Duration::from_secs(60)),
+                out_dir: &out,
+                cpus: vm::DEFAULT_CPUS,
+            },
+        )?;
+        println!("xtask: console {}", run.console_log.display());
+        let problem = ktap::kernel_problem(&run.console);
+        match (vm::guest_exit(&run.console), problem, run.ending) {
+            (Some(0), None, ktap::Ending::Exited(Some(0))) => Ok(()),
+            (_, Some(p), _) => bail!("kernel problem: {p}"),
+            (code, None, ending) => bail!("the demo failed (guest exit {code:?}, VM {ending:?})"),
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! `cargo xtask test`: both VMs, the guest suite, and the verdict with its reports (KTAP, JUnit,
+//! dmesg), cross-checked by the kernel's own KTAP parser.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use xshell::Shell;
+
+use crate::build::{build_all, fmt_times, keep};
+use crate::{flags, in_parallel, junit, ktap, out_dir, vm};
+
+/// Kernel command-line words (init's environment) of every test boot: where the suite writes
+/// its KTAP, and for the debug kernel a longer per-test alarm.
+pub fn test_env(debug_kernel: bool) -> Vec<String> {
+    let mut env = vec![format!("pcmsig_ktap={}", pcmsig_uapi::harness::KTAP_DEVICE)];
+    if debug_kernel {
+        // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
+        // that takes 5 s on the normal kernel may take a minute here on a busy machine.
+        env.push("PCMSIG_TEST_TIMEOUT=240".to_string());
+        // The debug kernel has kmemleak: its scan test must run, never skip.
+        env.push("PCMSIG_KMEMLEAK=1".to_string());
+    }
+    env
+}
+
+impl flags::Test {
+    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+        let total = Instant::now();
+        let mut b = build_all(
+            sh,
+            self.kernel_src.as_deref(),
+            false,
+            self.quiet,
+            self.debug_kernel,
+        )?;
+        let out = out_dir("test");
+        let t = Instant::now();
+        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
+        b.times.push(("initramfs", t.elapsed()));
+        if self.keep {
+            keep(&b, &initrd, &out)?;
+        }
+        let mut env = vec![format!("pcmsig_ktap={}", pcmsig_uapi::harness::KTAP_DEVICE)];
+        if let Some(f) = &self.filter {
+            check_filter(&b.guest_dir, f)?;
+            env.push(format!("pcmsig_filter={f}"));
+        }
+        if let Some(seed) = self.seed {
+            env.push(format!("PCMSIG_SEED={seed}"));
+        }
+        let timeout = Duration::from_secs(self.timeout.unwrap_or(300));
+        // Two VM configurations: the plain one (periods from the timer) and one with QEMU's
+        // `edu` PCI device (periods from its interrupts). Both run the whole suite.
+        let mut configs = vec![("plain", out.clone(), self.qemu_arg.clone(), env.clone())];
+        if !self.no_edu {
+            let mut qemu = self.qemu_arg.clone();
+            qemu.extend(["-device".to_string(), "edu".to_string()]);
+            let mut edu_env = env.clone();
+            edu_env.push("PCMSIG_EDU=1".to_string());
+            configs.push(("edu", out.join("edu"), qemu, edu_env));
+        }
+        // Never more virtual CPUs than host cores: a vCPU thread descheduled while its guest
+        // holds a spinlock stalls the other vCPUs (measured on 2 cores: two VMs of 2 vCPUs took
+        // 10-11 s, two of 1 vCPU 5.7-6.1 s). The debug kernel keeps 2 per VM: finding SMP races
+        // is its job, speed is not.
+        let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let cpus = self.cpus.unwrap_or(if self.debug_kernel {
+            vm::DEFAULT_CPUS
+        } else {
+            (host_cores / configs.len() as u32).clamp(1, vm::DEFAULT_CPUS)
+        });
+        if !self.quiet {
+            let names: Vec<&str> = configs.iter().map(|c| c.0).collect();
+            println!(
+                "xtask: booting {} VM(s): {}, {cpus} vCPU(s) each (timeout {} s)",
+                names.len(),
+                names.join(", "),
+                timeout.as_secs()
+            );
+        }
+        let silence = Some(Duration::from_secs(self.silence.unwrap_or(60)));
+        let boot_one = |(name, dir, qemu, env): &(&str, PathBuf, Vec<String>, Vec<String>)| {
+            let boot = vm::Boot {
+                mode: "test",
+                env: env.clone(),
+                timeout,
+                qemu_args: qemu,
+                stream: self.verbose,
+                gdb: self.gdb,
+                silence,
+                out_dir: dir,
+                cpus,
+            };
+            vm::boot(&b.tools, &b.kernel, &initrd, &boot)
+                .with_context(|| format!("booting the {name} VM"))
+        };
+        // In parallel unless the consoles are streamed (or a debugger waits).
+        let runs: Vec<Result<vm::Run>> = if self.verbose || self.gdb {
+            configs.iter().map(boot_one).collect()
+        } else {
+            in_parallel(&configs, boot_one)
+        };
+        let mut all_failures = Vec::new();
+        let mut blamed = Vec::new();
+        let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+        for ((name, dir, _, _), run) in configs.iter().zip(runs) {
+            let run = run?;
+            let report = ktap::parse(&run.ktap);
+            let mut failures = ktap::verdict(&run.console, &report, &run.ending);
+            // The kernel's own KTAP parser must read our KTAP as we do.
+            if let Some(disagreement) =
+                kunit_parse_disagrees(&b.kernel.src, &run.ktap_log, &report)?
+            {
+                failures.push(ktap::Failure::BailOut(disagreement));
+            }
+            let ktap_path = &run.ktap_log;
+            let junit_path = dir.join("junit.xml");
+            std::fs::write(
+                &junit_path,
+                junit::render(
+                    &format!("pcmsig.{name}"),
+                    &report,
+                    &failures,
+                    &ktap::splats(&run.console),
+                    run.wall.as_secs_f64(),
+                ),
+            )
+            .with_context(|| format!("writing {}", junit_path.display()))?;
+            let dmesg_path = dir.join("dmesg.txt");
+            std::fs::write(&dmesg_path, vm::dmesg(&run.console).unwrap_or_default())
+                .with_context(|| format!("writing {}", dmesg_path.display()))?;
+            let c = report.counts();
+            if !self.quiet {
+                print_results(&report);
+                let boot = vm::init_uptime(&run.console);
+                println!(
+                    "xtask: {name} VM: {} passed, {} failed, {} skipped; VM {:.1} s (init at {} guest uptime, first KTAP line after {})",
+                    c.passed,
+                    c.failed,
+                    c.skipped,
+                    run.wall.as_secs_f64(),
+                    boot.map_or("?".to_string(), |u| format!("{u:.2} s")),
+                    run.first_ktap.map_or("?".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
+                );
+                println!("xtask: {name} VM: console {}", run.console_log.display());
+                println!(
+                    "xtask: {name} VM: KTAP {}, JUnit {}, dmesg {}",
+                    ktap_path.display(),
+                    junit_path.display(),
+                    dmesg_path.display()
+                );
+            }
+            if !failures.is_empty() && !self.verbose {
+                print_console_tail(&run.console, 40);
+            }
+            all_failures.extend(failures.iter().map(|f| format!("{name} VM: {f}")));
+            for (test, class) in ktap::blamed(&report, &failures) {
+                blamed.push(format!("{name}:{test}:{class}"));
+            }
+            passed += c.passed;
+            failed += c.failed;
+            skipped += c.skipped;
+        }
+        if !self.quiet {
+            println!(
+                "xtask: build {}; total {:.1} s",
+                fmt_times(&b.times),
+                total.elapsed().as_secs_f64()
+            );
+        }
+        println!("xtask: {passed} passed, {failed} failed, {skipped} skipped");
+        // One machine-readable line for `selftest --bugs` and scripts: VM:test:detector.
+        if !blamed.is_empty() {
+            println!("xtask: blamed {}", blamed.join(" "));
+        }
+        if !all_failures.is_empty() {
+            bail!("FAIL:\n  {}", all_failures.join("\n  "));
+        }
+        println!("xtask: PASS");
+        Ok(())
+    }
+}
+
+/// Refuses a `--filter` that matches no test, naming the tests (asks the guest binary itself,
+/// which runs on the host: `pcmsig-tests --list`).
+fn check_filter(guest_dir: &Path, filter: &str) -> Result<()> {
+    if filter.is_empty()
+        || filter
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+    {
+        bail!("--filter must be a non-empty glob without spaces or quotes");
+    }
+    let bin = guest_dir.join("pcmsig-tests");
+    let out = std::process::Command::new(&bin)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("running {} --list", bin.display()))?;
+    if !out.status.success() {
+        bail!("{} --list failed ({})", bin.display(), out.status);
+    }
+    let list = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if !names.iter().any(|n| pcmsig_uapi::harness::glob(filter, n)) {
+        bail!(
+            "--filter {filter:?} matches no test; the tests are:\n  {}",
+            names.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs the kernel's own KTAP parser (`tools/testing/kunit/kunit.py parse`) on `ktap` and
+/// compares its counts with ours; returns the disagreement, if any. A run that did not complete
+/// is not compared (the verdict already fails it, and kunit.py counts a crash its own way).
+fn kunit_parse_disagrees(
+    kernel_src: &Path,
+    ktap: &Path,
+    report: &ktap::Report,
+) -> Result<Option<String>> {
+    let c = report.leaf_counts();
+    if report.plan != Some(report.tests.len())
+        || report.bail_out.is_some()
+        || report.tests.is_empty()
+    {
+        return Ok(None);
+    }
+    let kunit = kernel_src.join("tools/testing/kunit/kunit.py");
+    let out = std::process::Command::new("python3")
+        .arg(&kunit)
+        .arg("parse")
+        .arg(ktap)
+        .output()
+        .with_context(|| {
+            format!(
+                "running python3 {} parse (package: python3)",
+                kunit.display()
+            )
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(summary) = text
+        .lines()
+        .find_map(|l| l.split("Testing complete. ").nth(1))
+    else {
+        return Ok(Some(format!(
+            "kunit.py parse {} printed no summary:\n{text}",
+            ktap.display()
+        )));
+    };
+    let theirs = kunit_counts(summary);
+    let ours = [
+        ("passed", c.passed),
+        ("failed", c.failed),
+        ("skipped", c.skipped),
+        ("crashed", 0),
+        ("errors", 0),
+    ];
+    let differ: Vec<String> = ours
+        .iter()
+        .filter(|(k, v)| {
+            theirs
+                .iter()
+                .find(|(tk, _)| tk == k)
+                .map_or(0, |(_, tv)| *tv)
+                != *v
+        })
+        .map(|(k, v)| {
+            format!(
+                "{k}: ours {v}, kunit.py {}",
+                theirs
+                    .iter()
+                    .find(|(tk, _)| tk == k)
+                    .map_or(0, |(_, tv)| *tv)
+            )
+        })
+        .collect();
+    Ok((!differ.is_empty()).then(|| {
+        format!(
+            "kunit.py parse disagrees ({summary}): {}",
+            differ.join("; ")
+        )
+    }))
+}
+
+/// `Ran 3 tests: passed: 1, failed: 1, skipped: 1` -> `[("passed", 1), ...]`.
+fn kunit_counts(summary: &str) -> Vec<(String, usize)> {
+    summary
+        .split_once(':')
+        .map_or("", |(_, r)| r)
+        .split(',')
+        .filter_map(|part| {
+            let (k, v) = part.split_once(':')?;
+            Some((k.trim().to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn print_results(report: &ktap::Report) {
+    for t in &report.tests {
+        match &t.status {
+            ktap::Status::Ok => {}
+            ktap::Status::Skip(r) => println!("xtask: skip {} ({r})", t.name),
+            ktap::Status::NotOk => {
+                println!("xtask: FAILED {}", t.name);
+                for d in &t.diagnostics {
+                    println!("xtask:     # {d}");
+                }
+            }
+        }
+    }
+}
+
+fn print_console_tail(console: &str, n: usize) {
+    let end = console.find(ktap::DMESG_MARKER).unwrap_or(console.len());
+    let lines: Vec<&str> = console[..end].lines().collect();
+    eprintln!("xtask: last {n} console lines:");
+    for l in &lines[lines.len().saturating_sub(n)..] {
+        eprintln!("  | {}", l.trim_end_matches('\r'));
+    }
+}
