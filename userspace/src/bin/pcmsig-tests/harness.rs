@@ -253,7 +253,16 @@ pub fn relay_kunit_suites(prefix: &str) -> Result<Vec<String>, String> {
     let _ = writeln!(out, "    1..{}", suites.len());
     for (n, (name, body, ok)) in suites.iter().enumerate() {
         for l in body {
-            let _ = writeln!(out, "    {l}");
+            // /dev/kmsg escapes a record's inner newlines (KUnit's assertion messages have one):
+            // the continuation lines become diagnostics at the same indentation.
+            let indent = &l[..l.len() - l.trim_start().len()];
+            for (k, piece) in l.split("\\x0a").enumerate() {
+                if k == 0 {
+                    let _ = writeln!(out, "    {piece}");
+                } else {
+                    let _ = writeln!(out, "    {indent}# {}", piece.trim_start());
+                }
+            }
         }
         let _ = writeln!(
             out,
