@@ -13,7 +13,13 @@ impl flags::Exec {
         if self.cmd.is_empty() {
             bail!("usage: cargo xtask exec [--add HOST_FILE[:GUEST_PATH]]... -- CMD ARGS...");
         }
-        let b = build_all(sh, self.kernel_src.as_deref(), false, true, false)?;
+        let b = build_all(
+            sh,
+            self.kernel_src.as_deref(),
+            false,
+            true,
+            self.debug_kernel,
+        )?;
         let out = out_dir("exec");
         std::fs::create_dir_all(&out)?;
         let mut extra = self
@@ -28,7 +34,7 @@ impl flags::Exec {
         if self.keep {
             keep(&b, &initrd, &out)?;
         }
-        let timeout = Duration::from_secs(self.timeout.unwrap_or(300));
+        let timeout = Duration::from_secs(self.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_S));
         let run = vm::boot(
             &b.tools,
             &b.kernel,
@@ -38,11 +44,11 @@ impl flags::Exec {
                 env: Vec::new(),
                 timeout,
                 qemu_args: &self.qemu_arg,
-                stream: true,
+                stream: !self.quiet,
                 gdb: self.gdb,
-                silence: self.silence.map(Duration::from_secs),
+                silence: vm::silence_limit(self.silence),
                 out_dir: &out,
-                cpus: vm::DEFAULT_CPUS,
+                cpus: self.cpus.unwrap_or(vm::DEFAULT_CPUS),
             },
         )?;
         if let Some(p) = ktap::kernel_problem(&run.console) {

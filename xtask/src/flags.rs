@@ -24,7 +24,7 @@ xflags::xflags! {
             optional -v, --verbose
             /// Print only the verdict.
             optional -q, --quiet
-            /// Kill the VM when the guest prints nothing for this many seconds (default 60).
+            /// Kill the VM when the guest prints nothing for this many seconds (default 60; 0: never).
             optional --silence seconds: u64
             /// Seed of the random ioctl storm (printed by every run; default: time-based).
             optional --seed n: u64
@@ -38,28 +38,62 @@ xflags::xflags! {
         }
         /// Boot the VM and show stream events arriving at a listener, then the statistics.
         cmd run {
+            /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
+            /// into its own cache directory.
+            optional --debug-kernel
+            /// Virtual CPUs of the VM (default 2).
+            optional --cpus n: u32
+            /// Seconds before the VM is killed (default 300).
             optional --timeout seconds: u64
+            /// Kill the VM when the guest prints nothing for this many seconds (default 60; 0: never).
+            optional --silence seconds: u64
+            /// Print only the result, not the guest console.
+            optional -q, --quiet
+            /// Extra QEMU argument (repeatable).
             repeated --qemu-arg arg: String
+            /// Start QEMU's gdb stub and wait for a debugger (no timeout).
             optional --gdb
+            /// Keep the VM's artefacts (kernel, module, initramfs) next to the logs.
             optional --keep
         }
         /// Boot the VM with an interactive shell on the serial console (leave with Ctrl-A X).
         cmd shell {
+            /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
+            /// into its own cache directory.
+            optional --debug-kernel
+            /// Virtual CPUs of the VM (default 2).
+            optional --cpus n: u32
+            /// Extra QEMU argument (repeatable).
             repeated --qemu-arg arg: String
+            /// Start QEMU's gdb stub and wait for a debugger (no timeout).
             optional --gdb
             /// Add a host file to the initramfs (HOST_FILE or HOST_FILE:GUEST_PATH).
             repeated --add file: String
         }
         /// Run one command in a fresh VM; exit with its exit code.
         cmd exec {
+            /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
+            /// into its own cache directory.
+            optional --debug-kernel
+            /// Virtual CPUs of the VM (default 2).
+            optional --cpus n: u32
+            /// Seconds before the VM is killed (default 300).
             optional --timeout seconds: u64
-            /// Kill the VM when the command prints nothing for this many seconds.
+            /// Kill the VM when the guest prints nothing for this many seconds (default 60; 0: never).
             optional --silence seconds: u64
+            /// Print only the result, not the guest console.
+            optional -q, --quiet
+            /// Extra QEMU argument (repeatable).
             repeated --qemu-arg arg: String
+            /// Start QEMU's gdb stub and wait for a debugger (no timeout).
             optional --gdb
+            /// Keep the VM's artefacts (kernel, module, initramfs) next to the logs.
             optional --keep
             /// Add a host file to the initramfs (HOST_FILE or HOST_FILE:GUEST_PATH).
             repeated --add file: String

@@ -9,13 +9,19 @@ use crate::{flags, ktap, out_dir, vm};
 
 impl flags::Run {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(sh, self.kernel_src.as_deref(), false, false, false)?;
+        let b = build_all(
+            sh,
+            self.kernel_src.as_deref(),
+            false,
+            self.quiet,
+            self.debug_kernel,
+        )?;
         let out = out_dir("run");
         let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
         if self.keep {
             keep(&b, &initrd, &out)?;
         }
-        let timeout = Duration::from_secs(self.timeout.unwrap_or(120));
+        let timeout = Duration::from_secs(self.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_S));
         let run = vm::boot(
             &b.tools,
             &b.kernel,
@@ -25,11 +31,11 @@ impl flags::Run {
                 env: Vec::new(),
                 timeout,
                 qemu_args: &self.qemu_arg,
-                stream: true,
+                stream: !self.quiet,
                 gdb: self.gdb,
-                silence: Some(Duration::from_secs(60)),
+                silence: vm::silence_limit(self.silence),
                 out_dir: &out,
-                cpus: vm::DEFAULT_CPUS,
+                cpus: self.cpus.unwrap_or(vm::DEFAULT_CPUS),
             },
         )?;
         println!("xtask: console {}", run.console_log.display());

@@ -93,7 +93,7 @@ fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
 /// Drives `cargo xtask shell`'s VM through a pty: run `pcmsig stats`, check it, exit.
 fn shell(b: &Built, initrd: &Path) -> Result<String> {
     let t = Instant::now();
-    let qemu = vm::shell_command(&b.tools, &b.kernel, initrd, &[], false);
+    let qemu = vm::shell_command(&b.tools, &b.kernel, initrd, &[], false, vm::DEFAULT_CPUS);
     let mut p = rexpect::session::spawn_with_options(
         qemu,
         rexpect::reader::Options::new().timeout_ms(Some(60_000)),

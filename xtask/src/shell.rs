@@ -8,7 +8,13 @@ use crate::{flags, out_dir, vm};
 
 impl flags::Shell {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(sh, self.kernel_src.as_deref(), false, false, false)?;
+        let b = build_all(
+            sh,
+            self.kernel_src.as_deref(),
+            false,
+            false,
+            self.debug_kernel,
+        )?;
         let extra = self
             .add
             .iter()
@@ -23,6 +29,7 @@ impl flags::Shell {
             &initrd,
             &self.qemu_arg,
             self.gdb,
+            self.cpus.unwrap_or(vm::DEFAULT_CPUS),
         ))
     }
 }

@@ -48,7 +48,7 @@ impl flags::Test {
         if let Some(seed) = self.seed {
             env.push(format!("PCMSIG_SEED={seed}"));
         }
-        let timeout = Duration::from_secs(self.timeout.unwrap_or(300));
+        let timeout = Duration::from_secs(self.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_S));
         // Two VM configurations: the plain one (periods from the timer) and one with QEMU's
         // `edu` PCI device (periods from its interrupts). Both run the whole suite.
         let mut configs = vec![("plain", out.clone(), self.qemu_arg.clone(), env.clone())];
@@ -78,7 +78,7 @@ impl flags::Test {
                 timeout.as_secs()
             );
         }
-        let silence = Some(Duration::from_secs(self.silence.unwrap_or(60)));
+        let silence = vm::silence_limit(self.silence);
         let boot_one = |(name, dir, qemu, env): &(&str, PathBuf, Vec<String>, Vec<String>)| {
             let boot = vm::Boot {
                 mode: "test",

@@ -342,6 +342,18 @@ pub struct Run {
 
 /// Virtual CPUs of a VM unless said otherwise: two, so that the module meets real SMP.
 pub const DEFAULT_CPUS: u32 = 2;
+/// Seconds before a VM is killed unless said otherwise (`--timeout`).
+pub const DEFAULT_TIMEOUT_S: u64 = 300;
+/// Seconds of guest silence before a VM is killed unless said otherwise (`--silence`).
+pub const DEFAULT_SILENCE_S: u64 = 60;
+
+/// The `--silence` limit: the default when not given, none for 0.
+pub fn silence_limit(flag: Option<u64>) -> Option<Duration> {
+    match flag.unwrap_or(DEFAULT_SILENCE_S) {
+        0 => None,
+        s => Some(Duration::from_secs(s)),
+    }
+}
 
 /// The QEMU command line (without the console wiring).
 pub fn qemu_command(
@@ -596,6 +608,7 @@ pub fn shell_command(
     initrd: &Path,
     qemu_args: &[String],
     gdb: bool,
+    cpus: u32,
 ) -> Command {
     let mut qemu = qemu_command(
         tools,
@@ -603,7 +616,7 @@ pub fn shell_command(
         initrd,
         &append_line("shell", &[]),
         qemu_args,
-        DEFAULT_CPUS,
+        cpus,
     );
     qemu.args(["-serial", "mon:stdio"]);
     if gdb {
