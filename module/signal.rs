@@ -14,7 +14,7 @@
 //! fields; `vm/kernel.config` sets the option, and this file does not depend on it.)
 
 use core::ptr::NonNull;
-use kernel::{bindings, prelude::*, task::Task};
+use kernel::{bindings, mm::Mm, prelude::*, sync::aref::ARef, task::Task};
 
 /// The ids the signalling rule looks at (global `kuid_t` values), recorded from a file's opener
 /// or from the calling thread, and checked at every send exactly as the kernel checks a
@@ -138,12 +138,12 @@ pub(crate) enum Outcome {
 ///
 /// # Invariants
 ///
-/// `pid` holds a reference taken with `get_task_pid`, and `mm` one taken with `mmgrab` (which
-/// keeps the `mm_struct` allocated, so its address cannot be reused by another address space);
-/// both are released exactly once in `Drop`.
+/// `pid` holds a reference taken with `get_task_pid`, released exactly once in `Drop`. `mm` is
+/// the kernel crate's `mmgrab` reference (which keeps the `mm_struct` allocated, so its address
+/// cannot be reused by another address space).
 pub(crate) struct ThreadRef {
     pid: NonNull<bindings::pid>,
-    mm: NonNull<bindings::mm_struct>,
+    mm: ARef<Mm>,
     /// Seeded bug: the blog version's cached `task_struct` pointer, with no reference held.
     #[cfg(pcmsig_bug = "cached_task")]
     task: *mut bindings::task_struct,
@@ -174,23 +174,14 @@ impl Drop for TaskRef {
 impl ThreadRef {
     /// A reference to the calling thread (not its thread group: delivery is thread-directed).
     pub(crate) fn current() -> Result<Self> {
+        // The kernel crate reads `current->mm` (correct since the bindings' layouts agree with C:
+        // the layout guard and the KUnit test `the_kernel_crates_task_layout_agrees_with_c`).
+        let mm: ARef<Mm> = ARef::from(&**kernel::current!().mm().ok_or(ESRCH)?);
         let task = Task::current_raw();
-        // SAFETY: `current` is a valid task for the duration of this call; `get_task_mm` returns
-        // its address space with `mm_users` raised, or null for a thread without one.
-        let mm = NonNull::new(unsafe { bindings::get_task_mm(task) }).ok_or(ESRCH)?;
-        // SAFETY: `mm` is valid (we hold `mm_users`); `mmgrab` takes the `mm_count` reference we
-        // keep, and `mmput` drops the `mm_users` one, which is not the last: `current` holds one.
-        unsafe {
-            bindings::mmgrab(mm.as_ptr());
-            bindings::mmput(mm.as_ptr());
-        }
-        // SAFETY: As above for `current`; `get_task_pid` takes its own reference on the pid.
+        // SAFETY: `current` is a valid task for the duration of this call; `get_task_pid` takes
+        // its own reference on the pid.
         let pid = unsafe { bindings::get_task_pid(task, KEPT_PID) };
-        let Some(pid) = NonNull::new(pid) else {
-            // SAFETY: Drops the `mm_count` reference taken above.
-            unsafe { bindings::mmdrop(mm.as_ptr()) };
-            return Err(ESRCH);
-        };
+        let pid = NonNull::new(pid).ok_or(ESRCH)?;
         // Seeded bug: the reference dropped at once; the pid is used after the thread is gone.
         // SAFETY: None: this is the use-after-free KASAN must report.
         #[cfg(pcmsig_bug = "pid_use_after_free")]
@@ -225,7 +216,7 @@ impl ThreadRef {
         };
         // `execve` always installs a new address space; ours stays allocated (mm_count), so
         // an equal pointer means the same program.
-        let same = mm == self.mm;
+        let same = mm.as_ptr() == self.mm.as_raw();
         // SAFETY: Drops the `mm_users` reference `get_task_mm` took; the async variant never
         // sleeps, even if it is the last one.
         unsafe { bindings::mmput_async(mm.as_ptr()) };
@@ -293,7 +284,7 @@ const SI_CODE: i32 = 0;
 
 impl Drop for ThreadRef {
     fn drop(&mut self) {
-        // SAFETY: Both references were taken in `current` and are released exactly once, here.
+        // SAFETY: The pid reference was taken in `current` and is released exactly once, here.
         #[cfg(not(pcmsig_bug = "pid_use_after_free"))]
         unsafe {
             bindings::put_pid(self.pid.as_ptr())
@@ -304,8 +295,6 @@ impl Drop for ThreadRef {
         unsafe {
             bindings::put_pid(self.pid.as_ptr())
         };
-        // SAFETY: Taken in `current` with `mmgrab`, released exactly once, here.
-        unsafe { bindings::mmdrop(self.mm.as_ptr()) };
     }
 }
 
