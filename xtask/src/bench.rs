@@ -11,37 +11,11 @@ use std::time::{Duration, Instant};
 use xshell::Shell;
 
 use crate::build::build_all;
+pub use crate::stats::{spread, Spread};
 use crate::{out_dir, project_root, vm};
 
 const PATHS: [&str; 4] = ["sigwaitinfo", "signalfd+epoll", "handler", "read"];
 const PCT_NAMES: [&str; 8] = ["p1", "p10", "p25", "p50", "p75", "p90", "p99", "max"];
-
-/// Median, min and max of a sample.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-pub fn spread(v: &[f64]) -> Spread {
-    if v.is_empty() {
-        return Spread::default();
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    let median = if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    };
-    Spread {
-        median,
-        min: s[0],
-        max: s[n - 1],
-    }
-}
 
 /// The value of `"key":` in a flat JSON object line (numbers, strings, arrays of numbers).
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {

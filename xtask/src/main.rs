@@ -20,6 +20,7 @@ mod peers;
 mod run;
 mod selftest;
 mod shell;
+mod stats;
 mod test;
 mod tidy;
 mod tools;

@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::bench::{spread, Spread};
+use crate::stats::{spread, Spread};
 use crate::{kernel, project_root, tools};
 
 /// How a run shows it did the job: exit status 0, or (virtme-ng, see below) a line of its log.

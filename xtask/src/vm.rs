@@ -680,10 +680,12 @@ pub fn exec_script(argv: &[String]) -> String {
 
 /// The guest's `dmesg`, printed by init between markers at the end of a test run.
 pub fn dmesg(console: &str) -> Option<String> {
-    let start = console.find("pcmsig-dmesg-begin")?;
+    let start = console.find(crate::ktap::DMESG_MARKER)?;
     let after = &console[start..];
     let body = &after[after.find('\n')? + 1..];
-    let end = body.find("pcmsig-dmesg-end").unwrap_or(body.len());
+    let end = body
+        .find(pcmsig_uapi::harness::DMESG_END_MARKER)
+        .unwrap_or(body.len());
     Some(body[..end].replace('\r', ""))
 }
 
@@ -747,6 +749,20 @@ mod tests {
             "cd /root\n'echo' 'it'\\''s' 'a b'\n"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn init_prints_the_markers_the_host_looks_for() {
+        // vm/init is a shell script: it cannot import the constants, so this pins it to them.
+        let init = std::fs::read_to_string(project_root().join("vm/init")).unwrap();
+        for m in [
+            crate::ktap::DMESG_MARKER,
+            pcmsig_uapi::harness::DMESG_END_MARKER,
+            "pcmsig-init: up ",
+            "pcmsig-init: exit ",
+        ] {
+            assert!(init.contains(m.trim_end()), "vm/init does not print {m:?}");
+        }
     }
 
     #[test]
