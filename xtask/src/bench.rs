@@ -293,7 +293,7 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
             .open(&f)?
             .set_modified(std::time::SystemTime::now())?;
         let t = Instant::now();
-        vm::build_module(&b.tools, &b.kernel, false)?;
+        crate::guest::build_module(&b.tools, &b.kernel, false)?;
         rebuild.push(t.elapsed().as_secs_f64());
     }
     harness.push((
@@ -309,7 +309,7 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
         "xtask: bench: delivery paths in the guest ({} runs)",
         o.runs
     );
-    let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
+    let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
     let env = vec![
         format!("pcmsig_runs={}", o.runs),
         format!("pcmsig_events={}", o.events),

@@ -179,9 +179,9 @@ pub fn run(sh: &Shell, kernel_src: Option<&Path>, debug: bool, only: &[String]) 
     for bug in &bugs {
         let dir = out.join(bug.name);
         let t = Instant::now();
-        let ko = vm::build_seeded_module(&b.tools, &b.kernel, bug.name, &dir)?;
-        vm::check_vermagic(&ko, &b.kernel)?;
-        let initrd = vm::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &dir)?;
+        let ko = crate::guest::build_seeded_module(&b.tools, &b.kernel, bug.name, &dir)?;
+        crate::guest::check_vermagic(&ko, &b.kernel)?;
+        let initrd = crate::guest::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &dir)?;
         println!(
             "xtask: built the module with seeded bug {} in {:.1} s",
             bug.name,

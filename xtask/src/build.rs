@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use xshell::Shell;
 
-use crate::{flags, kernel, layout, out_dir, tools, vm};
+use crate::{flags, kernel, layout, out_dir, tools};
 
 /// Everything a boot needs, with how long each part took.
 pub struct Built {
@@ -41,19 +41,19 @@ pub fn build_all(
         t.elapsed(),
     ));
     let t = Instant::now();
-    let ko = vm::build_module(&tools, &kernel, false)?;
+    let ko = crate::guest::build_module(&tools, &kernel, false)?;
     if clippy {
-        vm::check_module_style(&kernel)?;
+        crate::guest::check_module_style(&kernel)?;
         println!("xtask: the module follows the kernel's .rustfmt.toml, lines within 100 columns");
-        vm::build_module(&tools, &kernel, true)?;
+        crate::guest::build_module(&tools, &kernel, true)?;
         println!("xtask: the module's CLIPPY=1 build is clean");
         // Leave the normal build in place for the initramfs.
-        vm::build_module(&tools, &kernel, false)?;
+        crate::guest::build_module(&tools, &kernel, false)?;
     }
-    vm::check_vermagic(&ko, &kernel)?;
+    crate::guest::check_vermagic(&ko, &kernel)?;
     times.push(("module", t.elapsed()));
     let t = Instant::now();
-    let guest_dir = vm::build_guest(sh)?;
+    let guest_dir = crate::guest::build_guest(sh)?;
     times.push(("guest programs", t.elapsed()));
     Ok(Built {
         tools,
@@ -88,7 +88,8 @@ pub fn keep(b: &Built, initrd: &Path, out: &Path) -> Result<()> {
 impl flags::Build {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
         let b = build_all(sh, self.kernel_src.as_deref(), self.clippy, false, false)?;
-        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out_dir("build"))?;
+        let initrd =
+            crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out_dir("build"))?;
         println!(
             "xtask: kernel  {} ({})",
             b.kernel.bzimage.display(),

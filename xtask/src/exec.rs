@@ -25,12 +25,12 @@ impl flags::Exec {
         let mut extra = self
             .add
             .iter()
-            .map(|a| vm::parse_add(a))
+            .map(|a| crate::guest::parse_add(a))
             .collect::<Result<Vec<_>>>()?;
         let script = out.join("pcmsig-exec");
-        std::fs::write(&script, vm::exec_script(&self.cmd))?;
+        std::fs::write(&script, crate::guest::exec_script(&self.cmd))?;
         extra.push((script, "/pcmsig-exec".to_string()));
-        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
+        let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
         if self.keep {
             keep(&b, &initrd, &out)?;
         }

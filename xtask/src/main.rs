@@ -10,6 +10,7 @@ mod bugs;
 mod build;
 mod exec;
 mod flags;
+mod guest;
 mod header;
 mod initramfs;
 mod junit;

@@ -17,7 +17,7 @@ impl flags::Run {
             self.debug_kernel,
         )?;
         let out = out_dir("run");
-        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
+        let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
         if self.keep {
             keep(&b, &initrd, &out)?;
         }

@@ -36,7 +36,7 @@ impl crate::flags::Selftest {
 fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
     let b = build_all(sh, kernel_src, false, true, false)?;
     let out = out_dir("selftest");
-    let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
+    let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
     let (mut passed, mut failed) = (0, 0);
     // (check, guest mode, timeout, silence limit)
     let cases = [
@@ -93,7 +93,8 @@ fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
 /// Drives `cargo xtask shell`'s VM through a pty: run `pcmsig stats`, check it, exit.
 fn shell(b: &Built, initrd: &Path) -> Result<String> {
     let t = Instant::now();
-    let qemu = vm::shell_command(&b.tools, &b.kernel, initrd, &[], false, vm::DEFAULT_CPUS);
+    let qemu =
+        crate::shell::shell_command(&b.tools, &b.kernel, initrd, &[], false, vm::DEFAULT_CPUS);
     let mut p = rexpect::session::spawn_with_options(
         qemu,
         rexpect::reader::Options::new().timeout_ms(Some(60_000)),
@@ -136,12 +137,12 @@ fn exec(b: &Built) -> Result<String> {
     ] {
         let argv: Vec<String> = argv.into_iter().map(String::from).collect();
         let script = out.join("pcmsig-exec");
-        std::fs::write(&script, vm::exec_script(&argv))?;
+        std::fs::write(&script, crate::guest::exec_script(&argv))?;
         let extra = vec![
-            vm::parse_add(&data.to_string_lossy())?,
+            crate::guest::parse_add(&data.to_string_lossy())?,
             (script, "/pcmsig-exec".to_string()),
         ];
-        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
+        let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
         let boot = vm::Boot::new("exec", &out, Duration::from_secs(60));
         let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
         let code = vm::guest_exit(&run.console);

@@ -35,7 +35,7 @@ impl flags::Test {
         )?;
         let out = out_dir("test");
         let t = Instant::now();
-        let initrd = vm::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
+        let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
         b.times.push(("initramfs", t.elapsed()));
         if self.keep {
             keep(&b, &initrd, &out)?;
