@@ -15,6 +15,14 @@ pub const DMESG_MARKER: &str = "pcmsig-dmesg-begin";
 /// Where that dump ends.
 pub const DMESG_END_MARKER: &str = "pcmsig-dmesg-end";
 
+/// `cargo xtask bench`'s defaults, used by xtask and by the guest's `pcmsig-bench`: runs per
+/// figure, timer periods per latency run, events per throughput run.
+pub const BENCH_RUNS: u32 = 5;
+/// See [`BENCH_RUNS`].
+pub const BENCH_EVENTS: u32 = 500;
+/// See [`BENCH_RUNS`].
+pub const BENCH_FLOOD: u32 = 100_000;
+
 /// One class of kernel problem: the text that identifies it in a log line, and its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Problem {

@@ -13,6 +13,7 @@ use xshell::Shell;
 use crate::build::build_all;
 pub use crate::stats::{spread, Spread};
 use crate::{out_dir, project_root, vm};
+use pcmsig_uapi::harness::{BENCH_EVENTS, BENCH_FLOOD, BENCH_RUNS};
 
 const PATHS: [&str; 4] = ["sigwaitinfo", "signalfd+epoll", "handler", "read"];
 const PCT_NAMES: [&str; 8] = ["p1", "p10", "p25", "p50", "p75", "p90", "p99", "max"];
@@ -203,9 +204,9 @@ impl crate::flags::Bench {
         run(
             sh,
             &Opts {
-                runs: self.runs.unwrap_or(5).max(1),
-                events: self.events.unwrap_or(500).max(1),
-                flood: self.flood.unwrap_or(100_000).max(1),
+                runs: self.runs.unwrap_or(BENCH_RUNS as usize).max(1),
+                events: self.events.unwrap_or(BENCH_EVENTS).max(1),
+                flood: self.flood.unwrap_or(BENCH_FLOOD).max(1),
                 cold: self.cold,
                 peers: self.peers,
             },

@@ -302,18 +302,27 @@ fn forked(f: impl FnOnce() -> R<String>) {
     unsafe { libc::waitpid(pid, &mut st, 0) };
 }
 
+mod flags {
+    xflags::xflags! {
+        /// The delivery benchmarks, run in the guest by `cargo xtask bench`: one `BENCH {json}`
+        /// line per figure.
+        cmd pcmsig-bench {
+            /// Runs per figure (default: pcmsig_uapi::harness::BENCH_RUNS).
+            optional --runs n: u32
+            /// Timer periods per latency run (default: BENCH_EVENTS).
+            optional --events n: u32
+            /// Events per throughput run (default: BENCH_FLOOD).
+            optional --flood n: u32
+        }
+    }
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let num = |flag: &str, default: u32| -> u32 {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let runs = num("--runs", 5);
-    let events = num("--events", 500);
-    let flood = num("--flood", 100_000);
+    use pcmsig::uapi::harness::{BENCH_EVENTS, BENCH_FLOOD, BENCH_RUNS};
+    let flags = flags::PcmsigBench::from_env_or_exit();
+    let runs = flags.runs.unwrap_or(BENCH_RUNS);
+    let events = flags.events.unwrap_or(BENCH_EVENTS);
+    let flood = flags.flood.unwrap_or(BENCH_FLOOD);
     for run in 1..=runs {
         for path in PATHS {
             forked(|| {

@@ -1,6 +1,7 @@
 //! The guest test suite: runs inside the VM with the module loaded and prints KTAP v1.
 //!
-//! One test a behaviour, each in its own forked process. `--filter GLOB` runs a subset;
+//! One test a behaviour, each in its own forked process. Flags (xflags: unknown or repeated
+//! ones are refused): `--filter GLOB` runs a subset;
 //! `--list` prints the names; `--ktap PATH` writes the KTAP to PATH (the VM's second serial port)
 //! instead of standard output.
 
@@ -11,8 +12,21 @@ mod harness;
 mod module_tests;
 mod signal_tests;
 
+mod flags {
+    xflags::xflags! {
+        /// The guest test suite: prints KTAP v1.
+        cmd pcmsig-tests {
+            /// Run only the tests whose name matches this glob (`*` and `?`).
+            optional --filter glob: String
+            /// Write the KTAP to this file (the VM's second serial port) instead of stdout.
+            optional --ktap path: String
+            /// Print the test names and exit.
+            optional --list
+        }
+    }
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let mut tests = module_tests::tests();
     tests.extend(signal_tests::tests());
     tests.extend(adversarial_tests::tests());
@@ -21,25 +35,12 @@ fn main() {
     tests.extend(module_tests::lifecycle_tests());
     // The leak scan comes after everything that could leak.
     tests.extend(module_tests::leak_tests());
-    let mut filter = None;
-    let mut ktap = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--filter" => filter = it.next().cloned(),
-            "--ktap" => ktap = it.next().cloned(),
-            "--list" => {
-                tests.iter().for_each(|t| println!("{}", t.name));
-                return;
-            }
-            other => {
-                eprintln!(
-                    "pcmsig-tests: unknown argument {other:?} (use --filter GLOB, --ktap PATH or --list)"
-                );
-                std::process::exit(2);
-            }
-        }
+    let flags = flags::PcmsigTests::from_env_or_exit();
+    if flags.list {
+        tests.iter().for_each(|t| println!("{}", t.name));
+        return;
     }
+    let (filter, ktap) = (flags.filter, flags.ktap);
     if let Some(path) = &ktap {
         if let Err(e) = harness::output_to(path) {
             eprintln!("pcmsig-tests: cannot write KTAP to {path}: {e}");
