@@ -264,16 +264,16 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
         );
         let mut c = Command::new("cargo");
         c.args(["xtask", "test"]).current_dir(project_root());
-        let (d, text) = timed(c)?;
+        let (d, _) = timed(c)?;
         e2e.push(d.as_secs_f64());
-        let after = |key: &str| {
-            text.lines()
-                .find_map(|l| l.split(key).nth(1))
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|v| v.parse::<f64>().ok())
-        };
-        ktap.extend(after("first KTAP line after "));
-        init.extend(after("init at "));
+        // The plain VM's line of the run's machine-readable summary.
+        let path = out_dir("test").join("summary.jsonl");
+        let summary = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let plain = summary.lines().next().unwrap_or_default();
+        let num = |key: &str| field(plain, key).and_then(|v| v.parse::<f64>().ok());
+        ktap.extend(num("first_ktap_s"));
+        init.extend(num("init_uptime_s"));
     }
     harness.push((
         "no-change `cargo xtask test`, end to end".into(),

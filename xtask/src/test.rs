@@ -102,6 +102,7 @@ impl flags::Test {
         };
         let mut all_failures = Vec::new();
         let mut blamed = Vec::new();
+        let mut summary = Vec::new();
         let (mut passed, mut failed, mut skipped) = (0, 0, 0);
         for ((name, dir, _, _), run) in configs.iter().zip(runs) {
             let run = run?;
@@ -130,9 +131,21 @@ impl flags::Test {
             std::fs::write(&dmesg_path, vm::dmesg(&run.console).unwrap_or_default())
                 .with_context(|| format!("writing {}", dmesg_path.display()))?;
             let c = report.counts();
+            let boot = vm::init_uptime(&run.console);
+            // One JSON object a line, for `cargo xtask bench` and scripts (no text scraping).
+            summary.push(format!(
+                "{{\"vm\":\"{name}\",\"passed\":{},\"failed\":{},\"skipped\":{},\"pass\":{},\"vm_s\":{:.3},\"init_uptime_s\":{},\"first_ktap_s\":{}}}",
+                c.passed,
+                c.failed,
+                c.skipped,
+                failures.is_empty(),
+                run.wall.as_secs_f64(),
+                boot.map_or("null".to_string(), |u| format!("{u:.3}")),
+                run.first_ktap
+                    .map_or("null".to_string(), |d| format!("{:.3}", d.as_secs_f64())),
+            ));
             if !self.quiet {
                 print_results(&report);
-                let boot = vm::init_uptime(&run.console);
                 println!(
                     "xtask: {name} VM: {} passed, {} failed, {} skipped; VM {:.1} s (init at {} guest uptime, first KTAP line after {})",
                     c.passed,
@@ -168,6 +181,9 @@ impl flags::Test {
                 total.elapsed().as_secs_f64()
             );
         }
+        let summary_path = out.join("summary.jsonl");
+        std::fs::write(&summary_path, summary.join("\n") + "\n")
+            .with_context(|| format!("writing {}", summary_path.display()))?;
         println!("xtask: {passed} passed, {failed} failed, {skipped} skipped");
         // One machine-readable line for `selftest --bugs` and scripts: VM:test:detector.
         if !blamed.is_empty() {
