@@ -16,6 +16,20 @@ use crate::{out_dir, project_root, vm};
 use pcmsig_uapi::harness::{BENCH_EVENTS, BENCH_FLOOD, BENCH_RUNS};
 
 const PATHS: [&str; 4] = ["sigwaitinfo", "signalfd+epoll", "handler", "read"];
+/// Latency rows: at 1 ms periods and at 10 ms (`@10ms`), each beside its floor (a
+/// `clock_nanosleep` loop, what no delivery path can beat).
+const LATENCY_ROWS: [&str; 10] = [
+    "floor",
+    "sigwaitinfo",
+    "signalfd+epoll",
+    "handler",
+    "read",
+    "floor@10ms",
+    "sigwaitinfo@10ms",
+    "signalfd+epoll@10ms",
+    "handler@10ms",
+    "read@10ms",
+];
 const PCT_NAMES: [&str; 8] = ["p1", "p10", "p25", "p50", "p75", "p90", "p99", "max"];
 
 /// The value of `"key":` in a flat JSON object line (numbers, strings, arrays of numbers).
@@ -67,7 +81,7 @@ pub fn aggregate(lines: &[&str]) -> (Vec<PathResult>, Option<(u64, u64)>, Vec<St
             errors.push(e.to_string());
         }
     }
-    for path in PATHS {
+    for path in LATENCY_ROWS {
         let lat: Vec<Vec<f64>> = lines
             .iter()
             .filter(|l| field(l, "kind") == Some("latency") && field(l, "path") == Some(path))
@@ -337,6 +351,8 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
     for e in &errors {
         println!("xtask: bench: guest error: {e}");
     }
+    let (paths, rows): (Vec<PathResult>, Vec<PathResult>) =
+        paths.into_iter().partition(|p| PATHS.contains(&p.name));
     let read = paths
         .iter()
         .find(|p| p.name == "read")
@@ -381,6 +397,39 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
             p.lost
         );
     }
+    let _ = writeln!(
+        md,
+        "\n| latency at | p50 µs | p99 µs | p50 / floor | p99 / floor |\n|---|---|---|---|---|"
+    );
+    for name in LATENCY_ROWS {
+        let Some(p) = rows.iter().chain(&paths).find(|p| p.name == name) else {
+            continue;
+        };
+        let floor_name = if p.name.ends_with("@10ms") {
+            "floor@10ms"
+        } else {
+            "floor"
+        };
+        let Some(f) = rows.iter().find(|r| r.name == floor_name) else {
+            continue;
+        };
+        let period = if p.name.ends_with("@10ms") { "10 ms" } else { "1 ms" };
+        let base = p.name.trim_end_matches("@10ms");
+        let (p50, p99) = (p.pcts_us[3], p.pcts_us[6]);
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let _ = writeln!(
+            md,
+            "| {base}, {period} periods | {:.0} ({:.0} to {:.0}) | {:.0} ({:.0} to {:.0}) | {:.2}x | {:.2}x |",
+            p50.median,
+            p50.min,
+            p50.max,
+            p99.median,
+            p99.min,
+            p99.max,
+            ratio(p50.median, f.pcts_us[3].median),
+            ratio(p99.median, f.pcts_us[6].median),
+        );
+    }
     if let Some((q, lim)) = burst {
         let _ = writeln!(
             md,
@@ -403,6 +452,7 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
     json.push_str(
         &paths
             .iter()
+            .chain(&rows)
             .map(|p| {
                 let pct: Vec<String> = PCT_NAMES.iter().zip(&p.pcts_us).map(|(n, s)| format!("\"{n}_us\":{:.1}", s.median)).collect();
                 format!(

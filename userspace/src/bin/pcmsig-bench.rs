@@ -106,12 +106,41 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
 }
 
-/// Latencies (ns) of `events` timer periods through `path`.
-fn latency(path: &str, events: u32) -> R<Vec<u64>> {
+/// The floor: what no delivery path can beat, a high-resolution timer waking a user thread.
+/// Like cyclictest, an absolute `clock_nanosleep` loop measures how late it wakes (ns).
+fn floor(events: u32, period_us: u32) -> R<Vec<u64>> {
+    let period = u64::from(period_us) * 1000;
+    let mut next = now_ns() + period;
+    let mut lat = Vec::with_capacity(events as usize);
+    for _ in 0..events {
+        let ts = libc::timespec {
+            tv_sec: (next / 1_000_000_000) as libc::time_t,
+            tv_nsec: (next % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `ts` is a valid timespec; a null remainder is allowed with TIMER_ABSTIME.
+        let r = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+        if r != 0 && r != libc::EINTR {
+            return Err(format!("clock_nanosleep: errno {r}"));
+        }
+        lat.push(now_ns().saturating_sub(next));
+        next += period;
+    }
+    Ok(lat)
+}
+
+/// Latencies (ns) of `events` timer periods of `period_us` through `path`.
+fn latency(path: &str, events: u32, period_us: u32) -> R<Vec<u64>> {
     let sig = Signal::rtmin(1);
     let rx = Rx::new(path, sig)?;
     let dev = rx.device(sig)?;
-    dev.configure(1000, events).map_err(|e| e.to_string())?;
+    dev.configure(period_us, events).map_err(|e| e.to_string())?;
     dev.trigger(Trigger::Start).map_err(|e| e.to_string())?;
     let mut stamps: HashMap<u32, u64> = HashMap::new();
     let mut lat = Vec::with_capacity(events as usize);
@@ -323,21 +352,38 @@ fn main() {
     let runs = flags.runs.unwrap_or(BENCH_RUNS);
     let events = flags.events.unwrap_or(BENCH_EVENTS);
     let flood = flags.flood.unwrap_or(BENCH_FLOOD);
+    // Latency at two period lengths (a short run at 10 ms: the same wall time matters less
+    // than the idle path between periods), each beside its floor.
+    let periods = [(1_000u32, events), (10_000, (events / 10).max(20))];
     for run in 1..=runs {
+        for (period_us, n) in periods {
+            let suffix = if period_us == 1_000 {
+                String::new()
+            } else {
+                format!("@{}ms", period_us / 1000)
+            };
+            for path in std::iter::once("floor").chain(PATHS) {
+                let name = format!("{path}{suffix}");
+                forked(|| {
+                    let mut l = if path == "floor" {
+                        floor(n, period_us)?
+                    } else {
+                        latency(path, n, period_us)?
+                    };
+                    l.sort_unstable();
+                    let ps: Vec<String> = [0.01, 0.10, 0.25, 0.50, 0.75, 0.90, 0.99, 1.0]
+                        .iter()
+                        .map(|p| pct(&l, *p).to_string())
+                        .collect();
+                    Ok(format!(
+                        "{{\"kind\":\"latency\",\"path\":\"{name}\",\"run\":{run},\"n\":{},\"pcts_ns\":[{}]}}",
+                        l.len(),
+                        ps.join(",")
+                    ))
+                });
+            }
+        }
         for path in PATHS {
-            forked(|| {
-                let mut l = latency(path, events)?;
-                l.sort_unstable();
-                let ps: Vec<String> = [0.01, 0.10, 0.25, 0.50, 0.75, 0.90, 0.99, 1.0]
-                    .iter()
-                    .map(|p| pct(&l, *p).to_string())
-                    .collect();
-                Ok(format!(
-                    "{{\"kind\":\"latency\",\"path\":\"{path}\",\"run\":{run},\"n\":{},\"pcts_ns\":[{}]}}",
-                    l.len(),
-                    ps.join(",")
-                ))
-            });
             forked(|| {
                 let (rate, lost) = throughput(path, flood)?;
                 Ok(format!(
