@@ -230,7 +230,7 @@ impl crate::flags::Bench {
 
 pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
     let out = out_dir("bench");
-    std::fs::create_dir_all(&out)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let machine = format!(
         "{} cores, {}, QEMU TCG (no KVM)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -413,7 +413,11 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
         let Some(f) = rows.iter().find(|r| r.name == floor_name) else {
             continue;
         };
-        let period = if p.name.ends_with("@10ms") { "10 ms" } else { "1 ms" };
+        let period = if p.name.ends_with("@10ms") {
+            "10 ms"
+        } else {
+            "1 ms"
+        };
         let base = p.name.trim_end_matches("@10ms");
         let (p50, p99) = (p.pcts_us[3], p.pcts_us[6]);
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };

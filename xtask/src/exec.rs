@@ -21,7 +21,7 @@ impl flags::Exec {
             self.debug_kernel,
         )?;
         let out = out_dir("exec");
-        std::fs::create_dir_all(&out)?;
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let mut extra = self
             .add
             .iter()

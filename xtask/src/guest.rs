@@ -251,7 +251,7 @@ pub fn build_initramfs(
         let mode = if is_executable(host) { 0o755 } else { 0o644 };
         img.file(guest, mode, read(host)?);
     }
-    std::fs::create_dir_all(out_dir)?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let path = out_dir.join("initramfs.cpio");
     std::fs::write(&path, img.to_bytes()).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)

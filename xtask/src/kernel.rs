@@ -147,7 +147,7 @@ fn source_dir(src: &Path) -> Result<PathBuf> {
         println!("xtask: extracting {} (10 to 30 s, once)", src.display());
         let tmp = dest.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let status = Command::new("tar")
             .arg("-xf")
             .arg(src)
@@ -159,7 +159,8 @@ fn source_dir(src: &Path) -> Result<PathBuf> {
             bail!("extracting {} failed", src.display());
         }
         let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(&tmp, &dest)?;
+        std::fs::rename(&tmp, &dest)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
         std::fs::write(&done, src.to_string_lossy().as_bytes())?;
         println!("xtask: extracted in {:.1} s", t.elapsed().as_secs_f64());
     }
@@ -414,7 +415,7 @@ pub fn ensure(
             built: false,
         });
     }
-    std::fs::create_dir_all(&build)?;
+    std::fs::create_dir_all(&build).with_context(|| format!("creating {}", build.display()))?;
     let log = build.join("build.log");
     let _ = std::fs::remove_file(&stamp_path);
     println!(
@@ -458,7 +459,8 @@ pub fn ensure(
     );
     make_with_progress(&src, &build, tools, jobs, &log)?;
     println!("xtask: kernel built in {:.0} s", t.elapsed().as_secs_f64());
-    std::fs::write(&stamp_path, &stamp)?;
+    std::fs::write(&stamp_path, &stamp)
+        .with_context(|| format!("writing {}", stamp_path.display()))?;
     Ok(Kernel {
         version,
         src,

@@ -123,9 +123,10 @@ fn shell(b: &Built, initrd: &Path) -> Result<String> {
 /// Runs two commands through the exec path: an exit code and an added file.
 fn exec(b: &Built) -> Result<String> {
     let out = out_dir("selftest").join("exec");
-    std::fs::create_dir_all(&out)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let data = out.join("hello.txt");
-    std::fs::write(&data, "added-file-content-42\n")?;
+    std::fs::write(&data, "added-file-content-42\n")
+        .with_context(|| format!("writing {}", data.display()))?;
     let mut results = Vec::new();
     for (argv, want_code, want_text) in [
         (

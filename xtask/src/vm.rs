@@ -135,7 +135,8 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
             tools.qemu.display()
         );
     }
-    std::fs::create_dir_all(b.out_dir)?;
+    std::fs::create_dir_all(b.out_dir)
+        .with_context(|| format!("creating {}", b.out_dir.display()))?;
     let console_log = b.out_dir.join("console.log");
     let _ = std::fs::remove_file(&console_log);
     let mut qemu = qemu_command(

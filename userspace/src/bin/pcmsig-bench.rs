@@ -140,7 +140,8 @@ fn latency(path: &str, events: u32, period_us: u32) -> R<Vec<u64>> {
     let sig = Signal::rtmin(1);
     let rx = Rx::new(path, sig)?;
     let dev = rx.device(sig)?;
-    dev.configure(period_us, events).map_err(|e| e.to_string())?;
+    dev.configure(period_us, events)
+        .map_err(|e| e.to_string())?;
     dev.trigger(Trigger::Start).map_err(|e| e.to_string())?;
     let mut stamps: HashMap<u32, u64> = HashMap::new();
     let mut lat = Vec::with_capacity(events as usize);
