@@ -23,6 +23,23 @@ pub fn test_env(debug_kernel: bool) -> Vec<String> {
     env
 }
 
+/// One VM configuration of the test run.
+struct VmConfig {
+    name: &'static str,
+    dir: PathBuf,
+    qemu: Vec<String>,
+    env: Vec<String>,
+}
+
+/// What one VM's run contributed to the verdict.
+struct VmOutcome {
+    counts: ktap::Counts,
+    failures: Vec<String>,
+    blamed: Vec<String>,
+    /// Its line of `summary.jsonl`.
+    summary: String,
+}
+
 impl flags::Test {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
         let total = Instant::now();
@@ -40,37 +57,11 @@ impl flags::Test {
         if self.keep {
             keep(&b, &initrd, &out)?;
         }
-        let mut env = vec![format!("pcmsig_ktap={}", pcmsig_uapi::harness::KTAP_DEVICE)];
-        if let Some(f) = &self.filter {
-            check_filter(&b.guest_dir, f)?;
-            env.push(format!("pcmsig_filter={f}"));
-        }
-        if let Some(seed) = self.seed {
-            env.push(format!("PCMSIG_SEED={seed}"));
-        }
+        let configs = self.configs(&b.guest_dir, &out)?;
+        let cpus = self.cpus(configs.len());
         let timeout = Duration::from_secs(self.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_S));
-        // Two VM configurations: the plain one (periods from the timer) and one with QEMU's
-        // `edu` PCI device (periods from its interrupts). Both run the whole suite.
-        let mut configs = vec![("plain", out.clone(), self.qemu_arg.clone(), env.clone())];
-        if !self.no_edu {
-            let mut qemu = self.qemu_arg.clone();
-            qemu.extend(["-device".to_string(), "edu".to_string()]);
-            let mut edu_env = env.clone();
-            edu_env.push("PCMSIG_EDU=1".to_string());
-            configs.push(("edu", out.join("edu"), qemu, edu_env));
-        }
-        // Never more virtual CPUs than host cores: a vCPU thread descheduled while its guest
-        // holds a spinlock stalls the other vCPUs (measured on 2 cores: two VMs of 2 vCPUs took
-        // 10-11 s, two of 1 vCPU 5.7-6.1 s). The debug kernel keeps 2 per VM: finding SMP races
-        // is its job, speed is not.
-        let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let cpus = self.cpus.unwrap_or(if self.debug_kernel {
-            vm::DEFAULT_CPUS
-        } else {
-            (host_cores / configs.len() as u32).clamp(1, vm::DEFAULT_CPUS)
-        });
         if !self.quiet {
-            let names: Vec<&str> = configs.iter().map(|c| c.0).collect();
+            let names: Vec<&str> = configs.iter().map(|c| c.name).collect();
             println!(
                 "xtask: booting {} VM(s): {}, {cpus} vCPU(s) each (timeout {} s)",
                 names.len(),
@@ -79,20 +70,20 @@ impl flags::Test {
             );
         }
         let silence = vm::silence_limit(self.silence);
-        let boot_one = |(name, dir, qemu, env): &(&str, PathBuf, Vec<String>, Vec<String>)| {
+        let boot_one = |c: &VmConfig| {
             let boot = vm::Boot {
                 mode: "test",
-                env: env.clone(),
+                env: c.env.clone(),
                 timeout,
-                qemu_args: qemu,
+                qemu_args: &c.qemu,
                 stream: self.verbose,
                 gdb: self.gdb,
                 silence,
-                out_dir: dir,
+                out_dir: &c.dir,
                 cpus,
             };
             vm::boot(&b.tools, &b.kernel, &initrd, &boot)
-                .with_context(|| format!("booting the {name} VM"))
+                .with_context(|| format!("booting the {} VM", c.name))
         };
         // In parallel unless the consoles are streamed (or a debugger waits).
         let runs: Vec<Result<vm::Run>> = if self.verbose || self.gdb {
@@ -100,79 +91,9 @@ impl flags::Test {
         } else {
             in_parallel(&configs, boot_one)
         };
-        let mut all_failures = Vec::new();
-        let mut blamed = Vec::new();
-        let mut summary = Vec::new();
-        let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-        for ((name, dir, _, _), run) in configs.iter().zip(runs) {
-            let run = run?;
-            let report = ktap::parse(&run.ktap);
-            let mut failures = ktap::verdict(&run.console, &report, &run.ending);
-            // The kernel's own KTAP parser must read our KTAP as we do.
-            if let Some(disagreement) =
-                kunit_parse_disagrees(&b.kernel.src, &run.ktap_log, &report)?
-            {
-                failures.push(ktap::Failure::BailOut(disagreement));
-            }
-            let ktap_path = &run.ktap_log;
-            let junit_path = dir.join("junit.xml");
-            std::fs::write(
-                &junit_path,
-                junit::render(
-                    &format!("pcmsig.{name}"),
-                    &report,
-                    &failures,
-                    &ktap::splats(&run.console),
-                    run.wall.as_secs_f64(),
-                ),
-            )
-            .with_context(|| format!("writing {}", junit_path.display()))?;
-            let dmesg_path = dir.join("dmesg.txt");
-            std::fs::write(&dmesg_path, vm::dmesg(&run.console).unwrap_or_default())
-                .with_context(|| format!("writing {}", dmesg_path.display()))?;
-            let c = report.counts();
-            let boot = vm::init_uptime(&run.console);
-            // One JSON object a line, for `cargo xtask bench` and scripts (no text scraping).
-            summary.push(format!(
-                "{{\"vm\":\"{name}\",\"passed\":{},\"failed\":{},\"skipped\":{},\"pass\":{},\"vm_s\":{:.3},\"init_uptime_s\":{},\"first_ktap_s\":{}}}",
-                c.passed,
-                c.failed,
-                c.skipped,
-                failures.is_empty(),
-                run.wall.as_secs_f64(),
-                boot.map_or("null".to_string(), |u| format!("{u:.3}")),
-                run.first_ktap
-                    .map_or("null".to_string(), |d| format!("{:.3}", d.as_secs_f64())),
-            ));
-            if !self.quiet {
-                print_results(&report);
-                println!(
-                    "xtask: {name} VM: {} passed, {} failed, {} skipped; VM {:.1} s (init at {} guest uptime, first KTAP line after {})",
-                    c.passed,
-                    c.failed,
-                    c.skipped,
-                    run.wall.as_secs_f64(),
-                    boot.map_or("?".to_string(), |u| format!("{u:.2} s")),
-                    run.first_ktap.map_or("?".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
-                );
-                println!("xtask: {name} VM: console {}", run.console_log.display());
-                println!(
-                    "xtask: {name} VM: KTAP {}, JUnit {}, dmesg {}",
-                    ktap_path.display(),
-                    junit_path.display(),
-                    dmesg_path.display()
-                );
-            }
-            if !failures.is_empty() && !self.verbose {
-                print_console_tail(&run.console, 40);
-            }
-            all_failures.extend(failures.iter().map(|f| format!("{name} VM: {f}")));
-            for (test, class) in ktap::blamed(&report, &failures) {
-                blamed.push(format!("{name}:{test}:{class}"));
-            }
-            passed += c.passed;
-            failed += c.failed;
-            skipped += c.skipped;
+        let mut outcomes = Vec::new();
+        for (c, run) in configs.iter().zip(runs) {
+            outcomes.push(self.evaluate(c, &run?, &b.kernel.src)?);
         }
         if !self.quiet {
             println!(
@@ -181,20 +102,156 @@ impl flags::Test {
                 total.elapsed().as_secs_f64()
             );
         }
-        let summary_path = out.join("summary.jsonl");
-        std::fs::write(&summary_path, summary.join("\n") + "\n")
-            .with_context(|| format!("writing {}", summary_path.display()))?;
-        println!("xtask: {passed} passed, {failed} failed, {skipped} skipped");
-        // One machine-readable line for `selftest --bugs` and scripts: VM:test:detector.
-        if !blamed.is_empty() {
-            println!("xtask: blamed {}", blamed.join(" "));
-        }
-        if !all_failures.is_empty() {
-            bail!("FAIL:\n  {}", all_failures.join("\n  "));
-        }
-        println!("xtask: PASS");
-        Ok(())
+        conclude(&out, &outcomes)
     }
+
+    /// The VMs to boot: the plain one (periods from the timer) and, unless `--no-edu`, one with
+    /// QEMU's `edu` PCI device (periods from its interrupts). Both run the whole suite.
+    fn configs(&self, guest_dir: &Path, out: &Path) -> Result<Vec<VmConfig>> {
+        let mut env = test_env(self.debug_kernel);
+        if let Some(f) = &self.filter {
+            check_filter(guest_dir, f)?;
+            env.push(format!("pcmsig_filter={f}"));
+        }
+        if let Some(seed) = self.seed {
+            env.push(format!("PCMSIG_SEED={seed}"));
+        }
+        let mut configs = vec![VmConfig {
+            name: "plain",
+            dir: out.to_path_buf(),
+            qemu: self.qemu_arg.clone(),
+            env: env.clone(),
+        }];
+        if !self.no_edu {
+            let mut qemu = self.qemu_arg.clone();
+            qemu.extend(["-device".to_string(), "edu".to_string()]);
+            env.push("PCMSIG_EDU=1".to_string());
+            configs.push(VmConfig {
+                name: "edu",
+                dir: out.join("edu"),
+                qemu,
+                env,
+            });
+        }
+        Ok(configs)
+    }
+
+    /// vCPUs per VM. Never more virtual CPUs than host cores: a vCPU thread descheduled while
+    /// its guest holds a spinlock stalls the other vCPUs (measured on 2 cores: two VMs of 2
+    /// vCPUs took 10-11 s, two of 1 vCPU 5.7-6.1 s). The debug kernel keeps 2 per VM: finding
+    /// SMP races is its job, speed is not.
+    fn cpus(&self, vms: usize) -> u32 {
+        let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        self.cpus.unwrap_or(if self.debug_kernel {
+            vm::DEFAULT_CPUS
+        } else {
+            (host_cores / vms.max(1) as u32).clamp(1, vm::DEFAULT_CPUS)
+        })
+    }
+
+    /// One VM's verdict, cross-checked by kunit.py, with its reports written and printed.
+    fn evaluate(&self, c: &VmConfig, run: &vm::Run, kernel_src: &Path) -> Result<VmOutcome> {
+        let name = c.name;
+        let report = ktap::parse(&run.ktap);
+        let mut failures = ktap::verdict(&run.console, &report, &run.ending);
+        // The kernel's own KTAP parser must read our KTAP as we do.
+        if let Some(disagreement) = kunit_parse_disagrees(kernel_src, &run.ktap_log, &report)? {
+            failures.push(ktap::Failure::BailOut(disagreement));
+        }
+        let junit_path = c.dir.join("junit.xml");
+        std::fs::write(
+            &junit_path,
+            junit::render(
+                &format!("pcmsig.{name}"),
+                &report,
+                &failures,
+                &ktap::splats(&run.console),
+                run.wall.as_secs_f64(),
+            ),
+        )
+        .with_context(|| format!("writing {}", junit_path.display()))?;
+        let dmesg_path = c.dir.join("dmesg.txt");
+        std::fs::write(&dmesg_path, vm::dmesg(&run.console).unwrap_or_default())
+            .with_context(|| format!("writing {}", dmesg_path.display()))?;
+        let counts = report.counts();
+        let boot = vm::init_uptime(&run.console);
+        // One JSON object a line, for `cargo xtask bench` and scripts (no text scraping).
+        let summary = format!(
+            "{{\"vm\":\"{name}\",\"passed\":{},\"failed\":{},\"skipped\":{},\"pass\":{},\"vm_s\":{:.3},\"init_uptime_s\":{},\"first_ktap_s\":{}}}",
+            counts.passed,
+            counts.failed,
+            counts.skipped,
+            failures.is_empty(),
+            run.wall.as_secs_f64(),
+            boot.map_or("null".to_string(), |u| format!("{u:.3}")),
+            run.first_ktap
+                .map_or("null".to_string(), |d| format!("{:.3}", d.as_secs_f64())),
+        );
+        if !self.quiet {
+            print_results(&report);
+            println!(
+                "xtask: {name} VM: {} passed, {} failed, {} skipped; VM {:.1} s (init at {} guest uptime, first KTAP line after {})",
+                counts.passed,
+                counts.failed,
+                counts.skipped,
+                run.wall.as_secs_f64(),
+                boot.map_or("?".to_string(), |u| format!("{u:.2} s")),
+                run.first_ktap.map_or("?".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
+            );
+            println!("xtask: {name} VM: console {}", run.console_log.display());
+            println!(
+                "xtask: {name} VM: KTAP {}, JUnit {}, dmesg {}",
+                run.ktap_log.display(),
+                junit_path.display(),
+                dmesg_path.display()
+            );
+        }
+        if !failures.is_empty() && !self.verbose {
+            print_console_tail(&run.console, 40);
+        }
+        Ok(VmOutcome {
+            counts,
+            blamed: ktap::blamed(&report, &failures)
+                .into_iter()
+                .map(|(test, class)| format!("{name}:{test}:{class}"))
+                .collect(),
+            failures: failures.iter().map(|f| format!("{name} VM: {f}")).collect(),
+            summary,
+        })
+    }
+}
+
+/// Writes `summary.jsonl`, prints the totals and the blamed tests, and turns the VMs' failures
+/// into the command's result.
+fn conclude(out: &Path, outcomes: &[VmOutcome]) -> Result<()> {
+    let summary: Vec<&str> = outcomes.iter().map(|o| o.summary.as_str()).collect();
+    let summary_path = out.join("summary.jsonl");
+    std::fs::write(&summary_path, summary.join("\n") + "\n")
+        .with_context(|| format!("writing {}", summary_path.display()))?;
+    let sum = |f: fn(&ktap::Counts) -> usize| outcomes.iter().map(|o| f(&o.counts)).sum::<usize>();
+    println!(
+        "xtask: {} passed, {} failed, {} skipped",
+        sum(|c| c.passed),
+        sum(|c| c.failed),
+        sum(|c| c.skipped)
+    );
+    // One machine-readable line for scripts: VM:test:detector.
+    let blamed: Vec<&str> = outcomes
+        .iter()
+        .flat_map(|o| o.blamed.iter().map(String::as_str))
+        .collect();
+    if !blamed.is_empty() {
+        println!("xtask: blamed {}", blamed.join(" "));
+    }
+    let failures: Vec<&str> = outcomes
+        .iter()
+        .flat_map(|o| o.failures.iter().map(String::as_str))
+        .collect();
+    if !failures.is_empty() {
+        bail!("FAIL:\n  {}", failures.join("\n  "));
+    }
+    println!("xtask: PASS");
+    Ok(())
 }
 
 /// Refuses a `--filter` that matches no test, naming the tests (asks the guest binary itself,
