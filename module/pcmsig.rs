@@ -89,6 +89,10 @@ module! {
             default: false,
             description: "Enable the test hooks PCMSIG_IOC_INJECT(_BURST) (off: EOPNOTSUPP)",
         },
+        test_delivery_delay_ms: u32 {
+            default: 0,
+            description: "Test hook: the delivery work item sleeps this long before each run",
+        },
     },
 }
 

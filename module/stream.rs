@@ -625,6 +625,10 @@ impl Stream {
         Self::kick(self.clone());
         let mut inner = self.inner.lock();
         while inner.delivered_seq < seq {
+            // Seeded bug: the earlier, uninterruptible wait.
+            #[cfg(pcmsig_bug = "unkillable_wait")]
+            self.delivered.wait(&mut inner);
+            #[cfg(not(pcmsig_bug = "unkillable_wait"))]
             if self.delivered.wait_interruptible(&mut inner) {
                 return;
             }
@@ -825,6 +829,13 @@ impl WorkItem for Stream {
     type Pointer = Arc<Stream>;
 
     fn run(this: Arc<Stream>) {
+        // Test hook (0 unless loaded with it): a slow delivery, so that a test can show that an
+        // ioctl waiting for it ends on a fatal signal.
+        let delay = crate::module_parameters::test_delivery_delay_ms.value();
+        if delay > 0 {
+            // SAFETY: `msleep` may sleep; a work item runs in process context with no lock held.
+            unsafe { bindings::msleep(delay) };
+        }
         this.deliver_pending();
     }
 }

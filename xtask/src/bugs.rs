@@ -109,6 +109,13 @@ pub const CATALOGUE: &[SeededBug] = &[
         &["test"],
     ),
     bug(
+        "unkillable_wait",
+        "an ioctl waits for delivery uninterruptibly: SIGKILL cannot end it",
+        false,
+        "a_fatal_signal_ends_an_ioctl_waiting_for_delivery",
+        &["test"],
+    ),
+    bug(
         "timer_not_cancelled",
         "the period timer re-arms itself and the last close does not cancel it",
         false,

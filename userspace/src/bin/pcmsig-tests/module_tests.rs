@@ -47,6 +47,7 @@ pub fn lifecycle_tests() -> Vec<Test> {
         rmmod_is_refused_while_open,
         unload_after_closing_a_running_stream_is_clean,
         inject_needs_the_test_hooks_parameter,
+        a_fatal_signal_ends_an_ioctl_waiting_for_delivery,
         insmod_rmmod_cycle_50_times,
     ]
 }
@@ -1124,4 +1125,38 @@ fn module_kunit_suites_pass() -> TestResult {
         failed.join(", ")
     );
     Ok(())
+}
+
+fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
+    // An emitting ioctl waits until its events are delivered. With delivery slowed to 2 s (a
+    // load-time test hook), SIGKILL must end the waiting process long before that.
+    delete_module().ctx("rmmod")?;
+    let params = std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into());
+    load_module_with(&format!("{params} test_delivery_delay_ms=2000")).ctx("insmod slow")?;
+    let result = (|| -> TestResult {
+        let sig = rt(0);
+        let dev = listen(sig)?;
+        let child = spawn_child(|| {
+            // Blocks in the delivery wait (the work item sleeps 2 s first).
+            Device::open().ctx("open")?.inject(K::Started).ctx("inject")
+        })?;
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: our own child.
+        ensure!(unsafe { libc::kill(child, libc::SIGKILL) } == 0, "kill");
+        let t = Instant::now();
+        let code = wait_child(child)?;
+        let waited = t.elapsed();
+        ensure_eq!(code, 128 + libc::SIGKILL, "the child died of the SIGKILL");
+        ensure!(
+            waited < Duration::from_millis(1000),
+            "SIGKILL took {waited:?} to end the waiting ioctl (delivery takes 2 s)"
+        );
+        // The event is still delivered, later, to the listener.
+        expect_kinds(sig, &[K::Started])?;
+        drop(dev);
+        Ok(())
+    })();
+    delete_module().ctx("rmmod")?;
+    load_module().ctx("insmod")?;
+    result
 }
