@@ -320,28 +320,7 @@ pub fn exec_script(argv: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("pcmsig-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn fake_kernel(dir: &Path, release: &str) -> Kernel {
-        std::fs::create_dir_all(dir.join("include/config")).unwrap();
-        std::fs::write(
-            dir.join("include/config/kernel.release"),
-            format!("{release}\n"),
-        )
-        .unwrap();
-        Kernel {
-            version: release.into(),
-            src: dir.to_path_buf(),
-            build_dir: dir.to_path_buf(),
-            bzimage: dir.join("bzImage"),
-            built: false,
-        }
-    }
+    use crate::kernel::testing::{fake_kernel, scratch};
 
     #[test]
     fn modinfo_finds_vermagic_among_nul_separated_strings() {

@@ -470,6 +470,38 @@ pub fn ensure(
     })
 }
 
+/// Helpers for other modules' tests: a scratch directory and a fake kernel build tree.
+#[cfg(test)]
+pub mod testing {
+    use super::Kernel;
+    use std::path::{Path, PathBuf};
+
+    /// An empty directory of its own under the temporary directory.
+    pub fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pcmsig-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A "build tree" in `dir` that holds only `include/config/kernel.release`.
+    pub fn fake_kernel(dir: &Path, release: &str) -> Kernel {
+        std::fs::create_dir_all(dir.join("include/config")).unwrap();
+        std::fs::write(
+            dir.join("include/config/kernel.release"),
+            format!("{release}\n"),
+        )
+        .unwrap();
+        Kernel {
+            version: release.into(),
+            src: dir.to_path_buf(),
+            build_dir: dir.to_path_buf(),
+            bzimage: dir.join("bzImage"),
+            built: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
