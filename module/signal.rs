@@ -171,6 +171,47 @@ impl Drop for TaskRef {
     }
 }
 
+/// A registered thread resolved for one batch of signals ([`ThreadRef::resolve`]).
+///
+/// # Invariants
+///
+/// Holds a counted reference to a live thread that may be signalled (except in the seeded
+/// `cached_task` build, where it is the blog's uncounted pointer).
+#[cfg(not(pcmsig_bug = "cached_task"))]
+pub(crate) struct Resolved(TaskRef);
+/// Seeded bug: the blog's cached, uncounted task pointer.
+#[cfg(pcmsig_bug = "cached_task")]
+pub(crate) struct Resolved(NonNull<bindings::task_struct>);
+
+impl Resolved {
+    fn task(&self) -> *mut bindings::task_struct {
+        #[cfg(not(pcmsig_bug = "cached_task"))]
+        let task = self.0 .0.as_ptr();
+        #[cfg(pcmsig_bug = "cached_task")]
+        let task = self.0.as_ptr();
+        task
+    }
+
+    /// Sends `signo` with `si_code = SI_QUEUE` and `si_int = value`. Never sleeps.
+    pub(crate) fn send(&self, signo: u32, value: i32) -> Outcome {
+        let mut info = bindings::kernel_siginfo::default();
+        // Payload for every reader: SI_QUEUE makes `si_int` visible to signalfd and SA_SIGINFO
+        // handlers alike. `si_pid`/`si_uid` stay 0: the sender is the kernel.
+        info.__bindgen_anon_1.si_signo = signo as i32;
+        info.__bindgen_anon_1.si_code = SI_CODE;
+        info.__bindgen_anon_1._sifields._rt._sigval.sival_int = value;
+        // SAFETY: `info` is a valid, initialised siginfo; the task is valid (counted, type
+        // invariant); `send_sig_info` takes the target's sighand lock itself and does not sleep.
+        let ret = unsafe { bindings::send_sig_info(signo as i32, &mut info, self.task()) };
+        match ret {
+            0 => Outcome::Delivered,
+            r if r == EAGAIN.to_errno() => Outcome::QueueFull,
+            // -ESRCH: the thread lost its signal handlers on the way out.
+            _ => Outcome::Exited,
+        }
+    }
+}
+
 impl ThreadRef {
     /// A reference to the calling thread (not its thread group: delivery is thread-directed).
     pub(crate) fn current() -> Result<Self> {
@@ -197,22 +238,23 @@ impl ThreadRef {
         })
     }
 
-    /// Sends `signo` with `si_code = SI_QUEUE` and `si_int = value` to the thread, if it is still
-    /// the same program and `sender` may signal it. Never sleeps; call it with no driver spinlock
-    /// held (`send_sig_info` takes the target's sighand lock).
+    /// Resolves the thread for a batch of signals: the checks every signal needs (the thread is
+    /// alive, still the same program, and `sender` may signal it), made once per batch rather
+    /// than once per event. `Err` is the outcome of every signal of the batch. Never sleeps; call
+    /// it with no driver spinlock held.
     #[cfg(not(pcmsig_bug = "cached_task"))]
-    pub(crate) fn send(&self, signo: u32, value: i32, sender: &SenderCred) -> Outcome {
+    pub(crate) fn resolve(&self, sender: &SenderCred) -> core::result::Result<Resolved, Outcome> {
         // SAFETY: `self.pid` is a counted reference (type invariant); `get_pid_task` returns the
         // thread with its own reference taken, or null once the thread has been released.
         let Some(task) = NonNull::new(unsafe {
             bindings::get_pid_task(self.pid.as_ptr(), bindings::pid_type_PIDTYPE_PID)
         }) else {
-            return Outcome::Exited;
+            return Err(Outcome::Exited);
         };
         let task = TaskRef(task);
         // SAFETY: `task` is valid (counted). `get_task_mm` returns null for an exiting thread.
         let Some(mm) = NonNull::new(unsafe { bindings::get_task_mm(task.0.as_ptr()) }) else {
-            return Outcome::Exited;
+            return Err(Outcome::Exited);
         };
         // `execve` always installs a new address space; ours stays allocated (mm_count), so
         // an equal pointer means the same program.
@@ -221,27 +263,13 @@ impl ThreadRef {
         // sleeps, even if it is the last one.
         unsafe { bindings::mmput_async(mm.as_ptr()) };
         if !same {
-            return Outcome::Execd;
+            return Err(Outcome::Execd);
         }
         // SAFETY: `task` is valid (counted).
         if !unsafe { sender.may_signal_task(task.0.as_ptr()) } {
-            return Outcome::NotPermitted;
+            return Err(Outcome::NotPermitted);
         }
-        let mut info = bindings::kernel_siginfo::default();
-        // Payload for every reader: SI_QUEUE makes `si_int` visible to signalfd and SA_SIGINFO
-        // handlers alike. `si_pid`/`si_uid` stay 0: the sender is the kernel.
-        info.__bindgen_anon_1.si_signo = signo as i32;
-        info.__bindgen_anon_1.si_code = SI_CODE;
-        info.__bindgen_anon_1._sifields._rt._sigval.sival_int = value;
-        // SAFETY: `info` is a valid, initialised siginfo; `task` is valid (counted);
-        // `send_sig_info` takes the target's sighand lock itself and does not sleep.
-        let ret = unsafe { bindings::send_sig_info(signo as i32, &mut info, task.0.as_ptr()) };
-        match ret {
-            0 => Outcome::Delivered,
-            r if r == EAGAIN.to_errno() => Outcome::QueueFull,
-            // -ESRCH: the thread lost its signal handlers on the way out.
-            _ => Outcome::Exited,
-        }
+        Ok(Resolved(task))
     }
 
     /// Whether `sender` may signal the thread now (a thread that is gone can be "signalled":
@@ -262,16 +290,9 @@ impl ThreadRef {
     /// Seeded bug: the blog version, `send_sig_info` on a cached task pointer, which dangles once
     /// the thread has exited and been freed.
     #[cfg(pcmsig_bug = "cached_task")]
-    pub(crate) fn send(&self, signo: u32, value: i32, _sender: &SenderCred) -> Outcome {
-        let mut info = bindings::kernel_siginfo::default();
-        info.__bindgen_anon_1.si_signo = signo as i32;
-        info.__bindgen_anon_1.si_code = SI_CODE;
-        info.__bindgen_anon_1._sifields._rt._sigval.sival_int = value;
-        // SAFETY: None: `self.task` may be freed; this is the use-after-free KASAN must report.
-        match unsafe { bindings::send_sig_info(signo as i32, &mut info, self.task) } {
-            0 => Outcome::Delivered,
-            _ => Outcome::Exited,
-        }
+    pub(crate) fn resolve(&self, _sender: &SenderCred) -> core::result::Result<Resolved, Outcome> {
+        // No check, no reference: the cached pointer, freed or not.
+        NonNull::new(self.task).map(Resolved).ok_or(Outcome::Exited)
     }
 }
 

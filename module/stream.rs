@@ -34,6 +34,9 @@ const PENDING_CAP: usize = 256;
 const PENDING_TIMER_LIMIT: usize = PENDING_CAP / 2;
 /// Records each open file buffers for `read()`.
 pub(crate) const READ_CAP: usize = 256;
+/// Events the work item takes from `pending` at a time: per listener, the thread is resolved
+/// once per batch.
+const DELIVERY_BATCH: usize = 32;
 /// Most periods one timer expiry accounts for (after a long stall).
 const MAX_OVERRUNS: u64 = 64;
 
@@ -228,13 +231,17 @@ impl OpenFile {
         )
     }
 
-    /// Offers one event to this file: a record for `read()` and a signal to its listener. The
-    /// caller wakes readers ([`OpenFile::wake_readers`]) once it has offered a batch.
-    fn deliver(&self, ev: &Event, totals: &mut ListenerStats) -> Option<Outcome> {
+    /// Offers a batch of events to this file: a record each for `read()`, and a signal each to
+    /// its listener, whose thread is resolved (alive, same program, permitted) once for the
+    /// batch. Sets `full[i]` when event `i` met a full signal queue. The caller wakes readers
+    /// ([`OpenFile::wake_readers`]) once it has offered the batch.
+    fn deliver_all(&self, batch: &[Event], totals: &mut ListenerStats, full: &mut [bool]) {
         let listener = {
             let mut inner = self.inner.lock();
-            if !inner.records.push(ev.record()) {
-                inner.read_overruns = inner.read_overruns.wrapping_add(1);
+            for ev in batch {
+                if !inner.records.push(ev.record()) {
+                    inner.read_overruns = inner.read_overruns.wrapping_add(1);
+                }
             }
             // Seeded bug: the listener's counters locked under the file's lock.
             #[cfg(pcmsig_bug = "lock_order")]
@@ -243,17 +250,31 @@ impl OpenFile {
             }
             inner.listener.clone()
         };
-        let listener = listener?;
-        #[cfg(not(pcmsig_bug = "seq_off_by_one"))]
-        let seq = ev.seq as u32;
-        // Seeded bug: the signal carries the next event's sequence number.
-        #[cfg(pcmsig_bug = "seq_off_by_one")]
-        let seq = (ev.seq as u32).wrapping_add(1);
-        let value = uapi::encode(ev.kind()?, seq);
-        let outcome = listener.thread.send(listener.signo, value, &self.opener);
-        count(&mut listener.stats.lock(), outcome);
-        count(totals, outcome);
-        Some(outcome)
+        let Some(listener) = listener else {
+            return;
+        };
+        let target = listener.thread.resolve(&self.opener);
+        let mut stats = ListenerStats::default();
+        for (ev, full) in batch.iter().zip(full.iter_mut()) {
+            let Some(kind) = ev.kind() else {
+                continue;
+            };
+            #[cfg(not(pcmsig_bug = "seq_off_by_one"))]
+            let seq = ev.seq as u32;
+            // Seeded bug: the signal carries the next event's sequence number.
+            #[cfg(pcmsig_bug = "seq_off_by_one")]
+            let seq = (ev.seq as u32).wrapping_add(1);
+            let outcome = match &target {
+                Ok(t) => t.send(listener.signo, uapi::encode(kind, seq)),
+                Err(o) => *o,
+            };
+            count(&mut stats, outcome);
+            if outcome == Outcome::QueueFull {
+                *full = true;
+            }
+        }
+        add_stats(&mut listener.stats.lock(), &stats);
+        add_stats(totals, &stats);
     }
 
     /// Wakes the threads blocked in `read()` on this file.
@@ -747,7 +768,7 @@ impl Stream {
     /// Delivers every pending event, in order, to every open file.
     fn deliver_pending(&self) {
         loop {
-            let mut batch = [Event::default(); 32];
+            let mut batch = [Event::default(); DELIVERY_BATCH];
             let mut n = 0;
             {
                 let mut inner = self.inner.lock();
@@ -788,33 +809,35 @@ impl Stream {
     }
 
     fn deliver_batch(&self, batch: &[Event], files: &[Arc<OpenFile>]) {
-        for ev in batch {
-            let mut totals = ListenerStats::default();
-            let mut queue_full = false;
-            for f in files {
-                if f.deliver(ev, &mut totals) == Some(Outcome::QueueFull) {
-                    queue_full = true;
-                }
+        let mut totals = ListenerStats::default();
+        let mut full = [false; DELIVERY_BATCH];
+        for f in files {
+            f.deliver_all(batch, &mut totals, &mut full);
+        }
+        let xrun = {
+            let mut inner = self.inner.lock();
+            add_stats(&mut inner.totals, &totals);
+            if let Some(last) = batch.last() {
+                inner.delivered_seq = last.seq;
             }
-            let xrun = {
-                let mut inner = self.inner.lock();
-                add_stats(&mut inner.totals, &totals);
-                inner.delivered_seq = ev.seq;
-                // The xrun rule: a period that a listener could not take while the stream runs
-                // means that listener fell behind, as a full ring buffer does in ALSA.
-                let running = matches!(inner.state, State::Running | State::Draining);
-                if queue_full && running && ev.kind() == Some(EventKind::PeriodElapsed) {
-                    inner.state = State::Xrun;
-                    // The pending queue always has room above the timer's limit.
-                    let _ = inner.emit(EventKind::Xrun, EventSource::Timer);
-                    true
-                } else {
-                    false
-                }
-            };
-            if xrun {
-                self.stop_timer();
+            // The xrun rule: a period that a listener could not take while the stream runs
+            // means that listener fell behind, as a full ring buffer does in ALSA.
+            let running = matches!(inner.state, State::Running | State::Draining);
+            let fell_behind = batch
+                .iter()
+                .zip(full)
+                .any(|(ev, full)| full && ev.kind() == Some(EventKind::PeriodElapsed));
+            if running && fell_behind {
+                inner.state = State::Xrun;
+                // The pending queue always has room above the timer's limit.
+                let _ = inner.emit(EventKind::Xrun, EventSource::Timer);
+                true
+            } else {
+                false
             }
+        };
+        if xrun {
+            self.stop_timer();
         }
         // Once per batch: blocked readers and a waiting ioctl wake when the whole batch has been
         // offered (one wake-up per batch, not per event).
