@@ -3,10 +3,11 @@
 //!
 //! Event flow: a trigger ioctl or the hrtimer *emits* an event (sequence number and timestamp
 //! assigned under `Stream::inner`) into the `pending` ring; the work item `Stream::run` pops events
-//! in order and *delivers* each to every open file (a `read()` record) and to every registered
-//! listener (a queued signal). Delivery happens only in the work item, which the workqueue never
-//! runs twice at once, so signals leave in sequence order; no driver lock is held across
-//! `send_sig_info`. Ioctls that emit events wait until the work item has delivered them, so when
+//! in order, up to 32 at a time, and *delivers* the batch to every open file (a `read()` record
+//! each) and to every registered listener (a queued signal each; the listener's thread is
+//! resolved once per batch). Delivery happens only in the work item, which the workqueue never
+//! runs twice at once, so each listener's signals leave in sequence order; no driver lock is held
+//! across `send_sig_info`. Ioctls that emit events wait until the work item has delivered them, so when
 //! an ioctl returns, its signals are queued.
 
 use crate::{
