@@ -7,8 +7,8 @@
 //! each) and to every registered listener (a queued signal each; the listener's thread is
 //! resolved once per batch). Delivery happens only in the work item, which the workqueue never
 //! runs twice at once, so each listener's signals leave in sequence order; no driver lock is held
-//! across `send_sig_info`. Ioctls that emit events wait until the work item has delivered them, so when
-//! an ioctl returns, its signals are queued.
+//! across `send_sig_info`. Ioctls that emit events wait until the work item has delivered them,
+//! so when an ioctl returns, its signals are queued.
 
 use crate::{
     signal::{Outcome, SenderCred, ThreadRef},
