@@ -269,7 +269,6 @@ impl MiscDevice for PcmsigFile {
                 return Err(EOPNOTSUPP);
             }
         }
-        let caller = SenderCred::of_current();
         match cmd {
             uapi::IOC_REGISTER => {
                 let reg: uapi::Register = read_arg(arg)?;
@@ -294,22 +293,18 @@ impl MiscDevice for PcmsigFile {
                 // when UNREGISTER returns, no signal to it is in flight.
                 stream.flush_work();
             }
-            uapi::IOC_CONFIGURE => stream.configure(read_arg(arg)?, &caller)?,
+            uapi::IOC_CONFIGURE => stream.configure(read_arg(arg)?)?,
             uapi::IOC_TRIGGER => {
                 let cmd: u32 = read_arg(arg)?;
-                stream.trigger(Trigger::from_u32(cmd).ok_or(EINVAL)?, &caller)?;
+                stream.trigger(Trigger::from_u32(cmd).ok_or(EINVAL)?)?;
             }
             uapi::IOC_INJECT => {
                 let kind: u32 = read_arg(arg)?;
-                stream.inject(EventKind::from_u32(kind).ok_or(EINVAL)?, 1, &caller)?;
+                stream.inject(EventKind::from_u32(kind).ok_or(EINVAL)?, 1)?;
             }
             uapi::IOC_INJECT_BURST => {
                 let burst: uapi::Burst = read_arg(arg)?;
-                stream.inject(
-                    EventKind::from_u32(burst.kind).ok_or(EINVAL)?,
-                    burst.count,
-                    &caller,
-                )?;
+                stream.inject(EventKind::from_u32(burst.kind).ok_or(EINVAL)?, burst.count)?;
             }
             uapi::IOC_GET_STATS => {
                 let (file, read_overruns) = {

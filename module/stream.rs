@@ -659,17 +659,12 @@ impl Stream {
 
     /// Emits `count` events of `kind` from an ioctl, without changing the state, and waits for
     /// their delivery. All or nothing: `EAGAIN` and no event when the pending queue lacks room.
-    pub(crate) fn inject(
-        self: &Arc<Self>,
-        kind: EventKind,
-        count: u32,
-        caller: &SenderCred,
-    ) -> Result {
+    pub(crate) fn inject(self: &Arc<Self>, kind: EventKind, count: u32) -> Result {
         if count == 0 || count > uapi::BURST_MAX {
             return Err(EINVAL);
         }
         let _control = self.control.lock();
-        self.check_emitter(caller)?;
+        self.check_emitter()?;
         let last = {
             let mut inner = self.inner.lock();
             let room = PENDING_CAP.saturating_sub(inner.pending.len());
@@ -686,19 +681,23 @@ impl Stream {
         Ok(())
     }
 
-    /// The rule for ioctls that emit events (configure, trigger, inject): the caller must be
-    /// allowed to signal every registered listener (the same rule as the send check), or the
-    /// stream could be used to fill another user's signal queue. `EPERM` otherwise, and nothing is
-    /// emitted. A listener that registers later has chosen to receive the stream as it is.
-    /// Called with `control` held, so no other emitter runs meanwhile.
-    fn check_emitter(&self, caller: &SenderCred) -> Result {
+    /// The rule for ioctls that emit events (configure, trigger, inject): the caller (`current`:
+    /// they run in the ioctl's context) must be allowed to signal every registered listener (the
+    /// same rule as the send check), or the stream could be used to fill another user's signal
+    /// queue. `EPERM` otherwise, and nothing is emitted. A listener that registers later has
+    /// chosen to receive the stream as it is. Called with `control` held, so no other emitter
+    /// runs meanwhile.
+    fn check_emitter(&self) -> Result {
         // Seeded bug: anyone who can open the device drives every listener's stream.
         #[cfg(pcmsig_bug = "emitter_not_checked")]
         return Ok(());
         let files = self.files.lock();
+        // Read once, and only when someone listens.
+        let mut caller = None;
         for f in files.iter() {
             let listener = f.inner.lock().listener.clone();
             if let Some(l) = listener {
+                let caller = caller.get_or_insert_with(SenderCred::of_current);
                 if !l.thread.may_be_signalled_by(caller) {
                     return Err(EPERM);
                 }
@@ -708,12 +707,12 @@ impl Stream {
     }
 
     /// Configures (prepares) the stream.
-    pub(crate) fn configure(self: &Arc<Self>, config: uapi::Config, caller: &SenderCred) -> Result {
+    pub(crate) fn configure(self: &Arc<Self>, config: uapi::Config) -> Result {
         if config.period_us < uapi::PERIOD_US_MIN || config.period_us > uapi::PERIOD_US_MAX {
             return Err(EINVAL);
         }
         let _control = self.control.lock();
-        self.check_emitter(caller)?;
+        self.check_emitter()?;
         let seq = {
             let mut inner = self.inner.lock();
             match inner.state {
@@ -731,10 +730,10 @@ impl Stream {
     }
 
     /// Applies a trigger command.
-    pub(crate) fn trigger(self: &Arc<Self>, cmd: Trigger, caller: &SenderCred) -> Result {
+    pub(crate) fn trigger(self: &Arc<Self>, cmd: Trigger) -> Result {
         // State change and timer start/stop as one step (see `control`).
         let _control = self.control.lock();
-        self.check_emitter(caller)?;
+        self.check_emitter()?;
         let (seq, timer) = {
             let mut inner = self.inner.lock();
             let (next, kind, timer) = transition(cmd, inner.state).ok_or(EBADFD)?;

@@ -1,7 +1,6 @@
 //! `cargo xtask exec`: one command in a fresh VM, its exit code returned.
 
 use anyhow::{bail, Context, Result};
-use std::time::Duration;
 use xshell::Shell;
 
 use crate::build::{build_all, keep};
@@ -34,7 +33,7 @@ impl flags::Exec {
         if self.keep {
             keep(&b, &initrd, &out)?;
         }
-        let timeout = Duration::from_secs(self.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_S));
+        let timeout = vm::timeout_limit(self.timeout);
         let run = vm::boot(
             &b.tools,
             &b.kernel,

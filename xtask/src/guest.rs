@@ -257,21 +257,29 @@ pub fn build_initramfs(
     Ok(path)
 }
 
-/// The applets `busybox --list` names (it is static, so the host can run it).
-fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
-    let out = Command::new(busybox)
+/// The non-empty lines `program --list` prints. Guest programs are static, so the host runs
+/// them: busybox names its applets, `pcmsig-tests` its tests.
+pub fn list_of(program: &Path) -> Result<Vec<String>> {
+    let out = Command::new(program)
         .arg("--list")
         .output()
-        .with_context(|| format!("running {} --list", busybox.display()))?;
+        .with_context(|| format!("running {} --list", program.display()))?;
     if !out.status.success() {
-        bail!("{} --list failed ({})", busybox.display(), out.status);
+        bail!("{} --list failed ({})", program.display(), out.status);
     }
-    let list = String::from_utf8_lossy(&out.stdout);
-    let applets: Vec<String> = list
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
-        .filter(|a| !a.is_empty() && !a.contains('/'))
+        .filter(|l| !l.is_empty())
         .map(str::to_string)
+        .collect())
+}
+
+/// The applets `busybox --list` names.
+fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
+    let applets: Vec<String> = list_of(busybox)?
+        .into_iter()
+        .filter(|a| !a.contains('/'))
         .collect();
     if !applets.iter().any(|a| a == "sh") {
         bail!("{} --list does not name `sh`", busybox.display());

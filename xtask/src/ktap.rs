@@ -332,8 +332,6 @@ pub use pcmsig_uapi::harness::{DMESG_MARKER, TEST_MARKER};
 /// A kernel problem on the console.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Splat {
-    /// The detector that reported it (`KASAN`, `lockdep`, `panic`, ...).
-    pub class: &'static str,
     /// The line that matched.
     pub line: String,
     /// That line and up to 30 following lines (the report's body).
@@ -356,9 +354,9 @@ pub fn splats(console: &str) -> Vec<Splat> {
         if i < skip_until {
             continue;
         }
-        let Some(problem) = problem_in(t) else {
+        if problem_in(t).is_none() {
             continue;
-        };
+        }
         // One report spans many matching lines (cut here, WARNING, Call Trace): take it whole.
         skip_until = i + 30;
         let body: Vec<&str> = lines[i..lines.len().min(i + 30)]
@@ -366,7 +364,6 @@ pub fn splats(console: &str) -> Vec<Splat> {
             .map(|l| l.trim_end())
             .collect();
         out.push(Splat {
-            class: problem.class,
             line: t.to_string(),
             text: body.join("\n"),
         });

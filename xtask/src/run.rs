@@ -1,7 +1,6 @@
 //! `cargo xtask run`: the demo in a VM, its console streamed.
 
 use anyhow::{bail, Result};
-use std::time::Duration;
 use xshell::Shell;
 
 use crate::build::{build_all, keep};
@@ -21,7 +20,7 @@ impl flags::Run {
         if self.keep {
             keep(&b, &initrd, &out)?;
         }
-        let timeout = Duration::from_secs(self.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_S));
+        let timeout = vm::timeout_limit(self.timeout);
         let run = vm::boot(
             &b.tools,
             &b.kernel,

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use xshell::Shell;
 
 use crate::build::{build_all, fmt_times, keep};
@@ -29,6 +29,13 @@ struct VmConfig {
     dir: PathBuf,
     qemu: Vec<String>,
     env: Vec<String>,
+}
+
+/// A finished VM: its run, its KTAP parsed, and what kunit.py's parse of it disagreed on.
+struct Booted {
+    run: vm::Run,
+    report: ktap::Report,
+    disagreement: Option<String>,
 }
 
 /// What one VM's run contributed to the verdict.
@@ -59,7 +66,7 @@ impl flags::Test {
         }
         let configs = self.configs(&b.guest_dir, &out)?;
         let cpus = self.cpus(configs.len());
-        let timeout = Duration::from_secs(self.timeout.unwrap_or(vm::DEFAULT_TIMEOUT_S));
+        let timeout = vm::timeout_limit(self.timeout);
         if !self.quiet {
             let names: Vec<&str> = configs.iter().map(|c| c.name).collect();
             println!(
@@ -82,18 +89,27 @@ impl flags::Test {
                 out_dir: &c.dir,
                 cpus,
             };
-            vm::boot(&b.tools, &b.kernel, &initrd, &boot)
-                .with_context(|| format!("booting the {} VM", c.name))
+            let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)
+                .with_context(|| format!("booting the {} VM", c.name))?;
+            let report = ktap::parse(&run.ktap);
+            // The kernel's own KTAP parser must read our KTAP as we do. A Python start per VM:
+            // done here, in the VM's thread, so the VMs' checks overlap.
+            let disagreement = kunit_parse_disagrees(&b.kernel.src, &run.ktap_log, &report)?;
+            Ok(Booted {
+                run,
+                report,
+                disagreement,
+            })
         };
         // In parallel unless the consoles are streamed (or a debugger waits).
-        let runs: Vec<Result<vm::Run>> = if self.verbose || self.gdb {
+        let runs: Vec<Result<Booted>> = if self.verbose || self.gdb {
             configs.iter().map(boot_one).collect()
         } else {
             in_parallel(&configs, boot_one)
         };
         let mut outcomes = Vec::new();
         for (c, run) in configs.iter().zip(runs) {
-            outcomes.push(self.evaluate(c, &run?, &b.kernel.src)?);
+            outcomes.push(self.evaluate(c, run?)?);
         }
         if !self.quiet {
             println!(
@@ -150,12 +166,15 @@ impl flags::Test {
     }
 
     /// One VM's verdict, cross-checked by kunit.py, with its reports written and printed.
-    fn evaluate(&self, c: &VmConfig, run: &vm::Run, kernel_src: &Path) -> Result<VmOutcome> {
+    fn evaluate(&self, c: &VmConfig, booted: Booted) -> Result<VmOutcome> {
         let name = c.name;
-        let report = ktap::parse(&run.ktap);
+        let Booted {
+            run,
+            report,
+            disagreement,
+        } = booted;
         let mut failures = ktap::verdict(&run.console, &report, &run.ending);
-        // The kernel's own KTAP parser must read our KTAP as we do.
-        if let Some(disagreement) = kunit_parse_disagrees(kernel_src, &run.ktap_log, &report)? {
+        if let Some(disagreement) = disagreement {
             failures.push(ktap::Failure::BailOut(disagreement));
         }
         let junit_path = c.dir.join("junit.xml");
@@ -264,20 +283,7 @@ fn check_filter(guest_dir: &Path, filter: &str) -> Result<()> {
     {
         bail!("--filter must be a non-empty glob without spaces or quotes");
     }
-    let bin = guest_dir.join("pcmsig-tests");
-    let out = std::process::Command::new(&bin)
-        .arg("--list")
-        .output()
-        .with_context(|| format!("running {} --list", bin.display()))?;
-    if !out.status.success() {
-        bail!("{} --list failed ({})", bin.display(), out.status);
-    }
-    let list = String::from_utf8_lossy(&out.stdout);
-    let names: Vec<&str> = list
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let names = crate::guest::list_of(&guest_dir.join("pcmsig-tests"))?;
     if !names.iter().any(|n| pcmsig_uapi::harness::glob(filter, n)) {
         bail!(
             "--filter {filter:?} matches no test; the tests are:\n  {}",

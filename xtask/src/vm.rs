@@ -71,6 +71,11 @@ pub const DEFAULT_TIMEOUT_S: u64 = 300;
 /// Seconds of guest silence before a VM is killed unless said otherwise (`--silence`).
 pub const DEFAULT_SILENCE_S: u64 = 60;
 
+/// The `--timeout` limit: the default when not given.
+pub fn timeout_limit(flag: Option<u64>) -> Duration {
+    Duration::from_secs(flag.unwrap_or(DEFAULT_TIMEOUT_S))
+}
+
 /// The `--silence` limit: the default when not given, none for 0.
 pub fn silence_limit(flag: Option<u64>) -> Option<Duration> {
     match flag.unwrap_or(DEFAULT_SILENCE_S) {

@@ -136,15 +136,9 @@ impl KernelLog {
 
     /// Opens the log positioned after its last record.
     fn open() -> Option<Self> {
-        use nix::fcntl::{open, OFlag};
-        let fd = open(
-            "/dev/kmsg",
-            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .ok()?;
-        nix::unistd::lseek(&fd, 0, nix::unistd::Whence::SeekEnd).ok()?;
-        Some(Self { fd })
+        let log = Self::from_start()?;
+        nix::unistd::lseek(&log.fd, 0, nix::unistd::Whence::SeekEnd).ok()?;
+        Some(log)
     }
 
     /// The messages of the records logged since the last call.
