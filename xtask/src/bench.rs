@@ -6,11 +6,12 @@
 
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use xshell::Shell;
 
-use crate::build::build_all;
+use crate::build::{build_all, Built};
 pub use crate::stats::{spread, Spread};
 use crate::{out_dir, project_root, vm};
 use pcmsig_uapi::harness::{BENCH_EVENTS, BENCH_FLOOD, BENCH_RUNS};
@@ -194,11 +195,13 @@ pub fn svg(paths: &[PathResult]) -> String {
 
 fn timed(mut c: Command) -> Result<(Duration, String)> {
     let t = Instant::now();
-    let out = c.output().context("running a benchmark command")?;
+    let out = c
+        .output()
+        .with_context(|| format!("running a benchmark command: {c:?}"))?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
         bail!(
-            "benchmark command failed:\n{text}{}",
+            "benchmark command failed: {c:?}\n{text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -211,6 +214,42 @@ pub struct Opts {
     pub flood: u32,
     pub cold: bool,
     pub peers: bool,
+    pub vm: VmFlags,
+}
+
+/// The VM flags `bench` shares with `test`, `run`, `exec` and `shell`, passed on to every
+/// `cargo xtask test` it times and applied to its own delivery VM.
+#[derive(Default)]
+pub struct VmFlags {
+    pub kernel_src: Option<std::path::PathBuf>,
+    pub debug_kernel: bool,
+    pub cpus: Option<u32>,
+    pub timeout: Option<u64>,
+    pub silence: Option<u64>,
+    pub verbose: bool,
+}
+
+impl VmFlags {
+    /// The same flags for a `cargo xtask test` command line.
+    fn test_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(k) = &self.kernel_src {
+            a.extend(["--kernel-src".to_string(), k.display().to_string()]);
+        }
+        if self.debug_kernel {
+            a.push("--debug-kernel".into());
+        }
+        for (flag, v) in [
+            ("--cpus", self.cpus.map(u64::from)),
+            ("--timeout", self.timeout),
+            ("--silence", self.silence),
+        ] {
+            if let Some(v) = v {
+                a.extend([flag.to_string(), v.to_string()]);
+            }
+        }
+        a
+    }
 }
 
 impl crate::flags::Bench {
@@ -223,52 +262,143 @@ impl crate::flags::Bench {
                 flood: self.flood.unwrap_or(BENCH_FLOOD).max(1),
                 cold: self.cold,
                 peers: self.peers,
+                vm: VmFlags {
+                    kernel_src: self.kernel_src,
+                    debug_kernel: self.debug_kernel,
+                    cpus: self.cpus,
+                    timeout: self.timeout,
+                    silence: self.silence,
+                    verbose: self.verbose,
+                },
             },
+            self.quiet,
         )
     }
 }
 
-pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
+/// One harness figure: what was timed, its spread over runs, its unit.
+type Figure = (String, Spread, &'static str);
+
+/// What the delivery VM measured.
+struct Delivery {
+    /// The four paths (latency at 1 ms periods and throughput).
+    paths: Vec<PathResult>,
+    /// The floor and the 10 ms rows.
+    rows: Vec<PathResult>,
+    burst: Option<(u64, u64)>,
+    errors: Vec<String>,
+}
+
+pub fn run(sh: &Shell, o: &Opts, quiet: bool) -> Result<()> {
     let out = out_dir("bench");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let machine = format!(
-        "{} cores, {}, QEMU TCG (no KVM)",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(
-                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
-                    .split(':')
-                    .nth(1)
-                    .unwrap_or("")
-                    .trim()
-                    .to_string())
-            )
-            .unwrap_or_default()
-    );
-    let mut harness: Vec<(String, Spread, &str)> = Vec::new();
+    let mut harness: Vec<Figure> = Vec::new();
     if o.cold {
-        let cold = out.join("cold-cache");
-        let _ = std::fs::remove_dir_all(&cold);
-        let mut c = Command::new("cargo");
-        c.args(["xtask", "build"])
-            .current_dir(project_root())
-            .env("XDG_CACHE_HOME", &cold);
-        // Reuse the installed bindgen rather than rebuilding it into the empty cache.
-        c.env(
-            "BINDGEN",
-            crate::tools::cache_dir().join("tools/bin/bindgen"),
-        );
-        println!("xtask: bench: cold kernel build (about 8 minutes)");
-        let (d, _) = timed(c)?;
-        let _ = std::fs::remove_dir_all(&cold);
-        harness.push((
-            "cold build (extract, configure, kernel, module, guest)".into(),
-            spread(&[d.as_secs_f64()]),
-            "s",
-        ));
+        harness.push(cold_build(&out)?);
     }
-    // A no-change `cargo xtask test`, end to end, and boot to the first KTAP line.
+    harness.extend(no_change_test(o)?);
+    harness.extend(edit_to_verdict(o)?);
+    let b = build_all(
+        sh,
+        o.vm.kernel_src.as_deref(),
+        false,
+        true,
+        o.vm.debug_kernel,
+    )?;
+    harness.push(module_rebuild(&b, o.runs)?);
+    if o.peers {
+        harness.extend(crate::peers::measure(&b.tools, o.runs)?);
+    }
+    let d = delivery(&b, o, &out)?;
+    let md = report_md(&machine(), o.runs, &harness, &d);
+    if !quiet {
+        println!("\n{md}");
+    }
+    let files = [
+        ("bench.md", md.clone()),
+        (
+            "bench.json",
+            report_json(&machine(), o.runs, &harness, &d) + "\n",
+        ),
+        ("latency.svg", svg(&d.paths)),
+    ];
+    for (name, text) in files {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "xtask: bench: {}/bench.md, bench.json, latency.svg",
+        out.display()
+    );
+    if !d.errors.is_empty() {
+        bail!("{} benchmark run(s) failed in the guest", d.errors.len());
+    }
+    Ok(())
+}
+
+/// The host, for the report's first line.
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    format!(
+        "{} cores, {model}, QEMU TCG (no KVM)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+}
+
+/// A cold kernel build into an empty cache.
+fn cold_build(out: &Path) -> Result<Figure> {
+    let cold = out.join("cold-cache");
+    let _ = std::fs::remove_dir_all(&cold);
+    let mut c = Command::new("cargo");
+    c.args(["xtask", "build"])
+        .current_dir(project_root())
+        .env("XDG_CACHE_HOME", &cold);
+    // Reuse the installed bindgen rather than rebuilding it into the empty cache.
+    c.env(
+        "BINDGEN",
+        crate::tools::cache_dir().join("tools/bin/bindgen"),
+    );
+    println!("xtask: bench: cold kernel build (about 8 minutes)");
+    let (d, _) = timed(c)?;
+    let _ = std::fs::remove_dir_all(&cold);
+    Ok((
+        "cold build (extract, configure, kernel, module, guest)".into(),
+        spread(&[d.as_secs_f64()]),
+        "s",
+    ))
+}
+
+/// `cargo xtask test` (with the bench's VM flags), timed end to end; with its `summary.jsonl`.
+fn timed_test(o: &Opts) -> Result<(f64, Vec<String>)> {
+    let mut c = Command::new("cargo");
+    c.args(["xtask", "test"])
+        .args(o.vm.test_args())
+        .current_dir(project_root());
+    let (d, _) = timed(c)?;
+    let path = out_dir("test").join("summary.jsonl");
+    let summary =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((
+        d.as_secs_f64(),
+        summary.lines().map(str::to_string).collect(),
+    ))
+}
+
+/// The value of `key` in the plain VM's line of a `summary.jsonl`.
+fn summary_num(summary: &[String], key: &str) -> Option<f64> {
+    field(summary.first()?, key)?.parse().ok()
+}
+
+/// A no-change `cargo xtask test`, end to end, and boot to the first KTAP line.
+fn no_change_test(o: &Opts) -> Result<Vec<Figure>> {
     let (mut e2e, mut ktap, mut init) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..o.runs {
         println!(
@@ -276,64 +406,139 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
             i + 1,
             o.runs
         );
-        let mut c = Command::new("cargo");
-        c.args(["xtask", "test"]).current_dir(project_root());
-        let (d, _) = timed(c)?;
-        e2e.push(d.as_secs_f64());
-        // The plain VM's line of the run's machine-readable summary.
-        let path = out_dir("test").join("summary.jsonl");
-        let summary = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let plain = summary.lines().next().unwrap_or_default();
-        let num = |key: &str| field(plain, key).and_then(|v| v.parse::<f64>().ok());
-        ktap.extend(num("first_ktap_s"));
-        init.extend(num("init_uptime_s"));
+        let (secs, summary) = timed_test(o)?;
+        e2e.push(secs);
+        ktap.extend(summary_num(&summary, "first_ktap_s"));
+        init.extend(summary_num(&summary, "init_uptime_s"));
     }
-    harness.push((
-        "no-change `cargo xtask test`, end to end".into(),
-        spread(&e2e),
-        "s",
-    ));
-    harness.push(("QEMU start to first KTAP line".into(), spread(&ktap), "s"));
-    harness.push(("guest uptime when init starts".into(), spread(&init), "s"));
-    // Module rebuild after touching one file.
-    let b = build_all(sh, None, false, true, false)?;
+    Ok(vec![
+        (
+            "no-change `cargo xtask test`, end to end".into(),
+            spread(&e2e),
+            "s",
+        ),
+        ("QEMU start to first KTAP line".into(), spread(&ktap), "s"),
+        ("guest uptime when init starts".into(), spread(&init), "s"),
+    ])
+}
+
+/// A one-line edit of a source file, undone when dropped (also when the run fails).
+struct Edit {
+    path: PathBuf,
+    original: Vec<u8>,
+}
+
+impl Edit {
+    /// Appends the comment line `// pcmsig bench: edit N` (a different line every run, so each
+    /// is a change to rebuild).
+    fn append(rel: &str, n: usize) -> Result<Edit> {
+        let path = project_root().join(rel);
+        let original =
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut edited = original.clone();
+        edited.extend_from_slice(format!("// pcmsig bench: edit {n}\n").as_bytes());
+        std::fs::write(&path, edited).with_context(|| format!("writing {}", path.display()))?;
+        Ok(Edit { path, original })
+    }
+}
+
+impl Drop for Edit {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.path, &self.original) {
+            eprintln!("xtask: bench: restoring {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Edit to verdict: a one-line change to the module, then to the user-space library, each
+/// followed by a full `cargo xtask test` (both VMs, the whole suite), timed end to end, with
+/// where the time went (from the run's `summary.jsonl`).
+fn edit_to_verdict(o: &Opts) -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    for (what, file) in [
+        ("module", "module/stream.rs"),
+        ("library", "userspace/src/lib.rs"),
+    ] {
+        let mut phases: Vec<(&str, Vec<f64>)> = ["total", "module_s", "guest_s", "vms_s"]
+            .into_iter()
+            .map(|k| (k, Vec::new()))
+            .collect();
+        for i in 0..o.runs {
+            println!(
+                "xtask: bench: one-line edit of {file}, then `cargo xtask test` {}/{}",
+                i + 1,
+                o.runs
+            );
+            let edit = Edit::append(file, i)?;
+            let (secs, summary) = timed_test(o)?;
+            drop(edit);
+            phases[0].1.push(secs);
+            for (key, v) in &mut phases[1..] {
+                v.extend(summary_num(&summary, key));
+            }
+        }
+        let [total, module, guest, vms] = [0, 1, 2, 3].map(|i| spread(&phases[i].1));
+        figures.push((
+            format!("edit to verdict, one line of the {what} ({file})"),
+            total,
+            "s",
+        ));
+        for (part, s) in [
+            ("module build", module),
+            ("guest programs build", guest),
+            ("both VMs, boot to verdict", vms),
+        ] {
+            figures.push((format!("- of which {part}"), s, "s"));
+        }
+    }
+    Ok(figures)
+}
+
+/// Kbuild's incremental rebuild of the module after touching one file.
+fn module_rebuild(b: &Built, runs: usize) -> Result<Figure> {
     let mut rebuild = Vec::new();
-    for _ in 0..o.runs {
+    for _ in 0..runs {
         let f = project_root().join("module/stream.rs");
         // Defeat xtask's own no-change shortcut: measure Kbuild's incremental rebuild.
         let _ = std::fs::remove_file(project_root().join("module/.pcmsig-stamp"));
         std::fs::File::options()
             .append(true)
-            .open(&f)?
-            .set_modified(std::time::SystemTime::now())?;
+            .open(&f)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+            .with_context(|| format!("touching {}", f.display()))?;
         let t = Instant::now();
         crate::guest::build_module(&b.tools, &b.kernel, false)?;
         rebuild.push(t.elapsed().as_secs_f64());
     }
-    harness.push((
+    Ok((
         "module rebuild after touching one file".into(),
         spread(&rebuild),
         "s",
-    ));
-    if o.peers {
-        harness.extend(crate::peers::measure(&b.tools, o.runs)?);
-    }
-    // Delivery, in the guest.
+    ))
+}
+
+/// Latency, throughput and burst of the delivery paths, in one VM.
+fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
     println!(
         "xtask: bench: delivery paths in the guest ({} runs)",
         o.runs
     );
-    let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
-    let env = vec![
-        format!("pcmsig_runs={}", o.runs),
-        format!("pcmsig_events={}", o.events),
-        format!("pcmsig_flood={}", o.flood),
-    ];
+    let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], out)?;
     let boot = vm::Boot {
-        env,
-        silence: Some(Duration::from_secs(120)),
-        ..vm::Boot::new("bench", &out, Duration::from_secs(1200))
+        env: vec![
+            format!("pcmsig_runs={}", o.runs),
+            format!("pcmsig_events={}", o.events),
+            format!("pcmsig_flood={}", o.flood),
+        ],
+        // The delivery runs print one line each, several seconds apart.
+        silence: vm::silence_limit(Some(o.vm.silence.unwrap_or(120))),
+        cpus: o.vm.cpus.unwrap_or(vm::DEFAULT_CPUS),
+        stream: o.vm.verbose,
+        ..vm::Boot::new(
+            "bench",
+            out,
+            Duration::from_secs(o.vm.timeout.unwrap_or(1200)),
+        )
     };
     let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
     if let Some(p) = crate::ktap::kernel_problem(&run.console) {
@@ -347,38 +552,64 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
         .lines()
         .filter_map(|l| l.split("BENCH ").nth(1))
         .collect();
-    let (paths, burst, errors) = aggregate(&lines);
+    let (all, burst, errors) = aggregate(&lines);
     for e in &errors {
         println!("xtask: bench: guest error: {e}");
     }
-    let (paths, rows): (Vec<PathResult>, Vec<PathResult>) =
-        paths.into_iter().partition(|p| PATHS.contains(&p.name));
-    let read = paths
-        .iter()
-        .find(|p| p.name == "read")
-        .map(|p| (p.pcts_us[3].median, p.per_s.median))
-        .unwrap_or((0.0, 0.0));
+    let (paths, rows) = all.into_iter().partition(|p| PATHS.contains(&p.name));
+    Ok(Delivery {
+        paths,
+        rows,
+        burst,
+        errors,
+    })
+}
 
-    // Report.
+/// The report in Markdown: the harness figures, the paths, latency against the floor.
+fn report_md(machine: &str, runs: usize, harness: &[Figure], d: &Delivery) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Machine: {machine}. {} runs per figure: median (min to max).\n",
-        o.runs
+        "Machine: {machine}. {runs} runs per figure: median (min to max).\n"
     );
     let _ = writeln!(md, "| harness | median | spread |\n|---|---|---|");
-    for (name, s, unit) in &harness {
+    for (name, s, unit) in harness {
         let _ = writeln!(
             md,
             "| {name} | {:.2} {unit} | {:.2} to {:.2} |",
             s.median, s.min, s.max
         );
     }
+    paths_table(&mut md, &d.paths);
+    latency_table(&mut md, d);
+    if let Some((q, lim)) = d.burst {
+        let _ = writeln!(
+            md,
+            "\nLargest burst queued without loss: {q} signals (RLIMIT_SIGPENDING {lim})."
+        );
+    }
+    md
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+/// Each path's latency at 1 ms periods and its throughput, beside `read()`'s.
+fn paths_table(md: &mut String, paths: &[PathResult]) {
+    let read = paths
+        .iter()
+        .find(|p| p.name == "read")
+        .map_or((0.0, 0.0), |p| (p.pcts_us[3].median, p.per_s.median));
     let _ = writeln!(
         md,
         "\n| path | p50 µs | p99 µs | max µs | p50 vs read() | events/s | vs read() | lost |\n|---|---|---|---|---|---|---|---|"
     );
-    for p in &paths {
+    for p in paths {
         let (p50, p99, max) = (p.pcts_us[3], p.pcts_us[6], p.pcts_us[7]);
         let _ = writeln!(
             md,
@@ -389,38 +620,34 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
             p50.max,
             p99.median,
             max.median,
-            if read.0 > 0.0 { p50.median / read.0 } else { 0.0 },
+            ratio(p50.median, read.0),
             p.per_s.median,
             p.per_s.min,
             p.per_s.max,
-            if read.1 > 0.0 { p.per_s.median / read.1 } else { 0.0 },
+            ratio(p.per_s.median, read.1),
             p.lost
         );
     }
+}
+
+/// Every path at 1 ms and at 10 ms periods, as a ratio to the floor of the same period.
+fn latency_table(md: &mut String, d: &Delivery) {
     let _ = writeln!(
         md,
         "\n| latency at | p50 µs | p99 µs | p50 / floor | p99 / floor |\n|---|---|---|---|---|"
     );
     for name in LATENCY_ROWS {
-        let Some(p) = rows.iter().chain(&paths).find(|p| p.name == name) else {
+        let Some(p) = d.rows.iter().chain(&d.paths).find(|p| p.name == name) else {
             continue;
         };
-        let floor_name = if p.name.ends_with("@10ms") {
-            "floor@10ms"
-        } else {
-            "floor"
+        let (base, period, floor_name) = match p.name.strip_suffix("@10ms") {
+            Some(base) => (base, "10 ms", "floor@10ms"),
+            None => (p.name, "1 ms", "floor"),
         };
-        let Some(f) = rows.iter().find(|r| r.name == floor_name) else {
+        let Some(f) = d.rows.iter().find(|r| r.name == floor_name) else {
             continue;
         };
-        let period = if p.name.ends_with("@10ms") {
-            "10 ms"
-        } else {
-            "1 ms"
-        };
-        let base = p.name.trim_end_matches("@10ms");
         let (p50, p99) = (p.pcts_us[3], p.pcts_us[6]);
-        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         let _ = writeln!(
             md,
             "| {base}, {period} periods | {:.0} ({:.0} to {:.0}) | {:.0} ({:.0} to {:.0}) | {:.2}x | {:.2}x |",
@@ -434,63 +661,52 @@ pub fn run(sh: &Shell, o: &Opts) -> Result<()> {
             ratio(p99.median, f.pcts_us[6].median),
         );
     }
-    if let Some((q, lim)) = burst {
-        let _ = writeln!(
-            md,
-            "\nLargest burst queued without loss: {q} signals (RLIMIT_SIGPENDING {lim})."
-        );
-    }
-    println!("\n{md}");
-    let mut json = format!(
-        "{{\"machine\":\"{machine}\",\"runs\":{},\"harness\":[",
-        o.runs
-    );
-    json.push_str(
-        &harness
-            .iter()
-            .map(|(n, s, u)| format!("{{\"name\":\"{}\",\"unit\":\"{u}\",\"median\":{:.4},\"min\":{:.4},\"max\":{:.4}}}", n.replace('`', ""), s.median, s.min, s.max))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    json.push_str("],\"paths\":[");
-    json.push_str(
-        &paths
-            .iter()
-            .chain(&rows)
-            .map(|p| {
-                let pct: Vec<String> = PCT_NAMES.iter().zip(&p.pcts_us).map(|(n, s)| format!("\"{n}_us\":{:.1}", s.median)).collect();
-                format!(
-                    "{{\"path\":\"{}\",{},\"events_per_s\":{:.0},\"events_per_s_min\":{:.0},\"events_per_s_max\":{:.0},\"lost\":{},\"runs\":{}}}",
-                    p.name,
-                    pct.join(","),
-                    p.per_s.median,
-                    p.per_s.min,
-                    p.per_s.max,
-                    p.lost,
-                    p.runs
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    let _ = write!(
-        json,
-        "],\"burst\":{}}}",
-        burst.map_or("null".into(), |(q, l)| format!(
-            "{{\"queued\":{q},\"rlimit_sigpending\":{l}}}"
-        ))
-    );
-    std::fs::write(out.join("bench.md"), &md)?;
-    std::fs::write(out.join("bench.json"), json + "\n")?;
-    std::fs::write(out.join("latency.svg"), svg(&paths))?;
-    println!(
-        "xtask: bench: {}/bench.md, bench.json, latency.svg",
-        out.display()
-    );
-    if !errors.is_empty() {
-        bail!("{} benchmark run(s) failed in the guest", errors.len());
-    }
-    Ok(())
+}
+
+/// The report as one JSON object (`bench.json`).
+fn report_json(machine: &str, runs: usize, harness: &[Figure], d: &Delivery) -> String {
+    let harness: Vec<String> = harness
+        .iter()
+        .map(|(n, s, u)| {
+            format!(
+                "{{\"name\":\"{}\",\"unit\":\"{u}\",\"median\":{:.4},\"min\":{:.4},\"max\":{:.4}}}",
+                n.replace('`', ""),
+                s.median,
+                s.min,
+                s.max
+            )
+        })
+        .collect();
+    let paths: Vec<String> = d
+        .paths
+        .iter()
+        .chain(&d.rows)
+        .map(|p| {
+            let pct: Vec<String> = PCT_NAMES
+                .iter()
+                .zip(&p.pcts_us)
+                .map(|(n, s)| format!("\"{n}_us\":{:.1}", s.median))
+                .collect();
+            format!(
+                "{{\"path\":\"{}\",{},\"events_per_s\":{:.0},\"events_per_s_min\":{:.0},\"events_per_s_max\":{:.0},\"lost\":{},\"runs\":{}}}",
+                p.name,
+                pct.join(","),
+                p.per_s.median,
+                p.per_s.min,
+                p.per_s.max,
+                p.lost,
+                p.runs
+            )
+        })
+        .collect();
+    let burst = d.burst.map_or("null".into(), |(q, l)| {
+        format!("{{\"queued\":{q},\"rlimit_sigpending\":{l}}}")
+    });
+    format!(
+        "{{\"machine\":\"{machine}\",\"runs\":{runs},\"harness\":[{}],\"paths\":[{}],\"burst\":{burst}}}",
+        harness.join(","),
+        paths.join(",")
+    )
 }
 
 #[cfg(test)]

@@ -72,6 +72,26 @@ pub fn fmt_times(times: &[(&str, Duration)]) -> String {
         .join(", ")
 }
 
+/// What every booting command does before it boots: [`build_all`], then the initramfs (with
+/// `extra` host files) in `out`, and with `keep` the VM's inputs copied next to its logs.
+pub fn prepare(
+    sh: &Shell,
+    kernel_src: Option<&Path>,
+    debug_kernel: bool,
+    quiet: bool,
+    extra: &[crate::guest::ExtraFile],
+    (out, keep_inputs): (&Path, bool),
+) -> Result<(Built, PathBuf)> {
+    let mut b = build_all(sh, kernel_src, false, quiet, debug_kernel)?;
+    let t = Instant::now();
+    let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, extra, out)?;
+    b.times.push(("initramfs", t.elapsed()));
+    if keep_inputs {
+        keep(&b, &initrd, out)?;
+    }
+    Ok((b, initrd))
+}
+
 /// Copies the VM's inputs next to its logs (`--keep`).
 pub fn keep(b: &Built, initrd: &Path, out: &Path) -> Result<()> {
     for (src, name) in [(&b.kernel.bzimage, "bzImage"), (&b.ko, "pcmsig.ko")] {

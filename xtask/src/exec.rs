@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use xshell::Shell;
 
-use crate::build::{build_all, keep};
+use crate::build::prepare;
 use crate::{flags, ktap, out_dir, vm};
 
 impl flags::Exec {
@@ -12,13 +12,6 @@ impl flags::Exec {
         if self.cmd.is_empty() {
             bail!("usage: cargo xtask exec [--add HOST_FILE[:GUEST_PATH]]... -- CMD ARGS...");
         }
-        let b = build_all(
-            sh,
-            self.kernel_src.as_deref(),
-            false,
-            true,
-            self.debug_kernel,
-        )?;
         let out = out_dir("exec");
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let mut extra = self
@@ -27,29 +20,30 @@ impl flags::Exec {
             .map(|a| crate::guest::parse_add(a))
             .collect::<Result<Vec<_>>>()?;
         let script = out.join("pcmsig-exec");
-        std::fs::write(&script, crate::guest::exec_script(&self.cmd))?;
+        std::fs::write(&script, crate::guest::exec_script(&self.cmd))
+            .with_context(|| format!("writing {}", script.display()))?;
         extra.push((script, "/pcmsig-exec".to_string()));
-        let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
-        if self.keep {
-            keep(&b, &initrd, &out)?;
-        }
-        let timeout = vm::timeout_limit(self.timeout);
-        let run = vm::boot(
-            &b.tools,
-            &b.kernel,
-            &initrd,
-            &vm::Boot {
-                mode: "exec",
-                env: Vec::new(),
-                timeout,
-                qemu_args: &self.qemu_arg,
-                stream: !self.quiet,
-                gdb: self.gdb,
-                silence: vm::silence_limit(self.silence),
-                out_dir: &out,
-                cpus: self.cpus.unwrap_or(vm::DEFAULT_CPUS),
-            },
+        let (b, initrd) = prepare(
+            sh,
+            self.kernel_src.as_deref(),
+            self.debug_kernel,
+            true,
+            &extra,
+            (&out, self.keep),
         )?;
+        let boot = vm::Boot {
+            stream: self.verbose || !self.quiet,
+            gdb: self.gdb,
+            ..vm::Boot::from_flags(
+                "exec",
+                &out,
+                &self.qemu_arg,
+                self.timeout,
+                self.silence,
+                self.cpus,
+            )
+        };
+        let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
         if let Some(p) = ktap::kernel_problem(&run.console) {
             bail!(
                 "kernel problem: {p} (console: {})",

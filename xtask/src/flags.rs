@@ -49,6 +49,8 @@ xflags::xflags! {
             optional --timeout seconds: u64
             /// Kill the VM when the guest prints nothing for this many seconds (default 60; 0: never).
             optional --silence seconds: u64
+            /// Stream the guest console while it runs (the default unless -q).
+            optional -v, --verbose
             /// Print only the result, not the guest console.
             optional -q, --quiet
             /// Extra QEMU argument (repeatable).
@@ -87,6 +89,8 @@ xflags::xflags! {
             optional --timeout seconds: u64
             /// Kill the VM when the guest prints nothing for this many seconds (default 60; 0: never).
             optional --silence seconds: u64
+            /// Stream the guest console while it runs (the default unless -q).
+            optional -v, --verbose
             /// Print only the result, not the guest console.
             optional -q, --quiet
             /// Extra QEMU argument (repeatable).
@@ -102,6 +106,7 @@ xflags::xflags! {
         }
         /// Build the kernel, module, guest programs and initramfs, and print where they are.
         cmd build {
+            /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
             /// Also run the kernel's `CLIPPY=1` lint build of the module.
             optional --clippy
@@ -109,6 +114,7 @@ xflags::xflags! {
         /// Check the harness itself on real boots: a panic and a hang must fail fast; the shell
         /// and exec commands must work. With --bugs, the seeded-bug catalogue instead.
         cmd selftest {
+            /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
             /// Build the module once per seeded bug, run the suite on each, and require a FAIL
             /// that blames the expected test with the expected detector (normal-kernel bugs; with
@@ -133,9 +139,26 @@ xflags::xflags! {
             /// `cargo xtask exec -- true` (installs them with ci/install-peers.sh and builds a
             /// kernel with vm/peers.config, about 8 minutes the first time).
             optional --peers
+            /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
+            optional --kernel-src path: PathBuf
+            /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
+            /// into its own cache directory.
+            optional --debug-kernel
+            /// Virtual CPUs of the delivery VM and of the timed test runs (default: as `test`).
+            optional --cpus n: u32
+            /// Seconds before a VM is killed (default 300; the delivery VM 1200).
+            optional --timeout seconds: u64
+            /// Kill a VM when the guest prints nothing for this many seconds (default 60, the
+            /// delivery VM 120; 0: never).
+            optional --silence seconds: u64
+            /// Stream the delivery VM's console while it runs.
+            optional -v, --verbose
+            /// Print only where the report was written, not the tables.
+            optional -q, --quiet
         }
         /// Regenerate the C header `uapi/pcmsig.h` from the Rust UAPI (or check it with --check).
         cmd header {
+            /// Only check that the committed header is current (exit 1 if not); write nothing.
             optional --check
         }
         /// Install the Debian packages and tools the harness needs (runs ci/install-deps.sh).

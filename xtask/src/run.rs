@@ -3,40 +3,33 @@
 use anyhow::{bail, Result};
 use xshell::Shell;
 
-use crate::build::{build_all, keep};
+use crate::build::prepare;
 use crate::{flags, ktap, out_dir, vm};
 
 impl flags::Run {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(
+        let out = out_dir("run");
+        let (b, initrd) = prepare(
             sh,
             self.kernel_src.as_deref(),
-            false,
-            self.quiet,
             self.debug_kernel,
+            self.quiet,
+            &[],
+            (&out, self.keep),
         )?;
-        let out = out_dir("run");
-        let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
-        if self.keep {
-            keep(&b, &initrd, &out)?;
-        }
-        let timeout = vm::timeout_limit(self.timeout);
-        let run = vm::boot(
-            &b.tools,
-            &b.kernel,
-            &initrd,
-            &vm::Boot {
-                mode: "run",
-                env: Vec::new(),
-                timeout,
-                qemu_args: &self.qemu_arg,
-                stream: !self.quiet,
-                gdb: self.gdb,
-                silence: vm::silence_limit(self.silence),
-                out_dir: &out,
-                cpus: self.cpus.unwrap_or(vm::DEFAULT_CPUS),
-            },
-        )?;
+        let boot = vm::Boot {
+            stream: self.verbose || !self.quiet,
+            gdb: self.gdb,
+            ..vm::Boot::from_flags(
+                "run",
+                &out,
+                &self.qemu_arg,
+                self.timeout,
+                self.silence,
+                self.cpus,
+            )
+        };
+        let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
         println!("xtask: console {}", run.console_log.display());
         let problem = ktap::kernel_problem(&run.console);
         match (vm::guest_exit(&run.console), problem, run.ending) {

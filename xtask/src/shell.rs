@@ -8,29 +8,23 @@ use xshell::Shell;
 use crate::kernel::Kernel;
 use crate::tools::Tools;
 
-use crate::build::build_all;
+use crate::build::prepare;
 use crate::{flags, out_dir, vm};
 
 impl flags::Shell {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(
-            sh,
-            self.kernel_src.as_deref(),
-            false,
-            false,
-            self.debug_kernel,
-        )?;
         let extra = self
             .add
             .iter()
             .map(|a| crate::guest::parse_add(a))
             .collect::<Result<Vec<_>>>()?;
-        let initrd = crate::guest::build_initramfs(
-            &b.tools,
-            &b.ko,
-            &b.guest_dir,
+        let (b, initrd) = prepare(
+            sh,
+            self.kernel_src.as_deref(),
+            self.debug_kernel,
+            false,
             &extra,
-            &out_dir("shell"),
+            (&out_dir("shell"), false),
         )?;
         println!("xtask: starting a shell in the VM; the pcmsig CLI is on the PATH.");
         println!("xtask: leave with `exit`, or Ctrl-A X to kill the VM.");

@@ -3,10 +3,10 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use xshell::Shell;
 
-use crate::build::{build_all, fmt_times, keep};
+use crate::build::{fmt_times, prepare};
 use crate::{flags, in_parallel, junit, ktap, out_dir, vm};
 
 /// Kernel command-line words (init's environment) of every test boot: where the suite writes
@@ -50,20 +50,15 @@ struct VmOutcome {
 impl flags::Test {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
         let total = Instant::now();
-        let mut b = build_all(
+        let out = out_dir("test");
+        let (mut b, initrd) = prepare(
             sh,
             self.kernel_src.as_deref(),
-            false,
-            self.quiet,
             self.debug_kernel,
+            self.quiet,
+            &[],
+            (&out, self.keep),
         )?;
-        let out = out_dir("test");
-        let t = Instant::now();
-        let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
-        b.times.push(("initramfs", t.elapsed()));
-        if self.keep {
-            keep(&b, &initrd, &out)?;
-        }
         let configs = self.configs(&b.guest_dir, &out)?;
         let cpus = self.cpus(configs.len());
         let timeout = vm::timeout_limit(self.timeout);
@@ -76,18 +71,19 @@ impl flags::Test {
                 timeout.as_secs()
             );
         }
-        let silence = vm::silence_limit(self.silence);
         let boot_one = |c: &VmConfig| {
             let boot = vm::Boot {
-                mode: "test",
                 env: c.env.clone(),
-                timeout,
-                qemu_args: &c.qemu,
                 stream: self.verbose,
                 gdb: self.gdb,
-                silence,
-                out_dir: &c.dir,
-                cpus,
+                ..vm::Boot::from_flags(
+                    "test",
+                    &c.dir,
+                    &c.qemu,
+                    self.timeout,
+                    self.silence,
+                    Some(cpus),
+                )
             };
             let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)
                 .with_context(|| format!("booting the {} VM", c.name))?;
@@ -102,23 +98,22 @@ impl flags::Test {
             })
         };
         // In parallel unless the consoles are streamed (or a debugger waits).
+        let t = Instant::now();
         let runs: Vec<Result<Booted>> = if self.verbose || self.gdb {
             configs.iter().map(boot_one).collect()
         } else {
             in_parallel(&configs, boot_one)
         };
+        b.times.push(("vms", t.elapsed()));
         let mut outcomes = Vec::new();
         for (c, run) in configs.iter().zip(runs) {
             outcomes.push(self.evaluate(c, run?)?);
         }
+        b.times.push(("total", total.elapsed()));
         if !self.quiet {
-            println!(
-                "xtask: build {}; total {:.1} s",
-                fmt_times(&b.times),
-                total.elapsed().as_secs_f64()
-            );
+            println!("xtask: {}", fmt_times(&b.times));
         }
-        conclude(&out, &outcomes)
+        conclude(&out, &outcomes, &b.times)
     }
 
     /// The VMs to boot: the plain one (periods from the timer) and, unless `--no-edu`, one with
@@ -242,8 +237,19 @@ impl flags::Test {
 
 /// Writes `summary.jsonl`, prints the totals and the blamed tests, and turns the VMs' failures
 /// into the command's result.
-fn conclude(out: &Path, outcomes: &[VmOutcome]) -> Result<()> {
-    let summary: Vec<&str> = outcomes.iter().map(|o| o.summary.as_str()).collect();
+fn conclude(out: &Path, outcomes: &[VmOutcome], times: &[(&str, Duration)]) -> Result<()> {
+    // Where the run's time went, on every VM's line: `"module_s":1.234`, ...
+    let phases: String = times
+        .iter()
+        .map(|(name, d)| {
+            let key = name.split(' ').next().unwrap_or(name);
+            format!(",\"{key}_s\":{:.3}", d.as_secs_f64())
+        })
+        .collect();
+    let summary: Vec<String> = outcomes
+        .iter()
+        .map(|o| format!("{}{phases}}}", o.summary.trim_end_matches('}')))
+        .collect();
     let summary_path = out.join("summary.jsonl");
     std::fs::write(&summary_path, summary.join("\n") + "\n")
         .with_context(|| format!("writing {}", summary_path.display()))?;

@@ -51,6 +51,26 @@ impl<'a> Boot<'a> {
     }
 }
 
+impl<'a> Boot<'a> {
+    /// A boot from a command's VM flags (`--timeout`, `--silence`, `--cpus`, `--qemu-arg`, with
+    /// the defaults below), not streamed, no debugger: what `run`, `exec` and `test` share.
+    pub fn from_flags(
+        mode: &'a str,
+        out_dir: &'a Path,
+        qemu_args: &'a [String],
+        timeout: Option<u64>,
+        silence: Option<u64>,
+        cpus: Option<u32>,
+    ) -> Self {
+        Boot {
+            qemu_args,
+            silence: silence_limit(silence),
+            cpus: cpus.unwrap_or(DEFAULT_CPUS),
+            ..Boot::new(mode, out_dir, timeout_limit(timeout))
+        }
+    }
+}
+
 /// What a boot produced.
 pub struct Run {
     pub console: String,
