@@ -256,6 +256,36 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The lines a child writes to its piped stdout and stderr, as they come, from one reader
+/// thread each (the channel closes when both have ended).
+fn output_lines(
+    child: &mut std::process::Child,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    Vec<std::thread::JoinHandle<()>>,
+) {
+    fn forward(
+        r: impl std::io::Read + Send + 'static,
+        tx: std::sync::mpsc::Sender<String>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            BufReader::new(r)
+                .lines()
+                .map_while(Result::ok)
+                .for_each(|l| drop(tx.send(l)))
+        })
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(forward(out, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(forward(err, tx));
+    }
+    (rx, readers)
+}
+
 /// Runs the long build with a progress line every 15 s and the full log in `log`.
 fn make_with_progress(
     src: &Path,
@@ -273,27 +303,7 @@ fn make_with_progress(
         .stderr(Stdio::piped())
         .spawn()
         .context("running make")?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            BufReader::new(out)
-                .lines()
-                .map_while(Result::ok)
-                .for_each(|l| drop(tx.send(l)))
-        }));
-    }
-    if let Some(err) = child.stderr.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            BufReader::new(err)
-                .lines()
-                .map_while(Result::ok)
-                .for_each(|l| drop(tx.send(l)))
-        }));
-    }
-    drop(tx);
+    let (rx, readers) = output_lines(&mut child);
     let start = Instant::now();
     let mut last_report = Instant::now();
     let mut steps = 0usize;
@@ -345,129 +355,179 @@ pub fn ensure(
     quiet: bool,
     flavour: Option<&str>,
 ) -> Result<Kernel> {
-    let src_arg = match kernel_src {
-        Some(p) => p.to_path_buf(),
-        None => default_source()?,
-    };
-    let src = source_dir(&src_arg)?;
-    let version = makefile_version(&src)?;
-    if !version.starts_with("7.3.") {
-        eprintln!("xtask: warning: kernel {version} is not a 7.3.x; the module targets 7.3");
-    }
-    let mut fragment_paths = vec![project_root().join("vm/kernel.config")];
-    if let Some(f) = flavour {
-        fragment_paths.push(project_root().join(format!("vm/{f}.config")));
-    }
-    let mut fragment = String::new();
-    for p in &fragment_paths {
-        fragment +=
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-    }
-    let names: Vec<String> = fragment_paths
-        .iter()
-        .map(|p| {
-            p.strip_prefix(project_root())
-                .unwrap_or(p)
-                .display()
-                .to_string()
-        })
-        .collect();
-    let key = fnv64(&[
-        LAYOUT.as_bytes(),
-        src.to_string_lossy().as_bytes(),
-        version.as_bytes(),
-        tools.rustc_version.as_bytes(),
-        tools.clang_version.as_bytes(),
-        tools.bindgen_version.as_bytes(),
-    ]);
-    let suffix = flavour.map(|f| format!("-{f}")).unwrap_or_default();
-    let build = cache_dir()
-        .join("kernel")
-        .join(format!("{version}-{key:016x}{suffix}"));
-    let bzimage = build.join("arch/x86/boot/bzImage");
-    let stamp_path = build.join(".pcmsig-stamp");
-    // A source directory the user gave may be edited between runs: its files' newest mtime and
-    // their count join the stamp, so an edit means an incremental `make`. (An extracted tarball
-    // is immutable: its cache directory is keyed by the tarball itself.)
-    let tree = if src_arg.is_dir() {
-        tree_fingerprint(&src)
-    } else {
-        0
-    };
-    let stamp = format!(
-        "{:016x}",
-        fnv64(&[fragment.as_bytes(), &key.to_le_bytes(), &tree.to_le_bytes()])
-    );
+    let plan = Plan::new(tools, kernel_src, flavour)?;
     if !quiet {
-        println!("xtask: kernel {version} from {}", src.display());
+        println!("xtask: kernel {} from {}", plan.version, plan.src.display());
     }
-    if bzimage.is_file()
-        && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str())
-    {
-        if !quiet {
-            println!("xtask: kernel up to date in {}", build.display());
-        }
-        return Ok(Kernel {
-            version,
-            src,
-            build_dir: build,
-            bzimage,
-            built: false,
-        });
+    let bzimage = plan.build.join("arch/x86/boot/bzImage");
+    let stamp_path = plan.build.join(".pcmsig-stamp");
+    let up_to_date = bzimage.is_file()
+        && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(plan.stamp.as_str());
+    if up_to_date && !quiet {
+        println!("xtask: kernel up to date in {}", plan.build.display());
     }
-    std::fs::create_dir_all(&build).with_context(|| format!("creating {}", build.display()))?;
-    let log = build.join("build.log");
-    let _ = std::fs::remove_file(&stamp_path);
-    println!(
-        "xtask: configuring the kernel (tinyconfig + {}); log: {}",
-        names.join(" + "),
-        log.display()
-    );
-    make(&src, &build, tools, &["rustavailable"], &log)
-        .context("the Rust toolchain is not usable for this kernel")?;
-    make(&src, &build, tools, &["tinyconfig"], &log)?;
-    let merge = Command::new(src.join("scripts/kconfig/merge_config.sh"))
-        .current_dir(&src)
-        .arg("-m")
-        .arg("-O")
-        .arg(&build)
-        .arg(build.join(".config"))
-        .args(&fragment_paths)
-        .output()
-        .context("running scripts/kconfig/merge_config.sh")?;
-    if !merge.status.success() {
-        bail!(
-            "merge_config.sh failed:\n{}",
-            String::from_utf8_lossy(&merge.stderr)
-        );
+    if !up_to_date {
+        std::fs::create_dir_all(&plan.build)
+            .with_context(|| format!("creating {}", plan.build.display()))?;
+        let _ = std::fs::remove_file(&stamp_path);
+        plan.configure(tools)?;
+        plan.make(tools)?;
+        std::fs::write(&stamp_path, &plan.stamp)
+            .with_context(|| format!("writing {}", stamp_path.display()))?;
     }
-    make(&src, &build, tools, &["olddefconfig"], &log)?;
-    let config = std::fs::read_to_string(build.join(".config"))?;
-    let dropped = dropped_options(&fragment, &config);
-    if !dropped.is_empty() {
-        bail!(
-            "these options of {} did not survive olddefconfig (missing dependency or \
-             renamed option): {}",
-            names.join(" + "),
-            dropped.join(", ")
-        );
-    }
-    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
-    let t = Instant::now();
-    println!(
-        "xtask: building the kernel with -j{jobs} (about 7 minutes the first time on 2 cores)"
-    );
-    make_with_progress(&src, &build, tools, jobs, &log)?;
-    println!("xtask: kernel built in {:.0} s", t.elapsed().as_secs_f64());
-    std::fs::write(&stamp_path, &stamp)
-        .with_context(|| format!("writing {}", stamp_path.display()))?;
     Ok(Kernel {
-        version,
-        src,
-        build_dir: build,
+        version: plan.version,
+        src: plan.src,
+        build_dir: plan.build,
         bzimage,
-        built: true,
+        built: !up_to_date,
     })
+}
+
+/// Where a kernel comes from, where it is built and what its build must match.
+struct Plan {
+    src: PathBuf,
+    version: String,
+    /// `vm/kernel.config` and the flavour's fragment.
+    fragment_paths: Vec<PathBuf>,
+    /// Their text, concatenated.
+    fragment: String,
+    /// The cache directory: keyed by source identity and toolchain versions.
+    build: PathBuf,
+    /// What `.pcmsig-stamp` holds after a build of exactly this: the fragment, the key and,
+    /// for a source directory, its tree's fingerprint.
+    stamp: String,
+}
+
+impl Plan {
+    fn new(tools: &Tools, kernel_src: Option<&Path>, flavour: Option<&str>) -> Result<Plan> {
+        let src_arg = match kernel_src {
+            Some(p) => p.to_path_buf(),
+            None => default_source()?,
+        };
+        let src = source_dir(&src_arg)?;
+        let version = makefile_version(&src)?;
+        if !version.starts_with("7.3.") {
+            eprintln!("xtask: warning: kernel {version} is not a 7.3.x; the module targets 7.3");
+        }
+        let mut fragment_paths = vec![project_root().join("vm/kernel.config")];
+        if let Some(f) = flavour {
+            fragment_paths.push(project_root().join(format!("vm/{f}.config")));
+        }
+        let mut fragment = String::new();
+        for p in &fragment_paths {
+            fragment +=
+                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        }
+        let key = fnv64(&[
+            LAYOUT.as_bytes(),
+            src.to_string_lossy().as_bytes(),
+            version.as_bytes(),
+            tools.rustc_version.as_bytes(),
+            tools.clang_version.as_bytes(),
+            tools.bindgen_version.as_bytes(),
+        ]);
+        let suffix = flavour.map(|f| format!("-{f}")).unwrap_or_default();
+        let build = cache_dir()
+            .join("kernel")
+            .join(format!("{version}-{key:016x}{suffix}"));
+        // A source directory the user gave may be edited between runs: its files' newest mtime
+        // and their count join the stamp, so an edit means an incremental `make`. (An extracted
+        // tarball is immutable: its cache directory is keyed by the tarball itself.)
+        let tree = if src_arg.is_dir() {
+            tree_fingerprint(&src)
+        } else {
+            0
+        };
+        let stamp = format!(
+            "{:016x}",
+            fnv64(&[fragment.as_bytes(), &key.to_le_bytes(), &tree.to_le_bytes()])
+        );
+        Ok(Plan {
+            src,
+            version,
+            fragment_paths,
+            fragment,
+            build,
+            stamp,
+        })
+    }
+
+    /// The fragments' names, relative to the repository.
+    fn fragment_names(&self) -> String {
+        self.fragment_paths
+            .iter()
+            .map(|p| {
+                p.strip_prefix(project_root())
+                    .unwrap_or(p)
+                    .display()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
+
+    /// tinyconfig, the fragments merged onto it, olddefconfig; fails naming any option of the
+    /// fragments that did not survive.
+    fn configure(&self, tools: &Tools) -> Result<()> {
+        let (src, build) = (&self.src, &self.build);
+        let log = build.join("build.log");
+        println!(
+            "xtask: configuring the kernel (tinyconfig + {}); log: {}",
+            self.fragment_names(),
+            log.display()
+        );
+        make(src, build, tools, &["rustavailable"], &log)
+            .context("the Rust toolchain is not usable for this kernel")?;
+        make(src, build, tools, &["tinyconfig"], &log)?;
+        let merge = Command::new(src.join("scripts/kconfig/merge_config.sh"))
+            .current_dir(src)
+            .arg("-m")
+            .arg("-O")
+            .arg(build)
+            .arg(build.join(".config"))
+            .args(&self.fragment_paths)
+            .output()
+            .context("running scripts/kconfig/merge_config.sh")?;
+        if !merge.status.success() {
+            bail!(
+                "merge_config.sh failed:\n{}",
+                String::from_utf8_lossy(&merge.stderr)
+            );
+        }
+        make(src, build, tools, &["olddefconfig"], &log)?;
+        let config_path = build.join(".config");
+        let config = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let dropped = dropped_options(&self.fragment, &config);
+        if !dropped.is_empty() {
+            bail!(
+                "these options of {} did not survive olddefconfig (missing dependency or \
+                 renamed option): {}",
+                self.fragment_names(),
+                dropped.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// The (incremental) kernel build, with progress.
+    fn make(&self, tools: &Tools) -> Result<()> {
+        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        let t = Instant::now();
+        println!(
+            "xtask: building the kernel with -j{jobs} (about 7 minutes the first time on 2 cores)"
+        );
+        make_with_progress(
+            &self.src,
+            &self.build,
+            tools,
+            jobs,
+            &self.build.join("build.log"),
+        )?;
+        println!("xtask: kernel built in {:.0} s", t.elapsed().as_secs_f64());
+        Ok(())
+    }
 }
 
 /// Helpers for other modules' tests: a scratch directory and a fake kernel build tree.

@@ -64,6 +64,35 @@ fn first_line(cmd: &Path, arg: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `cmd --version`'s first line, remembered in the tool cache for as long as the binary's
+/// size and mtime stay the same: four version probes cost ~0.2 s on every start otherwise.
+fn version_of(cmd: &Path) -> String {
+    let Ok(meta) = std::fs::metadata(cmd) else {
+        return String::new();
+    };
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let key = format!("{}\t{}\t{mtime}\t", cmd.display(), meta.len());
+    let file = cache_dir().join("tools/versions.txt");
+    let known = std::fs::read_to_string(&file).unwrap_or_default();
+    if let Some(v) = known.lines().find_map(|l| l.strip_prefix(&key)) {
+        return v.to_string();
+    }
+    let version = first_line(cmd, "--version").unwrap_or_default();
+    // Best effort: a cache that cannot be written only costs the probe next time.
+    let kept: String = known
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{}\t", cmd.display())))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let _ = std::fs::create_dir_all(cache_dir().join("tools"));
+    let _ = std::fs::write(&file, format!("{kept}{key}{version}\n"));
+    version
+}
+
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -76,99 +105,108 @@ struct Missing {
     package: &'static str,
 }
 
+/// How a requirement is found.
+enum Need {
+    /// A program on the PATH.
+    Program(&'static str),
+    /// Any of these files or directories.
+    AnyOf(&'static [&'static str]),
+}
+
+/// What the harness needs from Debian, and the package that provides it.
+const NEEDS: &[(Need, &str, &str)] = &[
+    // Debian's rustc (with rust-src) and never rustup's, which lacks rust-src.
+    (
+        Need::AnyOf(&["/usr/bin/rustc"]),
+        "/usr/bin/rustc (Rust for the kernel)",
+        "rustc-web",
+    ),
+    (
+        Need::AnyOf(&["/usr/lib/rustlib/src/rust/library/core"]),
+        "the Rust standard library source for /usr/bin/rustc",
+        "rust-web-src",
+    ),
+    (Need::Program("clang-19"), "clang-19", "clang-19"),
+    (Need::Program("ld.lld-19"), "ld.lld-19", "lld-19"),
+    (Need::Program("llvm-ar-19"), "llvm-ar-19", "llvm-19"),
+    (
+        Need::AnyOf(&[
+            "/usr/lib/llvm-19/lib/libclang.so",
+            "/usr/lib/llvm-19/lib/libclang.so.1",
+        ]),
+        "libclang 19 (for bindgen)",
+        "libclang-19-dev",
+    ),
+    (Need::Program("make"), "make", "make"),
+    (Need::Program("bc"), "bc", "bc"),
+    (Need::Program("flex"), "flex", "flex"),
+    (Need::Program("bison"), "bison", "bison"),
+    (Need::Program("xz"), "xz", "xz-utils"),
+    (
+        Need::AnyOf(&["/usr/include/libelf.h"]),
+        "libelf headers",
+        "libelf-dev",
+    ),
+    (
+        Need::AnyOf(&["/usr/include/openssl/ssl.h"]),
+        "OpenSSL headers",
+        "libssl-dev",
+    ),
+    (
+        Need::Program("qemu-system-x86_64"),
+        "qemu-system-x86_64",
+        "qemu-system-x86",
+    ),
+    (
+        Need::AnyOf(&["/bin/busybox"]),
+        "/bin/busybox (static)",
+        "busybox-static",
+    ),
+];
+
 fn check() -> std::result::Result<Tools, Vec<Missing>> {
-    let mut missing = Vec::new();
-    let mut need = |what: &str, package: &'static str| {
-        missing.push(Missing {
+    let mut missing: Vec<Missing> = NEEDS
+        .iter()
+        .filter(|(need, _, _)| match need {
+            Need::Program(p) => which(p).is_none(),
+            Need::AnyOf(paths) => !paths.iter().any(|p| Path::new(p).exists()),
+        })
+        .map(|(_, what, package)| Missing {
             what: what.to_string(),
             package,
-        });
-    };
-    // Debian's rustc (with rust-src) and never rustup's, which lacks rust-src.
-    let rustc = PathBuf::from("/usr/bin/rustc");
-    let rustdoc = PathBuf::from("/usr/bin/rustdoc");
-    if !rustc.is_file() {
-        need("/usr/bin/rustc (Rust for the kernel)", "rustc-web");
-    }
-    if !Path::new("/usr/lib/rustlib/src/rust/library/core").is_dir() {
-        need(
-            "the Rust standard library source for /usr/bin/rustc",
-            "rust-web-src",
-        );
-    }
-    let clippy = PathBuf::from("/usr/bin/clippy-driver");
-    let clippy_driver = clippy.is_file().then_some(clippy);
-    for (bin, pkg) in [
-        ("clang-19", "clang-19"),
-        ("ld.lld-19", "lld-19"),
-        ("llvm-ar-19", "llvm-19"),
-    ] {
-        if which(bin).is_none() {
-            need(bin, pkg);
-        }
-    }
-    if !Path::new("/usr/lib/llvm-19/lib/libclang.so").exists()
-        && !Path::new("/usr/lib/llvm-19/lib/libclang.so.1").exists()
-    {
-        need("libclang 19 (for bindgen)", "libclang-19-dev");
-    }
-    for (bin, pkg) in [
-        ("make", "make"),
-        ("bc", "bc"),
-        ("flex", "flex"),
-        ("bison", "bison"),
-        ("xz", "xz-utils"),
-    ] {
-        if which(bin).is_none() {
-            need(bin, pkg);
-        }
-    }
-    if !Path::new("/usr/include/libelf.h").exists() {
-        need("libelf headers", "libelf-dev");
-    }
-    if !Path::new("/usr/include/openssl/ssl.h").exists() {
-        need("OpenSSL headers", "libssl-dev");
-    }
-    let qemu = which("qemu-system-x86_64");
-    if qemu.is_none() {
-        need("qemu-system-x86_64", "qemu-system-x86");
-    }
-    let busybox = PathBuf::from("/bin/busybox");
-    if !busybox.is_file() {
-        need("/bin/busybox (static)", "busybox-static");
-    }
+        })
+        .collect();
     let bindgen = std::env::var_os("BINDGEN").map(PathBuf::from).or_else(|| {
         let p = cache_dir().join("tools/bin/bindgen");
         p.is_file().then_some(p)
     });
     if bindgen.is_none() {
-        need(
-            &format!("bindgen {BINDGEN_VERSION}"),
-            "bindgen-cli (cargo install, by ci/install-deps.sh)",
-        );
+        missing.push(Missing {
+            what: format!("bindgen {BINDGEN_VERSION}"),
+            package: "bindgen-cli (cargo install, by ci/install-deps.sh)",
+        });
     }
-    if !missing.is_empty() {
+    let qemu = which("qemu-system-x86_64");
+    let (Some(bindgen), Some(qemu), true) = (bindgen, qemu, missing.is_empty()) else {
         return Err(missing);
-    }
-    let (Some(bindgen), Some(qemu)) = (bindgen, qemu) else {
-        unreachable!("checked above")
     };
-    let tools = Tools {
-        rustc_version: first_line(&rustc, "--version").unwrap_or_default(),
+    let rustc = PathBuf::from("/usr/bin/rustc");
+    let clippy = PathBuf::from("/usr/bin/clippy-driver");
+    Ok(Tools {
+        rustc_version: version_of(&rustc),
         clang_version: which("clang-19")
-            .and_then(|c| first_line(&c, "--version"))
+            .map(|c| version_of(&c))
             .unwrap_or_default(),
-        bindgen_version: first_line(&bindgen, "--version").unwrap_or_default(),
-        qemu_version: first_line(&qemu, "--version").unwrap_or_default(),
+        bindgen_version: version_of(&bindgen),
+        qemu_version: version_of(&qemu),
         rustc,
-        rustdoc,
-        clippy_driver,
+        rustdoc: PathBuf::from("/usr/bin/rustdoc"),
+        clippy_driver: clippy.is_file().then_some(clippy),
         bindgen,
         llvm_suffix: "-19",
         qemu,
-        busybox,
-    };
-    Ok(tools)
+        busybox: PathBuf::from("/bin/busybox"),
+    })
 }
 
 fn is_debian_root() -> bool {

@@ -152,7 +152,7 @@ pub fn append_line(mode: &str, env: &[String]) -> String {
     s
 }
 
-/// Boots the VM and collects its console until QEMU exits or the timeout expires.
+/// Boots the VM and collects its console until QEMU exits or a limit ends it.
 pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Result<Run> {
     if !tools.qemu.is_file() {
         bail!(
@@ -163,7 +163,10 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     std::fs::create_dir_all(b.out_dir)
         .with_context(|| format!("creating {}", b.out_dir.display()))?;
     let console_log = b.out_dir.join("console.log");
-    let _ = std::fs::remove_file(&console_log);
+    let ktap_log = b.out_dir.join("ktap.txt");
+    for old in [&console_log, &ktap_log] {
+        let _ = std::fs::remove_file(old);
+    }
     let mut qemu = qemu_command(
         tools,
         kernel,
@@ -172,15 +175,13 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         b.qemu_args,
         b.cpus,
     );
-    let timeout = if b.gdb {
+    let (timeout, silence) = if b.gdb {
         gdb_hint(kernel);
         qemu.args(["-s", "-S"]);
-        Duration::from_secs(365 * 24 * 3600)
+        (Duration::from_secs(365 * 24 * 3600), None)
     } else {
-        b.timeout
+        (b.timeout, b.silence)
     };
-    let ktap_log = b.out_dir.join("ktap.txt");
-    let _ = std::fs::remove_file(&ktap_log);
     // The order of `-serial` options is the order of the guest's ttyS ports.
     qemu.arg("-chardev")
         .arg(format!(
@@ -191,7 +192,14 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         .arg("-chardev")
         .arg(format!("file,id=ktap,path={}", ktap_log.display()))
         .args(["-serial", "chardev:ktap"]);
-    let start = Instant::now();
+    let mut watch = Watch {
+        start: Instant::now(),
+        console: String::new(),
+        line: String::new(),
+        first_ktap: None,
+        ktap: KtapTail::new(&ktap_log),
+        stream: b.stream,
+    };
     let mut session = rexpect::session::spawn_with_options(
         qemu,
         rexpect::reader::Options::new()
@@ -199,107 +207,126 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
             .strip_ansi_escape_codes(false),
     )
     .context("starting qemu-system-x86_64 on a pty")?;
-    let mut console = String::new();
-    let mut line = String::new();
-    let mut first_ktap = None;
-    let mut ktap = KtapTail::new(&ktap_log);
-    let mut last_output = Instant::now();
-    let silence = if b.gdb { None } else { b.silence };
-    // `panic=-1` normally reboots (and so ends QEMU) at once; a panic in some contexts hangs in
-    // the reboot path instead. The end-of-panic line is final: end the VM a moment after it.
-    let mut panic_end: Option<Instant> = None;
-    let mut scanned = 0usize;
-    let ending = loop {
-        let mut got = false;
-        while let Some(c) = session.try_read() {
-            got = true;
-            console.push(c);
-            if b.stream {
-                line.push(c);
-                if c == '\n' {
-                    print!("{}", line.replace('\r', ""));
-                    line.clear();
-                }
-            }
-        }
-        if got {
-            last_output = Instant::now();
-            if panic_end.is_none() {
-                let from = scanned.saturating_sub(PANIC_END.len());
-                if console[from..].contains(PANIC_END) {
-                    panic_end = Some(Instant::now());
-                }
-                scanned = console.len();
-            }
-            continue;
-        }
-        if panic_end.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
-            let _ = session
-                .process_mut()
-                .kill(rexpect::process::Signal::SIGKILL);
-            drain(&mut session, &mut console);
-            break Ending::Panicked;
-        }
-        // The suite's KTAP counts as output too: the console is quiet while tests pass.
-        if ktap.poll(b.stream) {
-            last_output = Instant::now();
-            first_ktap.get_or_insert_with(|| start.elapsed());
-        }
-        match session.process().status() {
-            Some(rexpect::process::WaitStatus::StillAlive) | None => {}
-            Some(rexpect::process::WaitStatus::Exited(_, code)) => {
-                drain(&mut session, &mut console);
-                break Ending::Exited(Some(code));
-            }
-            Some(_) => {
-                drain(&mut session, &mut console);
-                break Ending::Exited(None);
-            }
-        }
-        if let Some(limit) = silence.filter(|l| last_output.elapsed() > *l) {
-            let _ = session
-                .process_mut()
-                .kill(rexpect::process::Signal::SIGKILL);
-            drain(&mut session, &mut console);
-            break Ending::Silent(limit.as_secs());
-        }
-        if start.elapsed() > timeout {
-            let _ = session
-                .process_mut()
-                .kill(rexpect::process::Signal::SIGKILL);
-            drain(&mut session, &mut console);
-            break Ending::TimedOut(timeout.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    ktap.poll(b.stream);
-    if b.stream && !line.is_empty() {
-        println!("{}", line.replace('\r', ""));
+    let ending = watch.until_end(&mut session, timeout, silence);
+    watch.ktap.poll(b.stream);
+    if b.stream && !watch.line.is_empty() {
+        println!("{}", watch.line.replace('\r', ""));
     }
+    let wall = watch.start.elapsed();
     // QEMU's own log is complete even if the pty lost output at the end; prefer it.
     let logged = std::fs::read(&console_log)
         .map(|v| String::from_utf8_lossy(&v).to_string())
         .unwrap_or_default();
-    let console = if logged.len() >= console.len() {
+    let console = if logged.len() >= watch.console.len() {
         logged
     } else {
-        console
+        watch.console
     };
     std::fs::write(&console_log, &console)
         .with_context(|| format!("writing {}", console_log.display()))?;
-    let ktap = match std::fs::read(&ktap_log) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).to_string(),
-        Err(_) => String::new(),
-    };
+    let ktap = std::fs::read(&ktap_log)
+        .map(|bytes| String::from_utf8_lossy(&bytes).to_string())
+        .unwrap_or_default();
     Ok(Run {
         console,
         ending,
-        wall: start.elapsed(),
-        first_ktap,
+        wall,
+        first_ktap: watch.first_ktap,
         console_log,
         ktap,
         ktap_log,
     })
+}
+
+/// A running VM's outputs, followed until it ends.
+struct Watch<'a> {
+    start: Instant,
+    /// Everything read from the console pty.
+    console: String,
+    /// The console line being streamed (with `stream`).
+    line: String,
+    first_ktap: Option<Duration>,
+    ktap: KtapTail<'a>,
+    stream: bool,
+}
+
+impl Watch<'_> {
+    /// Reads the console and the KTAP file until QEMU exits, or kills it: 2 s after a panic's
+    /// last line (`panic=-1` normally reboots, and so ends QEMU, at once; a panic in some
+    /// contexts hangs in the reboot path instead), after `silence` without output from either,
+    /// or at `timeout`.
+    fn until_end(
+        &mut self,
+        session: &mut rexpect::session::PtySession,
+        timeout: Duration,
+        silence: Option<Duration>,
+    ) -> Ending {
+        let mut last_output = Instant::now();
+        let mut panic_end: Option<Instant> = None;
+        let mut scanned = 0usize;
+        loop {
+            if self.read_console(session) {
+                last_output = Instant::now();
+                if panic_end.is_none() {
+                    let from = scanned.saturating_sub(PANIC_END.len());
+                    if self.console[from..].contains(PANIC_END) {
+                        panic_end = Some(Instant::now());
+                    }
+                    scanned = self.console.len();
+                }
+                continue;
+            }
+            // The suite's KTAP counts as output too: the console is quiet while tests pass.
+            if self.ktap.poll(self.stream) {
+                last_output = Instant::now();
+                let start = self.start;
+                self.first_ktap.get_or_insert_with(|| start.elapsed());
+            }
+            let ending = match session.process().status() {
+                Some(rexpect::process::WaitStatus::StillAlive) | None => None,
+                Some(rexpect::process::WaitStatus::Exited(_, code)) => {
+                    Some(Ending::Exited(Some(code)))
+                }
+                Some(_) => Some(Ending::Exited(None)),
+            };
+            let killed = if panic_end.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+                Some(Ending::Panicked)
+            } else if let Some(limit) = silence.filter(|l| last_output.elapsed() > *l) {
+                Some(Ending::Silent(limit.as_secs()))
+            } else if self.start.elapsed() > timeout {
+                Some(Ending::TimedOut(timeout.as_secs()))
+            } else {
+                None
+            };
+            if ending.is_none() && killed.is_some() {
+                let _ = session
+                    .process_mut()
+                    .kill(rexpect::process::Signal::SIGKILL);
+            }
+            if let Some(end) = ending.or(killed) {
+                drain(session, &mut self.console);
+                return end;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Appends what the console pty has (streaming whole lines); whether there was anything.
+    fn read_console(&mut self, session: &mut rexpect::session::PtySession) -> bool {
+        let mut got = false;
+        while let Some(c) = session.try_read() {
+            got = true;
+            self.console.push(c);
+            if self.stream {
+                self.line.push(c);
+                if c == '\n' {
+                    print!("{}", self.line.replace('\r', ""));
+                    self.line.clear();
+                }
+            }
+        }
+        got
+    }
 }
 
 /// The last line the kernel prints for a panic (`panic()` in kernel/panic.c).
