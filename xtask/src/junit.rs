@@ -117,6 +117,11 @@ pub fn render(
             skipped: None,
         });
     }
+    xml(suite, &cases, seconds)
+}
+
+/// The document: one `<testsuite>` holding `cases`, its counts theirs.
+fn xml(suite: &str, cases: &[Case], seconds: f64) -> String {
     let failed = cases.iter().filter(|c| c.failure.is_some()).count();
     let skipped = cases.iter().filter(|c| c.skipped.is_some()).count();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -125,7 +130,7 @@ pub fn render(
         esc(suite),
         cases.len(),
     ));
-    for c in &cases {
+    for c in cases {
         x.push_str(&format!(
             "    <testcase classname=\"{}\" name=\"{}\">",
             c.classname,

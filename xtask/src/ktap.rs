@@ -110,6 +110,42 @@ fn parse_result(content: &str) -> Option<(bool, usize, String, Option<String>)> 
     Some((ok, number, name.to_string(), skip))
 }
 
+/// The level at `depth`, made (with any missing above it) if need be.
+fn level_at(levels: &mut Vec<Level>, depth: usize) -> &mut Level {
+    while levels.len() <= depth {
+        levels.push(Level::default());
+    }
+    &mut levels[depth]
+}
+
+/// Adds a result line's test at `depth`; the levels below it are its subtests.
+fn push_result(
+    levels: &mut Vec<Level>,
+    depth: usize,
+    (ok, number, name, skip): (bool, usize, String, Option<String>),
+) {
+    level_at(levels, depth);
+    let subtests = if levels.len() > depth + 1 {
+        let sub = levels.split_off(depth + 1);
+        sub.into_iter().next().map(|l| l.tests).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let level = &mut levels[depth];
+    let status = match (ok, skip) {
+        (_, Some(reason)) => Status::Skip(reason),
+        (true, None) => Status::Ok,
+        (false, None) => Status::NotOk,
+    };
+    level.tests.push(TestCase {
+        number,
+        name,
+        status,
+        diagnostics: std::mem::take(&mut level.diagnostics),
+        subtests,
+    });
+}
+
 /// Parses every KTAP line found in `console`.
 pub fn parse(console: &str) -> Report {
     let mut report = Report::default();
@@ -131,11 +167,8 @@ pub fn parse(console: &str) -> Report {
                 }
                 report.header = true;
             }
-            while levels.len() <= depth {
-                levels.push(Level::default());
-            }
-            levels.truncate(depth + 1);
-            levels[depth] = Level::default();
+            levels.truncate(depth);
+            level_at(&mut levels, depth);
             continue;
         }
         if !report.header {
@@ -147,10 +180,7 @@ pub fn parse(console: &str) -> Report {
         }
         if let Some(plan) = content.strip_prefix("1..") {
             if let Ok(n) = plan.trim().parse::<usize>() {
-                while levels.len() <= depth {
-                    levels.push(Level::default());
-                }
-                levels[depth].plan = Some(n);
+                level_at(&mut levels, depth).plan = Some(n);
             }
             continue;
         }
@@ -160,30 +190,8 @@ pub fn parse(console: &str) -> Report {
             }
             continue;
         }
-        if let Some((ok, number, name, skip)) = parse_result(content) {
-            while levels.len() <= depth {
-                levels.push(Level::default());
-            }
-            // Deeper levels are the subtests of this result.
-            let subtests = if levels.len() > depth + 1 {
-                let sub = levels.split_off(depth + 1);
-                sub.into_iter().next().map(|l| l.tests).unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            let level = &mut levels[depth];
-            let status = match (ok, skip) {
-                (_, Some(reason)) => Status::Skip(reason),
-                (true, None) => Status::Ok,
-                (false, None) => Status::NotOk,
-            };
-            level.tests.push(TestCase {
-                number,
-                name,
-                status,
-                diagnostics: std::mem::take(&mut level.diagnostics),
-                subtests,
-            });
+        if let Some(result) = parse_result(content) {
+            push_result(&mut levels, depth, result);
         }
         // Anything else is kernel noise.
     }

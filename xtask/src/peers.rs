@@ -22,6 +22,7 @@
 //! `/dev` has no `kvm` node. `ci/install-peers.sh` installs both at pinned versions.
 
 use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -84,61 +85,79 @@ fn path_with(dir: &std::path::Path) -> std::ffi::OsString {
     p
 }
 
-/// Boot-and-run-`true` times for our harness and each peer, `runs` times each, interleaved so
-/// that a slow spell of the machine hits every tool alike.
-pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread, &'static str)>> {
-    tools::run_script("ci/install-peers.sh")?;
-    let kernel = kernel::ensure(tools, None, false, Some("peers"))?;
-    let cache = tools::cache_dir().join("tools");
-    let image = kernel.bzimage.display().to_string();
-    let vng = || {
+/// The command lines of the jobs timed, each built afresh for every run.
+struct Jobs {
+    cache: PathBuf,
+    image: String,
+    kernel_src: PathBuf,
+    kunit_dir: PathBuf,
+}
+
+impl Jobs {
+    fn vng(&self) -> Command {
         let mut c = Command::new("python3");
-        c.arg(cache.join("virtme-ng/bin/vng"))
-            .env("PYTHONPATH", cache.join("virtme-ng"))
-            .env("PATH", path_with(&cache.join("virtme-ng/bin")))
-            .args(["--run", &image, "--disable-kvm", "--skip-modules"])
+        c.arg(self.cache.join("virtme-ng/bin/vng"))
+            .env("PYTHONPATH", self.cache.join("virtme-ng"))
+            .env("PATH", path_with(&self.cache.join("virtme-ng/bin")))
+            .args(["--run", &self.image, "--disable-kvm", "--skip-modules"])
             .args(["--force-9p", "--append", "root=/dev/root", "--verbose"])
             .args(["--memory", "512M", "--cpus", "2", "--exec", "true"]);
         c
-    };
-    let vmtest = || {
+    }
+
+    fn vmtest(&self) -> Command {
         let mut c = Command::new("unshare");
         c.args(["--mount", "--propagation", "private"])
             .args(["sh", "-c", WITHOUT_KVM, "sh"])
-            .arg(cache.join("bin/vmtest"))
-            .args(["--kernel", &image, "--kargs", "root=/dev/root", "true"]);
+            .arg(self.cache.join("bin/vmtest"))
+            .args(["--kernel", &self.image, "--kargs", "root=/dev/root", "true"]);
         c
-    };
-    let ours = || {
+    }
+
+    fn ours(&self) -> Command {
         let mut c = Command::new("cargo");
         c.args(["xtask", "exec", "--", "true"])
             .current_dir(project_root());
         c
-    };
-    let kunit_dir = tools::cache_dir().join("kunit-uml");
-    let kunit = || {
+    }
+
+    fn kunit(&self) -> Command {
         let mut c = Command::new("python3");
-        c.arg(kernel.src.join("tools/testing/kunit/kunit.py"))
+        c.arg(self.kernel_src.join("tools/testing/kunit/kunit.py"))
             .args(["run", "--kunitconfig", "lib/kunit", "--jobs", "3"])
             .arg("--build_dir")
-            .arg(&kunit_dir)
-            .current_dir(&kernel.src);
+            .arg(&self.kunit_dir)
+            .current_dir(&self.kernel_src);
         c
-    };
-    if !kunit_dir.join(".kunitconfig").is_file() {
-        println!("xtask: bench: peers: first kunit.py run builds a UML kernel (a few minutes)");
-        time_one("kunit.py (cold)", &mut kunit(), Success::Status)?;
     }
-    type Job<'a> = (&'static str, &'a dyn Fn() -> Command, Success);
+}
+
+/// Boot-and-run-`true` times for our harness and each peer, `runs` times each, interleaved so
+/// that a slow spell of the machine hits every tool alike; and ours as a ratio to virtme-ng's,
+/// run by run.
+pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread, &'static str)>> {
+    tools::run_script("ci/install-peers.sh")?;
+    let kernel = kernel::ensure(tools, None, false, Some("peers"))?;
+    let j = Jobs {
+        cache: tools::cache_dir().join("tools"),
+        image: kernel.bzimage.display().to_string(),
+        kernel_src: kernel.src.clone(),
+        kunit_dir: tools::cache_dir().join("kunit-uml"),
+    };
+    if !j.kunit_dir.join(".kunitconfig").is_file() {
+        println!("xtask: bench: peers: first kunit.py run builds a UML kernel (a few minutes)");
+        time_one("kunit.py (cold)", &mut j.kunit(), Success::Status)?;
+    }
+    type Job = (&'static str, fn(&Jobs) -> Command, Success);
     let jobs: [Job; 4] = [
         (
             "boot a VM, run `true`: pcmsig (`cargo xtask exec -- true`)",
-            &ours,
+            Jobs::ours,
             Success::Status,
         ),
         (
             "boot a VM, run `true`: virtme-ng 1.42 (`vng --run --force-9p --exec true`)",
-            &vng,
+            Jobs::vng,
             // Without udev on the host, virtme-ng's init finds no virtio-serial names for the
             // script's ports, runs it on the console and cannot send its exit code back (vng
             // then exits with 255): its log says how the command ended.
@@ -146,12 +165,12 @@ pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread,
         ),
         (
             "boot a VM, run `true`: vmtest 0.18.0 (`vmtest --kernel bzImage true`)",
-            &vmtest,
+            Jobs::vmtest,
             Success::Status,
         ),
         (
             "kunit.py: no-change `kunit.py run` (UML, KUnit's own lib/kunit suites)",
-            &kunit,
+            Jobs::kunit,
             Success::Status,
         ),
     ];
@@ -159,12 +178,19 @@ pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread,
     for run in 1..=runs {
         for ((name, command, success), t) in jobs.iter().zip(times.iter_mut()) {
             println!("xtask: bench: peers {run}/{runs}: {name}");
-            t.push(time_one(name, &mut command(), *success)?);
+            t.push(time_one(name, &mut command(&j), *success)?);
         }
     }
-    Ok(jobs
+    let ratios: Vec<f64> = times[0].iter().zip(&times[1]).map(|(a, b)| a / b).collect();
+    let mut figures: Vec<(String, Spread, &'static str)> = jobs
         .iter()
         .zip(&times)
         .map(|((name, _, _), t)| (name.to_string(), spread(t), "s"))
-        .collect())
+        .collect();
+    figures.push((
+        "boot a VM, run `true`: pcmsig / virtme-ng, run by run (goal 0.3)".into(),
+        spread(&ratios),
+        "x",
+    ));
+    Ok(figures)
 }
