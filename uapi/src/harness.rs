@@ -22,6 +22,9 @@ pub const BENCH_RUNS: u32 = 5;
 pub const BENCH_EVENTS: u32 = 500;
 /// See [`BENCH_RUNS`].
 pub const BENCH_FLOOD: u32 = 100_000;
+/// The delivery paths the benchmark measures, by the names its `BENCH` lines and report use:
+/// the three signal receivers (`pcmsig::Mode`) and `read()` of the event records.
+pub const BENCH_PATHS: [&str; 4] = ["sigwaitinfo", "signalfd+epoll", "handler", "read"];
 
 /// One class of kernel problem: the text that identifies it in a log line, and its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -198,6 +198,21 @@ impl Device {
             .collect())
     }
 
+    /// Reads every record available now (the file must be non-blocking) and remembers each
+    /// one's kernel timestamp by sequence number: how a signal's receiver learns when its
+    /// event happened. Stops at the first error (`EAGAIN`: nothing more).
+    pub fn take_stamps(&self, stamps: &mut std::collections::HashMap<u32, u64>) {
+        while let Ok(recs) = self.read_records(64) {
+            if recs.is_empty() {
+                break;
+            }
+            stamps.extend(
+                recs.iter()
+                    .map(|r| (r.seq & crate::uapi::SEQ_MASK, r.timestamp_ns)),
+            );
+        }
+    }
+
     /// The raw file (e.g. to poll it).
     pub fn file(&self) -> &File {
         &self.file

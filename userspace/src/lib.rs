@@ -33,7 +33,7 @@ pub mod sys;
 pub use device::{Device, EventKind, EventRecord, State, Stats, Trigger};
 pub use event::{describe, Event, GapDetector, SeqCheck, Signal};
 pub use pcmsig_uapi as uapi;
-pub use receive::{FdReceiver, HandlerReceiver, WaitReceiver};
+pub use receive::{FdReceiver, HandlerReceiver, Mode, Receiver, WaitReceiver};
 
 use std::fmt;
 

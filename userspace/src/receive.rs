@@ -21,6 +21,81 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::sys::{self, SigInfo, SignalSet};
 use crate::Signal;
 
+/// Which of the three receivers: the CLI's `--mode` and the benchmark's signal paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// [`WaitReceiver`].
+    Wait,
+    /// [`FdReceiver`].
+    Signalfd,
+    /// [`HandlerReceiver`].
+    Handler,
+}
+
+impl Mode {
+    /// Every mode, in the order the docs list them.
+    pub const ALL: [Mode; 3] = [Mode::Wait, Mode::Signalfd, Mode::Handler];
+
+    /// The name `--mode` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Wait => "wait",
+            Mode::Signalfd => "signalfd",
+            Mode::Handler => "handler",
+        }
+    }
+
+    /// The benchmark's name of the path (`uapi::harness::BENCH_PATHS`).
+    pub fn bench_name(self) -> &'static str {
+        match self {
+            Mode::Wait => "sigwaitinfo",
+            Mode::Signalfd => "signalfd+epoll",
+            Mode::Handler => "handler",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s || m.bench_name() == s)
+            .ok_or_else(|| format!("mode {s:?}: use wait, signalfd or handler"))
+    }
+}
+
+/// Any of the three receivers, chosen at run time.
+pub enum Receiver {
+    /// `sigwaitinfo`/`sigtimedwait`.
+    Wait(WaitReceiver),
+    /// A signalfd.
+    Fd(FdReceiver),
+    /// An `SA_SIGINFO` handler's pipe.
+    Handler(HandlerReceiver),
+}
+
+impl Receiver {
+    /// Sets up `mode` for `signals` in the calling thread (the handler with `SA_RESTART`).
+    pub fn new(mode: Mode, signals: &[Signal]) -> io::Result<Receiver> {
+        Ok(match mode {
+            Mode::Wait => Receiver::Wait(WaitReceiver::new(signals)?),
+            Mode::Signalfd => Receiver::Fd(FdReceiver::new(signals)?),
+            Mode::Handler => Receiver::Handler(HandlerReceiver::install(signals, true)?),
+        })
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<SigInfo>> {
+        match self {
+            Receiver::Wait(r) => r.recv_timeout(timeout),
+            Receiver::Fd(r) => r.recv_timeout(timeout),
+            Receiver::Handler(r) => r.recv_timeout(timeout),
+        }
+    }
+}
+
 /// Synchronous receipt: blocks the signals in the calling thread and waits for them.
 ///
 /// ```no_run

@@ -194,3 +194,10 @@ pub fn sigqueue(pid: i32, sig: i32, value: i32) -> io::Result<()> {
 pub fn gettid() -> i32 {
     nix::unistd::gettid().as_raw()
 }
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of the module's event timestamps.
+pub fn now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}

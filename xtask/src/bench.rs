@@ -14,23 +14,20 @@ use xshell::Shell;
 use crate::build::{build_all, Built};
 pub use crate::stats::{spread, Spread};
 use crate::{out_dir, project_root, vm};
-use pcmsig_uapi::harness::{BENCH_EVENTS, BENCH_FLOOD, BENCH_RUNS};
+use pcmsig_uapi::harness::{BENCH_EVENTS, BENCH_FLOOD, BENCH_PATHS as PATHS, BENCH_RUNS};
 
-const PATHS: [&str; 4] = ["sigwaitinfo", "signalfd+epoll", "handler", "read"];
-/// Latency rows: at 1 ms periods and at 10 ms (`@10ms`), each beside its floor (a
-/// `clock_nanosleep` loop, what no delivery path can beat).
-const LATENCY_ROWS: [&str; 10] = [
-    "floor",
-    "sigwaitinfo",
-    "signalfd+epoll",
-    "handler",
-    "read",
-    "floor@10ms",
-    "sigwaitinfo@10ms",
-    "signalfd+epoll@10ms",
-    "handler@10ms",
-    "read@10ms",
-];
+/// Latency rows: every path at 1 ms periods and at 10 ms (`@10ms`), each beside its floor (a
+/// `clock_nanosleep` loop, what no delivery path can beat), in the guest binary's names.
+fn latency_rows() -> Vec<String> {
+    ["", "@10ms"]
+        .into_iter()
+        .flat_map(|suffix| {
+            std::iter::once("floor")
+                .chain(PATHS)
+                .map(move |p| format!("{p}{suffix}"))
+        })
+        .collect()
+}
 const PCT_NAMES: [&str; 8] = ["p1", "p10", "p25", "p50", "p75", "p90", "p99", "max"];
 
 /// The value of `"key":` in a flat JSON object line (numbers, strings, arrays of numbers).
@@ -66,7 +63,7 @@ fn nums(line: &str, key: &str) -> Vec<f64> {
 /// Per-path results aggregated over runs.
 #[derive(Debug, Default)]
 pub struct PathResult {
-    pub name: &'static str,
+    pub name: String,
     /// For each percentile in PCT_NAMES, the spread over runs (µs).
     pub pcts_us: Vec<Spread>,
     pub per_s: Spread,
@@ -82,10 +79,12 @@ pub fn aggregate(lines: &[&str]) -> (Vec<PathResult>, Option<(u64, u64)>, Vec<St
             errors.push(e.to_string());
         }
     }
-    for path in LATENCY_ROWS {
+    for path in latency_rows() {
         let lat: Vec<Vec<f64>> = lines
             .iter()
-            .filter(|l| field(l, "kind") == Some("latency") && field(l, "path") == Some(path))
+            .filter(|l| {
+                field(l, "kind") == Some("latency") && field(l, "path") == Some(path.as_str())
+            })
             .map(|l| {
                 nums(l, "pcts_ns")
                     .into_iter()
@@ -96,13 +95,15 @@ pub fn aggregate(lines: &[&str]) -> (Vec<PathResult>, Option<(u64, u64)>, Vec<St
             .collect();
         let thr: Vec<&&str> = lines
             .iter()
-            .filter(|l| field(l, "kind") == Some("throughput") && field(l, "path") == Some(path))
+            .filter(|l| {
+                field(l, "kind") == Some("throughput") && field(l, "path") == Some(path.as_str())
+            })
             .collect();
         let pcts_us = (0..PCT_NAMES.len())
             .map(|i| spread(&lat.iter().map(|v| v[i]).collect::<Vec<_>>()))
             .collect();
         out.push(PathResult {
-            name: path,
+            name: path.clone(),
             pcts_us,
             per_s: spread(
                 &thr.iter()
@@ -556,7 +557,9 @@ fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
     for e in &errors {
         println!("xtask: bench: guest error: {e}");
     }
-    let (paths, rows) = all.into_iter().partition(|p| PATHS.contains(&p.name));
+    let (paths, rows) = all
+        .into_iter()
+        .partition(|p| PATHS.contains(&p.name.as_str()));
     Ok(Delivery {
         paths,
         rows,
@@ -636,13 +639,13 @@ fn latency_table(md: &mut String, d: &Delivery) {
         md,
         "\n| latency at | p50 µs | p99 µs | p50 / floor | p99 / floor |\n|---|---|---|---|---|"
     );
-    for name in LATENCY_ROWS {
+    for name in latency_rows() {
         let Some(p) = d.rows.iter().chain(&d.paths).find(|p| p.name == name) else {
             continue;
         };
         let (base, period, floor_name) = match p.name.strip_suffix("@10ms") {
             Some(base) => (base, "10 ms", "floor@10ms"),
-            None => (p.name, "1 ms", "floor"),
+            None => (p.name.as_str(), "1 ms", "floor"),
         };
         let Some(f) = d.rows.iter().find(|r| r.name == floor_name) else {
             continue;

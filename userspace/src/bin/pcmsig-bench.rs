@@ -16,41 +16,35 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use pcmsig::sys::SigInfo;
-use pcmsig::{uapi, Device, EventKind, FdReceiver, HandlerReceiver, Signal, Trigger, WaitReceiver};
+use pcmsig::sys::{now_ns, SigInfo};
+use pcmsig::uapi::harness::BENCH_PATHS;
+use pcmsig::{uapi, Device, EventKind, Mode, Receiver, Signal, Trigger};
 
-const PATHS: [&str; 4] = ["sigwaitinfo", "signalfd+epoll", "handler", "read"];
 type R<T> = Result<T, String>;
 
-fn now_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
-
-/// One receive path, set up by the thread that registers (delivery is thread-directed).
+/// One receive path, set up by the thread that registers (delivery is thread-directed): a
+/// signal receiver (the signalfd one waited for with epoll, as event loops do) or `read()`.
 enum Rx {
-    Wait(WaitReceiver),
-    Fd(FdReceiver, Epoll),
-    Handler(HandlerReceiver),
+    Signal(Receiver, Option<Epoll>),
     Read,
 }
 
 impl Rx {
     fn new(path: &str, sig: Signal) -> R<Rx> {
-        let e = |e: std::io::Error| e.to_string();
-        Ok(match path {
-            "sigwaitinfo" => Rx::Wait(WaitReceiver::new(&[sig]).map_err(e)?),
-            "signalfd+epoll" => {
-                let fd = FdReceiver::new(&[sig]).map_err(e)?;
+        if path == "read" {
+            return Ok(Rx::Read);
+        }
+        let rx = Receiver::new(path.parse::<Mode>()?, &[sig]).map_err(|e| e.to_string())?;
+        let epoll = match &rx {
+            Receiver::Fd(fd) => {
                 let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| e.to_string())?;
                 ep.add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 1))
                     .map_err(|e| e.to_string())?;
-                Rx::Fd(fd, ep)
+                Some(ep)
             }
-            "handler" => Rx::Handler(HandlerReceiver::install(&[sig], true).map_err(e)?),
-            _ => Rx::Read,
-        })
+            _ => None,
+        };
+        Ok(Rx::Signal(rx, epoll))
     }
 
     /// Sets up the device file for this path: registered and non-blocking for the signal
@@ -64,27 +58,41 @@ impl Rx {
         Ok(dev)
     }
 
-    /// The next event as (kind, seq), and its kernel timestamp when the path carries it.
-    fn next(&self, dev: &Device) -> R<Option<(EventKind, u32, Option<u64>)>> {
-        let t = Duration::from_secs(2);
+    /// Appends up to 64 events (the signal paths) to `infos`, waiting at most 2 s for the
+    /// first; how many came (0: none). `read()`: how many records one call returned.
+    fn take(&self, dev: &Device, infos: &mut Vec<SigInfo>) -> R<usize> {
         let e = |e: std::io::Error| e.to_string();
-        let info: Option<SigInfo> = match self {
-            Rx::Wait(r) => r.recv_timeout(t).map_err(e)?,
-            Rx::Fd(r, ep) => match r.try_recv().map_err(e)? {
-                Some(i) => Some(i),
-                None => {
-                    let mut evs = [EpollEvent::empty()];
-                    let n = ep
+        let t = Duration::from_secs(2);
+        infos.clear();
+        match self {
+            Rx::Read => Ok(dev.read_records(64).map_err(e)?.len()),
+            Rx::Signal(Receiver::Wait(w), _) => Ok(w.recv_timeout(t).map_err(e)?.map_or(0, |i| {
+                infos.push(i);
+                1
+            })),
+            Rx::Signal(Receiver::Fd(fd), ep) => loop {
+                if fd.try_recv_many(infos, 64).map_err(e)? > 0 {
+                    return Ok(infos.len());
+                }
+                let mut evs = [EpollEvent::empty()];
+                let ready = match ep {
+                    Some(ep) => ep
                         .wait(&mut evs, EpollTimeout::from(2000u16))
-                        .map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        None
-                    } else {
-                        r.try_recv().map_err(e)?
-                    }
+                        .map_err(|e| e.to_string())?,
+                    None => 0,
+                };
+                if ready == 0 {
+                    return Ok(0);
                 }
             },
-            Rx::Handler(r) => r.recv_timeout(t).map_err(e)?,
+            Rx::Signal(Receiver::Handler(h), _) => h.recv_many(infos, 64, t).map_err(e),
+        }
+    }
+
+    /// The next event as (kind, seq), and its kernel timestamp when the path carries it.
+    fn next(&self, dev: &Device) -> R<Option<(EventKind, u32, Option<u64>)>> {
+        let e = |e: std::io::Error| e.to_string();
+        let info = match self {
             Rx::Read => {
                 let recs = dev.read_records(1).map_err(e)?;
                 return Ok(recs.first().and_then(|r| {
@@ -92,6 +100,7 @@ impl Rx {
                         .map(|k| (k, r.seq & uapi::SEQ_MASK, Some(r.timestamp_ns)))
                 }));
             }
+            Rx::Signal(rx, _) => rx.recv_timeout(Duration::from_secs(2)).map_err(e)?,
         };
         Ok(info
             .and_then(|i| uapi::decode(i.value))
@@ -150,21 +159,10 @@ fn latency(path: &str, events: u32, period_us: u32) -> R<Vec<u64>> {
             return Err(format!("{path}: silence after {} periods", lat.len()));
         };
         let got = now_ns();
-        let stamp = match stamp {
-            Some(s) => Some(s),
-            None => {
-                while let Ok(recs) = dev.read_records(64) {
-                    if recs.is_empty() {
-                        break;
-                    }
-                    stamps.extend(
-                        recs.iter()
-                            .map(|r| (r.seq & uapi::SEQ_MASK, r.timestamp_ns)),
-                    );
-                }
-                stamps.remove(&seq)
-            }
-        };
+        let stamp = stamp.or_else(|| {
+            dev.take_stamps(&mut stamps);
+            stamps.remove(&seq)
+        });
         match kind {
             EventKind::PeriodElapsed => {
                 lat.push(got.saturating_sub(stamp.ok_or("no record for a period")?))
@@ -220,39 +218,10 @@ fn throughput(path: &str, events: u32) -> R<(f64, u64)> {
     let mut last = 0;
     let mut infos = Vec::with_capacity(64);
     while got < u64::from(events) {
-        let n = match &rx {
-            Rx::Read => dev.read_records(64).map_err(|e| e.to_string())?.len() as u64,
-            Rx::Fd(fd, ep) => {
-                infos.clear();
-                if fd
-                    .try_recv_many(&mut infos, 64)
-                    .map_err(|e| e.to_string())?
-                    == 0
-                {
-                    let mut evs = [EpollEvent::empty()];
-                    let n = ep
-                        .wait(&mut evs, EpollTimeout::from(2000u16))
-                        .map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                infos.len() as u64
-            }
-            Rx::Handler(h) => {
-                infos.clear();
-                h.recv_many(&mut infos, 64, Duration::from_secs(2))
-                    .map_err(|e| e.to_string())?;
-                if infos.is_empty() {
-                    break;
-                }
-                infos.len() as u64
-            }
-            _ => match rx.next(&dev)? {
-                Some(_) => 1,
-                None => break,
-            },
-        };
+        let n = rx.take(&dev, &mut infos)? as u64;
+        if n == 0 && !matches!(rx, Rx::Read) {
+            break;
+        }
         got += n;
         taken.store(got, Ordering::Release);
         if waiting.load(Ordering::SeqCst) {
@@ -363,7 +332,7 @@ fn main() {
             } else {
                 format!("@{}ms", period_us / 1000)
             };
-            for path in std::iter::once("floor").chain(PATHS) {
+            for path in std::iter::once("floor").chain(BENCH_PATHS) {
                 let name = format!("{path}{suffix}");
                 forked(|| {
                     let mut l = if path == "floor" {
@@ -384,7 +353,7 @@ fn main() {
                 });
             }
         }
-        for path in PATHS {
+        for path in BENCH_PATHS {
             forked(|| {
                 let (rate, lost) = throughput(path, flood)?;
                 Ok(format!(

@@ -14,21 +14,60 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pcmsig::sys::SigInfo;
+use pcmsig::sys::now_ns;
 use pcmsig::{
-    cricket, describe, uapi, Device, Event, FdReceiver, GapDetector, HandlerReceiver, SeqCheck,
-    Signal, Trigger, WaitReceiver,
+    cricket, describe, Device, Event, GapDetector, Mode, Receiver, SeqCheck, Signal, Trigger,
 };
 
-/// How `listen` receives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Wait,
-    Signalfd,
-    Handler,
+mod flags {
+    xflags::xflags! {
+        /// Listen to the pcmsig stream, drive it, show its statistics, and the cricket demo.
+        cmd pcmsig {
+            /// Receive events as signals and print each with its latency.
+            cmd listen {
+                /// The signal: rtmin+N, rtmax-N, usr1, usr2 or a number (default rtmin).
+                optional --signal signal: String
+                /// How to receive: wait (sigwaitinfo), signalfd or handler (default wait).
+                optional --mode mode: String
+                /// Stop after this many events (default: never).
+                optional --count n: u64
+                /// Stop when no event came for this long (default 0: an hour).
+                optional --timeout-ms ms: u64
+            }
+            /// Trigger the stream: start, stop, pause, resume, drain or xrun.
+            cmd stream {
+                required action: String
+                /// Period length for `start` (default 10000).
+                optional --period-us us: u32
+                /// Periods before the stream drains by itself, for `start` (default 0: forever).
+                optional --periods n: u32
+            }
+            /// Show the stream's state and the delivery counters.
+            cmd stats {}
+            /// Start a short stream and listen to it in this process.
+            cmd demo {
+                /// Period length (default 10000).
+                optional --period-us us: u32
+                /// Periods (default 10).
+                optional --periods n: u32
+            }
+            /// The tutorial's scorer: send SCORES (of 4, 6, W; default 46W) to MANAGER_PID.
+            cmd scorer {
+                required manager_pid: i32
+                optional scores: String
+            }
+            /// The tutorial's manager: wait for signals, from scorers or (--stream) the stream.
+            cmd manager {
+                /// Signals to wait for (default 3).
+                optional --count n: usize
+                /// Register with the device and start a stream to send them.
+                optional --stream
+            }
+        }
+    }
 }
 
-/// A parsed command line.
+/// A parsed and checked command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Cmd {
     Listen {
@@ -57,127 +96,67 @@ enum Cmd {
     },
 }
 
-const USAGE: &str = "usage:
-  pcmsig listen [--signal rtmin+2] [--mode wait|signalfd|handler] [--count N] [--timeout-ms N]
-  pcmsig stream start|stop|pause|resume|drain|xrun [--period-us N] [--periods N]
-  pcmsig stats
-  pcmsig demo [--period-us N] [--periods N]
-  pcmsig scorer MANAGER_PID [SCORES]
-  pcmsig manager [--count N] [--stream]";
+/// The default period length of `stream start` and `demo`.
+const PERIOD_US: u32 = 10_000;
 
-fn num<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> Result<T, String> {
-    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-    v.parse()
-        .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+fn trigger(action: &str) -> Result<Trigger, String> {
+    Ok(match action {
+        "start" => Trigger::Start,
+        "stop" => Trigger::Stop,
+        "pause" => Trigger::PausePush,
+        "resume" => Trigger::PauseRelease,
+        "drain" => Trigger::Drain,
+        "xrun" => Trigger::Xrun,
+        other => {
+            return Err(format!(
+                "stream {other:?}: use start, stop, pause, resume, drain or xrun"
+            ))
+        }
+    })
 }
 
-fn parse(args: &[String]) -> Result<Cmd, String> {
-    let (sub, rest) = args.split_first().ok_or("missing command")?;
-    let mut positional = Vec::new();
-    let mut flags: HashMap<&str, Option<&String>> = HashMap::new();
-    let mut it = rest.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--stream" => {
-                flags.insert("--stream", None);
-            }
-            f @ ("--signal" | "--mode" | "--count" | "--timeout-ms" | "--period-us"
-            | "--periods") => {
-                flags.insert(
-                    f,
-                    Some(it.next().ok_or_else(|| format!("{f} needs a value"))?),
-                );
-            }
-            f if f.starts_with("--") => return Err(format!("unknown flag {f}")),
-            p => positional.push(p.to_string()),
-        }
-    }
-    let get = |f: &str| flags.get(f).copied().flatten();
-    let period_us = get("--period-us")
-        .map(|_| num("--period-us", get("--period-us")))
-        .transpose()?
-        .unwrap_or(10_000);
-    let periods = get("--periods")
-        .map(|_| num("--periods", get("--periods")))
-        .transpose()?;
-    let cmd = match sub.as_str() {
-        "listen" => {
-            let signal = match get("--signal") {
+/// Parses (xflags: unknown, repeated or malformed flags are errors) and checks the values.
+fn parse(args: Vec<std::ffi::OsString>) -> Result<Cmd, String> {
+    use flags::PcmsigCmd as C;
+    let f = flags::Pcmsig::from_vec(args).map_err(|e| e.to_string())?;
+    Ok(match f.subcommand {
+        C::Listen(l) => Cmd::Listen {
+            signal: match l.signal {
                 Some(s) => s.parse::<Signal>().map_err(|e| e.to_string())?,
                 None => Signal::rtmin(0),
-            };
-            let mode = match get("--mode").map(String::as_str) {
-                None | Some("wait") => Mode::Wait,
-                Some("signalfd") => Mode::Signalfd,
-                Some("handler") => Mode::Handler,
-                Some(m) => return Err(format!("--mode {m:?}: use wait, signalfd or handler")),
-            };
-            let count = get("--count")
-                .map(|_| num("--count", get("--count")))
-                .transpose()?;
-            let timeout_ms = get("--timeout-ms")
-                .map(|_| num("--timeout-ms", get("--timeout-ms")))
-                .transpose()?
-                .unwrap_or(0);
-            Cmd::Listen {
-                signal,
-                mode,
-                count,
-                timeout_ms,
-            }
-        }
-        "stream" => {
-            let action = match positional.first().map(String::as_str) {
-                Some("start") => Trigger::Start,
-                Some("stop") => Trigger::Stop,
-                Some("pause") => Trigger::PausePush,
-                Some("resume") => Trigger::PauseRelease,
-                Some("drain") => Trigger::Drain,
-                Some("xrun") => Trigger::Xrun,
-                other => {
-                    return Err(format!(
-                        "stream {other:?}: use start, stop, pause, resume, drain or xrun"
-                    ))
-                }
-            };
-            Cmd::Stream {
-                action,
-                period_us,
-                periods: periods.unwrap_or(0),
-            }
-        }
-        "stats" => Cmd::Stats,
-        "demo" => Cmd::Demo {
-            period_us,
-            periods: periods.unwrap_or(10),
+            },
+            mode: match l.mode {
+                Some(m) => m.parse()?,
+                None => Mode::Wait,
+            },
+            count: l.count,
+            timeout_ms: l.timeout_ms.unwrap_or(0),
         },
-        "scorer" => {
-            let manager = num("MANAGER_PID", positional.first())?;
-            let scores = positional.get(1).cloned().unwrap_or_else(|| "46W".into());
+        C::Stream(st) => Cmd::Stream {
+            action: trigger(&st.action)?,
+            period_us: st.period_us.unwrap_or(PERIOD_US),
+            periods: st.periods.unwrap_or(0),
+        },
+        C::Stats(_) => Cmd::Stats,
+        C::Demo(d) => Cmd::Demo {
+            period_us: d.period_us.unwrap_or(PERIOD_US),
+            periods: d.periods.unwrap_or(10),
+        },
+        C::Scorer(sc) => {
+            let scores = sc.scores.unwrap_or_else(|| "46W".into());
             if let Some(c) = scores.chars().find(|c| !matches!(c, '4' | '6' | 'W')) {
                 return Err(format!("score {c:?}: use 4, 6 or W"));
             }
-            Cmd::Scorer { manager, scores }
+            Cmd::Scorer {
+                manager: sc.manager_pid,
+                scores,
+            }
         }
-        "manager" => Cmd::Manager {
-            count: get("--count")
-                .map(|_| num("--count", get("--count")))
-                .transpose()?
-                .unwrap_or(3),
-            stream: flags.contains_key("--stream"),
+        C::Manager(m) => Cmd::Manager {
+            count: m.count.unwrap_or(3),
+            stream: m.stream,
         },
-        other => return Err(format!("unknown command {other:?}")),
-    };
-    if !positional.is_empty() && !matches!(cmd, Cmd::Stream { .. } | Cmd::Scorer { .. }) {
-        return Err(format!("unexpected argument {:?}", positional[0]));
-    }
-    Ok(cmd)
-}
-
-fn now_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
+    })
 }
 
 /// Receives events and prints them with their latency (from the matching `read()` record).
@@ -188,20 +167,12 @@ fn listen(
     timeout_ms: u64,
     quiet_until_ready: Option<std::sync::mpsc::Sender<()>>,
 ) -> pcmsig::Result<GapDetector> {
-    enum Rx {
-        Wait(WaitReceiver),
-        Fd(FdReceiver),
-        Handler(HandlerReceiver),
-    }
-    let rx = match mode {
-        Mode::Wait => Rx::Wait(WaitReceiver::new(&[signal])?),
-        Mode::Signalfd => Rx::Fd(FdReceiver::new(&[signal])?),
-        Mode::Handler => Rx::Handler(HandlerReceiver::install(&[signal], true)?),
-    };
+    let rx = Receiver::new(mode, &[signal])?;
     let dev = Device::open_nonblocking()?;
     dev.register(signal)?;
     println!(
-        "listening on {signal} ({mode:?} mode), thread {}",
+        "listening on {signal} ({} mode), thread {}",
+        mode.name(),
         pcmsig::sys::gettid()
     );
     if let Some(tx) = quiet_until_ready {
@@ -216,40 +187,27 @@ fn listen(
     let mut gaps = GapDetector::default();
     let mut n = 0u64;
     while count.is_none_or(|c| n < c) {
-        let info: Option<SigInfo> = match &rx {
-            Rx::Wait(r) => r.recv_timeout(timeout)?,
-            Rx::Fd(r) => r.recv_timeout(timeout)?,
-            Rx::Handler(r) => r.recv_timeout(timeout)?,
-        };
-        let Some(info) = info else {
+        let Some(info) = rx.recv_timeout(timeout)? else {
             println!("no event for {} ms", timeout.as_millis());
             break;
         };
         let got = now_ns();
-        while let Ok(recs) = dev.read_records(64) {
-            if recs.is_empty() {
-                break;
-            }
-            for r in recs {
-                stamps.insert(r.seq & uapi::SEQ_MASK, r.timestamp_ns);
-            }
-        }
+        dev.take_stamps(&mut stamps);
         n += 1;
-        match Event::decode(&info) {
-            Some(ev) => {
-                let latency = stamps
-                    .remove(&ev.seq)
-                    .map(|t| format!(" (latency {} us)", got.saturating_sub(t) / 1000))
-                    .unwrap_or_default();
-                let gap = match gaps.check(ev.seq) {
-                    SeqCheck::Gap { missed } => format!(" [{missed} missed]"),
-                    SeqCheck::Reordered => " [out of order]".into(),
-                    _ => String::new(),
-                };
-                println!("{}{latency}{gap}", describe(ev.kind, ev.seq));
-            }
-            None => println!("signal {} with foreign value {:#x}", info.signo, info.value),
-        }
+        let Some(ev) = Event::decode(&info) else {
+            println!("signal {} with foreign value {:#x}", info.signo, info.value);
+            continue;
+        };
+        let latency = stamps
+            .remove(&ev.seq)
+            .map(|t| format!(" (latency {} us)", got.saturating_sub(t) / 1000))
+            .unwrap_or_default();
+        let gap = match gaps.check(ev.seq) {
+            SeqCheck::Gap { missed } => format!(" [{missed} missed]"),
+            SeqCheck::Reordered => " [out of order]".into(),
+            _ => String::new(),
+        };
+        println!("{}{latency}{gap}", describe(ev.kind, ev.seq));
     }
     Ok(gaps)
 }
@@ -343,19 +301,10 @@ fn run(cmd: Cmd) -> pcmsig::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") || args.is_empty() {
-        println!("{USAGE}");
-        return if args.is_empty() {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        };
-    }
-    let cmd = match parse(&args) {
+    let cmd = match parse(std::env::args_os().skip(1).collect()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("pcmsig: {e}\n{USAGE}");
+            eprintln!("pcmsig: {e}");
             return ExitCode::from(2);
         }
     };
@@ -373,7 +322,7 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Result<Cmd, String> {
-        parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+        parse(s.split_whitespace().map(Into::into).collect())
     }
 
     #[test]
@@ -444,13 +393,16 @@ mod tests {
         assert!(p("stream jump").unwrap_err().contains("use start"));
         assert!(p("stream start --period-us x")
             .unwrap_err()
-            .contains("not a valid number"));
+            .contains("can't parse `--period-us`"));
         assert!(p("stream start --periods")
             .unwrap_err()
-            .contains("needs a value"));
-        assert!(p("stats --bogus").unwrap_err().contains("unknown flag"));
+            .contains("expected a value for `--periods`"));
+        assert!(p("stats --bogus").unwrap_err().contains("unexpected flag"));
+        assert!(p("listen --count 1 --count 2")
+            .unwrap_err()
+            .contains("more than once"));
         assert!(p("scorer 12 45").unwrap_err().contains("use 4, 6 or W"));
-        assert!(p("frobnicate").unwrap_err().contains("unknown command"));
+        assert!(p("frobnicate").unwrap_err().contains("unexpected argument"));
         assert!(p("stats extra")
             .unwrap_err()
             .contains("unexpected argument"));
