@@ -92,6 +92,65 @@ pub fn prepare(
     Ok((b, initrd))
 }
 
+/// The VM flags `run` and `exec` declare alike (flags.rs: xflags has no shared flag groups),
+/// gathered from either by [`vm_flags!`](crate::vm_flags).
+pub struct VmFlags<'a> {
+    pub kernel_src: Option<&'a Path>,
+    pub debug_kernel: bool,
+    pub quiet: bool,
+    pub verbose: bool,
+    pub keep: bool,
+    pub gdb: bool,
+    pub qemu_args: &'a [String],
+    pub timeout: Option<u64>,
+    pub silence: Option<u64>,
+    pub cpus: Option<u32>,
+}
+
+/// [`VmFlags`] from a command's flags struct that has every one of those flags.
+#[macro_export]
+macro_rules! vm_flags {
+    ($f:expr) => {
+        $crate::build::VmFlags {
+            kernel_src: $f.kernel_src.as_deref(),
+            debug_kernel: $f.debug_kernel,
+            quiet: $f.quiet,
+            verbose: $f.verbose,
+            keep: $f.keep,
+            gdb: $f.gdb,
+            qemu_args: &$f.qemu_arg,
+            timeout: $f.timeout,
+            silence: $f.silence,
+            cpus: $f.cpus,
+        }
+    };
+}
+
+/// Builds (quietly with `quiet_build`), packs `extra` into the initramfs and boots one VM in
+/// `mode`, its logs in `out`; the console streamed unless `-q`.
+pub fn build_and_boot(
+    sh: &Shell,
+    mode: &str,
+    f: &VmFlags<'_>,
+    extra: &[crate::guest::ExtraFile],
+    (out, quiet_build): (&Path, bool),
+) -> Result<crate::vm::Run> {
+    let (b, initrd) = prepare(
+        sh,
+        f.kernel_src,
+        f.debug_kernel,
+        quiet_build,
+        extra,
+        (out, f.keep),
+    )?;
+    let boot = crate::vm::Boot {
+        stream: f.verbose || !f.quiet,
+        gdb: f.gdb,
+        ..crate::vm::Boot::from_flags(mode, out, f.qemu_args, f.timeout, f.silence, f.cpus)
+    };
+    crate::vm::boot(&b.tools, &b.kernel, &initrd, &boot)
+}
+
 /// Copies the VM's inputs next to its logs (`--keep`).
 pub fn keep(b: &Built, initrd: &Path, out: &Path) -> Result<()> {
     for (src, name) in [(&b.kernel.bzimage, "bzImage"), (&b.ko, "pcmsig.ko")] {

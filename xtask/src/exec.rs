@@ -3,8 +3,8 @@
 use anyhow::{bail, Context, Result};
 use xshell::Shell;
 
-use crate::build::prepare;
-use crate::{flags, ktap, out_dir, vm};
+use crate::build::build_and_boot;
+use crate::{flags, ktap, out_dir, vm, vm_flags};
 
 impl flags::Exec {
     /// Returns the command's exit code.
@@ -23,27 +23,7 @@ impl flags::Exec {
         std::fs::write(&script, crate::guest::exec_script(&self.cmd))
             .with_context(|| format!("writing {}", script.display()))?;
         extra.push((script, "/pcmsig-exec".to_string()));
-        let (b, initrd) = prepare(
-            sh,
-            self.kernel_src.as_deref(),
-            self.debug_kernel,
-            true,
-            &extra,
-            (&out, self.keep),
-        )?;
-        let boot = vm::Boot {
-            stream: self.verbose || !self.quiet,
-            gdb: self.gdb,
-            ..vm::Boot::from_flags(
-                "exec",
-                &out,
-                &self.qemu_arg,
-                self.timeout,
-                self.silence,
-                self.cpus,
-            )
-        };
-        let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
+        let run = build_and_boot(sh, "exec", &vm_flags!(self), &extra, (&out, true))?;
         if let Some(p) = ktap::kernel_problem(&run.console) {
             bail!(
                 "kernel problem: {p} (console: {})",

@@ -182,16 +182,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     } else {
         (b.timeout, b.silence)
     };
-    // The order of `-serial` options is the order of the guest's ttyS ports.
-    qemu.arg("-chardev")
-        .arg(format!(
-            "stdio,id=con,signal=off,logfile={}",
-            console_log.display()
-        ))
-        .args(["-serial", "chardev:con"])
-        .arg("-chardev")
-        .arg(format!("file,id=ktap,path={}", ktap_log.display()))
-        .args(["-serial", "chardev:ktap"]);
+    serial_ports(&mut qemu, &console_log, &ktap_log);
     let mut watch = Watch {
         start: Instant::now(),
         console: String::new(),
@@ -236,6 +227,21 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         ktap,
         ktap_log,
     })
+}
+
+/// ttyS0: the console on stdio (our pty), also logged by QEMU to `console_log`; ttyS1: the
+/// suite's KTAP, written to `ktap_log`. (The order of `-serial` options is the order of the
+/// guest's ttyS ports.)
+fn serial_ports(qemu: &mut Command, console_log: &Path, ktap_log: &Path) {
+    qemu.arg("-chardev")
+        .arg(format!(
+            "stdio,id=con,signal=off,logfile={}",
+            console_log.display()
+        ))
+        .args(["-serial", "chardev:con"])
+        .arg("-chardev")
+        .arg(format!("file,id=ktap,path={}", ktap_log.display()))
+        .args(["-serial", "chardev:ktap"]);
 }
 
 /// A running VM's outputs, followed until it ends.

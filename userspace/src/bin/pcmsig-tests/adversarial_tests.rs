@@ -99,39 +99,28 @@ fn socketpair() -> Result<(OwnedFd, OwnedFd), String> {
 fn fd_passed_with_scm_rights_registers_the_receiver() -> TestResult {
     let (a, b) = socketpair()?;
     let dev = Device::open().ctx("open")?;
-    // SAFETY: single-threaded test process.
-    let pid = unsafe { libc::fork() };
-    ensure!(pid >= 0, "fork");
-    if pid == 0 {
-        let code = (|| -> TestResult {
-            drop(a.try_clone());
-            let fd = recv_fd(b.as_raw_fd())?;
-            let sig = rt(0);
-            sig.block().ctx("block")?;
-            // The received descriptor is the same open file; register this process's thread.
-            let file = std::fs::File::from(fd);
-            let reg = uapi::Register {
-                signo: sig.number() as u32,
-                flags: 0,
-            };
-            // SAFETY: valid fd and argument.
-            let r =
-                unsafe { libc::ioctl(file.as_raw_fd(), uapi::IOC_REGISTER as libc::Ioctl, &reg) };
-            ensure!(
-                r == 0,
-                "register through the passed fd: {}",
-                std::io::Error::last_os_error()
-            );
-            nix::unistd::write(&b, b"r").ctx("ready")?;
-            expect_kinds(sig, &[K::Started])?;
-            Ok(())
-        })();
-        if let Err(e) = &code {
-            diag(&format!("child: {e}"));
-        }
-        // SAFETY: child exit.
-        unsafe { libc::_exit(i32::from(code.is_err())) };
-    }
+    let pid = spawn_child(|| {
+        drop(a.try_clone());
+        let fd = recv_fd(b.as_raw_fd())?;
+        let sig = rt(0);
+        sig.block().ctx("block")?;
+        // The received descriptor is the same open file; register this process's thread.
+        let file = std::fs::File::from(fd);
+        let reg = uapi::Register {
+            signo: sig.number() as u32,
+            flags: 0,
+        };
+        // SAFETY: valid fd and argument.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), uapi::IOC_REGISTER as libc::Ioctl, &reg) };
+        ensure!(
+            r == 0,
+            "register through the passed fd: {}",
+            std::io::Error::last_os_error()
+        );
+        nix::unistd::write(&b, b"r").ctx("ready")?;
+        expect_kinds(sig, &[K::Started])?;
+        Ok(())
+    })?;
     send_fd(a.as_raw_fd(), dev.file().as_raw_fd())?;
     let mut buf = [0u8; 1];
     nix::unistd::read(&a, &mut buf).ctx("waiting for the receiver")?;
@@ -251,91 +240,111 @@ impl Rng {
 const THREADS: u64 = 4;
 const ITERATIONS: u64 = 1500;
 
+/// Signal numbers the storm registers: invalid, glibc's, standard and real-time.
+const STORM_SIGNALS: [u32; 11] = [0, 9, 10, 12, 31, 34, 35, 40, 64, 65, 1000];
+/// Period lengths the storm configures: both sides of each limit.
+const STORM_PERIODS: [u32; 10] = [
+    0,
+    1,
+    99,
+    100,
+    500,
+    1000,
+    10_000,
+    10_000_000,
+    10_000_001,
+    u32::MAX,
+];
+
+/// One storm thread's state: its random source, its open files, the signals it blocks.
+struct Storm {
+    rng: Rng,
+    files: Vec<std::sync::Arc<Device>>,
+    all: Vec<i32>,
+}
+
+impl Storm {
+    /// One of the open files, at random.
+    fn pick(&mut self) -> Option<std::sync::Arc<Device>> {
+        (!self.files.is_empty())
+            .then(|| self.files[self.rng.below(self.files.len() as u64) as usize].clone())
+    }
+
+    /// Operation `op` (0 to 10) with random arguments on a random file.
+    fn step(&mut self, op: u64) -> pcmsig::Result<()> {
+        match op {
+            0 if self.files.len() < 3 => {
+                Device::open().map(|d| self.files.push(std::sync::Arc::new(d)))
+            }
+            1 => {
+                if !self.files.is_empty() {
+                    let k = self.rng.below(self.files.len() as u64) as usize;
+                    self.files.swap_remove(k);
+                }
+                Ok(())
+            }
+            2 => self.pick().map_or(Ok(()), |f| {
+                let sig = STORM_SIGNALS[self.rng.below(STORM_SIGNALS.len() as u64) as usize];
+                f.register_raw(sig, u32::from(self.rng.below(8) == 0))
+            }),
+            3 => self.pick().map_or(Ok(()), |f| f.unregister()),
+            4 => self.pick().map_or(Ok(()), |f| {
+                let period = STORM_PERIODS[self.rng.below(STORM_PERIODS.len() as u64) as usize];
+                f.configure(period, self.rng.below(5) as u32)
+            }),
+            5 => self
+                .pick()
+                .map_or(Ok(()), |f| f.trigger_raw(self.rng.below(8) as u32)),
+            6 => self
+                .pick()
+                .map_or(Ok(()), |f| f.inject_raw(self.rng.below(10) as u32)),
+            7 => self.pick().map_or(Ok(()), |f| {
+                let s = f.stats()?;
+                if s.file.fired != s.file.delivered + s.file.dropped() {
+                    return Err(pcmsig::Error::Io(std::io::Error::other(format!(
+                        "books broken: {:?}",
+                        s.file
+                    ))));
+                }
+                Ok(())
+            }),
+            8 => {
+                // A listener that registers and exits at once.
+                if let Some(d) = self.pick() {
+                    let _ = std::thread::spawn(move || {
+                        let _ = SignalSet::of(&[34]).block();
+                        d.register(Signal::from_number(34))
+                    })
+                    .join();
+                }
+                Ok(())
+            }
+            9 => {
+                let set = SignalSet::of(&self.all);
+                while let Ok(Some(_)) = sys::sigtimedwait(&set, Duration::ZERO) {}
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// One storm thread; returns how many operations succeeded and failed as expected.
 fn storm(seed: u64, t: u64) -> Result<(u64, u64), String> {
-    let mut rng = Rng(seed ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let all: Vec<i32> = [libc::SIGUSR1, libc::SIGUSR2]
         .into_iter()
         .chain(32..=64)
         .collect();
     SignalSet::of(&all).block().ctx("block")?;
-    let signals = [0u32, 9, 10, 12, 31, 34, 35, 40, 64, 65, 1000];
-    let periods = [
-        0u32,
-        1,
-        99,
-        100,
-        500,
-        1000,
-        10_000,
-        10_000_000,
-        10_000_001,
-        u32::MAX,
-    ];
-    let mut files: Vec<std::sync::Arc<Device>> = Vec::new();
+    let mut st = Storm {
+        rng: Rng(seed ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+        files: Vec::new(),
+        all,
+    };
     let (mut ok, mut refused) = (0u64, 0u64);
     for i in 0..ITERATIONS {
-        let op = rng.below(11);
-        let pick = |rng: &mut Rng, files: &[std::sync::Arc<Device>]| {
-            (!files.is_empty()).then(|| rng.below(files.len() as u64) as usize)
-        };
-        let r: pcmsig::Result<()> =
-            match op {
-                0 if files.len() < 3 => Device::open().map(|d| files.push(std::sync::Arc::new(d))),
-                1 => {
-                    if let Some(k) = pick(&mut rng, &files) {
-                        files.swap_remove(k);
-                    }
-                    Ok(())
-                }
-                2 => match pick(&mut rng, &files) {
-                    Some(k) => files[k].register_raw(
-                        signals[rng.below(signals.len() as u64) as usize],
-                        u32::from(rng.below(8) == 0),
-                    ),
-                    None => Ok(()),
-                },
-                3 => pick(&mut rng, &files).map_or(Ok(()), |k| files[k].unregister()),
-                4 => pick(&mut rng, &files).map_or(Ok(()), |k| {
-                    files[k].configure(
-                        periods[rng.below(periods.len() as u64) as usize],
-                        rng.below(5) as u32,
-                    )
-                }),
-                5 => pick(&mut rng, &files)
-                    .map_or(Ok(()), |k| files[k].trigger_raw(rng.below(8) as u32)),
-                6 => pick(&mut rng, &files)
-                    .map_or(Ok(()), |k| files[k].inject_raw(rng.below(10) as u32)),
-                7 => pick(&mut rng, &files).map_or(Ok(()), |k| {
-                    let s = files[k].stats()?;
-                    if s.file.fired != s.file.delivered + s.file.dropped() {
-                        return Err(pcmsig::Error::Io(std::io::Error::other(format!(
-                            "books broken: {:?}",
-                            s.file
-                        ))));
-                    }
-                    Ok(())
-                }),
-                8 => {
-                    // A listener that registers and exits at once.
-                    if let Some(k) = pick(&mut rng, &files) {
-                        let d = files[k].clone();
-                        let _ = std::thread::spawn(move || {
-                            let _ = SignalSet::of(&[34]).block();
-                            d.register(Signal::from_number(34))
-                        })
-                        .join();
-                    }
-                    Ok(())
-                }
-                9 => {
-                    let set = SignalSet::of(&all);
-                    while let Ok(Some(_)) = sys::sigtimedwait(&set, Duration::ZERO) {}
-                    Ok(())
-                }
-                _ => Ok(()),
-            };
-        match r {
+        let op = st.rng.below(11);
+        match st.step(op) {
             Ok(()) => ok += 1,
             Err(e) => match e.errno() {
                 Some(libc::EINVAL | libc::EBADFD | libc::EBUSY | libc::ENOENT | libc::EAGAIN) => {

@@ -144,6 +144,15 @@ pub fn setresuid(r: u32, e: u32, s: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Injects `n` period events, one ioctl (and so one signal to each listener) each.
+pub fn inject_periods(dev: &Device, n: usize) -> Result<(), String> {
+    for i in 0..n {
+        dev.inject(EventKind::PeriodElapsed)
+            .map_err(|e| format!("inject {}/{n}: {e}", i + 1))?;
+    }
+    Ok(())
+}
+
 /// Runs `f` in a forked child and returns its exit code (the child's failure reason is printed
 /// by the child as a diagnostic).
 pub fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<i32, String> {
@@ -171,15 +180,12 @@ pub fn spawn_child(f: impl FnOnce() -> Result<(), String>) -> Result<i32, String
 
 /// Waits for a child; its exit code, or 128 + signal.
 pub fn wait_child(pid: i32) -> Result<i32, String> {
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    ensure!(r == pid, "waitpid: {}", std::io::Error::last_os_error());
-    Ok(if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    })
+    use nix::sys::wait::{waitpid, WaitStatus};
+    match waitpid(nix::unistd::Pid::from_raw(pid), None).map_err(|e| format!("waitpid: {e}"))? {
+        WaitStatus::Exited(_, code) => Ok(code),
+        WaitStatus::Signaled(_, sig, _) => Ok(128 + sig as i32),
+        other => Err(format!("waitpid: unexpected {other:?}")),
+    }
 }
 
 /// Waits until thread `tid` of this process sits in system call `nr` (e.g. `libc::SYS_read`),

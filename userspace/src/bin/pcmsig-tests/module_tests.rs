@@ -284,6 +284,20 @@ fn ioctl_arguments_are_checked() -> TestResult {
             &format!("inject burst of {count} kind {kind}"),
         )?;
     }
+    bad_pointers_and_requests_are_refused(&dev)?;
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(
+        State::from_u32(s.state),
+        Some(State::Setup),
+        "failed calls changed nothing"
+    );
+    ensure_eq!(s.listeners, 0);
+    Ok(())
+}
+
+/// NULL and unmapped argument pointers are `EFAULT`; unknown requests (or a known one with
+/// the wrong size) are `ENOTTY`.
+fn bad_pointers_and_requests_are_refused(dev: &Device) -> TestResult {
     let raw = |req: u32, arg: usize| -> Result<i32, i32> {
         // SAFETY: the addresses passed are unmapped or null: the kernel must reject them.
         unsafe { dev.raw_ioctl(req, arg) }.map_err(|e| e.raw_os_error().unwrap_or(0))
@@ -302,13 +316,6 @@ fn ioctl_arguments_are_checked() -> TestResult {
         Err(libc::ENOTTY),
         "register with a wrong size"
     );
-    let s = dev.stats().ctx("stats")?;
-    ensure_eq!(
-        State::from_u32(s.state),
-        Some(State::Setup),
-        "failed calls changed nothing"
-    );
-    ensure_eq!(s.listeners, 0);
     Ok(())
 }
 
@@ -393,9 +400,7 @@ fn queue_overflow_drops_are_counted_exactly() -> TestResult {
     set_sigpending_limit(8)?;
     let sig = rt(0);
     let dev = listen(sig)?;
-    for _ in 0..12 {
-        dev.inject(K::PeriodElapsed).ctx("inject")?;
-    }
+    inject_periods(&dev, 12)?;
     let s = dev.stats().ctx("stats")?;
     ensure_eq!(s.file.fired, 12);
     ensure_eq!(s.file.delivered, 8);
@@ -487,9 +492,7 @@ fn exited_listener_drops_are_counted() -> TestResult {
     // Give RCU time to free the thread's task_struct and struct pid: a module that kept either
     // without a counted reference now touches freed memory (KASAN on the debug kernel).
     std::thread::sleep(Duration::from_millis(100));
-    for _ in 0..3 {
-        dev.inject(K::PeriodElapsed).ctx("inject")?;
-    }
+    inject_periods(&dev, 3)?;
     let s = dev.stats().ctx("stats")?;
     ensure_eq!(s.file.fired, 3);
     ensure_eq!(s.file.dropped_exited, 3);
@@ -582,46 +585,38 @@ fn exec_stops_signalling_the_thread() -> TestResult {
     let fd = std::os::fd::AsRawFd::as_raw_fd(dev.file());
     // The pipe closes on exec, which tells us the exec happened.
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx("pipe")?;
-    // SAFETY: single-threaded test process.
-    let pid = unsafe { libc::fork() };
-    ensure!(pid >= 0, "fork");
-    if pid == 0 {
-        drop(rd);
+    // (Its copy of `rd` closes on exec, like `wr`.)
+    let pid = spawn_child(|| {
         let sig = rt(0);
         let _ = sig.block();
         // SAFETY: `fd` is the inherited device file; clear its close-on-exec flag.
         unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-        if dev.register(sig).is_err() {
-            // SAFETY: child exit.
-            unsafe { libc::_exit(3) };
-        }
+        dev.register(sig).ctx("register")?;
         // A blocked signal stays blocked across exec; unblock it so that the new program would
         // die of SIGRTMIN's default action if the module still signalled it.
         let _ = pcmsig::sys::SignalSet::of(&[sig.number()]).unblock();
         let mut cmd = std::process::Command::new("/bin/sleep");
         cmd.arg("10");
-        let _ = std::os::unix::process::CommandExt::exec(&mut cmd);
-        // SAFETY: child exit after a failed exec.
-        unsafe { libc::_exit(4) };
-    }
+        Err(format!(
+            "exec /bin/sleep: {}",
+            std::os::unix::process::CommandExt::exec(&mut cmd)
+        ))
+    })?;
     drop(wr);
     let mut buf = [0u8; 1];
     // EOF once the child has exec'd (or died).
     let _ = nix::unistd::read(&rd, &mut buf);
-    for _ in 0..2 {
-        dev.inject(K::PeriodElapsed).ctx("inject")?;
-    }
+    inject_periods(&dev, 2)?;
     let s = dev.stats().ctx("stats")?;
     std::thread::sleep(Duration::from_millis(50));
-    let mut status = 0;
-    // SAFETY: our child.
-    let alive = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0;
-    // SAFETY: our child.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let child = nix::unistd::Pid::from_raw(pid);
+    let status = nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+        .ctx("waitpid")?;
+    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
     let _ = wait_child(pid);
     ensure!(
-        alive,
-        "the exec'd program died (status {status:#x}): it was signalled"
+        status == nix::sys::wait::WaitStatus::StillAlive,
+        "the exec'd program died ({status:?}): it was signalled"
     );
     ensure_eq!(s.file.dropped_execd, 2);
     ensure_eq!(s.file.delivered, 0);
@@ -776,9 +771,7 @@ fn debugfs_stats_match_the_ioctl() -> TestResult {
     set_sigpending_limit(2)?;
     let sig = rt(0);
     let dev = listen(sig)?;
-    for _ in 0..3 {
-        dev.inject(K::PeriodElapsed).ctx("inject")?;
-    }
+    inject_periods(&dev, 3)?;
     let text = std::fs::read_to_string("/sys/kernel/debug/pcmsig/stats").ctx("reading debugfs")?;
     let get = |k: &str| -> Result<String, String> {
         text.lines()

@@ -35,9 +35,7 @@ pub fn tests() -> Vec<Test> {
 fn rt_signal_queues_fifo_within_one_signal() -> TestResult {
     let sig = rt(0);
     let dev = listen(sig)?;
-    for _ in 0..20 {
-        dev.inject(K::PeriodElapsed).ctx("inject")?;
-    }
+    inject_periods(&dev, 20)?;
     // 20 pending instances of one signal come out in the order they were queued.
     expect_kinds(sig, &[K::PeriodElapsed; 20])?;
     recv_none(&[sig])
@@ -129,9 +127,7 @@ fn sigusr1_burst_coalesces_sigrtmin_burst_does_not() -> TestResult {
     let (usr1, rtmin) = (Signal::USR1, rt(0));
     let a = listen(usr1)?;
     let _b = listen(rtmin)?;
-    for _ in 0..10 {
-        a.inject(K::PeriodElapsed).ctx("inject")?;
-    }
+    inject_periods(&a, 10)?;
     // SIGRTMIN: 10 queued instances.
     let first = expect_kinds(rtmin, &[K::PeriodElapsed; 10])?;
     // SIGUSR1: one pending instance, the first event's; the other 9 merged into it.
@@ -156,9 +152,7 @@ fn queues_up_to_rlimit_sigpending_without_loss() -> TestResult {
     set_sigpending_limit(64)?;
     let sig = rt(0);
     let dev = listen(sig)?;
-    for _ in 0..65 {
-        dev.inject(K::PeriodElapsed).ctx("inject")?;
-    }
+    inject_periods(&dev, 65)?;
     let s = dev.stats().ctx("stats")?;
     ensure_eq!(
         (s.file.delivered, s.file.dropped_queue_full),
@@ -414,14 +408,7 @@ fn cricket_scorer_sigqueues_to_manager() -> TestResult {
     let sig = rt(0);
     sig.block().ctx("block")?;
     let manager = std::process::id() as i32;
-    // SAFETY: single-threaded test process.
-    let scorer = unsafe { libc::fork() };
-    ensure!(scorer >= 0, "fork");
-    if scorer == 0 {
-        let code = i32::from(cricket::scorer(manager, sig, "46W4").is_err());
-        // SAFETY: child exit.
-        unsafe { libc::_exit(code) };
-    }
+    let scorer = spawn_child(|| cricket::scorer(manager, sig, "46W4").ctx("scorer"))?;
     let set = SignalSet::of(&[sig.number()]);
     let mut said = Vec::new();
     for _ in 0..4 {
