@@ -3,7 +3,6 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use xshell::{cmd, Shell};
 
 use crate::initramfs::Initramfs;
@@ -117,11 +116,11 @@ fn kbuild_module(
 pub fn check_module_style(kernel: &Kernel) -> Result<()> {
     let module_dir = project_root().join("module");
     let config = kernel.src.join(".rustfmt.toml");
-    let out = Command::new("rustfmt")
-        .arg("--check")
-        .arg("--config-path")
-        .arg(&config)
-        .arg(module_dir.join("pcmsig.rs"))
+    let sh = Shell::new()?;
+    let root = module_dir.join("pcmsig.rs");
+    let out = cmd!(sh, "rustfmt --check --config-path {config} {root}")
+        .quiet()
+        .ignore_status()
         .output()
         .context("running rustfmt (rustup component add rustfmt)")?;
     if !out.status.success() {
@@ -260,14 +259,9 @@ pub fn build_initramfs(
 /// The non-empty lines `program --list` prints. Guest programs are static, so the host runs
 /// them: busybox names its applets, `pcmsig-tests` its tests.
 pub fn list_of(program: &Path) -> Result<Vec<String>> {
-    let out = Command::new(program)
-        .arg("--list")
-        .output()
-        .with_context(|| format!("running {} --list", program.display()))?;
-    if !out.status.success() {
-        bail!("{} --list failed ({})", program.display(), out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    let sh = Shell::new()?;
+    let out = cmd!(sh, "{program} --list").quiet().read()?;
+    Ok(out
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())

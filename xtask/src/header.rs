@@ -311,13 +311,11 @@ mod tests {
 
     #[test]
     fn c_compiler_agrees_with_rust_on_numbers_sizes_and_offsets() {
-        let Some(cc) = ["cc", "gcc", "clang-19", "clang"].into_iter().find(|c| {
-            std::process::Command::new(c)
-                .arg("--version")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        }) else {
+        let sh = xshell::Shell::new().unwrap();
+        let Some(cc) = ["cc", "gcc", "clang-19", "clang"]
+            .into_iter()
+            .find(|c| xshell::cmd!(sh, "{c} --version").quiet().read().is_ok())
+        else {
             panic!("no C compiler (cc/gcc/clang) found: install gcc");
         };
         let values = rust_values();
@@ -334,12 +332,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pcmsig-header-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("t.c"), prog).unwrap();
-        let out = std::process::Command::new(cc)
-            .args(["-std=c11", "-Wall", "-Werror", "-I"])
-            .arg(project_root().join("uapi"))
-            .arg(dir.join("t.c"))
-            .arg("-o")
-            .arg(dir.join("t"))
+        let (uapi, src, exe) = (project_root().join("uapi"), dir.join("t.c"), dir.join("t"));
+        let out = xshell::cmd!(sh, "{cc} -std=c11 -Wall -Werror -I {uapi} {src} -o {exe}")
+            .quiet()
+            .ignore_status()
             .output()
             .unwrap();
         assert!(
@@ -347,7 +343,7 @@ mod tests {
             "compiling against pcmsig.h failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let run = std::process::Command::new(dir.join("t")).output().unwrap();
+        let run = xshell::cmd!(sh, "{exe}").quiet().output().unwrap();
         let text = String::from_utf8_lossy(&run.stdout);
         let c: BTreeMap<String, u64> = text
             .lines()

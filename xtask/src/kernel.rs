@@ -9,8 +9,9 @@
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use xshell::{cmd, Shell};
 
 use crate::project_root;
 use crate::tools::{cache_dir, Tools};
@@ -148,16 +149,11 @@ fn source_dir(src: &Path) -> Result<PathBuf> {
         let tmp = dest.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let status = Command::new("tar")
-            .arg("-xf")
-            .arg(src)
-            .arg("-C")
-            .arg(&tmp)
-            .status()
-            .context("running tar (package: tar, xz-utils)")?;
-        if !status.success() {
-            bail!("extracting {} failed", src.display());
-        }
+        let sh = Shell::new()?;
+        cmd!(sh, "tar -xf {src} -C {tmp}")
+            .quiet()
+            .run()
+            .with_context(|| format!("extracting {} (packages: tar, xz-utils)", src.display()))?;
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::rename(&tmp, &dest)
             .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
@@ -480,21 +476,14 @@ impl Plan {
         make(src, build, tools, &["rustavailable"], &log)
             .context("the Rust toolchain is not usable for this kernel")?;
         make(src, build, tools, &["tinyconfig"], &log)?;
-        let merge = Command::new(src.join("scripts/kconfig/merge_config.sh"))
-            .current_dir(src)
-            .arg("-m")
-            .arg("-O")
-            .arg(build)
-            .arg(build.join(".config"))
-            .args(&self.fragment_paths)
-            .output()
-            .context("running scripts/kconfig/merge_config.sh")?;
-        if !merge.status.success() {
-            bail!(
-                "merge_config.sh failed:\n{}",
-                String::from_utf8_lossy(&merge.stderr)
-            );
-        }
+        let sh = Shell::new()?;
+        sh.change_dir(src);
+        let merge = src.join("scripts/kconfig/merge_config.sh");
+        let (config, fragments) = (build.join(".config"), &self.fragment_paths);
+        cmd!(sh, "{merge} -m -O {build} {config} {fragments...}")
+            .quiet()
+            .read()
+            .context("merging the config fragments")?;
         make(src, build, tools, &["olddefconfig"], &log)?;
         let config_path = build.join(".config");
         let config = std::fs::read_to_string(&config_path)

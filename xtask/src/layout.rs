@@ -8,8 +8,8 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
+use xshell::{cmd, Shell};
 
 use crate::kernel::Kernel;
 
@@ -37,12 +37,13 @@ pub fn check(kernel: &Kernel) -> Result<()> {
     let bindgen = bindgen_command(build, &tmp)?;
     run_in(build, &bindgen, "bindgen with layout tests")?;
     let rustc = rustc_command(build, &tmp)?;
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(&rustc)
-        .current_dir(build)
+    let sh = Shell::new()?;
+    sh.change_dir(build);
+    let out = cmd!(sh, "sh -c {rustc}")
         // As the kernel's Makefile exports it: its flags use unstable (`-Z`) options.
         .env("RUSTC_BOOTSTRAP", "1")
+        .quiet()
+        .ignore_status()
         .output()
         .context("running the kernel's rustc command for the bindings")?;
     if !out.status.success() {
@@ -126,11 +127,12 @@ fn rustc_command(build: &Path, tmp: &Path) -> Result<String> {
 }
 
 fn run_in(dir: &Path, cmd: &str, what: &str) -> Result<()> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(dir)
+    let sh = Shell::new()?;
+    sh.change_dir(dir);
+    let out = cmd!(sh, "sh -c {cmd}")
         .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib")
+        .quiet()
+        .ignore_status()
         .output()
         .with_context(|| format!("running {what}"))?;
     if !out.status.success() {
@@ -181,32 +183,28 @@ mod tests {
              struct fine { int a; long b; };\n",
         )
         .unwrap();
-        let st = Command::new(&tools_bindgen)
-            .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib")
-            .current_dir(&dir)
-            .args(["h.h", "--use-core", "--rust-target", "1.85", "-o", "b.rs"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "bindgen");
+        let sh = Shell::new().unwrap();
+        sh.change_dir(&dir);
+        cmd!(
+            sh,
+            "{tools_bindgen} h.h --use-core --rust-target 1.85 -o b.rs"
+        )
+        .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib")
+        .run()
+        .expect("bindgen");
         std::fs::write(
             dir.join("lib.rs"),
             "#![no_std]\n#![allow(non_camel_case_types)]\ninclude!(\"b.rs\");\n",
         )
         .unwrap();
-        let out = Command::new("rustc")
-            .current_dir(&dir)
-            .args([
-                "--edition",
-                "2021",
-                "--crate-type",
-                "lib",
-                "--emit=metadata",
-                "-o",
-            ])
-            .arg(dir.join("x.rmeta"))
-            .arg("lib.rs")
-            .output()
-            .unwrap();
+        let rmeta = dir.join("x.rmeta");
+        let out = cmd!(
+            sh,
+            "rustc --edition 2021 --crate-type lib --emit=metadata -o {rmeta} lib.rs"
+        )
+        .ignore_status()
+        .output()
+        .unwrap();
         assert!(!out.status.success(), "the bad layout must not compile");
         let types = mismatched_types(&String::from_utf8_lossy(&out.stderr));
         assert!(types.contains(&"task_struct".to_string()), "{types:?}");

@@ -315,10 +315,10 @@ fn kunit_parse_disagrees(
         return Ok(None);
     }
     let kunit = kernel_src.join("tools/testing/kunit/kunit.py");
-    let out = std::process::Command::new("python3")
-        .arg(&kunit)
-        .arg("parse")
-        .arg(ktap)
+    let sh = Shell::new()?;
+    let out = xshell::cmd!(sh, "python3 {kunit} parse {ktap}")
+        .quiet()
+        .ignore_status()
         .output()
         .with_context(|| {
             format!(

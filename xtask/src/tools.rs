@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use xshell::{cmd, Shell};
 
 use crate::project_root;
 
@@ -55,7 +56,8 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn first_line(cmd: &Path, arg: &str) -> Option<String> {
-    let out = Command::new(cmd).arg(arg).output().ok()?;
+    let sh = Shell::new().ok()?;
+    let out = sh.cmd(cmd).arg(arg).quiet().ignore_status().output().ok()?;
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     text.lines()
@@ -210,11 +212,9 @@ fn check() -> std::result::Result<Tools, Vec<Missing>> {
 }
 
 fn is_debian_root() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false);
+    let root = Shell::new()
+        .and_then(|sh| cmd!(sh, "id -u").quiet().read())
+        .is_ok_and(|uid| uid.trim() == "0");
     root && Path::new("/etc/debian_version").exists()
 }
 
@@ -232,14 +232,10 @@ pub fn install() -> Result<()> {
 /// Runs one of the project's bash scripts (a path from the project root).
 pub fn run_script(path: &str) -> Result<()> {
     let script = project_root().join(path);
-    let status = Command::new("bash")
-        .arg(&script)
-        .status()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !status.success() {
-        bail!("{} failed ({status})", script.display());
-    }
-    Ok(())
+    let sh = Shell::new()?;
+    cmd!(sh, "bash {script}")
+        .run()
+        .with_context(|| format!("{} failed", script.display()))
 }
 
 /// Finds every tool; when some are missing, installs them (as root on Debian) or says how.

@@ -153,6 +153,16 @@ pub fn inject_periods(dev: &Device, n: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// With `RLIMIT_SIGPENDING` at `limit`, a listener on SIGRTMIN and `n` periods injected: the
+/// signal and the listening device.
+pub fn listen_over_limit(limit: u64, n: usize) -> Result<(Signal, Device), String> {
+    set_sigpending_limit(limit)?;
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    inject_periods(&dev, n)?;
+    Ok((sig, dev))
+}
+
 /// Runs `f` in a forked child and returns its exit code (the child's failure reason is printed
 /// by the child as a diagnostic).
 pub fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<i32, String> {

@@ -397,10 +397,7 @@ fn every_listener_gets_every_event() -> TestResult {
 }
 
 fn queue_overflow_drops_are_counted_exactly() -> TestResult {
-    set_sigpending_limit(8)?;
-    let sig = rt(0);
-    let dev = listen(sig)?;
-    inject_periods(&dev, 12)?;
+    let (sig, dev) = listen_over_limit(8, 12)?;
     let s = dev.stats().ctx("stats")?;
     ensure_eq!(s.file.fired, 12);
     ensure_eq!(s.file.delivered, 8);
@@ -768,10 +765,7 @@ fn blocking_read_wakes_on_an_event() -> TestResult {
 }
 
 fn debugfs_stats_match_the_ioctl() -> TestResult {
-    set_sigpending_limit(2)?;
-    let sig = rt(0);
-    let dev = listen(sig)?;
-    inject_periods(&dev, 3)?;
+    let (_, dev) = listen_over_limit(2, 3)?;
     let text = std::fs::read_to_string("/sys/kernel/debug/pcmsig/stats").ctx("reading debugfs")?;
     let get = |k: &str| -> Result<String, String> {
         text.lines()

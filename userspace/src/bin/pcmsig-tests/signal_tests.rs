@@ -149,10 +149,7 @@ fn sigusr1_burst_coalesces_sigrtmin_burst_does_not() -> TestResult {
 }
 
 fn queues_up_to_rlimit_sigpending_without_loss() -> TestResult {
-    set_sigpending_limit(64)?;
-    let sig = rt(0);
-    let dev = listen(sig)?;
-    inject_periods(&dev, 65)?;
+    let (sig, dev) = listen_over_limit(64, 65)?;
     let s = dev.stats().ctx("stats")?;
     ensure_eq!(
         (s.file.delivered, s.file.dropped_queue_full),
