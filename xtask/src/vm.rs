@@ -114,7 +114,11 @@ pub fn qemu_command(
     cpus: u32,
 ) -> Command {
     let mut c = Command::new(&tools.qemu);
-    c.args(["-M", "q35", "-m", "512", "-smp"])
+    // Without the PS/2 controller, SATA, SMBus and vmport, which the guest needs none of: the
+    // PS/2 mouse's asynchronous probe alone took 0.44 s under TCG, and `reboot -f` waited for
+    // it (device_shutdown waits for pending probes): `exec -- true` 1.3 s -> 0.95 s.
+    c.args(["-M", "q35,i8042=off,sata=off,smbus=off,vmport=off"])
+        .args(["-m", "512", "-smp"])
         .arg(cpus.max(1).to_string())
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .arg("-kernel")

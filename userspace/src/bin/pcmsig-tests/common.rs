@@ -201,10 +201,20 @@ pub fn wait_child(pid: i32) -> Result<i32, String> {
 /// Waits until thread `tid` of this process sits in system call `nr` (e.g. `libc::SYS_read`),
 /// so that a signal sent next interrupts that call rather than arriving before it.
 pub fn wait_blocked_in(tid: i32, nr: i64) -> Result<(), String> {
-    let path = format!("/proc/self/task/{tid}/syscall");
+    wait_in_syscall(&format!("/proc/self/task/{tid}/syscall"), nr)
+}
+
+/// Waits until process `pid` (single-threaded) sits in system call `nr`.
+pub fn wait_process_blocked_in(pid: i32, nr: i64) -> Result<(), String> {
+    wait_in_syscall(&format!("/proc/{pid}/syscall"), nr)
+}
+
+/// Waits until the `syscall` file at `path` names system call `nr`.
+fn wait_in_syscall(path: &str, nr: i64) -> Result<(), String> {
+    let tid = path;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
         if text
             .split_whitespace()
             .next()
@@ -215,7 +225,7 @@ pub fn wait_blocked_in(tid: i32, nr: i64) -> Result<(), String> {
         }
         ensure!(
             std::time::Instant::now() < deadline,
-            "thread {tid} never blocked in syscall {nr}: {text}"
+            "{tid}: never blocked in syscall {nr}: {text}"
         );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
