@@ -12,6 +12,8 @@ use crate::tools::Tools;
 
 /// The guest's target triple: static binaries, built with `+crt-static` on the gnu target.
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The cargo profile of the guest programs (Cargo.toml: release, incremental).
+const GUEST_PROFILE: &str = "guest";
 
 /// Guest programs put on the initramfs's PATH.
 pub const GUEST_BINS: &[&str] = &["pcmsig", "pcmsig-tests", "pcmsig-bench"];
@@ -206,13 +208,13 @@ pub fn build_guest(sh: &Shell) -> Result<PathBuf> {
     let args = GUEST_BINS.iter().flat_map(|b| ["--bin", b]);
     cmd!(
         sh,
-        "cargo build --quiet --release --target {GUEST_TARGET} -p pcmsig {args...}"
+        "cargo build --quiet --profile {GUEST_PROFILE} --target {GUEST_TARGET} -p pcmsig {args...}"
     )
     .env("RUSTFLAGS", "-C target-feature=+crt-static")
     .quiet()
     .run()
     .context("building the static guest programs")?;
-    Ok(root.join("target").join(GUEST_TARGET).join("release"))
+    Ok(root.join("target").join(GUEST_TARGET).join(GUEST_PROFILE))
 }
 
 /// Extra files for the initramfs: `(host path, guest path)`.

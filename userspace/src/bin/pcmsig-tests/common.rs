@@ -188,14 +188,18 @@ pub fn spawn_child(f: impl FnOnce() -> Result<(), String>) -> Result<i32, String
     Ok(pid)
 }
 
-/// Waits for a child; its exit code, or 128 + signal.
+/// Waits for a child; its exit code, or 128 + signal. (libc, not nix's `waitpid`: nix's
+/// `WaitStatus` cannot hold a death by a real-time signal, which these tests must report.)
 pub fn wait_child(pid: i32) -> Result<i32, String> {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    match waitpid(nix::unistd::Pid::from_raw(pid), None).map_err(|e| format!("waitpid: {e}"))? {
-        WaitStatus::Exited(_, code) => Ok(code),
-        WaitStatus::Signaled(_, sig, _) => Ok(128 + sig as i32),
-        other => Err(format!("waitpid: unexpected {other:?}")),
-    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    ensure!(r == pid, "waitpid: {}", std::io::Error::last_os_error());
+    Ok(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    })
 }
 
 /// Waits until thread `tid` of this process sits in system call `nr` (e.g. `libc::SYS_read`),
