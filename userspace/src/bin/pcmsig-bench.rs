@@ -263,13 +263,10 @@ fn burst() -> R<(u64, u64)> {
         if sent % 64 == 0 || Instant::now() > deadline {
             let s = dev.stats().map_err(|e| e.to_string())?;
             if s.file.dropped_queue_full > 0 || Instant::now() > deadline {
-                let mut lim = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                // SAFETY: valid out-pointer.
-                unsafe { libc::getrlimit(libc::RLIMIT_SIGPENDING, &mut lim) };
-                return Ok((s.file.delivered, lim.rlim_cur));
+                let (soft, _) =
+                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_SIGPENDING)
+                        .map_err(|e| e.to_string())?;
+                return Ok((s.file.delivered, soft));
             }
         }
     }

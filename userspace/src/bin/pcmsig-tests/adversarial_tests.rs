@@ -132,9 +132,7 @@ fn fd_passed_with_scm_rights_registers_the_receiver() -> TestResult {
 }
 
 fn unprivileged_opener_cannot_reach_root_through_a_passed_fd() -> TestResult {
-    let path = std::ffi::CString::new(uapi::DEVICE_PATH).ctx("path")?;
-    // SAFETY: valid C string.
-    ensure!(unsafe { libc::chmod(path.as_ptr(), 0o666) } == 0, "chmod");
+    chmod_device_666()?;
     let (a, b) = socketpair()?;
     let code = in_child(|| {
         setresuid(1000, 1000, 1000)?; // for good: no way back to root
@@ -182,25 +180,18 @@ fn register_as(uid: u32, file: &std::fs::File) -> Result<i32, String> {
 fn user_namespace_root_opener_cannot_reach_other_users() -> TestResult {
     // Root of its own user namespace holds every capability there, CAP_KILL included, but none
     // over uid 2000 outside it: a file it opened must not let it signal uid 2000's threads.
-    let path = std::ffi::CString::new(uapi::DEVICE_PATH).ctx("path")?;
-    // SAFETY: valid C string.
-    ensure!(unsafe { libc::chmod(path.as_ptr(), 0o666) } == 0, "chmod");
+    chmod_device_666()?;
     let (a, b) = socketpair()?;
     let code = in_child(|| {
         setresuid(1000, 1000, 1000)?;
         // Changing uid made the process non-dumpable, which makes its /proc files root's:
         // dumpable again, or it cannot write its own uid_map.
-        // SAFETY: plain prctl on this process.
-        ensure!(
-            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1) } == 0,
-            "PR_SET_DUMPABLE"
-        );
+        nix::sys::prctl::set_dumpable(true).ctx("PR_SET_DUMPABLE")?;
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
             .ctx("unshare(CLONE_NEWUSER) (CONFIG_USER_NS)")?;
         std::fs::write("/proc/self/uid_map", "0 1000 1").ctx("uid_map")?;
-        // SAFETY: plain system call.
         ensure!(
-            unsafe { libc::geteuid() } == 0,
+            nix::unistd::geteuid().is_root(),
             "root in the new user namespace"
         );
         let dev = Device::open().ctx("open as user-namespace root")?;

@@ -121,27 +121,16 @@ pub fn check_invariant(s: &Stats) -> Result<(), String> {
 
 /// Sets RLIMIT_SIGPENDING (soft and hard) for this process.
 pub fn set_sigpending_limit(n: u64) -> Result<(), String> {
-    let lim = libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
-    };
-    // SAFETY: valid rlimit pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_SIGPENDING, &lim) } != 0 {
-        return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_SIGPENDING, n, n)
+        .map_err(|e| format!("setrlimit: {e}"))
 }
 
 /// `setresuid(r, e, s)`.
 pub fn setresuid(r: u32, e: u32, s: u32) -> Result<(), String> {
-    // SAFETY: plain system call (glibc applies it to every thread).
-    if unsafe { libc::setresuid(r, e, s) } != 0 {
-        return Err(format!(
-            "setresuid({r},{e},{s}): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    // glibc applies it to every thread.
+    use nix::unistd::Uid;
+    nix::unistd::setresuid(Uid::from_raw(r), Uid::from_raw(e), Uid::from_raw(s))
+        .map_err(|err| format!("setresuid({r},{e},{s}): {err}"))
 }
 
 /// Injects `n` period events, one ioctl (and so one signal to each listener) each.
@@ -161,6 +150,13 @@ pub fn listen_over_limit(limit: u64, n: usize) -> Result<(Signal, Device), Strin
     let dev = listen(sig)?;
     inject_periods(&dev, n)?;
     Ok((sig, dev))
+}
+
+/// Makes the device node readable and writable by every user.
+pub fn chmod_device_666() -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(uapi::DEVICE_PATH, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("chmod {}: {e}", uapi::DEVICE_PATH))
 }
 
 /// Runs `f` in a forked child and returns its exit code (the child's failure reason is printed

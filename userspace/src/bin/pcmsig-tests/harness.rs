@@ -61,8 +61,8 @@ pub fn output_to(path: &str) -> std::io::Result<()> {
 /// Waits until everything written to standard output has left (a serial port drains slowly).
 pub fn drain_output() {
     let _ = std::io::stdout().flush();
-    // SAFETY: tcdrain on our own stdout descriptor; it fails harmlessly when it is not a tty.
-    unsafe { libc::tcdrain(1) };
+    // Fails harmlessly when stdout is not a tty.
+    let _ = nix::sys::termios::tcdrain(std::io::stdout());
 }
 
 /// Runs the tests matching `filter`, printing KTAP; returns the number that failed, or `None`
@@ -296,8 +296,8 @@ fn run_one(t: &Test) -> Outcome {
         return Outcome::Fail;
     }
     if pid == 0 {
-        // SAFETY: alarm is async-signal-safe; SIGALRM's default action ends a hung test.
-        unsafe { libc::alarm(timeout_s) };
+        // SIGALRM's default action ends a hung test.
+        nix::unistd::alarm::set(timeout_s);
         let result = std::panic::catch_unwind(t.run);
         let code = match result {
             Ok(Ok(())) => 0,

@@ -579,15 +579,18 @@ fn listener_dying_mid_stream_is_safe() -> TestResult {
 
 fn exec_stops_signalling_the_thread() -> TestResult {
     let dev = Device::open().ctx("open")?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(dev.file());
     // The pipe closes on exec, which tells us the exec happened.
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx("pipe")?;
     // (Its copy of `rd` closes on exec, like `wr`.)
     let pid = spawn_child(|| {
         let sig = rt(0);
         let _ = sig.block();
-        // SAFETY: `fd` is the inherited device file; clear its close-on-exec flag.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        // The inherited device file must survive the exec: clear its close-on-exec flag.
+        nix::fcntl::fcntl(
+            dev.file(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .ctx("F_SETFD")?;
         dev.register(sig).ctx("register")?;
         // A blocked signal stays blocked across exec; unblock it so that the new program would
         // die of SIGRTMIN's default action if the module still signalled it.
@@ -624,14 +627,7 @@ fn exec_stops_signalling_the_thread() -> TestResult {
 }
 
 fn make_device_world_accessible() -> TestResult {
-    let path = std::ffi::CString::new(uapi::DEVICE_PATH).ctx("path")?;
-    // SAFETY: valid C string.
-    ensure!(
-        unsafe { libc::chmod(path.as_ptr(), 0o666) } == 0,
-        "chmod {}",
-        uapi::DEVICE_PATH
-    );
-    Ok(())
+    chmod_device_666()
 }
 
 fn credential_change_stops_signalling() -> TestResult {
@@ -1133,8 +1129,11 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
         })?;
         let blocked = Instant::now();
         wait_process_blocked_in(child, libc::SYS_ioctl)?;
-        // SAFETY: our own child.
-        ensure!(unsafe { libc::kill(child, libc::SIGKILL) } == 0, "kill");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .ctx("kill")?;
         let t = Instant::now();
         let code = wait_child(child)?;
         let waited = t.elapsed();
