@@ -36,21 +36,13 @@ fn ioctls_with_wrong_sizes_are_unknown() -> TestResult {
             }
             // SAFETY: `buf` is valid and large enough for any size the kernel could use.
             let r = unsafe { dev.raw_ioctl(bad, arg) };
-            ensure_eq!(
-                r.map_err(|e| e.raw_os_error()),
-                Err(Some(libc::ENOTTY)),
-                "{name} with size {wrong}"
-            );
+            expect_errno(r, libc::ENOTTY, &format!("{name} with size {wrong}"))?;
         }
         // Direction bits wrong: a read ioctl declared as write and the reverse.
         let flipped = req ^ (3 << 30);
         // SAFETY: as above.
         let r = unsafe { dev.raw_ioctl(flipped, arg) };
-        ensure_eq!(
-            r.map_err(|e| e.raw_os_error()),
-            Err(Some(libc::ENOTTY)),
-            "{name} with flipped direction"
-        );
+        expect_errno(r, libc::ENOTTY, &format!("{name} with flipped direction"))?;
     }
     Ok(())
 }

@@ -91,8 +91,8 @@ pub fn expect_kinds(sig: Signal, kinds: &[EventKind]) -> Result<u32, String> {
 }
 
 /// Checks that an ioctl failed with `errno`.
-pub fn expect_errno<T: std::fmt::Debug>(
-    r: pcmsig::Result<T>,
+pub fn expect_errno<T: std::fmt::Debug, E: HasErrno>(
+    r: Result<T, E>,
     errno: i32,
     what: &str,
 ) -> Result<(), String> {
@@ -102,6 +102,23 @@ pub fn expect_errno<T: std::fmt::Debug>(
             ensure_eq!(e.errno(), Some(errno), "{what}: {e}");
             Ok(())
         }
+    }
+}
+
+/// An error that carries an errno: the library's and std's.
+pub trait HasErrno: std::fmt::Display {
+    fn errno(&self) -> Option<i32>;
+}
+
+impl HasErrno for pcmsig::Error {
+    fn errno(&self) -> Option<i32> {
+        pcmsig::Error::errno(self)
+    }
+}
+
+impl HasErrno for std::io::Error {
+    fn errno(&self) -> Option<i32> {
+        self.raw_os_error()
     }
 }
 

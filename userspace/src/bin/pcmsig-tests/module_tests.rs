@@ -739,11 +739,7 @@ fn nonblocking_read_gives_eagain() -> TestResult {
     // A buffer smaller than one record is an error, not a partial record.
     let mut small = [0u8; 8];
     let r = std::io::Read::read(&mut dev.file(), &mut small);
-    ensure_eq!(
-        r.map_err(|e| e.raw_os_error()),
-        Err(Some(libc::EINVAL)),
-        "8-byte read"
-    );
+    expect_errno(r, libc::EINVAL, "8-byte read")?;
     Ok(())
 }
 

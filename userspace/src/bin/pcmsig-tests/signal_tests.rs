@@ -319,11 +319,7 @@ fn read_pipe_during_event(restart: bool) -> Result<std::io::Result<usize>, Strin
 
 fn blocked_read_fails_with_eintr_without_sa_restart() -> TestResult {
     let r = read_pipe_during_event(false)?;
-    ensure_eq!(
-        r.map_err(|e| e.raw_os_error()),
-        Err(Some(libc::EINTR)),
-        "read without SA_RESTART"
-    );
+    expect_errno(r, libc::EINTR, "read without SA_RESTART")?;
     Ok(())
 }
 
@@ -351,11 +347,7 @@ fn device_read_is_interruptible() -> TestResult {
     });
     let r = dev.read_records(4);
     helper.join().map_err(|_| "helper panicked".to_string())??;
-    ensure_eq!(
-        r.map_err(|e| e.raw_os_error()),
-        Err(Some(libc::EINTR)),
-        "device read interrupted"
-    );
+    expect_errno(r, libc::EINTR, "device read interrupted")?;
     ensure!(
         h.recv_timeout(WAIT).ctx("handler")?.is_some(),
         "handler ran"
