@@ -335,7 +335,7 @@ impl fmt::Display for Failure {
 }
 
 use pcmsig_uapi::harness::problem_in;
-pub use pcmsig_uapi::harness::{DMESG_MARKER, TEST_MARKER};
+pub use pcmsig_uapi::harness::TEST_MARKER;
 
 /// A kernel problem on the console.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -346,15 +346,9 @@ pub struct Splat {
     pub text: String,
 }
 
-/// The console before init's `dmesg` dump (a copy of what came before: not scanned again).
-fn live_console(console: &str) -> &str {
-    let end = console.find(DMESG_MARKER).unwrap_or(console.len());
-    &console[..end]
-}
-
 /// Every kernel problem on the console, one per report.
 pub fn splats(console: &str) -> Vec<Splat> {
-    let lines: Vec<String> = live_console(console).lines().map(clean).collect();
+    let lines: Vec<String> = console.lines().map(clean).collect();
     let mut out: Vec<Splat> = Vec::new();
     let mut skip_until = 0;
     for (i, l) in lines.iter().enumerate() {
@@ -387,7 +381,7 @@ pub fn kernel_problem(console: &str) -> Option<String> {
 /// The test whose start the suite logged last (`TEST_MARKER` records reach the console in log
 /// order, and a panic flushes the console): the one running when the guest stopped.
 pub fn last_started_test(console: &str) -> Option<String> {
-    live_console(console)
+    console
         .lines()
         .filter_map(|l| l.split(TEST_MARKER).nth(1))
         .map(|n| n.trim().to_string())

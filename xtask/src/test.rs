@@ -12,7 +12,10 @@ use crate::{flags, in_parallel, junit, ktap, out_dir, vm};
 /// Kernel command-line words (init's environment) of every test boot: where the suite writes
 /// its KTAP, and for the debug kernel a longer per-test alarm.
 pub fn test_env(debug_kernel: bool) -> Vec<String> {
-    let mut env = vec![format!("pcmsig_ktap={}", pcmsig_uapi::harness::KTAP_DEVICE)];
+    let mut env = vec![
+        format!("pcmsig_ktap={}", pcmsig_uapi::harness::KTAP_DEVICE),
+        format!("pcmsig_dmesg={}", pcmsig_uapi::harness::DMESG_DEVICE),
+    ];
     if debug_kernel {
         // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
         // that takes 5 s on the normal kernel may take a minute here on a busy machine.
@@ -184,9 +187,7 @@ impl flags::Test {
             ),
         )
         .with_context(|| format!("writing {}", junit_path.display()))?;
-        let dmesg_path = c.dir.join("dmesg.txt");
-        std::fs::write(&dmesg_path, vm::dmesg(&run.console).unwrap_or_default())
-            .with_context(|| format!("writing {}", dmesg_path.display()))?;
+        let dmesg_path = &run.dmesg_log;
         let counts = report.counts();
         let boot = vm::init_uptime(&run.console);
         // One JSON object a line, for `cargo xtask bench` and scripts (no text scraping).
@@ -400,8 +401,7 @@ fn print_results(report: &ktap::Report) {
 }
 
 fn print_console_tail(console: &str, n: usize) {
-    let end = console.find(ktap::DMESG_MARKER).unwrap_or(console.len());
-    let lines: Vec<&str> = console[..end].lines().collect();
+    let lines: Vec<&str> = console.lines().collect();
     eprintln!("xtask: last {n} console lines:");
     for l in &lines[lines.len().saturating_sub(n)..] {
         eprintln!("  | {}", l.trim_end_matches('\r'));

@@ -82,6 +82,8 @@ pub struct Run {
     /// What the guest wrote to its second serial port (the suite's KTAP).
     pub ktap: String,
     pub ktap_log: PathBuf,
+    /// What the guest wrote to its third serial port (a test run's `dmesg`).
+    pub dmesg_log: PathBuf,
 }
 
 /// Virtual CPUs of a VM unless said otherwise: two, so that the module meets real SMP.
@@ -168,7 +170,8 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         .with_context(|| format!("creating {}", b.out_dir.display()))?;
     let console_log = b.out_dir.join("console.log");
     let ktap_log = b.out_dir.join("ktap.txt");
-    for old in [&console_log, &ktap_log] {
+    let dmesg_log = b.out_dir.join("dmesg.txt");
+    for old in [&console_log, &ktap_log, &dmesg_log] {
         let _ = std::fs::remove_file(old);
     }
     let mut qemu = qemu_command(
@@ -186,7 +189,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     } else {
         (b.timeout, b.silence)
     };
-    serial_ports(&mut qemu, &console_log, &ktap_log);
+    serial_ports(&mut qemu, &console_log, &ktap_log, &dmesg_log);
     let mut watch = Watch {
         start: Instant::now(),
         console: String::new(),
@@ -230,13 +233,14 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         console_log,
         ktap,
         ktap_log,
+        dmesg_log,
     })
 }
 
 /// ttyS0: the console on stdio (our pty), also logged by QEMU to `console_log`; ttyS1: the
-/// suite's KTAP, written to `ktap_log`. (The order of `-serial` options is the order of the
-/// guest's ttyS ports.)
-fn serial_ports(qemu: &mut Command, console_log: &Path, ktap_log: &Path) {
+/// suite's KTAP, written to `ktap_log`; ttyS2: a test run's `dmesg`, written to `dmesg_log`.
+/// (The order of `-serial` options is the order of the guest's ttyS ports.)
+fn serial_ports(qemu: &mut Command, console_log: &Path, ktap_log: &Path, dmesg_log: &Path) {
     qemu.arg("-chardev")
         .arg(format!(
             "stdio,id=con,signal=off,logfile={}",
@@ -245,7 +249,10 @@ fn serial_ports(qemu: &mut Command, console_log: &Path, ktap_log: &Path) {
         .args(["-serial", "chardev:con"])
         .arg("-chardev")
         .arg(format!("file,id=ktap,path={}", ktap_log.display()))
-        .args(["-serial", "chardev:ktap"]);
+        .args(["-serial", "chardev:ktap"])
+        .arg("-chardev")
+        .arg(format!("file,id=dmesg,path={}", dmesg_log.display()))
+        .args(["-serial", "chardev:dmesg"]);
 }
 
 /// A running VM's outputs, followed until it ends.
@@ -395,17 +402,6 @@ pub fn gdb_hint(kernel: &Kernel) {
     );
 }
 
-/// The guest's `dmesg`, printed by init between markers at the end of a test run.
-pub fn dmesg(console: &str) -> Option<String> {
-    let start = console.find(crate::ktap::DMESG_MARKER)?;
-    let after = &console[start..];
-    let body = &after[after.find('\n')? + 1..];
-    let end = body
-        .find(pcmsig_uapi::harness::DMESG_END_MARKER)
-        .unwrap_or(body.len());
-    Some(body[..end].replace('\r', ""))
-}
-
 fn drain(session: &mut rexpect::session::PtySession, console: &mut String) {
     let until = Instant::now() + Duration::from_millis(50);
     while Instant::now() < until {
@@ -441,22 +437,24 @@ mod tests {
     fn init_prints_the_markers_the_host_looks_for() {
         // vm/init is a shell script: it cannot import the constants, so this pins it to them.
         let init = std::fs::read_to_string(project_root().join("vm/init")).unwrap();
-        for m in [
-            crate::ktap::DMESG_MARKER,
-            pcmsig_uapi::harness::DMESG_END_MARKER,
-            "pcmsig-init: up ",
-            "pcmsig-init: exit ",
-        ] {
+        for m in ["pcmsig-init: up ", "pcmsig-init: exit "] {
             assert!(init.contains(m.trim_end()), "vm/init does not print {m:?}");
+        }
+        // ...and to the kernel command-line words a test boot passes it (the ports it writes).
+        for word in crate::test::test_env(false) {
+            let name = word.split('=').next().unwrap_or_default();
+            assert!(
+                init.contains(&format!("\"${{{name}}}\"")),
+                "vm/init does not use {name}"
+            );
         }
     }
 
     #[test]
     fn markers_are_found() {
-        let c = "x\r\npcmsig-init: up 0.71 s\r\npcmsig-init: exit 3\r\npcmsig-dmesg-begin\r\n[0.1] a\r\npcmsig-dmesg-end\r\n";
+        let c = "x\r\npcmsig-init: up 0.71 s\r\npcmsig-init: exit 3\r\n";
         assert_eq!(init_uptime(c), Some(0.71));
         assert_eq!(guest_exit(c), Some(3));
-        assert_eq!(dmesg(c).as_deref(), Some("[0.1] a\n"));
     }
 
     use crate::kernel::testing::{fake_kernel, scratch};
