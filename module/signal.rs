@@ -8,10 +8,14 @@
 //! thread exits and is reaped. A counted pid reference stays valid; the task behind it is looked
 //! up under RCU at send time and is simply absent once the thread is gone.
 //!
-//! No field of `struct task_struct` is read from Rust; everything goes through exported functions
-//! (`get_pid_task`, `get_task_cred`, `get_task_mm`). (Without `CONFIG_SCHEDSTATS`, bindgen's
-//! `task_struct` is 48 bytes short from its `stats` field on, so such reads would return other
-//! fields; `vm/kernel.config` sets the option, and this file does not depend on it.)
+//! One field of `struct task_struct` is read from Rust: `mm`, by address, in `resolve` (the
+//! exported `get_task_mm` takes `task_lock`, which must not be taken in softirq context, where
+//! delivery runs). Everything else goes through exported functions (`get_pid_task`,
+//! `get_task_cred`). That read depends on bindgen's `task_struct` layout being C's: without
+//! `CONFIG_SCHEDSTATS` it is 48 bytes short from its `stats` field on, so the read would return
+//! another field; `vm/kernel.config` sets the option, the layout guard fails the build if any
+//! binding disagrees, and the KUnit case `the_kernel_crates_task_layout_agrees_with_c` checks the
+//! field's offset against `get_task_mm` in the running kernel.
 
 use core::ptr::NonNull;
 use kernel::{bindings, mm::Mm, prelude::*, sync::aref::ARef, task::Task};
@@ -240,8 +244,8 @@ impl ThreadRef {
 
     /// Resolves the thread for a batch of signals: the checks every signal needs (the thread is
     /// alive, still the same program, and `sender` may signal it), made once per batch rather
-    /// than once per event. `Err` is the outcome of every signal of the batch. Never sleeps; call
-    /// it with no driver spinlock held.
+    /// than once per event. `Err` is the outcome of every signal of the batch. Never sleeps and
+    /// takes no lock but RCU's, so it may run in softirq context.
     #[cfg(not(pcmsig_bug = "cached_task"))]
     pub(crate) fn resolve(&self, sender: &SenderCred) -> core::result::Result<Resolved, Outcome> {
         // SAFETY: `self.pid` is a counted reference (type invariant); `get_pid_task` returns the
@@ -252,17 +256,20 @@ impl ThreadRef {
             return Err(Outcome::Exited);
         };
         let task = TaskRef(task);
-        // SAFETY: `task` is valid (counted). `get_task_mm` returns null for an exiting thread.
-        let Some(mm) = NonNull::new(unsafe { bindings::get_task_mm(task.0.as_ptr()) }) else {
+        // The thread's address space, compared by address only and never dereferenced, so no
+        // reference is taken (`get_task_mm` would take `task_lock`, a lock that is not safe to
+        // take in softirq context, where delivery runs). `execve` and exit change `mm` under
+        // `task_lock`; an unlocked read sees the old or the new value, the same race any check
+        // before sending has.
+        // SAFETY: `task` is valid (counted); the field is read once, as the C `READ_ONCE` does.
+        let mm = unsafe { core::ptr::addr_of!((*task.0.as_ptr()).mm).read_volatile() };
+        if mm.is_null() {
+            // Exiting: `exit_mm` has dropped its address space.
             return Err(Outcome::Exited);
-        };
+        }
         // `execve` always installs a new address space; ours stays allocated (mm_count), so
         // an equal pointer means the same program.
-        let same = mm.as_ptr() == self.mm.as_raw();
-        // SAFETY: Drops the `mm_users` reference `get_task_mm` took; the async variant never
-        // sleeps, even if it is the last one.
-        unsafe { bindings::mmput_async(mm.as_ptr()) };
-        if !same {
+        if mm != self.mm.as_raw() {
             return Err(Outcome::Execd);
         }
         // SAFETY: `task` is valid (counted).

@@ -7,17 +7,19 @@
 //! each) and to every registered listener (a queued signal each; the listener's thread is
 //! resolved once per batch). Delivery happens only in the work item, which the workqueue never
 //! runs twice at once, so each listener's signals leave in sequence order; no driver lock is held
-//! across `send_sig_info`. Ioctls that emit events wait until the work item has delivered them,
-//! so when an ioctl returns, its signals are queued.
+//! across `send_sig_info`. The work item runs on the BH workqueue (softirq context, on the CPU
+//! whose interrupt queued it, see `delivery_queue`), so delivery never sleeps: the locks it
+//! takes disable interrupts, and its allocations are atomic. Ioctls that emit events wait until
+//! the work item has delivered them, so when an ioctl returns, its signals are queued.
 
 use crate::{
     signal::{Outcome, SenderCred, ThreadRef},
     uapi::{self, EventKind, EventRecord, EventSource, ListenerStats, State, Trigger},
 };
 use kernel::{
-    bindings, new_condvar, new_mutex, new_spinlock, new_spinlock_irq,
+    bindings, new_condvar, new_mutex, new_spinlock_irq,
     prelude::*,
-    sync::{Arc, ArcBorrow, CondVar, Mutex, SpinLock, SpinLockIrq},
+    sync::{Arc, ArcBorrow, CondVar, Mutex, SpinLockIrq},
     time::{
         hrtimer::{
             ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerPointer,
@@ -130,8 +132,9 @@ impl<T: Copy + Default, const N: usize> Ring<T, N> {
 pub(crate) struct Listener {
     thread: ThreadRef,
     signo: u32,
+    /// Taken by delivery (softirq) and by the stats ioctl: interrupts off while held.
     #[pin]
-    stats: SpinLock<ListenerStats>,
+    stats: SpinLockIrq<ListenerStats>,
 }
 
 impl Listener {
@@ -142,7 +145,7 @@ impl Listener {
             pin_init!(Self {
                 thread,
                 signo,
-                stats <- new_spinlock!(ListenerStats::default(), "pcmsig::Listener::stats"),
+                stats <- new_spinlock_irq!(ListenerStats::default(), "pcmsig::Listener::stats"),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -469,9 +472,11 @@ pub(crate) struct Stream {
     /// never by the timer or the work item.
     #[pin]
     control: Mutex<()>,
-    /// Every open file, registered or not. Taken only in process context, never under `inner`.
+    /// Every open file, registered or not. Taken by the delivery work item (softirq) and in
+    /// process context, never under `inner`; nothing sleeps or allocates with `GFP_KERNEL`
+    /// under it.
     #[pin]
-    files: Mutex<KVec<Arc<OpenFile>>>,
+    files: SpinLockIrq<KVec<Arc<OpenFile>>>,
     #[pin]
     timer: HrTimer<Stream>,
     #[pin]
@@ -498,7 +503,7 @@ impl Stream {
                 inner <- new_spinlock_irq!(inner, "pcmsig::Stream::inner"),
                 delivered <- new_condvar!("pcmsig::Stream::delivered"),
                 control <- new_mutex!((), "pcmsig::Stream::control"),
-                files <- new_mutex!(KVec::new(), "pcmsig::Stream::files"),
+                files <- new_spinlock_irq!(KVec::new(), "pcmsig::Stream::files"),
                 timer <- HrTimer::new(),
                 work <- new_work!("pcmsig::Stream::work"),
                 origin: (Instant::<Monotonic>::now(), now_ns()),
@@ -509,12 +514,36 @@ impl Stream {
 
     /// Adds an open file to the delivery list.
     pub(crate) fn attach(&self, file: Arc<OpenFile>) -> Result {
-        self.files.lock().push(file, GFP_KERNEL)?;
-        Ok(())
+        loop {
+            let want = {
+                let mut files = self.files.lock();
+                if files.len() < files.capacity() {
+                    // Room already: a push without allocating.
+                    files.push(file, GFP_ATOMIC)?;
+                    return Ok(());
+                }
+                files.len().checked_add(1).ok_or(ENOMEM)?
+            };
+            // No room: allocate a larger list outside the lock (it may sleep), then move the
+            // files over, unless the list changed meanwhile and the new one is too small.
+            let mut bigger = KVec::with_capacity(want.saturating_mul(2), GFP_KERNEL)?;
+            let old = {
+                let mut files = self.files.lock();
+                if files.len() >= bigger.capacity() {
+                    continue;
+                }
+                // Within capacity, so neither allocates; on an error the list is unchanged.
+                bigger.extend_from_slice(&files, GFP_ATOMIC)?;
+                bigger.push(file, GFP_ATOMIC)?;
+                core::mem::replace(&mut *files, bigger)
+            };
+            // The old list (and its references) is freed outside the lock.
+            drop(old);
+            return Ok(());
+        }
     }
 
-    /// Listeners registered now, over all open files. Takes the files mutex: process context,
-    /// never under `inner`.
+    /// Listeners registered now, over all open files. Never under `inner`.
     pub(crate) fn listeners(&self) -> u32 {
         let files = self.files.lock();
         let n = files
@@ -630,13 +659,8 @@ impl Stream {
 
     /// Queues the delivery work item (a no-op if it is already queued).
     fn kick(stream: Arc<Self>) {
-        // SAFETY: `system_dfl_wq` is created at boot, before any module loads, and never
-        // destroyed. (The crate's `system()` is the deprecated `system_wq`, which warns.)
-        let queue = unsafe {
-            workqueue::Queue::from_raw(core::ptr::addr_of!(bindings::system_dfl_wq).read())
-        };
         // `Err` means the work is queued already and will see our event: nothing to do.
-        let _ = queue.enqueue(stream);
+        let _ = delivery_queue().enqueue(stream);
     }
 
     /// Waits until the event with sequence number `seq` has been delivered, or a signal the
@@ -789,7 +813,7 @@ impl Stream {
             // emitted is in it, and no lock is held while signalling.
             match self.snapshot_files() {
                 Ok(files) => self.deliver_batch(&batch[..n], &files),
-                // Out of memory for the snapshot: deliver under the (sleeping) files mutex, which
+                // Out of memory for the snapshot: deliver under the files lock, which
                 // `send_sig_info` never takes, rather than lose the events.
                 Err(_) => {
                     let files = self.files.lock();
@@ -800,10 +824,11 @@ impl Stream {
     }
 
     fn snapshot_files(&self) -> Result<KVec<Arc<OpenFile>>> {
+        // Atomic: the work item runs in softirq context, and under a spinlock.
         let files = self.files.lock();
-        let mut snapshot = KVec::with_capacity(files.len(), GFP_KERNEL)?;
+        let mut snapshot = KVec::with_capacity(files.len(), GFP_ATOMIC)?;
         for f in files.iter() {
-            snapshot.push(f.clone(), GFP_KERNEL)?;
+            snapshot.push(f.clone(), GFP_ATOMIC)?;
         }
         Ok(snapshot)
     }
@@ -848,15 +873,36 @@ impl Stream {
     }
 }
 
+/// The test hook's delivery delay (ms; 0 unless the module was loaded with it). Module
+/// parameters of Rust modules have no sysfs file, so the value is fixed at load.
+fn test_delivery_delay_ms() -> u32 {
+    crate::module_parameters::test_delivery_delay_ms.value()
+}
+
+/// Where the delivery work item runs: the BH workqueue, i.e. in softirq context on the CPU that
+/// queued it, right after the timer's (or the device's) interrupt, with no kernel thread to
+/// wake; so delivery never sleeps. With the test hook's delay set (fixed at load, so the item
+/// never moves between queues, which would void the workqueue's no-reentrancy guarantee) it
+/// runs in process context on `system_dfl_wq` instead, where it can sleep.
+fn delivery_queue() -> &'static workqueue::Queue {
+    if test_delivery_delay_ms() == 0 {
+        return workqueue::system_bh();
+    }
+    // SAFETY: `system_dfl_wq` is created at boot, before any module loads, and never destroyed.
+    // (The crate's `system()` is the deprecated `system_wq`, which warns.)
+    unsafe { workqueue::Queue::from_raw(core::ptr::addr_of!(bindings::system_dfl_wq).read()) }
+}
+
 impl WorkItem for Stream {
     type Pointer = Arc<Stream>;
 
     fn run(this: Arc<Stream>) {
         // Test hook (0 unless loaded with it): a slow delivery, so that a test can show that an
         // ioctl waiting for it ends on a fatal signal.
-        let delay = crate::module_parameters::test_delivery_delay_ms.value();
+        let delay = test_delivery_delay_ms();
         if delay > 0 {
-            // SAFETY: `msleep` may sleep; a work item runs in process context with no lock held.
+            // SAFETY: `msleep` may sleep: with the delay set, `delivery_queue` is a process-context
+            // workqueue, and a work item runs with no lock held.
             unsafe { bindings::msleep(delay) };
         }
         this.deliver_pending();
