@@ -226,6 +226,31 @@ pub fn wait_process_blocked_in(pid: i32, nr: i64) -> Result<(), String> {
     wait_in_syscall(&format!("/proc/{pid}/syscall"), nr)
 }
 
+/// Waits until thread `tid` of this process no longer has `signo` pending in its own queue: the
+/// kernel dequeued it on the way back to user space, so a system call the signal interrupted
+/// has already returned (or is restarting) and the handler is running or has run.
+pub fn wait_signal_taken(tid: i32, signo: i32) -> Result<(), String> {
+    let path = format!("/proc/self/task/{tid}/status");
+    let bit = 1u64 << (signo - 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        let pending = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigPnd:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .ok_or_else(|| format!("{path}: no SigPnd line"))?;
+        if pending & bit == 0 {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{path}: signal {signo} still pending after 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Waits until the `syscall` file at `path` names system call `nr`.
 fn wait_in_syscall(path: &str, nr: i64) -> Result<(), String> {
     let tid = path;

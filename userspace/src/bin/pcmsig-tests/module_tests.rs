@@ -128,9 +128,9 @@ fn timer_periods_are_numbered_and_stop_after_n() -> TestResult {
 fn triggers_follow_the_state_machine() -> TestResult {
     let sig = rt(0);
     let dev = listen(sig)?;
-    // A 300 ms period: no tick comes between the quick triggers below (each takes well under
+    // A 100 ms period: no tick comes between the quick triggers below (each takes well under
     // 10 ms, even on the debug kernel).
-    dev.configure(300_000, 0).ctx("configure")?;
+    dev.configure(100_000, 0).ctx("configure")?;
     let state = |want: State| -> TestResult {
         let s = dev.stats().ctx("stats")?;
         ensure_eq!(State::from_u32(s.state), Some(want));
@@ -754,8 +754,13 @@ fn nonblocking_read_gives_eagain() -> TestResult {
 fn blocking_read_wakes_on_an_event() -> TestResult {
     let dev = std::sync::Arc::new(Device::open().ctx("open")?);
     let d = dev.clone();
-    let reader = std::thread::spawn(move || d.read_records(4));
-    std::thread::sleep(Duration::from_millis(100));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let _ = tx.send(pcmsig::sys::gettid());
+        d.read_records(4)
+    });
+    let tid = rx.recv().map_err(|_| "reader died".to_string())?;
+    wait_blocked_in(tid, libc::SYS_read)?;
     ensure!(!reader.is_finished(), "read returned with nothing to read");
     dev.inject(K::Xrun).ctx("inject")?;
     let recs = reader
@@ -1131,9 +1136,9 @@ fn module_kunit_suites_pass() -> TestResult {
 }
 
 fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
-    // An emitting ioctl waits until its events are delivered. With delivery slowed to 0.5 s (a
+    // An emitting ioctl waits until its events are delivered. With delivery slowed to 0.2 s (a
     // load-time test hook), SIGKILL must end the waiting process long before that.
-    const DELAY_MS: u64 = 500;
+    const DELAY_MS: u64 = 200;
     delete_module().ctx("rmmod")?;
     let params = std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into());
     load_module_with(&format!("{params} test_delivery_delay_ms={DELAY_MS}")).ctx("insmod slow")?;

@@ -258,7 +258,7 @@ fn sigtimedwait_times_out_with_eagain() -> TestResult {
     let set = SignalSet::of(&[sig.number()]);
     let ts = libc::timespec {
         tv_sec: 0,
-        tv_nsec: 100_000_000,
+        tv_nsec: 30_000_000,
     };
     let start = Instant::now();
     // SAFETY: zeroed siginfo out-parameter, valid set and timespec.
@@ -269,7 +269,7 @@ fn sigtimedwait_times_out_with_eagain() -> TestResult {
     ensure_eq!(r, -1);
     ensure_eq!(errno, Some(libc::EAGAIN));
     ensure!(
-        start.elapsed() >= Duration::from_millis(95),
+        start.elapsed() >= Duration::from_millis(29),
         "returned after {:?}, before its timeout",
         start.elapsed()
     );
@@ -296,8 +296,9 @@ fn read_pipe_during_event(restart: bool) -> Result<std::io::Result<usize>, Strin
     let helper = std::thread::spawn(move || -> Result<(), String> {
         wait_blocked_in(tid, libc::SYS_read)?;
         d.inject(K::PeriodElapsed).ctx("inject")?;
-        // Under SA_RESTART the read resumes; give it something to return.
-        std::thread::sleep(Duration::from_millis(100));
+        // The read must have been interrupted before the pipe has data (a read that finds data
+        // returns it, pending signal or not); under SA_RESTART it resumes and returns the byte.
+        wait_signal_taken(tid, sig.number())?;
         nix::unistd::write(&wr, b"x").ctx("write")?;
         Ok(())
     });
