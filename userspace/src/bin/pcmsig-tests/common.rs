@@ -19,6 +19,23 @@ pub fn listen(sig: Signal) -> Result<Device, String> {
     Ok(dev)
 }
 
+/// A short mix of event kinds, as a stream produces them, for tests that inject events.
+pub const MIXED_EVENTS: [EventKind; 5] = [
+    EventKind::Started,
+    EventKind::PeriodElapsed,
+    EventKind::PeriodElapsed,
+    EventKind::Xrun,
+    EventKind::Stopped,
+];
+
+/// [`listen`], then a stream of `periods` periods of `period_us` (0: until stopped), started.
+pub fn listen_to_stream(sig: Signal, period_us: u32, periods: u32) -> Result<Device, String> {
+    let dev = listen(sig)?;
+    dev.configure(period_us, periods).ctx("configure")?;
+    dev.trigger(pcmsig::Trigger::Start).ctx("start")?;
+    Ok(dev)
+}
+
 /// Waits for the next of `sigs` (they must be blocked).
 pub fn recv(sigs: &[Signal]) -> Result<SigInfo, String> {
     let set = SignalSet::from(sigs);

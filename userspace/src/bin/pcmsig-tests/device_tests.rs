@@ -102,9 +102,7 @@ fn write_sysfs(path: &str, value: &str) -> TestResult {
 fn edu_unbind_while_running_stops_and_rebind_restores() -> TestResult {
     let addr = edu_address()?;
     let sig = rt(0);
-    let dev = listen(sig)?;
-    dev.configure(10_000, 0).ctx("configure")?;
-    dev.trigger(Trigger::Start).ctx("start")?;
+    let dev = listen_to_stream(sig, 10_000, 0)?;
     expect_kinds(
         sig,
         &[K::Prepared, K::Started, K::PeriodElapsed, K::PeriodElapsed],

@@ -61,13 +61,7 @@ pub fn leak_tests() -> Vec<Test> {
 fn inject_delivers_exact_payloads_in_sequence() -> TestResult {
     let sig = rt(0);
     let dev = listen(sig)?;
-    let kinds = [
-        K::Started,
-        K::PeriodElapsed,
-        K::PeriodElapsed,
-        K::Xrun,
-        K::Stopped,
-    ];
+    let kinds = MIXED_EVENTS;
     for k in kinds {
         dev.inject(k).ctx("inject")?;
     }
@@ -113,9 +107,7 @@ fn inject_burst_delivers_every_event_in_order() -> TestResult {
 
 fn timer_periods_are_numbered_and_stop_after_n() -> TestResult {
     let sig = rt(0);
-    let dev = listen(sig)?;
-    dev.configure(2000, 5).ctx("configure")?;
-    dev.trigger(Trigger::Start).ctx("start")?;
+    let dev = listen_to_stream(sig, 2000, 5)?;
     expect_kinds(sig, &finite_run(5))?;
     recv_none(&[sig])?;
     let s = dev.stats().ctx("stats")?;
@@ -202,9 +194,7 @@ fn wrong_state_triggers_fail_with_ebadfd() -> TestResult {
 
 fn xrun_trigger_needs_configure_to_recover() -> TestResult {
     let sig = rt(0);
-    let dev = listen(sig)?;
-    dev.configure(1_000_000, 0).ctx("configure")?;
-    dev.trigger(Trigger::Start).ctx("start")?;
+    let dev = listen_to_stream(sig, 1_000_000, 0)?;
     dev.trigger(Trigger::Xrun).ctx("xrun")?;
     ensure_eq!(
         State::from_u32(dev.stats().ctx("stats")?.state),
@@ -416,9 +406,7 @@ fn queue_overflow_drops_are_counted_exactly() -> TestResult {
 fn xrun_when_a_listener_falls_behind() -> TestResult {
     set_sigpending_limit(4)?;
     let sig = rt(0);
-    let dev = listen(sig)?;
-    dev.configure(1000, 0).ctx("configure")?;
-    dev.trigger(Trigger::Start).ctx("start")?;
+    let dev = listen_to_stream(sig, 1000, 0)?;
     // Wait for the xrun, then until nothing moves any more (the timer has stopped and the
     // work item has offered everything that was emitted).
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -200,13 +200,7 @@ fn signalfd_reports_ssi_int_and_si_queue() -> TestResult {
 }
 
 fn every_receive_mode_sees_the_same_events() -> TestResult {
-    let kinds = [
-        K::Started,
-        K::PeriodElapsed,
-        K::PeriodElapsed,
-        K::Xrun,
-        K::Stopped,
-    ];
+    let kinds = MIXED_EVENTS;
     let normalize = |v: Vec<sys::SigInfo>| -> Result<Vec<(K, u32, i32)>, String> {
         let mut base = None;
         v.iter()
@@ -424,9 +418,7 @@ fn cricket_scorer_sigqueues_to_manager() -> TestResult {
 
 fn cricket_manager_fed_by_the_kernel_stream() -> TestResult {
     let sig = rt(0);
-    let dev = listen(sig)?;
-    dev.configure(1000, 2).ctx("configure")?;
-    dev.trigger(Trigger::Start).ctx("start")?;
+    let _dev = listen_to_stream(sig, 1000, 2)?;
     let said = cricket::manager(sig, 5).ctx("manager")?;
     ensure_eq!(said[0], "From the stream: stream prepared.");
     ensure_eq!(said[1], "From the stream: stream started.");
@@ -438,5 +430,3 @@ fn cricket_manager_fed_by_the_kernel_stream() -> TestResult {
     ensure_eq!(said[4], "From the stream: stream stopped.");
     Ok(())
 }
-
-use pcmsig::Trigger;
