@@ -14,6 +14,8 @@ const BINDGEN_VERSION: &str = "0.73.2";
 #[derive(Clone, Debug)]
 pub struct Tools {
     pub rustc: PathBuf,
+    /// The kernel's C compiler (`clang-19`), for the module builds' probe cache.
+    pub clang: PathBuf,
     pub rustdoc: PathBuf,
     pub clippy_driver: Option<PathBuf>,
     pub bindgen: PathBuf,
@@ -32,6 +34,7 @@ impl Tools {
     pub fn fake(dir: &Path) -> Tools {
         Tools {
             rustc: dir.join("rustc"),
+            clang: dir.join("clang-19"),
             rustdoc: dir.join("rustdoc"),
             clippy_driver: None,
             bindgen: dir.join("bindgen"),
@@ -194,15 +197,15 @@ fn check() -> std::result::Result<Tools, Vec<Missing>> {
     };
     let rustc = PathBuf::from("/usr/bin/rustc");
     let clippy = PathBuf::from("/usr/bin/clippy-driver");
+    let clang = which("clang-19").unwrap_or_else(|| PathBuf::from("clang-19"));
     Ok(Tools {
         rustc_version: version_of(&rustc),
-        clang_version: which("clang-19")
-            .map(|c| version_of(&c))
-            .unwrap_or_default(),
+        clang_version: version_of(&clang),
         bindgen_version: version_of(&bindgen),
         qemu_version: version_of(&qemu),
         rustc,
         rustdoc: PathBuf::from("/usr/bin/rustdoc"),
+        clang,
         clippy_driver: clippy.is_file().then_some(clippy),
         bindgen,
         llvm_suffix: "-19",
