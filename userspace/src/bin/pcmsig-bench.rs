@@ -2,14 +2,16 @@
 //!
 //! For each path (sigwaitinfo, signalfd+epoll, SA_SIGINFO handler hand-off, and `read()` of
 //! event records) and each run, in a fresh forked process, it prints one line `BENCH {json}`:
-//! - `latency`: a timer-driven stream of 1 ms periods; per period, the receipt time minus the
-//!   kernel's timestamp of the event (from its `read()` record), as percentiles in ns;
+//! - `latency`: a timer-driven stream of 1 ms periods, then of 10 ms periods; per period, the
+//!   receipt time minus the kernel's timestamp of the event (from its `read()` record), as
+//!   percentiles in ns, beside the `floor` (a `clock_nanosleep` loop's lateness); each run pinned
+//!   to CPU 0;
 //! - `throughput`: another thread injects bursts of events as fast as the path takes them
 //!   (see [`throughput`]); events per second from the first inject to the last receipt, and how
 //!   many were lost.
 //!
 //! Last, one `burst` line: the largest burst queued without loss under the default
-//! RLIMIT_SIGPENDING. Usage: `pcmsig-bench [--runs N] [--events N]`.
+//! RLIMIT_SIGPENDING. Usage: `pcmsig-bench [--runs N] [--events N] [--flood N]`.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -113,6 +115,17 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
         return 0;
     }
     sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+/// Pins the calling thread (and the threads it starts) to CPU 0, as `cyclictest -a` does: in a
+/// latency run the floor's timer and the stream's timer (armed by the trigger, so on the
+/// caller's CPU) then fire on the CPU their thread sleeps on, and each path is measured without
+/// a wake-up across CPUs that the scheduler's placement would add to some runs and not others.
+fn pin_to_cpu0() -> R<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(0).map_err(|e| e.to_string())?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .map_err(|e| format!("sched_setaffinity: {e}"))
 }
 
 /// The floor: what no delivery path can beat, a high-resolution timer waking a user thread.
@@ -332,6 +345,7 @@ fn main() {
             for path in std::iter::once("floor").chain(BENCH_PATHS) {
                 let name = format!("{path}{suffix}");
                 forked(|| {
+                    pin_to_cpu0()?;
                     let mut l = if path == "floor" {
                         floor(n, period_us)?
                     } else {
