@@ -127,7 +127,9 @@ fn probe_caching_cc(tools: &Tools, kernel: &Kernel) -> Result<PathBuf> {
         tools.clang_version.as_bytes(),
         &stamp,
     ]);
-    let cache = kernel.build_dir.join(format!(".pcmsig-cc-probes-{key:016x}"));
+    let cache = kernel
+        .build_dir
+        .join(format!(".pcmsig-cc-probes-{key:016x}"));
     let script = format!(
         r#"#!/bin/sh
 # Written by cargo xtask (xtask/src/guest.rs, probe_caching_cc): clang for the module builds,
