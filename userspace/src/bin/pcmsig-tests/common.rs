@@ -249,43 +249,49 @@ pub fn wait_process_blocked_in(pid: i32, nr: i64) -> Result<(), String> {
 pub fn wait_signal_taken(tid: i32, signo: i32) -> Result<(), String> {
     let path = format!("/proc/self/task/{tid}/status");
     let bit = 1u64 << (signo - 1);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-        let pending = text
-            .lines()
-            .find_map(|l| l.strip_prefix("SigPnd:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .ok_or_else(|| format!("{path}: no SigPnd line"))?;
-        if pending & bit == 0 {
-            return Ok(());
-        }
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "{path}: signal {signo} still pending after 10 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    wait_for_proc(
+        &path,
+        |text| {
+            let pending = text
+                .lines()
+                .find_map(|l| l.strip_prefix("SigPnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .ok_or_else(|| format!("{path}: no SigPnd line"))?;
+            Ok(pending & bit == 0)
+        },
+        |_| format!("{path}: signal {signo} still pending after 10 s"),
+    )
 }
 
 /// Waits until the `syscall` file at `path` names system call `nr`.
 fn wait_in_syscall(path: &str, nr: i64) -> Result<(), String> {
-    let tid = path;
+    wait_for_proc(
+        path,
+        |text| {
+            Ok(text
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<i64>().ok())
+                == Some(nr))
+        },
+        |text| format!("{path}: never blocked in syscall {nr}: {text}"),
+    )
+}
+
+/// Reads the `/proc` file at `path` every millisecond until `done` finds in it what we wait
+/// for; after 10 s fails with `stuck`'s description of the last text read.
+fn wait_for_proc(
+    path: &str,
+    done: impl Fn(&str) -> Result<bool, String>,
+    stuck: impl Fn(&str) -> String,
+) -> Result<(), String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-        if text
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<i64>().ok())
-            == Some(nr)
-        {
+        if done(&text)? {
             return Ok(());
         }
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "{tid}: never blocked in syscall {nr}: {text}"
-        );
+        ensure!(std::time::Instant::now() < deadline, "{}", stuck(&text));
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
