@@ -4,6 +4,8 @@
 # Idempotent: a second run installs nothing. The choices are explained in README.md (Quick start).
 #
 # Env: PCMSIG_TOOLS  where bindgen goes (default: ${XDG_CACHE_HOME:-~/.cache}/pcmsig/tools)
+#      PCMSIG_ETC    the /etc it reads and writes (default /etc; the host tests give a scratch one)
+#      PCMSIG_CI=1   also install what .ci/run needs beyond the harness (shellcheck, mmdebstrap)
 set -euo pipefail
 
 BINDGEN_VERSION=0.73.2
@@ -15,8 +17,16 @@ APT_PACKAGES=(
     qemu-system-x86 busybox-static
 )
 BACKPORTS_PACKAGES=(linux-source-7.3)
+# .ci/run's own checks: shellcheck over the scripts, mmdebstrap for the fresh-root check.
+CI_PACKAGES=(shellcheck mmdebstrap)
+[[ ${PCMSIG_CI:-} == 1 ]] && APT_PACKAGES+=("${CI_PACKAGES[@]}")
+ETC="${PCMSIG_ETC:-/etc}"
 
 say() { printf 'install-deps: %s\n' "$*"; }
+# Every check captures a command's whole output, then matches it in the shell. Never
+# `cmd | grep -q`: under pipefail, grep -q exits at its first match, cmd dies of SIGPIPE on its
+# next write, and the pipeline fails (141) exactly when the text was found.
+output_of() { "$@" 2>/dev/null || true; }
 
 if [[ $(id -u) -ne 0 ]]; then
     if command -v sudo >/dev/null; then SUDO=sudo; else
@@ -25,27 +35,28 @@ if [[ $(id -u) -ne 0 ]]; then
 else
     SUDO=
 fi
-if ! grep -q 'VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null; then
+if ! grep -q 'VERSION_CODENAME=bookworm' "$ETC/os-release" 2>/dev/null; then
     say "warning: this script is written for Debian 12 (bookworm); continuing anyway"
 fi
 
 # --- trixie-backports, for linux-source-7.3 only, pinned low -----------------------
 add_backports() {
-    local list=/etc/apt/sources.list.d/pcmsig-trixie-backports.sources
-    local pin=/etc/apt/preferences.d/pcmsig-trixie-backports
+    local list=$ETC/apt/sources.list.d/pcmsig-trixie-backports.sources
+    local pin=$ETC/apt/preferences.d/pcmsig-trixie-backports
+    local deb822=$ETC/apt/sources.list.d/debian.sources classic=$ETC/apt/sources.list
     if [[ ! -f $list ]]; then
         # Derive URI and keyring from the machine's own Debian archive entry, so a mirror works.
         local uri="" key=""
-        if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
-            uri=$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-            key=$(awk -v u="$uri" '/^URIs:/ {cur=$2} /^Signed-By:/ && cur==u {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+        if [[ -f $deb822 ]]; then
+            uri=$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' "$deb822")
+            key=$(awk -v u="$uri" '/^URIs:/ {cur=$2} /^Signed-By:/ && cur==u {print $2; exit}' "$deb822")
         fi
-        if [[ -z $uri && -f /etc/apt/sources.list ]]; then
-            uri=$(awk '$1=="deb" && $0 ~ /bookworm/ && $0 !~ /security/ {for(i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; exit}}' /etc/apt/sources.list)
+        if [[ -z $uri && -f $classic ]]; then
+            uri=$(awk '$1=="deb" && $0 ~ /bookworm/ && $0 !~ /security/ {for(i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; exit}}' "$classic")
         fi
         if [[ -z $uri ]]; then
-            say "cannot find this machine's Debian archive in /etc/apt/sources.list.d/debian.sources"
-            say "or /etc/apt/sources.list: add trixie-backports for linux-source-7.3 by hand, or"
+            say "cannot find this machine's Debian archive in $deb822"
+            say "or $classic: add trixie-backports for linux-source-7.3 by hand, or"
             say "pass a kernel tree with --kernel-src DIR|TARBALL (or KERNEL_SRC)"
             exit 1
         fi
@@ -70,7 +81,8 @@ PIN
 
 missing=()
 for p in "${APT_PACKAGES[@]}" "${BACKPORTS_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    status=$(output_of dpkg-query -W -f='${Status}' "$p")
+    [[ $status == *'install ok installed'* ]] || missing+=("$p")
 done
 if ((${#missing[@]})); then
     add_backports
@@ -81,15 +93,18 @@ if ((${#missing[@]})); then
     extra=()
     # Some images ship qemu-utils from bookworm-backports, which Breaks bookworm's
     # qemu-system-common: move it back to bookworm's version, the one matching our QEMU.
-    if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
+    qemu_utils=$(output_of dpkg-query -W -f='${Version}' qemu-utils)
+    if [[ $qemu_utils == *bpo* ]]; then
         say "qemu-utils is a backport that conflicts with qemu-system-x86: installing bookworm's"
         extra=(--allow-downgrades qemu-utils/bookworm)
     fi
     $SUDO apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}" "${extra[@]}" | { grep -E "^(Unpacking|Setting up) " || true; }
     for p in "${BACKPORTS_PACKAGES[@]}"; do
         # Backports keeps only the newest series: say what to do when 7.3 is gone.
-        if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-            offered=$(apt-cache search --names-only '^linux-source-[0-9]' | cut -d' ' -f1 | sort -V | tr '\n' ' ')
+        policy=$(output_of apt-cache policy "$p")
+        if ! [[ $policy =~ Candidate:\ [0-9] ]]; then
+            offered=$(output_of apt-cache search --names-only '^linux-source-[0-9]')
+            offered=$(cut -d' ' -f1 <<<"$offered" | sort -V | tr '\n' ' ')
             say "$p is no longer offered by the apt sources (offered: ${offered:-none})."
             say "The module targets 7.3: pass a 7.3 tree with --kernel-src DIR|TARBALL (or KERNEL_SRC),"
             say "or install a newer linux-source and expect to port the module."
@@ -102,7 +117,7 @@ else
 fi
 
 # --- bindgen, pinned, into the tools folder -----------------------------------------
-if [[ -x $TOOLS/bin/bindgen ]] && "$TOOLS/bin/bindgen" --version | grep -q "$BINDGEN_VERSION"; then
+if [[ -x $TOOLS/bin/bindgen && $(output_of "$TOOLS/bin/bindgen" --version) == *"$BINDGEN_VERSION"* ]]; then
     say "bindgen $BINDGEN_VERSION: present in $TOOLS/bin"
 else
     command -v cargo >/dev/null || { say "cargo not found: install Rust with rustup first"; exit 1; }
@@ -115,7 +130,7 @@ fi
 # source package whose build downloads the binary from GitHub, which this network does not reach.
 # action-validator (crates.io) checks the workflow against its JSON schema instead.
 ACTION_VALIDATOR_VERSION=0.9.0
-if [[ -x $TOOLS/bin/action-validator ]] && "$TOOLS/bin/action-validator" --version | grep -q "$ACTION_VALIDATOR_VERSION"; then
+if [[ -x $TOOLS/bin/action-validator && $(output_of "$TOOLS/bin/action-validator" --version) == *"$ACTION_VALIDATOR_VERSION"* ]]; then
     say "action-validator $ACTION_VALIDATOR_VERSION: present in $TOOLS/bin"
 else
     say "installing action-validator $ACTION_VALIDATOR_VERSION into $TOOLS (about 2 minutes)"

@@ -18,7 +18,9 @@ if ! command -v qemu-ga >/dev/null; then
     say "apt-get install qemu-guest-agent"
     $SUDO apt-get install -y --no-install-recommends qemu-guest-agent | { grep -E "^(Unpacking|Setting up) " || true; }
 fi
-if [[ ! -x $TOOLS/bin/vmtest ]] || ! "$TOOLS/bin/vmtest" --version | grep -q "$VMTEST_VERSION"; then
+# Versions are captured, then matched: `cmd | grep -q` fails under pipefail (see install-deps.sh).
+output_of() { "$@" 2>/dev/null || true; }
+if [[ ! -x $TOOLS/bin/vmtest || $(output_of "$TOOLS/bin/vmtest" --version) != *"$VMTEST_VERSION"* ]]; then
     say "cargo install vmtest $VMTEST_VERSION (about 3 minutes)"
     cargo install --locked vmtest --version "$VMTEST_VERSION" --root "$TOOLS"
 fi
@@ -27,4 +29,5 @@ if [[ ! -f $TOOLS/virtme-ng/virtme_ng/version.py ]] \
     say "pip install virtme-ng $VIRTME_NG_VERSION"
     python3 -m pip install --quiet --upgrade --target "$TOOLS/virtme-ng" "virtme-ng==$VIRTME_NG_VERSION"
 fi
-say "virtme-ng $VIRTME_NG_VERSION, vmtest $VMTEST_VERSION, $(qemu-ga --version 2>&1 | head -1)"
+qemu_ga=$(output_of qemu-ga --version)
+say "virtme-ng $VIRTME_NG_VERSION, vmtest $VMTEST_VERSION, ${qemu_ga%%$'\n'*}"
