@@ -91,7 +91,7 @@ module! {
         },
         test_delivery_delay_ms: u32 {
             default: 0,
-            description: "Test hook: the delivery work item sleeps this long before each run",
+            description: "Test hook: the delivery work item waits this long before each run (until released in debugfs)",
         },
     },
 }
@@ -112,6 +112,9 @@ struct PcmsigModule {
     /// `/sys/kernel/debug/pcmsig/stats`.
     #[pin]
     _stats: debugfs::File<Arc<Stream>>,
+    /// `/sys/kernel/debug/pcmsig/release_delivery`: a write ends the test hook's delivery delay.
+    #[pin]
+    _release: debugfs::File<Arc<Stream>>,
     _debugfs: debugfs::Dir,
     stream: Arc<Stream>,
 }
@@ -146,6 +149,14 @@ impl kernel::InPlaceModule for PcmsigModule {
             let options = MiscDeviceOptions { name: c"pcmsig" };
             Ok(try_pin_init!(Self {
                 _stats <- dir.read_callback_file(c"stats", stream.clone(), &stats_file),
+                _release <- dir.write_callback_file(
+                    c"release_delivery",
+                    stream.clone(),
+                    &|s: &Arc<Stream>, _: &mut kernel::uaccess::UserSliceReader| {
+                        s.release_delivery();
+                        Ok(())
+                    }
+                ),
                 _debugfs: dir,
                 edu_driver <- kernel::driver::Registration::new(c"pcmsig-edu", module),
                 _flush: FlushOnDrop(stream.clone()),

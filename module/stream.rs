@@ -19,7 +19,7 @@ use crate::{
 use kernel::{
     bindings, new_condvar, new_mutex, new_spinlock_irq,
     prelude::*,
-    sync::{Arc, ArcBorrow, CondVar, Mutex, SpinLockIrq},
+    sync::{Arc, ArcBorrow, CondVar, CondVarTimeoutResult, Mutex, SpinLockIrq},
     time::{
         hrtimer::{
             ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerPointer,
@@ -477,6 +477,12 @@ pub(crate) struct Stream {
     /// under it.
     #[pin]
     files: SpinLockIrq<KVec<Arc<OpenFile>>>,
+    /// Test hook (`test_delivery_delay_ms`): whether the delivery delay was released early
+    /// (`/sys/kernel/debug/pcmsig/release_delivery`), and where the delayed work item waits.
+    #[pin]
+    hold: Mutex<bool>,
+    #[pin]
+    hold_released: CondVar,
     #[pin]
     timer: HrTimer<Stream>,
     #[pin]
@@ -504,6 +510,8 @@ impl Stream {
                 delivered <- new_condvar!("pcmsig::Stream::delivered"),
                 control <- new_mutex!((), "pcmsig::Stream::control"),
                 files <- new_spinlock_irq!(KVec::new(), "pcmsig::Stream::files"),
+                hold <- new_mutex!(false, "pcmsig::Stream::hold"),
+                hold_released <- new_condvar!("pcmsig::Stream::hold_released"),
                 timer <- HrTimer::new(),
                 work <- new_work!("pcmsig::Stream::work"),
                 origin: (Instant::<Monotonic>::now(), now_ns()),
@@ -737,6 +745,31 @@ impl Stream {
         }
         let _control = self.control.lock();
         self.check_emitter()?;
+        // Seeded bug: sleeps uninterruptibly, forever, holding `control` (a lost wake-up).
+        #[cfg(pcmsig_bug = "sleep_holding_control")]
+        // SAFETY: process context (an ioctl), no spinlock held; a timeout of LONG_MAX never ends.
+        unsafe {
+            bindings::schedule_timeout_uninterruptible(core::ffi::c_long::MAX)
+        };
+        // Seeded bug: waits with interrupts off (`inner` is irq-safe) for a timer period, which
+        // can only come through an interrupt.
+        #[cfg(pcmsig_bug = "spin_irqs_off")]
+        {
+            let inner = self.inner.lock();
+            let start = inner.periods;
+            // SAFETY: a field of the locked `inner`, read as the wait expects it to change.
+            while unsafe { core::ptr::read_volatile(&inner.periods) } == start {
+                core::hint::spin_loop();
+            }
+        }
+        // Seeded bug: waits for a grace period inside an RCU read-side section, which that grace
+        // period waits for in turn.
+        #[cfg(pcmsig_bug = "rcu_never_ends")]
+        {
+            let _rcu = kernel::sync::rcu::read_lock();
+            // SAFETY: process context (an ioctl); the bug is the read-side section around it.
+            unsafe { bindings::synchronize_rcu() };
+        }
         let seq = {
             let mut inner = self.inner.lock();
             match inner.state {
@@ -873,6 +906,31 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Test hook: the delivery work item waits `delay_ms` before each run, or until the delay is
+    /// released (for good, until the module is loaded again). With the delay set, `delivery_queue`
+    /// is a process-context workqueue, where the work item may sleep.
+    fn hold_delivery(&self, delay_ms: u32) {
+        let mut left = kernel::time::msecs_to_jiffies(delay_ms);
+        let mut released = self.hold.lock();
+        while !*released && left > 0 {
+            // A work item gets no signals: the wait ends by timeout or release.
+            match self.hold_released.wait_interruptible_timeout(&mut released, left) {
+                CondVarTimeoutResult::Timeout => break,
+                CondVarTimeoutResult::Woken { jiffies } | CondVarTimeoutResult::Signal { jiffies } => {
+                    left = jiffies
+                }
+            }
+        }
+    }
+
+    /// Test hook: ends the delivery delay now and for every later run.
+    pub(crate) fn release_delivery(&self) {
+        *self.hold.lock() = true;
+        self.hold_released.notify_all();
+    }
+}
+
 /// The test hook's delivery delay (ms; 0 unless the module was loaded with it). Module
 /// parameters of Rust modules have no sysfs file, so the value is fixed at load.
 fn test_delivery_delay_ms() -> u32 {
@@ -901,9 +959,7 @@ impl WorkItem for Stream {
         // ioctl waiting for it ends on a fatal signal.
         let delay = test_delivery_delay_ms();
         if delay > 0 {
-            // SAFETY: `msleep` may sleep: with the delay set, `delivery_queue` is a process-context
-            // workqueue, and a work item runs with no lock held.
-            unsafe { bindings::msleep(delay) };
+            this.hold_delivery(delay);
         }
         this.deliver_pending();
     }

@@ -56,6 +56,14 @@ pub const KERNEL_PROBLEMS: &[Problem] = &[
     p("unreferenced object", "kmemleak"),
     p("list_add corruption", "list-debug"),
     p("list_del corruption", "list-debug"),
+    // The hang detectors (vm/kernel.config). Each report is followed by its panic ("Kernel
+    // panic - not syncing: softlockup: hung tasks", "Hard LOCKUP", "RCU Stall", "hung_task:
+    // blocked tasks"), so they come before "BUG:" and "Kernel panic".
+    p("soft lockup - CPU#", "soft-lockup"),
+    p("Watchdog detected hard LOCKUP", "hard-lockup"),
+    p("stalls on CPUs/tasks", "rcu-stall"),
+    p("self-detected stall on CPU", "rcu-stall"),
+    p("INFO: task ", "hung-task"),
     p("UBSAN:", "UBSAN"),
     p("Kernel panic", "panic"),
     p("kernel BUG at", "BUG"),
@@ -65,10 +73,6 @@ pub const KERNEL_PROBLEMS: &[Problem] = &[
     p("WARNING:", "warning"),
     p("------------[ cut here ]------------", "warning"),
     p("Call Trace:", "warning"),
-    p("rcu_sched detected stalls", "stall"),
-    p("rcu: INFO:", "stall"),
-    p("soft lockup", "stall"),
-    p("hung_task", "stall"),
 ];
 
 /// The first problem whose pattern occurs in `line`.
@@ -137,6 +141,26 @@ mod tests {
         assert_eq!(
             class("Kernel panic - not syncing: Fatal exception"),
             Some("panic")
+        );
+        assert_eq!(
+            class("watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [pcmsig-tests:80]"),
+            Some("soft-lockup")
+        );
+        assert_eq!(
+            class("watchdog: CPU1: Watchdog detected hard LOCKUP on cpu 0"),
+            Some("hard-lockup")
+        );
+        assert_eq!(
+            class("rcu: INFO: rcu_preempt detected expedited stalls on CPUs/tasks: { P80 } 7502 jiffies s: 9 root: 0x0/T"),
+            Some("rcu-stall")
+        );
+        assert_eq!(
+            class("rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"),
+            Some("rcu-stall")
+        );
+        assert_eq!(
+            class("INFO: task pcmsig-tests:80 blocked for more than 30 seconds."),
+            Some("hung-task")
         );
         assert_eq!(
             class("pcmsig: loading out-of-tree module taints kernel."),

@@ -532,7 +532,7 @@ fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
             format!("pcmsig_flood={}", o.flood),
         ],
         // The delivery runs print one line each, several seconds apart.
-        silence: vm::silence_limit(Some(o.vm.silence.unwrap_or(120))),
+        silence: vm::Limits::of(o.vm.debug_kernel, None, Some(o.vm.silence.unwrap_or(120))).silence,
         cpus: o.vm.cpus.unwrap_or(vm::DEFAULT_CPUS),
         stream: o.vm.verbose,
         ..vm::Boot::new(

@@ -146,7 +146,14 @@ pub fn build_and_boot(
     let boot = crate::vm::Boot {
         stream: f.verbose || !f.quiet,
         gdb: f.gdb,
-        ..crate::vm::Boot::from_flags(mode, out, f.qemu_args, f.timeout, f.silence, f.cpus)
+        ..crate::vm::Boot::from_flags(
+            mode,
+            out,
+            f.qemu_args,
+            (f.timeout, f.silence),
+            f.cpus,
+            f.debug_kernel,
+        )
     };
     crate::vm::boot(&b.tools, &b.kernel, &initrd, &boot)
 }

@@ -64,7 +64,7 @@ impl flags::Test {
         )?;
         let configs = self.configs(&b.guest_dir, &out)?;
         let cpus = self.cpus(configs.len());
-        let timeout = vm::timeout_limit(self.timeout);
+        let timeout = vm::Limits::of(self.debug_kernel, self.timeout, self.silence).timeout;
         if !self.quiet {
             let names: Vec<&str> = configs.iter().map(|c| c.name).collect();
             println!(
@@ -83,9 +83,9 @@ impl flags::Test {
                     "test",
                     &c.dir,
                     &c.qemu,
-                    self.timeout,
-                    self.silence,
+                    (self.timeout, self.silence),
                     Some(cpus),
+                    self.debug_kernel,
                 )
             };
             let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)

@@ -26,8 +26,12 @@ pub struct Boot<'a> {
     pub stream: bool,
     /// Start QEMU's gdb stub (`-s -S`) and wait for a debugger; disables the timeout.
     pub gdb: bool,
-    /// Kill the VM when the guest prints nothing for this long (hang detection).
+    /// Kill the VM when the guest prints nothing for this long once init has started (hang
+    /// detection; the suite's long tests print progress).
     pub silence: Option<Duration>,
+    /// The same before init's first line: the kernel boots with its console quiet, and the
+    /// debug kernel's boot alone takes 20 s to over a minute under TCG.
+    pub boot_silence: Option<Duration>,
     pub out_dir: &'a Path,
     /// Virtual CPUs (`-smp`).
     pub cpus: u32,
@@ -45,6 +49,7 @@ impl<'a> Boot<'a> {
             stream: false,
             gdb: false,
             silence: None,
+            boot_silence: None,
             out_dir,
             cpus: DEFAULT_CPUS,
         }
@@ -58,15 +63,17 @@ impl<'a> Boot<'a> {
         mode: &'a str,
         out_dir: &'a Path,
         qemu_args: &'a [String],
-        timeout: Option<u64>,
-        silence: Option<u64>,
+        (timeout, silence): (Option<u64>, Option<u64>),
         cpus: Option<u32>,
+        debug_kernel: bool,
     ) -> Self {
+        let limits = Limits::of(debug_kernel, timeout, silence);
         Boot {
             qemu_args,
-            silence: silence_limit(silence),
+            silence: limits.silence,
+            boot_silence: limits.boot_silence,
             cpus: cpus.unwrap_or(DEFAULT_CPUS),
-            ..Boot::new(mode, out_dir, timeout_limit(timeout))
+            ..Boot::new(mode, out_dir, limits.timeout)
         }
     }
 }
@@ -88,21 +95,39 @@ pub struct Run {
 
 /// Virtual CPUs of a VM unless said otherwise: two, so that the module meets real SMP.
 pub const DEFAULT_CPUS: u32 = 2;
-/// Seconds before a VM is killed unless said otherwise (`--timeout`).
-pub const DEFAULT_TIMEOUT_S: u64 = 300;
-/// Seconds of guest silence before a VM is killed unless said otherwise (`--silence`).
-pub const DEFAULT_SILENCE_S: u64 = 60;
+/// Seconds before a VM is killed unless said otherwise (`--timeout`): normal kernel, debug kernel.
+/// Both far above a run on a machine several times slower than the project's (normal: 3 s;
+/// debug: about 70 s here, 3 to 4 min seen on a 2.5x slower machine).
+pub const DEFAULT_TIMEOUT_S: (u64, u64) = (300, 1800);
+/// Seconds of guest silence, once init runs, before a VM is killed unless said otherwise
+/// (`--silence`): normal, debug. Above the kernels' own hang detectors (a hung task panics
+/// 30 to 35 s after it blocked, with its backtrace), every test's longest quiet stretch (long
+/// tests print progress every 2 s) and the suite's per-test limit (`PCMSIG_TEST_TIMEOUT`: 30 s,
+/// debug 240 s), so that a test stuck in user space is reported by the suite itself.
+pub const DEFAULT_SILENCE_S: (u64, u64) = (60, 300);
+/// Seconds of silence allowed before init's first line: normal, debug (which reached init after
+/// 20 s here and 57 to 68 s on a 2.5x slower machine). `--silence` raises it, never lowers it.
+pub const BOOT_SILENCE_S: (u64, u64) = (60, 600);
 
-/// The `--timeout` limit: the default when not given.
-pub fn timeout_limit(flag: Option<u64>) -> Duration {
-    Duration::from_secs(flag.unwrap_or(DEFAULT_TIMEOUT_S))
+/// A VM's time limits, from the kernel flavour's defaults and the `--timeout`/`--silence` flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub silence: Option<Duration>,
+    pub boot_silence: Option<Duration>,
 }
 
-/// The `--silence` limit: the default when not given, none for 0.
-pub fn silence_limit(flag: Option<u64>) -> Option<Duration> {
-    match flag.unwrap_or(DEFAULT_SILENCE_S) {
-        0 => None,
-        s => Some(Duration::from_secs(s)),
+impl Limits {
+    pub fn of(debug_kernel: bool, timeout: Option<u64>, silence: Option<u64>) -> Limits {
+        let pick = |(normal, debug): (u64, u64)| if debug_kernel { debug } else { normal };
+        let after_init = silence.unwrap_or(pick(DEFAULT_SILENCE_S));
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        Limits {
+            timeout: Duration::from_secs(timeout.unwrap_or(pick(DEFAULT_TIMEOUT_S))),
+            silence: secs(after_init),
+            // `--silence 0` means never, in both phases.
+            boot_silence: secs(after_init).and(secs(after_init.max(pick(BOOT_SILENCE_S)))),
+        }
     }
 }
 
@@ -147,9 +172,13 @@ pub fn append_line(mode: &str, env: &[String]) -> String {
     // TSC is the host's monotonic clock scaled: declaring it reliable skips the watchdog, and
     // tsc-early is valid for high resolution from the start (checked: /proc/timer_list shows
     // `hres_active: 1` at 0.7 s with it, 0 without until 1.4 s).
+    // The hang detectors (vm/kernel.config) panic on their own, but for two settings that are
+    // sysctls only: an RCU stall panics too, and hung tasks are looked for every 5 s (not every
+    // 30 s, the timeout), so a hung task ends the VM 30 to 35 s after it blocked.
     let mut s = format!(
         "console=ttyS0 panic=-1 oops=panic panic_on_warn=1 loglevel=5 rcupdate.rcu_expedited=1 \
-         tsc=reliable pcmsig_mode={mode}"
+         tsc=reliable sysctl.kernel.panic_on_rcu_stall=1 \
+         sysctl.kernel.hung_task_check_interval_secs=5 pcmsig_mode={mode}"
     );
     for e in env {
         s.push(' ');
@@ -182,12 +211,12 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         b.qemu_args,
         b.cpus,
     );
-    let (timeout, silence) = if b.gdb {
+    let (timeout, silences) = if b.gdb {
         gdb_hint(kernel);
         qemu.args(["-s", "-S"]);
-        (Duration::from_secs(365 * 24 * 3600), None)
+        (Duration::from_secs(365 * 24 * 3600), (None, None))
     } else {
-        (b.timeout, b.silence)
+        (b.timeout, (b.boot_silence.or(b.silence), b.silence))
     };
     serial_ports(&mut qemu, &console_log, &ktap_log, &dmesg_log);
     let mut watch = Watch {
@@ -205,7 +234,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
             .strip_ansi_escape_codes(false),
     )
     .context("starting qemu-system-x86_64 on a pty")?;
-    let ending = watch.until_end(&mut session, timeout, silence);
+    let ending = watch.until_end(&mut session, timeout, silences);
     watch.ktap.poll(b.stream);
     if b.stream && !watch.line.is_empty() {
         println!("{}", watch.line.replace('\r', ""));
@@ -270,20 +299,22 @@ struct Watch<'a> {
 impl Watch<'_> {
     /// Reads the console and the KTAP file until QEMU exits, or kills it: 2 s after a panic's
     /// last line (`panic=-1` normally reboots, and so ends QEMU, at once; a panic in some
-    /// contexts hangs in the reboot path instead), after `silence` without output from either,
-    /// or at `timeout`.
+    /// contexts hangs in the reboot path instead), after a silence without output from either
+    /// (`boot_silence` until init's first line, `silence` after it), or at `timeout`.
     fn until_end(
         &mut self,
         session: &mut rexpect::session::PtySession,
         timeout: Duration,
-        silence: Option<Duration>,
+        (boot_silence, silence): (Option<Duration>, Option<Duration>),
     ) -> Ending {
         let mut last_output = Instant::now();
         let mut panic_end: Option<Instant> = None;
         let mut scanned = 0usize;
+        let mut init_started = false;
         loop {
             if self.read_console(session) {
                 last_output = Instant::now();
+                init_started = init_started || self.console.contains(INIT_UP);
                 if panic_end.is_none() {
                     let from = scanned.saturating_sub(PANIC_END.len());
                     if self.console[from..].contains(PANIC_END) {
@@ -308,7 +339,9 @@ impl Watch<'_> {
             };
             let killed = if panic_end.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
                 Some(Ending::Panicked)
-            } else if let Some(limit) = silence.filter(|l| last_output.elapsed() > *l) {
+            } else if let Some(limit) = (if init_started { silence } else { boot_silence })
+                .filter(|l| last_output.elapsed() > *l)
+            {
                 Some(Ending::Silent(limit.as_secs()))
             } else if self.start.elapsed() > timeout {
                 Some(Ending::TimedOut(timeout.as_secs()))
@@ -345,6 +378,9 @@ impl Watch<'_> {
         got
     }
 }
+
+/// Init's first line (vm/init): the boot is over.
+const INIT_UP: &str = "pcmsig-init: up ";
 
 /// The last line the kernel prints for a panic (`panic()` in kernel/panic.c).
 const PANIC_END: &str = "---[ end Kernel panic";
@@ -474,6 +510,67 @@ mod tests {
         let kernel = fake_kernel(&dir, "7.3.4");
         let b = Boot::new("test", &dir, Duration::from_secs(20));
         boot(&tools, &kernel, &dir.join("initrd"), &b)
+    }
+
+    #[test]
+    fn limits_follow_the_kernel_flavour_and_the_flags() {
+        let s = |n| Some(Duration::from_secs(n));
+        let normal = Limits::of(false, None, None);
+        assert_eq!(
+            (normal.timeout, normal.silence, normal.boot_silence),
+            (Duration::from_secs(300), s(60), s(60))
+        );
+        let debug = Limits::of(true, None, None);
+        assert_eq!(
+            (debug.timeout, debug.silence, debug.boot_silence),
+            (Duration::from_secs(1800), s(300), s(600))
+        );
+        // --silence sets the limit after init; it raises the boot's, never lowers it.
+        let flagged = Limits::of(true, Some(100), Some(30));
+        assert_eq!(
+            (flagged.timeout, flagged.silence, flagged.boot_silence),
+            (Duration::from_secs(100), s(30), s(600))
+        );
+        assert_eq!(Limits::of(false, None, Some(900)).boot_silence, s(900));
+        let never = Limits::of(true, None, Some(0));
+        assert_eq!((never.silence, never.boot_silence), (None, None));
+    }
+
+    /// A guest quiet for 2 s before init (a slow boot) is not cut by the 1 s limit that applies
+    /// once init runs; quiet after init, it is.
+    #[test]
+    fn the_boot_has_its_own_silence_limit() {
+        let dir = scratch("boot-silence");
+        std::fs::create_dir_all(&dir).unwrap();
+        let tools = Tools::fake(&dir);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(
+            &tools.qemu,
+            "#!/bin/sh\nsleep 2\necho 'pcmsig-init: up 1.50 s'\nsleep 30\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&tools.qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kernel = fake_kernel(&dir, "7.3.4");
+        let b = Boot {
+            silence: Some(Duration::from_secs(1)),
+            boot_silence: Some(Duration::from_secs(10)),
+            ..Boot::new("test", &dir, Duration::from_secs(60))
+        };
+        let run = boot(&tools, &kernel, &dir.join("initrd"), &b).unwrap();
+        assert_eq!(run.ending, crate::ktap::Ending::Silent(1));
+        assert!(run.console.contains("pcmsig-init: up"), "{:?}", run.console);
+        // Without a boot limit of its own, the same guest is cut during its boot.
+        let b = Boot {
+            boot_silence: None,
+            ..b
+        };
+        let run = boot(&tools, &kernel, &dir.join("initrd"), &b).unwrap();
+        assert_eq!(run.ending, crate::ktap::Ending::Silent(1));
+        assert!(
+            !run.console.contains("pcmsig-init: up"),
+            "{:?}",
+            run.console
+        );
     }
 
     #[test]

@@ -325,7 +325,11 @@ fn storm(seed: u64, t: u64) -> Result<(u64, u64), String> {
         all,
     };
     let (mut ok, mut refused) = (0u64, 0u64);
+    let mut progress = crate::harness::Progress::new("storm iterations of thread 0");
     for i in 0..ITERATIONS {
+        if t == 0 {
+            progress.step(i as usize, ITERATIONS as usize);
+        }
         let op = st.rng.below(11);
         match st.step(op) {
             Ok(()) => ok += 1,

@@ -232,6 +232,29 @@ pub fn wait_child(pid: i32) -> Result<i32, String> {
     })
 }
 
+/// Waits for a child as [`wait_child`] does, but for at most `limit` (a hang guard, not a
+/// measure: `None` when the child is still alive then).
+pub fn wait_child_for(pid: i32, limit: std::time::Duration) -> Result<Option<i32>, String> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: polling our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        ensure!(r >= 0, "waitpid: {}", std::io::Error::last_os_error());
+        if r == pid {
+            return Ok(Some(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            }));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Waits until thread `tid` of this process sits in system call `nr` (e.g. `libc::SYS_read`),
 /// so that a signal sent next interrupts that call rather than arriving before it.
 pub fn wait_blocked_in(tid: i32, nr: i64) -> Result<(), String> {

@@ -135,8 +135,15 @@ fn edu_unbind_while_running_stops_and_rebind_restores() -> TestResult {
     // Rebind whatever happened, so later tests find the device.
     write_sysfs(&format!("{DRIVER}/bind"), &addr)?;
     after_unbind?;
-    std::thread::sleep(Duration::from_millis(10));
-    ensure!(edu_address().is_ok(), "the device did not bind again");
+    // Binding through sysfs probes synchronously; the wait is a hang guard.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while edu_address().is_err() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the device did not bind again"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     dev.configure(10_000, 2).ctx("configure")?;
     dev.trigger(Trigger::Start).ctx("start after rebind")?;
     expect_kinds(sig, &finite_run(2))?;

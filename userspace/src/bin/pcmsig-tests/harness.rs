@@ -36,6 +36,31 @@ pub fn diag(msg: &str) {
     let _ = out.flush();
 }
 
+/// A long test's sign of life: a `# progress` diagnostic, at most every 2 s, so that the
+/// host's silence watchdog (which counts KTAP output) tells a slow test from a stuck guest.
+/// Printed only when the test makes progress: a test stuck between two calls says nothing.
+pub struct Progress {
+    what: &'static str,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    pub fn new(what: &'static str) -> Self {
+        Progress {
+            what,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Reports `done` of `total`, if 2 s have passed since the last report.
+    pub fn step(&mut self, done: usize, total: usize) {
+        if self.last.elapsed() >= Duration::from_secs(2) {
+            diag(&format!("progress: {} {done} of {total}", self.what));
+            self.last = std::time::Instant::now();
+        }
+    }
+}
+
 /// Sends the suite's standard output (its KTAP, and every test's diagnostics) to `path`: the VM's
 /// second serial port, set to raw mode so that the host receives exactly the bytes written.
 pub fn output_to(path: &str) -> std::io::Result<()> {
@@ -404,8 +429,9 @@ impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
     }
 }
 
-/// How long tests wait for a signal that should come.
-pub const WAIT: Duration = Duration::from_secs(3);
+/// How long tests wait for a signal that should come: a hang guard, far above any honest
+/// delivery (milliseconds, also on the debug kernel on a slow machine), never a measure.
+pub const WAIT: Duration = Duration::from_secs(10);
 /// How long tests wait to be sure a signal does not come. Every ioctl that emits an event
 /// returns after its signals are queued, so a wrong signal would already be pending: this only
 /// covers the timer.
