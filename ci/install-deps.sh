@@ -52,7 +52,7 @@ add_backports() {
             key=$(awk -v u="$uri" '/^URIs:/ {cur=$2} /^Signed-By:/ && cur==u {print $2; exit}' "$deb822")
         fi
         if [[ -z $uri && -f $classic ]]; then
-            uri=$(awk '$1=="deb" && $0 ~ /bookworm/ && $0 !~ /security/ {for(i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; exit}}' "$classic")
+            uri=$(awk '$1=="deb" && $0 !~ /security/ {for(i=2;i<=NF;i++) if ($i ~ /^https?:.*\/debian\/?$/) {print $i; exit}}' "$classic")
         fi
         if [[ -z $uri ]]; then
             say "cannot find this machine's Debian archive in $deb822"
@@ -81,6 +81,7 @@ PIN
 
 missing=()
 for p in "${APT_PACKAGES[@]}" "${BACKPORTS_PACKAGES[@]}"; do
+    # shellcheck disable=SC2016 # ${Status} is dpkg-query's format, not the shell's
     status=$(output_of dpkg-query -W -f='${Status}' "$p")
     [[ $status == *'install ok installed'* ]] || missing+=("$p")
 done
@@ -93,6 +94,7 @@ if ((${#missing[@]})); then
     extra=()
     # Some images ship qemu-utils from bookworm-backports, which Breaks bookworm's
     # qemu-system-common: move it back to bookworm's version, the one matching our QEMU.
+    # shellcheck disable=SC2016 # dpkg-query's format
     qemu_utils=$(output_of dpkg-query -W -f='${Version}' qemu-utils)
     if [[ $qemu_utils == *bpo* ]]; then
         say "qemu-utils is a backport that conflicts with qemu-system-x86: installing bookworm's"

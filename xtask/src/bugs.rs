@@ -251,7 +251,12 @@ struct Outcome {
 }
 
 /// Runs the catalogue's bugs for one kernel (or the named ones); fails unless every one is caught.
-pub fn run(sh: &Shell, kernel_src: Option<&Path>, debug: bool, only: &[String]) -> Result<()> {
+pub fn run(
+    sh: &Shell,
+    kernel_src: Option<&Path>,
+    (debug, slow): (bool, Option<f64>),
+    only: &[String],
+) -> Result<()> {
     let bugs = select(debug, only)?;
     let b = build_all(sh, kernel_src, false, true, debug)?;
     let out = out_dir("bugs");
@@ -269,6 +274,7 @@ pub fn run(sh: &Shell, kernel_src: Option<&Path>, debug: bool, only: &[String]) 
         );
         kos.push((bug, dir, initrd));
     }
+    let _slowed = slow.map(crate::slow::enter).transpose()?;
     // Two VMs at a time, one vCPU each: the host has two cores.
     let parallel = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

@@ -35,6 +35,8 @@ xflags::xflags! {
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel
+            /// Run the VMs as on a machine this many times slower (a CPU cgroup quota; root).
+            optional --slow factor: f64
         }
         /// Boot the VM and show stream events arriving at a listener, then the statistics.
         cmd run {
@@ -124,6 +126,14 @@ xflags::xflags! {
             repeated --bug name: String
             /// The debug kernel's part of the catalogue.
             optional --debug-kernel
+            /// Run the catalogue's VMs as on a machine this many times slower (a CPU cgroup
+            /// quota; root).
+            optional --slow factor: f64
+            /// Instead: make a minimal Debian root (mmdebstrap), run the project's install step
+            /// in it and check that every tool the harness needs is there afterwards.
+            optional --fresh-root
+            /// The Debian suite of --fresh-root (default bookworm).
+            optional --suite name: String
         }
         /// Measure the harness and every delivery path (latency, throughput, burst size).
         cmd bench {
@@ -162,7 +172,11 @@ xflags::xflags! {
             optional --check
         }
         /// Install the Debian packages and tools the harness needs (runs ci/install-deps.sh).
-        cmd deps {}
+        cmd deps {
+            /// Install nothing: check that every tool is there at the version the harness
+            /// wants, print them, and fail naming the package of any that is not.
+            optional --check
+        }
     }
 }
 

@@ -68,7 +68,7 @@ fn makefile_version(src: &Path) -> Result<String> {
     Ok(format!("{v}.{p}.{s}"))
 }
 
-fn default_source() -> Result<PathBuf> {
+pub fn default_source() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("KERNEL_SRC") {
         return Ok(PathBuf::from(p));
     }
@@ -282,14 +282,42 @@ fn output_lines(
     (rx, readers)
 }
 
-/// Runs the long build with a progress line every 15 s and the full log in `log`.
+/// Steps (Kbuild's `  CC ...` lines) a full build takes when no earlier build on this machine
+/// said otherwise: what a cold build of `vm/kernel.config` printed on 2026-11-29.
+const STEPS_ESTIMATE: usize = 2900;
+
+/// The progress line: steps done of the expected total (from the last full build of this
+/// flavour, else [`STEPS_ESTIMATE`]), and the current step.
+fn progress_line(elapsed: Duration, steps: usize, expected: usize, now: &str) -> String {
+    let e = elapsed.as_secs();
+    let of = if steps <= expected {
+        format!(
+            "{steps} of ~{expected} steps ({}%)",
+            steps * 100 / expected.max(1)
+        )
+    } else {
+        format!("{steps} steps (more than the ~{expected} expected)")
+    };
+    format!(
+        "xtask: kernel build {}m{:02}s, {of}, now: {now}",
+        e / 60,
+        e % 60
+    )
+}
+
+/// Runs the long build with a progress line every 15 s and the full log in `log`; `counted`
+/// holds the step count of the last full build, read for the estimate and written after.
 fn make_with_progress(
     src: &Path,
     build: &Path,
     tools: &Tools,
     jobs: usize,
-    log: &Path,
+    (log, counted): (&Path, &Path),
 ) -> Result<()> {
+    let expected = std::fs::read_to_string(counted)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(STEPS_ESTIMATE);
     let mut logf = open_log(log, &format!("-j{jobs}"))?;
     let mut child = tools
         .kbuild(src)
@@ -317,12 +345,7 @@ fn make_with_progress(
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if last_report.elapsed() >= Duration::from_secs(15) {
-            let e = start.elapsed().as_secs();
-            println!(
-                "xtask: kernel build {}m{:02}s, {steps} steps, now: {last}",
-                e / 60,
-                e % 60
-            );
+            println!("{}", progress_line(start.elapsed(), steps, expected, &last));
             last_report = Instant::now();
         }
     }
@@ -336,6 +359,10 @@ fn make_with_progress(
             log.display(),
             tail(log, 40)
         );
+    }
+    // An incremental build's few steps say nothing of the next full one.
+    if steps > expected / 2 {
+        let _ = std::fs::write(counted, steps.to_string());
     }
     Ok(())
 }
@@ -507,12 +534,16 @@ impl Plan {
         println!(
             "xtask: building the kernel with -j{jobs} (about 7 minutes the first time on 2 cores)"
         );
+        // Per flavour (the debug kernel compiles more), shared by every cache directory.
+        let counted = cache_dir()
+            .join("kernel")
+            .join(format!("steps-{}.txt", self.fragment_paths.len()));
         make_with_progress(
             &self.src,
             &self.build,
             tools,
             jobs,
-            &self.build.join("build.log"),
+            (&self.build.join("build.log"), &counted),
         )?;
         println!("xtask: kernel built in {:.0} s", t.elapsed().as_secs_f64());
         Ok(())
@@ -578,6 +609,19 @@ mod tests {
         let opts = fragment_options(&text);
         assert!(opts.iter().any(|(k, v)| k == "CONFIG_RUST" && v == "y"));
         assert!(opts.len() > 30);
+    }
+
+    #[test]
+    fn the_progress_line_says_how_far_along_the_build_is() {
+        let d = Duration::from_secs(185);
+        assert_eq!(
+            progress_line(d, 1450, 2900, "CC mm/rmap.o"),
+            "xtask: kernel build 3m05s, 1450 of ~2900 steps (50%), now: CC mm/rmap.o"
+        );
+        assert_eq!(
+            progress_line(d, 3000, 2900, "LD vmlinux"),
+            "xtask: kernel build 3m05s, 3000 steps (more than the ~2900 expected), now: LD vmlinux"
+        );
     }
 
     #[test]

@@ -26,8 +26,16 @@ fn check(name: &str, ok: bool, detail: String, passed: &mut usize, failed: &mut 
 impl crate::flags::Selftest {
     /// The harness checks, or with `--bugs`/`--bug` the seeded-bug catalogue.
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+        if self.fresh_root {
+            return crate::fresh_root::run(self.suite.as_deref().unwrap_or("bookworm"));
+        }
         if self.bugs || !self.bug.is_empty() {
-            return crate::bugs::run(sh, self.kernel_src.as_deref(), self.debug_kernel, &self.bug);
+            return crate::bugs::run(
+                sh,
+                self.kernel_src.as_deref(),
+                (self.debug_kernel, self.slow),
+                &self.bug,
+            );
         }
         harness_checks(sh, self.kernel_src.as_deref())
     }

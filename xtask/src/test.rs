@@ -63,6 +63,7 @@ impl flags::Test {
             (&out, self.keep),
         )?;
         let configs = self.configs(&b.guest_dir, &out)?;
+        let _slowed = self.slow.map(crate::slow::enter).transpose()?;
         let cpus = self.cpus(configs.len());
         let timeout = vm::Limits::of(self.debug_kernel, self.timeout, self.silence).timeout;
         if !self.quiet {

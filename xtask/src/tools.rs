@@ -223,8 +223,70 @@ fn is_debian_root() -> bool {
 
 impl crate::flags::Deps {
     pub(crate) fn run(self, _sh: &xshell::Shell) -> Result<()> {
+        if self.check {
+            return check_versions();
+        }
         install()
     }
+}
+
+/// The oldest rustc kernel 7.3 accepts.
+const RUSTC_MIN: (u32, u32) = (1, 85);
+
+/// `x.y` of the first `x.y.z` word after `prefix` in a `--version` line.
+fn major_minor(line: &str, prefix: &str) -> Option<(u32, u32)> {
+    let rest = &line[line.find(prefix)? + prefix.len()..];
+    let word = rest.split_whitespace().next()?;
+    let mut parts = word.split(['.', '-', '~', '+']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+pub fn major_minor_for_test(line: &str, prefix: &str) -> Option<(u32, u32)> {
+    major_minor(line, prefix)
+}
+
+/// `cargo xtask deps --check`: every tool present and at the version the harness wants.
+fn check_versions() -> Result<()> {
+    let tools = check().map_err(|missing| {
+        let names: Vec<String> = missing
+            .iter()
+            .map(|m| format!("{} (package: {})", m.what, m.package))
+            .collect();
+        anyhow::anyhow!("missing: {}", names.join(", "))
+    })?;
+    let mut wrong = Vec::new();
+    let rustc = major_minor(&tools.rustc_version, "rustc ");
+    if rustc.is_none_or(|v| v < RUSTC_MIN) {
+        wrong.push(format!(
+            "{} is not rustc >= {}.{} (package rustc-web)",
+            tools.rustc_version, RUSTC_MIN.0, RUSTC_MIN.1
+        ));
+    }
+    if major_minor(&tools.clang_version, "clang version ").map(|v| v.0) != Some(19) {
+        wrong.push(format!(
+            "{} is not clang 19 (package clang-19)",
+            tools.clang_version
+        ));
+    }
+    if !tools.bindgen_version.contains(BINDGEN_VERSION) {
+        wrong.push(format!(
+            "{} is not bindgen {BINDGEN_VERSION} (bash ci/install-deps.sh)",
+            tools.bindgen_version
+        ));
+    }
+    let source = crate::kernel::default_source();
+    match &source {
+        Ok(p) => println!("xtask: kernel source: {}", p.display()),
+        Err(e) => wrong.push(format!("{e:#}")),
+    }
+    tools.print();
+    println!("xtask: busybox: {}", tools.busybox.display());
+    if !wrong.is_empty() {
+        bail!("wrong versions: {}", wrong.join("; "));
+    }
+    println!("xtask: every tool the harness needs is present at its version");
+    Ok(())
 }
 
 /// Runs `ci/install-deps.sh`.
