@@ -57,6 +57,13 @@ mmdebstrap --quiet --variant=minbase --include=ca-certificates,gcc,libc6-dev "$s
     "deb http://deb.debian.org/debian-security $suite-security main"
 say "root made in $((SECONDS - start)) s"
 
+# A machine on this network trusts its TLS proxy's certificate authorities: so does the root.
+local_cas=(/usr/local/share/ca-certificates/*.crt)
+if [[ -e ${local_cas[0]} ]]; then
+    say "NOTE: this machine's local CA certificates (${local_cas[*]}) are copied in, as any machine here has them"
+    cp "${local_cas[@]}" "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null
+fi
 bind /proc "$root/proc"
 bind /sys "$root/sys"
 bind /dev "$root/dev"

@@ -749,7 +749,7 @@ impl Stream {
         #[cfg(pcmsig_bug = "sleep_holding_control")]
         // SAFETY: process context (an ioctl), no spinlock held; a timeout of LONG_MAX never ends.
         unsafe {
-            bindings::schedule_timeout_uninterruptible(core::ffi::c_long::MAX)
+            bindings::schedule_timeout_uninterruptible(kernel::ffi::c_long::MAX)
         };
         // Seeded bug: waits with interrupts off (`inner` is irq-safe) for a timer period, which
         // can only come through an interrupt.
@@ -762,13 +762,17 @@ impl Stream {
                 core::hint::spin_loop();
             }
         }
-        // Seeded bug: waits for a grace period inside an RCU read-side section, which that grace
-        // period waits for in turn.
+        // Seeded bug: busy-waits, inside an RCU read-side section, for a grace period, which
+        // waits for that section in turn.
         #[cfg(pcmsig_bug = "rcu_never_ends")]
         {
             let _rcu = kernel::sync::rcu::read_lock();
-            // SAFETY: process context (an ioctl); the bug is the read-side section around it.
-            unsafe { bindings::synchronize_rcu() };
+            // SAFETY: callable from any context; starts a grace period if none is in flight.
+            let cookie = unsafe { bindings::start_poll_synchronize_rcu() };
+            // SAFETY: as above; only reads RCU's state.
+            while !unsafe { bindings::poll_state_synchronize_rcu(cookie) } {
+                core::hint::spin_loop();
+            }
         }
         let seq = {
             let mut inner = self.inner.lock();

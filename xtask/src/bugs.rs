@@ -231,10 +231,9 @@ pub const CATALOGUE: &[SeededBug] = &[
     ),
     hang(
         "rcu_never_ends",
-        "CONFIGURE waits for an RCU grace period inside an RCU read-side section",
+        "CONFIGURE busy-waits for an RCU grace period inside an RCU read-side section",
         1,
-        // The debug kernel says so first, from synchronize_rcu's might_sleep in the section.
-        &["rcu-stall", "atomic-sleep"],
+        &["rcu-stall"],
     ),
 ];
 
