@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything pcmsig needs on Debian 12 (bookworm): the kernel source, a Rust
+# Installs everything pcmsig needs on Debian 12 (bookworm) or 13 (trixie): the kernel source, a Rust
 # compiler with rust-src for the kernel, clang/LLVM 19, QEMU, busybox and bindgen.
 # Idempotent: a second run installs nothing. The choices are explained in README.md (Quick start).
 #
@@ -35,8 +35,10 @@ if [[ $(id -u) -ne 0 ]]; then
 else
     SUDO=
 fi
-if ! grep -q 'VERSION_CODENAME=bookworm' "$ETC/os-release" 2>/dev/null; then
-    say "warning: this script is written for Debian 12 (bookworm); continuing anyway"
+# Debian 12, and 13 (the same packages; both checked by `cargo xtask selftest --fresh-root`).
+os_release=$(output_of cat "$ETC/os-release")
+if ! [[ $os_release =~ VERSION_CODENAME=(bookworm|trixie) ]]; then
+    say "warning: this script is written for Debian 12 (bookworm) and 13 (trixie); continuing anyway"
 fi
 
 # --- trixie-backports, for linux-source-7.3 only, pinned low -----------------------

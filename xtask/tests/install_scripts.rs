@@ -587,3 +587,20 @@ fn the_lists_agree() {
     let listed: Vec<&str> = script[start..end].split_whitespace().collect();
     assert_eq!(listed, APT);
 }
+
+#[test]
+fn debian_12_and_13_are_known_and_another_system_is_warned_about() {
+    let m = Machine::new("osrelease");
+    m.install_all().deb822("http://deb.debian.org/debian");
+    let warning = "written for Debian 12 (bookworm) and 13 (trixie)";
+    for (release, warned) in [
+        ("VERSION_CODENAME=bookworm\n", false),
+        ("VERSION_CODENAME=trixie\n", false),
+        ("VERSION_CODENAME=noble\nID=ubuntu\n", true),
+    ] {
+        fs::write(m.dir.join("etc/os-release"), release).unwrap();
+        let (code, out) = m.run("ci/install-deps.sh", &[]);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(out.contains(warning), warned, "{release}: {out}");
+    }
+}
