@@ -91,7 +91,7 @@ module! {
         },
         test_delivery_delay_ms: u32 {
             default: 0,
-            description: "Test hook: the delivery work item waits this long before each run (until released in debugfs)",
+            description: "Test hook: delivery waits this long (debugfs release_delivery ends it)",
         },
     },
 }
@@ -205,9 +205,6 @@ impl MiscDevice for PcmsigFile {
 
     fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<OpenFile>> {
         let stream = Self::stream_of(misc);
-        // Seeded bug: 64 bytes allocated per open and never freed.
-        #[cfg(pcmsig_bug = "leak_per_open")]
-        core::mem::forget(KBox::new([0u8; 64], GFP_KERNEL)?);
         let open = OpenFile::new(stream.clone(), SenderCred::of_file(file))?;
         stream.attach(open.clone())?;
         Ok(open)
@@ -265,15 +262,11 @@ impl MiscDevice for PcmsigFile {
             cmd,
             uapi::IOC_CONFIGURE | uapi::IOC_TRIGGER | uapi::IOC_INJECT | uapi::IOC_INJECT_BURST
         ) {
-            // Seeded bug: a read-only file drives the stream.
-            #[cfg(not(pcmsig_bug = "control_on_read_only"))]
             if file.flags() & kernel::fs::file::flags::O_ACCMODE
                 == kernel::fs::file::flags::O_RDONLY
             {
                 return Err(EBADF);
             }
-            // Seeded bug: the test hooks always on.
-            #[cfg(not(pcmsig_bug = "test_hooks_ignored"))]
             if matches!(cmd, uapi::IOC_INJECT | uapi::IOC_INJECT_BURST)
                 && !module_parameters::test_hooks.value()
             {
@@ -323,10 +316,6 @@ impl MiscDevice for PcmsigFile {
                     let l = inner.listener.clone().or_else(|| inner.last.clone());
                     (l, inner.read_overruns)
                 };
-                #[cfg(pcmsig_bug = "lock_order")]
-                if let Some(l) = &file {
-                    l.lock_stats_then_file(&me);
-                }
                 let mut stats = Stats {
                     listeners: stream.listeners(),
                     read_overruns,

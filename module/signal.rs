@@ -32,9 +32,6 @@ use kernel::{bindings, mm::Mm, prelude::*, sync::aref::ARef, task::Task};
 pub(crate) struct SenderCred {
     uid: u32,
     euid: u32,
-    /// Seeded bug: the earlier rule, a `CAP_KILL` bit from the opener's own user namespace.
-    #[cfg(pcmsig_bug = "cap_kill_bypass")]
-    cap_kill: bool,
 }
 
 /// The global root's `kuid_t` value (`GLOBAL_ROOT_UID`).
@@ -47,13 +44,7 @@ impl SenderCred {
         // SAFETY: `File::cred` returns the file's credentials, which live as long as the file;
         // `f_cred` is immutable after open, so plain reads of its fields are race-free.
         let (uid, euid) = unsafe { ((*cred).uid.val, (*cred).euid.val) };
-        Self {
-            uid,
-            euid,
-            // SAFETY: As above.
-            #[cfg(pcmsig_bug = "cap_kill_bypass")]
-            cap_kill: unsafe { (*cred).cap_effective.val } & (1 << 5) != 0,
-        }
+        Self { uid, euid }
     }
 
     /// The calling thread's (objective) credentials.
@@ -65,12 +56,7 @@ impl SenderCred {
         let (uid, euid) = unsafe { ((*cred).uid.val, (*cred).euid.val) };
         // SAFETY: Releases the reference taken by `get_task_cred`.
         unsafe { bindings::put_cred(cred) };
-        Self {
-            uid,
-            euid,
-            #[cfg(pcmsig_bug = "cap_kill_bypass")]
-            cap_kill: false,
-        }
+        Self { uid, euid }
     }
 
     /// Whether these credentials may signal a thread whose real credentials are `cred`.
@@ -78,25 +64,14 @@ impl SenderCred {
     /// # Safety
     ///
     /// `cred` must point to a valid `struct cred` (e.g. read under RCU from a live task).
-    #[cfg(not(pcmsig_bug = "no_permission_check"))]
     unsafe fn may_signal(&self, cred: *const bindings::cred) -> bool {
         // SAFETY: The caller guarantees `cred` is valid; ids of a published cred never change.
         let (uid, suid) = unsafe { ((*cred).uid.val, (*cred).suid.val) };
-        #[cfg(pcmsig_bug = "cap_kill_bypass")]
-        if self.cap_kill {
-            return true;
-        }
         self.euid == GLOBAL_ROOT_UID
             || self.euid == suid
             || self.euid == uid
             || self.uid == suid
             || self.uid == uid
-    }
-
-    /// Seeded bug: the permission check removed.
-    #[cfg(pcmsig_bug = "no_permission_check")]
-    unsafe fn may_signal(&self, _cred: *const bindings::cred) -> bool {
-        true
     }
 
     /// Whether these credentials may signal `task`.
@@ -148,17 +123,10 @@ pub(crate) enum Outcome {
 pub(crate) struct ThreadRef {
     pid: NonNull<bindings::pid>,
     mm: ARef<Mm>,
-    /// Seeded bug: the blog version's cached `task_struct` pointer, with no reference held.
-    #[cfg(pcmsig_bug = "cached_task")]
-    task: *mut bindings::task_struct,
 }
 
 /// Which `struct pid` of the registering thread is kept: its own (thread-directed delivery).
-#[cfg(not(pcmsig_bug = "signal_group_leader"))]
 const KEPT_PID: bindings::pid_type = bindings::pid_type_PIDTYPE_PID;
-/// Seeded bug: the thread group's pid, so signals go to the group leader, not the thread.
-#[cfg(pcmsig_bug = "signal_group_leader")]
-const KEPT_PID: bindings::pid_type = bindings::pid_type_PIDTYPE_TGID;
 
 // SAFETY: `struct pid` and `mm_struct` references may be used and released from any thread.
 unsafe impl Send for ThreadRef {}
@@ -179,21 +147,12 @@ impl Drop for TaskRef {
 ///
 /// # Invariants
 ///
-/// Holds a counted reference to a live thread that may be signalled (except in the seeded
-/// `cached_task` build, where it is the blog's uncounted pointer).
-#[cfg(not(pcmsig_bug = "cached_task"))]
+/// Holds a counted reference to a live thread that may be signalled.
 pub(crate) struct Resolved(TaskRef);
-/// Seeded bug: the blog's cached, uncounted task pointer.
-#[cfg(pcmsig_bug = "cached_task")]
-pub(crate) struct Resolved(NonNull<bindings::task_struct>);
 
 impl Resolved {
     fn task(&self) -> *mut bindings::task_struct {
-        #[cfg(not(pcmsig_bug = "cached_task"))]
-        let task = self.0 .0.as_ptr();
-        #[cfg(pcmsig_bug = "cached_task")]
-        let task = self.0.as_ptr();
-        task
+        self.0 .0.as_ptr()
     }
 
     /// Sends `signo` with `si_code = SI_QUEUE` and `si_int = value`. Never sleeps.
@@ -227,26 +186,14 @@ impl ThreadRef {
         // its own reference on the pid.
         let pid = unsafe { bindings::get_task_pid(task, KEPT_PID) };
         let pid = NonNull::new(pid).ok_or(ESRCH)?;
-        // Seeded bug: the reference dropped at once; the pid is used after the thread is gone.
-        // SAFETY: None: this is the use-after-free KASAN must report.
-        #[cfg(pcmsig_bug = "pid_use_after_free")]
-        unsafe {
-            bindings::put_pid(pid.as_ptr())
-        };
         // INVARIANT: `pid` and `mm` are the references taken above.
-        Ok(Self {
-            pid,
-            mm,
-            #[cfg(pcmsig_bug = "cached_task")]
-            task,
-        })
+        Ok(Self { pid, mm })
     }
 
     /// Resolves the thread for a batch of signals: the checks every signal needs (the thread is
     /// alive, still the same program, and `sender` may signal it), made once per batch rather
     /// than once per event. `Err` is the outcome of every signal of the batch. Never sleeps and
     /// takes no lock but RCU's, so it may run in softirq context.
-    #[cfg(not(pcmsig_bug = "cached_task"))]
     pub(crate) fn resolve(&self, sender: &SenderCred) -> core::result::Result<Resolved, Outcome> {
         // SAFETY: `self.pid` is a counted reference (type invariant); `get_pid_task` returns the
         // thread with its own reference taken, or null once the thread has been released.
@@ -293,36 +240,15 @@ impl ThreadRef {
         // SAFETY: `task` is valid (counted).
         unsafe { sender.may_signal_task(task.0.as_ptr()) }
     }
-
-    /// Seeded bug: the blog version, `send_sig_info` on a cached task pointer, which dangles once
-    /// the thread has exited and been freed.
-    #[cfg(pcmsig_bug = "cached_task")]
-    pub(crate) fn resolve(&self, _sender: &SenderCred) -> core::result::Result<Resolved, Outcome> {
-        // No check, no reference: the cached pointer, freed or not.
-        NonNull::new(self.task).map(Resolved).ok_or(Outcome::Exited)
-    }
 }
 
 /// The `si_code` of every signal: `SI_QUEUE`, so that `si_int` reaches every reader.
-#[cfg(not(pcmsig_bug = "si_code_zero"))]
 const SI_CODE: i32 = crate::uapi::SI_CODE;
-/// Seeded bug: the blog's `si_code = 0` (`SI_USER`), which hides `si_int` from signalfd.
-#[cfg(pcmsig_bug = "si_code_zero")]
-const SI_CODE: i32 = 0;
 
 impl Drop for ThreadRef {
     fn drop(&mut self) {
         // SAFETY: The pid reference was taken in `current` and is released exactly once, here.
-        #[cfg(not(pcmsig_bug = "pid_use_after_free"))]
-        unsafe {
-            bindings::put_pid(self.pid.as_ptr())
-        };
-        // Seeded bug: the pid reference released twice.
-        // SAFETY: None: this is the double put the kernel's checkers must report.
-        #[cfg(pcmsig_bug = "double_put_pid")]
-        unsafe {
-            bindings::put_pid(self.pid.as_ptr())
-        };
+        unsafe { bindings::put_pid(self.pid.as_ptr()) };
     }
 }
 
@@ -341,12 +267,7 @@ mod tests {
     }
 
     fn may(uid: u32, euid: u32, target: &bindings::cred) -> bool {
-        let sender = SenderCred {
-            uid,
-            euid,
-            #[cfg(pcmsig_bug = "cap_kill_bypass")]
-            cap_kill: false,
-        };
+        let sender = SenderCred { uid, euid };
         // SAFETY: `target` is a valid, initialised `struct cred`.
         unsafe { sender.may_signal(target) }
     }

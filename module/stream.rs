@@ -154,23 +154,10 @@ impl Listener {
     pub(crate) fn stats(&self) -> ListenerStats {
         *self.stats.lock()
     }
-
-    /// Seeded bug: takes this listener's counters, then `file`'s lock: the opposite order of
-    /// [`OpenFile::deliver`].
-    #[cfg(pcmsig_bug = "lock_order")]
-    pub(crate) fn lock_stats_then_file(&self, file: &OpenFile) {
-        let _stats = self.stats.lock();
-        drop(file.inner.lock());
-    }
 }
 
 /// Adds one outcome to a set of counters.
 pub(crate) fn count(stats: &mut ListenerStats, outcome: Outcome) {
-    // Seeded bug: a drop for a full queue is neither offered nor counted.
-    #[cfg(pcmsig_bug = "drop_not_counted")]
-    if outcome == Outcome::QueueFull {
-        return;
-    }
     stats.fired = stats.fired.wrapping_add(1);
     let field = match outcome {
         Outcome::Delivered => &mut stats.delivered,
@@ -247,11 +234,6 @@ impl OpenFile {
                     inner.read_overruns = inner.read_overruns.wrapping_add(1);
                 }
             }
-            // Seeded bug: the listener's counters locked under the file's lock.
-            #[cfg(pcmsig_bug = "lock_order")]
-            if let Some(l) = &inner.listener {
-                drop(l.stats.lock());
-            }
             inner.listener.clone()
         };
         let Some(listener) = listener else {
@@ -263,11 +245,7 @@ impl OpenFile {
             let Some(kind) = ev.kind() else {
                 continue;
             };
-            #[cfg(not(pcmsig_bug = "seq_off_by_one"))]
             let seq = ev.seq as u32;
-            // Seeded bug: the signal carries the next event's sequence number.
-            #[cfg(pcmsig_bug = "seq_off_by_one")]
-            let seq = (ev.seq as u32).wrapping_add(1);
             let outcome = match &target {
                 Ok(t) => t.send(listener.signo, uapi::encode(kind, seq)),
                 Err(o) => *o,
@@ -585,8 +563,6 @@ impl Stream {
             return;
         }
         {
-            // Seeded bug: the timer is not cancelled on the last close.
-            #[cfg(not(pcmsig_bug = "timer_not_cancelled"))]
             self.stop_timer();
             self.flush_work();
             let mut inner = self.inner.lock();
@@ -679,10 +655,6 @@ impl Stream {
         Self::kick(self.clone());
         let mut inner = self.inner.lock();
         while inner.delivered_seq < seq {
-            // Seeded bug: the earlier, uninterruptible wait.
-            #[cfg(pcmsig_bug = "unkillable_wait")]
-            self.delivered.wait(&mut inner);
-            #[cfg(not(pcmsig_bug = "unkillable_wait"))]
             if self.delivered.wait_interruptible(&mut inner) {
                 return;
             }
@@ -720,9 +692,6 @@ impl Stream {
     /// chosen to receive the stream as it is. Called with `control` held, so no other emitter
     /// runs meanwhile.
     fn check_emitter(&self) -> Result {
-        // Seeded bug: anyone who can open the device drives every listener's stream.
-        #[cfg(pcmsig_bug = "emitter_not_checked")]
-        return Ok(());
         let files = self.files.lock();
         // Read once, and only when someone listens.
         let mut caller = None;
@@ -745,35 +714,6 @@ impl Stream {
         }
         let _control = self.control.lock();
         self.check_emitter()?;
-        // Seeded bug: sleeps uninterruptibly, forever, holding `control` (a lost wake-up).
-        #[cfg(pcmsig_bug = "sleep_holding_control")]
-        // SAFETY: process context (an ioctl), no spinlock held; a timeout of LONG_MAX never ends.
-        unsafe {
-            bindings::schedule_timeout_uninterruptible(kernel::ffi::c_long::MAX)
-        };
-        // Seeded bug: waits with interrupts off (`inner` is irq-safe) for a timer period, which
-        // can only come through an interrupt.
-        #[cfg(pcmsig_bug = "spin_irqs_off")]
-        {
-            let inner = self.inner.lock();
-            let start = inner.periods;
-            // SAFETY: a field of the locked `inner`, read as the wait expects it to change.
-            while unsafe { core::ptr::read_volatile(&inner.periods) } == start {
-                core::hint::spin_loop();
-            }
-        }
-        // Seeded bug: busy-waits, inside an RCU read-side section, for a grace period, which
-        // waits for that section in turn.
-        #[cfg(pcmsig_bug = "rcu_never_ends")]
-        {
-            let _rcu = kernel::sync::rcu::read_lock();
-            // SAFETY: callable from any context; starts a grace period if none is in flight.
-            let cookie = unsafe { bindings::start_poll_synchronize_rcu() };
-            // SAFETY: as above; only reads RCU's state.
-            while !unsafe { bindings::poll_state_synchronize_rcu(cookie) } {
-                core::hint::spin_loop();
-            }
-        }
         let seq = {
             let mut inner = self.inner.lock();
             match inner.state {
@@ -919,11 +859,13 @@ impl Stream {
         let mut released = self.hold.lock();
         while !*released && left > 0 {
             // A work item gets no signals: the wait ends by timeout or release.
-            match self.hold_released.wait_interruptible_timeout(&mut released, left) {
+            match self
+                .hold_released
+                .wait_interruptible_timeout(&mut released, left)
+            {
                 CondVarTimeoutResult::Timeout => break,
-                CondVarTimeoutResult::Woken { jiffies } | CondVarTimeoutResult::Signal { jiffies } => {
-                    left = jiffies
-                }
+                CondVarTimeoutResult::Woken { jiffies }
+                | CondVarTimeoutResult::Signal { jiffies } => left = jiffies,
             }
         }
     }
@@ -973,9 +915,6 @@ impl HrTimerCallback for Stream {
     type Pointer<'a> = Arc<Self>;
 
     fn run(this: ArcBorrow<'_, Self>, mut ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
-        // Seeded bug: a sleeping allocation (`GFP_KERNEL`) in the timer's hard-IRQ callback.
-        #[cfg(pcmsig_bug = "sleep_in_timer")]
-        drop(KBox::new(0u64, GFP_KERNEL));
         let mut restart = HrTimerRestart::Restart;
         {
             let mut inner = this.inner.lock();
@@ -1012,22 +951,11 @@ impl HrTimerCallback for Stream {
 }
 
 /// What the timer does when it expires with the stream not running: it stops.
-#[cfg(not(pcmsig_bug = "timer_not_cancelled"))]
 fn idle_expiry(
     _ctx: &mut HrTimerCallbackContext<'_, Stream>,
     _inner: &StreamInner,
 ) -> HrTimerRestart {
     HrTimerRestart::NoRestart
-}
-
-/// Seeded bug: the timer re-arms itself whatever the state, so only a cancel stops it.
-#[cfg(pcmsig_bug = "timer_not_cancelled")]
-fn idle_expiry(
-    ctx: &mut HrTimerCallbackContext<'_, Stream>,
-    inner: &StreamInner,
-) -> HrTimerRestart {
-    ctx.forward_now(Delta::from_micros(i64::from(inner.config.period_us)));
-    HrTimerRestart::Restart
 }
 
 #[kunit_tests(pcmsig_stream)]

@@ -1,8 +1,9 @@
-//! `cargo xtask selftest --bugs`: the seeded-bug catalogue. Each entry is a real driver bug that
-//! `module/` compiles in only under `--cfg pcmsig_bug="NAME"` (Kbuild's `PCMSIG_BUG=NAME`). For
-//! each, the module is built from a copy of its sources, the whole guest suite runs on it, and the
-//! verdict must FAIL and blame the named test with the named detector. A bug the harness lets
-//! through is a failure of the harness.
+//! `cargo xtask selftest --bugs`: the seeded-bug catalogue. Each entry is a real driver bug, kept
+//! as a patch against the shipped driver (`xtask/bugs/NAME.patch`, unified diff of `module/`
+//! files): `module/` itself holds no seeded code. For each, the patch is applied to a copy of the
+//! module's sources, that copy is built, the whole guest suite runs on it, and the verdict must
+//! FAIL and blame the named test with the named detector. A bug the harness lets through is a
+//! failure of the harness. A host test applies every patch to today's `module/`, so none rots.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ impl On {
 
 /// One seeded bug and what must catch it.
 pub struct SeededBug {
-    /// The `pcmsig_bug` cfg value.
+    /// Its name, and its patch's: `xtask/bugs/NAME.patch`.
     pub name: &'static str,
     /// What the bug is.
     pub what: &'static str,
@@ -91,7 +92,65 @@ const fn hang(
     }
 }
 
-/// Every seeded bug. Adding one: a `#[cfg(pcmsig_bug = "...")]` variant in `module/`, a row here.
+/// The patch of a seeded bug.
+pub fn patch_path(name: &str) -> PathBuf {
+    crate::project_root()
+        .join("xtask/bugs")
+        .join(format!("{name}.patch"))
+}
+
+/// Applies seeded bug `name`'s patch to the copy of `module/` in `module_dir` (hunks may sit at
+/// other lines than the patch says, but their context must match exactly).
+pub fn apply(name: &str, module_dir: &Path) -> Result<()> {
+    let path = patch_path(name);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading seeded bug {name}'s patch {}", path.display()))?;
+    for (file, section) in patch_sections(&text)
+        .with_context(|| format!("{}: not a patch of module/ files", path.display()))?
+    {
+        let target = module_dir.join(file);
+        let original = std::fs::read_to_string(&target)
+            .with_context(|| format!("seeded bug {name}: reading {}", target.display()))?;
+        let patch = diffy::Patch::from_str(section)
+            .with_context(|| format!("seeded bug {name}: parsing its patch of module/{file}"))?;
+        let patched = diffy::apply(&original, &patch).map_err(|e| {
+            anyhow::anyhow!(
+                "seeded bug {name}: {} no longer applies to module/{file} ({e}): make the bug \
+                 again on today's driver and rewrite the patch",
+                path.display()
+            )
+        })?;
+        std::fs::write(&target, patched)
+            .with_context(|| format!("writing {}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// A multi-file unified diff split by file: `(file name under module/, its section)`.
+fn patch_sections(text: &str) -> Option<Vec<(&str, &str)>> {
+    let starts: Vec<usize> = text
+        .match_indices("--- a/module/")
+        .filter(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b'\n')
+        .map(|(i, _)| i)
+        .collect();
+    if starts.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(text.len());
+        let section = &text[start..end];
+        let file = section["--- a/module/".len()..].lines().next()?.trim();
+        if file.contains('/') || file.is_empty() {
+            return None;
+        }
+        out.push((file, section));
+    }
+    Some(out)
+}
+
+/// Every seeded bug. Adding one: make the bug in `module/`, save `git diff module/` as
+/// `xtask/bugs/NAME.patch`, restore `module/`, and add a row here.
 pub const CATALOGUE: &[SeededBug] = &[
     bug(
         "si_code_zero",
@@ -413,17 +472,80 @@ fn table(outcomes: &[Outcome], debug: bool) -> String {
 mod tests {
     use super::*;
 
+    /// A copy of today's `module/` sources in a scratch directory.
+    fn module_copy(name: &str) -> PathBuf {
+        let dir = crate::kernel::testing::scratch(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(crate::project_root().join("module")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "rs") {
+                std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        dir
+    }
+
     #[test]
-    fn every_seeded_bug_exists_in_the_module_and_names_a_real_test_and_detector() {
-        let module: String = [
-            "module/pcmsig.rs",
-            "module/stream.rs",
-            "module/signal.rs",
-            "module/edu.rs",
-        ]
-        .iter()
-        .map(|f| std::fs::read_to_string(crate::project_root().join(f)).unwrap())
-        .collect();
+    fn every_patch_applies_to_todays_driver_and_changes_it() {
+        let clean = module_copy("bugs-clean");
+        for b in CATALOGUE {
+            let dir = module_copy(&format!("bug-{}", b.name));
+            apply(b.name, &dir).unwrap_or_else(|e| panic!("{e:#}"));
+            let changed = std::fs::read_dir(&dir).unwrap().any(|e| {
+                let p = e.unwrap().path();
+                std::fs::read(&p).ok() != std::fs::read(clean.join(p.file_name().unwrap())).ok()
+            });
+            assert!(changed, "{}: the patch changes nothing", b.name);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let _ = std::fs::remove_dir_all(&clean);
+    }
+
+    #[test]
+    fn every_patch_is_in_the_catalogue_and_the_driver_holds_no_seeded_code() {
+        for e in std::fs::read_dir(crate::project_root().join("xtask/bugs")).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            let bug = name
+                .strip_suffix(".patch")
+                .unwrap_or_else(|| panic!("{name}: not a .patch"));
+            assert!(
+                CATALOGUE.iter().any(|b| b.name == bug),
+                "xtask/bugs/{name} has no catalogue entry"
+            );
+        }
+        for e in std::fs::read_dir(crate::project_root().join("module")).unwrap() {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            assert!(
+                !text.contains("pcmsig_bug"),
+                "{} holds seeded code",
+                p.display()
+            );
+        }
+    }
+
+    #[test]
+    fn a_patch_that_no_longer_fits_is_refused_by_name() {
+        let dir = module_copy("bug-rotten");
+        let stream = dir.join("stream.rs");
+        // Today's driver, with a line of the patch's context edited.
+        let text = std::fs::read_to_string(&stream).unwrap();
+        let edited = text.replace(
+            "fn check_emitter(&self) -> Result {",
+            "fn check_emitter(&self) -> Result { // edited",
+        );
+        assert_ne!(edited, text);
+        std::fs::write(&stream, edited).unwrap();
+        let err = apply("emitter_not_checked", &dir).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("no longer applies to module/stream.rs"),
+            "{err:#}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_seeded_bug_names_a_real_test_and_detector() {
         let tests: String =
             std::fs::read_dir(crate::project_root().join("userspace/src/bin/pcmsig-tests"))
                 .unwrap()
@@ -434,11 +556,7 @@ mod tests {
             .map(|p| p.class)
             .collect();
         for b in CATALOGUE {
-            assert!(
-                module.contains(&format!("pcmsig_bug = \"{}\"", b.name)),
-                "{} is not seeded in module/",
-                b.name
-            );
+            assert!(patch_path(b.name).is_file(), "{}: no patch", b.name);
             for t in std::iter::once(&b.test).chain(b.or_next) {
                 assert!(
                     tests.contains(&format!("fn {t}()")),

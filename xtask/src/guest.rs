@@ -42,8 +42,8 @@ pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<Path
     Ok(ko)
 }
 
-/// Builds the module with one seeded bug (`PCMSIG_BUG=bug`, see `xtask/src/bugs.rs`) from a copy
-/// of its sources under `dir`, so that the normal build in `module/` is never touched.
+/// Builds the module with one seeded bug (its patch, `xtask/bugs/NAME.patch`, applied to a copy
+/// of the sources under `dir`), so that `module/` is never touched: it is the shipped driver.
 pub fn build_seeded_module(
     tools: &Tools,
     kernel: &Kernel,
@@ -69,6 +69,7 @@ pub fn build_seeded_module(
     let uapi = project_root().join("uapi/src/uapi.rs");
     std::fs::copy(&uapi, uapi_dir.join("uapi.rs"))
         .with_context(|| format!("copying {}", uapi.display()))?;
+    crate::bugs::apply(bug, &module_dir)?;
     kbuild_module(tools, kernel, &module_dir, false, Some(bug))?;
     Ok(module_dir.join("pcmsig.ko"))
 }
@@ -91,9 +92,6 @@ fn kbuild_module(
         )?;
         make.arg("CLIPPY=1")
             .arg(format!("CLIPPY_DRIVER={}", driver.display()));
-    }
-    if let Some(bug) = bug {
-        make.arg(format!("PCMSIG_BUG={bug}"));
     }
     make.arg("modules");
     let out = make.output().context("running make for the module")?;
