@@ -35,8 +35,11 @@ cleanup() {
     for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
         umount -l "${mounts[i]}" 2>/dev/null || true
     done
-    if [[ ${PCMSIG_KEEP_ROOT:-} == 1 ]]; then
-        say "kept the root in $root"
+    # Never delete through a mount that is still there (the host's toolchain is bind-mounted).
+    local mounted
+    mounted=$(awk -v r="$root/" 'index($2, r) == 1 {print $2}' /proc/mounts)
+    if [[ ${PCMSIG_KEEP_ROOT:-} == 1 || -n $mounted ]]; then
+        say "kept the root in $root${mounted:+ (still mounted: $mounted)}"
     else
         rm -rf --one-file-system "$root"
     fi
