@@ -23,9 +23,9 @@ CI_PACKAGES=(shellcheck mmdebstrap)
 ETC="${PCMSIG_ETC:-/etc}"
 
 say() { printf 'install-deps: %s\n' "$*"; }
-# Every check captures a command's whole output, then matches it in the shell. Never
-# `cmd | grep -q`: under pipefail, grep -q exits at its first match, cmd dies of SIGPIPE on its
-# next write, and the pipeline fails (141) exactly when the text was found.
+# Every check captures a command's whole output, then matches it in the shell. Never a pipe
+# into `grep -q`: under pipefail, grep -q exits at its first match, the writer dies of SIGPIPE
+# on its next write, and the pipeline fails (141) exactly when the text was found.
 output_of() { "$@" 2>/dev/null || true; }
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -18,7 +18,8 @@ if ! command -v qemu-ga >/dev/null; then
     say "apt-get install qemu-guest-agent"
     $SUDO apt-get install -y --no-install-recommends qemu-guest-agent | { grep -E "^(Unpacking|Setting up) " || true; }
 fi
-# Versions are captured, then matched: `cmd | grep -q` fails under pipefail (see install-deps.sh).
+# Versions are captured, then matched: a pipe into `grep -q` can fail under pipefail
+# (see install-deps.sh).
 output_of() { "$@" 2>/dev/null || true; }
 if [[ ! -x $TOOLS/bin/vmtest || $(output_of "$TOOLS/bin/vmtest" --version) != *"$VMTEST_VERSION"* ]]; then
     say "cargo install vmtest $VMTEST_VERSION (about 3 minutes)"

@@ -10,7 +10,6 @@ mod bugs;
 mod build;
 mod exec;
 mod flags;
-mod fresh_root;
 mod guest;
 mod header;
 mod initramfs;

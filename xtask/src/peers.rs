@@ -136,7 +136,7 @@ impl Jobs {
 /// that a slow spell of the machine hits every tool alike; and ours as a ratio to virtme-ng's,
 /// run by run.
 pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread, &'static str)>> {
-    tools::run_script("ci/install-peers.sh")?;
+    tools::run_script("ci/install-peers.sh", &[])?;
     let kernel = kernel::ensure(tools, None, false, Some("peers"))?;
     let j = Jobs {
         cache: tools::cache_dir().join("tools"),

@@ -27,7 +27,7 @@ impl crate::flags::Selftest {
     /// The harness checks, or with `--bugs`/`--bug` the seeded-bug catalogue.
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
         if self.fresh_root {
-            return crate::fresh_root::run(self.suite.as_deref().unwrap_or("bookworm"));
+            return fresh_root(self.suite.as_deref().unwrap_or("bookworm"));
         }
         if self.bugs || !self.bug.is_empty() {
             return crate::bugs::run(
@@ -39,6 +39,19 @@ impl crate::flags::Selftest {
         }
         harness_checks(sh, self.kernel_src.as_deref())
     }
+}
+
+/// `--fresh-root`: the install path from nothing, in a minimal Debian root of `suite`
+/// (`ci/fresh-root.sh`: mmdebstrap, chroot, the install step twice, `cargo xtask deps --check`).
+fn fresh_root(suite: &str) -> Result<()> {
+    let t = Instant::now();
+    crate::tools::run_script("ci/fresh-root.sh", &[suite])
+        .with_context(|| format!("the fresh-root check on Debian {suite} failed"))?;
+    println!(
+        "xtask: fresh-root check on Debian {suite} passed in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {

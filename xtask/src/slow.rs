@@ -17,7 +17,7 @@ const PERIOD_US: u64 = 100_000;
 /// The cgroup this process runs in while slowed; moves it back and removes the cgroup on drop.
 pub struct Slowed {
     dir: PathBuf,
-    /// `cgroup.procs` of the cgroup the process came from.
+    /// `cgroup.procs` of the hierarchy's root cgroup, where the process goes back.
     home: PathBuf,
 }
 

@@ -110,6 +110,15 @@ struct Missing {
     package: &'static str,
 }
 
+/// `what (package)`, comma-separated.
+fn describe(missing: &[Missing]) -> String {
+    let names: Vec<String> = missing
+        .iter()
+        .map(|m| format!("{} ({})", m.what, m.package))
+        .collect();
+    names.join(", ")
+}
+
 /// How a requirement is found.
 enum Need {
     /// A program on the PATH.
@@ -241,20 +250,9 @@ fn major_minor(line: &str, prefix: &str) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
-#[cfg(test)]
-pub fn major_minor_for_test(line: &str, prefix: &str) -> Option<(u32, u32)> {
-    major_minor(line, prefix)
-}
-
 /// `cargo xtask deps --check`: every tool present and at the version the harness wants.
 fn check_versions() -> Result<()> {
-    let tools = check().map_err(|missing| {
-        let names: Vec<String> = missing
-            .iter()
-            .map(|m| format!("{} (package: {})", m.what, m.package))
-            .collect();
-        anyhow::anyhow!("missing: {}", names.join(", "))
-    })?;
+    let tools = check().map_err(|missing| anyhow::anyhow!("missing: {}", describe(&missing)))?;
     let mut wrong = Vec::new();
     let rustc = major_minor(&tools.rustc_version, "rustc ");
     if rustc.is_none_or(|v| v < RUSTC_MIN) {
@@ -291,14 +289,14 @@ fn check_versions() -> Result<()> {
 
 /// Runs `ci/install-deps.sh`.
 pub fn install() -> Result<()> {
-    run_script("ci/install-deps.sh")
+    run_script("ci/install-deps.sh", &[])
 }
 
-/// Runs one of the project's bash scripts (a path from the project root).
-pub fn run_script(path: &str) -> Result<()> {
+/// Runs one of the project's bash scripts (a path from the project root) with `args`.
+pub fn run_script(path: &str, args: &[&str]) -> Result<()> {
     let script = project_root().join(path);
     let sh = Shell::new()?;
-    cmd!(sh, "bash {script}")
+    cmd!(sh, "bash {script} {args...}")
         .run()
         .with_context(|| format!("{} failed", script.display()))
 }
@@ -321,13 +319,9 @@ pub fn ensure() -> Result<Tools> {
             eprintln!("xtask: running ci/install-deps.sh to install them");
             install()?;
             check().map_err(|still| {
-                let names: Vec<String> = still
-                    .iter()
-                    .map(|m| format!("{} ({})", m.what, m.package))
-                    .collect();
                 anyhow::anyhow!(
                     "still missing after ci/install-deps.sh: {}",
-                    names.join(", ")
+                    describe(&still)
                 )
             })
         }
@@ -358,5 +352,26 @@ impl Tools {
         println!("xtask: clang: {}", self.clang_version);
         println!("xtask: bindgen: {}", self.bindgen_version);
         println!("xtask: qemu: {}", self.qemu_version);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn major_minor_reads_the_version_lines_we_see() {
+        assert_eq!(
+            major_minor(
+                "rustc 1.96.0 (ac68faa20 2026-05-25) (built from a source tarball)",
+                "rustc "
+            ),
+            Some((1, 96))
+        );
+        assert_eq!(
+            major_minor("Debian clang version 19.1.7 (3~deb12u1)", "clang version "),
+            Some((19, 1))
+        );
+        assert_eq!(major_minor("bindgen 0.73.2", "rustc "), None);
     }
 }

@@ -225,11 +225,16 @@ pub fn wait_child(pid: i32) -> Result<i32, String> {
     // SAFETY: waiting for our own child.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
     ensure!(r == pid, "waitpid: {}", std::io::Error::last_os_error());
-    Ok(if libc::WIFEXITED(status) {
+    Ok(exit_code(status))
+}
+
+/// A wait status as an exit code, or 128 + the signal that ended the process.
+fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
         128 + libc::WTERMSIG(status)
-    })
+    }
 }
 
 /// Waits for a child as [`wait_child`] does, but for at most `limit` (a hang guard, not a
@@ -242,11 +247,7 @@ pub fn wait_child_for(pid: i32, limit: std::time::Duration) -> Result<Option<i32
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         ensure!(r >= 0, "waitpid: {}", std::io::Error::last_os_error());
         if r == pid {
-            return Ok(Some(if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                128 + libc::WTERMSIG(status)
-            }));
+            return Ok(Some(exit_code(status)));
         }
         if std::time::Instant::now() >= deadline {
             return Ok(None);
