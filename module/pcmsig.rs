@@ -47,6 +47,7 @@ use kernel::{
     uaccess::{UserPtr, UserSlice},
 };
 
+mod delay;
 mod edu;
 mod signal;
 mod stream;
@@ -93,6 +94,14 @@ module! {
             default: 0,
             description: "Test hook: delivery waits this long (debugfs release_delivery ends it)",
         },
+        test_delay_points: u32 {
+            default: 0,
+            description: "Test hook: the delay points to enable, a mask of uapi::DelayPoint bits",
+        },
+        test_delay_ms: u32 {
+            default: 5000,
+            description: "Test hook: the longest an enabled delay point waits (ms) unless released",
+        },
     },
 }
 
@@ -112,7 +121,8 @@ struct PcmsigModule {
     /// `/sys/kernel/debug/pcmsig/stats`.
     #[pin]
     _stats: debugfs::File<Arc<Stream>>,
-    /// `/sys/kernel/debug/pcmsig/release_delivery`: a write ends the test hook's delivery delay.
+    /// `/sys/kernel/debug/pcmsig/release_delivery`: a write ends the test hook's delivery delay
+    /// (for good) and the wait of every delay point waiting now.
     #[pin]
     _release: debugfs::File<Arc<Stream>>,
     _debugfs: debugfs::Dir,
@@ -133,7 +143,8 @@ fn stats_file(stream: &Arc<Stream>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "dropped_queue_full {}", t.dropped_queue_full)?;
     writeln!(f, "dropped_exited {}", t.dropped_exited)?;
     writeln!(f, "dropped_execd {}", t.dropped_execd)?;
-    writeln!(f, "dropped_perm {}", t.dropped_perm)
+    writeln!(f, "dropped_perm {}", t.dropped_perm)?;
+    writeln!(f, "delay_point_hits {}", delay::hits())
 }
 
 impl kernel::InPlaceModule for PcmsigModule {
@@ -152,8 +163,14 @@ impl kernel::InPlaceModule for PcmsigModule {
                 _release <- dir.write_callback_file(
                     c"release_delivery",
                     stream.clone(),
-                    &|s: &Arc<Stream>, _: &mut kernel::uaccess::UserSliceReader| {
+                    &|s: &Arc<Stream>, r: &mut kernel::uaccess::UserSliceReader| {
+                        // A delay point's name (at most 64 bytes read) releases that point.
+                        let mut name = [0u8; 64];
+                        let n = r.len().min(name.len());
+                        let name = name.get_mut(..n).ok_or(EINVAL)?;
+                        r.read_slice(name)?;
                         s.release_delivery();
+                        delay::release(name);
                         Ok(())
                     }
                 ),
@@ -284,6 +301,12 @@ impl MiscDevice for PcmsigFile {
                 }
                 let listener = Listener::new_current(reg.signo)?;
                 let old = me.inner.lock().listener.replace(listener);
+                if old.is_some() {
+                    // A delivery that picked the old listener may still be sending: when
+                    // REGISTER returns, no signal to it is in flight, and its last reference is
+                    // dropped here, never by the delivery work item (see `Listener`).
+                    stream.flush_work();
+                }
                 drop(old);
             }
             uapi::IOC_UNREGISTER => {
@@ -292,10 +315,10 @@ impl MiscDevice for PcmsigFile {
                     let old = inner.listener.take().ok_or(ENOENT)?;
                     inner.last.replace(old.clone())
                 };
-                drop(old);
                 // A delivery that picked the listener before it was taken may still be sending:
                 // when UNREGISTER returns, no signal to it is in flight.
                 stream.flush_work();
+                drop(old);
             }
             uapi::IOC_CONFIGURE => stream.configure(read_arg(arg)?)?,
             uapi::IOC_TRIGGER => {

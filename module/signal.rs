@@ -247,6 +247,10 @@ const SI_CODE: i32 = crate::uapi::SI_CODE;
 
 impl Drop for ThreadRef {
     fn drop(&mut self) {
+        // Dropping `mm` may free the address space (`__mmdrop`), which may sleep and takes a
+        // lock that is not softirq-safe: the driver only ever drops a `ThreadRef` where it may
+        // sleep (see `Listener`). Checked on kernels with `CONFIG_DEBUG_ATOMIC_SLEEP`.
+        kernel::task::might_sleep();
         // SAFETY: The pid reference was taken in `current` and is released exactly once, here.
         unsafe { bindings::put_pid(self.pid.as_ptr()) };
     }

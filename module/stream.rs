@@ -14,7 +14,7 @@
 
 use crate::{
     signal::{Outcome, SenderCred, ThreadRef},
-    uapi::{self, EventKind, EventRecord, EventSource, ListenerStats, State, Trigger},
+    uapi::{self, DelayPoint, EventKind, EventRecord, EventSource, ListenerStats, State, Trigger},
 };
 use kernel::{
     bindings, new_condvar, new_mutex, new_spinlock_irq,
@@ -128,6 +128,14 @@ impl<T: Copy + Default, const N: usize> Ring<T, N> {
 }
 
 /// A registered listener: one thread, one signal, its counters.
+///
+/// Its release may sleep (`ThreadRef` holds an `mm` reference, whose last drop frees page tables
+/// under a lock that is not softirq-safe), so the rule is: **the delivery work item never holds
+/// the last reference to a listener or to an open file.** Every process-context path that takes a
+/// listener or a file away from delivery (REGISTER replacing, UNREGISTER, close) flushes the work
+/// item before it drops its own reference; a closed file keeps none (its release takes both its
+/// `listener` and its `last`), so the work item may drop the last reference to a closed file.
+/// `ThreadRef`'s `Drop` asserts the rule (`might_sleep`).
 #[pin_data]
 pub(crate) struct Listener {
     thread: ThreadRef,
@@ -239,6 +247,7 @@ impl OpenFile {
         let Some(listener) = listener else {
             return;
         };
+        crate::delay::spin_at(DelayPoint::DeliveryHoldsListener);
         let target = listener.thread.resolve(&self.opener);
         let mut stats = ListenerStats::default();
         for (ev, full) in batch.iter().zip(full.iter_mut()) {
@@ -444,10 +453,12 @@ pub(crate) struct Stream {
     pub(crate) inner: SpinLockIrq<StreamInner>,
     #[pin]
     delivered: CondVar,
-    /// Serialises the control operations (configure, trigger, inject) and the last close's reset:
-    /// two triggers racing between their state change and their timer start/stop could
-    /// otherwise leave a Running stream without its timer. Taken before `files` and `inner`,
-    /// never by the timer or the work item.
+    /// Serialises the control operations (configure, trigger, inject), the last close's reset
+    /// and the device's removal: two of them racing between a state change and its timer
+    /// start/stop could otherwise leave a Running stream without its timer. Only the timer
+    /// start/stop is done under it besides the state change, and never a wait for delivery, so
+    /// that no caller waits for it (uninterruptibly) longer than those steps take. Taken before
+    /// `files` and `inner`, never by the timer or the work item.
     #[pin]
     control: Mutex<()>,
     /// Every open file, registered or not. Taken by the delivery work item (softirq) and in
@@ -547,16 +558,23 @@ impl Stream {
             files.retain(|f| !core::ptr::eq(&**f, file));
             files.is_empty()
         };
-        let had_listener = file.inner.lock().listener.take();
+        let listeners = {
+            let mut inner = file.inner.lock();
+            (inner.listener.take(), inner.last.take())
+        };
+        if listeners.0.is_some() || listeners.1.is_some() {
+            // A delivery that took this file's listener before it was removed may still be
+            // sending: when close() returns, no signal of this file is in flight, and the last
+            // references to its listeners are dropped here, in process context (see
+            // `Listener`). A file without listeners holds nothing whose release may sleep: the
+            // work item may drop the last reference to it.
+            self.flush_work();
+        }
+        drop(listeners);
         if !last {
-            if had_listener.is_some() {
-                // A delivery that picked this listener before it was taken may still be
-                // sending: when close() returns, no signal of this file is in flight.
-                self.flush_work();
-            }
             return;
         }
-        drop(had_listener);
+        crate::delay::sleep_at(DelayPoint::LastCloseBeforeReset);
         let _control = self.control.lock();
         // A file opened since the decision above keeps the stream as it is.
         if !self.files.lock().is_empty() {
@@ -593,6 +611,8 @@ impl Stream {
     /// The device is going away: remove its hook, stop a running stream (a `Stopped` event),
     /// cancel the timer. Periods then come from the timer again.
     pub(crate) fn detach_device(self: &Arc<Self>) {
+        // The state change and the timer cancel as one step (see `control`).
+        let _control = self.control.lock();
         let stopped = {
             let mut inner = self.inner.lock();
             inner.device = None;
@@ -608,6 +628,7 @@ impl Stream {
                 false
             }
         };
+        crate::delay::sleep_at(DelayPoint::DetachDeviceBeforeTimerStop);
         self.stop_timer();
         if stopped {
             Self::kick(self.clone());
@@ -667,9 +688,9 @@ impl Stream {
         if count == 0 || count > uapi::BURST_MAX {
             return Err(EINVAL);
         }
-        let _control = self.control.lock();
-        self.check_emitter()?;
         let last = {
+            let _control = self.control.lock();
+            self.check_emitter()?;
             let mut inner = self.inner.lock();
             let room = PENDING_CAP.saturating_sub(inner.pending.len());
             if usize::try_from(count).map_or(true, |c| c > room) {
@@ -712,9 +733,9 @@ impl Stream {
         if config.period_us < uapi::PERIOD_US_MIN || config.period_us > uapi::PERIOD_US_MAX {
             return Err(EINVAL);
         }
-        let _control = self.control.lock();
-        self.check_emitter()?;
         let seq = {
+            let _control = self.control.lock();
+            self.check_emitter()?;
             let mut inner = self.inner.lock();
             match inner.state {
                 State::Running | State::Paused | State::Draining => return Err(EBUSY),
@@ -732,24 +753,27 @@ impl Stream {
 
     /// Applies a trigger command.
     pub(crate) fn trigger(self: &Arc<Self>, cmd: Trigger) -> Result {
-        // State change and timer start/stop as one step (see `control`).
-        let _control = self.control.lock();
-        self.check_emitter()?;
-        let (seq, timer) = {
-            let mut inner = self.inner.lock();
-            let (next, kind, timer) = transition(cmd, inner.state).ok_or(EBADFD)?;
-            let seq = inner.emit(kind, EventSource::Ioctl)?;
-            inner.state = next;
-            if cmd == Trigger::Start {
-                inner.periods = 0;
+        let seq = {
+            // State change and timer start/stop as one step (see `control`).
+            let _control = self.control.lock();
+            self.check_emitter()?;
+            let (seq, timer) = {
+                let mut inner = self.inner.lock();
+                let (next, kind, timer) = transition(cmd, inner.state).ok_or(EBADFD)?;
+                let seq = inner.emit(kind, EventSource::Ioctl)?;
+                inner.state = next;
+                if cmd == Trigger::Start {
+                    inner.periods = 0;
+                }
+                (seq, timer)
+            };
+            match timer {
+                TimerAction::Stop => self.stop_timer(),
+                TimerAction::Start => self.start_timer(),
+                TimerAction::Keep => {}
             }
-            (seq, timer)
+            seq
         };
-        match timer {
-            TimerAction::Stop => self.stop_timer(),
-            TimerAction::Start => self.start_timer(),
-            TimerAction::Keep => {}
-        }
         self.wait_delivered(seq);
         Ok(())
     }
@@ -816,7 +840,7 @@ impl Stream {
         for f in files {
             f.deliver_all(batch, &mut totals, &mut full);
         }
-        let xrun = {
+        {
             let mut inner = self.inner.lock();
             add_stats(&mut inner.totals, &totals);
             if let Some(last) = batch.last() {
@@ -830,16 +854,14 @@ impl Stream {
                 .zip(full)
                 .any(|(ev, full)| full && ev.kind() == Some(EventKind::PeriodElapsed));
             if running && fell_behind {
+                // The timer is not cancelled here: only holders of `control` start and stop
+                // it. It sees the state at its next expiry and stops itself (`idle_expiry`).
                 inner.state = State::Xrun;
                 // The pending queue always has room above the timer's limit.
                 let _ = inner.emit(EventKind::Xrun, EventSource::Timer);
-                true
-            } else {
-                false
+                drop(inner);
+                crate::delay::spin_at(DelayPoint::DeliveryAfterXrun);
             }
-        };
-        if xrun {
-            self.stop_timer();
         }
         // Once per batch: blocked readers and a waiting ioctl wake when the whole batch has been
         // offered (one wake-up per batch, not per event).
@@ -885,11 +907,14 @@ fn test_delivery_delay_ms() -> u32 {
 
 /// Where the delivery work item runs: the BH workqueue, i.e. in softirq context on the CPU that
 /// queued it, right after the timer's (or the device's) interrupt, with no kernel thread to
-/// wake; so delivery never sleeps. With the test hook's delay set (fixed at load, so the item
-/// never moves between queues, which would void the workqueue's no-reentrancy guarantee) it
-/// runs in process context on `system_dfl_wq` instead, where it can sleep.
+/// wake; so delivery never sleeps. With a test hook set (the delivery delay, or any delay point;
+/// fixed at load, so the item never moves between queues, which would void the workqueue's
+/// no-reentrancy guarantee) it runs in process context on `system_dfl_wq` instead: there the
+/// delay may sleep, and a delay point's busy-wait is preemptible, so that it never takes a CPU
+/// away from the test acting inside its window (a softirq spinning on an idle CPU would: the
+/// scheduler still sees that CPU idle and wakes threads on it).
 fn delivery_queue() -> &'static workqueue::Queue {
-    if test_delivery_delay_ms() == 0 {
+    if test_delivery_delay_ms() == 0 && !crate::delay::any_enabled() {
         return workqueue::system_bh();
     }
     // SAFETY: `system_dfl_wq` is created at boot, before any module loads, and never destroyed.

@@ -438,3 +438,48 @@ pub const fn decode(value: i32) -> Option<(EventKind, u32)> {
         None => None,
     }
 }
+
+/// Test hook: the module's named delay points, each a window in which a race of the driver's
+/// history could strike. Off unless the module is loaded with `test_delay_points=MASK` (the OR of
+/// [`DelayPoint::bit`]s). Each time an enabled point is reached it counts the visit in the
+/// `delay_point_hits` line of `/sys/kernel/debug/pcmsig/stats`, then waits (busy-waiting where the
+/// code may not sleep) until a write to `/sys/kernel/debug/pcmsig/release_delivery` or
+/// `test_delay_ms` milliseconds (see `modinfo pcmsig`), so that a test can act inside the window
+/// and then end it (see `ARCHITECTURE.md`, "Races on demand").
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DelayPoint {
+    /// The delivery work item (softirq) holds a file's listener, before signalling it.
+    DeliveryHoldsListener = 0,
+    /// The delivery work item has turned the stream to `Xrun`, before it is done with the batch.
+    DeliveryAfterXrun = 1,
+    /// The edu device's removal has stopped the stream, before the period timer is cancelled.
+    DetachDeviceBeforeTimerStop = 2,
+    /// A last close has taken the file out of the stream, before it resets the stream.
+    LastCloseBeforeReset = 3,
+}
+
+impl DelayPoint {
+    /// Every point, in numeric order.
+    pub const ALL: [DelayPoint; 4] = [
+        DelayPoint::DeliveryHoldsListener,
+        DelayPoint::DeliveryAfterXrun,
+        DelayPoint::DetachDeviceBeforeTimerStop,
+        DelayPoint::LastCloseBeforeReset,
+    ];
+
+    /// This point's bit in `test_delay_points`.
+    pub const fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+
+    /// Its name, as ARCHITECTURE.md and the tests spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DelayPoint::DeliveryHoldsListener => "delivery_holds_listener",
+            DelayPoint::DeliveryAfterXrun => "delivery_after_xrun",
+            DelayPoint::DetachDeviceBeforeTimerStop => "detach_device_before_timer_stop",
+            DelayPoint::LastCloseBeforeReset => "last_close_before_reset",
+        }
+    }
+}

@@ -44,6 +44,9 @@ pub struct SeededBug {
     pub on: On,
     /// Virtual CPUs of its VM: a hard lockup is seen only by another CPU (the buddy detector).
     pub cpus: u32,
+    /// Whether its VM has QEMU's `edu` device (`PCMSIG_EDU=1`): the test that catches it
+    /// exercises the device's removal.
+    pub edu: bool,
     /// The guest test the verdict must blame.
     pub test: &'static str,
     /// Tests that may be blamed instead, when the bug's report is deferred: a report from an RCU
@@ -67,6 +70,7 @@ const fn bug(
         what,
         on: if debug_kernel { On::Debug } else { On::Normal },
         cpus: 1,
+        edu: false,
         test,
         or_next: &[],
         detectors,
@@ -86,6 +90,7 @@ const fn hang(
         what,
         on: On::Both,
         cpus,
+        edu: false,
         test: "timer_periods_are_numbered_and_stop_after_n",
         or_next: &[],
         detectors: detector,
@@ -223,6 +228,49 @@ pub const CATALOGUE: &[SeededBug] = &[
         &["test"],
     ),
     bug(
+        "control_held_while_waiting",
+        "the stream's control mutex held through the wait for delivery: a second caller sleeps \
+         on it uninterruptibly (the hung-task report of a slow CI run)",
+        false,
+        "a_fatal_signal_ends_an_ioctl_waiting_for_delivery",
+        &["test"],
+    ),
+    bug(
+        "register_without_flush",
+        "REGISTER drops the listener it replaces while a delivery still holds it: the work \
+         item drops the last reference (and an exited process's mm) in softirq",
+        false,
+        "replacing_a_listener_waits_for_the_delivery_holding_it",
+        &["test"],
+    ),
+    bug(
+        "close_without_flush",
+        "the last close returns, when a file was opened meanwhile, with a delivery to its \
+         listener in flight (and never lets go of an unregistered one)",
+        false,
+        "close_returns_with_no_signal_of_its_file_in_flight",
+        &["test"],
+    ),
+    bug(
+        "xrun_cancels_timer",
+        "the delivery work item cancels the timer after an xrun, outside control: a restart in \
+         between loses its timer",
+        false,
+        "an_xrun_never_cancels_the_timer_of_a_restart",
+        &["test"],
+    ),
+    SeededBug {
+        name: "detach_device_outside_control",
+        what: "the device's removal stops the stream and cancels the timer outside control: a \
+               START in between loses its timer",
+        on: On::Normal,
+        cpus: 1,
+        edu: true,
+        test: "device_removal_never_leaves_a_running_stream_without_its_timer",
+        or_next: &[],
+        detectors: &["test"],
+    },
+    bug(
         "timer_not_cancelled",
         "the period timer re-arms itself and the last close does not cancel it",
         false,
@@ -248,6 +296,7 @@ pub const CATALOGUE: &[SeededBug] = &[
         what: "put_pid twice when a listener goes (the pid is then freed by an RCU callback)",
         on: On::Debug,
         cpus: 1,
+        edu: false,
         test: "inject_delivers_exact_payloads_in_sequence",
         // Seen in CI: the RCU callback ran 2.5 ms into the next test.
         or_next: &["inject_burst_delivers_every_event_in_order"],
@@ -410,9 +459,15 @@ fn run_one(
 ) -> Result<Outcome> {
     // A seeded bug may hang the guest: the kernel's detectors end it with a panic (at most
     // 35 s); the silence limits are the flavour's defaults, as for `cargo xtask test`.
+    let mut env = crate::test::test_env(debug);
+    let mut qemu = Vec::new();
+    if bug.edu {
+        qemu.extend(["-device".to_string(), "edu".to_string()]);
+        env.push("PCMSIG_EDU=1".to_string());
+    }
     let boot = vm::Boot {
-        env: crate::test::test_env(debug),
-        ..vm::Boot::from_flags("test", dir, &[], (None, None), Some(bug.cpus), debug)
+        env,
+        ..vm::Boot::from_flags("test", dir, &qemu, (None, None), Some(bug.cpus), debug)
     };
     let run = vm::boot(&b.tools, &b.kernel, initrd, &boot)
         .with_context(|| format!("booting the VM with seeded bug {}", bug.name))?;

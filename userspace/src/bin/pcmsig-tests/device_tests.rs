@@ -12,6 +12,10 @@ use crate::harness::{diag, Context, Test, TestResult, SKIP};
 use crate::{ensure, ensure_eq};
 
 const DRIVER: &str = "/sys/bus/pci/drivers/pcmsig-edu";
+/// Writing a bound device's address here unbinds it.
+pub const UNBIND: &str = "/sys/bus/pci/drivers/pcmsig-edu/unbind";
+/// Writing a device's address here binds it.
+pub const BIND: &str = "/sys/bus/pci/drivers/pcmsig-edu/bind";
 
 pub fn tests() -> Vec<Test> {
     crate::tests![
@@ -26,7 +30,7 @@ pub fn edu_expected() -> bool {
 }
 
 /// The PCI address of the bound edu device, or the reason to skip.
-fn edu_address() -> Result<String, String> {
+pub fn edu_address() -> Result<String, String> {
     let bound = std::fs::read_dir(DRIVER).ok().and_then(|d| {
         d.filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().to_string())
@@ -95,7 +99,20 @@ fn edu_periods_come_from_device_interrupts() -> TestResult {
     Ok(())
 }
 
-fn write_sysfs(path: &str, value: &str) -> TestResult {
+/// Waits until the edu device is bound (it binds as the module loads, or on a `bind`); its
+/// address. The wait is a hang guard.
+pub fn wait_edu_bound() -> Result<String, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match edu_address() {
+            Ok(a) => return Ok(a),
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+pub fn write_sysfs(path: &str, value: &str) -> TestResult {
     std::fs::write(path, value).ctx(&format!("writing {value} to {path}"))
 }
 
@@ -108,7 +125,7 @@ fn edu_unbind_while_running_stops_and_rebind_restores() -> TestResult {
         &[K::Prepared, K::Started, K::PeriodElapsed, K::PeriodElapsed],
     )?;
     // Unbind while running: the stream stops, cleanly, with a Stopped event.
-    let unbound = write_sysfs(&format!("{DRIVER}/unbind"), &addr);
+    let unbound = write_sysfs(UNBIND, &addr);
     let after_unbind = (|| -> TestResult {
         unbound?;
         loop {
@@ -133,17 +150,9 @@ fn edu_unbind_while_running_stops_and_rebind_restores() -> TestResult {
         Ok(())
     })();
     // Rebind whatever happened, so later tests find the device.
-    write_sysfs(&format!("{DRIVER}/bind"), &addr)?;
+    write_sysfs(BIND, &addr)?;
     after_unbind?;
-    // Binding through sysfs probes synchronously; the wait is a hang guard.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while edu_address().is_err() {
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "the device did not bind again"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_edu_bound().ctx("binding again")?;
     dev.configure(10_000, 2).ctx("configure")?;
     dev.trigger(Trigger::Start).ctx("start after rebind")?;
     expect_kinds(sig, &finite_run(2))?;

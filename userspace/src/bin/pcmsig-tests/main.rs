@@ -10,6 +10,7 @@ mod common;
 mod device_tests;
 mod harness;
 mod module_tests;
+mod race_tests;
 mod signal_tests;
 
 mod flags {
@@ -33,6 +34,8 @@ fn main() {
     tests.extend(device_tests::tests());
     // Unloading the module comes last: everything else needs it loaded.
     tests.extend(module_tests::lifecycle_tests());
+    // The races on demand reload the module with delay points.
+    tests.extend(race_tests::tests());
     // The leak scan comes after everything that could leak.
     tests.extend(module_tests::leak_tests());
     let flags = flags::PcmsigTests::from_env_or_exit();

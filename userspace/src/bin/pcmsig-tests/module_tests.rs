@@ -29,6 +29,7 @@ pub fn tests() -> Vec<Test> {
         xrun_when_a_listener_falls_behind,
         exited_listener_drops_are_counted,
         listener_dying_mid_stream_is_safe,
+        exited_listeners_replaced_and_closed_under_fire,
         exec_stops_signalling_the_thread,
         credential_change_stops_signalling,
         register_needs_permission_to_signal,
@@ -573,6 +574,58 @@ fn listener_dying_mid_stream_is_safe() -> TestResult {
     Ok(())
 }
 
+fn exited_listeners_replaced_and_closed_under_fire() -> TestResult {
+    // The critical scenario of the last review, 200 times, without delay points (the
+    // deterministic version is `replacing_a_listener_waits_for_the_delivery_holding_it`): forked
+    // children register on the parent's file and exit, so that only the driver's references keep
+    // their pid and address space; the parent then replaces the listener, or closes the file,
+    // while another process injects bursts. On the debug kernel lockdep, KASAN and the
+    // `might_sleep` in `ThreadRef`'s drop watch every release. The books must balance.
+    const ROUNDS: usize = 200;
+    let sig = rt(0);
+    sig.block().ctx("block")?;
+    // A process, not a thread: this one forks in every round.
+    let injector = spawn_child(|| {
+        let dev = Device::open().ctx("open")?;
+        loop {
+            match dev.inject_burst(K::PeriodElapsed, 8) {
+                Ok(()) => {}
+                Err(e) if e.errno() == Some(libc::EAGAIN) => {}
+                Err(e) => return Err(format!("inject: {e}")),
+            }
+        }
+    })?;
+    let result = (|| -> TestResult {
+        let mut progress = Progress::new("rounds");
+        let mut dev = Device::open().ctx("open")?;
+        for i in 0..ROUNDS {
+            progress.step(i, ROUNDS);
+            let d = &dev;
+            let code = in_child(|| d.register(sig).ctx("register in the child"))?;
+            ensure_eq!(code, 0, "round {i}: the child registered");
+            if i % 2 == 0 {
+                dev.register(sig).ctx("register again")?;
+            } else {
+                let s = dev.stats().ctx("stats")?;
+                check_invariant(&s).map_err(|e| format!("round {i}: {e}"))?;
+                dev = Device::open().ctx("open again")?;
+            }
+        }
+        let s = dev.stats().ctx("stats")?;
+        check_invariant(&s)?;
+        // How many events met an exited child depends on scheduling: reported, not asserted.
+        diag(&format!("{ROUNDS} rounds; totals {:?}", s.total));
+        Ok(())
+    })();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(injector),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .ctx("kill the injector")?;
+    wait_child(injector)?;
+    result
+}
+
 fn exec_stops_signalling_the_thread() -> TestResult {
     let dev = Device::open().ctx("open")?;
     // The new program writes a byte to this pipe, which tells us the exec is complete. (The
@@ -796,7 +849,7 @@ fn debugfs_stats_match_the_ioctl() -> TestResult {
     Ok(())
 }
 
-fn delete_module() -> std::io::Result<()> {
+pub fn delete_module() -> std::io::Result<()> {
     let name = c"pcmsig";
     // SAFETY: valid module name; O_NONBLOCK fails at once instead of waiting for users.
     if unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) } != 0 {
@@ -806,11 +859,11 @@ fn delete_module() -> std::io::Result<()> {
 }
 
 /// Loads the module with the parameters init used (`PCMSIG_PARAMS`: the test hooks on).
-fn load_module() -> std::io::Result<()> {
+pub fn load_module() -> std::io::Result<()> {
     load_module_with(&std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into()))
 }
 
-fn load_module_with(params: &str) -> std::io::Result<()> {
+pub fn load_module_with(params: &str) -> std::io::Result<()> {
     let path = std::env::var("PCMSIG_KO").unwrap_or_else(|_| "/lib/modules/pcmsig.ko".into());
     let f = std::fs::File::open(&path)?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
@@ -1144,10 +1197,13 @@ fn module_kunit_suites_pass() -> TestResult {
 fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
     // An emitting ioctl waits until its events are delivered. With delivery held back (a
     // load-time test hook: 60 s, released early through debugfs), SIGKILL must end the waiting
-    // process while its event is still undelivered. Decided from state: the child died of the
-    // kill, and the stream's counters say the event had not been delivered when it did; the
-    // hold is so long that no machine's slowness can make delivery come first, and the test
-    // releases it at once afterwards, so it costs nothing.
+    // processes while their events are still undelivered: the first to emit, and a second one
+    // that came while the first waited (seeded bug `control_held_while_waiting`: the first held
+    // the stream's control mutex through its wait, so the second slept on it, uninterruptibly,
+    // until the delivery came; under a slow debug kernel the hung-task detector fired on it).
+    // Decided from state: the children died of the kill, and the stream's counters say no event
+    // had been delivered when they did; the hold is so long that no machine's slowness can make
+    // delivery come first, and the test releases it at once afterwards, so it costs nothing.
     const HOLD_MS: u64 = 60_000;
     /// A hang guard far above any honest exit (0.4 s on the slowest machine seen), below the hold.
     const DEATH_LIMIT: Duration = Duration::from_secs(20);
@@ -1158,43 +1214,61 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
     let result = (|| -> TestResult {
         let sig = rt(0);
         let dev = listen(sig)?;
-        let child = spawn_child(|| {
-            // Blocks in the delivery wait (the work item is held).
-            Device::open().ctx("open")?.inject(K::Started).ctx("inject")
-        })?;
-        wait_process_blocked_in(child, libc::SYS_ioctl)?;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .ctx("kill")?;
-        let code = wait_child_for(child, DEATH_LIMIT)?;
+        let mut children = Vec::new();
+        for kind in [K::Started, K::Stopped] {
+            let child = spawn_child(move || {
+                // Blocks in the delivery wait (the work item is held).
+                Device::open().ctx("open")?.inject(kind).ctx("inject")
+            })?;
+            wait_process_blocked_in(child, libc::SYS_ioctl)?;
+            children.push(child);
+        }
+        for &child in &children {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .ctx("kill")?;
+        }
+        for (i, &child) in children.iter().enumerate() {
+            let code = wait_child_for(child, DEATH_LIMIT)?;
+            let s = dev.stats().ctx("stats")?;
+            let Some(code) = code else {
+                release().ctx("release the delivery")?;
+                for &c in &children[i..] {
+                    wait_child(c)?;
+                }
+                return Err(format!(
+                    "SIGKILL did not end the ioctl of child {} waiting for delivery (still alive \
+                     after {DEATH_LIMIT:?}; {} events emitted, {} delivered)",
+                    i + 1,
+                    s.events,
+                    s.total.delivered
+                ));
+            };
+            ensure_eq!(
+                code,
+                128 + libc::SIGKILL,
+                "child {} died of the SIGKILL",
+                i + 1
+            );
+        }
         let s = dev.stats().ctx("stats")?;
-        let Some(code) = code else {
-            release().ctx("release the delivery")?;
-            wait_child(child)?;
-            return Err(format!(
-                "SIGKILL did not end the ioctl waiting for delivery (still alive after \
-                 {DEATH_LIMIT:?}; delivered {})",
-                s.total.delivered
-            ));
-        };
-        ensure_eq!(code, 128 + libc::SIGKILL, "the child died of the SIGKILL");
-        // The kill ended the wait, not the delivery: the event was emitted and not delivered.
-        ensure_eq!(s.events, 1, "the child's event was emitted");
+        // The kill ended the waits, not the delivery: the events were emitted and not delivered.
+        ensure_eq!(s.events, 2, "both children's events were emitted");
         ensure_eq!(
             s.total.delivered,
             0,
-            "not delivered when the child was already gone"
+            "not delivered when the children were already gone"
         );
         ensure_eq!(s.file.delivered, 0);
         release().ctx("release the delivery")?;
-        // The event is still delivered, to the listener, once released. (The work item counts a
-        // batch after sending it: the signal can arrive before the counter moves. Found by the
+        // The events are still delivered, to the listener, once released. (The work item counts
+        // a batch after sending it: the signal can arrive before the counter moves. Found by the
         // slowed run.)
-        expect_kinds(sig, &[K::Started])?;
+        expect_kinds(sig, &[K::Started, K::Stopped])?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while dev.stats().ctx("stats")?.file.delivered != 1 {
+        while dev.stats().ctx("stats")?.file.delivered != 2 {
             ensure!(Instant::now() < deadline, "the delivery was never counted");
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -1,0 +1,366 @@
+//! Races on demand. Each test reloads the module with one or two of its named delay points
+//! (`uapi::DelayPoint`: a window held open until the test releases it), acts inside the window,
+//! and checks what the driver did. Each failed on the driver before its fix; the old code is the
+//! seeded bug named in the test's comment (`cargo xtask selftest --bugs`).
+//!
+//! They decide from state, never from time: a point waits until released (its time limit, 5 s,
+//! only ends a window a test never released), and the waits here are hang guards. With a delay
+//! point enabled the delivery work item runs in process context (see `delivery_queue` in
+//! `module/stream.rs`), where its points busy-wait preemptibly: one CPU is enough.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pcmsig::sys::{self, SignalSet};
+use pcmsig::{uapi::DelayPoint, Device, EventKind as K, State, Trigger};
+
+use crate::common::*;
+use crate::harness::{Context, Test, TestResult};
+use crate::module_tests::{delete_module, load_module, load_module_with};
+use crate::{ensure, ensure_eq};
+
+pub fn tests() -> Vec<Test> {
+    crate::tests![
+        replacing_a_listener_waits_for_the_delivery_holding_it,
+        close_returns_with_no_signal_of_its_file_in_flight,
+        an_xrun_never_cancels_the_timer_of_a_restart,
+        device_removal_never_leaves_a_running_stream_without_its_timer,
+    ]
+}
+
+const STATS: &str = "/sys/kernel/debug/pcmsig/stats";
+const RELEASE: &str = "/sys/kernel/debug/pcmsig/release_delivery";
+/// A hang guard for waits on the driver: far above any honest wait.
+const GUARD: Duration = Duration::from_secs(30);
+
+/// Runs `f` with the module loaded with the delay points `points` (and the usual parameters),
+/// then releases every point and loads the module as init did.
+fn with_delay_points(points: &[DelayPoint], f: impl FnOnce() -> TestResult) -> TestResult {
+    let mask = points.iter().fold(0, |m, p| m | p.bit());
+    delete_module().ctx("rmmod")?;
+    let params = std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into());
+    load_module_with(&format!("{params} test_delay_points={mask}"))
+        .ctx("insmod with delay points")?;
+    let result = f();
+    let _ = std::fs::write(RELEASE, "all");
+    // A thread of `f` that failed may still hold a file for a moment after the release.
+    let deadline = Instant::now() + GUARD;
+    while let Err(e) = delete_module() {
+        if Instant::now() > deadline {
+            return result.and(Err(format!("rmmod after the test: {e}")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    load_module().ctx("insmod")?;
+    result
+}
+
+/// Visits of enabled delay points so far (debugfs `stats`).
+fn hits() -> Result<u64, String> {
+    let text = std::fs::read_to_string(STATS).ctx("reading debugfs stats")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("delay_point_hits "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no delay_point_hits line in:\n{text}"))
+}
+
+/// Waits until `n` delay point visits have happened: the last one is waiting now.
+fn wait_hits(n: u64) -> TestResult {
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let h = hits()?;
+        if h >= n {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "delay point visits stuck at {h}, waited for {n}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Ends the window of `point`.
+fn release(point: DelayPoint) -> TestResult {
+    std::fs::write(RELEASE, point.name()).ctx(&format!("releasing {}", point.name()))
+}
+
+/// A call running on its own thread, watched from outside.
+struct Call<T> {
+    tid: i32,
+    done: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<T>,
+}
+
+/// Starts `f` on a new thread.
+fn call<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<Call<T>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(nix::unistd::gettid().as_raw());
+        let r = f();
+        d.store(true, Ordering::SeqCst);
+        r
+    });
+    let tid = rx.recv().map_err(|_| "the thread died before it started")?;
+    Ok(Call { tid, done, handle })
+}
+
+impl<T> Call<T> {
+    /// Waits until the call has returned (`true`) or sleeps in system call `nr` (`false`).
+    fn returned_or_asleep_in(&self, nr: i64) -> Result<bool, String> {
+        let dir = format!("/proc/self/task/{}", self.tid);
+        let deadline = Instant::now() + GUARD;
+        loop {
+            if self.done.load(Ordering::SeqCst) {
+                return Ok(true);
+            }
+            // The state is read first: a sleeping thread stays in its call while we read both.
+            let asleep = std::fs::read_to_string(format!("{dir}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+                })
+                .is_some_and(|state| state == "D" || state == "S");
+            let in_call = std::fs::read_to_string(format!("{dir}/syscall"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<i64>().ok())
+                == Some(nr);
+            if asleep && in_call && !self.done.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "thread {} neither returned nor slept in syscall {nr}",
+                self.tid
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn join(self) -> Result<T, String> {
+        self.handle
+            .join()
+            .map_err(|_| "the thread panicked".to_string())
+    }
+}
+
+/// Waits until the stream has counted `n` periods since its start (a hang guard).
+fn wait_periods(dev: &Device, n: u64, what: &str) -> TestResult {
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let s = dev.stats().ctx("stats")?;
+        if s.periods >= n {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{what}: state {:?}, {} of {n} periods after {GUARD:?}",
+            State::from_u32(s.state),
+            s.periods
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The critical defect (seeded bug `register_without_flush`): REGISTER replaced a listener and
+/// dropped its reference at once, while the delivery work item (softirq) still held one: the
+/// work item then dropped the last reference, and with it the `mm` of an exited process
+/// (`__mmdrop`, not softirq-safe; on the debug kernel the `might_sleep` in `ThreadRef`'s drop
+/// reports it). The point holds the work item with the listener in hand; REGISTER must wait.
+fn replacing_a_listener_waits_for_the_delivery_holding_it() -> TestResult {
+    with_delay_points(&[DelayPoint::DeliveryHoldsListener], || {
+        let sig = rt(0);
+        sig.block().ctx("block")?;
+        let dev = Arc::new(Device::open().ctx("open")?);
+        // A child registers on the shared file and exits: only the driver's references keep
+        // its thread's pid and address space now.
+        let d = dev.clone();
+        let code = in_child(move || d.register(sig).ctx("register in the child"))?;
+        ensure_eq!(code, 0, "the child registered");
+        let before = hits()?;
+        let d = dev.clone();
+        let injector = call(move || d.inject(K::Started))?;
+        // The work item now holds the exited child's listener.
+        wait_hits(before + 1)?;
+        let d = dev.clone();
+        let replace = call(move || d.register(sig))?;
+        let returned_early = replace.returned_or_asleep_in(libc::SYS_ioctl)?;
+        let fired = dev.stats().ctx("stats")?.total.fired;
+        release(DelayPoint::DeliveryHoldsListener)?;
+        replace.join()?.ctx("register again")?;
+        injector.join()?.ctx("inject")?;
+        ensure!(
+            !returned_early,
+            "REGISTER returned while the delivery work item still held the listener it \
+             replaced ({fired} signals sent then): the work item drops the last reference"
+        );
+        let s = dev.stats().ctx("stats")?;
+        ensure_eq!(s.total.fired, 1, "the one event was offered once");
+        ensure_eq!(
+            s.total.dropped_exited,
+            1,
+            "the exited child's event is counted, not sent"
+        );
+        Ok(())
+    })
+}
+
+/// Seeded bug `close_without_flush`: the last close took the listener, and when another file
+/// was opened meanwhile it returned without waiting for a delivery in flight, so a signal of the
+/// closed file could still arrive after close() returned (the README promises none does).
+fn close_returns_with_no_signal_of_its_file_in_flight() -> TestResult {
+    with_delay_points(
+        &[
+            DelayPoint::DeliveryHoldsListener,
+            DelayPoint::LastCloseBeforeReset,
+        ],
+        || {
+            let sig = rt(0);
+            sig.block().ctx("block")?;
+            let dev = Arc::new(Device::open().ctx("open")?);
+            dev.register(sig).ctx("register")?;
+            // Each delivery to the listener stops at the point: configure and start from
+            // threads, releasing each one's delivery, then let one period come.
+            let mut visits = hits()?;
+            let d = dev.clone();
+            let c = call(move || d.configure(100_000, 1))?;
+            visits += 1;
+            wait_hits(visits)?;
+            release(DelayPoint::DeliveryHoldsListener)?;
+            c.join()?.ctx("configure")?;
+            let d = dev.clone();
+            let c = call(move || d.trigger(Trigger::Start))?;
+            visits += 1;
+            wait_hits(visits)?;
+            release(DelayPoint::DeliveryHoldsListener)?;
+            c.join()?.ctx("start")?;
+            // The period (and the Stopped after it): the work item holds the listener.
+            visits += 1;
+            wait_hits(visits)?;
+            // Close the only file, from another thread.
+            let closer = call(move || drop(dev))?;
+            closer.returned_or_asleep_in(libc::SYS_close)?;
+            let mut delivery_released = false;
+            if hits()? == visits {
+                // Close waits for the delivery (the fixed driver): let it finish.
+                release(DelayPoint::DeliveryHoldsListener)?;
+                delivery_released = true;
+            }
+            // Close is past its wait (or never waited) and about to reset the stream: a file
+            // opened now makes it stop short of the reset.
+            wait_hits(visits + 1)?;
+            let other = Device::open().ctx("open another file")?;
+            release(DelayPoint::LastCloseBeforeReset)?;
+            closer.join()?;
+            ensure!(
+                delivery_released,
+                "close() returned while the delivery work item was still about to signal its \
+                 listener"
+            );
+            // Everything the closed file's listener was sent is here already.
+            let set = SignalSet::of(&[sig.number()]);
+            let mut got = Vec::new();
+            while let Some(info) = sys::sigtimedwait(&set, Duration::ZERO).ctx("sigtimedwait")? {
+                got.push(expect_event(&info, sig)?.0);
+            }
+            ensure_eq!(
+                got,
+                vec![K::Prepared, K::Started, K::PeriodElapsed, K::Stopped],
+                "the signals queued before close() returned"
+            );
+            drop(other);
+            Ok(())
+        },
+    )
+}
+
+/// Seeded bug `xrun_cancels_timer`: the delivery work item turned the stream to Xrun and then
+/// cancelled the period timer outside `control`; a restart in between (configure, whose caller
+/// was killed while it waited, then start) lost its new timer: Running, and no period ever.
+fn an_xrun_never_cancels_the_timer_of_a_restart() -> TestResult {
+    with_delay_points(&[DelayPoint::DeliveryAfterXrun], || {
+        set_sigpending_limit(4)?;
+        let sig = rt(0);
+        let dev = Arc::new(listen(sig)?);
+        let before = hits()?;
+        dev.configure(1000, 0).ctx("configure")?;
+        dev.trigger(Trigger::Start).ctx("start")?;
+        // Prepared, Started and two periods fill the queue: the next period is an xrun, and
+        // the work item stops at the point.
+        wait_hits(before + 1)?;
+        ensure_eq!(
+            State::from_u32(dev.stats().ctx("stats")?.state),
+            Some(State::Xrun)
+        );
+        // Configure from a child, which waits for its event's delivery (held): kill it there.
+        let d = dev.clone();
+        let child = spawn_child(move || d.configure(1000, 2).ctx("configure in the child"))?;
+        wait_process_blocked_in(child, libc::SYS_ioctl)?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .ctx("kill")?;
+        wait_child(child)?;
+        ensure_eq!(
+            State::from_u32(dev.stats().ctx("stats")?.state),
+            Some(State::Prepared),
+            "the killed child's configure took effect"
+        );
+        // Room in the queue for the restart's events.
+        let set = SignalSet::of(&[sig.number()]);
+        while sys::sigtimedwait(&set, Duration::ZERO)
+            .ctx("sigtimedwait")?
+            .is_some()
+        {}
+        let d = dev.clone();
+        let start = call(move || d.trigger(Trigger::Start))?;
+        start.returned_or_asleep_in(libc::SYS_ioctl)?;
+        release(DelayPoint::DeliveryAfterXrun)?;
+        start.join()?.ctx("start")?;
+        wait_periods(&dev, 1, "the restarted stream's timer")?;
+        Ok(())
+    })
+}
+
+/// Seeded bug `detach_device_outside_control`: the edu device's removal stopped the stream and
+/// then cancelled the timer outside `control`; a START in between armed a timer that the late
+/// cancel stopped: Running, and no period ever.
+fn device_removal_never_leaves_a_running_stream_without_its_timer() -> TestResult {
+    crate::device_tests::edu_address()?;
+    with_delay_points(&[DelayPoint::DetachDeviceBeforeTimerStop], || {
+        let addr = crate::device_tests::wait_edu_bound()?;
+        let dev = Arc::new(Device::open().ctx("open")?);
+        dev.configure(10_000, 0).ctx("configure")?;
+        dev.trigger(Trigger::Start).ctx("start")?;
+        wait_periods(&dev, 1, "the device's periods")?;
+        let before = hits()?;
+        let a = addr.clone();
+        let unbind =
+            call(move || crate::device_tests::write_sysfs(crate::device_tests::UNBIND, &a))?;
+        // The removal has stopped the stream and waits before cancelling the timer.
+        wait_hits(before + 1)?;
+        let result = (|| -> TestResult {
+            ensure_eq!(
+                State::from_u32(dev.stats().ctx("stats")?.state),
+                Some(State::Stopped)
+            );
+            let d = dev.clone();
+            let start = call(move || d.trigger(Trigger::Start))?;
+            start.returned_or_asleep_in(libc::SYS_ioctl)?;
+            release(DelayPoint::DetachDeviceBeforeTimerStop)?;
+            unbind.join()??;
+            start.join()?.ctx("start during the removal")?;
+            wait_periods(&dev, 1, "the stream started during the device's removal")?;
+            dev.trigger(Trigger::Stop).ctx("stop")?;
+            Ok(())
+        })();
+        let _ = std::fs::write(RELEASE, "all");
+        crate::device_tests::write_sysfs(crate::device_tests::BIND, &addr)?;
+        result
+    })
+}
