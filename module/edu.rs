@@ -36,7 +36,8 @@ const REG_IRQ_ACK: usize = 0x64;
 const PERIOD_BIT: u32 = 1;
 
 /// The module's stream, for `probe` (which gets no other context). Set before the driver is
-/// registered; the module's `Arc` outlives the registration (field order in `PcmsigModule`).
+/// registered, cleared after it is deregistered; the module's `Arc` outlives the registration
+/// (field order in `PcmsigModule`).
 pub(crate) static STREAM: AtomicPtr<Stream> = AtomicPtr::new(core::ptr::null_mut());
 
 /// The interrupt handler, which owns the BAR mapping.
@@ -110,14 +111,16 @@ impl pci::Driver for EduDriver {
             if ptr.is_null() {
                 return Err(ENODEV);
             }
-            // SAFETY: `STREAM` points to the module's `Arc<Stream>` contents, alive for as long
-            // as this driver is registered; `ArcBorrow` + `into` takes a new reference.
+            // SAFETY: `STREAM` is `Arc::as_ptr` of the module's `Arc<Stream>` (a pointer
+            // `ArcBorrow::from_raw` accepts), alive for as long as this driver is registered;
+            // `ArcBorrow` + `into` takes a new reference.
             let stream: Arc<Stream> = unsafe { ArcBorrow::from_raw(ptr) }.into();
             pdev.enable_device_mem()?;
             pdev.set_master();
             let bar = pdev.iomap_region_sized::<BAR_SIZE>(0, c"pcmsig-edu")?;
             let vectors = KBox::new(
-                pdev.alloc_irq_vectors(1, 1, pci::IrqTypes::all())?,
+                // MSI only: the device's interrupt is never shared with another device's INTx.
+                pdev.alloc_irq_vectors(1, 1, pci::IrqTypes::default().with(pci::IrqType::Msi))?,
                 GFP_KERNEL,
             )?;
             // SAFETY: The registration lives in a box that never moves and is dropped after the

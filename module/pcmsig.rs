@@ -33,7 +33,8 @@
 //! `EPERM` the opener may not signal the registering thread, or the caller may not signal a
 //! registered listener, `EBADF` a driving ioctl on a read-only file, `EOPNOTSUPP` an inject hook
 //! without `test_hooks=1`, `EAGAIN` the stream's event queue has no room for an ioctl's events
-//! (nothing is emitted).
+//! (nothing is emitted). An emitting ioctl returns 0 once its signals are queued; its wait for
+//! delivery is killable: only a fatal signal ends it early.
 
 use core::fmt;
 use kernel::{
@@ -54,6 +55,7 @@ mod stream;
 #[path = "../uapi/src/uapi.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod uapi;
+mod wait;
 
 use signal::SenderCred;
 use stream::{Listener, OpenFile, Stream};
@@ -193,6 +195,8 @@ impl Drop for FlushOnDrop {
         // (the edu driver, dropped before this field, has freed its IRQ): make sure no work item
         // of ours is still queued when the module text goes away.
         self.0.flush_work();
+        // No probe can run any more: nothing may find the stream through the static pointer.
+        edu::STREAM.store(core::ptr::null_mut(), core::sync::atomic::Ordering::Release);
     }
 }
 
@@ -256,12 +260,15 @@ impl MiscDevice for PcmsigFile {
                 Err(_) => break,
             };
             first = false;
-            for r in records.iter().take(got) {
-                let done = iov.copy_to_iter(r.as_bytes());
-                copied += done;
-                if done != REC {
+            let taken = records.get(..got).unwrap_or(&[]);
+            for (i, r) in taken.iter().enumerate() {
+                if iov.copy_to_iter(r.as_bytes()) != REC {
+                    // A fault: the records not wholly copied go back, and the count is of whole
+                    // records.
+                    me.put_back(taken.get(i..).unwrap_or(&[]));
                     return if copied == 0 { Err(EFAULT) } else { Ok(copied) };
                 }
+                copied += REC;
             }
             if got < n {
                 break;

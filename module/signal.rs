@@ -159,7 +159,8 @@ impl Resolved {
     pub(crate) fn send(&self, signo: u32, value: i32) -> Outcome {
         let mut info = bindings::kernel_siginfo::default();
         // Payload for every reader: SI_QUEUE makes `si_int` visible to signalfd and SA_SIGINFO
-        // handlers alike. `si_pid`/`si_uid` stay 0: the sender is the kernel.
+        // handlers alike. `si_pid`/`si_uid` stay 0: the sender is the kernel (the
+        // kernel then maps `si_uid` from the interrupted task's user namespace: see README).
         info.__bindgen_anon_1.si_signo = signo as i32;
         info.__bindgen_anon_1.si_code = SI_CODE;
         info.__bindgen_anon_1._sifields._rt._sigval.sival_int = value;

@@ -15,6 +15,7 @@
 use crate::{
     signal::{Outcome, SenderCred, ThreadRef},
     uapi::{self, DelayPoint, EventKind, EventRecord, EventSource, ListenerStats, State, Trigger},
+    wait::KillableWait,
 };
 use kernel::{
     bindings, new_condvar, new_mutex, new_spinlock_irq,
@@ -104,6 +105,22 @@ impl<T: Copy + Default, const N: usize> Ring<T, N> {
         let idx = (self.head + self.len) % N;
         if let Some(slot) = self.buf.get_mut(idx) {
             *slot = v;
+            self.len += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Puts `v` back at the front, to be popped next; returns `false` (and drops `v`) when full.
+    pub(crate) fn push_front(&mut self, v: T) -> bool {
+        if self.len == N {
+            return false;
+        }
+        let idx = (self.head + N - 1) % N;
+        if let Some(slot) = self.buf.get_mut(idx) {
+            *slot = v;
+            self.head = idx;
             self.len += 1;
             true
         } else {
@@ -266,6 +283,18 @@ impl OpenFile {
         }
         add_stats(&mut listener.stats.lock(), &stats);
         add_stats(totals, &stats);
+    }
+
+    /// Puts records that `read()` took but could not copy back at the front of the buffer, in
+    /// order, so that a fault loses none; one that no longer fits (newer records filled the
+    /// buffer meanwhile) counts as a read overrun.
+    pub(crate) fn put_back(&self, records: &[EventRecord]) {
+        let mut inner = self.inner.lock();
+        for r in records.iter().rev() {
+            if !inner.records.push_front(*r) {
+                inner.read_overruns = inner.read_overruns.wrapping_add(1);
+            }
+        }
     }
 
     /// Wakes the threads blocked in `read()` on this file.
@@ -451,8 +480,9 @@ fn now_ns() -> u64 {
 pub(crate) struct Stream {
     #[pin]
     pub(crate) inner: SpinLockIrq<StreamInner>,
+    /// Where emitting ioctls wait for their events' delivery.
     #[pin]
-    delivered: CondVar,
+    delivered: KillableWait,
     /// Serialises the control operations (configure, trigger, inject), the last close's reset
     /// and the device's removal: two of them racing between a state change and its timer
     /// start/stop could otherwise leave a Running stream without its timer. Only the timer
@@ -496,7 +526,10 @@ impl Stream {
         Arc::pin_init(
             pin_init!(Self {
                 inner <- new_spinlock_irq!(inner, "pcmsig::Stream::inner"),
-                delivered <- new_condvar!("pcmsig::Stream::delivered"),
+                delivered <- KillableWait::new(
+                    c"pcmsig::Stream::delivered",
+                    kernel::static_lock_class!()
+                ),
                 control <- new_mutex!((), "pcmsig::Stream::control"),
                 files <- new_spinlock_irq!(KVec::new(), "pcmsig::Stream::files"),
                 hold <- new_mutex!(false, "pcmsig::Stream::hold"),
@@ -523,7 +556,8 @@ impl Stream {
             };
             // No room: allocate a larger list outside the lock (it may sleep), then move the
             // files over, unless the list changed meanwhile and the new one is too small.
-            let mut bigger = KVec::with_capacity(want.saturating_mul(2), GFP_KERNEL)?;
+            // Charged to the opener who grows it, as the rest of per-open memory.
+            let mut bigger = KVec::with_capacity(want.saturating_mul(2), GFP_KERNEL_ACCOUNT)?;
             let old = {
                 let mut files = self.files.lock();
                 if files.len() >= bigger.capacity() {
@@ -590,7 +624,7 @@ impl Stream {
             inner.delivered_seq = inner.next_seq.wrapping_sub(1);
         }
         // A waiter (none can emit now, but one may still sleep) sees the moved `delivered_seq`.
-        self.delivered.notify_all();
+        self.delivered.wake_all();
     }
 
     /// Makes a bound device the source of period events: from now on the timer calls
@@ -668,18 +702,14 @@ impl Stream {
         let _ = delivery_queue().enqueue(stream);
     }
 
-    /// Waits until the event with sequence number `seq` has been delivered, or a signal the
-    /// caller can take is pending. The wait is interruptible so that a fatal signal always ends
-    /// it; a non-fatal one ends it too (the events are emitted, and their delivery completes in
-    /// the background), which cannot happen to a caller that blocks its signals, as listeners do.
-    fn wait_delivered(self: &Arc<Self>, seq: u64) {
+    /// Waits until the event with sequence number `seq` has been delivered, so that when an
+    /// emitting ioctl returns 0 its signals are queued. The wait is killable: a fatal signal ends
+    /// it (the events are emitted, and their delivery completes in the background); another
+    /// signal waits, and its handler runs once the ioctl returns.
+    fn wait_delivered(self: &Arc<Self>, seq: u64) -> Result {
         Self::kick(self.clone());
-        let mut inner = self.inner.lock();
-        while inner.delivered_seq < seq {
-            if self.delivered.wait_interruptible(&mut inner) {
-                return;
-            }
-        }
+        self.delivered
+            .wait_until(|| self.inner.lock().delivered_seq >= seq)
     }
 
     /// Emits `count` events of `kind` from an ioctl, without changing the state, and waits for
@@ -702,8 +732,7 @@ impl Stream {
             }
             last
         };
-        self.wait_delivered(last);
-        Ok(())
+        self.wait_delivered(last)
     }
 
     /// The rule for ioctls that emit events (configure, trigger, inject): the caller (`current`:
@@ -747,8 +776,7 @@ impl Stream {
             inner.periods = 0;
             seq
         };
-        self.wait_delivered(seq);
-        Ok(())
+        self.wait_delivered(seq)
     }
 
     /// Applies a trigger command.
@@ -774,8 +802,7 @@ impl Stream {
             }
             seq
         };
-        self.wait_delivered(seq);
-        Ok(())
+        self.wait_delivered(seq)
     }
 
     fn start_timer(self: &Arc<Self>) {
@@ -868,7 +895,7 @@ impl Stream {
         for f in files {
             f.wake_readers();
         }
-        self.delivered.notify_all();
+        self.delivered.wake_all();
     }
 }
 
@@ -1006,6 +1033,13 @@ mod tests {
         }
         assert_eq!(out, [2, 3, 4, 5]);
         assert_eq!(r.pop(), None);
+        // Put back at the front: popped first, in order, even across the wrap.
+        assert!(r.push(6));
+        assert!(r.push_front(5));
+        assert!(r.push_front(4));
+        assert_eq!(r.pop(), Some(4));
+        assert_eq!(r.pop(), Some(5));
+        assert_eq!(r.pop(), Some(6));
         r.push(9);
         r.clear();
         assert!(r.is_empty());

@@ -210,7 +210,9 @@ pub const IOC_CONFIGURE: u32 = ioc(IOC_WRITE, 0x03, core::mem::size_of::<Config>
 /// Trigger the stream with a [`Trigger`] command (a `u32`); `-EBADFD` in the wrong state.
 pub const IOC_TRIGGER: u32 = ioc(IOC_WRITE, 0x04, core::mem::size_of::<u32>());
 /// Emit one event of the given [`EventKind`] (a `u32`) without changing the stream state.
-/// Returns once the event has been offered to every listener.
+/// Returns once the event has been offered to every listener (so do [`IOC_CONFIGURE`],
+/// [`IOC_TRIGGER`] and [`IOC_INJECT_BURST`]); the wait is killable: only a fatal signal ends it
+/// early, and a handled signal runs its handler after the ioctl returns.
 pub const IOC_INJECT: u32 = ioc(IOC_WRITE, 0x05, core::mem::size_of::<u32>());
 /// Read the [`Stats`].
 pub const IOC_GET_STATS: u32 = ioc(IOC_READ, 0x06, core::mem::size_of::<Stats>());

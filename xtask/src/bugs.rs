@@ -236,6 +236,21 @@ pub const CATALOGUE: &[SeededBug] = &[
         &["test"],
     ),
     bug(
+        "interrupted_wait_returns_zero",
+        "the wait for delivery is interruptible: a handled signal ends it and the ioctl returns 0, \
+         its signals not yet queued",
+        false,
+        "a_handled_signal_does_not_end_the_wait_for_delivery",
+        &["test"],
+    ),
+    bug(
+        "read_loses_on_fault",
+        "read() takes records off the buffer before copying them: a copy that faults loses them",
+        false,
+        "a_faulting_read_loses_no_record",
+        &["test"],
+    ),
+    bug(
         "register_without_flush",
         "REGISTER drops the listener it replaces while a delivery still holds it: the work \
          item drops the last reference (and an exited process's mm) in softirq",

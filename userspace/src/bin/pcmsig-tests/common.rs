@@ -319,3 +319,69 @@ fn wait_for_proc(
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// A hang guard for [`Call::returned_or_asleep_in`].
+const CALL_GUARD: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A call running on its own thread, watched from outside.
+pub struct Call<T> {
+    /// Its thread id.
+    pub tid: i32,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<T>,
+}
+
+/// Starts `f` on a new thread.
+pub fn call<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<Call<T>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(nix::unistd::gettid().as_raw());
+        let r = f();
+        d.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    });
+    let tid = rx.recv().map_err(|_| "the thread died before it started")?;
+    Ok(Call { tid, done, handle })
+}
+
+impl<T> Call<T> {
+    /// Waits until the call has returned (`true`) or sleeps in system call `nr` (`false`).
+    pub fn returned_or_asleep_in(&self, nr: i64) -> Result<bool, String> {
+        let dir = format!("/proc/self/task/{}", self.tid);
+        let deadline = std::time::Instant::now() + CALL_GUARD;
+        loop {
+            if self.done.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(true);
+            }
+            // The state is read first: a sleeping thread stays in its call while we read both.
+            let asleep = std::fs::read_to_string(format!("{dir}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+                })
+                .is_some_and(|state| state == "D" || state == "S");
+            let in_call = std::fs::read_to_string(format!("{dir}/syscall"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<i64>().ok())
+                == Some(nr);
+            if asleep && in_call && !self.done.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(false);
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "thread {} neither returned nor slept in syscall {nr}",
+                self.tid
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    pub fn join(self) -> Result<T, String> {
+        self.handle
+            .join()
+            .map_err(|_| "the thread panicked".to_string())
+    }
+}

@@ -38,6 +38,7 @@ pub fn tests() -> Vec<Test> {
         another_users_listeners_cannot_be_reached_through_the_stream,
         read_records_match_the_signals,
         nonblocking_read_gives_eagain,
+        a_faulting_read_loses_no_record,
         blocking_read_wakes_on_an_event,
         debugfs_stats_match_the_ioctl,
     ]
@@ -50,6 +51,7 @@ pub fn lifecycle_tests() -> Vec<Test> {
         unload_after_closing_a_running_stream_is_clean,
         inject_needs_the_test_hooks_parameter,
         a_fatal_signal_ends_an_ioctl_waiting_for_delivery,
+        a_handled_signal_does_not_end_the_wait_for_delivery,
         insmod_rmmod_cycle_50_times,
     ]
 }
@@ -799,6 +801,55 @@ fn nonblocking_read_gives_eagain() -> TestResult {
     Ok(())
 }
 
+fn a_faulting_read_loses_no_record() -> TestResult {
+    // Seeded bug `read_loses_on_fault`: read() took records off the buffer before copying them,
+    // so a copy that faulted lost them. Two records, and a buffer whose second record lies on
+    // an unmapped page: read returns the first (16 bytes), and the second is read next.
+    const REC: usize = std::mem::size_of::<uapi::EventRecord>();
+    let dev = Device::open_nonblocking().ctx("open")?;
+    dev.inject_burst(K::Started, 2).ctx("inject")?;
+    // SAFETY: `sysconf` has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ctx("page size")?;
+    // SAFETY: a fresh anonymous mapping of two pages; the second is unmapped at once.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    ensure!(
+        base != libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    let base = base.cast::<u8>();
+    // SAFETY: the second page of our own mapping.
+    ensure_eq!(unsafe { libc::munmap(base.add(page).cast(), page) }, 0);
+    // SAFETY: within the first page: one record fits before the unmapped page.
+    let buf = unsafe { base.add(page - REC) };
+    // SAFETY: `buf` has REC writable bytes, then a hole: the read faults on the second record.
+    let n = unsafe { libc::read(dev.file().as_raw_fd(), buf.cast(), 2 * REC) };
+    // SAFETY: the first record was written there (or the check below fails first).
+    let first: uapi::EventRecord = unsafe { std::ptr::read_unaligned(buf.cast()) };
+    // SAFETY: the first page of our own mapping.
+    unsafe { libc::munmap(base.cast(), page) };
+    ensure_eq!(n, REC as isize, "one whole record before the fault");
+    let rest = dev
+        .read_records(16)
+        .ctx("reading the record that met the fault")?;
+    ensure_eq!(rest.len(), 1, "the record that met the fault was kept");
+    ensure_eq!(
+        rest[0].seq,
+        first.seq.wrapping_add(1),
+        "and it is the next one"
+    );
+    Ok(())
+}
+
 fn blocking_read_wakes_on_an_event() -> TestResult {
     let dev = std::sync::Arc::new(Device::open().ctx("open")?);
     let d = dev.clone();
@@ -1204,14 +1255,9 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
     // Decided from state: the children died of the kill, and the stream's counters say no event
     // had been delivered when they did; the hold is so long that no machine's slowness can make
     // delivery come first, and the test releases it at once afterwards, so it costs nothing.
-    const HOLD_MS: u64 = 60_000;
     /// A hang guard far above any honest exit (0.4 s on the slowest machine seen), below the hold.
     const DEATH_LIMIT: Duration = Duration::from_secs(20);
-    delete_module().ctx("rmmod")?;
-    let params = std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into());
-    load_module_with(&format!("{params} test_delivery_delay_ms={HOLD_MS}")).ctx("insmod held")?;
-    let release = || std::fs::write("/sys/kernel/debug/pcmsig/release_delivery", "1");
-    let result = (|| -> TestResult {
+    with_delivery_held(|release| {
         let sig = rt(0);
         let dev = listen(sig)?;
         let mut children = Vec::new();
@@ -1223,19 +1269,24 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
             wait_process_blocked_in(child, libc::SYS_ioctl)?;
             children.push(child);
         }
-        for &child in &children {
+        // The second first, alone: the first still waits, as whatever it might hold.
+        for (i, &child) in children.iter().enumerate().rev() {
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child),
                 nix::sys::signal::Signal::SIGKILL,
             )
             .ctx("kill")?;
-        }
-        for (i, &child) in children.iter().enumerate() {
             let code = wait_child_for(child, DEATH_LIMIT)?;
             let s = dev.stats().ctx("stats")?;
             let Some(code) = code else {
-                release().ctx("release the delivery")?;
-                for &c in &children[i..] {
+                release()?;
+                for &c in &children {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(c),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                for &c in &children[..=i] {
                     wait_child(c)?;
                 }
                 return Err(format!(
@@ -1262,7 +1313,7 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
             "not delivered when the children were already gone"
         );
         ensure_eq!(s.file.delivered, 0);
-        release().ctx("release the delivery")?;
+        release()?;
         // The events are still delivered, to the listener, once released. (The work item counts
         // a batch after sending it: the signal can arrive before the counter moves. Found by the
         // slowed run.)
@@ -1274,10 +1325,72 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
         }
         drop(dev);
         Ok(())
-    })();
-    // Whatever failed above, the held work item must not keep rmmod waiting for the hold.
+    })
+}
+
+/// Runs `f` with the module loaded with its delivery held back for 60 s (the
+/// `test_delivery_delay_ms` hook), so long that no machine's slowness can make a delivery come
+/// first; `f` gets the release (a write to debugfs), which the tests call as soon as they have
+/// looked. Afterwards the module is loaded as init did.
+fn with_delivery_held(f: impl FnOnce(&dyn Fn() -> TestResult) -> TestResult) -> TestResult {
+    const HOLD_MS: u64 = 60_000;
+    delete_module().ctx("rmmod")?;
+    let params = std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into());
+    load_module_with(&format!("{params} test_delivery_delay_ms={HOLD_MS}")).ctx("insmod held")?;
+    let release = || {
+        std::fs::write("/sys/kernel/debug/pcmsig/release_delivery", "1").ctx("release the delivery")
+    };
+    let result = f(&release);
+    // Whatever failed, the held work item must not keep rmmod waiting for the hold.
     let _ = release();
     delete_module().ctx("rmmod")?;
     load_module().ctx("insmod")?;
     result
+}
+
+fn a_handled_signal_does_not_end_the_wait_for_delivery() -> TestResult {
+    // Seeded bug `interrupted_wait_returns_zero`: the wait for delivery was interruptible, so a
+    // handled signal ended it and the ioctl returned 0 with its signals not queued yet (the
+    // contract: 0 means queued). With delivery held back, SIGUSR2 (handled, no SA_RESTART) is
+    // sent to a thread waiting in an inject: it must go on sleeping, the signal pending, until
+    // the delivery is released; then inject returns 0, its signal queued, and the handler runs.
+    with_delivery_held(|release| {
+        let sig = rt(0);
+        let dev = std::sync::Arc::new(listen(sig)?);
+        let h = pcmsig::HandlerReceiver::install(&[pcmsig::Signal::USR2], false).ctx("handler")?;
+        let d = dev.clone();
+        let inject = call(move || d.inject(K::Started))?;
+        ensure!(
+            !inject.returned_or_asleep_in(libc::SYS_ioctl)?,
+            "inject returned with its delivery held"
+        );
+        let pid = std::process::id() as i32;
+        // SAFETY: plain system call.
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, inject.tid, libc::SIGUSR2) };
+        // The signal woke an interruptible wait at once (the thread runs, then returns); a
+        // killable one sleeps on.
+        let returned = inject.returned_or_asleep_in(libc::SYS_ioctl)?;
+        let delivered_then = dev.stats().ctx("stats")?.total.delivered;
+        release()?;
+        let r = inject.join()?;
+        ensure!(
+            !returned,
+            "a handled signal ended the wait: inject returned ({r:?}) with {delivered_then} \
+             signals delivered"
+        );
+        r.ctx("inject")?;
+        ensure_eq!(
+            dev.stats().ctx("stats")?.total.delivered,
+            1,
+            "inject returned once its signal was queued"
+        );
+        ensure!(
+            h.recv_timeout(crate::harness::WAIT)
+                .ctx("handler")?
+                .is_some(),
+            "the handler ran after the ioctl returned"
+        );
+        expect_kinds(sig, &[K::Started])?;
+        Ok(())
+    })
 }
