@@ -41,7 +41,8 @@ pub(crate) const READ_CAP: usize = 256;
 /// Events the work item takes from `pending` at a time: per listener, the thread is resolved
 /// once per batch.
 const DELIVERY_BATCH: usize = 32;
-/// Most periods one timer expiry accounts for (after a long stall).
+/// Most periods one timer expiry accounts for (after a long stall); past it the periods are lost,
+/// and that is an xrun.
 const MAX_OVERRUNS: u64 = 64;
 
 /// One emitted event.
@@ -968,6 +969,7 @@ impl HrTimerCallback for Stream {
 
     fn run(this: ArcBorrow<'_, Self>, mut ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
         let mut restart = HrTimerRestart::Restart;
+        crate::delay::spin_at(DelayPoint::TimerStall);
         {
             let mut inner = this.inner.lock();
             if !matches!(inner.state, State::Running | State::Draining) {
@@ -982,7 +984,16 @@ impl HrTimerCallback for Stream {
                 .origin
                 .1
                 .saturating_add(u64::try_from(since_origin).unwrap_or(0));
-            let elapsed = ctx.forward_now(period).clamp(1, MAX_OVERRUNS);
+            let elapsed = ctx.forward_now(period).max(1);
+            if elapsed > MAX_OVERRUNS {
+                // More periods passed than one expiry may account for: they are lost, an xrun
+                // (as when a ring buffer's hardware pointer laps the application's).
+                inner.state = State::Xrun;
+                let _ = inner.emit(EventKind::Xrun, EventSource::Timer);
+                drop(inner);
+                Stream::kick(this.into());
+                return HrTimerRestart::NoRestart;
+            }
             if let Some(hook) = &inner.device {
                 // The device produces the periods: ask for them; its interrupt emits them.
                 // SAFETY: The hook's owner removes it under this lock before its context goes.

@@ -459,15 +459,20 @@ pub enum DelayPoint {
     DetachDeviceBeforeTimerStop = 2,
     /// A last close has taken the file out of the stream, before it resets the stream.
     LastCloseBeforeReset = 3,
+    /// The period timer's callback (hard IRQ), before it accounts for the periods elapsed: a
+    /// stall of the timer's CPU. It busy-waits and cannot be released (only `test_delay_ms`
+    /// ends it), so load the module with a short `test_delay_ms` for it.
+    TimerStall = 4,
 }
 
 impl DelayPoint {
     /// Every point, in numeric order.
-    pub const ALL: [DelayPoint; 4] = [
+    pub const ALL: [DelayPoint; 5] = [
         DelayPoint::DeliveryHoldsListener,
         DelayPoint::DeliveryAfterXrun,
         DelayPoint::DetachDeviceBeforeTimerStop,
         DelayPoint::LastCloseBeforeReset,
+        DelayPoint::TimerStall,
     ];
 
     /// This point's bit in `test_delay_points`.
@@ -482,6 +487,7 @@ impl DelayPoint {
             DelayPoint::DeliveryAfterXrun => "delivery_after_xrun",
             DelayPoint::DetachDeviceBeforeTimerStop => "detach_device_before_timer_stop",
             DelayPoint::LastCloseBeforeReset => "last_close_before_reset",
+            DelayPoint::TimerStall => "timer_stall",
         }
     }
 }

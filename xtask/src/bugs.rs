@@ -251,6 +251,14 @@ pub const CATALOGUE: &[SeededBug] = &[
         &["test"],
     ),
     bug(
+        "overruns_clamped",
+        "a timer expiry after a stall of more than 64 periods accounts for 64 and drops the rest \
+         in silence (no xrun)",
+        false,
+        "a_timer_stall_past_64_periods_is_an_xrun",
+        &["test"],
+    ),
+    bug(
         "register_without_flush",
         "REGISTER drops the listener it replaces while a delivery still holds it: the work \
          item drops the last reference (and an exited process's mm) in softirq",

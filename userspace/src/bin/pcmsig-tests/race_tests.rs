@@ -25,6 +25,7 @@ pub fn tests() -> Vec<Test> {
         close_returns_with_no_signal_of_its_file_in_flight,
         an_xrun_never_cancels_the_timer_of_a_restart,
         device_removal_never_leaves_a_running_stream_without_its_timer,
+        a_timer_stall_past_64_periods_is_an_xrun,
     ]
 }
 
@@ -36,10 +37,20 @@ const GUARD: Duration = Duration::from_secs(30);
 /// Runs `f` with the module loaded with the delay points `points` (and the usual parameters),
 /// then releases every point and loads the module as init did.
 fn with_delay_points(points: &[DelayPoint], f: impl FnOnce() -> TestResult) -> TestResult {
+    with_delay_points_for(points, None, f)
+}
+
+/// [`with_delay_points`], each visit waiting at most `ms` (`test_delay_ms`) if given.
+fn with_delay_points_for(
+    points: &[DelayPoint],
+    ms: Option<u32>,
+    f: impl FnOnce() -> TestResult,
+) -> TestResult {
     let mask = points.iter().fold(0, |m, p| m | p.bit());
     delete_module().ctx("rmmod")?;
     let params = std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into());
-    load_module_with(&format!("{params} test_delay_points={mask}"))
+    let ms = ms.map_or(String::new(), |ms| format!(" test_delay_ms={ms}"));
+    load_module_with(&format!("{params} test_delay_points={mask}{ms}"))
         .ctx("insmod with delay points")?;
     let result = f();
     let _ = std::fs::write(RELEASE, "all");
@@ -301,5 +312,41 @@ fn device_removal_never_leaves_a_running_stream_without_its_timer() -> TestResul
         let _ = std::fs::write(RELEASE, "all");
         crate::device_tests::write_sysfs(crate::device_tests::BIND, &addr)?;
         result
+    })
+}
+
+/// Seeded bug `overruns_clamped`: a timer expiry that found more than 64 periods elapsed (a
+/// stalled CPU) accounted for 64 and dropped the rest in silence: the sequence numbers stayed
+/// contiguous, nothing said periods were lost. The point stalls the timer's first expiry 20 ms,
+/// 200 periods of 100 µs: they are lost, and that must be one xrun, with no period invented.
+fn a_timer_stall_past_64_periods_is_an_xrun() -> TestResult {
+    with_delay_points_for(&[DelayPoint::TimerStall], Some(20), || {
+        let sig = rt(0);
+        let dev = listen_to_stream(sig, 100, 0)?;
+        let deadline = Instant::now() + GUARD;
+        loop {
+            let s = dev.stats().ctx("stats")?;
+            if State::from_u32(s.state) != Some(State::Running) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "still Running after {GUARD:?}, {} periods",
+                s.periods
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let kinds: Vec<u16> = dev
+            .read_records(256)
+            .ctx("read")?
+            .iter()
+            .map(|r| r.kind)
+            .collect();
+        ensure_eq!(
+            kinds,
+            vec![K::Prepared as u16, K::Started as u16, K::Xrun as u16],
+            "the stalled periods are lost and reported as one xrun"
+        );
+        Ok(())
     })
 }
