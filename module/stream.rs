@@ -153,7 +153,9 @@ impl<T: Copy + Default, const N: usize> Ring<T, N> {
 /// listener or a file away from delivery (REGISTER replacing, UNREGISTER, close) flushes the work
 /// item before it drops its own reference; a closed file keeps none (its release takes both its
 /// `listener` and its `last`), so the work item may drop the last reference to a closed file.
-/// `ThreadRef`'s `Drop` asserts the rule (`might_sleep`).
+/// Nor is a listener ever cloned under a spinlock except by the work item: process context
+/// checks a listener in place (`check_emitter`) or drops its clone with no lock held
+/// (GET_STATS). `ThreadRef`'s `Drop` asserts the rule (`might_sleep`).
 #[pin_data]
 pub(crate) struct Listener {
     thread: ThreadRef,
@@ -747,8 +749,11 @@ impl Stream {
         // Read once, and only when someone listens.
         let mut caller = None;
         for f in files.iter() {
-            let listener = f.inner.lock().listener.clone();
-            if let Some(l) = listener {
+            // Checked in place, not on a clone: a clone dropped here, under `files`, could be
+            // the last reference if REGISTER or close took the listener meanwhile (the release
+            // rule of `Listener`; found by its `might_sleep` on the debug kernel).
+            let inner = f.inner.lock();
+            if let Some(l) = &inner.listener {
                 let caller = caller.get_or_insert_with(SenderCred::of_current);
                 if !l.thread.may_be_signalled_by(caller) {
                     return Err(EPERM);
