@@ -21,8 +21,9 @@
 //! ```
 //!
 //! Delivery is thread-directed (`send_sig_info`, `PIDTYPE_PID`) to the thread that registered.
-//! Once `PCMSIG_IOC_UNREGISTER` or the last `close()` of a file has returned, no signal to its
-//! listener is in flight or will be sent.
+//! Once `PCMSIG_IOC_REGISTER` (replacing a listener), `PCMSIG_IOC_UNREGISTER` or the last
+//! `close()` of a file has returned, no signal to its earlier listener is in flight or will be
+//! sent.
 //!
 //! Permissions: configure, trigger and the inject hooks need a file opened for writing; the
 //! inject hooks exist only when the module is loaded with `test_hooks=1`; a caller of those

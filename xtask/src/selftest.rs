@@ -114,8 +114,15 @@ fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
 /// Drives `cargo xtask shell`'s VM through a pty: run `pcmsig stats`, check it, exit.
 fn shell(b: &Built, initrd: &Path) -> Result<String> {
     let t = Instant::now();
-    let qemu =
-        crate::shell::shell_command(&b.tools, &b.kernel, initrd, &[], false, vm::DEFAULT_CPUS);
+    let qemu = crate::shell::shell_command(
+        &b.tools,
+        &b.kernel,
+        initrd,
+        &[],
+        false,
+        vm::DEFAULT_CPUS,
+        vm::hung_task_secs(false),
+    );
     let mut p = rexpect::session::spawn_with_options(
         qemu,
         rexpect::reader::Options::new().timeout_ms(Some(60_000)),

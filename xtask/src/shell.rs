@@ -35,6 +35,7 @@ impl flags::Shell {
             &self.qemu_arg,
             self.gdb,
             self.cpus.unwrap_or(vm::DEFAULT_CPUS),
+            vm::hung_task_secs(self.debug_kernel),
         ))
     }
 }
@@ -48,12 +49,13 @@ pub fn shell_command(
     qemu_args: &[String],
     gdb: bool,
     cpus: u32,
+    hung_task_secs: u64,
 ) -> Command {
     let mut qemu = vm::qemu_command(
         tools,
         kernel,
         initrd,
-        &vm::append_line("shell", &[]),
+        &vm::append_line("shell", &[], hung_task_secs),
         qemu_args,
         cpus,
     );

@@ -35,6 +35,8 @@ pub struct Boot<'a> {
     pub out_dir: &'a Path,
     /// Virtual CPUs (`-smp`).
     pub cpus: u32,
+    /// The hung-task detector's timeout for this kernel (`hung_task_secs`).
+    pub hung_task_secs: u64,
 }
 
 impl<'a> Boot<'a> {
@@ -52,6 +54,7 @@ impl<'a> Boot<'a> {
             boot_silence: None,
             out_dir,
             cpus: DEFAULT_CPUS,
+            hung_task_secs: hung_task_secs(false),
         }
     }
 }
@@ -73,6 +76,7 @@ impl<'a> Boot<'a> {
             silence: limits.silence,
             boot_silence: limits.boot_silence,
             cpus: cpus.unwrap_or(DEFAULT_CPUS),
+            hung_task_secs: hung_task_secs(debug_kernel),
             ..Boot::new(mode, out_dir, limits.timeout)
         }
     }
@@ -108,6 +112,22 @@ pub const DEFAULT_SILENCE_S: (u64, u64) = (60, 300);
 /// Seconds of silence allowed before init's first line: normal, debug (which reached init after
 /// 20 s here and 57 to 68 s on a 2.5x slower machine). `--silence` raises it, never lowers it.
 pub const BOOT_SILENCE_S: (u64, u64) = (60, 600);
+
+/// Seconds a task may sleep uninterruptibly before the hung-task detector panics the guest:
+/// normal, debug. The debug kernel's is longer: under KASAN and kmemleak, two such VMs sharing
+/// two cores, a storm thread waited 30 s for the misc device's open mutex while its holder,
+/// preempted in KASAN's quarantine, waited for a CPU (CI, 2026-11-29; no driver lock involved).
+/// A real hang still ends the VM (the seeded `sleep_holding_control`), 2 minutes later there.
+pub const HUNG_TASK_S: (u64, u64) = (30, 120);
+
+/// The hung-task timeout of a kernel flavour.
+pub fn hung_task_secs(debug_kernel: bool) -> u64 {
+    if debug_kernel {
+        HUNG_TASK_S.1
+    } else {
+        HUNG_TASK_S.0
+    }
+}
 
 /// A VM's time limits, from the kernel flavour's defaults and the `--timeout`/`--silence` flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,8 +178,8 @@ pub fn qemu_command(
     c
 }
 
-/// The kernel command line for `mode`.
-pub fn append_line(mode: &str, env: &[String]) -> String {
+/// The kernel command line for `mode`, with the hung-task timeout `hung_task_secs`.
+pub fn append_line(mode: &str, env: &[String], hung_task_secs: u64) -> String {
     // panic=-1 reboots at once on a panic, and -no-reboot turns that into QEMU exiting: a crash
     // ends the run in seconds. oops=panic and panic_on_warn make every Oops and WARNING fatal.
     // rcu_expedited: module load and unload wait for RCU grace periods, several ticks each under
@@ -174,11 +194,13 @@ pub fn append_line(mode: &str, env: &[String]) -> String {
     // `hres_active: 1` at 0.7 s with it, 0 without until 1.4 s).
     // The hang detectors (vm/kernel.config) panic on their own, but for two settings that are
     // sysctls only: an RCU stall panics too, and hung tasks are looked for every 5 s (not every
-    // 30 s, the timeout), so a hung task ends the VM 30 to 35 s after it blocked.
+    // 30 s, the timeout), so a hung task ends the VM 30 to 35 s after it blocked (the debug
+    // kernel's timeout is longer, see `HUNG_TASK_S`).
     let mut s = format!(
         "console=ttyS0 panic=-1 oops=panic panic_on_warn=1 loglevel=5 rcupdate.rcu_expedited=1 \
          tsc=reliable sysctl.kernel.panic_on_rcu_stall=1 \
-         sysctl.kernel.hung_task_check_interval_secs=5 pcmsig_mode={mode}"
+         sysctl.kernel.hung_task_check_interval_secs=5 \
+         sysctl.kernel.hung_task_timeout_secs={hung_task_secs} pcmsig_mode={mode}"
     );
     for e in env {
         s.push(' ');
@@ -207,7 +229,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         tools,
         kernel,
         initrd,
-        &append_line(b.mode, &b.env),
+        &append_line(b.mode, &b.env, b.hung_task_secs),
         b.qemu_args,
         b.cpus,
     );
