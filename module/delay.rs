@@ -8,9 +8,11 @@
 //! A point costs one parameter read when it is off.
 
 use crate::uapi::DelayPoint;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::time::{delay, Delta, Instant, Monotonic};
 
+/// Set by a write of `off`: every point is off from then on (until the module is loaded again).
+static OFF: AtomicBool = AtomicBool::new(false);
 /// Visits of enabled delay points since the module was loaded.
 static HITS: AtomicU64 = AtomicU64::new(0);
 /// Releases so far, per point: a point waits until its count moves (or its time is up).
@@ -29,9 +31,14 @@ pub(crate) fn hits() -> u64 {
 }
 
 /// Ends the wait at the point named `name` (surrounding white space ignored), or at every point
-/// if `name` names none; only the visits waiting now end.
+/// if `name` names none; only the visits waiting now end. `off` also turns every point off for
+/// good, so that a test's cleanup (the module's unload passes the device-removal point) never
+/// waits.
 pub(crate) fn release(name: &[u8]) {
     let name = name.trim_ascii();
+    if name == b"off" {
+        OFF.store(true, Ordering::Release);
+    }
     let named = DelayPoint::ALL.iter().any(|p| p.name().as_bytes() == name);
     for (point, count) in DelayPoint::ALL.iter().zip(RELEASES.iter()) {
         if !named || point.name().as_bytes() == name {
@@ -50,7 +57,9 @@ fn releases(point: DelayPoint) -> u64 {
 /// Waits at `point` if it is enabled: counts the visit, then calls `pause` (one short wait) until
 /// the delay is over or released.
 fn wait_at(point: DelayPoint, pause: impl Fn()) {
-    if crate::module_parameters::test_delay_points.value() & point.bit() == 0 {
+    if crate::module_parameters::test_delay_points.value() & point.bit() == 0
+        || OFF.load(Ordering::Acquire)
+    {
         return;
     }
     let released = releases(point);

@@ -445,7 +445,8 @@ pub const fn decode(value: i32) -> Option<(EventKind, u32)> {
 /// history could strike. Off unless the module is loaded with `test_delay_points=MASK` (the OR of
 /// [`DelayPoint::bit`]s). Each time an enabled point is reached it counts the visit in the
 /// `delay_point_hits` line of `/sys/kernel/debug/pcmsig/stats`, then waits (busy-waiting where the
-/// code may not sleep) until a write to `/sys/kernel/debug/pcmsig/release_delivery` or
+/// code may not sleep) until a write to `/sys/kernel/debug/pcmsig/release_delivery` (its name
+/// releases that point, anything else every point, and `off` also turns them all off for good) or
 /// `test_delay_ms` milliseconds (see `modinfo pcmsig`), so that a test can act inside the window
 /// and then end it (see `ARCHITECTURE.md`, "Races on demand").
 #[repr(u32)]

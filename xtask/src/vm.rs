@@ -105,7 +105,8 @@ pub const DEFAULT_CPUS: u32 = 2;
 pub const DEFAULT_TIMEOUT_S: (u64, u64) = (300, 1800);
 /// Seconds of guest silence, once init runs, before a VM is killed unless said otherwise
 /// (`--silence`): normal, debug. Above the kernels' own hang detectors (a hung task panics
-/// 30 to 35 s after it blocked, with its backtrace), every test's longest quiet stretch (long
+/// 30 to 35 s after it blocked, 120 to 125 s on the debug kernel, with its backtrace), every
+/// test's longest quiet stretch (long
 /// tests print progress every 2 s) and the suite's per-test limit (`PCMSIG_TEST_TIMEOUT`: 30 s,
 /// debug 240 s), so that a test stuck in user space is reported by the suite itself.
 pub const DEFAULT_SILENCE_S: (u64, u64) = (60, 300);

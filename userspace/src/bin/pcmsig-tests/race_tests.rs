@@ -3,8 +3,9 @@
 //! and checks what the driver did. Each failed on the driver before its fix; the old code is the
 //! seeded bug named in the test's comment (`cargo xtask selftest --bugs`).
 //!
-//! They decide from state, never from time: a point waits until released (its time limit, 5 s,
-//! only ends a window a test never released), and the waits here are hang guards. With a delay
+//! They decide from state, never from time: a point waits until released (its time limit,
+//! [`WINDOW_MS`], only ends a window a failed test never released), and the waits here are hang
+//! guards. With a delay
 //! point enabled the delivery work item runs in process context (see `delivery_queue` in
 //! `module/stream.rs`), where its points busy-wait preemptibly: one CPU is enough.
 
@@ -37,8 +38,14 @@ const GUARD: Duration = Duration::from_secs(30);
 /// Runs `f` with the module loaded with the delay points `points` (and the usual parameters),
 /// then releases every point and loads the module as init did.
 fn with_delay_points(points: &[DelayPoint], f: impl FnOnce() -> TestResult) -> TestResult {
-    with_delay_points_for(points, None, f)
+    with_delay_points_for(points, Some(WINDOW_MS), f)
 }
+
+/// The longest a window stays open (`test_delay_ms`) unless the test releases it: far above any
+/// test's acting time, so that only the release ends a window, however slow the machine (with
+/// the module's 5 s default, a loaded debug VM once took longer than that to fork the child that
+/// was to act in it, and the test failed on the fixed driver).
+const WINDOW_MS: u32 = 60_000;
 
 /// [`with_delay_points`], each visit waiting at most `ms` (`test_delay_ms`) if given.
 fn with_delay_points_for(
@@ -53,7 +60,9 @@ fn with_delay_points_for(
     load_module_with(&format!("{params} test_delay_points={mask}{ms}"))
         .ctx("insmod with delay points")?;
     let result = f();
-    let _ = std::fs::write(RELEASE, "all");
+    // Every point off (and released): the cleanup below passes some of them (the unload
+    // removes the edu device).
+    let _ = std::fs::write(RELEASE, "off");
     // A thread of `f` that failed may still hold a file for a moment after the release.
     let deadline = Instant::now() + GUARD;
     while let Err(e) = delete_module() {
@@ -220,7 +229,11 @@ fn close_returns_with_no_signal_of_its_file_in_flight() -> TestResult {
                 vec![K::Prepared, K::Started, K::PeriodElapsed, K::Stopped],
                 "the signals queued before close() returned"
             );
-            drop(other);
+            // Its close is the last again: it stops at the point too, released here.
+            let closer = call(move || drop(other))?;
+            wait_hits(visits + 2)?;
+            release(DelayPoint::LastCloseBeforeReset)?;
+            closer.join()?;
             Ok(())
         },
     )
@@ -312,7 +325,7 @@ fn device_removal_never_leaves_a_running_stream_without_its_timer() -> TestResul
             dev.trigger(Trigger::Stop).ctx("stop")?;
             Ok(())
         })();
-        let _ = std::fs::write(RELEASE, "all");
+        let _ = std::fs::write(RELEASE, "off");
         crate::device_tests::write_sysfs(crate::device_tests::BIND, &addr)?;
         result
     })
