@@ -128,6 +128,9 @@ fn wait_periods(dev: &Device, n: u64, what: &str) -> TestResult {
 /// work item then dropped the last reference, and with it the `mm` of an exited process
 /// (`__mmdrop`, not softirq-safe; on the debug kernel the `might_sleep` in `ThreadRef`'s drop
 /// reports it). The point holds the work item with the listener in hand; REGISTER must wait.
+/// With a point enabled the work item runs in process context, so the old code is caught here
+/// by order (REGISTER returned first), not by a report; the softirq case itself is what
+/// `exited_listeners_replaced_and_closed_under_fire` and `might_sleep` watch.
 fn replacing_a_listener_waits_for_the_delivery_holding_it() -> TestResult {
     with_delay_points(&[DelayPoint::DeliveryHoldsListener], || {
         let sig = rt(0);
