@@ -909,9 +909,39 @@ pub fn delete_module() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Loads the module with the parameters init used (`PCMSIG_PARAMS`: the test hooks on).
+/// The parameters init loaded the module with (`PCMSIG_PARAMS`: the test hooks on).
+fn init_params() -> String {
+    std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into())
+}
+
+/// Loads the module with the parameters init used.
 pub fn load_module() -> std::io::Result<()> {
-    load_module_with(&std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into()))
+    load_module_with(&init_params())
+}
+
+/// Where a write ends the test hooks' waits: the delivery hold, and the delay points (a point's
+/// name releases that one, `off` turns them all off).
+pub const RELEASE: &str = "/sys/kernel/debug/pcmsig/release_delivery";
+
+/// Runs `f` with the module reloaded with init's parameters and `extra` (test hooks). Then
+/// every hook is let go (`off` ends the delivery hold and turns the delay points off: the
+/// cleanup passes some, the unload removes the edu device), and the module is loaded as init
+/// did. A thread of `f` that failed may hold a file a moment longer: the unload is retried for
+/// 30 s.
+pub fn with_module_params(extra: &str, f: impl FnOnce() -> TestResult) -> TestResult {
+    delete_module().ctx("rmmod")?;
+    load_module_with(&format!("{} {extra}", init_params())).ctx(&format!("insmod with {extra}"))?;
+    let result = f();
+    let _ = std::fs::write(RELEASE, "off");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = delete_module() {
+        if Instant::now() > deadline {
+            return result.and(Err(format!("rmmod after the test: {e}")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    load_module().ctx("insmod")?;
+    result
 }
 
 pub fn load_module_with(params: &str) -> std::io::Result<()> {
@@ -1334,18 +1364,8 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
 /// looked. Afterwards the module is loaded as init did.
 fn with_delivery_held(f: impl FnOnce(&dyn Fn() -> TestResult) -> TestResult) -> TestResult {
     const HOLD_MS: u64 = 60_000;
-    delete_module().ctx("rmmod")?;
-    let params = std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into());
-    load_module_with(&format!("{params} test_delivery_delay_ms={HOLD_MS}")).ctx("insmod held")?;
-    let release = || {
-        std::fs::write("/sys/kernel/debug/pcmsig/release_delivery", "1").ctx("release the delivery")
-    };
-    let result = f(&release);
-    // Whatever failed, the held work item must not keep rmmod waiting for the hold.
-    let _ = release();
-    delete_module().ctx("rmmod")?;
-    load_module().ctx("insmod")?;
-    result
+    let release = || std::fs::write(RELEASE, "1").ctx("release the delivery");
+    with_module_params(&format!("test_delivery_delay_ms={HOLD_MS}"), || f(&release))
 }
 
 fn a_handled_signal_does_not_end_the_wait_for_delivery() -> TestResult {

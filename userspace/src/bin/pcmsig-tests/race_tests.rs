@@ -17,7 +17,7 @@ use pcmsig::{uapi::DelayPoint, Device, EventKind as K, State, Trigger};
 
 use crate::common::*;
 use crate::harness::{Context, Test, TestResult};
-use crate::module_tests::{delete_module, load_module, load_module_with};
+use crate::module_tests::{with_module_params, RELEASE};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {
@@ -31,7 +31,6 @@ pub fn tests() -> Vec<Test> {
 }
 
 const STATS: &str = "/sys/kernel/debug/pcmsig/stats";
-const RELEASE: &str = "/sys/kernel/debug/pcmsig/release_delivery";
 /// A hang guard for waits on the driver: far above any honest wait.
 const GUARD: Duration = Duration::from_secs(30);
 
@@ -54,25 +53,8 @@ fn with_delay_points_for(
     f: impl FnOnce() -> TestResult,
 ) -> TestResult {
     let mask = points.iter().fold(0, |m, p| m | p.bit());
-    delete_module().ctx("rmmod")?;
-    let params = std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into());
     let ms = ms.map_or(String::new(), |ms| format!(" test_delay_ms={ms}"));
-    load_module_with(&format!("{params} test_delay_points={mask}{ms}"))
-        .ctx("insmod with delay points")?;
-    let result = f();
-    // Every point off (and released): the cleanup below passes some of them (the unload
-    // removes the edu device).
-    let _ = std::fs::write(RELEASE, "off");
-    // A thread of `f` that failed may still hold a file for a moment after the release.
-    let deadline = Instant::now() + GUARD;
-    while let Err(e) = delete_module() {
-        if Instant::now() > deadline {
-            return result.and(Err(format!("rmmod after the test: {e}")));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    load_module().ctx("insmod")?;
-    result
+    with_module_params(&format!("test_delay_points={mask}{ms}"), f)
 }
 
 /// Visits of enabled delay points so far (debugfs `stats`).
