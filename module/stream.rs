@@ -43,7 +43,7 @@ pub(crate) const READ_CAP: usize = 256;
 const DELIVERY_BATCH: usize = 32;
 /// Most periods one timer expiry accounts for (after a long stall); past it the periods are lost,
 /// and that is an xrun.
-const MAX_OVERRUNS: u64 = 64;
+const MAX_OVERRUNS: u64 = uapi::STALL_PERIODS_MAX as u64;
 
 /// One emitted event.
 #[derive(Clone, Copy, Default)]

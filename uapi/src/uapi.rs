@@ -231,6 +231,10 @@ const _: () = assert!(core::mem::size_of::<EventRecord>() == 16);
 pub const PERIOD_US_MIN: u32 = 100;
 /// Longest period the stream accepts, in microseconds.
 pub const PERIOD_US_MAX: u32 = 10_000_000;
+/// Most periods one expiry of the stream's timer accounts for after a stall (the timer's
+/// interrupt came late, e.g. its CPU was busy); if more have passed, they are lost, and the
+/// stream goes to Xrun (as when a ring buffer's hardware pointer laps the application's).
+pub const STALL_PERIODS_MAX: u32 = 64;
 
 /// `SIGUSR1` on Linux.
 pub const SIGUSR1: u32 = 10;

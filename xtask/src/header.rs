@@ -157,6 +157,11 @@ fn constants(w: &mut String) {
     let _ = writeln!(w, "#define PCMSIG_BURST_MAX {}", u::BURST_MAX);
     let _ = writeln!(
         w,
+        "#define PCMSIG_STALL_PERIODS_MAX {}",
+        u::STALL_PERIODS_MAX
+    );
+    let _ = writeln!(
+        w,
         "#define PCMSIG_SIGRT_MIN {} /* the kernel's, not glibc's SIGRTMIN */",
         u::SIGRT_MIN
     );

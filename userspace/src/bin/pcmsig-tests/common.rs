@@ -28,6 +28,14 @@ pub const MIXED_EVENTS: [EventKind; 5] = [
     EventKind::Stopped,
 ];
 
+/// The period of tests that expect an exact sequence of events. The timer turns a late expiry
+/// that finds more than [`pcmsig::uapi::STALL_PERIODS_MAX`] periods passed into an xrun: with
+/// 1 ms periods that is a 64 ms stall of the guest, which a CI VM slowed 3x reached (the xrun
+/// tests then met the timer's xrun instead of the queue's); at 20 ms it takes over a second.
+pub const STEADY_PERIOD_US: u32 = 20_000;
+const _: () =
+    assert!(STEADY_PERIOD_US as u64 * pcmsig::uapi::STALL_PERIODS_MAX as u64 >= 1_000_000);
+
 /// [`listen`], then a stream of `periods` periods of `period_us` (0: until stopped), started.
 pub fn listen_to_stream(sig: Signal, period_us: u32, periods: u32) -> Result<Device, String> {
     let dev = listen(sig)?;
@@ -320,9 +328,6 @@ fn wait_for_proc(
     }
 }
 
-/// A hang guard for [`Call::returned_or_asleep_in`].
-const CALL_GUARD: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// A call running on its own thread, watched from outside.
 pub struct Call<T> {
     /// Its thread id.
@@ -350,7 +355,7 @@ impl<T> Call<T> {
     /// Waits until the call has returned (`true`) or sleeps in system call `nr` (`false`).
     pub fn returned_or_asleep_in(&self, nr: i64) -> Result<bool, String> {
         let dir = format!("/proc/self/task/{}", self.tid);
-        let deadline = std::time::Instant::now() + CALL_GUARD;
+        let deadline = std::time::Instant::now() + crate::harness::hang_guard();
         loop {
             if self.done.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(true);

@@ -16,12 +16,19 @@ pub type TestResult = Result<(), String>;
 
 /// Seconds a test may take before it is killed and reported `not ok`: `PCMSIG_TEST_TIMEOUT`
 /// (the host raises it for the debug kernel, several times slower), else 30.
-fn test_timeout_s() -> u32 {
+pub fn test_timeout_s() -> u32 {
     std::env::var("PCMSIG_TEST_TIMEOUT")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&s| s > 0)
         .unwrap_or(30)
+}
+
+/// The longest a test may wait for one thing before failing with what it saw: two thirds of the
+/// per-test limit (20 s; 160 s on the debug kernel), so that a wait that never ends is reported
+/// by its own message rather than by the alarm, which says only that time ran out.
+pub fn hang_guard() -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(test_timeout_s()) * 2 / 3)
 }
 
 pub use pcmsig::uapi::harness::glob;

@@ -110,7 +110,7 @@ fn inject_burst_delivers_every_event_in_order() -> TestResult {
 
 fn timer_periods_are_numbered_and_stop_after_n() -> TestResult {
     let sig = rt(0);
-    let dev = listen_to_stream(sig, 2000, 5)?;
+    let dev = listen_to_stream(sig, STEADY_PERIOD_US, 5)?;
     expect_kinds(sig, &finite_run(5))?;
     recv_none(&[sig])?;
     let s = dev.stats().ctx("stats")?;
@@ -411,7 +411,7 @@ fn xrun_when_a_listener_falls_behind() -> TestResult {
     let sig = rt(0);
     let dev = listen(sig)?;
     let before = dev.stats().ctx("stats")?.events;
-    dev.configure(1000, 0).ctx("configure")?;
+    dev.configure(STEADY_PERIOD_US, 0).ctx("configure")?;
     dev.trigger(Trigger::Start).ctx("start")?;
     // Wait for the xrun and until the work item has offered this listener every event emitted
     // since it registered (the timer has stopped, so nothing moves any more): state, not time.
@@ -759,7 +759,7 @@ fn read_records_match_the_signals() -> TestResult {
         ]
     );
     // Timer-produced records say so, and are a period apart on average.
-    dev.configure(5000, 3).ctx("configure")?;
+    dev.configure(STEADY_PERIOD_US, 3).ctx("configure")?;
     dev.trigger(Trigger::Start).ctx("start")?;
     expect_kinds(sig, &finite_run(3))?;
     let recs = dev.read_records(16).ctx("read")?;
@@ -779,7 +779,7 @@ fn read_records_match_the_signals() -> TestResult {
     for w in periods.windows(2) {
         ensure_eq!(
             w[1].timestamp_ns - w[0].timestamp_ns,
-            5_000_000,
+            u64::from(STEADY_PERIOD_US) * 1000,
             "period timestamps apart"
         );
     }
@@ -1165,7 +1165,7 @@ fn inject_needs_the_test_hooks_parameter() -> TestResult {
         )?;
         recv_none(&[sig])?;
         // The stream itself still works.
-        dev.configure(1_000, 1).ctx("configure")?;
+        dev.configure(STEADY_PERIOD_US, 1).ctx("configure")?;
         dev.trigger(Trigger::Start).ctx("start")?;
         expect_kinds(sig, &finite_run(1))?;
         Ok(())

@@ -418,7 +418,7 @@ fn cricket_scorer_sigqueues_to_manager() -> TestResult {
 
 fn cricket_manager_fed_by_the_kernel_stream() -> TestResult {
     let sig = rt(0);
-    let _dev = listen_to_stream(sig, 1000, 2)?;
+    let _dev = listen_to_stream(sig, STEADY_PERIOD_US, 2)?;
     let said = cricket::manager(sig, 5).ctx("manager")?;
     ensure_eq!(said[0], "From the stream: stream prepared.");
     ensure_eq!(said[1], "From the stream: stream started.");
