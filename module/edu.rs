@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
-//! QEMU's `edu` PCI device (1234:11e8) as the stream's period source.
+//! QEMU's `edu` PCI device (1234:11e8) as the period source of every stream.
 //!
-//! When the device is bound, the period timer no longer emits period events itself: it makes
-//! the device raise its interrupt (a write to register 0x60), and the interrupt handler reads and
-//! acknowledges the status (0x24, then 0x64) and emits the period events, with source `Device`,
-//! into the same delivery path. Unbinding the device while the stream runs stops the stream.
+//! When the device is bound, a stream's period timer no longer emits period events itself: it
+//! makes the device raise its interrupt (a write to register 0x60) and counts the periods it is
+//! owed; the interrupt handler reads and acknowledges the status (0x24, then 0x64) and each
+//! stream emits the periods it is owed, with source `Device`, into its own delivery path. One
+//! interrupt may serve several streams (or several periods of one): no stream ever takes
+//! another's periods. Unbinding the device stops every running stream.
 //!
 //! One lifetime is extended by hand, in `probe`, and only there: the kernel crate's
 //! `irq::Registration` borrows the `IrqVectorRegistration` for `'bound`, and the driver data must
@@ -12,17 +14,16 @@
 //! (its address never changes) and declared after the IRQ registration in `EduData`, so it is
 //! dropped after its borrower, and both go when the device unbinds, within `'bound`.
 
-use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::{
     device::Core,
     io::Io,
     irq::{self, IrqReturn},
     pci,
     prelude::*,
-    sync::{Arc, ArcBorrow},
+    sync::Arc,
 };
 
-use crate::stream::{DeviceHook, Stream};
+use crate::{stream::DeviceHook, streams::Streams};
 
 const EDU_VENDOR: u16 = 0x1234;
 const EDU_DEVICE: u16 = 0x11e8;
@@ -35,16 +36,11 @@ const REG_IRQ_ACK: usize = 0x64;
 /// The status bit a period raises.
 const PERIOD_BIT: u32 = 1;
 
-/// The module's stream, for `probe` (which gets no other context). Set before the driver is
-/// registered, cleared after it is deregistered; the module's `Arc` outlives the registration
-/// (field order in `PcmsigModule`).
-pub(crate) static STREAM: AtomicPtr<Stream> = AtomicPtr::new(core::ptr::null_mut());
-
 /// The interrupt handler, which owns the BAR mapping.
 #[pin_data]
 pub(crate) struct EduIrq<'bound> {
     bar: pci::Bar<'bound, BAR_SIZE>,
-    stream: Arc<Stream>,
+    streams: Arc<Streams>,
 }
 
 impl irq::Handler for EduIrq<'_> {
@@ -55,7 +51,7 @@ impl irq::Handler for EduIrq<'_> {
         }
         (&self.bar).write32(status, REG_IRQ_ACK);
         if status & PERIOD_BIT != 0 {
-            self.stream.device_interrupt();
+            self.streams.device_interrupt();
         }
         IrqReturn::Handled
     }
@@ -80,7 +76,7 @@ pub(crate) struct EduData<'bound> {
     #[pin]
     irq: irq::Registration<'bound, EduIrq<'bound>>,
     vectors: KBox<pci::IrqVectorRegistration<'bound>>,
-    stream: Arc<Stream>,
+    streams: Arc<Streams>,
 }
 
 /// The `edu` PCI driver.
@@ -107,14 +103,7 @@ impl pci::Driver for EduDriver {
             if config.read16(0) != EDU_VENDOR || config.read16(2) != EDU_DEVICE {
                 return Err(ENODEV);
             }
-            let ptr = STREAM.load(Ordering::Acquire);
-            if ptr.is_null() {
-                return Err(ENODEV);
-            }
-            // SAFETY: `STREAM` is `Arc::as_ptr` of the module's `Arc<Stream>` (a pointer
-            // `ArcBorrow::from_raw` accepts), alive for as long as this driver is registered;
-            // `ArcBorrow` + `into` takes a new reference.
-            let stream: Arc<Stream> = unsafe { ArcBorrow::from_raw(ptr) }.into();
+            let streams = Streams::get().ok_or(ENODEV)?;
             pdev.enable_device_mem()?;
             pdev.set_master();
             let bar = pdev.iomap_region_sized::<BAR_SIZE>(0, c"pcmsig-edu")?;
@@ -129,8 +118,8 @@ impl pci::Driver for EduDriver {
             let vref: &'bound pci::IrqVectorRegistration<'bound> =
                 unsafe { &*core::ptr::from_ref::<pci::IrqVectorRegistration<'bound>>(&*vectors) };
             let request: irq::IrqRequest<'bound> = vref.index(0)?.into();
-            let irq_stream = stream.clone();
-            let handler = try_pin_init!(EduIrq { bar, stream: irq_stream }? Error);
+            let irq_streams = streams.clone();
+            let handler = try_pin_init!(EduIrq { bar, streams: irq_streams }? Error);
             Ok(try_pin_init!(&this in EduData {
                 // SAFETY: `EduData` is dropped (and with it the registration) before the device
                 // goes away; it is never leaked.
@@ -138,7 +127,7 @@ impl pci::Driver for EduDriver {
                     irq::Registration::new(request, irq::Flags::SHARED, c"pcmsig-edu", handler)
                 },
                 vectors,
-                stream,
+                streams,
                 _: {
                     // SAFETY: `this` points to the `EduData` being initialised; `irq` is
                     // initialised, pinned, and outlives the hook (removed in `unbind`).
@@ -147,13 +136,13 @@ impl pci::Driver for EduDriver {
                     // SAFETY: `this` is valid as above; `edu` (the hook's context) stays valid
                     // and `raise` callable until `detach_device` in `unbind`, which runs before
                     // the IRQ registration holding `edu` is dropped: `attach_device`'s contract.
-                    unsafe { (*this.as_ptr()).stream.attach_device(hook) };
+                    unsafe { (*this.as_ptr()).streams.attach_device(hook) };
                 },
             }))
         })
     }
 
     fn unbind<'bound>(_pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
-        this.stream.detach_device();
+        this.streams.detach_device();
     }
 }

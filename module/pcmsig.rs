@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 //! pcmsig: a fake PCM-like stream whose events reach registered threads as queued signals.
 //!
-//! `/dev/pcmsig` is one stream (states, triggers and a period timer, modelled on an ALSA PCM
-//! substream). Each open file may register its *calling thread* with a signal number; every
+//! `/dev/pcmsig` is one stream per user (states, triggers and a period timer, modelled on an ALSA
+//! PCM substream): an open file drives the stream of its opener's effective uid, shared by that
+//! user's files and out of every other user's reach (`streams.rs`). Each open file may register its *calling thread* with a signal number; every
 //! stream event then reaches that thread as a signal with `si_code = SI_QUEUE` and an `si_int`
 //! that encodes the event kind and a sequence number. Every open file can also `read()` fixed-size
 //! event records.
@@ -53,6 +54,7 @@ mod delay;
 mod edu;
 mod signal;
 mod stream;
+mod streams;
 #[path = "../uapi/src/uapi.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod uapi;
@@ -60,6 +62,7 @@ mod wait;
 
 use signal::SenderCred;
 use stream::{Listener, OpenFile, Stream};
+use streams::Streams;
 use uapi::{EventKind, EventRecord, Stats, Trigger};
 
 // The UAPI's signal numbers are written out for user space (which has no kernel bindings); they
@@ -119,24 +122,36 @@ struct PcmsigModule {
     /// The driver for QEMU's `edu` device, the optional hardware period source.
     #[pin]
     edu_driver: kernel::driver::Registration<kernel::pci::Adapter<edu::EduDriver>>,
-    /// Flushes the work item once the IRQ source above is gone.
+    /// Flushes the work items once the IRQ source above is gone.
     _flush: FlushOnDrop,
     /// `/sys/kernel/debug/pcmsig/stats`.
     #[pin]
-    _stats: debugfs::File<Arc<Stream>>,
+    _stats: debugfs::File<Arc<Streams>>,
     /// `/sys/kernel/debug/pcmsig/release_delivery`: a write ends the test hook's delivery delay
     /// (for good) and the wait of every delay point waiting now.
     #[pin]
-    _release: debugfs::File<Arc<Stream>>,
+    _release: debugfs::File<Arc<Streams>>,
     _debugfs: debugfs::Dir,
-    stream: Arc<Stream>,
 }
 
-/// The text of `/sys/kernel/debug/pcmsig/stats`: one `name value` pair a line.
-fn stats_file(stream: &Arc<Stream>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// The text of `/sys/kernel/debug/pcmsig/stats`: `name value` lines, first the module's
+/// (`streams`, `delay_point_hits`), then a block per stream opened by `stream UID`.
+fn stats_file(streams: &Arc<Streams>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let blocks = streams.snapshot().map_err(|_| fmt::Error)?;
+    writeln!(f, "streams {}", blocks.len())?;
+    writeln!(f, "delay_point_hits {}", delay::hits())?;
+    for s in &blocks {
+        stream_stats(s, f)?;
+    }
+    Ok(())
+}
+
+/// One stream's block of the debugfs `stats` file.
+fn stream_stats(stream: &Arc<Stream>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let listeners = stream.listeners();
     let inner = stream.inner.lock();
     let t = &inner.totals;
+    writeln!(f, "stream {}", stream.owner)?;
     writeln!(f, "state {}", inner.state.name())?;
     writeln!(f, "listeners {listeners}")?;
     writeln!(f, "events {}", inner.events)?;
@@ -146,74 +161,68 @@ fn stats_file(stream: &Arc<Stream>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "dropped_queue_full {}", t.dropped_queue_full)?;
     writeln!(f, "dropped_exited {}", t.dropped_exited)?;
     writeln!(f, "dropped_execd {}", t.dropped_execd)?;
-    writeln!(f, "dropped_perm {}", t.dropped_perm)?;
-    writeln!(f, "delay_point_hits {}", delay::hits())
+    writeln!(f, "dropped_perm {}", t.dropped_perm)
 }
 
 impl kernel::InPlaceModule for PcmsigModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         ::pin_init::pin_init_scope(move || {
-            let stream = Stream::new()?;
-            // For the edu driver's probe, which may run as soon as the driver registers.
-            edu::STREAM.store(
-                Arc::as_ptr(&stream).cast_mut(),
-                core::sync::atomic::Ordering::Release,
-            );
+            let streams = Streams::new()?;
+            // For the edu driver's probe, which may run as soon as the driver registers, and
+            // the file operations.
+            Streams::publish(Some(&streams));
             let dir = debugfs::Dir::new(c"pcmsig");
             let options = MiscDeviceOptions { name: c"pcmsig" };
             Ok(try_pin_init!(Self {
-                _stats <- dir.read_callback_file(c"stats", stream.clone(), &stats_file),
+                _stats <- dir.read_callback_file(c"stats", streams.clone(), &stats_file),
                 _release <- dir.write_callback_file(
                     c"release_delivery",
-                    stream.clone(),
-                    &|s: &Arc<Stream>, r: &mut kernel::uaccess::UserSliceReader| {
+                    streams.clone(),
+                    &|s: &Arc<Streams>, r: &mut kernel::uaccess::UserSliceReader| {
                         // A delay point's name (at most 64 bytes read) releases that point.
                         let mut name = [0u8; 64];
                         let n = r.len().min(name.len());
                         let name = name.get_mut(..n).ok_or(EINVAL)?;
                         r.read_slice(name)?;
-                        s.release_delivery();
+                        for s in s.snapshot()? {
+                            s.release_delivery();
+                        }
                         delay::release(name);
                         Ok(())
                     }
                 ),
                 _debugfs: dir,
                 edu_driver <- kernel::driver::Registration::new(c"pcmsig-edu", module),
-                _flush: FlushOnDrop(stream.clone()),
-                stream,
+                _flush: FlushOnDrop(streams),
                 miscdev <- MiscDeviceRegistration::register(options),
             }))
         })
     }
 }
 
-/// Waits, when dropped, until the stream's delivery work item is idle.
-struct FlushOnDrop(Arc<Stream>);
+/// Waits, when dropped, until every stream's delivery work item is idle.
+struct FlushOnDrop(Arc<Streams>);
 
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {
-        // No file is open (the module refcount guarantees it) and no interrupt can queue work
-        // (the edu driver, dropped before this field, has freed its IRQ): make sure no work item
-        // of ours is still queued when the module text goes away.
-        self.0.flush_work();
-        // No probe can run any more: nothing may find the stream through the static pointer.
-        edu::STREAM.store(core::ptr::null_mut(), core::sync::atomic::Ordering::Release);
+        // No file is open (the module refcount guarantees it; each stream was forgotten at its
+        // last close, after its flush) and no interrupt can queue work (the edu driver, dropped
+        // before this field, has freed its IRQ): make sure no work item of ours is still queued
+        // when the module text goes away.
+        // Each stream's last close flushed its work; this flush is for a stream that never had
+        // a file (none can exist: a stream is listed with its first file). The list is empty
+        // unless memory ran out for the snapshot, which then flushes nothing more.
+        for s in self.0.snapshot().unwrap_or_default() {
+            s.flush_work();
+        }
+        // No probe and no file operation can run any more: nothing may find the streams
+        // through the static pointer.
+        Streams::publish(None);
     }
 }
 
 /// The file operations of `/dev/pcmsig`.
 struct PcmsigFile;
-
-impl PcmsigFile {
-    fn stream_of(misc: &MiscDeviceRegistration<PcmsigFile>) -> Arc<Stream> {
-        let misc: *const MiscDeviceRegistration<PcmsigFile> = misc;
-        // SAFETY: The only `MiscDeviceRegistration<PcmsigFile>` ever created is the `miscdev`
-        // field of the pinned `PcmsigModule`, which lives until after deregistration, and its
-        // `stream` field is initialised before the device is registered.
-        let module = unsafe { &*kernel::container_of!(misc.cast_mut(), PcmsigModule, miscdev) };
-        module.stream.clone()
-    }
-}
 
 fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
     UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>())
@@ -225,15 +234,19 @@ fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
 impl MiscDevice for PcmsigFile {
     type Ptr = Arc<OpenFile>;
 
-    fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<OpenFile>> {
-        let stream = Self::stream_of(misc);
-        let open = OpenFile::new(stream.clone(), SenderCred::of_file(file))?;
-        stream.attach(open.clone())?;
-        Ok(open)
+    fn open(file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Arc<OpenFile>> {
+        Streams::get()
+            .ok_or(ENODEV)?
+            .open(SenderCred::of_file(file))
     }
 
     fn release(open: Arc<OpenFile>, _file: &File) {
-        open.stream.clone().detach(&open);
+        match Streams::get() {
+            Some(streams) => streams.close(&open),
+            // Unreachable (an open file pins the module, whose streams are published), but
+            // never leave a file attached.
+            None => open.stream.clone().detach(&open),
+        }
     }
 
     fn read_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {

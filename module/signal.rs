@@ -47,6 +47,11 @@ impl SenderCred {
         Self { uid, euid }
     }
 
+    /// The effective uid (global `kuid_t` value): whose stream a file drives.
+    pub(crate) fn euid(&self) -> u32 {
+        self.euid
+    }
+
     /// The calling thread's (objective) credentials.
     pub(crate) fn of_current() -> Self {
         // SAFETY: `current` is valid while it runs this code; `get_task_cred` returns a counted

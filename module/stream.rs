@@ -332,13 +332,15 @@ impl OpenFile {
 }
 
 /// How the timer makes a bound device raise its period interrupt.
+#[derive(Clone, Copy)]
 pub(crate) struct DeviceHook {
     ctx: *const (),
     raise: unsafe fn(*const ()),
 }
 
-// SAFETY: The hook is only used under `Stream::inner` and its owner removes it (under the same
-// lock) before `ctx` becomes invalid; `raise` is safe to call from any CPU.
+// SAFETY: A stream uses its copy of the hook only under its `inner`, and the hook's owner removes
+// it from every stream (`Streams::detach_device`, each under its `inner`) before `ctx` becomes
+// invalid; `raise` is safe to call from any CPU.
 unsafe impl Send for DeviceHook {}
 
 impl DeviceHook {
@@ -379,7 +381,7 @@ impl StreamInner {
             events: 0,
             next_seq: 1,
             delivered_seq: 0,
-            pending: Ring::new(GFP_KERNEL)?,
+            pending: Ring::new(GFP_KERNEL_ACCOUNT)?,
             timer: None,
             totals: ListenerStats::default(),
             device: None,
@@ -478,9 +480,11 @@ fn now_ns() -> u64 {
     u64::try_from(t).unwrap_or(0)
 }
 
-/// The one stream behind `/dev/pcmsig`, shared by every open file.
+/// One user's stream, shared by that user's open files (see `streams.rs`).
 #[pin_data]
 pub(crate) struct Stream {
+    /// The effective uid (global `kuid_t` value) of the user whose opens drive this stream.
+    pub(crate) owner: u32,
     #[pin]
     pub(crate) inner: SpinLockIrq<StreamInner>,
     /// Where emitting ioctls wait for their events' delivery.
@@ -524,10 +528,12 @@ kernel::impl_has_hr_timer! {
 }
 
 impl Stream {
-    pub(crate) fn new() -> Result<Arc<Self>> {
+    /// A new stream of user `owner`, charged to the opener creating it (`__GFP_ACCOUNT`).
+    pub(crate) fn new(owner: u32) -> Result<Arc<Self>> {
         let inner = StreamInner::new()?;
         Arc::pin_init(
             pin_init!(Self {
+                owner,
                 inner <- new_spinlock_irq!(inner, "pcmsig::Stream::inner"),
                 delivered <- KillableWait::new(
                     c"pcmsig::Stream::delivered",
@@ -541,7 +547,7 @@ impl Stream {
                 work <- new_work!("pcmsig::Stream::work"),
                 origin: (Instant::<Monotonic>::now(), now_ns()),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
@@ -575,6 +581,11 @@ impl Stream {
             drop(old);
             return Ok(());
         }
+    }
+
+    /// Whether any file is open on this stream.
+    pub(crate) fn has_files(&self) -> bool {
+        !self.files.lock().is_empty()
     }
 
     /// Listeners registered now, over all open files. Never under `inner`.
@@ -678,6 +689,10 @@ impl Stream {
         {
             let mut inner = self.inner.lock();
             let owed = core::mem::take(&mut inner.owed);
+            if owed == 0 {
+                // Another stream's interrupt (they share the device), or a coalesced one.
+                return;
+            }
             let first = inner.owed_stamp;
             inner.elapse(EventSource::Device, first, owed);
         }

@@ -201,9 +201,16 @@ pub const CATALOGUE: &[SeededBug] = &[
     ),
     bug(
         "emitter_not_checked",
-        "any opener may configure, trigger and inject while another user listens",
+        "any holder of a file may configure, trigger and inject while another user listens",
         false,
-        "another_users_listeners_cannot_be_reached_through_the_stream",
+        "another_users_listeners_cannot_be_reached_through_a_passed_file",
+        &["test"],
+    ),
+    bug(
+        "shared_stream",
+        "the old driver's one stream, shared by every user: one user's listener blocks another's",
+        false,
+        "a_listener_that_never_drains_blocks_no_other_user",
         &["test"],
     ),
     bug(

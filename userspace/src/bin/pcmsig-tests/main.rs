@@ -9,6 +9,7 @@ mod adversarial_tests;
 mod common;
 mod device_tests;
 mod harness;
+mod isolation_tests;
 mod module_tests;
 mod race_tests;
 mod signal_tests;
@@ -31,6 +32,7 @@ fn main() {
     let mut tests = module_tests::tests();
     tests.extend(signal_tests::tests());
     tests.extend(adversarial_tests::tests());
+    tests.extend(isolation_tests::tests());
     tests.extend(device_tests::tests());
     // Unloading the module comes last: everything else needs it loaded.
     tests.extend(module_tests::lifecycle_tests());
