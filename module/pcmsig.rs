@@ -3,10 +3,10 @@
 //!
 //! `/dev/pcmsig` is one stream per user (states, triggers and a period timer, modelled on an ALSA
 //! PCM substream): an open file drives the stream of its opener's effective uid, shared by that
-//! user's files and out of every other user's reach (`streams.rs`). Each open file may register its *calling thread* with a signal number; every
-//! stream event then reaches that thread as a signal with `si_code = SI_QUEUE` and an `si_int`
-//! that encodes the event kind and a sequence number. Every open file can also `read()` fixed-size
-//! event records.
+//! user's files and out of every other user's reach (`streams.rs`). Each open file may register
+//! its *calling thread* with a signal number; every stream event then reaches that thread as a
+//! signal with `si_code = SI_QUEUE` and an `si_int` that encodes the event kind and a sequence
+//! number. Every open file can also `read()` fixed-size event records.
 //!
 //! The user-space contract (ioctl numbers, structs, encoding) is `uapi/src/uapi.rs`, shared with
 //! user space; C programs include the generated `uapi/pcmsig.h`:
