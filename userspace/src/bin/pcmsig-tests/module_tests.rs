@@ -883,6 +883,9 @@ fn debugfs_stats_match_the_ioctl() -> TestResult {
             .ok_or_else(|| format!("no {k:?} line in:\n{text}"))
     };
     let s = dev.stats().ctx("stats")?;
+    // One stream (root's: a stream is listed while its user has files open), in its block.
+    ensure_eq!(get("streams")?, "1");
+    ensure_eq!(get("stream")?, "0");
     ensure_eq!(get("state")?, "setup");
     ensure_eq!(get("listeners")?, "1");
     ensure_eq!(get("events")?, s.events.to_string());
