@@ -139,6 +139,11 @@ impl Streams {
     pub(crate) fn close(&self, file: &OpenFile) {
         let stream = file.stream.clone();
         stream.detach(file);
+        // Another file's close will forget it (without `setup`: most closes take no lock that
+        // other users' opens and closes take).
+        if stream.has_files() {
+            return;
+        }
         let _setup = self.setup.lock();
         // Under `setup` no open can attach a file meanwhile.
         if stream.has_files() {

@@ -168,3 +168,44 @@ mod tests {
         );
     }
 }
+
+/// What a VM lacks that lets a test skip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipWhen {
+    /// No QEMU `edu` device (the plain VM).
+    NoEduDevice,
+    /// No kmemleak (the normal kernel; the debug kernel has it).
+    NoKmemleak,
+}
+
+/// The only tests that may skip, each with the one condition under which it must: the host
+/// fails a run in which any other test skips (a failure whose reason happened to read `SKIP`
+/// would otherwise pass as a skip), or in which one of these runs where it must skip (its
+/// condition was misread) or skips where it must run.
+pub const SKIPS: &[(&str, SkipWhen)] = &[
+    (
+        "edu_periods_come_from_device_interrupts",
+        SkipWhen::NoEduDevice,
+    ),
+    (
+        "edu_unbind_while_running_stops_and_rebind_restores",
+        SkipWhen::NoEduDevice,
+    ),
+    (
+        "device_removal_never_leaves_a_running_stream_without_its_timer",
+        SkipWhen::NoEduDevice,
+    ),
+    ("kmemleak_finds_no_leak", SkipWhen::NoKmemleak),
+];
+
+/// Whether test `name` must skip in a VM with (`edu`) or without the device, on a kernel with
+/// (`kmemleak`) or without kmemleak: `None` if it may never skip.
+pub fn must_skip(name: &str, edu: bool, kmemleak: bool) -> Option<bool> {
+    SKIPS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, when)| match when {
+            SkipWhen::NoEduDevice => !edu,
+            SkipWhen::NoKmemleak => !kmemleak,
+        })
+}

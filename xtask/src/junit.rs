@@ -89,6 +89,25 @@ pub fn render(
                 c.failure = Some((f.to_string(), body));
             }
         }
+        if let Failure::WrongSkip(tests) = f {
+            // The skip itself is the failure of that case.
+            for (test, reason) in tests {
+                if let Some(c) = cases.iter_mut().find(|c| &c.name == test) {
+                    c.skipped = None;
+                    c.failure = Some((
+                        format!("skipped where it must run: {reason}"),
+                        String::new(),
+                    ));
+                }
+            }
+        }
+        if let Failure::MissingSkip(tests) = f {
+            for test in tests {
+                if let Some(c) = cases.iter_mut().find(|c| &c.name == test) {
+                    c.failure = Some(("ran where it must skip".into(), String::new()));
+                }
+            }
+        }
         if let Failure::DiedDuring { test, .. } = f {
             let body = splats.first().map(|s| s.text.clone()).unwrap_or_default();
             cases.push(Case {
@@ -104,7 +123,11 @@ pub fn render(
         .filter(|f| {
             !matches!(
                 f,
-                Failure::Failed(_) | Failure::DiedDuring { .. } | Failure::DiedAfter { .. }
+                Failure::Failed(_)
+                    | Failure::DiedDuring { .. }
+                    | Failure::DiedAfter { .. }
+                    | Failure::WrongSkip(_)
+                    | Failure::MissingSkip(_)
             )
         })
         .map(ToString::to_string)

@@ -288,6 +288,11 @@ pub enum Failure {
     Numbering(String),
     BailOut(String),
     Failed(Vec<String>),
+    /// Tests that skipped where the contract (`harness::SKIPS`) says they must run, with their
+    /// reasons.
+    WrongSkip(Vec<(String, String)>),
+    /// Tests that ran where the contract says they must skip.
+    MissingSkip(Vec<String>),
 }
 
 impl fmt::Display for Failure {
@@ -330,6 +335,21 @@ impl fmt::Display for Failure {
             Failure::Failed(names) => {
                 write!(f, "{} test(s) failed: {}", names.len(), names.join(", "))
             }
+            Failure::WrongSkip(tests) => {
+                let list: Vec<String> = tests.iter().map(|(n, r)| format!("{n} ({r})")).collect();
+                write!(
+                    f,
+                    "{} test(s) skipped where they must run: {}",
+                    tests.len(),
+                    list.join(", ")
+                )
+            }
+            Failure::MissingSkip(names) => write!(
+                f,
+                "{} test(s) ran where they must skip (their condition was misread): {}",
+                names.len(),
+                names.join(", ")
+            ),
         }
     }
 }
@@ -465,6 +485,31 @@ pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> 
     failures
 }
 
+/// The skip rule (`harness::SKIPS`) for a VM with or without the `edu` device, on a kernel with
+/// or without kmemleak: every skip must be allowed there, and every test that must skip there
+/// and reported must have skipped.
+pub fn skip_failures(report: &Report, edu: bool, kmemleak: bool) -> Vec<Failure> {
+    let (mut wrong, mut missing) = (Vec::new(), Vec::new());
+    for t in &report.tests {
+        let must = pcmsig_uapi::harness::must_skip(&t.name, edu, kmemleak);
+        match (&t.status, must) {
+            (Status::Skip(reason), None | Some(false)) => {
+                wrong.push((t.name.clone(), reason.clone()));
+            }
+            (Status::Ok | Status::NotOk, Some(true)) => missing.push(t.name.clone()),
+            _ => {}
+        }
+    }
+    let mut failures = Vec::new();
+    if !wrong.is_empty() {
+        failures.push(Failure::WrongSkip(wrong));
+    }
+    if !missing.is_empty() {
+        failures.push(Failure::MissingSkip(missing));
+    }
+    failures
+}
+
 /// The test a short run ended in: the last one started, and whether it was still running
 /// (`false`: it had reported its result, the next had not begun).
 fn died_during(console: &str, report: &Report) -> Option<(String, bool)> {
@@ -572,6 +617,61 @@ ok 2 other
         assert_eq!(r.tests[1].subtests.len(), 0);
         let v = verdict(console, &r, &Ending::Exited(Some(0)));
         assert_eq!(v, vec![Failure::Failed(vec!["ordering".into()])]);
+    }
+
+    #[test]
+    fn only_the_contracts_skips_pass_and_each_where_it_must() {
+        let edu = "edu_periods_come_from_device_interrupts";
+        let ktap = |edu_line: &str, other: &str| {
+            format!("KTAP version 1\n1..3\nok 1 a\n{edu_line}\n{other}\n")
+        };
+        // The plain VM on the normal kernel: the edu test must skip, nothing else may.
+        let good = ktap(
+            &format!("ok 2 {edu} # SKIP no edu device in this VM"),
+            "ok 3 kmemleak_finds_no_leak # SKIP no kmemleak in this kernel",
+        );
+        assert_eq!(skip_failures(&parse(&good), false, false), vec![]);
+        // A failure whose reason reads SKIP is a skip in KTAP: not allowed for this test.
+        let sneaky = ktap(
+            &format!("ok 2 {edu} # SKIP no edu device in this VM"),
+            "ok 3 read_records_match_the_signals # SKIP: reading failed",
+        );
+        assert_eq!(
+            skip_failures(&parse(&sneaky), false, false),
+            vec![Failure::WrongSkip(vec![(
+                "read_records_match_the_signals".into(),
+                ": reading failed".into()
+            )])]
+        );
+        // In the edu VM the edu test must run; on the debug kernel the kmemleak test must run.
+        assert_eq!(
+            skip_failures(&parse(&good), true, true),
+            vec![Failure::WrongSkip(vec![
+                (edu.into(), "no edu device in this VM".into()),
+                (
+                    "kmemleak_finds_no_leak".into(),
+                    "no kmemleak in this kernel".into()
+                ),
+            ])]
+        );
+        // Running where it must skip: its condition was misread.
+        let ran = ktap(&format!("ok 2 {edu}"), "ok 3 kmemleak_finds_no_leak");
+        assert_eq!(
+            skip_failures(&parse(&ran), false, true),
+            vec![Failure::MissingSkip(vec![edu.into()])]
+        );
+    }
+
+    #[test]
+    fn every_test_the_skip_contract_names_exists() {
+        let tests: String =
+            std::fs::read_dir(crate::project_root().join("userspace/src/bin/pcmsig-tests"))
+                .unwrap()
+                .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .collect();
+        for (name, _) in pcmsig_uapi::harness::SKIPS {
+            assert!(tests.contains(&format!("fn {name}()")), "no test {name}");
+        }
     }
 
     #[test]
