@@ -288,6 +288,8 @@ pub enum Failure {
     Numbering(String),
     BailOut(String),
     Failed(Vec<String>),
+    /// The kernel's own KTAP parser (`kunit.py parse`) read the KTAP otherwise than we did.
+    ParserDisagrees(String),
     /// Tests that skipped where the contract (`harness::SKIPS`) says they must run, with their
     /// reasons.
     WrongSkip(Vec<(String, String)>),
@@ -334,6 +336,9 @@ impl fmt::Display for Failure {
             Failure::BailOut(r) => write!(f, "the suite bailed out: {r}"),
             Failure::Failed(names) => {
                 write!(f, "{} test(s) failed: {}", names.len(), names.join(", "))
+            }
+            Failure::ParserDisagrees(what) => {
+                write!(f, "kunit.py parse disagrees with our reading: {what}")
             }
             Failure::WrongSkip(tests) => {
                 let list: Vec<String> = tests.iter().map(|(n, r)| format!("{n} ({r})")).collect();
@@ -477,12 +482,38 @@ pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> 
         .tests
         .iter()
         .filter(|t| t.status == Status::NotOk)
-        .map(|t| t.name.clone())
+        .map(|t| {
+            // A failing test with subtests (the KUnit suites the first test relays) is named
+            // with its failing leaves: `module_kunit_suites_pass (pcmsig_stream.ring_wraps)`.
+            let mut leaves = Vec::new();
+            failing_leaves(&t.subtests, "", &mut leaves);
+            if leaves.is_empty() {
+                t.name.clone()
+            } else {
+                format!("{} ({})", t.name, leaves.join(", "))
+            }
+        })
         .collect();
     if !failed.is_empty() {
         failures.push(Failure::Failed(failed));
     }
     failures
+}
+
+/// The `not ok` leaves under `tests`, as dotted paths below `prefix`.
+fn failing_leaves(tests: &[TestCase], prefix: &str, out: &mut Vec<String>) {
+    for t in tests.iter().filter(|t| t.status == Status::NotOk) {
+        let path = if prefix.is_empty() {
+            t.name.clone()
+        } else {
+            format!("{prefix}.{}", t.name)
+        };
+        if t.subtests.is_empty() {
+            out.push(path);
+        } else {
+            failing_leaves(&t.subtests, &path, out);
+        }
+    }
 }
 
 /// The skip rule (`harness::SKIPS`) for a VM with or without the `edu` device, on a kernel with
@@ -616,7 +647,12 @@ ok 2 other
         assert_eq!(sub[1].status, Status::NotOk);
         assert_eq!(r.tests[1].subtests.len(), 0);
         let v = verdict(console, &r, &Ending::Exited(Some(0)));
-        assert_eq!(v, vec![Failure::Failed(vec!["ordering".into()])]);
+        assert_eq!(
+            v,
+            vec![Failure::Failed(
+                vec!["ordering (rt_before_standard)".into()]
+            )]
+        );
     }
 
     #[test]

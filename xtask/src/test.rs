@@ -180,7 +180,7 @@ impl flags::Test {
         // The debug kernel is the one with kmemleak.
         failures.extend(ktap::skip_failures(&report, c.edu, self.debug_kernel));
         if let Some(disagreement) = disagreement {
-            failures.push(ktap::Failure::BailOut(disagreement));
+            failures.push(ktap::Failure::ParserDisagrees(disagreement));
         }
         let junit_path = c.dir.join("junit.xml");
         std::fs::write(
