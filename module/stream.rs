@@ -37,7 +37,7 @@ const PENDING_CAP: usize = 256;
 /// ioctls always find room for their events.
 const PENDING_TIMER_LIMIT: usize = PENDING_CAP / 2;
 /// Records each open file buffers for `read()`.
-pub(crate) const READ_CAP: usize = 256;
+pub(crate) const READ_CAP: usize = uapi::READ_QUEUE_LEN as usize;
 /// Events the work item takes from `pending` at a time: per listener, the thread is resolved
 /// once per batch.
 const DELIVERY_BATCH: usize = 32;

@@ -106,6 +106,7 @@ enum pcmsig_event_source {
 #define PCMSIG_PERIOD_US_MAX 10000000
 #define PCMSIG_BURST_MAX 64
 #define PCMSIG_STALL_PERIODS_MAX 64
+#define PCMSIG_READ_QUEUE_LEN 256
 #define PCMSIG_SIGRT_MIN 32 /* the kernel's, not glibc's SIGRTMIN */
 #define PCMSIG_SIGRT_MAX 64
 #define PCMSIG_SIGRT_FIRST_ALLOWED 34 /* 32, 33: glibc's SIGCANCEL, SIGSETXID */

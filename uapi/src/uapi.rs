@@ -172,17 +172,19 @@ uapi_struct! {
     pub struct Stats as "pcmsig_stats" {
         /// Current [`State`] as its number.
         pub state: u32,
-        /// Listeners registered now, over all open files.
+        /// Listeners registered now on this file's stream (its opener's user's), over all its
+        /// open files.
         pub listeners: u32,
-        /// Events the stream has emitted since the module was loaded.
+        /// Events the stream has emitted since it was created (by its user's first open while
+        /// none of that user's files was open).
         pub events: u64,
         /// Period ticks since the stream was last started.
         pub periods: u64,
-        /// Records this open file lost because its `read()` queue was full.
+        /// Records this open file lost because its `read()` queue ([`READ_QUEUE_LEN`]) was full.
         pub read_overruns: u64,
         /// The listener of this open file, since it last registered.
         pub file: ListenerStats,
-        /// Every listener since the module was loaded.
+        /// Every listener of the stream since it was created.
         pub total: ListenerStats,
     }
 }
@@ -231,6 +233,9 @@ const _: () = assert!(core::mem::size_of::<EventRecord>() == 16);
 pub const PERIOD_US_MIN: u32 = 100;
 /// Longest period the stream accepts, in microseconds.
 pub const PERIOD_US_MAX: u32 = 10_000_000;
+/// Records each open file keeps for `read()`; when it is full, newer records are dropped and
+/// counted in [`Stats::read_overruns`] (the oldest are kept, in order).
+pub const READ_QUEUE_LEN: u32 = 256;
 /// Most periods one expiry of the stream's timer accounts for after a stall (the timer's
 /// interrupt came late, e.g. its CPU was busy); if more have passed, they are lost, and the
 /// stream goes to Xrun (as when a ring buffer's hardware pointer laps the application's).

@@ -160,6 +160,7 @@ fn constants(w: &mut String) {
         "#define PCMSIG_STALL_PERIODS_MAX {}",
         u::STALL_PERIODS_MAX
     );
+    let _ = writeln!(w, "#define PCMSIG_READ_QUEUE_LEN {}", u::READ_QUEUE_LEN);
     let _ = writeln!(
         w,
         "#define PCMSIG_SIGRT_MIN {} /* the kernel's, not glibc's SIGRTMIN */",

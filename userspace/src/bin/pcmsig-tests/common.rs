@@ -1,7 +1,7 @@
 //! Helpers shared by the guest tests.
 
 use pcmsig::sys::{self, SigInfo, SignalSet};
-use pcmsig::{uapi, Device, EventKind, Signal, Stats};
+use pcmsig::{uapi, Device, EventKind, Signal, State, Stats};
 
 use crate::harness::{Context, QUIET, WAIT};
 use crate::{ensure, ensure_eq};
@@ -158,6 +158,39 @@ pub fn check_invariant(s: &Stats) -> Result<(), String> {
             l.dropped()
         );
     }
+    Ok(())
+}
+
+/// The debugfs statistics file (root only).
+pub const DEBUGFS_STATS: &str = "/sys/kernel/debug/pcmsig/stats";
+
+/// Checks that the block of user `uid`'s stream in debugfs `stats` says exactly what GET_STATS
+/// said (`s`, read while the stream was quiet): every line, in order, none missing or extra.
+pub fn check_debugfs(uid: u32, s: &Stats) -> Result<(), String> {
+    let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs stats")?;
+    let header = format!("stream {uid}");
+    let block: Vec<String> = text
+        .lines()
+        .skip_while(|l| *l != header)
+        .skip(1)
+        .take_while(|l| !l.starts_with("stream "))
+        .map(str::to_string)
+        .collect();
+    let state = State::from_u32(s.state).map_or("?", State::name);
+    let t = &s.total;
+    let want = vec![
+        format!("state {state}"),
+        format!("listeners {}", s.listeners),
+        format!("events {}", s.events),
+        format!("periods {}", s.periods),
+        format!("fired {}", t.fired),
+        format!("delivered {}", t.delivered),
+        format!("dropped_queue_full {}", t.dropped_queue_full),
+        format!("dropped_exited {}", t.dropped_exited),
+        format!("dropped_execd {}", t.dropped_execd),
+        format!("dropped_perm {}", t.dropped_perm),
+    ];
+    ensure_eq!(block, want, "debugfs block {header:?} of:\n{text}");
     Ok(())
 }
 

@@ -36,6 +36,7 @@ pub fn tests() -> Vec<Test> {
         glibc_internal_signals_32_and_33_are_refused,
         control_ioctls_need_a_file_open_for_writing,
         read_records_match_the_signals,
+        read_queue_overruns_are_counted_exactly,
         nonblocking_read_gives_eagain,
         a_faulting_read_loses_no_record,
         blocking_read_wakes_on_an_event,
@@ -116,7 +117,7 @@ fn timer_periods_are_numbered_and_stop_after_n() -> TestResult {
     ensure_eq!(State::from_u32(s.state), Some(State::Stopped));
     ensure_eq!(s.periods, 5);
     ensure_eq!(s.file.delivered, 8);
-    Ok(())
+    check_debugfs(0, &s)
 }
 
 fn triggers_follow_the_state_machine() -> TestResult {
@@ -490,6 +491,7 @@ fn exited_listener_drops_are_counted() -> TestResult {
     ensure_eq!(s.file.dropped_exited, 3);
     ensure_eq!(s.file.delivered, 0);
     check_invariant(&s)?;
+    check_debugfs(0, &s)?;
     // The same for a process: it registers on an inherited file and exits.
     let code = in_child(|| {
         rt(0).block().ctx("block")?;
@@ -680,7 +682,8 @@ fn exec_stops_signalling_the_thread() -> TestResult {
     );
     ensure_eq!(s.file.dropped_execd, 2, "stats {:?}", s.file);
     ensure_eq!(s.file.delivered, 0);
-    check_invariant(&s)
+    check_invariant(&s)?;
+    check_debugfs(0, &dev.stats().ctx("stats")?)
 }
 
 fn make_device_world_accessible() -> TestResult {
@@ -701,7 +704,9 @@ fn credential_change_stops_signalling() -> TestResult {
         let s = dev.stats().ctx("stats")?;
         ensure_eq!(s.file.dropped_perm, 1);
         ensure_eq!(s.file.delivered, 1);
-        check_invariant(&s)
+        check_invariant(&s)?;
+        // Root again, so debugfs is readable; the stream is the opener's, user 1000's.
+        check_debugfs(1000, &s)
     })?;
     ensure_eq!(code, 0, "child");
     Ok(())
@@ -782,6 +787,35 @@ fn read_records_match_the_signals() -> TestResult {
             "period timestamps apart"
         );
     }
+    Ok(())
+}
+
+/// A file's `read()` queue keeps the oldest `READ_QUEUE_LEN` records; each newer one is dropped
+/// and counted in `read_overruns`, and once read, the queue takes records again.
+fn read_queue_overruns_are_counted_exactly() -> TestResult {
+    let dev = Device::open_nonblocking().ctx("open")?;
+    let cap = uapi::READ_QUEUE_LEN;
+    let over = 2 * uapi::BURST_MAX + 3;
+    let mut left = cap + over;
+    while left > 0 {
+        let n = left.min(uapi::BURST_MAX);
+        dev.inject_burst(K::PeriodElapsed, n).ctx("inject burst")?;
+        left -= n;
+    }
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(s.read_overruns, u64::from(over));
+    let recs = dev.read_records(2 * cap as usize).ctx("read")?;
+    ensure_eq!(recs.len(), cap as usize, "the queue's records");
+    ensure!(
+        recs.windows(2)
+            .all(|w| w[1].seq == w[0].seq.wrapping_add(1)),
+        "the oldest records, in order"
+    );
+    dev.inject(K::Stopped).ctx("inject after reading")?;
+    let recs = dev.read_records(4).ctx("read again")?;
+    ensure_eq!(recs.len(), 1);
+    ensure_eq!(recs[0].kind, K::Stopped as u16);
+    ensure_eq!(dev.stats().ctx("stats")?.read_overruns, u64::from(over));
     Ok(())
 }
 
@@ -872,34 +906,18 @@ fn blocking_read_wakes_on_an_event() -> TestResult {
 
 fn debugfs_stats_match_the_ioctl() -> TestResult {
     let (_, dev) = listen_over_limit(2, 3)?;
-    let text = std::fs::read_to_string("/sys/kernel/debug/pcmsig/stats").ctx("reading debugfs")?;
-    let get = |k: &str| -> Result<String, String> {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(k)
-                    .and_then(|r| r.strip_prefix(' '))
-                    .map(str::to_string)
-            })
-            .ok_or_else(|| format!("no {k:?} line in:\n{text}"))
-    };
-    let s = dev.stats().ctx("stats")?;
-    // One stream (root's: a stream is listed while its user has files open), in its block.
-    ensure_eq!(get("streams")?, "1");
-    ensure_eq!(get("stream")?, "0");
-    ensure_eq!(get("state")?, "setup");
-    ensure_eq!(get("listeners")?, "1");
-    ensure_eq!(get("events")?, s.events.to_string());
-    ensure_eq!(get("fired")?, s.total.fired.to_string());
-    ensure_eq!(get("delivered")?, s.total.delivered.to_string());
-    ensure_eq!(
-        get("dropped_queue_full")?,
-        s.total.dropped_queue_full.to_string()
+    let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs")?;
+    // One stream (root's: a stream is listed while its user has files open), then its block.
+    ensure!(
+        text.starts_with("streams 1\ndelay_point_hits "),
+        "the module's lines: {text}"
     );
+    let s = dev.stats().ctx("stats")?;
     ensure!(
         s.total.dropped_queue_full >= 1,
         "the third event overflowed a limit of 2"
     );
-    Ok(())
+    check_debugfs(0, &s)
 }
 
 pub fn delete_module() -> std::io::Result<()> {
