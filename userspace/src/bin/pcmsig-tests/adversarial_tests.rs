@@ -349,14 +349,7 @@ fn storm(seed: u64, t: u64) -> Result<(u64, u64), String> {
 }
 
 fn random_ioctl_storm_keeps_the_books() -> TestResult {
-    let seed = std::env::var("PCMSIG_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
+    let seed = seed();
     diag(&format!(
         "seed {seed} (rerun with cargo xtask test --seed {seed}), {THREADS} threads x {ITERATIONS} operations"
     ));

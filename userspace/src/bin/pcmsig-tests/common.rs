@@ -161,6 +161,18 @@ pub fn check_invariant(s: &Stats) -> Result<(), String> {
     Ok(())
 }
 
+/// The run's random seed: `PCMSIG_SEED` (`cargo xtask test --seed N`), else the clock.
+pub fn seed() -> u64 {
+    std::env::var("PCMSIG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
+
 /// The debugfs statistics file (root only).
 pub const DEBUGFS_STATS: &str = "/sys/kernel/debug/pcmsig/stats";
 

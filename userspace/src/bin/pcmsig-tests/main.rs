@@ -10,6 +10,7 @@ mod common;
 mod device_tests;
 mod harness;
 mod isolation_tests;
+mod model;
 mod module_tests;
 mod race_tests;
 mod signal_tests;
@@ -33,6 +34,7 @@ fn main() {
     tests.extend(signal_tests::tests());
     tests.extend(adversarial_tests::tests());
     tests.extend(isolation_tests::tests());
+    tests.extend(model::tests());
     tests.extend(device_tests::tests());
     // Unloading the module comes last: everything else needs it loaded.
     tests.extend(module_tests::lifecycle_tests());
