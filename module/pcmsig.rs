@@ -96,6 +96,10 @@ module! {
             default: false,
             description: "Enable the test hooks PCMSIG_IOC_INJECT(_BURST) (off: EOPNOTSUPP)",
         },
+        test_first_seq: u32 {
+            default: 1,
+            description: "Test hook: the sequence number of a new stream's first event",
+        },
         test_delivery_delay_ms: u32 {
             default: 0,
             description: "Test hook: delivery waits this long (debugfs release_delivery ends it)",

@@ -372,15 +372,17 @@ pub(crate) struct StreamInner {
 }
 
 impl StreamInner {
-    /// A stream in `Setup`, its first event numbered 1.
+    /// A stream in `Setup`, its first event numbered 1 (or `test_first_seq`, a test hook for the
+    /// 24-bit wrap of `si_int`'s sequence without 2^24 events first).
     fn new() -> Result<Self> {
+        let first = u64::from(crate::module_parameters::test_first_seq.value()).max(1);
         Ok(Self {
             state: State::Setup,
             config: uapi::Config::default(),
             periods: 0,
             events: 0,
-            next_seq: 1,
-            delivered_seq: 0,
+            next_seq: first,
+            delivered_seq: first - 1,
             pending: Ring::new(GFP_KERNEL_ACCOUNT)?,
             timer: None,
             totals: ListenerStats::default(),

@@ -268,19 +268,28 @@ impl Storm {
             }
             2 => self.pick().map_or(Ok(()), |f| {
                 let sig = STORM_SIGNALS[self.rng.below(STORM_SIGNALS.len() as u64) as usize];
-                f.register_raw(sig, u32::from(self.rng.below(8) == 0))
+                let flags = u32::from(self.rng.below(8) == 0);
+                let valid = flags == 0 && matches!(sig, 10 | 12 | 34..=64);
+                einval_unless(valid, f.register_raw(sig, flags), "register")
             }),
             3 => self.pick().map_or(Ok(()), |f| f.unregister()),
             4 => self.pick().map_or(Ok(()), |f| {
                 let period = STORM_PERIODS[self.rng.below(STORM_PERIODS.len() as u64) as usize];
-                f.configure(period, self.rng.below(5) as u32)
+                let valid = (uapi::PERIOD_US_MIN..=uapi::PERIOD_US_MAX).contains(&period);
+                einval_unless(
+                    valid,
+                    f.configure(period, self.rng.below(5) as u32),
+                    "configure",
+                )
             }),
-            5 => self
-                .pick()
-                .map_or(Ok(()), |f| f.trigger_raw(self.rng.below(8) as u32)),
-            6 => self
-                .pick()
-                .map_or(Ok(()), |f| f.inject_raw(self.rng.below(10) as u32)),
+            5 => self.pick().map_or(Ok(()), |f| {
+                let cmd = self.rng.below(8) as u32;
+                einval_unless((1..=6).contains(&cmd), f.trigger_raw(cmd), "trigger")
+            }),
+            6 => self.pick().map_or(Ok(()), |f| {
+                let kind = self.rng.below(10) as u32;
+                einval_unless((1..=8).contains(&kind), f.inject_raw(kind), "inject")
+            }),
             7 => self.pick().map_or(Ok(()), |f| {
                 let s = f.stats()?;
                 if s.file.fired != s.file.delivered + s.file.dropped() {
@@ -309,6 +318,20 @@ impl Storm {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// A call with an invalid argument must fail with `EINVAL` (whatever the stream's state); a
+/// success or another errno becomes an error the storm reports. Valid calls pass through.
+fn einval_unless(valid: bool, r: pcmsig::Result<()>, what: &str) -> pcmsig::Result<()> {
+    if valid {
+        return r;
+    }
+    match r {
+        Err(e) if e.errno() == Some(libc::EINVAL) => Err(e),
+        other => Err(pcmsig::Error::Io(std::io::Error::other(format!(
+            "{what} with an invalid argument: {other:?}, expected EINVAL"
+        )))),
     }
 }
 

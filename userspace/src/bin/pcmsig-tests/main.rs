@@ -40,6 +40,7 @@ fn main() {
     tests.extend(module_tests::lifecycle_tests());
     // The races on demand reload the module with delay points.
     tests.extend(race_tests::tests());
+    tests.extend(model::reload_tests());
     // The leak scan comes after everything that could leak.
     tests.extend(module_tests::leak_tests());
     let flags = flags::PcmsigTests::from_env_or_exit();

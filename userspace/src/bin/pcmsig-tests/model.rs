@@ -25,10 +25,17 @@ use std::os::fd::AsRawFd;
 use pcmsig::sys::{self, SignalSet};
 use pcmsig::{uapi, Device, Stats};
 
+use crate::ensure_eq;
 use crate::harness::{diag, Context, Test, TestResult};
 
 pub fn tests() -> Vec<Test> {
     crate::tests![the_module_behaves_as_its_reference_model]
+}
+
+/// Tests that reload the module (with the `test_first_seq` hook): with the races, after the
+/// lifecycle tests.
+pub fn reload_tests() -> Vec<Test> {
+    crate::tests![sequence_numbers_pass_2_16_and_wrap_2_24]
 }
 
 /// Open files at most at once.
@@ -631,6 +638,77 @@ fn the_module_behaves_as_its_reference_model() -> TestResult {
     Ok(())
 }
 
+/// Emits `n` events in bursts on `dev` (its read queue overflows, counted).
+fn emit_bursts(dev: &Device, n: u64) -> TestResult {
+    let mut done = 0u64;
+    let mut progress = crate::harness::Progress::new("events emitted");
+    while done < n {
+        let k = (n - done).min(u64::from(uapi::BURST_MAX)) as u32;
+        dev.inject_burst_raw(STARTED.into(), k).ctx("burst")?;
+        done += u64::from(k);
+        progress.step(done as usize, n as usize);
+    }
+    Ok(())
+}
+
+/// Registers on `dev` (its read queue empty), emits 4 events and checks that they carry
+/// sequence numbers `first..first + 4`: in `si_int` the low 24 bits, in the records the low 32.
+fn four_events_numbered_from(dev: &Device, first: u64) -> TestResult {
+    while dev.read_records(256).map_or(0, |r| r.len()) > 0 {}
+    let sig = crate::common::rt(0);
+    sig.block().ctx("block")?;
+    dev.register(sig).ctx("register")?;
+    dev.inject_burst_raw(STARTED.into(), 4).ctx("burst of 4")?;
+    let set = SignalSet::of(&[sig.number()]);
+    let want: Vec<u64> = (first..first + 4).collect();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let info = sys::sigtimedwait(&set, std::time::Duration::from_secs(10))
+            .ctx("sigtimedwait")?
+            .ok_or("a signal never came")?;
+        ensure_eq!(info.value >> 24, i32::from(STARTED));
+        got.push(u64::from(info.value as u32 & 0x00ff_ffff));
+    }
+    let low24: Vec<u64> = want.iter().map(|s| s & 0x00ff_ffff).collect();
+    ensure_eq!(got, low24, "si_int's 24 sequence bits");
+    let seqs: Vec<u64> = dev
+        .read_records(8)
+        .ctx("read")?
+        .iter()
+        .map(|r| u64::from(r.seq))
+        .collect();
+    ensure_eq!(seqs, want, "the records' 32 bits");
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!((s.file.fired, s.file.delivered), (4, 4));
+    Ok(())
+}
+
+/// The long run the random sequences do not reach: 2^16 + 2 real events (bursts on a file with
+/// no listener), then 4 with a listener across 2^16; and the 24-bit wrap of `si_int`'s sequence
+/// (0xfffffe, 0xffffff, 0, 1) on a stream whose numbering starts at 2^24 - 2 (the module's
+/// `test_first_seq` hook: 2^24 real events take about 3 minutes under TCG).
+fn sequence_numbers_pass_2_16_and_wrap_2_24() -> TestResult {
+    {
+        let dev = Device::open_nonblocking().ctx("open")?;
+        let before = (1u64 << 16) - 2;
+        emit_bursts(&dev, before - 1)?;
+        let s = dev.stats().ctx("stats")?;
+        ensure_eq!(s.events, before - 1);
+        ensure_eq!(
+            s.read_overruns,
+            before - 1 - u64::from(uapi::READ_QUEUE_LEN)
+        );
+        four_events_numbered_from(&dev, before)?;
+    }
+    let first = (1u64 << 24) - 2;
+    crate::module_tests::with_module_params(&format!("test_first_seq={first}"), || {
+        let dev = Device::open_nonblocking().ctx("open")?;
+        four_events_numbered_from(&dev, first)?;
+        ensure_eq!(dev.stats().ctx("stats")?.events, 4);
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,10 +832,7 @@ mod tests {
                     slot: 0,
                     period_us: LONG_PERIOD_US,
                 },
-                Op::Trigger {
-                    slot: 0,
-                    cmd: 0,
-                },
+                Op::Trigger { slot: 0, cmd: 0 },
                 Op::Read { slot: 1, max: 8 },
                 Op::Read { slot: 1, max: 8 },
             ],
