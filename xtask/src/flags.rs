@@ -26,8 +26,12 @@ xflags::xflags! {
             optional -q, --quiet
             /// Kill the VM when the guest prints nothing for this many seconds (default 60; 0: never).
             optional --silence seconds: u64
-            /// Seed of the random ioctl storm (printed by every run; default: time-based).
+            /// Seed of the random ioctl storm and the model's sequences (printed by every run;
+            /// default: time-based).
             optional --seed n: u64
+            /// Steps of random operation sequences the reference-model test runs (default 12000,
+            /// about 1 s); its per-test time limit grows with them.
+            optional --model-steps n: u64
             /// Skip the second VM configuration (QEMU's edu PCI device as the period source).
             optional --no-edu
             /// Virtual CPUs per VM (default: host cores / VMs, 1 or 2; 2 with --debug-kernel).

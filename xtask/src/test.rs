@@ -133,6 +133,13 @@ impl flags::Test {
         if let Some(seed) = self.seed {
             env.push(format!("PCMSIG_SEED={seed}"));
         }
+        if let Some(steps) = self.model_steps {
+            env.push(format!("PCMSIG_MODEL_STEPS={steps}"));
+            // Far above the model's pace (2,400 steps/s measured under TCG): a hang guard.
+            let limit = if self.debug_kernel { 240 } else { 30 } + steps / 100;
+            env.retain(|w| !w.starts_with("PCMSIG_TEST_TIMEOUT="));
+            env.push(format!("PCMSIG_TEST_TIMEOUT={limit}"));
+        }
         let mut configs = vec![VmConfig {
             name: "plain",
             edu: false,

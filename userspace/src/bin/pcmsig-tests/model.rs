@@ -601,9 +601,10 @@ pub fn shrink(mut ops: Vec<Op>, mut why: (usize, String)) -> (Vec<Op>, (usize, S
     (ops, why)
 }
 
-/// Sequences per run and steps per sequence: the warm test's budget.
-const SEQUENCES: u64 = 30;
+/// Steps per sequence, and the steps of a run unless `PCMSIG_MODEL_STEPS` (`cargo xtask test
+/// --model-steps N`) says otherwise: the warm test's budget.
 const STEPS: usize = 120;
+const RUN_STEPS: u64 = 12_000;
 
 fn the_module_behaves_as_its_reference_model() -> TestResult {
     let seed = crate::common::seed();
@@ -614,8 +615,15 @@ fn the_module_behaves_as_its_reference_model() -> TestResult {
         state ^= state >> 27;
         state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
     };
+    let sequences = std::env::var("PCMSIG_MODEL_STEPS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(RUN_STEPS)
+        .div_ceil(STEPS as u64);
     let mut steps = 0;
-    for k in 0..SEQUENCES {
+    let mut progress = crate::harness::Progress::new("model sequences");
+    for k in 0..sequences {
+        progress.step(k as usize, sequences as usize);
         let ops: Vec<Op> = (0..STEPS).map(|_| Op::random(&mut r)).collect();
         if let Err(why) = run(&ops) {
             let (min, (at, reason)) = shrink(ops, why);
@@ -632,7 +640,7 @@ fn the_module_behaves_as_its_reference_model() -> TestResult {
         steps += ops.len();
     }
     diag(&format!(
-        "seed {seed}: {SEQUENCES} sequences, {steps} steps, every result, signal, record and \
+        "seed {seed}: {sequences} sequences, {steps} steps, every result, signal, record and \
          statistic as the model said"
     ));
     Ok(())
