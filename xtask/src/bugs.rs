@@ -631,11 +631,7 @@ mod tests {
 
     #[test]
     fn every_seeded_bug_names_a_real_test_and_detector() {
-        let tests: String =
-            std::fs::read_dir(crate::project_root().join("userspace/src/bin/pcmsig-tests"))
-                .unwrap()
-                .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-                .collect();
+        let tests = crate::guest_test_sources();
         let classes: Vec<&str> = pcmsig_uapi::harness::KERNEL_PROBLEMS
             .iter()
             .map(|p| p.class)

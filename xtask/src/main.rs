@@ -40,6 +40,15 @@ pub fn project_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// The guest suite's sources, concatenated: host tests check the test names they cite.
+#[cfg(test)]
+pub fn guest_test_sources() -> String {
+    std::fs::read_dir(project_root().join("userspace/src/bin/pcmsig-tests"))
+        .expect("the guest suite's directory")
+        .map(|e| std::fs::read_to_string(e.expect("a directory entry").path()).expect("a source"))
+        .collect()
+}
+
 fn main() {
     match try_main() {
         Ok(code) => std::process::exit(code),
