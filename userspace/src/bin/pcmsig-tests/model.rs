@@ -7,14 +7,15 @@
 //! `si_int` encoding, read queue and counters), so that a bug in the driver cannot cancel out.
 //! Scope: one user and one receiving thread; up to [`SLOTS`] open files (read-write or
 //! read-only) on that user's stream, each registering its own real-time signal; register,
-//! unregister (with invalid signals), configure (with invalid periods), every trigger, inject
-//! and burst (with invalid kinds and counts), non-blocking `read()`, GET_STATS, and closing
-//! (the last close forgets the stream: the next open starts a fresh one). After every step the
-//! run checks the ioctl's result or errno, every signal received (number, `si_code`, `si_int`),
-//! every `read()` record (kind, sequence, source, timestamp within the step), and every field
-//! of GET_STATS. Periods come from a 10 s timer, so none fires during a sequence: the timer's
-//! events, drops (exit, exec, credentials, full queues), other users and the 2^24 sequence wrap
-//! are outside this model (other tests cover them).
+//! unregister (with invalid signals), a listener that registers from another thread or a forked
+//! child and exits, configure (with invalid periods), every trigger, inject and burst (with
+//! invalid kinds and counts), non-blocking `read()`, GET_STATS, and closing (the last close
+//! forgets the stream: the next open starts a fresh one). After every step the run checks the
+//! ioctl's result or errno, every signal received (number, `si_code`, `si_int`), every `read()`
+//! record (kind, sequence, source, timestamp within the step), every field of GET_STATS and
+//! every line of the stream's debugfs block. Periods come from a 10 s timer, so none fires
+//! during a sequence: the timer's events, the other drops (exec, credentials, full queues),
+//! other users and the 2^24 sequence wrap are outside this model (other tests cover them).
 //!
 //! A failing sequence is shrunk (chunks of steps removed while it still fails) and printed as a
 //! replayable list; the seed (`--seed`) reproduces the whole run.
@@ -97,16 +98,49 @@ fn si_int(kind: u16, seq: u64) -> i32 {
 /// One operation of a sequence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Open { slot: usize, writable: bool },
-    Close { slot: usize },
-    Register { slot: usize, signo: u32 },
-    Unregister { slot: usize },
-    Configure { slot: usize, period_us: u32 },
-    Trigger { slot: usize, cmd: u32 },
-    Inject { slot: usize, kind: u32 },
-    Burst { slot: usize, kind: u32, count: u32 },
-    Read { slot: usize, max: usize },
-    Stats { slot: usize },
+    Open {
+        slot: usize,
+        writable: bool,
+    },
+    Close {
+        slot: usize,
+    },
+    Register {
+        slot: usize,
+        signo: u32,
+    },
+    /// Another thread (or, with `process`, a forked child) registers on the file and exits.
+    RegisterAndExit {
+        slot: usize,
+        process: bool,
+    },
+    Unregister {
+        slot: usize,
+    },
+    Configure {
+        slot: usize,
+        period_us: u32,
+    },
+    Trigger {
+        slot: usize,
+        cmd: u32,
+    },
+    Inject {
+        slot: usize,
+        kind: u32,
+    },
+    Burst {
+        slot: usize,
+        kind: u32,
+        count: u32,
+    },
+    Read {
+        slot: usize,
+        max: usize,
+    },
+    Stats {
+        slot: usize,
+    },
 }
 
 impl Op {
@@ -115,6 +149,7 @@ impl Op {
             Op::Open { slot, .. }
             | Op::Close { slot }
             | Op::Register { slot, .. }
+            | Op::RegisterAndExit { slot, .. }
             | Op::Unregister { slot }
             | Op::Configure { slot, .. }
             | Op::Trigger { slot, .. }
@@ -144,7 +179,11 @@ impl Op {
                     slot_signal(slot)
                 },
             },
-            22..=25 => Op::Unregister { slot },
+            22..=23 => Op::Unregister { slot },
+            24..=25 => Op::RegisterAndExit {
+                slot,
+                process: r(2) == 0,
+            },
             26..=35 => Op::Configure {
                 slot,
                 period_us: if r(6) == 0 {
@@ -176,18 +215,27 @@ impl Op {
     }
 }
 
-/// A listener's counters (`struct pcmsig_listener_stats`), in this model no drops.
+/// A listener's counters (`struct pcmsig_listener_stats`); the only drops in this model are
+/// for listeners that exited.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Counts {
     fired: u64,
     delivered: u64,
+    dropped_exited: u64,
+}
+
+/// A file's listener: this test's thread with its signal, or a thread that has exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listener {
+    Here(u32),
+    Gone,
 }
 
 /// One open file.
 #[derive(Clone, Debug)]
 struct MFile {
     writable: bool,
-    listener: Option<u32>,
+    listener: Option<Listener>,
     /// The current listener's counters, or the last one's after UNREGISTER.
     counts: Counts,
     /// Kind and sequence number of each record waiting for `read()`.
@@ -269,12 +317,21 @@ impl Model {
             } else {
                 f.overruns += 1;
             }
-            if let Some(signo) = f.listener {
-                f.counts.fired += 1;
-                f.counts.delivered += 1;
-                self.total.fired += 1;
-                self.total.delivered += 1;
-                e.signals.push((signo, si_int(kind, seq)));
+            match f.listener {
+                Some(Listener::Here(signo)) => {
+                    f.counts.fired += 1;
+                    f.counts.delivered += 1;
+                    self.total.fired += 1;
+                    self.total.delivered += 1;
+                    e.signals.push((signo, si_int(kind, seq)));
+                }
+                Some(Listener::Gone) => {
+                    f.counts.fired += 1;
+                    f.counts.dropped_exited += 1;
+                    self.total.fired += 1;
+                    self.total.dropped_exited += 1;
+                }
+                None => {}
             }
         }
     }
@@ -324,7 +381,13 @@ impl Model {
                 if !allowed {
                     e.result = Err(libc::EINVAL);
                 } else if let Some(f) = self.files[slot].as_mut() {
-                    f.listener = Some(signo);
+                    f.listener = Some(Listener::Here(signo));
+                    f.counts = Counts::default();
+                }
+            }
+            Op::RegisterAndExit { .. } => {
+                if let Some(f) = self.files[slot].as_mut() {
+                    f.listener = Some(Listener::Gone);
                     f.counts = Counts::default();
                 }
             }
@@ -457,6 +520,9 @@ impl Real {
                 let errno = |r: pcmsig::Result<()>| r.map_err(|e| e.errno().unwrap_or(0));
                 match *op {
                     Op::Register { signo, .. } => errno(dev.register_raw(signo, 0)),
+                    Op::RegisterAndExit { process, .. } => {
+                        register_and_exit(dev, slot_signal(slot), process)?
+                    }
                     Op::Unregister { .. } => errno(dev.unregister()),
                     Op::Configure { period_us, .. } => errno(dev.configure(period_us, 0)),
                     Op::Trigger { cmd, .. } => errno(dev.trigger_raw(cmd)),
@@ -544,21 +610,58 @@ impl Real {
                 file: Counts {
                     fired: s.file.fired,
                     delivered: s.file.delivered,
+                    dropped_exited: s.file.dropped_exited,
                 },
                 total: Counts {
                     fired: s.total.fired,
                     delivered: s.total.delivered,
+                    dropped_exited: s.total.dropped_exited,
                 },
             };
-            if s.file.dropped() != 0 || s.total.dropped() != 0 {
-                return Err(format!("drops in {s:?}: the model has none"));
+            let other_drops = [&s.file, &s.total]
+                .iter()
+                .map(|l| l.dropped_queue_full + l.dropped_execd + l.dropped_perm)
+                .sum::<u64>();
+            if other_drops != 0 {
+                return Err(format!("drops in {s:?}: the model has none but exits"));
             }
             if &got != w {
                 return Err(format!("stats {got:?}, the model says {w:?}"));
             }
+            // And debugfs says the same, line by line (this user, root, is uid 0).
+            crate::common::check_debugfs(0, &s)?;
         }
         Ok(())
     }
+}
+
+/// Registers another thread (or a forked child) of this test on `dev` with `signo`, and returns
+/// once that thread has exited and been released (a signal to it can only be dropped).
+fn register_and_exit(dev: &Device, signo: u32, process: bool) -> Result<Result<(), i32>, String> {
+    let register = |dev: &Device| {
+        dev.register_raw(signo, 0)
+            .map_err(|e| e.errno().unwrap_or(0))
+    };
+    if process {
+        let code = crate::common::in_child(|| match register(dev) {
+            Ok(()) => Ok(()),
+            Err(errno) => {
+                // The errno travels as the exit code.
+                // SAFETY: ends the child at once.
+                unsafe { libc::_exit(errno) }
+            }
+        })?;
+        // Reaped: the child is gone.
+        return Ok(if code == 0 { Ok(()) } else { Err(code) });
+    }
+    let (tid, result) = std::thread::scope(|s| {
+        s.spawn(|| (sys::gettid(), register(dev)))
+            .join()
+            .map_err(|_| "the registering thread panicked".to_string())
+    })?;
+    // join() returns when the thread clears its tid, a moment before the kernel releases it.
+    crate::module_tests::wait_gone(&format!("/proc/self/task/{tid}"))?;
+    Ok(result)
 }
 
 /// Runs `ops` from no open file (a fresh stream) against the module; `Err((step, why))` at the
@@ -789,9 +892,40 @@ mod tests {
             s.file,
             Counts {
                 fired: 6,
-                delivered: 6
+                delivered: 6,
+                dropped_exited: 0
             }
         );
+    }
+
+    /// Events for a listener that exited are fired and dropped, counted, and send nothing.
+    #[test]
+    fn an_exited_listener_drops_are_counted() {
+        let mut m = Model::default();
+        let e = apply_all(
+            &mut m,
+            &[
+                Op::Open {
+                    slot: 1,
+                    writable: true,
+                },
+                Op::RegisterAndExit {
+                    slot: 1,
+                    process: true,
+                },
+                Op::Inject { slot: 1, kind: 2 },
+                Op::Inject { slot: 1, kind: 3 },
+                Op::Stats { slot: 1 },
+            ],
+        );
+        assert!(e.iter().all(|e| e.signals.is_empty()));
+        let s = e[4].stats.clone().unwrap();
+        let want = Counts {
+            fired: 2,
+            delivered: 0,
+            dropped_exited: 2,
+        };
+        assert_eq!((s.listeners, s.file, s.total), (1, want, want));
     }
 
     /// The README's errors: EBADFD, EBUSY, EBADF, ENOENT, EINVAL.

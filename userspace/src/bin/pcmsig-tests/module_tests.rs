@@ -509,7 +509,7 @@ fn exited_listener_drops_are_counted() -> TestResult {
 }
 
 /// Waits until `path` no longer exists (a released thread's /proc entry).
-fn wait_gone(path: &str) -> TestResult {
+pub fn wait_gone(path: &str) -> TestResult {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(path).exists() {
         ensure!(Instant::now() < deadline, "{path} still exists");
