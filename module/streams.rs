@@ -144,7 +144,7 @@ impl Streams {
         if stream.has_files() {
             return;
         }
-        let _setup = self.setup.lock();
+        let setup = self.setup.lock();
         // Under `setup` no open can attach a file meanwhile.
         if stream.has_files() {
             return;
@@ -154,7 +154,15 @@ impl Streams {
             let at = list.iter().position(|s| Arc::ptr_eq(s, &stream));
             at.and_then(|i| list.remove(i).ok())
         };
-        // Dropped outside the lock (the stream's own drop may wait for its timer).
+        drop(setup);
+        if let Some(s) = &gone {
+            // Unlisted, no file, its timer stopped: nothing can queue its work item any more,
+            // but a device interrupt that found it listed just before may have (periods owed
+            // from before the last close's reset). The unload flushes only listed streams: this
+            // flush is the last one.
+            s.flush_work();
+        }
+        // Dropped outside the list's lock (the stream's own drop may wait for its timer).
         drop(gone);
     }
 
