@@ -9,6 +9,10 @@ use xshell::Shell;
 use crate::build::{fmt_times, prepare};
 use crate::{flags, in_parallel, junit, ktap, out_dir, vm};
 
+/// The guest suite's per-test limit in seconds (`PCMSIG_TEST_TIMEOUT`): normal kernel (the
+/// suite's own default), debug kernel.
+const TEST_TIMEOUT_S: (u64, u64) = (30, 240);
+
 /// Kernel command-line words (init's environment) of every test boot: where the suite writes
 /// its KTAP, and for the debug kernel a longer per-test alarm.
 pub fn test_env(debug_kernel: bool) -> Vec<String> {
@@ -19,7 +23,7 @@ pub fn test_env(debug_kernel: bool) -> Vec<String> {
     if debug_kernel {
         // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
         // that takes 5 s on the normal kernel may take a minute here on a busy machine.
-        env.push("PCMSIG_TEST_TIMEOUT=240".to_string());
+        env.push(format!("PCMSIG_TEST_TIMEOUT={}", TEST_TIMEOUT_S.1));
         // The debug kernel has kmemleak: its scan test must run, never skip.
         env.push("PCMSIG_KMEMLEAK=1".to_string());
     }
@@ -137,7 +141,12 @@ impl flags::Test {
             env.push(format!("PCMSIG_MODEL_STEPS={steps}"));
             // Far below the model's pace (200,000 steps in about 22 s under TCG, 2026-11-29):
             // a hang guard, below the VM's own time limit for the CI's run.
-            let limit = if self.debug_kernel { 240 } else { 30 } + steps / 1000;
+            let base = if self.debug_kernel {
+                TEST_TIMEOUT_S.1
+            } else {
+                TEST_TIMEOUT_S.0
+            };
+            let limit = base + steps / 1000;
             env.retain(|w| !w.starts_with("PCMSIG_TEST_TIMEOUT="));
             env.push(format!("PCMSIG_TEST_TIMEOUT={limit}"));
         }

@@ -204,22 +204,6 @@ fn user_namespace_root_opener_cannot_reach_other_users() -> TestResult {
     Ok(())
 }
 
-/// xorshift64*: small, seeded, good enough to pick operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const THREADS: u64 = 4;
 const ITERATIONS: u64 = 1500;
 

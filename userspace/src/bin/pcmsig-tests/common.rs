@@ -173,6 +173,23 @@ pub fn seed() -> u64 {
         })
 }
 
+/// xorshift64*: small, seeded, good enough to pick operations (the storm, the model).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
 /// The debugfs statistics file (root only).
 pub const DEBUGFS_STATS: &str = "/sys/kernel/debug/pcmsig/stats";
 

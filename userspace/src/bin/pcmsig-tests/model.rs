@@ -711,13 +711,8 @@ const RUN_STEPS: u64 = 12_000;
 
 fn the_module_behaves_as_its_reference_model() -> TestResult {
     let seed = crate::common::seed();
-    let mut state = seed | 1;
-    let mut r = move |n: u64| {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    };
+    let mut rng = crate::common::Rng(seed | 1);
+    let mut r = move |n: u64| rng.below(n);
     let sequences = std::env::var("PCMSIG_MODEL_STEPS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())

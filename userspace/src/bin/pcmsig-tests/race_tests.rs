@@ -30,8 +30,6 @@ pub fn tests() -> Vec<Test> {
     ]
 }
 
-const STATS: &str = "/sys/kernel/debug/pcmsig/stats";
-
 /// Runs `f` with the module loaded with the delay points `points` (and the usual parameters),
 /// then releases every point and loads the module as init did.
 fn with_delay_points(points: &[DelayPoint], f: impl FnOnce() -> TestResult) -> TestResult {
@@ -57,7 +55,7 @@ fn with_delay_points_for(
 
 /// Visits of enabled delay points so far (debugfs `stats`).
 fn hits() -> Result<u64, String> {
-    let text = std::fs::read_to_string(STATS).ctx("reading debugfs stats")?;
+    let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs stats")?;
     text.lines()
         .find_map(|l| l.strip_prefix("delay_point_hits "))
         .and_then(|v| v.trim().parse().ok())
@@ -73,7 +71,7 @@ fn wait_hits(n: u64) -> TestResult {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let stats = std::fs::read_to_string(STATS).unwrap_or_default();
+            let stats = std::fs::read_to_string(DEBUGFS_STATS).unwrap_or_default();
             let stats = stats.lines().collect::<Vec<_>>().join(", ");
             return Err(format!(
                 "delay point visits stuck at {h}, waited for {n} (debugfs stats: {stats})"
