@@ -50,8 +50,10 @@ use kernel::{
     uaccess::{UserPtr, UserSlice},
 };
 
+mod coverage;
 mod delay;
 mod edu;
+mod live;
 mod signal;
 mod stream;
 mod streams;
@@ -136,14 +138,20 @@ struct PcmsigModule {
     #[pin]
     _release: debugfs::File<Arc<Streams>>,
     _debugfs: debugfs::Dir,
+    /// The coverage build's counters (nothing in the real module); dropped last.
+    _coverage: coverage::Coverage,
 }
 
 /// The text of `/sys/kernel/debug/pcmsig/stats`: `name value` lines, first the module's
-/// (`streams`, `delay_point_hits`), then a block per stream opened by `stream UID`.
+/// (`streams`, `delay_point_hits`, the `live_*` counts), then a block per stream opened by
+/// `stream UID`.
 fn stats_file(streams: &Arc<Streams>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let blocks = streams.snapshot().map_err(|_| fmt::Error)?;
     writeln!(f, "streams {}", blocks.len())?;
     writeln!(f, "delay_point_hits {}", delay::hits())?;
+    writeln!(f, "live_streams {}", live::now(&live::STREAMS))?;
+    writeln!(f, "live_files {}", live::now(&live::FILES))?;
+    writeln!(f, "live_listeners {}", live::now(&live::LISTENERS))?;
     for s in &blocks {
         stream_stats(s, f)?;
     }
@@ -199,6 +207,7 @@ impl kernel::InPlaceModule for PcmsigModule {
                 edu_driver <- kernel::driver::Registration::new(c"pcmsig-edu", module),
                 _flush: FlushOnDrop(streams),
                 miscdev <- MiscDeviceRegistration::register(options),
+                _coverage: coverage::Coverage::register(),
             }))
         })
     }

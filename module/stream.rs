@@ -13,6 +13,7 @@
 //! the work item has delivered them, so when an ioctl returns, its signals are queued.
 
 use crate::{
+    live::{self, Live},
     signal::{Outcome, SenderCred, ThreadRef},
     uapi::{self, DelayPoint, EventKind, EventRecord, EventSource, ListenerStats, State, Trigger},
     wait::KillableWait,
@@ -163,6 +164,7 @@ pub(crate) struct Listener {
     /// Taken by delivery (softirq) and by the stats ioctl: interrupts off while held.
     #[pin]
     stats: SpinLockIrq<ListenerStats>,
+    _live: Live,
 }
 
 impl Listener {
@@ -174,6 +176,7 @@ impl Listener {
                 thread,
                 signo,
                 stats <- new_spinlock_irq!(ListenerStats::default(), "pcmsig::Listener::stats"),
+                _live: Live::new(&live::LISTENERS),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -225,6 +228,7 @@ pub(crate) struct OpenFile {
     pub(crate) inner: SpinLockIrq<FileInner>,
     #[pin]
     readable: CondVar,
+    _live: Live,
 }
 
 impl OpenFile {
@@ -245,6 +249,7 @@ impl OpenFile {
                     "pcmsig::OpenFile::inner"
                 ),
                 readable <- new_condvar!("pcmsig::OpenFile::readable"),
+                _live: Live::new(&live::FILES),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -517,6 +522,7 @@ pub(crate) struct Stream {
     work: Work<Stream>,
     /// One instant and its `CLOCK_MONOTONIC` nanoseconds, to turn timer expiries into stamps.
     origin: (Instant<Monotonic>, u64),
+    _live: Live,
 }
 
 impl_has_work! {
@@ -548,6 +554,7 @@ impl Stream {
                 timer <- HrTimer::new(),
                 work <- new_work!("pcmsig::Stream::work"),
                 origin: (Instant::<Monotonic>::now(), now_ns()),
+                _live: Live::new(&live::STREAMS),
             }),
             GFP_KERNEL_ACCOUNT,
         )

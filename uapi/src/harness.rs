@@ -15,6 +15,10 @@ pub const TEST_MARKER: &str = "pcmsig-tests: begin ";
 /// log took 0.8 s to pass; on a file port 0.17 s.)
 pub const DMESG_DEVICE: &str = "/dev/ttyS2";
 
+/// The guest device the suite sends the coverage build's tables to (`cargo xtask coverage`): the
+/// VM's fourth serial port, which QEMU writes to `coverage.txt` on the host.
+pub const COVERAGE_DEVICE: &str = "/dev/ttyS3";
+
 /// `cargo xtask bench`'s defaults, used by xtask and by the guest's `pcmsig-bench`: runs per
 /// figure, timer periods per latency run, events per throughput run.
 pub const BENCH_RUNS: u32 = 5;
@@ -174,8 +178,10 @@ mod tests {
 pub enum SkipWhen {
     /// No QEMU `edu` device (the plain VM).
     NoEduDevice,
-    /// No kmemleak (the normal kernel; the debug kernel has it).
+    /// No kmemleak (the normal kernel; the debug and fault-injection kernels have it).
     NoKmemleak,
+    /// No fault injection (every kernel but the fault-injection one).
+    NoFaultInjection,
 }
 
 /// The only tests that may skip, each with the one condition under which it must: the host
@@ -196,16 +202,35 @@ pub const SKIPS: &[(&str, SkipWhen)] = &[
         SkipWhen::NoEduDevice,
     ),
     ("kmemleak_finds_no_leak", SkipWhen::NoKmemleak),
+    (
+        "every_ioctl_survives_each_failed_allocation_and_copy",
+        SkipWhen::NoFaultInjection,
+    ),
+    (
+        "failed_signal_allocations_are_counted_drops",
+        SkipWhen::NoFaultInjection,
+    ),
 ];
 
-/// Whether test `name` must skip in a VM with (`edu`) or without the device, on a kernel with
-/// (`kmemleak`) or without kmemleak: `None` if it may never skip.
-pub fn must_skip(name: &str, edu: bool, kmemleak: bool) -> Option<bool> {
+/// What the guest's kernel offers the tests that [`SKIPS`] names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelHas {
+    /// `CONFIG_DEBUG_KMEMLEAK` (the debug and the fault-injection kernels).
+    pub kmemleak: bool,
+    /// `CONFIG_FAULT_INJECTION` with fail-nth, failslab and usercopy faults (the
+    /// fault-injection kernel).
+    pub fault_injection: bool,
+}
+
+/// Whether test `name` must skip in a VM with (`edu`) or without the device, on a kernel that
+/// has what `kernel` says: `None` if it may never skip.
+pub fn must_skip(name: &str, edu: bool, kernel: KernelHas) -> Option<bool> {
     SKIPS
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, when)| match when {
             SkipWhen::NoEduDevice => !edu,
-            SkipWhen::NoKmemleak => !kmemleak,
+            SkipWhen::NoKmemleak => !kernel.kmemleak,
+            SkipWhen::NoFaultInjection => !kernel.fault_injection,
         })
 }

@@ -304,7 +304,7 @@ pub fn run(sh: &Shell, o: &Opts, quiet: bool) -> Result<()> {
         o.vm.kernel_src.as_deref(),
         false,
         true,
-        o.vm.debug_kernel,
+        o.vm.debug_kernel.then_some("debug"),
     )?;
     harness.push(module_rebuild(&b, o.runs)?);
     if o.peers {

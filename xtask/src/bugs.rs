@@ -396,7 +396,7 @@ pub fn run(
     only: &[String],
 ) -> Result<()> {
     let bugs = select(debug, only)?;
-    let b = build_all(sh, kernel_src, false, true, debug)?;
+    let b = build_all(sh, kernel_src, false, true, debug.then_some("debug"))?;
     let out = out_dir("bugs");
     let mut kos: Vec<(&SeededBug, PathBuf, PathBuf)> = Vec::new();
     for bug in &bugs {
@@ -489,7 +489,7 @@ fn run_one(
 ) -> Result<Outcome> {
     // A seeded bug may hang the guest: the kernel's detectors end it with a panic (at most
     // 35 s); the silence limits are the flavour's defaults, as for `cargo xtask test`.
-    let mut env = crate::test::test_env(debug);
+    let mut env = crate::test::test_env(debug, false);
     let mut qemu = Vec::new();
     if bug.edu {
         qemu.extend(["-device".to_string(), "edu".to_string()]);

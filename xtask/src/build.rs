@@ -22,7 +22,7 @@ pub fn build_all(
     kernel_src: Option<&Path>,
     clippy: bool,
     quiet: bool,
-    debug: bool,
+    flavour: Option<&'static str>,
 ) -> Result<Built> {
     let mut times = Vec::new();
     let t = Instant::now();
@@ -30,7 +30,7 @@ pub fn build_all(
     if !quiet {
         tools.print();
     }
-    let kernel = kernel::ensure(&tools, kernel_src, quiet, debug.then_some("debug"))?;
+    let kernel = kernel::ensure(&tools, kernel_src, quiet, flavour)?;
     layout::check(&kernel)?;
     times.push((
         if kernel.built {
@@ -72,17 +72,18 @@ pub fn fmt_times(times: &[(&str, Duration)]) -> String {
         .join(", ")
 }
 
-/// What every booting command does before it boots: [`build_all`], then the initramfs (with
-/// `extra` host files) in `out`, and with `keep` the VM's inputs copied next to its logs.
+/// What every booting command does before it boots: [`build_all`] of the kernel `flavour`
+/// (`vm/<flavour>.config` on top of `vm/kernel.config`), then the initramfs (with `extra` host
+/// files) in `out`, and with `keep` the VM's inputs copied next to its logs.
 pub fn prepare(
     sh: &Shell,
     kernel_src: Option<&Path>,
-    debug_kernel: bool,
+    flavour: Option<&'static str>,
     quiet: bool,
     extra: &[crate::guest::ExtraFile],
     (out, keep_inputs): (&Path, bool),
 ) -> Result<(Built, PathBuf)> {
-    let mut b = build_all(sh, kernel_src, false, quiet, debug_kernel)?;
+    let mut b = build_all(sh, kernel_src, false, quiet, flavour)?;
     let t = Instant::now();
     let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, extra, out)?;
     b.times.push(("initramfs", t.elapsed()));
@@ -138,7 +139,7 @@ pub fn build_and_boot(
     let (b, initrd) = prepare(
         sh,
         f.kernel_src,
-        f.debug_kernel,
+        f.debug_kernel.then_some("debug"),
         quiet_build,
         extra,
         (out, f.keep),
@@ -173,7 +174,7 @@ pub fn keep(b: &Built, initrd: &Path, out: &Path) -> Result<()> {
 
 impl flags::Build {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(sh, self.kernel_src.as_deref(), self.clippy, false, false)?;
+        let b = build_all(sh, self.kernel_src.as_deref(), self.clippy, false, None)?;
         let initrd =
             crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out_dir("build"))?;
         println!(

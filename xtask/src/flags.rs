@@ -39,8 +39,29 @@ xflags::xflags! {
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel
+            /// Use the fault-injection kernel (vm/fault.config: fail-nth, failslab, kmemleak),
+            /// where the fault sweep runs; built once into its own cache directory.
+            optional --fault-kernel
             /// Run the VMs as on a machine this many times slower (a CPU cgroup quota; root).
             optional --slow factor: f64
+        }
+        /// Run the suite (both VMs) with an instrumented copy of the module and report its line
+        /// coverage from every context (lcov.info, summary.txt, tests.txt in
+        /// target/pcmsig/coverage); fails if the suite fails.
+        cmd coverage {
+            /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
+            optional --kernel-src path: PathBuf
+            /// Run only the KTAP tests whose name matches this glob (`*` and `?`).
+            optional --filter glob: String
+            /// Skip the second VM configuration (QEMU's edu PCI device as the period source).
+            optional --no-edu
+            /// Stream the guest console while it runs.
+            optional -v, --verbose
+            /// Only write the report again, from the last run's files (no build, no VM).
+            optional --report-only
+            /// Run on the fault-injection kernel (vm/fault.config), where the fault tests run
+            /// and reach the error paths.
+            optional --fault-kernel
         }
         /// Boot the VM and show stream events arriving at a listener, then the statistics.
         cmd run {

@@ -50,6 +50,58 @@ pub fn build_seeded_module(
     bug: &str,
     dir: &Path,
 ) -> Result<PathBuf> {
+    let module_dir = copy_sources(dir)?;
+    crate::bugs::apply(bug, &module_dir)?;
+    kbuild_module(
+        tools,
+        kernel,
+        &module_dir,
+        false,
+        Some(&format!("seeded bug {bug}")),
+    )?;
+    Ok(module_dir.join("pcmsig.ko"))
+}
+
+/// Builds the coverage copy of the module under `dir` (`cargo xtask coverage`): the sources
+/// unchanged but for the crate root's name, compiled with SanitizerCoverage and line tables,
+/// and linked with `xtask/coverage/sancov.c`, which counts what runs. Returns the module and
+/// the copy's directory (the paths its debug information names).
+pub fn build_coverage_module(
+    tools: &Tools,
+    kernel: &Kernel,
+    dir: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let _ = std::fs::remove_dir_all(dir);
+    let module_dir = copy_sources(dir)?;
+    let root = module_dir.join(crate::coverage::CRATE_ROOT);
+    std::fs::rename(module_dir.join("pcmsig.rs"), &root)
+        .with_context(|| format!("renaming the crate root to {}", root.display()))?;
+    let c = project_root().join("xtask/coverage/sancov.c");
+    std::fs::copy(&c, module_dir.join("sancov.c"))
+        .with_context(|| format!("copying {}", c.display()))?;
+    let kbuild = format!(
+        "# Written by cargo xtask coverage (xtask/src/guest.rs): the coverage build.\n\
+         obj-m := pcmsig.o\n\
+         pcmsig-y := {} sancov.o\n\
+         rustflags-y += --cfg pcmsig_coverage -Cdebuginfo=line-tables-only \\\n\
+         \t-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=3 \\\n\
+         \t-Cllvm-args=-sanitizer-coverage-trace-pc -Cllvm-args=-sanitizer-coverage-prune-blocks=0\n",
+        crate::coverage::CRATE_ROOT.replace(".rs", ".o")
+    );
+    std::fs::write(module_dir.join("Kbuild"), kbuild).context("writing the coverage Kbuild")?;
+    kbuild_module(
+        tools,
+        kernel,
+        &module_dir,
+        false,
+        Some("the coverage build"),
+    )?;
+    Ok((module_dir.join("pcmsig.ko"), module_dir))
+}
+
+/// Copies the module's sources (and the UAPI file they include) under `dir`; returns the copy's
+/// module directory.
+fn copy_sources(dir: &Path) -> Result<PathBuf> {
     let module_dir = dir.join("module");
     let uapi_dir = dir.join("uapi/src");
     for d in [&module_dir, &uapi_dir] {
@@ -69,18 +121,17 @@ pub fn build_seeded_module(
     let uapi = project_root().join("uapi/src/uapi.rs");
     std::fs::copy(&uapi, uapi_dir.join("uapi.rs"))
         .with_context(|| format!("copying {}", uapi.display()))?;
-    crate::bugs::apply(bug, &module_dir)?;
-    kbuild_module(tools, kernel, &module_dir, false, Some(bug))?;
-    Ok(module_dir.join("pcmsig.ko"))
+    Ok(module_dir)
 }
 
-/// Runs kbuild on the module sources in `module_dir`; any warning is an error.
+/// Runs kbuild on the module sources in `module_dir`; any warning of the real module (no
+/// `variant`: a seeded bug, the coverage build) is an error.
 fn kbuild_module(
     tools: &Tools,
     kernel: &Kernel,
     module_dir: &Path,
     clippy: bool,
-    bug: Option<&str>,
+    variant: Option<&str>,
 ) -> Result<()> {
     let ko = module_dir.join("pcmsig.ko");
     let mut make = tools.kbuild(&kernel.build_dir);
@@ -97,12 +148,12 @@ fn kbuild_module(
     let out = make.output().context("running make for the module")?;
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let what = bug.map_or(String::new(), |b| format!(" with seeded bug {b}"));
+    let what = variant.map_or(String::new(), |v| format!(" ({v})"));
     if !out.status.success() {
         bail!("building the module{what} failed:\n{text}");
     }
     // A seeded bug may leave correct code unused: only the real module must be warning-free.
-    if bug.is_none() && text.contains("warning:") {
+    if variant.is_none() && text.contains("warning:") {
         bail!("the module build{what} printed warnings (they are errors here):\n{text}");
     }
     if !ko.is_file() {

@@ -359,8 +359,8 @@ impl fmt::Display for Failure {
     }
 }
 
-use pcmsig_uapi::harness::problem_in;
 pub use pcmsig_uapi::harness::TEST_MARKER;
+use pcmsig_uapi::harness::{problem_in, KernelHas};
 
 /// A kernel problem on the console.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -516,13 +516,13 @@ fn failing_leaves(tests: &[TestCase], prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-/// The skip rule (`harness::SKIPS`) for a VM with or without the `edu` device, on a kernel with
-/// or without kmemleak: every skip must be allowed there, and every test that must skip there
-/// and reported must have skipped.
-pub fn skip_failures(report: &Report, edu: bool, kmemleak: bool) -> Vec<Failure> {
+/// The skip rule (`harness::SKIPS`) for a VM with or without the `edu` device, on a kernel that
+/// has what `kernel` says: every skip must be allowed there, and every test that must skip
+/// there and reported must have skipped.
+pub fn skip_failures(report: &Report, edu: bool, kernel: KernelHas) -> Vec<Failure> {
     let (mut wrong, mut missing) = (Vec::new(), Vec::new());
     for t in &report.tests {
-        let must = pcmsig_uapi::harness::must_skip(&t.name, edu, kmemleak);
+        let must = pcmsig_uapi::harness::must_skip(&t.name, edu, kernel);
         match (&t.status, must) {
             (Status::Skip(reason), None | Some(false)) => {
                 wrong.push((t.name.clone(), reason.clone()));
@@ -658,6 +658,10 @@ ok 2 other
     #[test]
     fn only_the_contracts_skips_pass_and_each_where_it_must() {
         let edu = "edu_periods_come_from_device_interrupts";
+        const KMEMLEAK: KernelHas = KernelHas {
+            kmemleak: true,
+            fault_injection: false,
+        };
         let ktap = |edu_line: &str, other: &str| {
             format!("KTAP version 1\n1..3\nok 1 a\n{edu_line}\n{other}\n")
         };
@@ -666,14 +670,17 @@ ok 2 other
             &format!("ok 2 {edu} # SKIP no edu device in this VM"),
             "ok 3 kmemleak_finds_no_leak # SKIP no kmemleak in this kernel",
         );
-        assert_eq!(skip_failures(&parse(&good), false, false), vec![]);
+        assert_eq!(
+            skip_failures(&parse(&good), false, KernelHas::default()),
+            vec![]
+        );
         // A failure whose reason reads SKIP is a skip in KTAP: not allowed for this test.
         let sneaky = ktap(
             &format!("ok 2 {edu} # SKIP no edu device in this VM"),
             "ok 3 read_records_match_the_signals # SKIP: reading failed",
         );
         assert_eq!(
-            skip_failures(&parse(&sneaky), false, false),
+            skip_failures(&parse(&sneaky), false, KernelHas::default()),
             vec![Failure::WrongSkip(vec![(
                 "read_records_match_the_signals".into(),
                 ": reading failed".into()
@@ -681,7 +688,7 @@ ok 2 other
         );
         // In the edu VM the edu test must run; on the debug kernel the kmemleak test must run.
         assert_eq!(
-            skip_failures(&parse(&good), true, true),
+            skip_failures(&parse(&good), true, KMEMLEAK),
             vec![Failure::WrongSkip(vec![
                 (edu.into(), "no edu device in this VM".into()),
                 (
@@ -693,7 +700,7 @@ ok 2 other
         // Running where it must skip: its condition was misread.
         let ran = ktap(&format!("ok 2 {edu}"), "ok 3 kmemleak_finds_no_leak");
         assert_eq!(
-            skip_failures(&parse(&ran), false, true),
+            skip_failures(&parse(&ran), false, KMEMLEAK),
             vec![Failure::MissingSkip(vec![edu.into()])]
         );
     }

@@ -8,6 +8,7 @@
 mod bench;
 mod bugs;
 mod build;
+mod coverage;
 mod exec;
 mod flags;
 mod guest;
@@ -69,6 +70,7 @@ fn try_main() -> Result<i32> {
     let sh = Shell::new()?;
     match flags.subcommand {
         flags::XtaskCmd::Test(f) => f.run(&sh).map(|()| 0),
+        flags::XtaskCmd::Coverage(f) => f.run(&sh).map(|()| 0),
         flags::XtaskCmd::Run(f) => f.run(&sh).map(|()| 0),
         flags::XtaskCmd::Shell(f) => f.run(&sh).map(|()| 0),
         flags::XtaskCmd::Exec(f) => f.run(&sh),

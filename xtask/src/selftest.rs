@@ -55,7 +55,7 @@ fn fresh_root(suite: &str) -> Result<()> {
 }
 
 fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
-    let b = build_all(sh, kernel_src, false, true, false)?;
+    let b = build_all(sh, kernel_src, false, true, None)?;
     let out = out_dir("selftest");
     let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
     let (mut passed, mut failed) = (0, 0);

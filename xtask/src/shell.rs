@@ -21,7 +21,7 @@ impl flags::Shell {
         let (b, initrd) = prepare(
             sh,
             self.kernel_src.as_deref(),
-            self.debug_kernel,
+            self.debug_kernel.then_some("debug"),
             false,
             &extra,
             (&out_dir("shell"), false),

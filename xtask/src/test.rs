@@ -15,7 +15,7 @@ const TEST_TIMEOUT_S: (u64, u64) = (30, 240);
 
 /// Kernel command-line words (init's environment) of every test boot: where the suite writes
 /// its KTAP, and for the debug kernel a longer per-test alarm.
-pub fn test_env(debug_kernel: bool) -> Vec<String> {
+pub fn test_env(debug_kernel: bool, fault_kernel: bool) -> Vec<String> {
     let mut env = vec![
         format!("pcmsig_ktap={}", pcmsig_uapi::harness::KTAP_DEVICE),
         format!("pcmsig_dmesg={}", pcmsig_uapi::harness::DMESG_DEVICE),
@@ -24,8 +24,17 @@ pub fn test_env(debug_kernel: bool) -> Vec<String> {
         // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
         // that takes 5 s on the normal kernel may take a minute here on a busy machine.
         env.push(format!("PCMSIG_TEST_TIMEOUT={}", TEST_TIMEOUT_S.1));
-        // The debug kernel has kmemleak: its scan test must run, never skip.
+    }
+    if debug_kernel || fault_kernel {
+        // Both have kmemleak: its scan test must run, never skip.
         env.push("PCMSIG_KMEMLEAK=1".to_string());
+    }
+    if fault_kernel {
+        // The fault sweep must run, never skip.
+        env.push("PCMSIG_FAULTS=1".to_string());
+        // A kernel parameter, not init's: the signal queue's slab cache stays its own, so
+        // that failslab's per-cache filter fails only signal queue entries.
+        env.push("slab_nomerge".to_string());
     }
     env
 }
@@ -58,17 +67,44 @@ struct VmOutcome {
 
 impl flags::Test {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+        self.run_with(sh, false)
+    }
+
+    /// The test run; with `coverage`, of the module's coverage build, with the report
+    /// (`cargo xtask coverage`).
+    fn run_with(self, sh: &Shell, coverage: bool) -> Result<()> {
         let total = Instant::now();
-        let out = out_dir("test");
-        let (mut b, initrd) = prepare(
+        let out = out_dir(if coverage { "coverage" } else { "test" });
+        let (mut b, mut initrd) = prepare(
             sh,
             self.kernel_src.as_deref(),
-            self.debug_kernel,
+            self.flavour()?,
             self.quiet,
             &[],
             (&out, self.keep),
         )?;
-        let configs = self.configs(&b.guest_dir, &out)?;
+        let instrumented = if coverage {
+            let t = Instant::now();
+            let (ko, copy) = crate::guest::build_coverage_module(
+                &b.tools,
+                &b.kernel,
+                &crate::coverage::build_dir(&out),
+            )?;
+            initrd = crate::guest::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &out)?;
+            b.times.push(("coverage build", t.elapsed()));
+            Some((ko, copy))
+        } else {
+            None
+        };
+        let mut configs = self.configs(&b.guest_dir, &out)?;
+        if coverage {
+            for c in &mut configs {
+                c.env.push(format!(
+                    "PCMSIG_COVERAGE={}",
+                    pcmsig_uapi::harness::COVERAGE_DEVICE
+                ));
+            }
+        }
         let _slowed = self.slow.map(crate::slow::enter).transpose()?;
         let cpus = self.cpus(configs.len());
         let timeout = vm::Limits::of(self.debug_kernel, self.timeout, self.silence).timeout;
@@ -116,8 +152,26 @@ impl flags::Test {
         };
         b.times.push(("vms", t.elapsed()));
         let mut outcomes = Vec::new();
+        let mut ports = Vec::new();
         for (c, run) in configs.iter().zip(runs) {
-            outcomes.push(self.evaluate(c, run?)?);
+            let booted = run?;
+            ports.push(booted.run.coverage_log.clone());
+            outcomes.push(self.evaluate(c, booted)?);
+        }
+        if let Some((ko, copy)) = &instrumented {
+            let failed = outcomes.iter().any(|o| !o.failures.is_empty());
+            match crate::coverage::report(ko, copy, &ports, &out) {
+                Ok(head) => {
+                    print!("{head}");
+                    println!(
+                        "xtask: coverage report in {} (lcov.info, summary.txt, tests.txt)",
+                        out.display()
+                    );
+                }
+                // A failed suite may have cut a table short: its own failure says why.
+                Err(e) if failed => println!("xtask: no coverage report: {e:#}"),
+                Err(e) => return Err(e.context("the coverage report")),
+            }
         }
         b.times.push(("total", total.elapsed()));
         if !self.quiet {
@@ -126,10 +180,20 @@ impl flags::Test {
         conclude(&out, &outcomes, &b.times)
     }
 
+    /// The kernel to build and boot: `vm/<flavour>.config` on top of `vm/kernel.config`.
+    fn flavour(&self) -> Result<Option<&'static str>> {
+        match (self.debug_kernel, self.fault_kernel) {
+            (true, true) => bail!("--debug-kernel and --fault-kernel: choose one kernel"),
+            (true, false) => Ok(Some("debug")),
+            (false, true) => Ok(Some("fault")),
+            (false, false) => Ok(None),
+        }
+    }
+
     /// The VMs to boot: the plain one (periods from the timer) and, unless `--no-edu`, one with
     /// QEMU's `edu` PCI device (periods from its interrupts). Both run the whole suite.
     fn configs(&self, guest_dir: &Path, out: &Path) -> Result<Vec<VmConfig>> {
-        let mut env = test_env(self.debug_kernel);
+        let mut env = test_env(self.debug_kernel, self.fault_kernel);
         if let Some(f) = &self.filter {
             check_filter(guest_dir, f)?;
             env.push(format!("pcmsig_filter={f}"));
@@ -194,8 +258,11 @@ impl flags::Test {
             disagreement,
         } = booted;
         let mut failures = ktap::verdict(&run.console, &report, &run.ending);
-        // The debug kernel is the one with kmemleak.
-        failures.extend(ktap::skip_failures(&report, c.edu, self.debug_kernel));
+        let kernel = pcmsig_uapi::harness::KernelHas {
+            kmemleak: self.debug_kernel || self.fault_kernel,
+            fault_injection: self.fault_kernel,
+        };
+        failures.extend(ktap::skip_failures(&report, c.edu, kernel));
         if let Some(disagreement) = disagreement {
             failures.push(ktap::Failure::ParserDisagrees(disagreement));
         }
@@ -257,6 +324,38 @@ impl flags::Test {
             failures: failures.iter().map(|f| format!("{name} VM: {f}")).collect(),
             summary,
         })
+    }
+}
+
+impl flags::Coverage {
+    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+        if self.report_only {
+            let out = out_dir("coverage");
+            let (ko, copy) = crate::coverage::last_build(&out);
+            let ports = [out.join("coverage.txt"), out.join("edu/coverage.txt")];
+            let ports: Vec<PathBuf> = ports.into_iter().filter(|p| p.is_file()).collect();
+            print!("{}", crate::coverage::report(&ko, &copy, &ports, &out)?);
+            return Ok(());
+        }
+        let test = flags::Test {
+            kernel_src: self.kernel_src,
+            timeout: None,
+            filter: self.filter,
+            qemu_arg: Vec::new(),
+            gdb: false,
+            keep: false,
+            verbose: self.verbose,
+            quiet: false,
+            silence: None,
+            seed: None,
+            model_steps: None,
+            no_edu: self.no_edu,
+            cpus: None,
+            debug_kernel: false,
+            fault_kernel: self.fault_kernel,
+            slow: None,
+        };
+        test.run_with(sh, true)
     }
 }
 

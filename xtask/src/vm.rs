@@ -95,6 +95,8 @@ pub struct Run {
     pub ktap_log: PathBuf,
     /// What the guest wrote to its third serial port (a test run's `dmesg`).
     pub dmesg_log: PathBuf,
+    /// What the guest wrote to its fourth serial port (the coverage build's tables).
+    pub coverage_log: PathBuf,
 }
 
 /// Virtual CPUs of a VM unless said otherwise: two, so that the module meets real SMP.
@@ -223,7 +225,8 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     let console_log = b.out_dir.join("console.log");
     let ktap_log = b.out_dir.join("ktap.txt");
     let dmesg_log = b.out_dir.join("dmesg.txt");
-    for old in [&console_log, &ktap_log, &dmesg_log] {
+    let coverage_log = b.out_dir.join("coverage.txt");
+    for old in [&console_log, &ktap_log, &dmesg_log, &coverage_log] {
         let _ = std::fs::remove_file(old);
     }
     let mut qemu = qemu_command(
@@ -241,7 +244,11 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     } else {
         (b.timeout, (b.boot_silence.or(b.silence), b.silence))
     };
-    serial_ports(&mut qemu, &console_log, &ktap_log, &dmesg_log);
+    serial_ports(
+        &mut qemu,
+        &console_log,
+        [&ktap_log, &dmesg_log, &coverage_log],
+    );
     let mut watch = Watch {
         start: Instant::now(),
         console: String::new(),
@@ -286,25 +293,26 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
         ktap,
         ktap_log,
         dmesg_log,
+        coverage_log,
     })
 }
 
-/// ttyS0: the console on stdio (our pty), also logged by QEMU to `console_log`; ttyS1: the
-/// suite's KTAP, written to `ktap_log`; ttyS2: a test run's `dmesg`, written to `dmesg_log`.
-/// (The order of `-serial` options is the order of the guest's ttyS ports.)
-fn serial_ports(qemu: &mut Command, console_log: &Path, ktap_log: &Path, dmesg_log: &Path) {
+/// ttyS0: the console on stdio (our pty), also logged by QEMU to `console_log`; then one file
+/// port each (ttyS1, ttyS2, ttyS3): the suite's KTAP, a test run's `dmesg`, the coverage build's
+/// tables (`harness::{KTAP,DMESG,COVERAGE}_DEVICE`). (The order of `-serial` options is the
+/// order of the guest's ttyS ports.)
+fn serial_ports(qemu: &mut Command, console_log: &Path, files: [&Path; 3]) {
     qemu.arg("-chardev")
         .arg(format!(
             "stdio,id=con,signal=off,logfile={}",
             console_log.display()
         ))
-        .args(["-serial", "chardev:con"])
-        .arg("-chardev")
-        .arg(format!("file,id=ktap,path={}", ktap_log.display()))
-        .args(["-serial", "chardev:ktap"])
-        .arg("-chardev")
-        .arg(format!("file,id=dmesg,path={}", dmesg_log.display()))
-        .args(["-serial", "chardev:dmesg"]);
+        .args(["-serial", "chardev:con"]);
+    for (i, path) in files.iter().enumerate() {
+        qemu.arg("-chardev")
+            .arg(format!("file,id=port{},path={}", i + 1, path.display()))
+            .args(["-serial".to_string(), format!("chardev:port{}", i + 1)]);
+    }
 }
 
 /// A running VM's outputs, followed until it ends.
@@ -500,7 +508,7 @@ mod tests {
             assert!(init.contains(m.trim_end()), "vm/init does not print {m:?}");
         }
         // ...and to the kernel command-line words a test boot passes it (the ports it writes).
-        for word in crate::test::test_env(false) {
+        for word in crate::test::test_env(false, false) {
             let name = word.split('=').next().unwrap_or_default();
             assert!(
                 init.contains(&format!("\"${{{name}}}\"")),

@@ -71,6 +71,14 @@ impl Progress {
 /// Sends the suite's standard output (its KTAP, and every test's diagnostics) to `path`: the VM's
 /// second serial port, set to raw mode so that the host receives exactly the bytes written.
 pub fn output_to(path: &str) -> std::io::Result<()> {
+    let f = open_raw(path)?;
+    std::io::stdout().flush()?;
+    nix::unistd::dup2_stdout(&f).map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+/// Opens a serial port for writing, in raw mode when it is a terminal.
+pub fn open_raw(path: &str) -> std::io::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let f = std::fs::OpenOptions::new().write(true).open(path)?;
     let fd = f.as_raw_fd();
@@ -85,9 +93,7 @@ pub fn output_to(path: &str) -> std::io::Result<()> {
             }
         }
     }
-    std::io::stdout().flush()?;
-    nix::unistd::dup2_stdout(&f).map_err(std::io::Error::from)?;
-    Ok(())
+    Ok(f)
 }
 
 /// Waits until everything written to standard output has left (a serial port drains slowly).
@@ -115,6 +121,10 @@ pub fn run(tests: &[Test], filter: Option<&str>) -> Option<usize> {
         return None;
     }
     println!("1..{}", selected.len());
+    let names: Vec<&str> = selected.iter().map(|t| t.name).collect();
+    if let Err(e) = crate::coverage::begin(&names) {
+        diag(&format!("coverage: {e}"));
+    }
     let mut log = KernelLog::open();
     if log.is_none() {
         diag("/dev/kmsg cannot be read: kernel problems are not attributed to tests");
@@ -123,7 +133,9 @@ pub fn run(tests: &[Test], filter: Option<&str>) -> Option<usize> {
     for (i, t) in selected.iter().enumerate() {
         let _ = std::io::stdout().flush();
         mark(t.name);
+        crate::coverage::enter_test(i as u32 + 1);
         let mut outcome = run_one(t);
+        crate::coverage::enter_test(0);
         // Everything the kernel logged while the test ran, in log order: a problem there fails
         // this test, whatever its own verdict.
         if let Some(problem) = log.as_mut().and_then(KernelLog::problem) {
@@ -140,6 +152,7 @@ pub fn run(tests: &[Test], filter: Option<&str>) -> Option<usize> {
         }
         let _ = std::io::stdout().flush();
     }
+    crate::coverage::send_table();
     drain_output();
     Some(failed)
 }

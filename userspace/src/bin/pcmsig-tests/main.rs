@@ -7,7 +7,9 @@
 
 mod adversarial_tests;
 mod common;
+mod coverage;
 mod device_tests;
+mod fault_tests;
 mod harness;
 mod isolation_tests;
 mod model;
@@ -36,6 +38,8 @@ fn main() {
     tests.extend(isolation_tests::tests());
     tests.extend(model::tests());
     tests.extend(device_tests::tests());
+    // Fault injection (skips except on the fault-injection kernel).
+    tests.extend(fault_tests::tests());
     // Unloading the module comes last: everything else needs it loaded.
     tests.extend(module_tests::lifecycle_tests());
     // The races on demand reload the module with delay points.

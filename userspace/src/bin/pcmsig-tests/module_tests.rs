@@ -973,6 +973,7 @@ pub fn load_module_with(params: &str) -> std::io::Result<()> {
     if unsafe { libc::syscall(libc::SYS_finit_module, fd, params.as_ptr(), 0) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    crate::coverage::after_load();
     Ok(())
 }
 
