@@ -1130,6 +1130,8 @@ mod tests {
     #[test]
     fn periods_are_counted_stamped_a_period_apart_and_stop_at_the_limit() -> Result {
         let mut s = StreamInner::new()?;
+        // Numbered from 1 whatever the module was loaded with (`test_first_seq`).
+        s.next_seq = 1;
         s.state = State::Running;
         s.config = uapi::Config {
             period_us: 1_000,

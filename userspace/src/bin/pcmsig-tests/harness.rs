@@ -159,7 +159,7 @@ pub fn run(tests: &[Test], filter: Option<&str>) -> Option<usize> {
 
 /// The kernel log, read record by record from `/dev/kmsg` (each record whole, in sequence
 /// order, unlike the console, whose output is asynchronous).
-struct KernelLog {
+pub struct KernelLog {
     fd: std::os::fd::OwnedFd,
 }
 
@@ -180,14 +180,14 @@ impl KernelLog {
     }
 
     /// Opens the log positioned after its last record.
-    fn open() -> Option<Self> {
+    pub fn open() -> Option<Self> {
         let log = Self::from_start()?;
         nix::unistd::lseek(&log.fd, 0, nix::unistd::Whence::SeekEnd).ok()?;
         Some(log)
     }
 
     /// The messages of the records logged since the last call.
-    fn take(&mut self) -> Vec<String> {
+    pub fn take(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 8192];
         loop {

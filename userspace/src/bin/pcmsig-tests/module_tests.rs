@@ -964,7 +964,11 @@ pub fn with_module_params(extra: &str, f: impl FnOnce() -> TestResult) -> TestRe
     result
 }
 
+/// Loads the module with `params`. The module's KUnit suites run as it loads: a case that fails
+/// there fails the load (found when one failed, unseen, at every load with `test_first_seq`,
+/// and kmemleak reported the vector its aborted thread left behind).
 pub fn load_module_with(params: &str) -> std::io::Result<()> {
+    let mut log = crate::harness::KernelLog::open();
     let path = std::env::var("PCMSIG_KO").unwrap_or_else(|_| "/lib/modules/pcmsig.ko".into());
     let f = std::fs::File::open(&path)?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
@@ -974,6 +978,20 @@ pub fn load_module_with(params: &str) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     crate::coverage::after_load();
+    // KUnit's results are in the log by now (the suites run before `finit_module` returns).
+    let failed: Vec<String> = log
+        .as_mut()
+        .map(|l| l.take())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| l.trim_start().starts_with("not ok "))
+        .collect();
+    if !failed.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "the module's KUnit suites failed as it loaded with {params:?}: {}",
+            failed.join("; ")
+        )));
+    }
     Ok(())
 }
 
