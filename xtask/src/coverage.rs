@@ -496,16 +496,17 @@ pub fn parse_reasons(text: &str) -> Result<Vec<Reason>> {
 /// A line never run: where, its source, and its explanation if one matches.
 pub type NeverRun<'a> = (Line, String, Option<&'a Reason>);
 
-/// The lines never run, each with its source and its explanation if one matches (same file,
-/// line and source); and the explanations that match no such line (the line runs now, or it
-/// moved or changed).
+/// The lines never run, each with its source and its explanation if one matches: same file and
+/// source, at the same line or, when the code above it moved, the nearest (each explanation
+/// explains one line); and the explanations that match no such line (the line runs now, or it
+/// changed).
 pub fn never_run<'a>(
     hits: &BTreeMap<Line, Hit>,
     module_dir: &Path,
     reasons: &'a [Reason],
 ) -> (Vec<NeverRun<'a>>, Vec<&'a Reason>) {
     let mut sources: HashMap<String, Vec<String>> = HashMap::new();
-    let mut out = Vec::new();
+    let mut out: Vec<NeverRun<'a>> = Vec::new();
     for ((file, n), h) in hits {
         if h.count > 0 {
             continue;
@@ -518,16 +519,29 @@ pub fn never_run<'a>(
                 .collect()
         });
         let src = text.get(*n as usize - 1).cloned().unwrap_or_default();
-        let line = (file.clone(), *n);
-        let why = reasons.iter().find(|r| r.line == line && r.source == src);
-        out.push((line, src, why));
+        out.push(((file.clone(), *n), src, None));
+    }
+    let mut used = vec![false; reasons.len()];
+    // Exact places first, then the nearest line with the same source.
+    for exact in [true, false] {
+        for (line, src, why) in out.iter_mut().filter(|(_, _, w)| w.is_none()) {
+            let best = reasons
+                .iter()
+                .enumerate()
+                .filter(|(i, r)| !used[*i] && r.line.0 == line.0 && r.source == *src)
+                .filter(|(_, r)| !exact || r.line.1 == line.1)
+                .min_by_key(|(_, r)| r.line.1.abs_diff(line.1));
+            if let Some((i, r)) = best {
+                used[i] = true;
+                *why = Some(r);
+            }
+        }
     }
     let stale = reasons
         .iter()
-        .filter(|r| {
-            !out.iter()
-                .any(|(_, _, w)| w.is_some_and(|w| std::ptr::eq(w, *r)))
-        })
+        .zip(&used)
+        .filter(|(_, u)| !**u)
+        .map(|(r, _)| r)
         .collect();
     (out, stale)
 }
@@ -573,11 +587,15 @@ pub fn summary(
     );
     out += "\nLines never run:\n";
     for ((file, n), src, why) in &never {
-        let why = why.map_or("UNEXPLAINED".to_string(), |w| w.why.clone());
+        let why = match why {
+            None => "UNEXPLAINED".to_string(),
+            Some(w) if w.line.1 != *n => format!("{} (listed at line {})", w.why, w.line.1),
+            Some(w) => w.why.clone(),
+        };
         out += &format!("{file}:{n} | {src} | {why}\n");
     }
     if !stale.is_empty() {
-        out += "\nStale explanations (the line runs now, or it moved or changed):\n";
+        out += "\nStale explanations (the line runs now, or it changed):\n";
         for r in &stale {
             out += &format!("{}:{} | {} | {}\n", r.line.0, r.line.1, r.source, r.why);
         }
@@ -820,6 +838,36 @@ inlined by /copy/module/stream.rs:5 (_RNvf)
             parse_bitmap_list("0,3-5").unwrap(),
             [0, 3, 4, 5].into_iter().collect()
         );
+    }
+
+    #[test]
+    fn an_explanation_follows_its_line_and_goes_stale_when_it_changes_or_runs() {
+        let dir = crate::kernel::testing::scratch("coverage-reasons");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("a.rs"),
+            "fn f() {\n    x();\n}\n    x();\n    y();\n",
+        )
+        .unwrap();
+        let reasons = parse_reasons(
+            "# comment\na.rs:1 | x(); | moved down a line\na.rs:5 | y(); | exact\na.rs:3 | z(); | changed\n",
+        )
+        .unwrap();
+        let never = |n: u32| ((String::from("a.rs"), n), Hit::default());
+        let hits: BTreeMap<Line, Hit> = [never(2), never(5)].into_iter().collect();
+        let (lines, stale) = never_run(&hits, &dir, &reasons);
+        let why: Vec<Option<&str>> = lines
+            .iter()
+            .map(|(_, _, w)| w.map(|w| w.why.as_str()))
+            .collect();
+        assert_eq!(why, vec![Some("moved down a line"), Some("exact")]);
+        assert_eq!(stale, vec![&reasons[2]]);
+        // Line 2 runs now: its explanation is stale, and nothing else is explained by it.
+        let hits: BTreeMap<Line, Hit> = [never(5)].into_iter().collect();
+        let (_, stale) = never_run(&hits, &dir, &reasons);
+        assert_eq!(stale, vec![&reasons[0], &reasons[2]]);
+        assert!(parse_reasons("a.rs:1 x();\n").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
