@@ -19,6 +19,14 @@ pub const DMESG_DEVICE: &str = "/dev/ttyS2";
 /// VM's fourth serial port, which QEMU writes to `coverage.txt` on the host.
 pub const COVERAGE_DEVICE: &str = "/dev/ttyS3";
 
+/// The coverage port's text: a line naming each test of the run (`test N NAME`; 0 is the module's
+/// load and the time between tests), and the tables, each framed by these two lines (written by
+/// the suite and, at unload, by the coverage build's `xtask/coverage/sancov.c`, which spells
+/// them out in C).
+pub const COVERAGE_TEST: &str = "test ";
+pub const COVERAGE_TABLE_BEGIN: &str = "begin table";
+pub const COVERAGE_TABLE_END: &str = "end table";
+
 /// `cargo xtask bench`'s defaults, used by xtask and by the guest's `pcmsig-bench`: runs per
 /// figure, timer periods per latency run, events per throughput run.
 pub const BENCH_RUNS: u32 = 5;

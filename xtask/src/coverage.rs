@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::project_root;
+use pcmsig_uapi::harness::{COVERAGE_TABLE_BEGIN, COVERAGE_TABLE_END, COVERAGE_TEST};
 
 /// The sections with instrumented code, each with the anchor the guest's offsets are from.
 const SECTIONS: [(&str, &str); 3] = [
@@ -336,13 +337,13 @@ pub fn parse_port(text: &str) -> Result<Tables> {
     let mut t = Tables::default();
     let mut in_table = false;
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("test ") {
+        if let Some(rest) = line.strip_prefix(COVERAGE_TEST) {
             let (n, name) = rest.split_once(' ').context("a test line without a name")?;
             t.tests.insert(n.parse()?, name.to_string());
-        } else if line == "begin table" {
+        } else if line == COVERAGE_TABLE_BEGIN {
             in_table = true;
             t.tables += 1;
-        } else if line == "end table" {
+        } else if line == COVERAGE_TABLE_END {
             in_table = false;
         } else if let Some(n) = line.strip_prefix("overflow ") {
             t.overflow += n.parse::<u64>()?;
@@ -868,6 +869,28 @@ inlined by /copy/module/stream.rs:5 (_RNvf)
         assert_eq!(stale, vec![&reasons[0], &reasons[2]]);
         assert!(parse_reasons("a.rs:1 x();\n").is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_c_table_writer_frames_its_tables_as_the_parser_reads_them() {
+        let c = std::fs::read_to_string(project_root().join("xtask/coverage/sancov.c")).unwrap();
+        for marker in [COVERAGE_TABLE_BEGIN, COVERAGE_TABLE_END] {
+            assert!(
+                c.contains(&format!("\"{marker}\\n\"")),
+                "sancov.c lacks {marker:?}"
+            );
+        }
+        // Its line format, as `cov_format` prints it: three offsets, hits, a %*pbl list.
+        assert!(c.contains("\"%ld %ld %ld %ld %*pbl\\n\""));
+        let t = parse_port(&format!(
+            "{COVERAGE_TEST}1 a\n{COVERAGE_TABLE_BEGIN}\noverflow 0\n-8 40 72 3 1\n{COVERAGE_TABLE_END}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            t.entries,
+            vec![([-8, 40, 72], 3, [1].into_iter().collect())]
+        );
+        assert_eq!(t.tests[&1], "a");
     }
 
     #[test]

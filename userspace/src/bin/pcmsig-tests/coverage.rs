@@ -27,9 +27,10 @@ pub fn begin(names: &[&str]) -> Result<(), String> {
         return Ok(());
     };
     let port = crate::harness::open_raw(&path).map_err(|e| format!("opening {path}: {e}"))?;
-    let mut text = String::from("test 0 (module load, and between tests)\n");
+    use pcmsig::uapi::harness::COVERAGE_TEST as TEST;
+    let mut text = format!("{TEST}0 (module load, and between tests)\n");
     for (i, name) in names.iter().enumerate() {
-        text += &format!("test {} {name}\n", i + 1);
+        text += &format!("{TEST}{} {name}\n", i + 1);
     }
     (&port)
         .write_all(text.as_bytes())
@@ -61,7 +62,11 @@ pub fn send_table() {
     };
     let mut port = port;
     let text = match std::fs::read_to_string(TABLE) {
-        Ok(t) => format!("begin table\n{t}end table\n"),
+        Ok(t) => format!(
+            "{}\n{t}{}\n",
+            pcmsig::uapi::harness::COVERAGE_TABLE_BEGIN,
+            pcmsig::uapi::harness::COVERAGE_TABLE_END
+        ),
         Err(e) => format!("no table: {TABLE}: {e}\n"),
     };
     let _ = port.write_all(text.as_bytes());
