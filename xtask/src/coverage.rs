@@ -35,6 +35,39 @@ const CALLBACK: &str = "__sanitizer_cov_trace_pc";
 /// The module's crate root in the coverage copy (a composite module needs another name).
 pub const CRATE_ROOT: &str = "pcmsig_main.rs";
 
+/// `cargo xtask coverage`: a `test` run of the coverage build (`test::run_with`), then the report.
+impl crate::flags::Coverage {
+    pub(crate) fn run(self, sh: &xshell::Shell) -> Result<()> {
+        if self.report_only {
+            let out = crate::out_dir("coverage");
+            let (ko, copy) = last_build(&out);
+            let ports = [out.join("coverage.txt"), out.join("edu/coverage.txt")];
+            let ports: Vec<PathBuf> = ports.into_iter().filter(|p| p.is_file()).collect();
+            print!("{}", report(&ko, &copy, &ports, &out)?);
+            return Ok(());
+        }
+        let test = crate::flags::Test {
+            kernel_src: self.kernel_src,
+            timeout: None,
+            filter: self.filter,
+            qemu_arg: Vec::new(),
+            gdb: false,
+            keep: false,
+            verbose: self.verbose,
+            quiet: false,
+            silence: None,
+            seed: None,
+            model_steps: None,
+            no_edu: self.no_edu,
+            cpus: None,
+            debug_kernel: false,
+            fault_kernel: self.fault_kernel,
+            slow: None,
+        };
+        test.run_with(sh, true)
+    }
+}
+
 /// Where the coverage build's copy of the module goes, in the command's output directory.
 pub fn build_dir(out: &Path) -> PathBuf {
     out.join("build")

@@ -72,7 +72,7 @@ impl flags::Test {
 
     /// The test run; with `coverage`, of the module's coverage build, with the report
     /// (`cargo xtask coverage`).
-    fn run_with(self, sh: &Shell, coverage: bool) -> Result<()> {
+    pub(crate) fn run_with(self, sh: &Shell, coverage: bool) -> Result<()> {
         let total = Instant::now();
         let out = out_dir(if coverage { "coverage" } else { "test" });
         let (mut b, mut initrd) = prepare(
@@ -324,38 +324,6 @@ impl flags::Test {
             failures: failures.iter().map(|f| format!("{name} VM: {f}")).collect(),
             summary,
         })
-    }
-}
-
-impl flags::Coverage {
-    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
-        if self.report_only {
-            let out = out_dir("coverage");
-            let (ko, copy) = crate::coverage::last_build(&out);
-            let ports = [out.join("coverage.txt"), out.join("edu/coverage.txt")];
-            let ports: Vec<PathBuf> = ports.into_iter().filter(|p| p.is_file()).collect();
-            print!("{}", crate::coverage::report(&ko, &copy, &ports, &out)?);
-            return Ok(());
-        }
-        let test = flags::Test {
-            kernel_src: self.kernel_src,
-            timeout: None,
-            filter: self.filter,
-            qemu_arg: Vec::new(),
-            gdb: false,
-            keep: false,
-            verbose: self.verbose,
-            quiet: false,
-            silence: None,
-            seed: None,
-            model_steps: None,
-            no_edu: self.no_edu,
-            cpus: None,
-            debug_kernel: false,
-            fault_kernel: self.fault_kernel,
-            slow: None,
-        };
-        test.run_with(sh, true)
     }
 }
 
