@@ -398,9 +398,12 @@ pub fn run(
     let bugs = select(debug, only)?;
     let b = build_all(sh, kernel_src, false, true, debug.then_some("debug"))?;
     let out = out_dir("bugs");
+    let kernel = if debug { "debug" } else { "normal" };
     let mut kos: Vec<(&SeededBug, PathBuf, PathBuf)> = Vec::new();
     for bug in &bugs {
-        let dir = out.join(bug.name);
+        // Per kernel: a bug in both catalogues is built for each, and the two catalogues may
+        // run at once (found when they did: the debug build replaced the normal one's module).
+        let dir = out.join(kernel).join(bug.name);
         let t = Instant::now();
         let ko = crate::guest::build_seeded_module(&b.tools, &b.kernel, bug.name, &dir)?;
         crate::guest::check_vermagic(&ko, &b.kernel)?;
@@ -435,7 +438,7 @@ pub fn run(
         }
     }
     let table = table(&outcomes, debug);
-    let table_path = out.join(if debug { "debug.md" } else { "normal.md" });
+    let table_path = out.join(format!("{kernel}.md"));
     std::fs::write(&table_path, &table)
         .with_context(|| format!("writing {}", table_path.display()))?;
     println!("{table}");
