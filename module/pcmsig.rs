@@ -35,9 +35,9 @@
 //! `EPERM` the opener may not signal the registering thread, or the caller may not signal a
 //! registered listener, `EBADF` a driving ioctl on a read-only file, `EOPNOTSUPP` an inject hook
 //! without `test_hooks=1`, `EAGAIN` the stream's event queue has no room for an ioctl's events
-//! (nothing is emitted), `ENOMEM` out of memory in `open` or REGISTER (nothing changed: the fault
-//! sweep of `userspace/src/bin/pcmsig-tests/fault_tests.rs` checks every call this way). An emitting ioctl returns 0 once its signals are queued; its wait for
-//! delivery is killable: only a fatal signal ends it early.
+//! (nothing is emitted), `ENOMEM` out of memory in `open` or REGISTER (nothing changed: the
+//! guest suite's fault sweep checks every call this way). An emitting ioctl returns 0 once its
+//! signals are queued; its wait for delivery is killable: only a fatal signal ends it early.
 
 use core::fmt;
 use kernel::{

@@ -32,8 +32,8 @@ pub fn test_env(debug_kernel: bool, fault_kernel: bool) -> Vec<String> {
     if fault_kernel {
         // The fault sweep must run, never skip.
         env.push("PCMSIG_FAULTS=1".to_string());
-        // A kernel parameter, not init's: the signal queue's slab cache stays its own, so
-        // that failslab's per-cache filter fails only signal queue entries.
+        // A kernel parameter, not init's: the slab caches stay their own (the signal queue's,
+        // kmalloc-8), so that failslab's per-cache filter fails only the delivery path's.
         env.push("slab_nomerge".to_string());
     }
     env
