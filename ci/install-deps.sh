@@ -15,7 +15,6 @@ APT_PACKAGES=(
     clang-19 lld-19 llvm-19 libclang-19-dev
     make bc flex bison libelf-dev libssl-dev cpio xz-utils gzip
     qemu-system-x86 busybox-static
-    binutils
 )
 BACKPORTS_PACKAGES=(linux-source-7.3)
 # .ci/run's own checks: shellcheck over the scripts, mmdebstrap for the fresh-root check.
