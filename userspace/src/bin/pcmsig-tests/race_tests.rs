@@ -316,7 +316,11 @@ fn device_removal_never_leaves_a_running_stream_without_its_timer() -> TestResul
             // between the START and the old code's late cancel (found when a catalogue run
             // slowed 3x beside two others missed the seeded bug).
             let after = dev.stats().ctx("stats")?.periods;
-            wait_periods(&dev, after + 1, "the stream started during the device's removal")?;
+            wait_periods(
+                &dev,
+                after + 1,
+                "the stream started during the device's removal",
+            )?;
             dev.trigger(Trigger::Stop).ctx("stop")?;
             Ok(())
         })();
