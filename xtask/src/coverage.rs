@@ -584,8 +584,7 @@ pub fn never_run<'a>(
 /// its source and why (or UNEXPLAINED), and the explanations that no longer match.
 pub fn summary(
     hits: &BTreeMap<Line, Hit>,
-    module_dir: &Path,
-    reasons: &[Reason],
+    (never, stale): (&[NeverRun<'_>], &[&Reason]),
     dead: usize,
 ) -> String {
     let files = by_file(hits);
@@ -606,7 +605,6 @@ pub fn summary(
         "total",
         pct(all_hit, all)
     );
-    let (never, stale) = never_run(hits, module_dir, reasons);
     let unexplained = never.iter().filter(|(_, _, w)| w.is_none()).count();
     out += &format!(
         "never run: {} lines, {} explained in {UNREACHED}, {unexplained} unexplained; {} stale \
@@ -620,7 +618,7 @@ pub fn summary(
          caller, which nothing can call; listed in left-out.txt)\n"
     );
     out += "\nLines never run:\n";
-    for ((file, n), src, why) in &never {
+    for ((file, n), src, why) in never {
         let why = match why {
             None => "UNEXPLAINED".to_string(),
             Some(w) if w.line.1 != *n => format!("{} (listed at line {})", w.why, w.line.1),
@@ -630,7 +628,7 @@ pub fn summary(
     }
     if !stale.is_empty() {
         out += "\nStale explanations (the line runs now, or it changed):\n";
-        for r in &stale {
+        for r in stale {
             out += &format!("{}:{} | {} | {}\n", r.line.0, r.line.1, r.source, r.why);
         }
     }
@@ -726,11 +724,13 @@ pub fn report(ko: &Path, copy_dir: &Path, ports: &[PathBuf], out: &Path) -> Resu
         &std::fs::read_to_string(&reasons_path)
             .with_context(|| format!("reading {}", reasons_path.display()))?,
     )?;
+    // The lines never run and the stale explanations: once, for the summary and the verdict.
+    let (never, stale) = never_run(&hits, &module_dir, &reasons);
     let files = [
         ("lcov.info", lcov(&hits, &module_dir)),
         (
             "summary.txt",
-            summary(&hits, &module_dir, &reasons, map.dead.len()),
+            summary(&hits, (&never, &stale), map.dead.len()),
         ),
         ("tests.txt", per_test(&hits)),
         ("left-out.txt", map.dead.join("\n") + "\n"),
@@ -745,7 +745,6 @@ pub fn report(ko: &Path, copy_dir: &Path, ports: &[PathBuf], out: &Path) -> Resu
         .take_while(|l| !l.is_empty())
         .map(|l| format!("{l}\n"))
         .collect();
-    let (never, stale) = never_run(&hits, &module_dir, &reasons);
     let unexplained: Vec<String> = never
         .iter()
         .filter(|(_, _, w)| w.is_none())
