@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use xshell::Shell;
 
 use crate::build::{build_all, Built};
+use crate::paths::{out_dir, project_root};
 pub use crate::stats::{spread, Spread};
-use crate::{out_dir, project_root, vm};
+use crate::vm;
 use pcmsig_uapi::harness::{BENCH_EVENTS, BENCH_FLOOD, BENCH_PATHS as PATHS, BENCH_RUNS};
 
 /// Latency rows: every path at 1 ms periods and at 10 ms (`@10ms`), each beside its floor (a
@@ -215,42 +216,9 @@ pub struct Opts {
     pub flood: u32,
     pub cold: bool,
     pub peers: bool,
-    pub vm: VmFlags,
-}
-
-/// The VM flags `bench` shares with `test`, `run`, `exec` and `shell`, passed on to every
-/// `cargo xtask test` it times and applied to its own delivery VM.
-#[derive(Default)]
-pub struct VmFlags {
-    pub kernel_src: Option<std::path::PathBuf>,
-    pub debug_kernel: bool,
-    pub cpus: Option<u32>,
-    pub timeout: Option<u64>,
-    pub silence: Option<u64>,
-    pub verbose: bool,
-}
-
-impl VmFlags {
-    /// The same flags for a `cargo xtask test` command line.
-    fn test_args(&self) -> Vec<String> {
-        let mut a = Vec::new();
-        if let Some(k) = &self.kernel_src {
-            a.extend(["--kernel-src".to_string(), k.display().to_string()]);
-        }
-        if self.debug_kernel {
-            a.push("--debug-kernel".into());
-        }
-        for (flag, v) in [
-            ("--cpus", self.cpus.map(u64::from)),
-            ("--timeout", self.timeout),
-            ("--silence", self.silence),
-        ] {
-            if let Some(v) = v {
-                a.extend([flag.to_string(), v.to_string()]);
-            }
-        }
-        a
-    }
+    /// The VM options, applied to the delivery VM and passed to every `cargo xtask test` and
+    /// `exec` timed.
+    pub vm: vm::Options,
 }
 
 impl crate::flags::Bench {
@@ -263,14 +231,7 @@ impl crate::flags::Bench {
                 flood: self.flood.unwrap_or(BENCH_FLOOD).max(1),
                 cold: self.cold,
                 peers: self.peers,
-                vm: VmFlags {
-                    kernel_src: self.kernel_src,
-                    debug_kernel: self.debug_kernel,
-                    cpus: self.cpus,
-                    timeout: self.timeout,
-                    silence: self.silence,
-                    verbose: self.verbose,
-                },
+                vm: self.vm_options()?,
             },
             self.quiet,
         )
@@ -295,20 +256,14 @@ pub fn run(sh: &Shell, o: &Opts, quiet: bool) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut harness: Vec<Figure> = Vec::new();
     if o.cold {
-        harness.push(cold_build(&out)?);
+        harness.push(cold_build(&out, &o.vm)?);
     }
     harness.extend(no_change_test(o)?);
     harness.extend(edit_to_verdict(o)?);
-    let b = build_all(
-        sh,
-        o.vm.kernel_src.as_deref(),
-        false,
-        true,
-        o.vm.debug_kernel.then_some("debug"),
-    )?;
+    let b = build_all(sh, &o.vm, false, true)?;
     harness.push(module_rebuild(&b, o.runs)?);
     if o.peers {
-        harness.extend(crate::peers::measure(&b.tools, o.runs)?);
+        harness.extend(crate::peers::measure(&b.tools, &o.vm, o.runs)?);
     }
     let d = delivery(&b, o, &out)?;
     let md = report_md(&machine(), o.runs, &harness, &d);
@@ -355,13 +310,15 @@ fn machine() -> String {
 }
 
 /// A cold kernel build into an empty cache.
-fn cold_build(out: &Path) -> Result<Figure> {
+fn cold_build(out: &Path, opts: &vm::Options) -> Result<Figure> {
     let cold = out.join("cold-cache");
     let _ = std::fs::remove_dir_all(&cold);
     let mut c = Command::new("cargo");
-    c.args(["xtask", "build"])
-        .current_dir(project_root())
-        .env("XDG_CACHE_HOME", &cold);
+    c.args(["xtask", "build"]);
+    if let Some(src) = &opts.kernel_src {
+        c.arg("--kernel-src").arg(src);
+    }
+    c.current_dir(project_root()).env("XDG_CACHE_HOME", &cold);
     // Reuse the installed bindgen rather than rebuilding it into the empty cache.
     c.env(
         "BINDGEN",
@@ -381,7 +338,7 @@ fn cold_build(out: &Path) -> Result<Figure> {
 fn timed_test(o: &Opts) -> Result<(f64, Vec<String>)> {
     let mut c = Command::new("cargo");
     c.args(["xtask", "test"])
-        .args(o.vm.test_args())
+        .args(o.vm.to_args())
         .current_dir(project_root());
     let (d, _) = timed(c)?;
     let path = out_dir("test").join("summary.jsonl");
@@ -501,7 +458,11 @@ fn module_rebuild(b: &Built, runs: usize) -> Result<Figure> {
     for _ in 0..runs {
         let f = project_root().join("module/stream.rs");
         // Defeat xtask's own no-change shortcut: measure Kbuild's incremental rebuild.
-        let _ = std::fs::remove_file(project_root().join("module/.pcmsig-stamp"));
+        let _ = std::fs::remove_file(
+            project_root()
+                .join("module")
+                .join(crate::guest::MODULE_STAMP),
+        );
         std::fs::File::options()
             .append(true)
             .open(&f)
@@ -518,6 +479,10 @@ fn module_rebuild(b: &Built, runs: usize) -> Result<Figure> {
     ))
 }
 
+/// The delivery VM's time limits unless `--timeout`/`--silence` say otherwise.
+const DELIVERY_TIMEOUT_S: u64 = 1200;
+const DELIVERY_SILENCE_S: u64 = 120;
+
 /// Latency, throughput and burst of the delivery paths, in one VM.
 fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
     println!(
@@ -525,21 +490,19 @@ fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
         o.runs
     );
     let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], out)?;
+    // The delivery VM's own defaults: its runs print one line each, several seconds apart.
+    let opts = vm::Options {
+        timeout: o.vm.timeout.or(Some(DELIVERY_TIMEOUT_S)),
+        silence: o.vm.silence.or(Some(DELIVERY_SILENCE_S)),
+        ..o.vm.clone()
+    };
     let boot = vm::Boot {
         env: vec![
             format!("pcmsig_runs={}", o.runs),
             format!("pcmsig_events={}", o.events),
             format!("pcmsig_flood={}", o.flood),
         ],
-        // The delivery runs print one line each, several seconds apart.
-        silence: vm::Limits::of(o.vm.debug_kernel, None, Some(o.vm.silence.unwrap_or(120))).silence,
-        cpus: o.vm.cpus.unwrap_or(vm::DEFAULT_CPUS),
-        stream: o.vm.verbose,
-        ..vm::Boot::new(
-            "bench",
-            out,
-            Duration::from_secs(o.vm.timeout.unwrap_or(1200)),
-        )
+        ..opts.boot("bench", out, 1)
     };
     let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
     if let Some(p) = crate::ktap::kernel_problem(&run.console) {

@@ -11,7 +11,8 @@ use std::time::Instant;
 use xshell::Shell;
 
 use crate::build::build_all;
-use crate::{ktap, out_dir, vm};
+use crate::paths::out_dir;
+use crate::{ktap, vm};
 
 /// Which kernels a seeded bug runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +100,7 @@ const fn hang(
 
 /// The patch of a seeded bug.
 pub fn patch_path(name: &str) -> PathBuf {
-    crate::project_root()
+    crate::paths::project_root()
         .join("xtask/bugs")
         .join(format!("{name}.patch"))
 }
@@ -389,14 +390,10 @@ struct Outcome {
 }
 
 /// Runs the catalogue's bugs for one kernel (or the named ones); fails unless every one is caught.
-pub fn run(
-    sh: &Shell,
-    kernel_src: Option<&Path>,
-    (debug, slow): (bool, Option<f64>),
-    only: &[String],
-) -> Result<()> {
+pub fn run(sh: &Shell, opts: &vm::Options, slow: Option<f64>, only: &[String]) -> Result<()> {
+    let debug = opts.flavour == vm::Flavour::Debug;
     let bugs = select(debug, only)?;
-    let b = build_all(sh, kernel_src, false, true, debug.then_some("debug"))?;
+    let b = build_all(sh, opts, false, true)?;
     let out = out_dir("bugs");
     let kernel = if debug { "debug" } else { "normal" };
     let mut kos: Vec<(&SeededBug, PathBuf, PathBuf)> = Vec::new();
@@ -416,14 +413,14 @@ pub fn run(
         kos.push((bug, dir, initrd));
     }
     let _slowed = slow.map(crate::slow::enter).transpose()?;
-    // Two VMs at a time, one vCPU each: the host has two cores.
+    // As many VMs at a time as the host has cores (each bug's row says its vCPUs, most 1).
     let parallel = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .max(1);
     let mut outcomes = Vec::new();
     for chunk in kos.chunks(parallel) {
-        let results = crate::in_parallel(chunk, |(bug, dir, initrd)| {
-            run_one(&b, bug, dir, initrd, debug)
+        let results = crate::vm::in_parallel(chunk, |(bug, dir, initrd)| {
+            run_one(&b, bug, dir, initrd, opts)
         });
         for r in results {
             let o = r?;
@@ -488,19 +485,23 @@ fn run_one(
     bug: &'static SeededBug,
     dir: &Path,
     initrd: &Path,
-    debug: bool,
+    opts: &vm::Options,
 ) -> Result<Outcome> {
     // A seeded bug may hang the guest: the kernel's detectors end it with a panic (at most
     // 35 s); the silence limits are the flavour's defaults, as for `cargo xtask test`.
-    let mut env = crate::test::test_env(debug, false);
-    let mut qemu = Vec::new();
+    let mut env = crate::test::test_env(opts.flavour);
+    let mut opts = vm::Options {
+        cpus: Some(bug.cpus),
+        ..opts.clone()
+    };
     if bug.edu {
-        qemu.extend(["-device".to_string(), "edu".to_string()]);
+        opts.qemu_args
+            .extend(["-device".to_string(), "edu".to_string()]);
         env.push("PCMSIG_EDU=1".to_string());
     }
     let boot = vm::Boot {
         env,
-        ..vm::Boot::from_flags("test", dir, &qemu, (None, None), Some(bug.cpus), debug)
+        ..opts.boot(crate::test::MODE, dir, 1)
     };
     let run = vm::boot(&b.tools, &b.kernel, initrd, &boot)
         .with_context(|| format!("booting the VM with seeded bug {}", bug.name))?;
@@ -564,7 +565,7 @@ mod tests {
     fn module_copy(name: &str) -> PathBuf {
         let dir = crate::kernel::testing::scratch(name);
         std::fs::create_dir_all(&dir).unwrap();
-        for e in std::fs::read_dir(crate::project_root().join("module")).unwrap() {
+        for e in std::fs::read_dir(crate::paths::project_root().join("module")).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "rs") {
                 std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
@@ -591,7 +592,7 @@ mod tests {
 
     #[test]
     fn every_patch_is_in_the_catalogue_and_the_driver_holds_no_seeded_code() {
-        for e in std::fs::read_dir(crate::project_root().join("xtask/bugs")).unwrap() {
+        for e in std::fs::read_dir(crate::paths::project_root().join("xtask/bugs")).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().to_string();
             let bug = name
                 .strip_suffix(".patch")
@@ -601,7 +602,7 @@ mod tests {
                 "xtask/bugs/{name} has no catalogue entry"
             );
         }
-        for e in std::fs::read_dir(crate::project_root().join("module")).unwrap() {
+        for e in std::fs::read_dir(crate::paths::project_root().join("module")).unwrap() {
             let p = e.unwrap().path();
             let text = std::fs::read_to_string(&p).unwrap_or_default();
             assert!(
@@ -634,7 +635,7 @@ mod tests {
 
     #[test]
     fn every_seeded_bug_names_a_real_test_and_detector() {
-        let tests = crate::guest_test_sources();
+        let tests = crate::paths::guest_test_sources();
         let classes: Vec<&str> = pcmsig_uapi::harness::KERNEL_PROBLEMS
             .iter()
             .map(|p| p.class)

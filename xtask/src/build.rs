@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use xshell::Shell;
 
-use crate::{flags, kernel, layout, out_dir, tools};
+use crate::paths::out_dir;
+use crate::{flags, kernel, layout, tools, vm};
 
 /// Everything a boot needs, with how long each part took.
 pub struct Built {
@@ -17,20 +18,21 @@ pub struct Built {
     pub times: Vec<(&'static str, Duration)>,
 }
 
-pub fn build_all(
-    sh: &Shell,
-    kernel_src: Option<&Path>,
-    clippy: bool,
-    quiet: bool,
-    flavour: Option<&'static str>,
-) -> Result<Built> {
+/// Builds what a boot with `opts` needs (its kernel source and flavour); with `clippy`, the
+/// module's lint build too; with `quiet`, without the tool list.
+pub fn build_all(sh: &Shell, opts: &vm::Options, clippy: bool, quiet: bool) -> Result<Built> {
     let mut times = Vec::new();
     let t = Instant::now();
     let tools = tools::ensure()?;
     if !quiet {
         tools.print();
     }
-    let kernel = kernel::ensure(&tools, kernel_src, quiet, flavour)?;
+    let kernel = kernel::ensure(
+        &tools,
+        opts.kernel_src.as_deref(),
+        quiet,
+        opts.flavour.config(),
+    )?;
     layout::check(&kernel)?;
     times.push((
         if kernel.built {
@@ -72,91 +74,45 @@ pub fn fmt_times(times: &[(&str, Duration)]) -> String {
         .join(", ")
 }
 
-/// What every booting command does before it boots: [`build_all`] of the kernel `flavour`
-/// (`vm/<flavour>.config` on top of `vm/kernel.config`), then the initramfs (with `extra` host
-/// files) in `out`, and with `keep` the VM's inputs copied next to its logs.
+/// What every booting command does before it boots: [`build_all`] for `opts` (quietly with
+/// `opts.quiet`), then the initramfs (with `extra` host files) in `out`, and with `--keep` the
+/// VM's inputs copied next to its logs.
 pub fn prepare(
     sh: &Shell,
-    kernel_src: Option<&Path>,
-    flavour: Option<&'static str>,
-    quiet: bool,
+    opts: &vm::Options,
     extra: &[crate::guest::ExtraFile],
-    (out, keep_inputs): (&Path, bool),
+    out: &Path,
 ) -> Result<(Built, PathBuf)> {
-    let mut b = build_all(sh, kernel_src, false, quiet, flavour)?;
+    let mut b = build_all(sh, opts, false, opts.quiet)?;
     let t = Instant::now();
     let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, extra, out)?;
     b.times.push(("initramfs", t.elapsed()));
-    if keep_inputs {
+    if opts.keep {
         keep(&b, &initrd, out)?;
     }
     Ok((b, initrd))
 }
 
-/// The VM flags `run` and `exec` declare alike (flags.rs: xflags has no shared flag groups),
-/// gathered from either by [`vm_flags!`](crate::vm_flags).
-pub struct VmFlags<'a> {
-    pub kernel_src: Option<&'a Path>,
-    pub debug_kernel: bool,
-    pub quiet: bool,
-    pub verbose: bool,
-    pub keep: bool,
-    pub gdb: bool,
-    pub qemu_args: &'a [String],
-    pub timeout: Option<u64>,
-    pub silence: Option<u64>,
-    pub cpus: Option<u32>,
-}
-
-/// [`VmFlags`] from a command's flags struct that has every one of those flags.
-#[macro_export]
-macro_rules! vm_flags {
-    ($f:expr) => {
-        $crate::build::VmFlags {
-            kernel_src: $f.kernel_src.as_deref(),
-            debug_kernel: $f.debug_kernel,
-            quiet: $f.quiet,
-            verbose: $f.verbose,
-            keep: $f.keep,
-            gdb: $f.gdb,
-            qemu_args: &$f.qemu_arg,
-            timeout: $f.timeout,
-            silence: $f.silence,
-            cpus: $f.cpus,
-        }
-    };
-}
-
-/// Builds (quietly with `quiet_build`), packs `extra` into the initramfs and boots one VM in
-/// `mode`, its logs in `out`; the console streamed unless `-q`.
+/// `run` and `exec`: builds, packs `extra` into the initramfs and boots one VM in `mode`, its
+/// logs in `out`; the console streamed unless `-q` (`-v` wins). With `quiet_build`, the build
+/// prints nothing (`exec`: the command's output is what the user reads).
 pub fn build_and_boot(
     sh: &Shell,
     mode: &str,
-    f: &VmFlags<'_>,
+    opts: &vm::Options,
     extra: &[crate::guest::ExtraFile],
     (out, quiet_build): (&Path, bool),
-) -> Result<crate::vm::Run> {
-    let (b, initrd) = prepare(
-        sh,
-        f.kernel_src,
-        f.debug_kernel.then_some("debug"),
-        quiet_build,
-        extra,
-        (out, f.keep),
-    )?;
-    let boot = crate::vm::Boot {
-        stream: f.verbose || !f.quiet,
-        gdb: f.gdb,
-        ..crate::vm::Boot::from_flags(
-            mode,
-            out,
-            f.qemu_args,
-            (f.timeout, f.silence),
-            f.cpus,
-            f.debug_kernel,
-        )
+) -> Result<vm::Run> {
+    let build_opts = vm::Options {
+        quiet: opts.quiet || quiet_build,
+        ..opts.clone()
     };
-    crate::vm::boot(&b.tools, &b.kernel, &initrd, &boot)
+    let (b, initrd) = prepare(sh, &build_opts, extra, out)?;
+    let boot = vm::Boot {
+        stream: opts.verbose || !opts.quiet,
+        ..opts.boot(mode, out, 1)
+    };
+    vm::boot(&b.tools, &b.kernel, &initrd, &boot)
 }
 
 /// Copies the VM's inputs next to its logs (`--keep`).
@@ -174,7 +130,11 @@ pub fn keep(b: &Built, initrd: &Path, out: &Path) -> Result<()> {
 
 impl flags::Build {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
-        let b = build_all(sh, self.kernel_src.as_deref(), self.clippy, false, None)?;
+        let opts = vm::Options {
+            kernel_src: self.kernel_src.clone(),
+            ..vm::Options::default()
+        };
+        let b = build_all(sh, &opts, self.clippy, false)?;
         let initrd =
             crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out_dir("build"))?;
         println!(

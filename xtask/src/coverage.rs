@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::project_root;
+use crate::paths::project_root;
 use pcmsig_uapi::harness::{COVERAGE_TABLE_BEGIN, COVERAGE_TABLE_END, COVERAGE_TEST};
 
 /// The sections with instrumented code, each with the anchor the guest's offsets are from.
@@ -39,7 +39,7 @@ pub const CRATE_ROOT: &str = "pcmsig_main.rs";
 impl crate::flags::Coverage {
     pub(crate) fn run(self, sh: &xshell::Shell) -> Result<()> {
         if self.report_only {
-            let out = crate::out_dir("coverage");
+            let out = crate::paths::out_dir("coverage");
             let (ko, copy) = last_build(&out);
             let ports = [out.join("coverage.txt"), out.join("edu/coverage.txt")];
             let ports: Vec<PathBuf> = ports.into_iter().filter(|p| p.is_file()).collect();

@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use xshell::Shell;
 
 use crate::build::build_and_boot;
-use crate::{flags, ktap, out_dir, vm, vm_flags};
+use crate::paths::out_dir;
+use crate::{flags, ktap, vm};
 
 impl flags::Exec {
     /// Returns the command's exit code.
@@ -14,23 +15,17 @@ impl flags::Exec {
         }
         let out = out_dir("exec");
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let mut extra = self
-            .add
-            .iter()
-            .map(|a| crate::guest::parse_add(a))
-            .collect::<Result<Vec<_>>>()?;
-        let script = out.join("pcmsig-exec");
-        std::fs::write(&script, crate::guest::exec_script(&self.cmd))
-            .with_context(|| format!("writing {}", script.display()))?;
-        extra.push((script, "/pcmsig-exec".to_string()));
-        let run = build_and_boot(sh, "exec", &vm_flags!(self), &extra, (&out, true))?;
+        let opts = self.vm_options()?;
+        let mut extra = crate::guest::parse_adds(&self.add)?;
+        extra.push(crate::guest::exec_file(&out, &self.cmd)?);
+        let run = build_and_boot(sh, "exec", &opts, &extra, (&out, true))?;
         if let Some(p) = ktap::kernel_problem(&run.console) {
             bail!(
                 "kernel problem: {p} (console: {})",
                 run.console_log.display()
             );
         }
-        if let ktap::Ending::TimedOut(s) = run.ending {
+        if let vm::Ending::TimedOut(s) = run.ending {
             bail!(
                 "the command did not finish within {s} s (console: {})",
                 run.console_log.display()

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::vm;
+
 xflags::xflags! {
     /// pcmsig's harness: builds a Rust-enabled kernel, the module and the guest programs,
     /// boots them in QEMU and turns the guest's KTAP output into a verdict.
@@ -70,7 +72,10 @@ xflags::xflags! {
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel
-            /// Virtual CPUs of the VM (default 2).
+            /// Use the fault-injection kernel (vm/fault.config: fail-nth, failslab, kmemleak),
+            /// built once into its own cache directory.
+            optional --fault-kernel
+            /// Virtual CPUs of the VM (default: the host's cores, at most 2).
             optional --cpus n: u32
             /// Seconds before the VM is killed (default 300).
             optional --timeout seconds: u64
@@ -94,7 +99,10 @@ xflags::xflags! {
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel
-            /// Virtual CPUs of the VM (default 2).
+            /// Use the fault-injection kernel (vm/fault.config: fail-nth, failslab, kmemleak),
+            /// built once into its own cache directory.
+            optional --fault-kernel
+            /// Virtual CPUs of the VM (default: the host's cores, at most 2).
             optional --cpus n: u32
             /// Extra QEMU argument (repeatable).
             repeated --qemu-arg arg: String
@@ -110,7 +118,10 @@ xflags::xflags! {
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel
-            /// Virtual CPUs of the VM (default 2).
+            /// Use the fault-injection kernel (vm/fault.config: fail-nth, failslab, kmemleak),
+            /// built once into its own cache directory.
+            optional --fault-kernel
+            /// Virtual CPUs of the VM (default: the host's cores, at most 2).
             optional --cpus n: u32
             /// Seconds before the VM is killed (default 300).
             optional --timeout seconds: u64
@@ -179,6 +190,9 @@ xflags::xflags! {
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel
+            /// Use the fault-injection kernel (vm/fault.config: fail-nth, failslab, kmemleak),
+            /// built once into its own cache directory.
+            optional --fault-kernel
             /// Virtual CPUs of the delivery VM and of the timed test runs (default: as `test`).
             optional --cpus n: u32
             /// Seconds before a VM is killed (default 300; the delivery VM 1200).
@@ -209,3 +223,51 @@ impl Xtask {
     /// The generated help text (the command list), for a bare `cargo xtask`.
     pub(crate) const HELP: &'static str = Self::HELP_;
 }
+
+/// [`vm::Options`] from a command's flags: the one place each booting command's VM flags
+/// become the value its VMs boot with.
+macro_rules! vm_options {
+    ($cmd:ty { $($field:ident: $value:expr),* $(,)? }) => {
+        impl $cmd {
+            pub(crate) fn vm_options(&self) -> anyhow::Result<vm::Options> {
+                let mut o = vm::Options {
+                    kernel_src: self.kernel_src.clone(),
+                    flavour: vm::Flavour::of(self.debug_kernel, self.fault_kernel)?,
+                    cpus: self.cpus,
+                    ..vm::Options::default()
+                };
+                $(o.$field = $value(self);)*
+                Ok(o)
+            }
+        }
+    };
+}
+
+/// Every VM flag.
+macro_rules! all_vm_options {
+    ($cmd:ty) => {
+        vm_options!($cmd {
+            timeout: |f: &$cmd| f.timeout,
+            silence: |f: &$cmd| f.silence,
+            qemu_args: |f: &$cmd| f.qemu_arg.clone(),
+            gdb: |f: &$cmd| f.gdb,
+            verbose: |f: &$cmd| f.verbose,
+            quiet: |f: &$cmd| f.quiet,
+            keep: |f: &$cmd| f.keep,
+        });
+    };
+}
+
+all_vm_options!(Test);
+all_vm_options!(Run);
+all_vm_options!(Exec);
+vm_options!(Shell {
+    qemu_args: |f: &Shell| f.qemu_arg.clone(),
+    gdb: |f: &Shell| f.gdb,
+});
+// The bench's own `-q` (the report's tables) is not a VM's: its children print into a pipe.
+vm_options!(Bench {
+    timeout: |f: &Bench| f.timeout,
+    silence: |f: &Bench| f.silence,
+    verbose: |f: &Bench| f.verbose,
+});

@@ -7,7 +7,7 @@ use xshell::{cmd, Shell};
 
 use crate::initramfs::Initramfs;
 use crate::kernel::Kernel;
-use crate::project_root;
+use crate::paths::project_root;
 use crate::tools::Tools;
 
 /// The guest's target triple: static binaries, built with `+crt-static` on the gnu target.
@@ -18,6 +18,10 @@ const GUEST_PROFILE: &str = "guest";
 /// Guest programs put on the initramfs's PATH.
 pub const GUEST_BINS: &[&str] = &["pcmsig", "pcmsig-tests", "pcmsig-bench"];
 
+/// The module build's stamp in `module/`: the sources and kernel tree of the last successful
+/// build (a kernel build tree has its own, [`crate::kernel::STAMP`]).
+pub const MODULE_STAMP: &str = ".pcmsig-module-stamp";
+
 /// Builds `module/` against the kernel build tree; with `clippy`, as the kernel's `CLIPPY=1`
 /// build, failing on any warning.
 pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<PathBuf> {
@@ -25,7 +29,7 @@ pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<Path
     let ko = module_dir.join("pcmsig.ko");
     // Kbuild needs a second or two to find nothing to do: skip it when the sources and the
     // kernel tree are those of the last successful build.
-    let stamp_path = module_dir.join(".pcmsig-stamp");
+    let stamp_path = module_dir.join(MODULE_STAMP);
     let stamp = module_stamp(&module_dir, kernel)?;
     if !clippy
         && ko.is_file()
@@ -170,7 +174,7 @@ fn kbuild_module(
 /// call to clang unchanged. Only clang's two plain answers are kept (0: accepted, 1: refused);
 /// anything else (a crash, a signal) is passed on and asked again next time.
 fn probe_caching_cc(tools: &Tools, kernel: &Kernel) -> Result<PathBuf> {
-    let stamp = std::fs::read(kernel.build_dir.join(".pcmsig-stamp")).unwrap_or_default();
+    let stamp = std::fs::read(kernel.build_dir.join(crate::kernel::STAMP)).unwrap_or_default();
     let key = crate::kernel::fnv64(&[
         tools.clang.to_string_lossy().as_bytes(),
         tools.clang_version.as_bytes(),
@@ -277,7 +281,7 @@ fn module_stamp(module_dir: &Path, kernel: &Kernel) -> Result<String> {
     files.push(project_root().join("uapi/src/uapi.rs"));
     files.sort();
     let mut parts: Vec<Vec<u8>> = vec![kernel.build_dir.to_string_lossy().as_bytes().to_vec()];
-    let stamp = std::fs::read(kernel.build_dir.join(".pcmsig-stamp")).unwrap_or_default();
+    let stamp = std::fs::read(kernel.build_dir.join(crate::kernel::STAMP)).unwrap_or_default();
     parts.push(stamp);
     for f in &files {
         parts.push(f.to_string_lossy().as_bytes().to_vec());
@@ -401,6 +405,11 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Every `--add` of a command ([`parse_add`]).
+pub fn parse_adds(specs: &[String]) -> Result<Vec<ExtraFile>> {
+    specs.iter().map(|a| parse_add(a)).collect()
+}
+
 /// Parses `HOST_FILE[:GUEST_PATH]`; the default guest path is `/root/<file name>`.
 pub fn parse_add(spec: &str) -> Result<ExtraFile> {
     let (host, guest) = match spec.split_once(':') {
@@ -420,6 +429,17 @@ pub fn parse_add(spec: &str) -> Result<ExtraFile> {
         bail!("--add {spec}: the guest path must be an absolute file path");
     }
     Ok((host, guest))
+}
+
+/// Where the guest's init looks for the script of `cargo xtask exec` (`vm/init`).
+pub const EXEC_SCRIPT: &str = "/pcmsig-exec";
+
+/// The initramfs file of `exec`'s script running `argv` ([`exec_script`]), written in `out`.
+pub fn exec_file(out: &Path, argv: &[String]) -> Result<ExtraFile> {
+    let script = out.join(EXEC_SCRIPT.trim_start_matches('/'));
+    std::fs::write(&script, exec_script(argv))
+        .with_context(|| format!("writing {}", script.display()))?;
+    Ok((script, EXEC_SCRIPT.to_string()))
 }
 
 /// A shell script running `argv` in /root, with every argument single-quoted.

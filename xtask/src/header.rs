@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use pcmsig_uapi as u;
 use std::fmt::Write;
 
-use crate::project_root;
+use crate::paths::project_root;
 
 /// `(C name, ioctl direction macro, nr, argument type, Rust value)`.
 pub fn ioctls() -> Vec<(&'static str, &'static str, u32, &'static str, u32)> {

@@ -178,7 +178,8 @@ fn xml(suite: &str, cases: &[Case], seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ktap::{parse, verdict, Ending};
+    use crate::ktap::{parse, verdict};
+    use crate::vm::Ending;
 
     /// A minimal well-formedness check: tags balance and attribute values hold no raw `<&"`.
     fn well_formed(x: &str) -> Result<(), String> {

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use xshell::{cmd, Shell};
 
-use crate::project_root;
+use crate::paths::project_root;
 use crate::tools::{cache_dir, Tools};
 
 /// Debian's `linux-source-7.3` tarball.
@@ -108,11 +108,7 @@ pub fn tree_fingerprint(dir: &Path) -> u64 {
                 walk(&e.path(), newest, count);
             } else if let Ok(m) = e.metadata() {
                 *count += 1;
-                let t = m
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_nanos());
+                let t = crate::paths::mtime(&m).as_nanos();
                 *newest = (*newest).max(t);
             }
         }
@@ -131,11 +127,7 @@ fn source_dir(src: &Path) -> Result<PathBuf> {
     }
     let meta = std::fs::metadata(src)
         .with_context(|| format!("kernel source {} not found", src.display()))?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
+    let mtime = crate::paths::mtime(&meta).as_secs();
     let id = fnv64(&[
         src.to_string_lossy().as_bytes(),
         &meta.len().to_le_bytes(),
@@ -367,6 +359,10 @@ fn make_with_progress(
     Ok(())
 }
 
+/// A kernel build tree's stamp: the configuration and source it was built from (the module
+/// build has its own, [`crate::guest::MODULE_STAMP`]).
+pub const STAMP: &str = ".pcmsig-stamp";
+
 /// Finds, configures and builds the kernel (or reuses the cached build).
 ///
 /// With a `flavour`, another kernel in its own cache directory: `vm/kernel.config` plus
@@ -383,7 +379,7 @@ pub fn ensure(
         println!("xtask: kernel {} from {}", plan.version, plan.src.display());
     }
     let bzimage = plan.build.join("arch/x86/boot/bzImage");
-    let stamp_path = plan.build.join(".pcmsig-stamp");
+    let stamp_path = plan.build.join(STAMP);
     let up_to_date = bzimage.is_file()
         && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(plan.stamp.as_str());
     if up_to_date && !quiet {
@@ -417,7 +413,7 @@ struct Plan {
     fragment: String,
     /// The cache directory: keyed by source identity and toolchain versions.
     build: PathBuf,
-    /// What `.pcmsig-stamp` holds after a build of exactly this: the fragment, the key and,
+    /// What [`STAMP`] holds after a build of exactly this: the fragment, the key and,
     /// for a source directory, its tree's fingerprint.
     stamp: String,
 }

@@ -6,6 +6,7 @@
 //! The verdict is strict: the plan, the numbering and every result must be right, and the kernel
 //! console (a log) must show no kernel problem.
 
+use crate::vm::Ending;
 use std::fmt;
 
 /// Result of one test.
@@ -245,19 +246,6 @@ impl Report {
         }
         c
     }
-}
-
-/// How the VM run ended, as seen from the host.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ending {
-    /// QEMU exited by itself with this status.
-    Exited(Option<i32>),
-    /// The timeout expired and QEMU was killed.
-    TimedOut(u64),
-    /// The guest printed nothing for this many seconds and QEMU was killed.
-    Silent(u64),
-    /// The guest panicked and did not reboot; QEMU was killed after the panic's last line.
-    Panicked,
 }
 
 /// Why a run failed.
@@ -707,7 +695,7 @@ ok 2 other
 
     #[test]
     fn every_test_the_skip_contract_names_exists() {
-        let tests = crate::guest_test_sources();
+        let tests = crate::paths::guest_test_sources();
         for (name, _) in pcmsig_uapi::harness::SKIPS {
             assert!(tests.contains(&format!("fn {name}()")), "no test {name}");
         }

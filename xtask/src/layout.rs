@@ -19,7 +19,7 @@ const STAMP: &str = ".pcmsig-layout-ok";
 /// Checks the kernel crate's bindings of `kernel` unless already done for this build.
 pub fn check(kernel: &Kernel) -> Result<()> {
     let build = &kernel.build_dir;
-    let stamp = std::fs::read_to_string(build.join(".pcmsig-stamp")).unwrap_or_default();
+    let stamp = std::fs::read_to_string(build.join(crate::kernel::STAMP)).unwrap_or_default();
     let done = build.join(STAMP);
     if !stamp.is_empty() && std::fs::read_to_string(&done).ok().as_deref() == Some(stamp.as_str()) {
         return Ok(());

@@ -26,8 +26,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+use crate::paths::project_root;
 use crate::stats::{spread, Spread};
-use crate::{kernel, project_root, tools};
+use crate::{kernel, tools};
 
 /// How a run shows it did the job: exit status 0, or (virtme-ng, see below) a line of its log.
 #[derive(Clone, Copy)]
@@ -90,6 +91,8 @@ struct Jobs {
     cache: PathBuf,
     image: String,
     kernel_src: PathBuf,
+    /// Our `exec`'s VM flags (the bench's).
+    ours: Vec<String>,
     kunit_dir: PathBuf,
 }
 
@@ -116,7 +119,9 @@ impl Jobs {
 
     fn ours(&self) -> Command {
         let mut c = Command::new("cargo");
-        c.args(["xtask", "exec", "--", "true"])
+        c.args(["xtask", "exec"])
+            .args(&self.ours)
+            .args(["--", "true"])
             .current_dir(project_root());
         c
     }
@@ -135,13 +140,18 @@ impl Jobs {
 /// Boot-and-run-`true` times for our harness and each peer, `runs` times each, interleaved so
 /// that a slow spell of the machine hits every tool alike; and ours as a ratio to virtme-ng's,
 /// run by run.
-pub fn measure(tools: &tools::Tools, runs: usize) -> Result<Vec<(String, Spread, &'static str)>> {
+pub fn measure(
+    tools: &tools::Tools,
+    opts: &crate::vm::Options,
+    runs: usize,
+) -> Result<Vec<(String, Spread, &'static str)>> {
     tools::run_script("ci/install-peers.sh", &[])?;
-    let kernel = kernel::ensure(tools, None, false, Some("peers"))?;
+    let kernel = kernel::ensure(tools, opts.kernel_src.as_deref(), false, Some("peers"))?;
     let j = Jobs {
         cache: tools::cache_dir().join("tools"),
         image: kernel.bzimage.display().to_string(),
         kernel_src: kernel.src.clone(),
+        ours: opts.to_args(),
         kunit_dir: tools::cache_dir().join("kunit-uml"),
     };
     // kunit.py leaves the build's `.config` in its build directory (not the .kunitconfig).

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use xshell::Shell;
 
 use crate::build::{build_all, Built};
-use crate::{ktap, out_dir, vm};
+use crate::paths::out_dir;
+use crate::{ktap, vm};
 
 fn check(name: &str, ok: bool, detail: String, passed: &mut usize, failed: &mut usize) {
     if ok {
@@ -30,12 +31,12 @@ impl crate::flags::Selftest {
             return fresh_root(self.suite.as_deref().unwrap_or("bookworm"));
         }
         if self.bugs || !self.bug.is_empty() {
-            return crate::bugs::run(
-                sh,
-                self.kernel_src.as_deref(),
-                (self.debug_kernel, self.slow),
-                &self.bug,
-            );
+            let opts = vm::Options {
+                kernel_src: self.kernel_src.clone(),
+                flavour: vm::Flavour::of(self.debug_kernel, false)?,
+                ..vm::Options::default()
+            };
+            return crate::bugs::run(sh, &opts, self.slow, &self.bug);
         }
         harness_checks(sh, self.kernel_src.as_deref())
     }
@@ -55,7 +56,11 @@ fn fresh_root(suite: &str) -> Result<()> {
 }
 
 fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
-    let b = build_all(sh, kernel_src, false, true, None)?;
+    let opts = vm::Options {
+        kernel_src: kernel_src.map(Path::to_path_buf),
+        ..vm::Options::default()
+    };
+    let b = build_all(sh, &opts, false, true)?;
     let out = out_dir("selftest");
     let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
     let (mut passed, mut failed) = (0, 0);
@@ -74,15 +79,14 @@ fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
         let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
         let report = ktap::parse(&run.console);
         let failures = ktap::verdict(&run.console, &report, &run.ending);
-        let caught = match name {
-            "panic" => {
-                failures.iter().any(
+        let caught =
+            match name {
+                "panic" => failures.iter().any(
                     |f| matches!(f, ktap::Failure::KernelProblem(l) if l.contains("Kernel panic")),
-                ) && matches!(run.ending, ktap::Ending::Exited(_) | ktap::Ending::Panicked)
-            }
-            "timeout" => failures.contains(&ktap::Failure::TimedOut(timeout)),
-            _ => failures.contains(&ktap::Failure::Silent(3)),
-        };
+                ) && matches!(run.ending, vm::Ending::Exited(_) | vm::Ending::Panicked),
+                "timeout" => failures.contains(&ktap::Failure::TimedOut(timeout)),
+                _ => failures.contains(&ktap::Failure::Silent(3)),
+            };
         let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
         check(
             name,
@@ -114,14 +118,12 @@ fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
 /// Drives `cargo xtask shell`'s VM through a pty: run `pcmsig stats`, check it, exit.
 fn shell(b: &Built, initrd: &Path) -> Result<String> {
     let t = Instant::now();
+    let opts = vm::Options::default();
     let qemu = crate::shell::shell_command(
         &b.tools,
         &b.kernel,
         initrd,
-        &[],
-        false,
-        vm::DEFAULT_CPUS,
-        vm::hung_task_secs(false),
+        &opts.boot(crate::shell::MODE, &out_dir("selftest"), 1),
     );
     let mut p = rexpect::session::spawn_with_options(
         qemu,
@@ -166,11 +168,9 @@ fn exec(b: &Built) -> Result<String> {
         (vec!["cat", "/root/hello.txt"], 0, "added-file-content-42"),
     ] {
         let argv: Vec<String> = argv.into_iter().map(String::from).collect();
-        let script = out.join("pcmsig-exec");
-        std::fs::write(&script, crate::guest::exec_script(&argv))?;
         let extra = vec![
             crate::guest::parse_add(&data.to_string_lossy())?,
-            (script, "/pcmsig-exec".to_string()),
+            crate::guest::exec_file(&out, &argv)?,
         ];
         let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
         let boot = vm::Boot::new("exec", &out, Duration::from_secs(60));

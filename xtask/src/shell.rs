@@ -9,61 +9,40 @@ use crate::kernel::Kernel;
 use crate::tools::Tools;
 
 use crate::build::prepare;
-use crate::{flags, out_dir, vm};
+use crate::paths::out_dir;
+use crate::{flags, vm};
 
 impl flags::Shell {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
-        let extra = self
-            .add
-            .iter()
-            .map(|a| crate::guest::parse_add(a))
-            .collect::<Result<Vec<_>>>()?;
-        let (b, initrd) = prepare(
-            sh,
-            self.kernel_src.as_deref(),
-            self.debug_kernel.then_some("debug"),
-            false,
-            &extra,
-            (&out_dir("shell"), false),
-        )?;
+        let opts = self.vm_options()?;
+        let extra = crate::guest::parse_adds(&self.add)?;
+        let out = out_dir("shell");
+        let (b, initrd) = prepare(sh, &opts, &extra, &out)?;
         println!("xtask: starting a shell in the VM; the pcmsig CLI is on the PATH.");
         println!("xtask: leave with `exit`, or Ctrl-A X to kill the VM.");
         interactive(shell_command(
             &b.tools,
             &b.kernel,
             &initrd,
-            &self.qemu_arg,
-            self.gdb,
-            self.cpus.unwrap_or(vm::DEFAULT_CPUS),
-            vm::hung_task_secs(self.debug_kernel),
+            &opts.boot(MODE, &out, 1),
         ))
     }
 }
 
-/// The QEMU command of an interactive VM: the serial console multiplexed with QEMU's monitor on
-/// stdio, so that Ctrl-A X quits and Ctrl-A C reaches the monitor.
+/// The guest init's mode of an interactive VM (`pcmsig_mode=shell`).
+pub const MODE: &str = "shell";
+
+/// The QEMU command of the interactive VM `boot` ([`vm::qemu_command`]): the serial console
+/// multiplexed with QEMU's monitor on stdio, so that Ctrl-A X quits and Ctrl-A C reaches the
+/// monitor.
 pub fn shell_command(
     tools: &Tools,
     kernel: &Kernel,
     initrd: &Path,
-    qemu_args: &[String],
-    gdb: bool,
-    cpus: u32,
-    hung_task_secs: u64,
+    boot: &vm::Boot<'_>,
 ) -> Command {
-    let mut qemu = vm::qemu_command(
-        tools,
-        kernel,
-        initrd,
-        &vm::append_line("shell", &[], hung_task_secs),
-        qemu_args,
-        cpus,
-    );
+    let mut qemu = vm::qemu_command(tools, kernel, initrd, boot);
     qemu.args(["-serial", "mon:stdio"]);
-    if gdb {
-        vm::gdb_hint(kernel);
-        qemu.args(["-s", "-S"]);
-    }
     qemu
 }
 

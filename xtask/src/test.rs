@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use xshell::Shell;
 
 use crate::build::{fmt_times, prepare};
-use crate::{flags, in_parallel, junit, ktap, out_dir, vm};
+use crate::paths::out_dir;
+use crate::{flags, junit, ktap, vm};
 
 /// The guest suite's per-test limit in seconds (`PCMSIG_TEST_TIMEOUT`): normal kernel (the
 /// suite's own default), debug kernel.
@@ -15,21 +16,21 @@ const TEST_TIMEOUT_S: (u64, u64) = (30, 240);
 
 /// Kernel command-line words (init's environment) of every test boot: where the suite writes
 /// its KTAP, and for the debug kernel a longer per-test alarm.
-pub fn test_env(debug_kernel: bool, fault_kernel: bool) -> Vec<String> {
+pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
     let mut env = vec![
         format!("pcmsig_ktap={}", pcmsig_uapi::harness::KTAP_DEVICE),
         format!("pcmsig_dmesg={}", pcmsig_uapi::harness::DMESG_DEVICE),
     ];
-    if debug_kernel {
+    if flavour == vm::Flavour::Debug {
         // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
         // that takes 5 s on the normal kernel may take a minute here on a busy machine.
         env.push(format!("PCMSIG_TEST_TIMEOUT={}", TEST_TIMEOUT_S.1));
     }
-    if debug_kernel || fault_kernel {
+    if flavour.kernel_has().kmemleak {
         // Both have kmemleak: its scan test must run, never skip.
         env.push("PCMSIG_KMEMLEAK=1".to_string());
     }
-    if fault_kernel {
+    if flavour.kernel_has().fault_injection {
         // The fault sweep must run, never skip.
         env.push("PCMSIG_FAULTS=1".to_string());
         // A kernel parameter, not init's: the slab caches stay their own (the signal queue's,
@@ -38,6 +39,9 @@ pub fn test_env(debug_kernel: bool, fault_kernel: bool) -> Vec<String> {
     }
     env
 }
+
+/// The guest init's mode of a test boot (`pcmsig_mode=test`): run the suite.
+pub const MODE: &str = "test";
 
 /// One VM configuration of the test run.
 struct VmConfig {
@@ -74,15 +78,9 @@ impl flags::Test {
     /// (`cargo xtask coverage`).
     pub(crate) fn run_with(self, sh: &Shell, coverage: bool) -> Result<()> {
         let total = Instant::now();
+        let opts = self.vm_options()?;
         let out = out_dir(if coverage { "coverage" } else { "test" });
-        let (mut b, mut initrd) = prepare(
-            sh,
-            self.kernel_src.as_deref(),
-            self.flavour()?,
-            self.quiet,
-            &[],
-            (&out, self.keep),
-        )?;
+        let (mut b, mut initrd) = prepare(sh, &opts, &[], &out)?;
         let instrumented = if coverage {
             let t = Instant::now();
             let (ko, copy) = crate::guest::build_coverage_module(
@@ -96,7 +94,7 @@ impl flags::Test {
         } else {
             None
         };
-        let mut configs = self.configs(&b.guest_dir, &out)?;
+        let mut configs = self.configs(&opts, &b.guest_dir, &out)?;
         if coverage {
             for c in &mut configs {
                 c.env.push(format!(
@@ -106,8 +104,8 @@ impl flags::Test {
             }
         }
         let _slowed = self.slow.map(crate::slow::enter).transpose()?;
-        let cpus = self.cpus(configs.len());
-        let timeout = vm::Limits::of(self.debug_kernel, self.timeout, self.silence).timeout;
+        let cpus = opts.cpus(configs.len());
+        let timeout = opts.limits().timeout;
         if !self.quiet {
             let names: Vec<&str> = configs.iter().map(|c| c.name).collect();
             println!(
@@ -120,16 +118,8 @@ impl flags::Test {
         let boot_one = |c: &VmConfig| {
             let boot = vm::Boot {
                 env: c.env.clone(),
-                stream: self.verbose,
-                gdb: self.gdb,
-                ..vm::Boot::from_flags(
-                    "test",
-                    &c.dir,
-                    &c.qemu,
-                    (self.timeout, self.silence),
-                    Some(cpus),
-                    self.debug_kernel,
-                )
+                qemu_args: &c.qemu,
+                ..opts.boot(MODE, &c.dir, configs.len())
             };
             let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)
                 .with_context(|| format!("booting the {} VM", c.name))?;
@@ -148,7 +138,7 @@ impl flags::Test {
         let runs: Vec<Result<Booted>> = if self.verbose || self.gdb {
             configs.iter().map(boot_one).collect()
         } else {
-            in_parallel(&configs, boot_one)
+            vm::in_parallel(&configs, boot_one)
         };
         b.times.push(("vms", t.elapsed()));
         let mut outcomes = Vec::new();
@@ -156,7 +146,7 @@ impl flags::Test {
         for (c, run) in configs.iter().zip(runs) {
             let booted = run?;
             ports.push(booted.run.coverage_log.clone());
-            outcomes.push(self.evaluate(c, booted)?);
+            outcomes.push(self.evaluate(c, booted, opts.flavour)?);
         }
         if let Some((ko, copy)) = &instrumented {
             let failed = outcomes.iter().any(|o| !o.failures.is_empty());
@@ -180,20 +170,10 @@ impl flags::Test {
         conclude(&out, &outcomes, &b.times)
     }
 
-    /// The kernel to build and boot: `vm/<flavour>.config` on top of `vm/kernel.config`.
-    fn flavour(&self) -> Result<Option<&'static str>> {
-        match (self.debug_kernel, self.fault_kernel) {
-            (true, true) => bail!("--debug-kernel and --fault-kernel: choose one kernel"),
-            (true, false) => Ok(Some("debug")),
-            (false, true) => Ok(Some("fault")),
-            (false, false) => Ok(None),
-        }
-    }
-
     /// The VMs to boot: the plain one (periods from the timer) and, unless `--no-edu`, one with
     /// QEMU's `edu` PCI device (periods from its interrupts). Both run the whole suite.
-    fn configs(&self, guest_dir: &Path, out: &Path) -> Result<Vec<VmConfig>> {
-        let mut env = test_env(self.debug_kernel, self.fault_kernel);
+    fn configs(&self, opts: &vm::Options, guest_dir: &Path, out: &Path) -> Result<Vec<VmConfig>> {
+        let mut env = test_env(opts.flavour);
         if let Some(f) = &self.filter {
             check_filter(guest_dir, f)?;
             env.push(format!("pcmsig_filter={f}"));
@@ -205,7 +185,7 @@ impl flags::Test {
             env.push(format!("PCMSIG_MODEL_STEPS={steps}"));
             // Far below the model's pace (200,000 steps in about 22 s under TCG, 2026-11-29):
             // a hang guard, below the VM's own time limit for the CI's run.
-            let base = if self.debug_kernel {
+            let base = if opts.flavour == vm::Flavour::Debug {
                 TEST_TIMEOUT_S.1
             } else {
                 TEST_TIMEOUT_S.0
@@ -218,11 +198,11 @@ impl flags::Test {
             name: "plain",
             edu: false,
             dir: out.to_path_buf(),
-            qemu: self.qemu_arg.clone(),
+            qemu: opts.qemu_args.clone(),
             env: env.clone(),
         }];
         if !self.no_edu {
-            let mut qemu = self.qemu_arg.clone();
+            let mut qemu = opts.qemu_args.clone();
             qemu.extend(["-device".to_string(), "edu".to_string()]);
             env.push("PCMSIG_EDU=1".to_string());
             configs.push(VmConfig {
@@ -236,21 +216,8 @@ impl flags::Test {
         Ok(configs)
     }
 
-    /// vCPUs per VM. Never more virtual CPUs than host cores: a vCPU thread descheduled while
-    /// its guest holds a spinlock stalls the other vCPUs (measured on 2 cores: two VMs of 2
-    /// vCPUs took 10-11 s, two of 1 vCPU 5.7-6.1 s). The debug kernel keeps 2 per VM: finding
-    /// SMP races is its job, speed is not.
-    fn cpus(&self, vms: usize) -> u32 {
-        let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        self.cpus.unwrap_or(if self.debug_kernel {
-            vm::DEFAULT_CPUS
-        } else {
-            (host_cores / vms.max(1) as u32).clamp(1, vm::DEFAULT_CPUS)
-        })
-    }
-
     /// One VM's verdict, cross-checked by kunit.py, with its reports written and printed.
-    fn evaluate(&self, c: &VmConfig, booted: Booted) -> Result<VmOutcome> {
+    fn evaluate(&self, c: &VmConfig, booted: Booted, flavour: vm::Flavour) -> Result<VmOutcome> {
         let name = c.name;
         let Booted {
             run,
@@ -258,11 +225,7 @@ impl flags::Test {
             disagreement,
         } = booted;
         let mut failures = ktap::verdict(&run.console, &report, &run.ending);
-        let kernel = pcmsig_uapi::harness::KernelHas {
-            kmemleak: self.debug_kernel || self.fault_kernel,
-            fault_injection: self.fault_kernel,
-        };
-        failures.extend(ktap::skip_failures(&report, c.edu, kernel));
+        failures.extend(ktap::skip_failures(&report, c.edu, flavour.kernel_has()));
         if let Some(disagreement) = disagreement {
             failures.push(ktap::Failure::ParserDisagrees(disagreement));
         }

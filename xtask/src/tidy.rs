@@ -4,7 +4,7 @@
 
 #[cfg(test)]
 mod tests {
-    use crate::project_root;
+    use crate::paths::project_root;
     use std::path::{Path, PathBuf};
 
     /// Hidden entries that are part of the project.

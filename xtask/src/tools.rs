@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use xshell::{cmd, Shell};
 
-use crate::project_root;
+use crate::paths::project_root;
 
 /// The bindgen version `ci/install-deps.sh` installs (kernel 7.3 needs >= 0.71.1).
 const BINDGEN_VERSION: &str = "0.73.2";
@@ -75,11 +75,7 @@ fn version_of(cmd: &Path) -> String {
     let Ok(meta) = std::fs::metadata(cmd) else {
         return String::new();
     };
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
+    let mtime = crate::paths::mtime(&meta).as_nanos();
     let key = format!("{}\t{}\t{mtime}\t", cmd.display(), meta.len());
     let file = cache_dir().join("tools/versions.txt");
     let known = std::fs::read_to_string(&file).unwrap_or_default();

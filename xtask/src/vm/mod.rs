@@ -12,8 +12,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::kernel::Kernel;
-use crate::ktap::Ending;
 use crate::tools::Tools;
+
+mod options;
+pub use options::{Flavour, Options, DEFAULT_CPUS};
 
 /// How to boot.
 pub struct Boot<'a> {
@@ -54,32 +56,41 @@ impl<'a> Boot<'a> {
             boot_silence: None,
             out_dir,
             cpus: DEFAULT_CPUS,
-            hung_task_secs: hung_task_secs(false),
+            hung_task_secs: Flavour::Normal.hung_task_secs(),
         }
     }
 }
 
-impl<'a> Boot<'a> {
-    /// A boot from a command's VM flags (`--timeout`, `--silence`, `--cpus`, `--qemu-arg`, with
-    /// the defaults below), not streamed, no debugger: what `run`, `exec` and `test` share.
-    pub fn from_flags(
-        mode: &'a str,
-        out_dir: &'a Path,
-        qemu_args: &'a [String],
-        (timeout, silence): (Option<u64>, Option<u64>),
-        cpus: Option<u32>,
-        debug_kernel: bool,
-    ) -> Self {
-        let limits = Limits::of(debug_kernel, timeout, silence);
-        Boot {
-            qemu_args,
-            silence: limits.silence,
-            boot_silence: limits.boot_silence,
-            cpus: cpus.unwrap_or(DEFAULT_CPUS),
-            hung_task_secs: hung_task_secs(debug_kernel),
-            ..Boot::new(mode, out_dir, limits.timeout)
-        }
-    }
+/// Runs `f` on every item, each in its own thread (one VM each), and returns the results in
+/// the items' order.
+pub fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Vec<Result<R>> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = items.iter().map(|i| scope.spawn(move || f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("VM thread panicked")))
+            })
+            .collect()
+    })
+}
+
+/// How the VM run ended, as seen from the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// QEMU exited by itself with this status.
+    Exited(Option<i32>),
+    /// The timeout expired and QEMU was killed.
+    TimedOut(u64),
+    /// The guest printed nothing for this many seconds and QEMU was killed.
+    Silent(u64),
+    /// The guest panicked and did not reboot; QEMU was killed after the panic's last line.
+    Panicked,
 }
 
 /// What a boot produced.
@@ -99,90 +110,34 @@ pub struct Run {
     pub coverage_log: PathBuf,
 }
 
-/// Virtual CPUs of a VM unless said otherwise: two, so that the module meets real SMP.
-pub const DEFAULT_CPUS: u32 = 2;
-/// Seconds before a VM is killed unless said otherwise (`--timeout`): normal kernel, debug kernel.
-/// Both far above a run on a machine several times slower than the project's (normal: 3 s;
-/// debug: about 70 s here, 3 to 4 min seen on a 2.5x slower machine).
-pub const DEFAULT_TIMEOUT_S: (u64, u64) = (300, 1800);
-/// Seconds of guest silence, once init runs, before a VM is killed unless said otherwise
-/// (`--silence`): normal, debug. Above the kernels' own hang detectors (a hung task panics
-/// 30 to 35 s after it blocked, 120 to 125 s on the debug kernel, with its backtrace), every
-/// test's longest quiet stretch (long
-/// tests print progress every 2 s) and the suite's per-test limit (`PCMSIG_TEST_TIMEOUT`: 30 s,
-/// debug 240 s), so that a test stuck in user space is reported by the suite itself.
-pub const DEFAULT_SILENCE_S: (u64, u64) = (60, 300);
-/// Seconds of silence allowed before init's first line: normal, debug (which reached init after
-/// 20 s here and 57 to 68 s on a 2.5x slower machine). `--silence` raises it, never lowers it.
-pub const BOOT_SILENCE_S: (u64, u64) = (60, 600);
-
-/// Seconds a task may sleep uninterruptibly before the hung-task detector panics the guest:
-/// normal, debug. The debug kernel's is longer: under KASAN and kmemleak, two such VMs sharing
-/// two cores, a storm thread waited 30 s for the misc device's open mutex while its holder,
-/// preempted in KASAN's quarantine, waited for a CPU (CI, 2026-11-29; no driver lock involved).
-/// A real hang still ends the VM (the seeded `sleep_holding_control`), 2 minutes later there.
-pub const HUNG_TASK_S: (u64, u64) = (30, 120);
-
-/// The hung-task timeout of a kernel flavour.
-pub fn hung_task_secs(debug_kernel: bool) -> u64 {
-    if debug_kernel {
-        HUNG_TASK_S.1
-    } else {
-        HUNG_TASK_S.0
-    }
-}
-
-/// A VM's time limits, from the kernel flavour's defaults and the `--timeout`/`--silence` flags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    pub timeout: Duration,
-    pub silence: Option<Duration>,
-    pub boot_silence: Option<Duration>,
-}
-
-impl Limits {
-    pub fn of(debug_kernel: bool, timeout: Option<u64>, silence: Option<u64>) -> Limits {
-        let pick = |(normal, debug): (u64, u64)| if debug_kernel { debug } else { normal };
-        let after_init = silence.unwrap_or(pick(DEFAULT_SILENCE_S));
-        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
-        Limits {
-            timeout: Duration::from_secs(timeout.unwrap_or(pick(DEFAULT_TIMEOUT_S))),
-            silence: secs(after_init),
-            // `--silence 0` means never, in both phases.
-            boot_silence: secs(after_init).and(secs(after_init.max(pick(BOOT_SILENCE_S)))),
-        }
-    }
-}
-
-/// The QEMU command line (without the console wiring).
-pub fn qemu_command(
-    tools: &Tools,
-    kernel: &Kernel,
-    initrd: &Path,
-    append: &str,
-    extra: &[String],
-    cpus: u32,
-) -> Command {
+/// The QEMU command line of boot `b` (without the console wiring): the one place a boot's
+/// options become QEMU's arguments, for the headless boots and `cargo xtask shell` alike. With
+/// `b.gdb`, QEMU's gdb stub waits for a debugger (`-s -S`) and the way to attach is printed.
+pub fn qemu_command(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Command {
     let mut c = Command::new(&tools.qemu);
     // Without the PS/2 controller, SATA, SMBus and vmport, which the guest needs none of: the
     // PS/2 mouse's asynchronous probe alone took 0.44 s under TCG, and `reboot -f` waited for
     // it (device_shutdown waits for pending probes): `exec -- true` 1.3 s -> 0.95 s.
     c.args(["-M", "q35,i8042=off,sata=off,smbus=off,vmport=off"])
         .args(["-m", "512", "-smp"])
-        .arg(cpus.max(1).to_string())
+        .arg(b.cpus.max(1).to_string())
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .arg("-kernel")
         .arg(&kernel.bzimage)
         .arg("-initrd")
         .arg(initrd)
         .arg("-append")
-        .arg(append)
-        .args(extra);
+        .arg(append_line(b.mode, &b.env, b.hung_task_secs))
+        .args(b.qemu_args);
+    if b.gdb {
+        gdb_hint(kernel);
+        c.args(["-s", "-S"]);
+    }
     c
 }
 
 /// The kernel command line for `mode`, with the hung-task timeout `hung_task_secs`.
-pub fn append_line(mode: &str, env: &[String], hung_task_secs: u64) -> String {
+fn append_line(mode: &str, env: &[String], hung_task_secs: u64) -> String {
     // panic=-1 reboots at once on a panic, and -no-reboot turns that into QEMU exiting: a crash
     // ends the run in seconds. oops=panic and panic_on_warn make every Oops and WARNING fatal.
     // rcu_expedited: module load and unload wait for RCU grace periods, several ticks each under
@@ -229,17 +184,8 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     for old in [&console_log, &ktap_log, &dmesg_log, &coverage_log] {
         let _ = std::fs::remove_file(old);
     }
-    let mut qemu = qemu_command(
-        tools,
-        kernel,
-        initrd,
-        &append_line(b.mode, &b.env, b.hung_task_secs),
-        b.qemu_args,
-        b.cpus,
-    );
+    let mut qemu = qemu_command(tools, kernel, initrd, b);
     let (timeout, silences) = if b.gdb {
-        gdb_hint(kernel);
-        qemu.args(["-s", "-S"]);
         (Duration::from_secs(365 * 24 * 3600), (None, None))
     } else {
         (b.timeout, (b.boot_silence.or(b.silence), b.silence))
@@ -498,7 +444,7 @@ pub fn guest_exit(console: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::project_root;
+    use crate::paths::project_root;
 
     #[test]
     fn init_prints_the_markers_the_host_looks_for() {
@@ -508,7 +454,7 @@ mod tests {
             assert!(init.contains(m.trim_end()), "vm/init does not print {m:?}");
         }
         // ...and to the kernel command-line words a test boot passes it (the ports it writes).
-        for word in crate::test::test_env(false, false) {
+        for word in crate::test::test_env(Flavour::Normal) {
             let name = word.split('=').next().unwrap_or_default();
             assert!(
                 init.contains(&format!("\"${{{name}}}\"")),
@@ -543,30 +489,6 @@ mod tests {
         boot(&tools, &kernel, &dir.join("initrd"), &b)
     }
 
-    #[test]
-    fn limits_follow_the_kernel_flavour_and_the_flags() {
-        let s = |n| Some(Duration::from_secs(n));
-        let normal = Limits::of(false, None, None);
-        assert_eq!(
-            (normal.timeout, normal.silence, normal.boot_silence),
-            (Duration::from_secs(300), s(60), s(60))
-        );
-        let debug = Limits::of(true, None, None);
-        assert_eq!(
-            (debug.timeout, debug.silence, debug.boot_silence),
-            (Duration::from_secs(1800), s(300), s(600))
-        );
-        // --silence sets the limit after init; it raises the boot's, never lowers it.
-        let flagged = Limits::of(true, Some(100), Some(30));
-        assert_eq!(
-            (flagged.timeout, flagged.silence, flagged.boot_silence),
-            (Duration::from_secs(100), s(30), s(600))
-        );
-        assert_eq!(Limits::of(false, None, Some(900)).boot_silence, s(900));
-        let never = Limits::of(true, None, Some(0));
-        assert_eq!((never.silence, never.boot_silence), (None, None));
-    }
-
     /// A guest quiet for 2 s before init (a slow boot) is not cut by the 1 s limit that applies
     /// once init runs; quiet after init, it is.
     #[test]
@@ -588,7 +510,7 @@ mod tests {
             ..Boot::new("test", &dir, Duration::from_secs(60))
         };
         let run = boot(&tools, &kernel, &dir.join("initrd"), &b).unwrap();
-        assert_eq!(run.ending, crate::ktap::Ending::Silent(1));
+        assert_eq!(run.ending, Ending::Silent(1));
         assert!(run.console.contains("pcmsig-init: up"), "{:?}", run.console);
         // Without a boot limit of its own, the same guest is cut during its boot.
         let b = Boot {
@@ -596,7 +518,7 @@ mod tests {
             ..b
         };
         let run = boot(&tools, &kernel, &dir.join("initrd"), &b).unwrap();
-        assert_eq!(run.ending, crate::ktap::Ending::Silent(1));
+        assert_eq!(run.ending, Ending::Silent(1));
         assert!(
             !run.console.contains("pcmsig-init: up"),
             "{:?}",
@@ -608,7 +530,7 @@ mod tests {
     fn qemu_crashing_fails_with_its_status_and_output_kept() {
         let run =
             boot_with_fake_qemu(Some("#!/bin/sh\necho 'qemu: fatal: boom'\nexit 3\n")).unwrap();
-        assert_eq!(run.ending, crate::ktap::Ending::Exited(Some(3)));
+        assert_eq!(run.ending, Ending::Exited(Some(3)));
         assert!(
             run.console.contains("qemu: fatal: boom"),
             "{:?}",
