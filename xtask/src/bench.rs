@@ -335,24 +335,14 @@ fn cold_build(out: &Path, opts: &vm::Options) -> Result<Figure> {
 }
 
 /// `cargo xtask test` (with the bench's VM flags), timed end to end; with its `summary.jsonl`.
-fn timed_test(o: &Opts) -> Result<(f64, Vec<String>)> {
+fn timed_test(o: &Opts) -> Result<(f64, Vec<crate::summary::VmSummary>)> {
     let mut c = Command::new("cargo");
     c.args(["xtask", "test"])
         .args(o.vm.to_args())
         .current_dir(project_root());
     let (d, _) = timed(c)?;
-    let path = out_dir("test").join("summary.jsonl");
-    let summary =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok((
-        d.as_secs_f64(),
-        summary.lines().map(str::to_string).collect(),
-    ))
-}
-
-/// The value of `key` in the plain VM's line of a `summary.jsonl`.
-fn summary_num(summary: &[String], key: &str) -> Option<f64> {
-    field(summary.first()?, key)?.parse().ok()
+    let summary = crate::summary::read(&out_dir("test").join(crate::test::SUMMARY))?;
+    Ok((d.as_secs_f64(), summary))
 }
 
 /// A no-change `cargo xtask test`, end to end, and boot to the first KTAP line.
@@ -366,8 +356,8 @@ fn no_change_test(o: &Opts) -> Result<Vec<Figure>> {
         );
         let (secs, summary) = timed_test(o)?;
         e2e.push(secs);
-        ktap.extend(summary_num(&summary, "first_ktap_s"));
-        init.extend(summary_num(&summary, "init_uptime_s"));
+        ktap.extend(summary.first().and_then(|s| s.first_ktap_s));
+        init.extend(summary.first().and_then(|s| s.init_uptime_s));
     }
     Ok(vec![
         (
@@ -417,10 +407,9 @@ fn edit_to_verdict(o: &Opts) -> Result<Vec<Figure>> {
         ("module", "module/stream.rs"),
         ("library", "userspace/src/lib.rs"),
     ] {
-        let mut phases: Vec<(&str, Vec<f64>)> = ["total", "module_s", "guest_s", "vms_s"]
-            .into_iter()
-            .map(|k| (k, Vec::new()))
-            .collect();
+        use crate::summary::Phase;
+        let mut total = Vec::new();
+        let mut phases = [Phase::Module, Phase::GuestPrograms, Phase::Vms].map(|p| (p, Vec::new()));
         for i in 0..o.runs {
             println!(
                 "xtask: bench: one-line edit of {file}, then `cargo xtask test` {}/{}",
@@ -430,12 +419,13 @@ fn edit_to_verdict(o: &Opts) -> Result<Vec<Figure>> {
             let edit = Edit::append(file, i)?;
             let (secs, summary) = timed_test(o)?;
             drop(edit);
-            phases[0].1.push(secs);
-            for (key, v) in &mut phases[1..] {
-                v.extend(summary_num(&summary, key));
+            total.push(secs);
+            for (p, v) in &mut phases {
+                v.extend(summary.first().and_then(|s| s.phase(*p)));
             }
         }
-        let [total, module, guest, vms] = [0, 1, 2, 3].map(|i| spread(&phases[i].1));
+        let total = spread(&total);
+        let [module, guest, vms] = phases.map(|(_, v)| spread(&v));
         figures.push((
             format!("edit to verdict, one line of the {what} ({file})"),
             total,
@@ -502,7 +492,7 @@ fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
             format!("pcmsig_events={}", o.events),
             format!("pcmsig_flood={}", o.flood),
         ],
-        ..opts.boot("bench", out, 1)
+        ..opts.boot(vm::Mode::Bench, out, 1)
     };
     let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
     if let Some(p) = crate::ktap::kernel_problem(&run.console) {

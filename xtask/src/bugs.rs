@@ -501,7 +501,7 @@ fn run_one(
     }
     let boot = vm::Boot {
         env,
-        ..opts.boot(crate::test::MODE, dir, 1)
+        ..opts.boot(vm::Mode::Test, dir, 1)
     };
     let run = vm::boot(&b.tools, &b.kernel, initrd, &boot)
         .with_context(|| format!("booting the VM with seeded bug {}", bug.name))?;

@@ -3,10 +3,11 @@
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use xshell::Shell;
 
 use crate::paths::out_dir;
+use crate::summary::{fmt_times, Phase, Times};
 use crate::{flags, kernel, layout, tools, vm};
 
 /// Everything a boot needs, with how long each part took.
@@ -15,7 +16,7 @@ pub struct Built {
     pub kernel: kernel::Kernel,
     pub ko: PathBuf,
     pub guest_dir: PathBuf,
-    pub times: Vec<(&'static str, Duration)>,
+    pub times: Times,
 }
 
 /// Builds what a boot with `opts` needs (its kernel source and flavour); with `clippy`, the
@@ -35,10 +36,8 @@ pub fn build_all(sh: &Shell, opts: &vm::Options, clippy: bool, quiet: bool) -> R
     )?;
     layout::check(&kernel)?;
     times.push((
-        if kernel.built {
-            "kernel (built)"
-        } else {
-            "kernel (cached)"
+        Phase::Kernel {
+            built: kernel.built,
         },
         t.elapsed(),
     ));
@@ -53,10 +52,10 @@ pub fn build_all(sh: &Shell, opts: &vm::Options, clippy: bool, quiet: bool) -> R
         crate::guest::build_module(&tools, &kernel, false)?;
     }
     crate::guest::check_vermagic(&ko, &kernel)?;
-    times.push(("module", t.elapsed()));
+    times.push((Phase::Module, t.elapsed()));
     let t = Instant::now();
     let guest_dir = crate::guest::build_guest(sh)?;
-    times.push(("guest programs", t.elapsed()));
+    times.push((Phase::GuestPrograms, t.elapsed()));
     Ok(Built {
         tools,
         kernel,
@@ -64,14 +63,6 @@ pub fn build_all(sh: &Shell, opts: &vm::Options, clippy: bool, quiet: bool) -> R
         guest_dir,
         times,
     })
-}
-
-pub fn fmt_times(times: &[(&str, Duration)]) -> String {
-    times
-        .iter()
-        .map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// What every booting command does before it boots: [`build_all`] for `opts` (quietly with
@@ -86,7 +77,7 @@ pub fn prepare(
     let mut b = build_all(sh, opts, false, opts.quiet)?;
     let t = Instant::now();
     let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, extra, out)?;
-    b.times.push(("initramfs", t.elapsed()));
+    b.times.push((Phase::Initramfs, t.elapsed()));
     if opts.keep {
         keep(&b, &initrd, out)?;
     }
@@ -98,11 +89,11 @@ pub fn prepare(
 /// prints nothing (`exec`: the command's output is what the user reads).
 pub fn build_and_boot(
     sh: &Shell,
-    mode: &str,
+    mode: vm::Mode,
     opts: &vm::Options,
     extra: &[crate::guest::ExtraFile],
     (out, quiet_build): (&Path, bool),
-) -> Result<vm::Run> {
+) -> Result<vm::Finished> {
     let build_opts = vm::Options {
         quiet: opts.quiet || quiet_build,
         ..opts.clone()

@@ -18,7 +18,7 @@ impl flags::Exec {
         let opts = self.vm_options()?;
         let mut extra = crate::guest::parse_adds(&self.add)?;
         extra.push(crate::guest::exec_file(&out, &self.cmd)?);
-        let run = build_and_boot(sh, "exec", &opts, &extra, (&out, true))?;
+        let run = build_and_boot(sh, vm::Mode::Exec, &opts, &extra, (&out, true))?;
         if let Some(p) = ktap::kernel_problem(&run.console) {
             bail!(
                 "kernel problem: {p} (console: {})",

@@ -25,6 +25,7 @@ mod selftest;
 mod shell;
 mod slow;
 mod stats;
+mod summary;
 mod test;
 mod tidy;
 mod tools;

@@ -66,9 +66,9 @@ fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
     let (mut passed, mut failed) = (0, 0);
     // (check, guest mode, timeout, silence limit)
     let cases = [
-        ("panic", "panic", 60, Some(30)),
-        ("timeout", "hang", 5, None),
-        ("silence", "hang", 60, Some(3)),
+        ("panic", vm::Mode::Panic, 60, Some(30)),
+        ("timeout", vm::Mode::Hang, 5, None),
+        ("silence", vm::Mode::Hang, 60, Some(3)),
     ];
     for (name, mode, timeout, silence) in cases {
         let dir = out.join(name);
@@ -123,7 +123,7 @@ fn shell(b: &Built, initrd: &Path) -> Result<String> {
         &b.tools,
         &b.kernel,
         initrd,
-        &opts.boot(crate::shell::MODE, &out_dir("selftest"), 1),
+        &opts.boot(vm::Mode::Shell, &out_dir("selftest"), 1),
     );
     let mut p = rexpect::session::spawn_with_options(
         qemu,
@@ -173,7 +173,7 @@ fn exec(b: &Built) -> Result<String> {
             crate::guest::exec_file(&out, &argv)?,
         ];
         let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
-        let boot = vm::Boot::new("exec", &out, Duration::from_secs(60));
+        let boot = vm::Boot::new(vm::Mode::Exec, &out, Duration::from_secs(60));
         let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
         let code = vm::guest_exit(&run.console);
         if code != Some(want_code) || !run.console.contains(want_text) {

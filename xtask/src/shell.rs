@@ -24,13 +24,10 @@ impl flags::Shell {
             &b.tools,
             &b.kernel,
             &initrd,
-            &opts.boot(MODE, &out, 1),
+            &opts.boot(vm::Mode::Shell, &out, 1),
         ))
     }
 }
-
-/// The guest init's mode of an interactive VM (`pcmsig_mode=shell`).
-pub const MODE: &str = "shell";
 
 /// The QEMU command of the interactive VM `boot` ([`vm::qemu_command`]): the serial console
 /// multiplexed with QEMU's monitor on stdio, so that Ctrl-A X quits and Ctrl-A C reaches the

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use xshell::Shell;
 
-use crate::build::{fmt_times, prepare};
+use crate::build::prepare;
 use crate::paths::out_dir;
+use crate::summary::{fmt_times, Phase, VmSummary};
 use crate::{flags, junit, ktap, vm};
 
 /// The guest suite's per-test limit in seconds (`PCMSIG_TEST_TIMEOUT`): normal kernel (the
@@ -40,8 +41,8 @@ pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
     env
 }
 
-/// The guest init's mode of a test boot (`pcmsig_mode=test`): run the suite.
-pub const MODE: &str = "test";
+/// The run's `summary.jsonl` in its output directory ([`crate::summary`]).
+pub const SUMMARY: &str = "summary.jsonl";
 
 /// One VM configuration of the test run.
 struct VmConfig {
@@ -55,7 +56,7 @@ struct VmConfig {
 
 /// A finished VM: its run, its KTAP parsed, and what kunit.py's parse of it disagreed on.
 struct Booted {
-    run: vm::Run,
+    run: vm::Finished,
     report: ktap::Report,
     disagreement: Option<String>,
 }
@@ -65,8 +66,8 @@ struct VmOutcome {
     counts: ktap::Counts,
     failures: Vec<String>,
     blamed: Vec<String>,
-    /// Its line of `summary.jsonl`.
-    summary: String,
+    /// Its line of `summary.jsonl` (the run's phases added at the end).
+    summary: VmSummary,
 }
 
 impl flags::Test {
@@ -89,7 +90,7 @@ impl flags::Test {
                 &crate::coverage::build_dir(&out),
             )?;
             initrd = crate::guest::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &out)?;
-            b.times.push(("coverage build", t.elapsed()));
+            b.times.push((Phase::CoverageBuild, t.elapsed()));
             Some((ko, copy))
         } else {
             None
@@ -119,7 +120,7 @@ impl flags::Test {
             let boot = vm::Boot {
                 env: c.env.clone(),
                 qemu_args: &c.qemu,
-                ..opts.boot(MODE, &c.dir, configs.len())
+                ..opts.boot(vm::Mode::Test, &c.dir, configs.len())
             };
             let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)
                 .with_context(|| format!("booting the {} VM", c.name))?;
@@ -140,7 +141,7 @@ impl flags::Test {
         } else {
             vm::in_parallel(&configs, boot_one)
         };
-        b.times.push(("vms", t.elapsed()));
+        b.times.push((Phase::Vms, t.elapsed()));
         let mut outcomes = Vec::new();
         let mut ports = Vec::new();
         for (c, run) in configs.iter().zip(runs) {
@@ -163,7 +164,7 @@ impl flags::Test {
                 Err(e) => return Err(e.context("the coverage report")),
             }
         }
-        b.times.push(("total", total.elapsed()));
+        b.times.push((Phase::Total, total.elapsed()));
         if !self.quiet {
             println!("xtask: {}", fmt_times(&b.times));
         }
@@ -244,18 +245,17 @@ impl flags::Test {
         let dmesg_path = &run.dmesg_log;
         let counts = report.counts();
         let boot = vm::init_uptime(&run.console);
-        // One JSON object a line, for `cargo xtask bench` and scripts (no text scraping).
-        let summary = format!(
-            "{{\"vm\":\"{name}\",\"passed\":{},\"failed\":{},\"skipped\":{},\"pass\":{},\"vm_s\":{:.3},\"init_uptime_s\":{},\"first_ktap_s\":{}}}",
-            counts.passed,
-            counts.failed,
-            counts.skipped,
-            failures.is_empty(),
-            run.wall.as_secs_f64(),
-            boot.map_or("null".to_string(), |u| format!("{u:.3}")),
-            run.first_ktap
-                .map_or("null".to_string(), |d| format!("{:.3}", d.as_secs_f64())),
-        );
+        let summary = VmSummary {
+            vm: name.to_string(),
+            passed: counts.passed,
+            failed: counts.failed,
+            skipped: counts.skipped,
+            pass: failures.is_empty(),
+            vm_s: run.wall.as_secs_f64(),
+            init_uptime_s: boot,
+            first_ktap_s: run.first_ktap.map(|d| d.as_secs_f64()),
+            phases: Default::default(),
+        };
         if !self.quiet {
             print_results(&report);
             println!(
@@ -292,22 +292,16 @@ impl flags::Test {
 
 /// Writes `summary.jsonl`, prints the totals and the blamed tests, and turns the VMs' failures
 /// into the command's result.
-fn conclude(out: &Path, outcomes: &[VmOutcome], times: &[(&str, Duration)]) -> Result<()> {
-    // Where the run's time went, on every VM's line: `"module_s":1.234`, ...
-    let phases: String = times
+fn conclude(out: &Path, outcomes: &[VmOutcome], times: &[(Phase, Duration)]) -> Result<()> {
+    // Where the run's time went, on every VM's line.
+    let summary: Vec<VmSummary> = outcomes
         .iter()
-        .map(|(name, d)| {
-            let key = name.split(' ').next().unwrap_or(name);
-            format!(",\"{key}_s\":{:.3}", d.as_secs_f64())
+        .map(|o| VmSummary {
+            phases: crate::summary::phases(times),
+            ..o.summary.clone()
         })
         .collect();
-    let summary: Vec<String> = outcomes
-        .iter()
-        .map(|o| format!("{}{phases}}}", o.summary.trim_end_matches('}')))
-        .collect();
-    let summary_path = out.join("summary.jsonl");
-    std::fs::write(&summary_path, summary.join("\n") + "\n")
-        .with_context(|| format!("writing {}", summary_path.display()))?;
+    crate::summary::write(&out.join(SUMMARY), &summary)?;
     let sum = |f: fn(&ktap::Counts) -> usize| outcomes.iter().map(|o| f(&o.counts)).sum::<usize>();
     println!(
         "xtask: {} passed, {} failed, {} skipped",

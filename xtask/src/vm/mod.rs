@@ -17,9 +17,54 @@ use crate::tools::Tools;
 mod options;
 pub use options::{Flavour, Options, DEFAULT_CPUS};
 
+/// What the guest's init does (`pcmsig_mode=WORD` on the kernel command line; `vm/init`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Run the guest suite (`cargo xtask test`, `coverage`, the seeded bugs).
+    Test,
+    /// The demo (`cargo xtask run`).
+    Demo,
+    /// The delivery benchmarks (`cargo xtask bench`).
+    Bench,
+    /// Run [`crate::guest::EXEC_SCRIPT`] (`cargo xtask exec`).
+    Exec,
+    /// An interactive shell (`cargo xtask shell`).
+    Shell,
+    /// Crash the kernel (`selftest`: a panic must end the run in seconds).
+    Panic,
+    /// Hang silently (`selftest`: the time and silence limits).
+    Hang,
+}
+
+impl Mode {
+    #[cfg(test)]
+    pub const ALL: [Mode; 7] = [
+        Mode::Test,
+        Mode::Demo,
+        Mode::Bench,
+        Mode::Exec,
+        Mode::Shell,
+        Mode::Panic,
+        Mode::Hang,
+    ];
+
+    /// The word init reads.
+    pub fn word(self) -> &'static str {
+        match self {
+            Mode::Test => "test",
+            Mode::Demo => "run",
+            Mode::Bench => "bench",
+            Mode::Exec => "exec",
+            Mode::Shell => "shell",
+            Mode::Panic => "panic",
+            Mode::Hang => "hang",
+        }
+    }
+}
+
 /// How to boot.
 pub struct Boot<'a> {
-    pub mode: &'a str,
+    pub mode: Mode,
     /// Extra `name=value` words for the kernel command line (passed to init as environment).
     pub env: Vec<String>,
     pub timeout: Duration,
@@ -44,7 +89,7 @@ pub struct Boot<'a> {
 impl<'a> Boot<'a> {
     /// A headless boot in `mode` with no extra environment or QEMU arguments, no streaming, no
     /// debugger and no silence limit.
-    pub fn new(mode: &'a str, out_dir: &'a Path, timeout: Duration) -> Self {
+    pub fn new(mode: Mode, out_dir: &'a Path, timeout: Duration) -> Self {
         Boot {
             mode,
             env: Vec::new(),
@@ -94,7 +139,7 @@ pub enum Ending {
 }
 
 /// What a boot produced.
-pub struct Run {
+pub struct Finished {
     pub console: String,
     pub ending: Ending,
     pub wall: Duration,
@@ -137,7 +182,7 @@ pub fn qemu_command(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>)
 }
 
 /// The kernel command line for `mode`, with the hung-task timeout `hung_task_secs`.
-fn append_line(mode: &str, env: &[String], hung_task_secs: u64) -> String {
+fn append_line(mode: Mode, env: &[String], hung_task_secs: u64) -> String {
     // panic=-1 reboots at once on a panic, and -no-reboot turns that into QEMU exiting: a crash
     // ends the run in seconds. oops=panic and panic_on_warn make every Oops and WARNING fatal.
     // rcu_expedited: module load and unload wait for RCU grace periods, several ticks each under
@@ -158,7 +203,8 @@ fn append_line(mode: &str, env: &[String], hung_task_secs: u64) -> String {
         "console=ttyS0 panic=-1 oops=panic panic_on_warn=1 loglevel=5 rcupdate.rcu_expedited=1 \
          tsc=reliable sysctl.kernel.panic_on_rcu_stall=1 \
          sysctl.kernel.hung_task_check_interval_secs=5 \
-         sysctl.kernel.hung_task_timeout_secs={hung_task_secs} pcmsig_mode={mode}"
+         sysctl.kernel.hung_task_timeout_secs={hung_task_secs} pcmsig_mode={}",
+        mode.word()
     );
     for e in env {
         s.push(' ');
@@ -168,7 +214,7 @@ fn append_line(mode: &str, env: &[String], hung_task_secs: u64) -> String {
 }
 
 /// Boots the VM and collects its console until QEMU exits or a limit ends it.
-pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Result<Run> {
+pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Result<Finished> {
     if !tools.qemu.is_file() {
         bail!(
             "{} not found (package: qemu-system-x86; run `cargo xtask deps`)",
@@ -230,7 +276,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     let ktap = std::fs::read(&ktap_log)
         .map(|bytes| String::from_utf8_lossy(&bytes).to_string())
         .unwrap_or_default();
-    Ok(Run {
+    Ok(Finished {
         console,
         ending,
         wall,
@@ -453,6 +499,16 @@ mod tests {
         for m in ["pcmsig-init: up ", "pcmsig-init: exit "] {
             assert!(init.contains(m.trim_end()), "vm/init does not print {m:?}");
         }
+        // ...and to the modes the host boots it in (shell is its default, `*`)...
+        for mode in Mode::ALL {
+            let case = format!("\n{})\n", mode.word());
+            assert!(
+                mode == Mode::Shell || init.contains(&case),
+                "vm/init has no case for {mode:?}"
+            );
+        }
+        // ...and to exec's script.
+        assert!(init.contains(crate::guest::EXEC_SCRIPT));
         // ...and to the kernel command-line words a test boot passes it (the ports it writes).
         for word in crate::test::test_env(Flavour::Normal) {
             let name = word.split('=').next().unwrap_or_default();
@@ -472,7 +528,7 @@ mod tests {
 
     use crate::kernel::testing::{fake_kernel, scratch};
 
-    fn boot_with_fake_qemu(script: Option<&str>) -> Result<Run> {
+    fn boot_with_fake_qemu(script: Option<&str>) -> Result<Finished> {
         let dir = scratch(if script.is_some() {
             "qemu-crash"
         } else {
@@ -485,7 +541,7 @@ mod tests {
             std::fs::set_permissions(&tools.qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let kernel = fake_kernel(&dir, "7.3.4");
-        let b = Boot::new("test", &dir, Duration::from_secs(20));
+        let b = Boot::new(Mode::Test, &dir, Duration::from_secs(20));
         boot(&tools, &kernel, &dir.join("initrd"), &b)
     }
 
@@ -507,7 +563,7 @@ mod tests {
         let b = Boot {
             silence: Some(Duration::from_secs(1)),
             boot_silence: Some(Duration::from_secs(10)),
-            ..Boot::new("test", &dir, Duration::from_secs(60))
+            ..Boot::new(Mode::Test, &dir, Duration::from_secs(60))
         };
         let run = boot(&tools, &kernel, &dir.join("initrd"), &b).unwrap();
         assert_eq!(run.ending, Ending::Silent(1));

@@ -154,7 +154,12 @@ impl Options {
 
     /// How to boot one of `vms` VMs in `mode` with its logs in `out_dir`: these options
     /// resolved (limits, vCPUs, the flavour's hung-task timeout), the console streamed with `-v`.
-    pub fn boot<'a>(&'a self, mode: &'a str, out_dir: &'a std::path::Path, vms: usize) -> Boot<'a> {
+    pub fn boot<'a>(
+        &'a self,
+        mode: super::Mode,
+        out_dir: &'a std::path::Path,
+        vms: usize,
+    ) -> Boot<'a> {
         let limits = self.limits();
         Boot {
             mode,
