@@ -10,7 +10,6 @@
 //! ```
 #![no_std]
 
-pub mod harness;
 #[allow(clippy::module_inception)]
 mod uapi;
 pub use uapi::*;

@@ -45,7 +45,7 @@ impl Mode {
         }
     }
 
-    /// The benchmark's name of the path (`uapi::harness::BENCH_PATHS`).
+    /// The benchmark's name of the path (`pcmsig_contract::bench::PATHS`).
     pub fn bench_name(self) -> &'static str {
         match self {
             Mode::Wait => "sigwaitinfo",

@@ -15,7 +15,10 @@ use crate::build::{build_all, Built};
 use crate::paths::{out_dir, project_root};
 pub use crate::stats::{spread, Spread};
 use crate::vm;
-use pcmsig_uapi::harness::{BENCH_EVENTS, BENCH_FLOOD, BENCH_PATHS as PATHS, BENCH_RUNS};
+use pcmsig_contract::bench::{
+    self as record, pct, Record, EVENTS as BENCH_EVENTS, FLOOD as BENCH_FLOOD, PATHS, PERCENTILES,
+    RUNS as BENCH_RUNS,
+};
 
 /// Latency rows: every path at 1 ms periods and at 10 ms (`@10ms`), each beside its floor (a
 /// `clock_nanosleep` loop, what no delivery path can beat), in the guest binary's names.
@@ -23,42 +26,11 @@ fn latency_rows() -> Vec<String> {
     ["", "@10ms"]
         .into_iter()
         .flat_map(|suffix| {
-            std::iter::once("floor")
+            std::iter::once(record::FLOOR)
                 .chain(PATHS)
                 .map(move |p| format!("{p}{suffix}"))
         })
         .collect()
-}
-const PCT_NAMES: [&str; 8] = ["p1", "p10", "p25", "p50", "p75", "p90", "p99", "max"];
-
-/// The value of `"key":` in a flat JSON object line (numbers, strings, arrays of numbers).
-pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let pat = format!("\"{key}\":");
-    let i = line.find(&pat)? + pat.len();
-    let rest = &line[i..];
-    let end = if rest.starts_with('[') {
-        rest.find(']')? + 1
-    } else if let Some(r) = rest.strip_prefix('"') {
-        r.find('"')? + 2
-    } else {
-        rest.find([',', '}']).unwrap_or(rest.len())
-    };
-    Some(rest[..end].trim_matches('"'))
-}
-
-fn num(line: &str, key: &str) -> Option<f64> {
-    field(line, key)?.parse().ok()
-}
-
-fn nums(line: &str, key: &str) -> Vec<f64> {
-    field(line, key)
-        .map(|a| {
-            a.trim_matches(['[', ']'])
-                .split(',')
-                .filter_map(|x| x.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Per-path results aggregated over runs.
@@ -72,62 +44,51 @@ pub struct PathResult {
     pub runs: usize,
 }
 
-pub fn aggregate(lines: &[&str]) -> (Vec<PathResult>, Option<(u64, u64)>, Vec<String>) {
+/// Per path (of [`latency_rows`]), the runs' records aggregated; the burst; the guest's errors.
+pub fn aggregate(records: &[Record]) -> (Vec<PathResult>, Option<(u64, u64)>, Vec<String>) {
+    let errors = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Error(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
     let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for l in lines {
-        if let Some(e) = field(l, "error") {
-            errors.push(e.to_string());
-        }
-    }
-    for path in latency_rows() {
-        let lat: Vec<Vec<f64>> = lines
+    for row in latency_rows() {
+        let lat: Vec<[u64; PERCENTILES.len()]> = records
             .iter()
-            .filter(|l| {
-                field(l, "kind") == Some("latency") && field(l, "path") == Some(path.as_str())
-            })
-            .map(|l| {
-                nums(l, "pcts_ns")
-                    .into_iter()
-                    .map(|ns| ns / 1000.0)
-                    .collect::<Vec<_>>()
-            })
-            .filter(|v| v.len() == PCT_NAMES.len())
-            .collect();
-        let thr: Vec<&&str> = lines
-            .iter()
-            .filter(|l| {
-                field(l, "kind") == Some("throughput") && field(l, "path") == Some(path.as_str())
+            .filter_map(|r| match r {
+                Record::Latency { path, pcts_ns, .. } if *path == row => Some(*pcts_ns),
+                _ => None,
             })
             .collect();
-        let pcts_us = (0..PCT_NAMES.len())
-            .map(|i| spread(&lat.iter().map(|v| v[i]).collect::<Vec<_>>()))
+        let thr: Vec<(f64, u64)> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Throughput {
+                    path, per_s, lost, ..
+                } if *path == row => Some((*per_s, *lost)),
+                _ => None,
+            })
+            .collect();
+        let pcts_us = (0..PERCENTILES.len())
+            .map(|i| spread(&lat.iter().map(|v| v[i] as f64 / 1000.0).collect::<Vec<_>>()))
             .collect();
         out.push(PathResult {
-            name: path.clone(),
+            name: row,
             pcts_us,
-            per_s: spread(
-                &thr.iter()
-                    .filter_map(|l| num(l, "per_s"))
-                    .collect::<Vec<_>>(),
-            ),
-            lost: thr
-                .iter()
-                .filter_map(|l| num(l, "lost"))
-                .map(|x| x as u64)
-                .sum(),
+            per_s: spread(&thr.iter().map(|t| t.0).collect::<Vec<_>>()),
+            lost: thr.iter().map(|t| t.1).sum(),
             runs: lat.len(),
         });
     }
-    let burst = lines
-        .iter()
-        .find(|l| field(l, "kind") == Some("burst"))
-        .and_then(|l| {
-            Some((
-                num(l, "queued")? as u64,
-                num(l, "rlimit_sigpending")? as u64,
-            ))
-        });
+    let burst = records.iter().find_map(|r| match r {
+        Record::Burst {
+            queued,
+            rlimit_sigpending,
+        } => Some((*queued, *rlimit_sigpending)),
+        _ => None,
+    });
     (out, burst, errors)
 }
 
@@ -178,18 +139,22 @@ pub fn svg(paths: &[PathResult]) -> String {
         let _ = writeln!(
             s,
             "<line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"black\"/>",
-            x(m(0)),
-            x(m(6))
+            x(m(pct::P1)),
+            x(m(pct::P99))
         );
         let _ = writeln!(
             s,
             "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"20\" fill=\"#9cf\" stroke=\"black\"/>",
-            x(m(2)),
+            x(m(pct::P25)),
             y - 10.0,
-            (x(m(4)) - x(m(2))).max(1.0)
+            (x(m(pct::P75)) - x(m(pct::P25))).max(1.0)
         );
-        let _ = writeln!(s, "<line x1=\"{0:.1}\" y1=\"{1:.1}\" x2=\"{0:.1}\" y2=\"{2:.1}\" stroke=\"red\" stroke-width=\"2\"/>", x(m(3)), y - 12.0, y + 12.0);
-        let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"3\"/>", x(m(7)));
+        let _ = writeln!(s, "<line x1=\"{0:.1}\" y1=\"{1:.1}\" x2=\"{0:.1}\" y2=\"{2:.1}\" stroke=\"red\" stroke-width=\"2\"/>", x(m(pct::P50)), y - 12.0, y + 12.0);
+        let _ = writeln!(
+            s,
+            "<circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"3\"/>",
+            x(m(pct::MAX))
+        );
     }
     s.push_str("</svg>\n");
     s
@@ -501,12 +466,14 @@ fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
             run.console_log.display()
         );
     }
-    let lines: Vec<&str> = run
-        .console
-        .lines()
-        .filter_map(|l| l.split("BENCH ").nth(1))
-        .collect();
-    let (all, burst, errors) = aggregate(&lines);
+    let mut records = Vec::new();
+    for r in run.console.lines().filter_map(Record::from_line) {
+        match r {
+            Ok(r) => records.push(r),
+            Err(e) => records.push(Record::Error(format!("an unreadable record: {e}"))),
+        }
+    }
+    let (all, burst, errors) = aggregate(&records);
     for e in &errors {
         println!("xtask: bench: guest error: {e}");
     }
@@ -560,13 +527,17 @@ fn paths_table(md: &mut String, paths: &[PathResult]) {
     let read = paths
         .iter()
         .find(|p| p.name == "read")
-        .map_or((0.0, 0.0), |p| (p.pcts_us[3].median, p.per_s.median));
+        .map_or((0.0, 0.0), |p| (p.pcts_us[pct::P50].median, p.per_s.median));
     let _ = writeln!(
         md,
         "\n| path | p50 µs | p99 µs | max µs | p50 vs read() | events/s | vs read() | lost |\n|---|---|---|---|---|---|---|---|"
     );
     for p in paths {
-        let (p50, p99, max) = (p.pcts_us[3], p.pcts_us[6], p.pcts_us[7]);
+        let (p50, p99, max) = (
+            p.pcts_us[pct::P50],
+            p.pcts_us[pct::P99],
+            p.pcts_us[pct::MAX],
+        );
         let _ = writeln!(
             md,
             "| {} | {:.0} ({:.0} to {:.0}) | {:.0} | {:.0} | {:.2}x | {:.0} ({:.0} to {:.0}) | {:.2}x | {} |",
@@ -603,7 +574,7 @@ fn latency_table(md: &mut String, d: &Delivery) {
         let Some(f) = d.rows.iter().find(|r| r.name == floor_name) else {
             continue;
         };
-        let (p50, p99) = (p.pcts_us[3], p.pcts_us[6]);
+        let (p50, p99) = (p.pcts_us[pct::P50], p.pcts_us[pct::P99]);
         let _ = writeln!(
             md,
             "| {base}, {period} periods | {:.0} ({:.0} to {:.0}) | {:.0} ({:.0} to {:.0}) | {:.2}x | {:.2}x |",
@@ -613,56 +584,49 @@ fn latency_table(md: &mut String, d: &Delivery) {
             p99.median,
             p99.min,
             p99.max,
-            ratio(p50.median, f.pcts_us[3].median),
-            ratio(p99.median, f.pcts_us[6].median),
+            ratio(p50.median, f.pcts_us[pct::P50].median),
+            ratio(p99.median, f.pcts_us[pct::P99].median),
         );
     }
 }
 
 /// The report as one JSON object (`bench.json`).
 fn report_json(machine: &str, runs: usize, harness: &[Figure], d: &Delivery) -> String {
-    let harness: Vec<String> = harness
+    use serde_json::{json, Map, Value};
+    let harness: Vec<Value> = harness
         .iter()
         .map(|(n, s, u)| {
-            format!(
-                "{{\"name\":\"{}\",\"unit\":\"{u}\",\"median\":{:.4},\"min\":{:.4},\"max\":{:.4}}}",
-                n.replace('`', ""),
-                s.median,
-                s.min,
-                s.max
-            )
+            json!({"name": n.replace('`', ""), "unit": u,
+                   "median": s.median, "min": s.min, "max": s.max})
         })
         .collect();
-    let paths: Vec<String> = d
+    let paths: Vec<Value> = d
         .paths
         .iter()
         .chain(&d.rows)
         .map(|p| {
-            let pct: Vec<String> = PCT_NAMES
-                .iter()
-                .zip(&p.pcts_us)
-                .map(|(n, s)| format!("\"{n}_us\":{:.1}", s.median))
-                .collect();
-            format!(
-                "{{\"path\":\"{}\",{},\"events_per_s\":{:.0},\"events_per_s_min\":{:.0},\"events_per_s_max\":{:.0},\"lost\":{},\"runs\":{}}}",
-                p.name,
-                pct.join(","),
-                p.per_s.median,
-                p.per_s.min,
-                p.per_s.max,
-                p.lost,
-                p.runs
-            )
+            let mut m = Map::new();
+            m.insert("path".into(), p.name.clone().into());
+            for ((n, _), s) in PERCENTILES.iter().zip(&p.pcts_us) {
+                m.insert(format!("{n}_us"), s.median.into());
+            }
+            for (k, v) in [
+                ("events_per_s", p.per_s.median),
+                ("events_per_s_min", p.per_s.min),
+                ("events_per_s_max", p.per_s.max),
+            ] {
+                m.insert(k.into(), v.round().into());
+            }
+            m.insert("lost".into(), p.lost.into());
+            m.insert("runs".into(), p.runs.into());
+            Value::Object(m)
         })
         .collect();
-    let burst = d.burst.map_or("null".into(), |(q, l)| {
-        format!("{{\"queued\":{q},\"rlimit_sigpending\":{l}}}")
-    });
-    format!(
-        "{{\"machine\":\"{machine}\",\"runs\":{runs},\"harness\":[{}],\"paths\":[{}],\"burst\":{burst}}}",
-        harness.join(","),
-        paths.join(",")
-    )
+    let burst = d
+        .burst
+        .map(|(q, l)| json!({"queued": q, "rlimit_sigpending": l}));
+    json!({"machine": machine, "runs": runs, "harness": harness, "paths": paths, "burst": burst})
+        .to_string()
 }
 
 #[cfg(test)]
@@ -670,7 +634,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spread_and_fields() {
+    fn spread_is_the_median_and_range() {
         assert_eq!(
             spread(&[3.0, 1.0, 2.0]),
             Spread {
@@ -680,23 +644,37 @@ mod tests {
             }
         );
         assert_eq!(spread(&[1.0, 2.0, 3.0, 10.0]).median, 2.5);
-        let l = r#"{"kind":"latency","path":"read","run":1,"n":3,"pcts_ns":[1000,2000,3000,4000,5000,6000,7000,8000]}"#;
-        assert_eq!(field(l, "kind"), Some("latency"));
-        assert_eq!(num(l, "n"), Some(3.0));
-        assert_eq!(nums(l, "pcts_ns").len(), 8);
     }
 
     #[test]
     fn aggregate_takes_medians_over_runs() {
-        let a = r#"{"kind":"latency","path":"read","run":1,"n":3,"pcts_ns":[1000,2000,3000,4000,5000,6000,7000,8000]}"#;
-        let b = r#"{"kind":"latency","path":"read","run":2,"n":3,"pcts_ns":[1000,2000,3000,6000,5000,6000,7000,9000]}"#;
-        let t = r#"{"kind":"throughput","path":"read","run":1,"n":100,"per_s":5000,"lost":2}"#;
-        let burst = r#"{"kind":"burst","queued":1972,"rlimit_sigpending":1972}"#;
-        let (paths, bu, errs) = aggregate(&[a, b, t, burst, r#"{"error":"boom"}"#]);
+        let lat = |run, p50| Record::Latency {
+            path: "read".into(),
+            run,
+            n: 3,
+            pcts_ns: [1000, 2000, 3000, p50, 5000, 6000, 7000, 8000],
+        };
+        let records = [
+            lat(1, 4000),
+            lat(2, 6000),
+            Record::Throughput {
+                path: "read".into(),
+                run: 1,
+                n: 100,
+                per_s: 5000.0,
+                lost: 2,
+            },
+            Record::Burst {
+                queued: 1972,
+                rlimit_sigpending: 1972,
+            },
+            Record::Error("boom".into()),
+        ];
+        let (paths, bu, errs) = aggregate(&records);
         let read = paths.iter().find(|p| p.name == "read").unwrap();
         assert_eq!(read.runs, 2);
         assert_eq!(
-            read.pcts_us[3],
+            read.pcts_us[pct::P50],
             Spread {
                 median: 5.0,
                 min: 4.0,

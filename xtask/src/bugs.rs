@@ -55,7 +55,7 @@ pub struct SeededBug {
     /// cause is the test before).
     pub or_next: &'static [&'static str],
     /// Detector classes accepted for that test (`test` is the test's own assertion; the others
-    /// are the classes of `pcmsig_uapi::harness::KERNEL_PROBLEMS`).
+    /// are the classes of `pcmsig_contract::KERNEL_PROBLEMS`).
     pub detectors: &'static [&'static str],
 }
 
@@ -636,7 +636,7 @@ mod tests {
     #[test]
     fn every_seeded_bug_names_a_real_test_and_detector() {
         let tests = crate::paths::guest_test_sources();
-        let classes: Vec<&str> = pcmsig_uapi::harness::KERNEL_PROBLEMS
+        let classes: Vec<&str> = pcmsig_contract::KERNEL_PROBLEMS
             .iter()
             .map(|p| p.class)
             .collect();

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::paths::project_root;
-use pcmsig_uapi::harness::{COVERAGE_TABLE_BEGIN, COVERAGE_TABLE_END, COVERAGE_TEST};
+use pcmsig_contract::{COVERAGE_TABLE_BEGIN, COVERAGE_TABLE_END, COVERAGE_TEST};
 
 /// The sections with instrumented code, each with the anchor the guest's offsets are from.
 const SECTIONS: [(&str, &str); 3] = [

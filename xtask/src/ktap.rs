@@ -347,8 +347,8 @@ impl fmt::Display for Failure {
     }
 }
 
-pub use pcmsig_uapi::harness::TEST_MARKER;
-use pcmsig_uapi::harness::{problem_in, KernelHas};
+pub use pcmsig_contract::TEST_MARKER;
+use pcmsig_contract::{problem_in, KernelHas};
 
 /// A kernel problem on the console.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -510,7 +510,7 @@ fn failing_leaves(tests: &[TestCase], prefix: &str, out: &mut Vec<String>) {
 pub fn skip_failures(report: &Report, edu: bool, kernel: KernelHas) -> Vec<Failure> {
     let (mut wrong, mut missing) = (Vec::new(), Vec::new());
     for t in &report.tests {
-        let must = pcmsig_uapi::harness::must_skip(&t.name, edu, kernel);
+        let must = pcmsig_contract::must_skip(&t.name, edu, kernel);
         match (&t.status, must) {
             (Status::Skip(reason), None | Some(false)) => {
                 wrong.push((t.name.clone(), reason.clone()));
@@ -546,11 +546,7 @@ pub fn blamed(report: &Report, failures: &[Failure]) -> Vec<(String, String)> {
         let class = t
             .diagnostics
             .iter()
-            .find_map(|d| {
-                d.strip_prefix("kernel problem (")
-                    .and_then(|r| r.split_once(')'))
-                    .map(|(c, _)| c.to_string())
-            })
+            .find_map(|d| pcmsig_contract::problem_diag_class(d).map(str::to_string))
             .unwrap_or_else(|| "test".to_string());
         out.push((t.name.clone(), class));
     }
@@ -696,7 +692,7 @@ ok 2 other
     #[test]
     fn every_test_the_skip_contract_names_exists() {
         let tests = crate::paths::guest_test_sources();
-        for (name, _) in pcmsig_uapi::harness::SKIPS {
+        for (name, _) in pcmsig_contract::SKIPS {
             assert!(tests.contains(&format!("fn {name}()")), "no test {name}");
         }
     }

@@ -19,8 +19,8 @@ const TEST_TIMEOUT_S: (u64, u64) = (30, 240);
 /// its KTAP, and for the debug kernel a longer per-test alarm.
 pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
     let mut env = vec![
-        format!("pcmsig_ktap={}", pcmsig_uapi::harness::KTAP_DEVICE),
-        format!("pcmsig_dmesg={}", pcmsig_uapi::harness::DMESG_DEVICE),
+        format!("pcmsig_ktap={}", pcmsig_contract::KTAP_DEVICE),
+        format!("pcmsig_dmesg={}", pcmsig_contract::DMESG_DEVICE),
     ];
     if flavour == vm::Flavour::Debug {
         // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
@@ -100,7 +100,7 @@ impl flags::Test {
             for c in &mut configs {
                 c.env.push(format!(
                     "PCMSIG_COVERAGE={}",
-                    pcmsig_uapi::harness::COVERAGE_DEVICE
+                    pcmsig_contract::COVERAGE_DEVICE
                 ));
             }
         }
@@ -339,7 +339,7 @@ fn check_filter(guest_dir: &Path, filter: &str) -> Result<()> {
         bail!("--filter must be a non-empty glob without spaces or quotes");
     }
     let names = crate::guest::list_of(&guest_dir.join("pcmsig-tests"))?;
-    if !names.iter().any(|n| pcmsig_uapi::harness::glob(filter, n)) {
+    if !names.iter().any(|n| pcmsig_contract::glob(filter, n)) {
         bail!(
             "--filter {filter:?} matches no test; the tests are:\n  {}",
             names.join("\n  ")

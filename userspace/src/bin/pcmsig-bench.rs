@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use pcmsig::sys::{now_ns, SigInfo};
-use pcmsig::uapi::harness::BENCH_PATHS;
 use pcmsig::{uapi, Device, EventKind, Mode, Receiver, Signal, Trigger};
+use pcmsig_contract::bench::{Record, FLOOR, PATHS as BENCH_PATHS, PERCENTILES};
 
 type R<T> = Result<T, String>;
 
@@ -286,22 +286,17 @@ fn burst() -> R<(u64, u64)> {
 }
 
 /// Runs `f` in a forked child, which prints its result line; isolation of signal state.
-fn forked(f: impl FnOnce() -> R<String>) {
+fn forked(f: impl FnOnce() -> R<Record>) {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     // SAFETY: single-threaded when forking; the child ends with _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        let code = match f() {
-            Ok(line) => {
-                println!("BENCH {line}");
-                0
-            }
-            Err(e) => {
-                println!("BENCH {{\"error\":\"{}\"}}", e.replace('"', "'"));
-                1
-            }
+        let (record, code) = match f() {
+            Ok(r) => (r, 0),
+            Err(e) => (Record::Error(e), 1),
         };
+        println!("{}", record.to_line());
         let _ = std::io::stdout().flush();
         // SAFETY: end of the forked child.
         unsafe { libc::_exit(code) };
@@ -316,7 +311,7 @@ mod flags {
         /// The delivery benchmarks, run in the guest by `cargo xtask bench`: one `BENCH {json}`
         /// line per figure.
         cmd pcmsig-bench {
-            /// Runs per figure (default: pcmsig_uapi::harness::BENCH_RUNS).
+            /// Runs per figure (default: pcmsig_contract::bench::RUNS).
             optional --runs n: u32
             /// Timer periods per latency run (default: BENCH_EVENTS).
             optional --events n: u32
@@ -327,7 +322,9 @@ mod flags {
 }
 
 fn main() {
-    use pcmsig::uapi::harness::{BENCH_EVENTS, BENCH_FLOOD, BENCH_RUNS};
+    use pcmsig_contract::bench::{
+        EVENTS as BENCH_EVENTS, FLOOD as BENCH_FLOOD, RUNS as BENCH_RUNS,
+    };
     let flags = flags::PcmsigBench::from_env_or_exit();
     let runs = flags.runs.unwrap_or(BENCH_RUNS);
     let events = flags.events.unwrap_or(BENCH_EVENTS);
@@ -342,41 +339,43 @@ fn main() {
             } else {
                 format!("@{}ms", period_us / 1000)
             };
-            for path in std::iter::once("floor").chain(BENCH_PATHS) {
+            for path in std::iter::once(FLOOR).chain(BENCH_PATHS) {
                 let name = format!("{path}{suffix}");
                 forked(|| {
                     pin_to_cpu0()?;
-                    let mut l = if path == "floor" {
+                    let mut l = if path == FLOOR {
                         floor(n, period_us)?
                     } else {
                         latency(path, n, period_us)?
                     };
                     l.sort_unstable();
-                    let ps: Vec<String> = [0.01, 0.10, 0.25, 0.50, 0.75, 0.90, 0.99, 1.0]
-                        .iter()
-                        .map(|p| pct(&l, *p).to_string())
-                        .collect();
-                    Ok(format!(
-                        "{{\"kind\":\"latency\",\"path\":\"{name}\",\"run\":{run},\"n\":{},\"pcts_ns\":[{}]}}",
-                        l.len(),
-                        ps.join(",")
-                    ))
+                    Ok(Record::Latency {
+                        path: name.clone(),
+                        run,
+                        n: l.len(),
+                        pcts_ns: PERCENTILES.map(|(_, p)| pct(&l, p)),
+                    })
                 });
             }
         }
         for path in BENCH_PATHS {
             forked(|| {
-                let (rate, lost) = throughput(path, flood)?;
-                Ok(format!(
-                    "{{\"kind\":\"throughput\",\"path\":\"{path}\",\"run\":{run},\"n\":{flood},\"per_s\":{rate:.0},\"lost\":{lost}}}"
-                ))
+                let (per_s, lost) = throughput(path, flood)?;
+                Ok(Record::Throughput {
+                    path: path.to_string(),
+                    run,
+                    n: flood,
+                    per_s,
+                    lost,
+                })
             });
         }
     }
     forked(|| {
-        let (burst, limit) = burst()?;
-        Ok(format!(
-            "{{\"kind\":\"burst\",\"queued\":{burst},\"rlimit_sigpending\":{limit}}}"
-        ))
+        let (queued, rlimit_sigpending) = burst()?;
+        Ok(Record::Burst {
+            queued,
+            rlimit_sigpending,
+        })
     });
 }

@@ -63,8 +63,8 @@ impl Flavour {
     }
 
     /// What this kernel has that decides whether a guest test may skip.
-    pub fn kernel_has(self) -> pcmsig_uapi::harness::KernelHas {
-        pcmsig_uapi::harness::KernelHas {
+    pub fn kernel_has(self) -> pcmsig_contract::KernelHas {
+        pcmsig_contract::KernelHas {
             kmemleak: self != Flavour::Normal,
             fault_injection: self == Flavour::Fault,
         }

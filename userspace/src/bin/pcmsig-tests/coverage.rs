@@ -27,7 +27,7 @@ pub fn begin(names: &[&str]) -> Result<(), String> {
         return Ok(());
     };
     let port = crate::harness::open_raw(&path).map_err(|e| format!("opening {path}: {e}"))?;
-    use pcmsig::uapi::harness::COVERAGE_TEST as TEST;
+    use pcmsig_contract::COVERAGE_TEST as TEST;
     let mut text = format!("{TEST}0 (module load, and between tests)\n");
     for (i, name) in names.iter().enumerate() {
         text += &format!("{TEST}{} {name}\n", i + 1);
@@ -67,8 +67,8 @@ pub fn send_table() {
     let text = match std::fs::read_to_string(TABLE) {
         Ok(t) => format!(
             "{}\n{t}{}\n",
-            pcmsig::uapi::harness::COVERAGE_TABLE_BEGIN,
-            pcmsig::uapi::harness::COVERAGE_TABLE_END
+            pcmsig_contract::COVERAGE_TABLE_BEGIN,
+            pcmsig_contract::COVERAGE_TABLE_END
         ),
         Err(e) => format!("no table: {TABLE}: {e}\n"),
     };

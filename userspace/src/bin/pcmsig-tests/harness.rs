@@ -31,8 +31,8 @@ pub fn hang_guard() -> std::time::Duration {
     std::time::Duration::from_secs(u64::from(test_timeout_s()) * 2 / 3)
 }
 
-pub use pcmsig::uapi::harness::glob;
-use pcmsig::uapi::harness::{problem_in, TEST_MARKER};
+pub use pcmsig_contract::glob;
+use pcmsig_contract::{problem_in, TEST_MARKER};
 
 /// Prints a diagnostic line.
 pub fn diag(msg: &str) {
@@ -217,7 +217,7 @@ impl KernelLog {
             .iter()
             .enumerate()
             .find_map(|(i, l)| problem_in(l).map(|p| (i, p)))?;
-        let mut text = format!("kernel problem ({}) while this test ran:", p.class);
+        let mut text = pcmsig_contract::problem_diag(p.class, " while this test ran:");
         for l in lines.iter().skip(at).take(PROBLEM_LINES) {
             text.push_str("\nkernel: ");
             text.push_str(l.trim_end());

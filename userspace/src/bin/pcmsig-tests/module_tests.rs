@@ -1104,9 +1104,9 @@ fn kmemleak_finds_no_leak() -> TestResult {
     let objects = report.matches("unreferenced object").count();
     if objects > 0 {
         let head: Vec<&str> = report.lines().take(30).collect();
-        return Err(format!(
-            "kernel problem (kmemleak): {objects} unreferenced object(s):\n{}",
-            head.join("\n")
+        return Err(pcmsig_contract::problem_diag(
+            "kmemleak",
+            &format!(": {objects} unreferenced object(s):\n{}", head.join("\n")),
         ));
     }
     Ok(())

@@ -1,6 +1,11 @@
-//! The contract between the guest test suite and the host harness (not part of the kernel ABI,
-//! and not compiled into the module): where the KTAP goes, the markers, what a kernel problem
-//! looks like in the log, and the filter glob. Defined once, used by `pcmsig-tests` and `xtask`.
+//! The contract across the VM boundary: what the guest programs (`pcmsig-tests`,
+//! `pcmsig-bench`) write and the host harness (`xtask`) reads. Not part of the user-space ABI
+//! (`pcmsig-uapi`) and not compiled into the module: where the KTAP goes, the markers, what a
+//! kernel problem looks like in the log and how the suite reports one, which tests may skip,
+//! the filter glob, and the benchmark's records ([`bench`]). Each text has its writer and its
+//! reader here, side by side, with a round-trip test.
+
+pub mod bench;
 
 /// The guest device the suite writes its KTAP to: the VM's second serial port, which QEMU
 /// writes to `ktap.txt` on the host. The kernel console (`ttyS0`) stays a log.
@@ -26,17 +31,6 @@ pub const COVERAGE_DEVICE: &str = "/dev/ttyS3";
 pub const COVERAGE_TEST: &str = "test ";
 pub const COVERAGE_TABLE_BEGIN: &str = "begin table";
 pub const COVERAGE_TABLE_END: &str = "end table";
-
-/// `cargo xtask bench`'s defaults, used by xtask and by the guest's `pcmsig-bench`: runs per
-/// figure, timer periods per latency run, events per throughput run.
-pub const BENCH_RUNS: u32 = 5;
-/// See [`BENCH_RUNS`].
-pub const BENCH_EVENTS: u32 = 500;
-/// See [`BENCH_RUNS`].
-pub const BENCH_FLOOD: u32 = 100_000;
-/// The delivery paths the benchmark measures, by the names its `BENCH` lines and report use:
-/// the three signal receivers (`pcmsig::Mode`) and `read()` of the event records.
-pub const BENCH_PATHS: [&str; 4] = ["sigwaitinfo", "signalfd+epoll", "handler", "read"];
 
 /// One class of kernel problem: the text that identifies it in a log line, and its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +81,19 @@ pub const KERNEL_PROBLEMS: &[Problem] = &[
     p("Call Trace:", "warning"),
 ];
 
+/// How a test's KTAP diagnostic names the kernel problem that failed it: `kernel problem
+/// (CLASS)`, then what the suite says of it (written by the suite, read by the host's blame).
+pub fn problem_diag(class: &str, what: &str) -> String {
+    format!("kernel problem ({class}){what}")
+}
+
+/// The class a [`problem_diag`] line names, if it is one.
+pub fn problem_diag_class(line: &str) -> Option<&str> {
+    line.strip_prefix("kernel problem (")?
+        .split_once(')')
+        .map(|(class, _)| class)
+}
+
 /// The first problem whose pattern occurs in `line`.
 pub fn problem_in(line: &str) -> Option<&'static Problem> {
     KERNEL_PROBLEMS.iter().find(|p| line.contains(p.pattern))
@@ -109,6 +116,15 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_problem_diagnostic_names_its_class() {
+        for p in KERNEL_PROBLEMS {
+            let d = problem_diag(p.class, " while this test ran:");
+            assert_eq!(problem_diag_class(&d), Some(p.class));
+        }
+        assert_eq!(problem_diag_class("expected 3, got 4"), None);
+    }
 
     #[test]
     fn glob_matches_like_a_shell() {

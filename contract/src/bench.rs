@@ -1,0 +1,216 @@
+//! `cargo xtask bench`'s side of the contract: its defaults, the paths it measures, and the
+//! records the guest's `pcmsig-bench` prints one a line (`BENCH {json}`) and xtask reads back
+//! from the console ([`Record::to_line`], [`Record::from_line`]).
+
+use serde_json::{json, Value};
+
+/// Runs per figure unless `--runs` says otherwise (xtask's and the guest's default).
+pub const RUNS: u32 = 5;
+/// Timer periods per latency run unless `--events` says otherwise.
+pub const EVENTS: u32 = 500;
+/// Events per throughput run unless `--flood` says otherwise.
+pub const FLOOD: u32 = 100_000;
+
+/// The delivery paths the benchmark measures, by the names its records and report use: the
+/// three signal receivers (`pcmsig::Mode`) and `read()` of the event records.
+pub const PATHS: [&str; 4] = ["sigwaitinfo", "signalfd+epoll", "handler", "read"];
+
+/// The latency row of no delivery path: a `clock_nanosleep` loop's lateness.
+pub const FLOOR: &str = "floor";
+
+/// The percentiles of a latency record, in its order: name and fraction.
+pub const PERCENTILES: [(&str, f64); 8] = [
+    ("p1", 0.01),
+    ("p10", 0.10),
+    ("p25", 0.25),
+    ("p50", 0.50),
+    ("p75", 0.75),
+    ("p90", 0.90),
+    ("p99", 0.99),
+    ("max", 1.0),
+];
+
+/// Indices into [`PERCENTILES`] (and a record's `pcts_ns`) by name.
+pub mod pct {
+    pub const P1: usize = 0;
+    pub const P25: usize = 2;
+    pub const P50: usize = 3;
+    pub const P75: usize = 4;
+    pub const P99: usize = 6;
+    pub const MAX: usize = 7;
+}
+
+/// What starts a record's console line.
+pub const PREFIX: &str = "BENCH ";
+
+/// One measurement of the guest's benchmark.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// Kernel event to receipt, per period, as [`PERCENTILES`] in ns.
+    Latency {
+        /// A path of [`PATHS`] or [`FLOOR`], with `@10ms` for the 10 ms periods.
+        path: String,
+        run: u32,
+        /// Periods measured.
+        n: usize,
+        pcts_ns: [u64; PERCENTILES.len()],
+    },
+    /// Events per second through a path, and how many were lost.
+    Throughput {
+        path: String,
+        run: u32,
+        n: u32,
+        per_s: f64,
+        lost: u64,
+    },
+    /// The largest burst queued without loss, and the limit it met.
+    Burst { queued: u64, rlimit_sigpending: u64 },
+    /// A run that failed in the guest.
+    Error(String),
+}
+
+impl Record {
+    /// The console line (without the newline).
+    pub fn to_line(&self) -> String {
+        let v = match self {
+            Record::Latency {
+                path,
+                run,
+                n,
+                pcts_ns,
+            } => json!({"kind": "latency", "path": path, "run": run, "n": n, "pcts_ns": pcts_ns}),
+            Record::Throughput {
+                path,
+                run,
+                n,
+                per_s,
+                lost,
+            } => json!({"kind": "throughput", "path": path, "run": run, "n": n,
+                        "per_s": per_s.round(), "lost": lost}),
+            Record::Burst {
+                queued,
+                rlimit_sigpending,
+            } => json!({"kind": "burst", "queued": queued, "rlimit_sigpending": rlimit_sigpending}),
+            Record::Error(e) => json!({ "error": e }),
+        };
+        format!("{PREFIX}{v}")
+    }
+
+    /// The record on a console line, if the line has one (anywhere: the kernel may have
+    /// written on the same line first); an error names what is wrong with it.
+    pub fn from_line(line: &str) -> Option<Result<Record, String>> {
+        let (_, text) = line.split_once(PREFIX)?;
+        Some(Self::parse(text.trim_end()).map_err(|e| format!("{e}: {text}")))
+    }
+
+    fn parse(text: &str) -> Result<Record, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or(format!("no {k:?}"))
+        };
+        let u = |k: &str| v.get(k).and_then(Value::as_u64).ok_or(format!("no {k:?}"));
+        if let Ok(e) = s("error") {
+            return Ok(Record::Error(e));
+        }
+        let small = |k: &str| u(k).and_then(|n| u32::try_from(n).map_err(|e| e.to_string()));
+        match s("kind")?.as_str() {
+            "latency" => {
+                let pcts: Vec<u64> = v
+                    .get("pcts_ns")
+                    .and_then(Value::as_array)
+                    .ok_or("no \"pcts_ns\"")?
+                    .iter()
+                    .map(|x| x.as_u64().ok_or("a percentile that is not a count of ns"))
+                    .collect::<Result<_, _>>()?;
+                Ok(Record::Latency {
+                    path: s("path")?,
+                    run: small("run")?,
+                    n: u("n")? as usize,
+                    pcts_ns: pcts
+                        .try_into()
+                        .map_err(|p: Vec<u64>| format!("{} percentiles", p.len()))?,
+                })
+            }
+            "throughput" => Ok(Record::Throughput {
+                path: s("path")?,
+                run: small("run")?,
+                n: small("n")?,
+                per_s: v
+                    .get("per_s")
+                    .and_then(Value::as_f64)
+                    .ok_or("no \"per_s\"")?,
+                lost: u("lost")?,
+            }),
+            "burst" => Ok(Record::Burst {
+                queued: u("queued")?,
+                rlimit_sigpending: u("rlimit_sigpending")?,
+            }),
+            k => Err(format!("unknown kind {k:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_record_round_trips_through_a_console_line() {
+        let records = [
+            Record::Latency {
+                path: "signalfd+epoll@10ms".into(),
+                run: 3,
+                n: 500,
+                pcts_ns: [1, 2, 3, 4, 5, 6, 7, u64::MAX / 2],
+            },
+            Record::Throughput {
+                path: "read".into(),
+                run: 1,
+                n: 100_000,
+                per_s: 412_345.0,
+                lost: 2,
+            },
+            Record::Burst {
+                queued: 1972,
+                rlimit_sigpending: 1972,
+            },
+            Record::Error("handler: \"silence\" after 3 periods\n".into()),
+        ];
+        for r in records {
+            let line = r.to_line();
+            assert!(!line.contains('\n'), "{line}");
+            // As the console shows it: after a kernel message, with a carriage return.
+            let console = format!("[    3.1] pcmsig: x{line}\r");
+            assert_eq!(Record::from_line(&console), Some(Ok(r)), "{line}");
+        }
+    }
+
+    #[test]
+    fn other_lines_are_not_records_and_broken_records_say_why() {
+        assert_eq!(Record::from_line("pcmsig-init: up 0.7 s"), None);
+        let short = r#"BENCH {"kind":"latency","path":"read","run":1,"n":3,"pcts_ns":[1,2]}"#;
+        let e = Record::from_line(short).unwrap().unwrap_err();
+        assert!(e.contains("2 percentiles"), "{e}");
+        assert!(Record::from_line("BENCH {\"kind\":\"x\"}")
+            .unwrap()
+            .is_err());
+        assert!(Record::from_line("BENCH not json").unwrap().is_err());
+    }
+
+    #[test]
+    fn percentile_indices_name_their_percentiles() {
+        for (i, name) in [
+            (pct::P1, "p1"),
+            (pct::P25, "p25"),
+            (pct::P50, "p50"),
+            (pct::P75, "p75"),
+            (pct::P99, "p99"),
+            (pct::MAX, "max"),
+        ] {
+            assert_eq!(PERCENTILES[i].0, name);
+        }
+    }
+}
