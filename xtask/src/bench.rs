@@ -416,7 +416,7 @@ fn module_rebuild(b: &Built, runs: usize) -> Result<Figure> {
         let _ = std::fs::remove_file(
             project_root()
                 .join("module")
-                .join(crate::guest::MODULE_STAMP),
+                .join(crate::kbuild::MODULE_STAMP),
         );
         std::fs::File::options()
             .append(true)
@@ -424,7 +424,7 @@ fn module_rebuild(b: &Built, runs: usize) -> Result<Figure> {
             .and_then(|file| file.set_modified(std::time::SystemTime::now()))
             .with_context(|| format!("touching {}", f.display()))?;
         let t = Instant::now();
-        crate::guest::build_module(&b.tools, &b.kernel, false)?;
+        crate::kbuild::build_module(&b.tools, &b.kernel, false)?;
         rebuild.push(t.elapsed().as_secs_f64());
     }
     Ok((
@@ -444,7 +444,7 @@ fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
         "xtask: bench: delivery paths in the guest ({} runs)",
         o.runs
     );
-    let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], out)?;
+    let initrd = crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], out)?;
     // The delivery VM's own defaults: its runs print one line each, several seconds apart.
     let opts = vm::Options {
         timeout: o.vm.timeout.or(Some(DELIVERY_TIMEOUT_S)),

@@ -402,9 +402,9 @@ pub fn run(sh: &Shell, opts: &vm::Options, slow: Option<f64>, only: &[String]) -
         // run at once (found when they did: the debug build replaced the normal one's module).
         let dir = out.join(kernel).join(bug.name);
         let t = Instant::now();
-        let ko = crate::guest::build_seeded_module(&b.tools, &b.kernel, bug.name, &dir)?;
-        crate::guest::check_vermagic(&ko, &b.kernel)?;
-        let initrd = crate::guest::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &dir)?;
+        let ko = crate::kbuild::build_seeded_module(&b.tools, &b.kernel, bug.name, &dir)?;
+        crate::module_check::check_vermagic(&ko, &b.kernel)?;
+        let initrd = crate::initramfs::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &dir)?;
         println!(
             "xtask: built the module with seeded bug {} in {:.1} s",
             bug.name,

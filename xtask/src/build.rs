@@ -42,16 +42,16 @@ pub fn build_all(sh: &Shell, opts: &vm::Options, clippy: bool, quiet: bool) -> R
         t.elapsed(),
     ));
     let t = Instant::now();
-    let ko = crate::guest::build_module(&tools, &kernel, false)?;
+    let ko = crate::kbuild::build_module(&tools, &kernel, false)?;
     if clippy {
-        crate::guest::check_module_style(&kernel)?;
+        crate::module_check::check_module_style(&kernel)?;
         println!("xtask: the module follows the kernel's .rustfmt.toml, lines within 100 columns");
-        crate::guest::build_module(&tools, &kernel, true)?;
+        crate::kbuild::build_module(&tools, &kernel, true)?;
         println!("xtask: the module's CLIPPY=1 build is clean");
         // Leave the normal build in place for the initramfs.
-        crate::guest::build_module(&tools, &kernel, false)?;
+        crate::kbuild::build_module(&tools, &kernel, false)?;
     }
-    crate::guest::check_vermagic(&ko, &kernel)?;
+    crate::module_check::check_vermagic(&ko, &kernel)?;
     times.push((Phase::Module, t.elapsed()));
     let t = Instant::now();
     let guest_dir = crate::guest::build_guest(sh)?;
@@ -71,12 +71,12 @@ pub fn build_all(sh: &Shell, opts: &vm::Options, clippy: bool, quiet: bool) -> R
 pub fn prepare(
     sh: &Shell,
     opts: &vm::Options,
-    extra: &[crate::guest::ExtraFile],
+    extra: &[crate::initramfs::ExtraFile],
     out: &Path,
 ) -> Result<(Built, PathBuf)> {
     let mut b = build_all(sh, opts, false, opts.quiet)?;
     let t = Instant::now();
-    let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, extra, out)?;
+    let initrd = crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, extra, out)?;
     b.times.push((Phase::Initramfs, t.elapsed()));
     if opts.keep {
         keep(&b, &initrd, out)?;
@@ -91,7 +91,7 @@ pub fn build_and_boot(
     sh: &Shell,
     mode: vm::Mode,
     opts: &vm::Options,
-    extra: &[crate::guest::ExtraFile],
+    extra: &[crate::initramfs::ExtraFile],
     (out, quiet_build): (&Path, bool),
 ) -> Result<vm::Finished> {
     let build_opts = vm::Options {
@@ -126,8 +126,13 @@ impl flags::Build {
             ..vm::Options::default()
         };
         let b = build_all(sh, &opts, self.clippy, false)?;
-        let initrd =
-            crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out_dir("build"))?;
+        let initrd = crate::initramfs::build_initramfs(
+            &b.tools,
+            &b.ko,
+            &b.guest_dir,
+            &[],
+            &out_dir("build"),
+        )?;
         println!(
             "xtask: kernel  {} ({})",
             b.kernel.bzimage.display(),

@@ -16,8 +16,8 @@ impl flags::Exec {
         let out = out_dir("exec");
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let opts = self.vm_options()?;
-        let mut extra = crate::guest::parse_adds(&self.add)?;
-        extra.push(crate::guest::exec_file(&out, &self.cmd)?);
+        let mut extra = crate::initramfs::parse_adds(&self.add)?;
+        extra.push(crate::initramfs::exec_file(&out, &self.cmd)?);
         let run = build_and_boot(sh, vm::Mode::Exec, &opts, &extra, (&out, true))?;
         if let Some(p) = ktap::kernel_problem(&run.console) {
             bail!(

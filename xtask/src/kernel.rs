@@ -360,7 +360,7 @@ fn make_with_progress(
 }
 
 /// A kernel build tree's stamp: the configuration and source it was built from (the module
-/// build has its own, [`crate::guest::MODULE_STAMP`]).
+/// build has its own, [`crate::kbuild::MODULE_STAMP`]).
 pub const STAMP: &str = ".pcmsig-stamp";
 
 /// Finds, configures and builds the kernel (or reuses the cached build).

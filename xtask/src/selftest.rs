@@ -62,7 +62,7 @@ fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
     };
     let b = build_all(sh, &opts, false, true)?;
     let out = out_dir("selftest");
-    let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
+    let initrd = crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
     let (mut passed, mut failed) = (0, 0);
     // (check, guest mode, timeout, silence limit)
     let cases = [
@@ -169,10 +169,11 @@ fn exec(b: &Built) -> Result<String> {
     ] {
         let argv: Vec<String> = argv.into_iter().map(String::from).collect();
         let extra = vec![
-            crate::guest::parse_add(&data.to_string_lossy())?,
-            crate::guest::exec_file(&out, &argv)?,
+            crate::initramfs::parse_add(&data.to_string_lossy())?,
+            crate::initramfs::exec_file(&out, &argv)?,
         ];
-        let initrd = crate::guest::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
+        let initrd =
+            crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
         let boot = vm::Boot::new(vm::Mode::Exec, &out, Duration::from_secs(60));
         let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
         let code = vm::guest_exit(&run.console);

@@ -15,7 +15,7 @@ use crate::{flags, vm};
 impl flags::Shell {
     pub(crate) fn run(self, sh: &Shell) -> Result<()> {
         let opts = self.vm_options()?;
-        let extra = crate::guest::parse_adds(&self.add)?;
+        let extra = crate::initramfs::parse_adds(&self.add)?;
         let out = out_dir("shell");
         let (b, initrd) = prepare(sh, &opts, &extra, &out)?;
         println!("xtask: starting a shell in the VM; the pcmsig CLI is on the PATH.");

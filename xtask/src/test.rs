@@ -84,12 +84,12 @@ impl flags::Test {
         let (mut b, mut initrd) = prepare(sh, &opts, &[], &out)?;
         let instrumented = if coverage {
             let t = Instant::now();
-            let (ko, copy) = crate::guest::build_coverage_module(
+            let (ko, copy) = crate::kbuild::build_coverage_module(
                 &b.tools,
                 &b.kernel,
                 &crate::coverage::build_dir(&out),
             )?;
-            initrd = crate::guest::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &out)?;
+            initrd = crate::initramfs::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &out)?;
             b.times.push((Phase::CoverageBuild, t.elapsed()));
             Some((ko, copy))
         } else {

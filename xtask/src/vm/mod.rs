@@ -26,7 +26,7 @@ pub enum Mode {
     Demo,
     /// The delivery benchmarks (`cargo xtask bench`).
     Bench,
-    /// Run [`crate::guest::EXEC_SCRIPT`] (`cargo xtask exec`).
+    /// Run [`crate::initramfs::EXEC_SCRIPT`] (`cargo xtask exec`).
     Exec,
     /// An interactive shell (`cargo xtask shell`).
     Shell,
@@ -404,6 +404,8 @@ impl Watch<'_> {
 
 /// Init's first line (vm/init): the boot is over.
 const INIT_UP: &str = "pcmsig-init: up ";
+/// What init prints with the guest program's exit code (`vm/init`).
+const INIT_EXIT: &str = "pcmsig-init: exit ";
 
 /// The last line the kernel prints for a panic (`panic()` in kernel/panic.c).
 const PANIC_END: &str = "---[ end Kernel panic";
@@ -474,16 +476,16 @@ fn drain(session: &mut rexpect::session::PtySession, console: &mut String) {
 /// The guest's uptime when init started, from the `pcmsig-init: up` marker.
 pub fn init_uptime(console: &str) -> Option<f64> {
     console.lines().find_map(|l| {
-        let i = l.find("pcmsig-init: up ")?;
-        l[i + 16..].split_whitespace().next()?.parse().ok()
+        let (_, rest) = l.split_once(INIT_UP)?;
+        rest.split_whitespace().next()?.parse().ok()
     })
 }
 
 /// The exit code init reported for the guest program.
 pub fn guest_exit(console: &str) -> Option<i32> {
     console.lines().find_map(|l| {
-        let i = l.find("pcmsig-init: exit ")?;
-        l[i + 18..].trim().parse().ok()
+        let (_, rest) = l.split_once(INIT_EXIT)?;
+        rest.trim().parse().ok()
     })
 }
 
@@ -496,7 +498,7 @@ mod tests {
     fn init_prints_the_markers_the_host_looks_for() {
         // vm/init is a shell script: it cannot import the constants, so this pins it to them.
         let init = std::fs::read_to_string(project_root().join("vm/init")).unwrap();
-        for m in ["pcmsig-init: up ", "pcmsig-init: exit "] {
+        for m in [INIT_UP, INIT_EXIT] {
             assert!(init.contains(m.trim_end()), "vm/init does not print {m:?}");
         }
         // ...and to the modes the host boots it in (shell is its default, `*`)...
@@ -508,7 +510,7 @@ mod tests {
             );
         }
         // ...and to exec's script.
-        assert!(init.contains(crate::guest::EXEC_SCRIPT));
+        assert!(init.contains(crate::initramfs::EXEC_SCRIPT));
         // ...and to the kernel command-line words a test boot passes it (the ports it writes).
         for word in crate::test::test_env(Flavour::Normal) {
             let name = word.split('=').next().unwrap_or_default();
