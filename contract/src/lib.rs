@@ -7,6 +7,11 @@
 
 pub mod bench;
 
+/// The module parameters the VM's init loads the module with (`PCMSIG_PARAMS` in `vm/init`),
+/// and a test that reloads it restores: the injection test hooks on (a real system leaves them
+/// off).
+pub const TEST_PARAMS: &str = "test_hooks=1";
+
 /// The guest device the suite writes its KTAP to: the VM's second serial port, which QEMU
 /// writes to `ktap.txt` on the host. The kernel console (`ttyS0`) stays a log.
 pub const KTAP_DEVICE: &str = "/dev/ttyS1";

@@ -21,6 +21,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::sys::{self, SigInfo, SignalSet};
 use crate::Signal;
 
+/// Signals (or records) taken per system call at most by the batch receivers
+/// (`try_recv_many`, `recv_many`): the size of their stack buffers.
+pub const BATCH: usize = 64;
+
 /// Which of the three receivers: the CLI's `--mode` and the benchmark's signal paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -166,7 +170,6 @@ impl FdReceiver {
     /// Appends every pending signal, up to `max`, to `out` with one `read(2)` of the signalfd;
     /// returns how many (0: none pending).
     pub fn try_recv_many(&self, out: &mut Vec<SigInfo>, max: usize) -> io::Result<usize> {
-        const BATCH: usize = 64;
         // SAFETY: `signalfd_siginfo` is plain integers; all-zero is valid.
         let mut buf: [libc::signalfd_siginfo; BATCH] = unsafe { std::mem::zeroed() };
         let want = max.min(BATCH);
@@ -337,7 +340,6 @@ impl HandlerReceiver {
         max: usize,
         timeout: Duration,
     ) -> io::Result<usize> {
-        const BATCH: usize = 64;
         let mut buf = [0u8; REC * BATCH];
         let want = max.clamp(1, BATCH) * REC;
         loop {

@@ -8,12 +8,11 @@ use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
-use xshell::Shell;
+use std::time::Instant;
 
 use crate::build::{build_all, Built};
 use crate::paths::{out_dir, project_root};
-pub use crate::stats::{spread, Spread};
+pub use crate::stats::{spread, time_run, Spread, Success};
 use crate::vm;
 use pcmsig_contract::bench::{
     self as record, pct, Record, EVENTS as BENCH_EVENTS, FLOOD as BENCH_FLOOD, PATHS, PERCENTILES,
@@ -160,21 +159,6 @@ pub fn svg(paths: &[PathResult]) -> String {
     s
 }
 
-fn timed(mut c: Command) -> Result<(Duration, String)> {
-    let t = Instant::now();
-    let out = c
-        .output()
-        .with_context(|| format!("running a benchmark command: {c:?}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if !out.status.success() {
-        bail!(
-            "benchmark command failed: {c:?}\n{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok((t.elapsed(), text))
-}
-
 pub struct Opts {
     pub runs: usize,
     pub events: u32,
@@ -187,9 +171,8 @@ pub struct Opts {
 }
 
 impl crate::flags::Bench {
-    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+    pub(crate) fn run(self) -> Result<()> {
         run(
-            sh,
             &Opts {
                 runs: self.runs.unwrap_or(BENCH_RUNS as usize).max(1),
                 events: self.events.unwrap_or(BENCH_EVENTS).max(1),
@@ -216,7 +199,7 @@ struct Delivery {
     errors: Vec<String>,
 }
 
-pub fn run(sh: &Shell, o: &Opts, quiet: bool) -> Result<()> {
+pub fn run(o: &Opts, quiet: bool) -> Result<()> {
     let out = out_dir("bench");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut harness: Vec<Figure> = Vec::new();
@@ -225,7 +208,7 @@ pub fn run(sh: &Shell, o: &Opts, quiet: bool) -> Result<()> {
     }
     harness.extend(no_change_test(o)?);
     harness.extend(edit_to_verdict(o)?);
-    let b = build_all(sh, &o.vm, false, true)?;
+    let b = build_all(&o.vm, false, true)?;
     harness.push(module_rebuild(&b, o.runs)?);
     if o.peers {
         harness.extend(crate::peers::measure(&b.tools, &o.vm, o.runs)?);
@@ -285,16 +268,13 @@ fn cold_build(out: &Path, opts: &vm::Options) -> Result<Figure> {
     }
     c.current_dir(project_root()).env("XDG_CACHE_HOME", &cold);
     // Reuse the installed bindgen rather than rebuilding it into the empty cache.
-    c.env(
-        "BINDGEN",
-        crate::tools::cache_dir().join("tools/bin/bindgen"),
-    );
+    c.env("BINDGEN", crate::tools::bindgen_path());
     println!("xtask: bench: cold kernel build (about 8 minutes)");
-    let (d, _) = timed(c)?;
+    let secs = time_run("a cold `cargo xtask build`", &mut c, Success::Status)?;
     let _ = std::fs::remove_dir_all(&cold);
     Ok((
         "cold build (extract, configure, kernel, module, guest)".into(),
-        spread(&[d.as_secs_f64()]),
+        spread(&[secs]),
         "s",
     ))
 }
@@ -305,9 +285,9 @@ fn timed_test(o: &Opts) -> Result<(f64, Vec<crate::summary::VmSummary>)> {
     c.args(["xtask", "test"])
         .args(o.vm.to_args())
         .current_dir(project_root());
-    let (d, _) = timed(c)?;
+    let secs = time_run("a timed `cargo xtask test`", &mut c, Success::Status)?;
     let summary = crate::summary::read(&out_dir("test").join(crate::test::SUMMARY))?;
-    Ok((d.as_secs_f64(), summary))
+    Ok((secs, summary))
 }
 
 /// A no-change `cargo xtask test`, end to end, and boot to the first KTAP line.

@@ -8,7 +8,6 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use xshell::Shell;
 
 use crate::build::build_all;
 use crate::paths::out_dir;
@@ -390,10 +389,10 @@ struct Outcome {
 }
 
 /// Runs the catalogue's bugs for one kernel (or the named ones); fails unless every one is caught.
-pub fn run(sh: &Shell, opts: &vm::Options, slow: Option<f64>, only: &[String]) -> Result<()> {
+pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String]) -> Result<()> {
     let debug = opts.flavour == vm::Flavour::Debug;
     let bugs = select(debug, only)?;
-    let b = build_all(sh, opts, false, true)?;
+    let b = build_all(opts, false, true)?;
     let out = out_dir("bugs");
     let kernel = if debug { "debug" } else { "normal" };
     let mut kos: Vec<(&SeededBug, PathBuf, PathBuf)> = Vec::new();
@@ -505,9 +504,9 @@ fn run_one(
     };
     let run = vm::boot(&b.tools, &b.kernel, initrd, &boot)
         .with_context(|| format!("booting the VM with seeded bug {}", bug.name))?;
-    let report = ktap::parse(&run.ktap);
-    let failures = ktap::verdict(&run.console, &report, &run.ending);
-    let blamed = ktap::blamed(&report, &failures);
+    let ktap::Judgement {
+        failures, blamed, ..
+    } = ktap::judge(&run, bug.edu, opts.flavour.kernel_has());
     let hit = blamed.iter().find(|(t, c)| {
         (t == bug.test || bug.or_next.contains(&t.as_str())) && bug.detectors.contains(&c.as_str())
     });

@@ -4,7 +4,6 @@
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use xshell::Shell;
 
 use crate::paths::out_dir;
 use crate::summary::{fmt_times, Phase, Times};
@@ -21,7 +20,7 @@ pub struct Built {
 
 /// Builds what a boot with `opts` needs (its kernel source and flavour); with `clippy`, the
 /// module's lint build too; with `quiet`, without the tool list.
-pub fn build_all(sh: &Shell, opts: &vm::Options, clippy: bool, quiet: bool) -> Result<Built> {
+pub fn build_all(opts: &vm::Options, clippy: bool, quiet: bool) -> Result<Built> {
     let mut times = Vec::new();
     let t = Instant::now();
     let tools = tools::ensure()?;
@@ -54,7 +53,7 @@ pub fn build_all(sh: &Shell, opts: &vm::Options, clippy: bool, quiet: bool) -> R
     crate::module_check::check_vermagic(&ko, &kernel)?;
     times.push((Phase::Module, t.elapsed()));
     let t = Instant::now();
-    let guest_dir = crate::guest::build_guest(sh)?;
+    let guest_dir = crate::guest::build_guest()?;
     times.push((Phase::GuestPrograms, t.elapsed()));
     Ok(Built {
         tools,
@@ -69,12 +68,11 @@ pub fn build_all(sh: &Shell, opts: &vm::Options, clippy: bool, quiet: bool) -> R
 /// `opts.quiet`), then the initramfs (with `extra` host files) in `out`, and with `--keep` the
 /// VM's inputs copied next to its logs.
 pub fn prepare(
-    sh: &Shell,
     opts: &vm::Options,
     extra: &[crate::initramfs::ExtraFile],
     out: &Path,
 ) -> Result<(Built, PathBuf)> {
-    let mut b = build_all(sh, opts, false, opts.quiet)?;
+    let mut b = build_all(opts, false, opts.quiet)?;
     let t = Instant::now();
     let initrd = crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, extra, out)?;
     b.times.push((Phase::Initramfs, t.elapsed()));
@@ -88,7 +86,6 @@ pub fn prepare(
 /// logs in `out`; the console streamed unless `-q` (`-v` wins). With `quiet_build`, the build
 /// prints nothing (`exec`: the command's output is what the user reads).
 pub fn build_and_boot(
-    sh: &Shell,
     mode: vm::Mode,
     opts: &vm::Options,
     extra: &[crate::initramfs::ExtraFile],
@@ -98,7 +95,7 @@ pub fn build_and_boot(
         quiet: opts.quiet || quiet_build,
         ..opts.clone()
     };
-    let (b, initrd) = prepare(sh, &build_opts, extra, out)?;
+    let (b, initrd) = prepare(&build_opts, extra, out)?;
     let boot = vm::Boot {
         stream: opts.verbose || !opts.quiet,
         ..opts.boot(mode, out, 1)
@@ -120,12 +117,12 @@ pub fn keep(b: &Built, initrd: &Path, out: &Path) -> Result<()> {
 }
 
 impl flags::Build {
-    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+    pub(crate) fn run(self) -> Result<()> {
         let opts = vm::Options {
             kernel_src: self.kernel_src.clone(),
             ..vm::Options::default()
         };
-        let b = build_all(sh, &opts, self.clippy, false)?;
+        let b = build_all(&opts, self.clippy, false)?;
         let initrd = crate::initramfs::build_initramfs(
             &b.tools,
             &b.ko,

@@ -37,7 +37,7 @@ pub const CRATE_ROOT: &str = "pcmsig_main.rs";
 
 /// `cargo xtask coverage`: a `test` run of the coverage build (`test::run_with`), then the report.
 impl crate::flags::Coverage {
-    pub(crate) fn run(self, sh: &xshell::Shell) -> Result<()> {
+    pub(crate) fn run(self) -> Result<()> {
         if self.report_only {
             let out = crate::paths::out_dir("coverage");
             let (ko, copy) = last_build(&out);
@@ -64,7 +64,7 @@ impl crate::flags::Coverage {
             fault_kernel: self.fault_kernel,
             slow: None,
         };
-        test.run_with(sh, true)
+        test.run_with(true)
     }
 }
 

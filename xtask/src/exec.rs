@@ -1,7 +1,6 @@
 //! `cargo xtask exec`: one command in a fresh VM, its exit code returned.
 
 use anyhow::{bail, Context, Result};
-use xshell::Shell;
 
 use crate::build::build_and_boot;
 use crate::paths::out_dir;
@@ -9,7 +8,7 @@ use crate::{flags, ktap, vm};
 
 impl flags::Exec {
     /// Returns the command's exit code.
-    pub(crate) fn run(self, sh: &Shell) -> Result<i32> {
+    pub(crate) fn run(self) -> Result<i32> {
         if self.cmd.is_empty() {
             bail!("usage: cargo xtask exec [--add HOST_FILE[:GUEST_PATH]]... -- CMD ARGS...");
         }
@@ -18,7 +17,7 @@ impl flags::Exec {
         let opts = self.vm_options()?;
         let mut extra = crate::initramfs::parse_adds(&self.add)?;
         extra.push(crate::initramfs::exec_file(&out, &self.cmd)?);
-        let run = build_and_boot(sh, vm::Mode::Exec, &opts, &extra, (&out, true))?;
+        let run = build_and_boot(vm::Mode::Exec, &opts, &extra, (&out, true))?;
         if let Some(p) = ktap::kernel_problem(&run.console) {
             bail!(
                 "kernel problem: {p} (console: {})",

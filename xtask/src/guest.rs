@@ -16,7 +16,8 @@ const GUEST_PROFILE: &str = "guest";
 pub const GUEST_BINS: &[&str] = &["pcmsig", "pcmsig-tests", "pcmsig-bench"];
 
 /// Builds the static guest programs; returns the directory holding them.
-pub fn build_guest(sh: &Shell) -> Result<PathBuf> {
+pub fn build_guest() -> Result<PathBuf> {
+    let sh = Shell::new()?;
     let root = project_root();
     let _dir = sh.push_dir(&root);
     let args = GUEST_BINS.iter().flat_map(|b| ["--bin", b]);

@@ -191,7 +191,7 @@ fn constants(w: &mut String) {
 }
 
 impl crate::flags::Header {
-    pub(crate) fn run(self, _sh: &xshell::Shell) -> Result<()> {
+    pub(crate) fn run(self) -> Result<()> {
         run(self.check)
     }
 }

@@ -423,6 +423,31 @@ fn numbering(report: &Report) -> Option<String> {
     }
 }
 
+/// A finished VM judged: the one verdict `test`, `selftest --bugs` and `selftest` share.
+pub struct Judgement {
+    /// The suite's KTAP (the VM's second port), parsed.
+    pub report: Report,
+    /// Every reason the run fails; none if it passes.
+    pub failures: Vec<Failure>,
+    /// `(test, detector)` for every test blamed ([`blamed`]).
+    pub blamed: Vec<(String, String)>,
+}
+
+/// Judges a finished VM: its KTAP parsed; the [`verdict`] from it, the console and how QEMU
+/// ended; the skip contract ([`skip_failures`]) for a VM with (`edu`) or without the device, on a
+/// kernel that has what `kernel` says; and the blame.
+pub fn judge(run: &crate::vm::Finished, edu: bool, kernel: KernelHas) -> Judgement {
+    let report = parse(&run.ktap);
+    let mut failures = verdict(&run.console, &report, &run.ending);
+    failures.extend(skip_failures(&report, edu, kernel));
+    let blamed = blamed(&report, &failures);
+    Judgement {
+        report,
+        failures,
+        blamed,
+    }
+}
+
 /// Every reason this run fails; empty means pass. `ktap` is the suite's KTAP channel, `console`
 /// the kernel console.
 pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> {

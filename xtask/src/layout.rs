@@ -130,7 +130,7 @@ fn run_in(dir: &Path, cmd: &str, what: &str) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(dir);
     let out = cmd!(sh, "sh -c {cmd}")
-        .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib")
+        .env("LIBCLANG_PATH", crate::tools::LIBCLANG_DIR)
         .quiet()
         .ignore_status()
         .output()
@@ -167,7 +167,7 @@ mod tests {
     /// must catch it, and the guard must name the types.
     #[test]
     fn the_guard_fails_on_a_known_bad_binding_and_names_the_types() {
-        let tools_bindgen = crate::tools::cache_dir().join("tools/bin/bindgen");
+        let tools_bindgen = crate::tools::bindgen_path();
         assert!(
             tools_bindgen.is_file(),
             "{} is missing: run `cargo xtask deps` first",
@@ -189,7 +189,7 @@ mod tests {
             sh,
             "{tools_bindgen} h.h --use-core --rust-target 1.85 -o b.rs"
         )
-        .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib")
+        .env("LIBCLANG_PATH", crate::tools::LIBCLANG_DIR)
         .run()
         .expect("bindgen");
         std::fs::write(

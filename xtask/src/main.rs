@@ -34,7 +34,6 @@ mod tools;
 mod vm;
 
 use anyhow::Result;
-use xshell::Shell;
 
 fn main() {
     match try_main() {
@@ -53,17 +52,16 @@ fn try_main() -> Result<i32> {
         return Ok(0);
     }
     let flags = flags::Xtask::from_env_or_exit();
-    let sh = Shell::new()?;
     match flags.subcommand {
-        flags::XtaskCmd::Test(f) => f.run(&sh).map(|()| 0),
-        flags::XtaskCmd::Coverage(f) => f.run(&sh).map(|()| 0),
-        flags::XtaskCmd::Run(f) => f.run(&sh).map(|()| 0),
-        flags::XtaskCmd::Shell(f) => f.run(&sh).map(|()| 0),
-        flags::XtaskCmd::Exec(f) => f.run(&sh),
-        flags::XtaskCmd::Build(f) => f.run(&sh).map(|()| 0),
-        flags::XtaskCmd::Selftest(f) => f.run(&sh).map(|()| 0),
-        flags::XtaskCmd::Bench(f) => f.run(&sh).map(|()| 0),
-        flags::XtaskCmd::Header(f) => f.run(&sh).map(|()| 0),
-        flags::XtaskCmd::Deps(f) => f.run(&sh).map(|()| 0),
+        flags::XtaskCmd::Test(f) => f.run().map(|()| 0),
+        flags::XtaskCmd::Coverage(f) => f.run().map(|()| 0),
+        flags::XtaskCmd::Run(f) => f.run().map(|()| 0),
+        flags::XtaskCmd::Shell(f) => f.run().map(|()| 0),
+        flags::XtaskCmd::Exec(f) => f.run(),
+        flags::XtaskCmd::Build(f) => f.run().map(|()| 0),
+        flags::XtaskCmd::Selftest(f) => f.run().map(|()| 0),
+        flags::XtaskCmd::Bench(f) => f.run().map(|()| 0),
+        flags::XtaskCmd::Header(f) => f.run().map(|()| 0),
+        flags::XtaskCmd::Deps(f) => f.run().map(|()| 0),
     }
 }

@@ -21,46 +21,13 @@
 //! exists, and KVM hangs on this kind of machine, so it runs in a private mount namespace whose
 //! `/dev` has no `kvm` node. `ci/install-peers.sh` installs both at pinned versions.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
 
 use crate::paths::project_root;
-use crate::stats::{spread, Spread};
+use crate::stats::{spread, time_run as time_one, Spread, Success};
 use crate::{kernel, tools};
-
-/// How a run shows it did the job: exit status 0, or (virtme-ng, see below) a line of its log.
-#[derive(Clone, Copy)]
-enum Success {
-    Status,
-    Says(&'static str),
-}
-
-/// Runs `cmd` once; its wall time in seconds. Fails with its output when it fails.
-fn time_one(what: &str, cmd: &mut Command, success: Success) -> Result<f64> {
-    let t = Instant::now();
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {what}: {cmd:?}"))?;
-    let secs = t.elapsed().as_secs_f64();
-    let ok = match success {
-        Success::Status => out.status.success(),
-        Success::Says(line) => {
-            String::from_utf8_lossy(&out.stdout).contains(line)
-                || String::from_utf8_lossy(&out.stderr).contains(line)
-        }
-    };
-    if !ok {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(secs)
-}
 
 /// A shell script that hides `/dev/kvm` from the command it then runs (in its own mount
 /// namespace: the host's `/dev` is untouched).

@@ -1,17 +1,16 @@
 //! `cargo xtask run`: the demo in a VM, its console streamed.
 
 use anyhow::{bail, Result};
-use xshell::Shell;
 
 use crate::build::build_and_boot;
 use crate::paths::out_dir;
 use crate::{flags, ktap, vm};
 
 impl flags::Run {
-    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+    pub(crate) fn run(self) -> Result<()> {
         let out = out_dir("run");
         let opts = self.vm_options()?;
-        let run = build_and_boot(sh, vm::Mode::Demo, &opts, &[], (&out, opts.quiet))?;
+        let run = build_and_boot(vm::Mode::Demo, &opts, &[], (&out, opts.quiet))?;
         println!("xtask: console {}", run.console_log.display());
         let problem = ktap::kernel_problem(&run.console);
         match (vm::guest_exit(&run.console), problem, run.ending) {

@@ -8,7 +8,6 @@
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use xshell::Shell;
 
 use crate::build::{build_all, Built};
 use crate::paths::out_dir;
@@ -26,7 +25,7 @@ fn check(name: &str, ok: bool, detail: String, passed: &mut usize, failed: &mut 
 
 impl crate::flags::Selftest {
     /// The harness checks, or with `--bugs`/`--bug` the seeded-bug catalogue.
-    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+    pub(crate) fn run(self) -> Result<()> {
         if self.fresh_root {
             return fresh_root(self.suite.as_deref().unwrap_or("bookworm"));
         }
@@ -36,9 +35,9 @@ impl crate::flags::Selftest {
                 flavour: vm::Flavour::of(self.debug_kernel, false)?,
                 ..vm::Options::default()
             };
-            return crate::bugs::run(sh, &opts, self.slow, &self.bug);
+            return crate::bugs::run(&opts, self.slow, &self.bug);
         }
-        harness_checks(sh, self.kernel_src.as_deref())
+        harness_checks(self.kernel_src.as_deref())
     }
 }
 
@@ -55,12 +54,12 @@ fn fresh_root(suite: &str) -> Result<()> {
     Ok(())
 }
 
-fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
+fn harness_checks(kernel_src: Option<&Path>) -> Result<()> {
     let opts = vm::Options {
         kernel_src: kernel_src.map(Path::to_path_buf),
         ..vm::Options::default()
     };
-    let b = build_all(sh, &opts, false, true)?;
+    let b = build_all(&opts, false, true)?;
     let out = out_dir("selftest");
     let initrd = crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
     let (mut passed, mut failed) = (0, 0);
@@ -77,8 +76,7 @@ fn harness_checks(sh: &Shell, kernel_src: Option<&Path>) -> Result<()> {
             ..vm::Boot::new(mode, &dir, Duration::from_secs(timeout))
         };
         let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
-        let report = ktap::parse(&run.console);
-        let failures = ktap::verdict(&run.console, &report, &run.ending);
+        let failures = ktap::judge(&run, false, Default::default()).failures;
         let caught =
             match name {
                 "panic" => failures.iter().any(

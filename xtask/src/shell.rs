@@ -3,7 +3,6 @@
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::Command;
-use xshell::Shell;
 
 use crate::kernel::Kernel;
 use crate::tools::Tools;
@@ -13,11 +12,11 @@ use crate::paths::out_dir;
 use crate::{flags, vm};
 
 impl flags::Shell {
-    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
+    pub(crate) fn run(self) -> Result<()> {
         let opts = self.vm_options()?;
         let extra = crate::initramfs::parse_adds(&self.add)?;
         let out = out_dir("shell");
-        let (b, initrd) = prepare(sh, &opts, &extra, &out)?;
+        let (b, initrd) = prepare(&opts, &extra, &out)?;
         println!("xtask: starting a shell in the VM; the pcmsig CLI is on the PATH.");
         println!("xtask: leave with `exit`, or Ctrl-A X to kill the VM.");
         interactive(shell_command(

@@ -1,4 +1,42 @@
-//! Sample statistics shared by the benchmarks (`bench.rs`) and the peers' timings (`peers.rs`).
+//! Timing a command and the sample statistics of the timings, shared by the benchmarks
+//! (`bench.rs`) and the peers' timings (`peers.rs`).
+
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+use std::time::Instant;
+
+/// How a run shows it did the job: exit status 0, or (virtme-ng, see below) a line of its log.
+#[derive(Clone, Copy)]
+pub enum Success {
+    Status,
+    Says(&'static str),
+}
+
+/// Runs `cmd` once (`what` names it in errors); its wall time in seconds. Fails with its output
+/// when it fails: the one timing of a whole command, for `bench` and its peers.
+pub fn time_run(what: &str, cmd: &mut Command, success: Success) -> Result<f64> {
+    let t = Instant::now();
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {what}: {cmd:?}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    let ok = match success {
+        Success::Status => out.status.success(),
+        Success::Says(line) => {
+            String::from_utf8_lossy(&out.stdout).contains(line)
+                || String::from_utf8_lossy(&out.stderr).contains(line)
+        }
+    };
+    if !ok {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(secs)
+}
 
 /// Median, min and max of a sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

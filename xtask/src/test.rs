@@ -54,11 +54,11 @@ struct VmConfig {
     env: Vec<String>,
 }
 
-/// A finished VM: its run, its KTAP parsed, and what kunit.py's parse of it disagreed on.
+/// A finished VM and its judgement.
 struct Booted {
     run: vm::Finished,
-    report: ktap::Report,
-    disagreement: Option<String>,
+    /// With kunit.py's disagreement, if any, among the failures.
+    judged: ktap::Judgement,
 }
 
 /// What one VM's run contributed to the verdict.
@@ -71,17 +71,17 @@ struct VmOutcome {
 }
 
 impl flags::Test {
-    pub(crate) fn run(self, sh: &Shell) -> Result<()> {
-        self.run_with(sh, false)
+    pub(crate) fn run(self) -> Result<()> {
+        self.run_with(false)
     }
 
     /// The test run; with `coverage`, of the module's coverage build, with the report
     /// (`cargo xtask coverage`).
-    pub(crate) fn run_with(self, sh: &Shell, coverage: bool) -> Result<()> {
+    pub(crate) fn run_with(self, coverage: bool) -> Result<()> {
         let total = Instant::now();
         let opts = self.vm_options()?;
         let out = out_dir(if coverage { "coverage" } else { "test" });
-        let (mut b, mut initrd) = prepare(sh, &opts, &[], &out)?;
+        let (mut b, mut initrd) = prepare(&opts, &[], &out)?;
         let instrumented = if coverage {
             let t = Instant::now();
             let (ko, copy) = crate::kbuild::build_coverage_module(
@@ -124,15 +124,13 @@ impl flags::Test {
             };
             let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)
                 .with_context(|| format!("booting the {} VM", c.name))?;
-            let report = ktap::parse(&run.ktap);
+            let mut judged = ktap::judge(&run, c.edu, opts.flavour.kernel_has());
             // The kernel's own KTAP parser must read our KTAP as we do. A Python start per VM:
             // done here, in the VM's thread, so the VMs' checks overlap.
-            let disagreement = kunit_parse_disagrees(&b.kernel.src, &run.ktap_log, &report)?;
-            Ok(Booted {
-                run,
-                report,
-                disagreement,
-            })
+            if let Some(d) = kunit_parse_disagrees(&b.kernel.src, &run.ktap_log, &judged.report)? {
+                judged.failures.push(ktap::Failure::ParserDisagrees(d));
+            }
+            Ok(Booted { run, judged })
         };
         // In parallel unless the consoles are streamed (or a debugger waits).
         let t = Instant::now();
@@ -147,7 +145,7 @@ impl flags::Test {
         for (c, run) in configs.iter().zip(runs) {
             let booted = run?;
             ports.push(booted.run.coverage_log.clone());
-            outcomes.push(self.evaluate(c, booted, opts.flavour)?);
+            outcomes.push(self.evaluate(c, booted)?);
         }
         if let Some((ko, copy)) = &instrumented {
             let failed = outcomes.iter().any(|o| !o.failures.is_empty());
@@ -218,18 +216,14 @@ impl flags::Test {
     }
 
     /// One VM's verdict, cross-checked by kunit.py, with its reports written and printed.
-    fn evaluate(&self, c: &VmConfig, booted: Booted, flavour: vm::Flavour) -> Result<VmOutcome> {
+    fn evaluate(&self, c: &VmConfig, booted: Booted) -> Result<VmOutcome> {
         let name = c.name;
-        let Booted {
-            run,
+        let Booted { run, judged } = booted;
+        let ktap::Judgement {
             report,
-            disagreement,
-        } = booted;
-        let mut failures = ktap::verdict(&run.console, &report, &run.ending);
-        failures.extend(ktap::skip_failures(&report, c.edu, flavour.kernel_has()));
-        if let Some(disagreement) = disagreement {
-            failures.push(ktap::Failure::ParserDisagrees(disagreement));
-        }
+            failures,
+            blamed,
+        } = judged;
         let junit_path = c.dir.join("junit.xml");
         std::fs::write(
             &junit_path,
@@ -280,7 +274,7 @@ impl flags::Test {
         }
         Ok(VmOutcome {
             counts,
-            blamed: ktap::blamed(&report, &failures)
+            blamed: blamed
                 .into_iter()
                 .map(|(test, class)| format!("{name}:{test}:{class}"))
                 .collect(),

@@ -49,6 +49,15 @@ impl Tools {
     }
 }
 
+/// Where Debian's `libclang-19-dev` puts libclang (bindgen's `LIBCLANG_PATH`); the needs table
+/// below names its files one by one.
+pub const LIBCLANG_DIR: &str = "/usr/lib/llvm-19/lib";
+
+/// Where `cargo xtask deps` installs bindgen (`ci/install-deps.sh`: `cargo install --root`).
+pub fn bindgen_path() -> PathBuf {
+    cache_dir().join("tools/bin/bindgen")
+}
+
 /// `$XDG_CACHE_HOME/pcmsig` or `~/.cache/pcmsig`: shared by every clone on the machine.
 pub fn cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -187,7 +196,7 @@ fn check() -> std::result::Result<Tools, Vec<Missing>> {
         })
         .collect();
     let bindgen = std::env::var_os("BINDGEN").map(PathBuf::from).or_else(|| {
-        let p = cache_dir().join("tools/bin/bindgen");
+        let p = bindgen_path();
         p.is_file().then_some(p)
     });
     if bindgen.is_none() {
@@ -227,7 +236,7 @@ fn is_debian_root() -> bool {
 }
 
 impl crate::flags::Deps {
-    pub(crate) fn run(self, _sh: &xshell::Shell) -> Result<()> {
+    pub(crate) fn run(self) -> Result<()> {
         if self.check {
             return check_versions();
         }
@@ -335,7 +344,7 @@ impl Tools {
             .arg(format!("RUSTC={}", self.rustc.display()))
             .arg(format!("RUSTDOC={}", self.rustdoc.display()))
             .arg(format!("BINDGEN={}", self.bindgen.display()))
-            .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib");
+            .env("LIBCLANG_PATH", LIBCLANG_DIR);
         make
     }
 

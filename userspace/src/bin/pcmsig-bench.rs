@@ -18,6 +18,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use pcmsig::receive::BATCH;
 use pcmsig::sys::{now_ns, SigInfo};
 use pcmsig::{uapi, Device, EventKind, Mode, Receiver, Signal, Trigger};
 use pcmsig_contract::bench::{Record, FLOOR, PATHS as BENCH_PATHS, PERCENTILES};
@@ -67,13 +68,13 @@ impl Rx {
         let t = Duration::from_secs(2);
         infos.clear();
         match self {
-            Rx::Read => Ok(dev.read_records(64).map_err(e)?.len()),
+            Rx::Read => Ok(dev.read_records(BATCH).map_err(e)?.len()),
             Rx::Signal(Receiver::Wait(w), _) => Ok(w.recv_timeout(t).map_err(e)?.map_or(0, |i| {
                 infos.push(i);
                 1
             })),
             Rx::Signal(Receiver::Fd(fd), ep) => loop {
-                if fd.try_recv_many(infos, 64).map_err(e)? > 0 {
+                if fd.try_recv_many(infos, BATCH).map_err(e)? > 0 {
                     return Ok(infos.len());
                 }
                 let mut evs = [EpollEvent::empty()];
@@ -87,7 +88,7 @@ impl Rx {
                     return Ok(0);
                 }
             },
-            Rx::Signal(Receiver::Handler(h), _) => h.recv_many(infos, 64, t).map_err(e),
+            Rx::Signal(Receiver::Handler(h), _) => h.recv_many(infos, BATCH, t).map_err(e),
         }
     }
 
@@ -229,7 +230,7 @@ fn throughput(path: &str, events: u32) -> R<(f64, u64)> {
     start.wait();
     let mut got = 0u64;
     let mut last = 0;
-    let mut infos = Vec::with_capacity(64);
+    let mut infos = Vec::with_capacity(BATCH);
     while got < u64::from(events) {
         let n = rx.take(&dev, &mut infos)? as u64;
         if n == 0 && !matches!(rx, Rx::Read) {

@@ -511,6 +511,9 @@ mod tests {
         }
         // ...and to exec's script.
         assert!(init.contains(crate::initramfs::EXEC_SCRIPT));
+        // ...and to the module parameters a test that reloads the module restores.
+        let params = format!("PCMSIG_PARAMS=\"{}\"", pcmsig_contract::TEST_PARAMS);
+        assert!(init.contains(&params), "vm/init does not set {params}");
         // ...and to the kernel command-line words a test boot passes it (the ports it writes).
         for word in crate::test::test_env(Flavour::Normal) {
             let name = word.split('=').next().unwrap_or_default();

@@ -931,7 +931,7 @@ pub fn delete_module() -> std::io::Result<()> {
 
 /// The parameters init loaded the module with (`PCMSIG_PARAMS`: the test hooks on).
 fn init_params() -> String {
-    std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| "test_hooks=1".into())
+    std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| pcmsig_contract::TEST_PARAMS.into())
 }
 
 /// Loads the module with the parameters init used.
