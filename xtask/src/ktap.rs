@@ -278,8 +278,8 @@ pub enum Failure {
     Failed(Vec<String>),
     /// The kernel's own KTAP parser (`kunit.py parse`) read the KTAP otherwise than we did.
     ParserDisagrees(String),
-    /// Tests that skipped where the contract (`harness::SKIPS`) says they must run, with their
-    /// reasons.
+    /// Tests that skipped where the contract (`pcmsig_contract::SKIPS`) says they must run,
+    /// with their reasons.
     WrongSkip(Vec<(String, String)>),
     /// Tests that ran where the contract says they must skip.
     MissingSkip(Vec<String>),
@@ -529,9 +529,9 @@ fn failing_leaves(tests: &[TestCase], prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-/// The skip rule (`harness::SKIPS`) for a VM with or without the `edu` device, on a kernel that
-/// has what `kernel` says: every skip must be allowed there, and every test that must skip
-/// there and reported must have skipped.
+/// The skip rule (`pcmsig_contract::SKIPS`) for a VM with or without the `edu` device, on a
+/// kernel that has what `kernel` says: every skip must be allowed there, and every test that
+/// must skip there and reported must have skipped.
 pub fn skip_failures(report: &Report, edu: bool, kernel: KernelHas) -> Vec<Failure> {
     let (mut wrong, mut missing) = (Vec::new(), Vec::new());
     for t in &report.tests {

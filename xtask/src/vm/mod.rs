@@ -291,7 +291,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
 
 /// ttyS0: the console on stdio (our pty), also logged by QEMU to `console_log`; then one file
 /// port each (ttyS1, ttyS2, ttyS3): the suite's KTAP, a test run's `dmesg`, the coverage build's
-/// tables (`harness::{KTAP,DMESG,COVERAGE}_DEVICE`). (The order of `-serial` options is the
+/// tables (`pcmsig_contract::{KTAP,DMESG,COVERAGE}_DEVICE`). (The order of `-serial` options is the
 /// order of the guest's ttyS ports.)
 fn serial_ports(qemu: &mut Command, console_log: &Path, files: [&Path; 3]) {
     qemu.arg("-chardev")

@@ -10,7 +10,7 @@ use pcmsig::sys::{self, SignalSet};
 use pcmsig::{uapi, Device, EventKind as K, Signal};
 
 use crate::common::*;
-use crate::harness::{diag, Context, Test, TestResult};
+use crate::runner::{diag, Context, Test, TestResult};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {
@@ -332,7 +332,7 @@ fn storm(seed: u64, t: u64) -> Result<(u64, u64), String> {
         all,
     };
     let (mut ok, mut refused) = (0u64, 0u64);
-    let mut progress = crate::harness::Progress::new("storm iterations of thread 0");
+    let mut progress = crate::runner::Progress::new("storm iterations of thread 0");
     for i in 0..ITERATIONS {
         if t == 0 {
             progress.step(i as usize, ITERATIONS as usize);

@@ -3,7 +3,7 @@
 use pcmsig::sys::{self, SigInfo, SignalSet};
 use pcmsig::{uapi, Device, EventKind, Signal, State, Stats};
 
-use crate::harness::{Context, QUIET, WAIT};
+use crate::runner::{Context, QUIET, WAIT};
 use crate::{ensure, ensure_eq};
 
 /// `SIGRTMIN() + n`.
@@ -278,7 +278,7 @@ pub fn spawn_child(f: impl FnOnce() -> Result<(), String>) -> Result<i32, String
         let code = match f() {
             Ok(()) => 0,
             Err(e) => {
-                crate::harness::diag(&format!("child: {e}"));
+                crate::runner::diag(&format!("child: {e}"));
                 1
             }
         };
@@ -417,7 +417,7 @@ impl<T> Call<T> {
     /// Waits until the call has returned (`true`) or sleeps in system call `nr` (`false`).
     pub fn returned_or_asleep_in(&self, nr: i64) -> Result<bool, String> {
         let dir = format!("/proc/self/task/{}", self.tid);
-        let deadline = std::time::Instant::now() + crate::harness::hang_guard();
+        let deadline = std::time::Instant::now() + crate::runner::hang_guard();
         loop {
             if self.done.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(true);

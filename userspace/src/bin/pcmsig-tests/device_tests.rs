@@ -8,7 +8,7 @@ use std::time::Duration;
 use pcmsig::{uapi, EventKind as K, State, Trigger};
 
 use crate::common::*;
-use crate::harness::{diag, Context, Test, TestResult, SKIP};
+use crate::runner::{diag, Context, Test, TestResult, SKIP};
 use crate::{ensure, ensure_eq};
 
 const DRIVER: &str = "/sys/bus/pci/drivers/pcmsig-edu";

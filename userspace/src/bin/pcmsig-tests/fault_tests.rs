@@ -20,7 +20,7 @@ use pcmsig::{Device, EventKind, Signal, Trigger};
 use crate::common::{
     expect_kinds, finite_run, listen, recv, recv_none, rt, DEBUGFS_STATS, STEADY_PERIOD_US,
 };
-use crate::harness::{diag, hang_guard, Context, Test, TestResult, SKIP};
+use crate::runner::{diag, hang_guard, Context, Test, TestResult, SKIP};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {

@@ -9,7 +9,7 @@ use pcmsig::{EventKind as K, State, Trigger};
 use std::os::fd::OwnedFd;
 
 use crate::common::*;
-use crate::harness::{Context, Test, TestResult};
+use crate::runner::{Context, Test, TestResult};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {
@@ -90,7 +90,7 @@ fn three_users_streams_run_side_by_side() -> TestResult {
         dev.configure(STEADY_PERIOD_US, 0).ctx("configure")?;
         dev.trigger(Trigger::Start).ctx("start")?;
         // Prepared, Started and two periods fill the queue: the next period is an xrun.
-        let deadline = std::time::Instant::now() + crate::harness::hang_guard();
+        let deadline = std::time::Instant::now() + crate::runner::hang_guard();
         loop {
             let s = dev.stats().ctx("stats")?;
             if State::from_u32(s.state) == Some(State::Xrun) {

@@ -10,11 +10,11 @@ mod common;
 mod coverage;
 mod device_tests;
 mod fault_tests;
-mod harness;
 mod isolation_tests;
 mod model;
 mod module_tests;
 mod race_tests;
+mod runner;
 mod signal_tests;
 
 mod flags {
@@ -54,7 +54,7 @@ fn main() {
     }
     let (filter, ktap) = (flags.filter, flags.ktap);
     if let Some(path) = &ktap {
-        if let Err(e) = harness::output_to(path) {
+        if let Err(e) = runner::output_to(path) {
             eprintln!("pcmsig-tests: cannot write KTAP to {path}: {e}");
             std::process::exit(2);
         }
@@ -65,10 +65,10 @@ fn main() {
             tests.len(),
             pcmsig::uapi::DEVICE_PATH
         );
-        harness::drain_output();
+        runner::drain_output();
         std::process::exit(1);
     }
-    match harness::run(&tests, filter.as_deref()) {
+    match runner::run(&tests, filter.as_deref()) {
         Some(failed) => std::process::exit(i32::from(failed > 0)),
         None => {
             eprintln!("pcmsig-tests: no test matches the filter; the tests are:");

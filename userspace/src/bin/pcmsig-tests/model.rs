@@ -27,7 +27,7 @@ use pcmsig::sys::{self, SignalSet};
 use pcmsig::{uapi, Device, Stats};
 
 use crate::ensure_eq;
-use crate::harness::{diag, Context, Test, TestResult};
+use crate::runner::{diag, Context, Test, TestResult};
 
 pub fn tests() -> Vec<Test> {
     crate::tests![the_module_behaves_as_its_reference_model]
@@ -719,7 +719,7 @@ fn the_module_behaves_as_its_reference_model() -> TestResult {
         .unwrap_or(RUN_STEPS)
         .div_ceil(STEPS as u64);
     let mut steps = 0;
-    let mut progress = crate::harness::Progress::new("model sequences");
+    let mut progress = crate::runner::Progress::new("model sequences");
     for k in 0..sequences {
         progress.step(k as usize, sequences as usize);
         let ops: Vec<Op> = (0..STEPS).map(|_| Op::random(&mut r)).collect();
@@ -747,7 +747,7 @@ fn the_module_behaves_as_its_reference_model() -> TestResult {
 /// Emits `n` events in bursts on `dev` (its read queue overflows, counted).
 fn emit_bursts(dev: &Device, n: u64) -> TestResult {
     let mut done = 0u64;
-    let mut progress = crate::harness::Progress::new("events emitted");
+    let mut progress = crate::runner::Progress::new("events emitted");
     while done < n {
         let k = (n - done).min(u64::from(uapi::BURST_MAX)) as u32;
         dev.inject_burst_raw(STARTED.into(), k).ctx("burst")?;

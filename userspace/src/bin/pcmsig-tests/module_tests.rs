@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pcmsig::{uapi, Device, EventKind as K, State, Trigger};
 
 use crate::common::*;
-use crate::harness::{diag, Context, Progress, Test, TestResult};
+use crate::runner::{diag, Context, Progress, Test, TestResult};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {
@@ -968,7 +968,7 @@ pub fn with_module_params(extra: &str, f: impl FnOnce() -> TestResult) -> TestRe
 /// there fails the load (found when one failed, unseen, at every load with `test_first_seq`,
 /// and kmemleak reported the vector its aborted thread left behind).
 pub fn load_module_with(params: &str) -> std::io::Result<()> {
-    let mut log = crate::harness::KernelLog::open();
+    let mut log = crate::runner::KernelLog::open();
     let path = std::env::var("PCMSIG_KO").unwrap_or_else(|_| "/lib/modules/pcmsig.ko".into());
     let f = std::fs::File::open(&path)?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
@@ -1087,10 +1087,7 @@ fn kmemleak_finds_no_leak() -> TestResult {
                 "{KMEMLEAK} is missing on a kernel built with kmemleak: it disabled itself (see the console)"
             ));
         }
-        return Err(format!(
-            "{}no kmemleak in this kernel",
-            crate::harness::SKIP
-        ));
+        return Err(format!("{}no kmemleak in this kernel", crate::runner::SKIP));
     }
     // Why earlier tries missed leaks: kmemleak reports an object only once it is older than
     // 5 s (`jiffies_min_age`) *and* its contents were unchanged since the previous scan (the
@@ -1263,7 +1260,7 @@ fn closing_and_reopening_never_hangs_an_ioctl() -> TestResult {
 fn module_kunit_suites_pass() -> TestResult {
     // The module's own KUnit suites (pure logic, and the kernel crate's task layout against C)
     // run when init loads it; their KTAP is relayed here as this test's subtests.
-    let failed = crate::harness::relay_kunit_suites("pcmsig_")?;
+    let failed = crate::runner::relay_kunit_suites("pcmsig_")?;
     ensure!(
         failed.is_empty(),
         "KUnit suites failed: {}",
@@ -1402,7 +1399,7 @@ fn a_handled_signal_does_not_end_the_wait_for_delivery() -> TestResult {
             "inject returned once its signal was queued"
         );
         ensure!(
-            h.recv_timeout(crate::harness::WAIT)
+            h.recv_timeout(crate::runner::WAIT)
                 .ctx("handler")?
                 .is_some(),
             "the handler ran after the ioctl returned"

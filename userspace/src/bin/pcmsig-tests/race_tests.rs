@@ -16,8 +16,8 @@ use pcmsig::sys::{self, SignalSet};
 use pcmsig::{uapi::DelayPoint, Device, EventKind as K, State, Trigger};
 
 use crate::common::*;
-use crate::harness::{hang_guard, Context, Test, TestResult};
 use crate::module_tests::{with_module_params, RELEASE};
+use crate::runner::{hang_guard, Context, Test, TestResult};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {

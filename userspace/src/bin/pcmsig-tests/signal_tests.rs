@@ -9,7 +9,7 @@ use pcmsig::{
 };
 
 use crate::common::*;
-use crate::harness::{diag, Context, Test, TestResult, WAIT};
+use crate::runner::{diag, Context, Test, TestResult, WAIT};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {

@@ -401,7 +401,7 @@ fn run_one(t: &Test) -> Outcome {
 #[macro_export]
 macro_rules! tests {
     ($($f:ident),* $(,)?) => {
-        vec![$($crate::harness::Test { name: stringify!($f), run: $f }),*]
+        vec![$($crate::runner::Test { name: stringify!($f), run: $f }),*]
     };
 }
 
