@@ -220,7 +220,8 @@ exit $rc
 
 /// Hash of everything the module is built from: its sources, the shared UAPI, the kernel tree.
 fn module_stamp(module_dir: &Path, kernel: &Kernel) -> Result<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(module_dir)?
+    let mut files: Vec<PathBuf> = std::fs::read_dir(module_dir)
+        .with_context(|| format!("listing {}", module_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension().is_some_and(|x| x == "rs") || p.file_name().is_some_and(|n| n == "Kbuild")

@@ -149,11 +149,13 @@ fn source_dir(src: &Path) -> Result<PathBuf> {
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::rename(&tmp, &dest)
             .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
-        std::fs::write(&done, src.to_string_lossy().as_bytes())?;
+        std::fs::write(&done, src.to_string_lossy().as_bytes())
+            .with_context(|| format!("writing {}", done.display()))?;
         println!("xtask: extracted in {:.1} s", t.elapsed().as_secs_f64());
     }
     // The tarball holds one top-level directory.
-    let mut tops = std::fs::read_dir(&dest)?
+    let mut tops = std::fs::read_dir(&dest)
+        .with_context(|| format!("listing {}", dest.display()))?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .map(|e| e.path())
@@ -212,8 +214,10 @@ fn open_log(log: &Path, what: &str) -> Result<std::fs::File> {
     let mut logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(log)?;
-    writeln!(logf, "\n$ make {what}")?;
+        .open(log)
+        .with_context(|| format!("opening the build log {}", log.display()))?;
+    writeln!(logf, "\n$ make {what}")
+        .with_context(|| format!("writing the build log {}", log.display()))?;
     Ok(logf)
 }
 
@@ -327,7 +331,8 @@ fn make_with_progress(
     loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(line) => {
-                writeln!(logf, "{line}")?;
+                writeln!(logf, "{line}")
+                    .with_context(|| format!("writing the build log {}", log.display()))?;
                 if line.starts_with("  ") {
                     steps += 1;
                     last = line.trim().to_string();
@@ -344,7 +349,7 @@ fn make_with_progress(
     for r in readers {
         let _ = r.join();
     }
-    let status = child.wait()?;
+    let status = child.wait().context("waiting for the kernel's make")?;
     if !status.success() {
         bail!(
             "kernel build failed; full log: {}\n{}",

@@ -75,7 +75,8 @@ fn harness_checks(kernel_src: Option<&Path>) -> Result<()> {
             silence: silence.map(Duration::from_secs),
             ..vm::Boot::new(mode, &dir, Duration::from_secs(timeout))
         };
-        let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
+        let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)
+            .with_context(|| format!("booting the {name} check's VM"))?;
         let failures = ktap::judge(&run, false, Default::default()).failures;
         let caught =
             match name {
@@ -173,7 +174,8 @@ fn exec(b: &Built) -> Result<String> {
         let initrd =
             crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
         let boot = vm::Boot::new(vm::Mode::Exec, &out, Duration::from_secs(60));
-        let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
+        let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)
+            .with_context(|| format!("booting the exec check's VM ({argv:?})"))?;
         let code = vm::guest_exit(&run.console);
         if code != Some(want_code) || !run.console.contains(want_text) {
             bail!(
