@@ -306,93 +306,116 @@ impl MiscDevice for PcmsigFile {
     }
 
     fn ioctl(me: ArcBorrow<'_, OpenFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        let stream = &me.stream;
-        // The ioctls that emit events change what every listener receives: they need a file
-        // opened for writing (EBADF, as write(2) on a read-only descriptor), and the injection
-        // ones are test hooks, off unless the module was loaded with `test_hooks=1`.
-        if matches!(
-            cmd,
-            uapi::IOC_CONFIGURE | uapi::IOC_TRIGGER | uapi::IOC_INJECT | uapi::IOC_INJECT_BURST
-        ) {
-            if file.flags() & kernel::fs::file::flags::O_ACCMODE
-                == kernel::fs::file::flags::O_RDONLY
-            {
-                return Err(EBADF);
-            }
-            if matches!(cmd, uapi::IOC_INJECT | uapi::IOC_INJECT_BURST)
-                && !module_parameters::test_hooks.value()
-            {
-                return Err(EOPNOTSUPP);
-            }
-        }
+        let me: &OpenFile = &me;
         match cmd {
-            uapi::IOC_REGISTER => {
-                let reg: uapi::Register = read_arg(arg)?;
-                if reg.flags != 0 || !uapi::signal_allowed(reg.signo) {
-                    return Err(EINVAL);
-                }
-                if !me.opener.may_signal_current() {
-                    return Err(EPERM);
-                }
-                let listener = Listener::new_current(reg.signo)?;
-                let old = me.inner.lock().listener.replace(listener);
-                if old.is_some() {
-                    // A delivery that picked the old listener may still be sending: when
-                    // REGISTER returns, no signal to it is in flight, and its last reference is
-                    // dropped here, never by the delivery work item (see `Listener`).
-                    stream.flush_work();
-                }
-                drop(old);
+            uapi::IOC_REGISTER => Self::register(me, read_arg(arg)?),
+            uapi::IOC_UNREGISTER => Self::unregister(me),
+            uapi::IOC_CONFIGURE => {
+                Self::writable(file)?;
+                me.stream.configure(read_arg(arg)?)
             }
-            uapi::IOC_UNREGISTER => {
-                let old = {
-                    let mut inner = me.inner.lock();
-                    let old = inner.listener.take().ok_or(ENOENT)?;
-                    inner.last.replace(old.clone())
-                };
-                // A delivery that picked the listener before it was taken may still be sending:
-                // when UNREGISTER returns, no signal to it is in flight.
-                stream.flush_work();
-                drop(old);
-            }
-            uapi::IOC_CONFIGURE => stream.configure(read_arg(arg)?)?,
             uapi::IOC_TRIGGER => {
+                Self::writable(file)?;
                 let cmd: u32 = read_arg(arg)?;
-                stream.trigger(Trigger::from_u32(cmd).ok_or(EINVAL)?)?;
+                me.stream.trigger(Trigger::from_u32(cmd).ok_or(EINVAL)?)
             }
             uapi::IOC_INJECT => {
+                Self::may_inject(file)?;
                 let kind: u32 = read_arg(arg)?;
-                stream.inject(EventKind::from_u32(kind).ok_or(EINVAL)?, 1)?;
+                me.stream
+                    .inject(EventKind::from_u32(kind).ok_or(EINVAL)?, 1)
             }
             uapi::IOC_INJECT_BURST => {
+                Self::may_inject(file)?;
                 let burst: uapi::Burst = read_arg(arg)?;
-                stream.inject(EventKind::from_u32(burst.kind).ok_or(EINVAL)?, burst.count)?;
+                let kind = EventKind::from_u32(burst.kind).ok_or(EINVAL)?;
+                me.stream.inject(kind, burst.count)
             }
-            uapi::IOC_GET_STATS => {
-                let (file, read_overruns) = {
-                    let inner = me.inner.lock();
-                    let l = inner.listener.clone().or_else(|| inner.last.clone());
-                    (l, inner.read_overruns)
-                };
-                let mut stats = Stats {
-                    listeners: stream.listeners(),
-                    read_overruns,
-                    file: file.map(|l| l.stats()).unwrap_or_default(),
-                    ..Stats::default()
-                };
-                {
-                    let inner = stream.inner.lock();
-                    stats.state = inner.state as u32;
-                    stats.events = inner.events;
-                    stats.periods = inner.periods;
-                    stats.total = inner.totals;
-                }
-                UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<Stats>())
-                    .writer()
-                    .write(&stats)?;
-            }
-            _ => return Err(ENOTTY),
+            uapi::IOC_GET_STATS => Self::get_stats(me, arg),
+            _ => Err(ENOTTY),
         }
-        Ok(0)
+        .map(|()| 0)
+    }
+}
+
+impl PcmsigFile {
+    /// The ioctls that emit events change what every listener receives: they need a file opened
+    /// for writing (EBADF, as write(2) on a read-only descriptor).
+    fn writable(file: &File) -> Result {
+        if file.flags() & kernel::fs::file::flags::O_ACCMODE == kernel::fs::file::flags::O_RDONLY {
+            return Err(EBADF);
+        }
+        Ok(())
+    }
+
+    /// The injection ioctls also need the test hooks, off unless the module was loaded with
+    /// `test_hooks=1` (EOPNOTSUPP).
+    fn may_inject(file: &File) -> Result {
+        Self::writable(file)?;
+        if !module_parameters::test_hooks.value() {
+            return Err(EOPNOTSUPP);
+        }
+        Ok(())
+    }
+
+    /// REGISTER: the calling thread becomes the file's listener for signal `reg.signo`.
+    fn register(me: &OpenFile, reg: uapi::Register) -> Result {
+        if reg.flags != 0 || !uapi::signal_allowed(reg.signo) {
+            return Err(EINVAL);
+        }
+        if !me.opener.may_signal_current() {
+            return Err(EPERM);
+        }
+        let listener = Listener::new_current(reg.signo)?;
+        let old = me.inner.lock().listener.replace(listener);
+        if old.is_some() {
+            // A delivery that picked the old listener may still be sending: when REGISTER
+            // returns, no signal to it is in flight, and its last reference is dropped here,
+            // never by the delivery work item (see `Listener`).
+            me.stream.flush_work();
+        }
+        drop(old);
+        Ok(())
+    }
+
+    /// UNREGISTER: the file has no listener any more (ENOENT if it had none); its statistics
+    /// stay readable.
+    fn unregister(me: &OpenFile) -> Result {
+        let old = {
+            let mut inner = me.inner.lock();
+            let old = inner.listener.take().ok_or(ENOENT)?;
+            inner.last.replace(old.clone())
+        };
+        // A delivery that picked the listener before it was taken may still be sending: when
+        // UNREGISTER returns, no signal to it is in flight.
+        me.stream.flush_work();
+        drop(old);
+        Ok(())
+    }
+
+    /// GET_STATS: the stream's state and counters and this file's, copied to `arg`.
+    fn get_stats(me: &OpenFile, arg: usize) -> Result {
+        let stream = &me.stream;
+        let (file, read_overruns) = {
+            let inner = me.inner.lock();
+            let l = inner.listener.clone().or_else(|| inner.last.clone());
+            (l, inner.read_overruns)
+        };
+        let mut stats = Stats {
+            listeners: stream.listeners(),
+            read_overruns,
+            file: file.map(|l| l.stats()).unwrap_or_default(),
+            ..Stats::default()
+        };
+        {
+            let inner = stream.inner.lock();
+            stats.state = inner.state as u32;
+            stats.events = inner.events;
+            stats.periods = inner.periods;
+            stats.total = inner.totals;
+        }
+        UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<Stats>())
+            .writer()
+            .write(&stats)
     }
 }
