@@ -251,8 +251,11 @@ fn machine() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_default();
+    let accel = crate::vm::accel::decided().map_or("accelerator not decided".to_string(), |d| {
+        format!("QEMU {} ({})", d.engine.name(), d.why)
+    });
     format!(
-        "{} cores, {model}, QEMU TCG (no KVM)",
+        "{} cores, {model}, {accel}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )
 }

@@ -62,6 +62,7 @@ impl crate::flags::Coverage {
             cpus: None,
             debug_kernel: false,
             fault_kernel: self.fault_kernel,
+            accel: self.accel,
             slow: None,
         };
         test.run_with(true)

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::vm;
+use crate::vm::Accel;
 
 xflags::xflags! {
     /// pcmsig's harness: builds a Rust-enabled kernel, the module and the guest programs,
@@ -38,6 +39,9 @@ xflags::xflags! {
             optional --no-edu
             /// Virtual CPUs per VM (default: host cores / VMs, 1 or 2; 2 with --debug-kernel).
             optional --cpus n: u32
+            /// The accelerator: auto (KVM if a trial boot under it works, else TCG; the answer
+            /// is cached per host boot), kvm (fail if it does not work) or tcg.
+            optional --accel mode: Accel
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel
@@ -60,6 +64,9 @@ xflags::xflags! {
             /// Stream the guest console while it runs.
             optional -v, --verbose
             /// Only write the report again, from the last run's files (no build, no VM).
+            /// The accelerator: auto (KVM if a trial boot under it works, else TCG; the answer
+            /// is cached per host boot), kvm (fail if it does not work) or tcg.
+            optional --accel mode: Accel
             optional --report-only
             /// Run on the fault-injection kernel (vm/fault.config), where the fault tests run
             /// and reach the error paths.
@@ -77,6 +84,9 @@ xflags::xflags! {
             optional --fault-kernel
             /// Virtual CPUs of the VM (default: the host's cores, at most 2).
             optional --cpus n: u32
+            /// The accelerator: auto (KVM if a trial boot under it works, else TCG; the answer
+            /// is cached per host boot), kvm (fail if it does not work) or tcg.
+            optional --accel mode: Accel
             /// Seconds before the VM is killed (default 300).
             optional --timeout seconds: u64
             /// Kill the VM when the guest prints nothing for this many seconds (default 60; 0: never).
@@ -104,6 +114,9 @@ xflags::xflags! {
             optional --fault-kernel
             /// Virtual CPUs of the VM (default: the host's cores, at most 2).
             optional --cpus n: u32
+            /// The accelerator: auto (KVM if a trial boot under it works, else TCG; the answer
+            /// is cached per host boot), kvm (fail if it does not work) or tcg.
+            optional --accel mode: Accel
             /// Extra QEMU argument (repeatable).
             repeated --qemu-arg arg: String
             /// Start QEMU's gdb stub and wait for a debugger (no timeout).
@@ -123,6 +136,9 @@ xflags::xflags! {
             optional --fault-kernel
             /// Virtual CPUs of the VM (default: the host's cores, at most 2).
             optional --cpus n: u32
+            /// The accelerator: auto (KVM if a trial boot under it works, else TCG; the answer
+            /// is cached per host boot), kvm (fail if it does not work) or tcg.
+            optional --accel mode: Accel
             /// Seconds before the VM is killed (default 300).
             optional --timeout seconds: u64
             /// Kill the VM when the guest prints nothing for this many seconds (default 60; 0: never).
@@ -195,6 +211,9 @@ xflags::xflags! {
             optional --fault-kernel
             /// Virtual CPUs of the delivery VM and of the timed test runs (default: as `test`).
             optional --cpus n: u32
+            /// The accelerator: auto (KVM if a trial boot under it works, else TCG; the answer
+            /// is cached per host boot), kvm (fail if it does not work) or tcg.
+            optional --accel mode: Accel
             /// Seconds before a VM is killed (default 300; the delivery VM 1200).
             optional --timeout seconds: u64
             /// Kill a VM when the guest prints nothing for this many seconds (default 60, the
@@ -234,6 +253,7 @@ macro_rules! vm_options {
                     kernel_src: self.kernel_src.clone(),
                     flavour: vm::Flavour::of(self.debug_kernel, self.fault_kernel)?,
                     cpus: self.cpus,
+                    accel: self.accel.unwrap_or_default(),
                     ..vm::Options::default()
                 };
                 $(o.$field = $value(self);)*

@@ -123,7 +123,7 @@ fn shell(b: &Built, initrd: &Path) -> Result<String> {
         &b.kernel,
         initrd,
         &opts.boot(vm::Mode::Shell, &out_dir("selftest"), 1),
-    );
+    )?;
     let mut p = rexpect::session::spawn_with_options(
         qemu,
         rexpect::reader::Options::new().timeout_ms(Some(60_000)),

@@ -24,7 +24,7 @@ impl flags::Shell {
             &b.kernel,
             &initrd,
             &opts.boot(vm::Mode::Shell, &out, 1),
-        ))
+        )?)
     }
 }
 
@@ -36,10 +36,10 @@ pub fn shell_command(
     kernel: &Kernel,
     initrd: &Path,
     boot: &vm::Boot<'_>,
-) -> Command {
-    let mut qemu = vm::qemu_command(tools, kernel, initrd, boot);
+) -> Result<Command> {
+    let mut qemu = vm::qemu_command(tools, kernel, initrd, boot)?;
     qemu.args(["-serial", "mon:stdio"]);
-    qemu
+    Ok(qemu)
 }
 
 /// Runs an interactive VM on this terminal; restores the terminal settings afterwards.

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use crate::kernel::Kernel;
 use crate::tools::Tools;
 
+pub mod accel;
 mod options;
+pub use accel::Accel;
 pub use options::{Flavour, Options, DEFAULT_CPUS};
 
 /// What the guest's init does (`pcmsig_mode=WORD` on the kernel command line; `vm/init`).
@@ -84,6 +86,8 @@ pub struct Boot<'a> {
     pub cpus: u32,
     /// The hung-task detector's timeout for this kernel (`hung_task_secs`).
     pub hung_task_secs: u64,
+    /// The accelerator asked for ([`accel::decide`] picks KVM or TCG).
+    pub accel: Accel,
 }
 
 impl<'a> Boot<'a> {
@@ -102,6 +106,7 @@ impl<'a> Boot<'a> {
             out_dir,
             cpus: DEFAULT_CPUS,
             hung_task_secs: Flavour::Normal.hung_task_secs(),
+            accel: Accel::Auto,
         }
     }
 }
@@ -156,10 +161,30 @@ pub struct Finished {
 }
 
 /// The QEMU command line of boot `b` (without the console wiring): the one place a boot's
-/// options become QEMU's arguments, for the headless boots and `cargo xtask shell` alike. With
-/// `b.gdb`, QEMU's gdb stub waits for a debugger (`-s -S`) and the way to attach is printed.
-pub fn qemu_command(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Command {
+/// options become QEMU's arguments, for the headless boots and `cargo xtask shell` alike; the
+/// accelerator decided here ([`accel::decide`]: `--accel kvm` where KVM does not work is an
+/// error). With `b.gdb`, QEMU's gdb stub waits for a debugger (`-s -S`) and the way to attach
+/// is printed.
+pub fn qemu_command(
+    tools: &Tools,
+    kernel: &Kernel,
+    initrd: &Path,
+    b: &Boot<'_>,
+) -> Result<Command> {
+    let engine = accel::decide(b.accel, tools, kernel)?.engine;
+    Ok(qemu_command_on(tools, kernel, initrd, b, engine))
+}
+
+/// [`qemu_command`] on a decided accelerator.
+pub fn qemu_command_on(
+    tools: &Tools,
+    kernel: &Kernel,
+    initrd: &Path,
+    b: &Boot<'_>,
+    engine: accel::Engine,
+) -> Command {
     let mut c = Command::new(&tools.qemu);
+    c.args(engine.qemu_args());
     // Without the PS/2 controller, SATA, SMBus and vmport, which the guest needs none of: the
     // PS/2 mouse's asynchronous probe alone took 0.44 s under TCG, and `reboot -f` waited for
     // it (device_shutdown waits for pending probes): `exec -- true` 1.3 s -> 0.95 s.
@@ -230,7 +255,7 @@ pub fn boot(tools: &Tools, kernel: &Kernel, initrd: &Path, b: &Boot<'_>) -> Resu
     for old in [&console_log, &ktap_log, &dmesg_log, &coverage_log] {
         let _ = std::fs::remove_file(old);
     }
-    let mut qemu = qemu_command(tools, kernel, initrd, b);
+    let mut qemu = qemu_command(tools, kernel, initrd, b)?;
     let (timeout, silences) = if b.gdb {
         (Duration::from_secs(365 * 24 * 3600), (None, None))
     } else {

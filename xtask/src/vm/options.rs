@@ -122,6 +122,8 @@ pub struct Options {
     pub quiet: bool,
     /// Keep the VM's inputs (kernel, module, initramfs) next to its logs.
     pub keep: bool,
+    /// KVM, TCG, or KVM where a trial boot shows it works (`--accel`).
+    pub accel: super::Accel,
 }
 
 impl Options {
@@ -173,6 +175,7 @@ impl Options {
             out_dir,
             cpus: self.cpus(vms),
             hung_task_secs: self.flavour.hung_task_secs(),
+            accel: self.accel,
         }
     }
 
@@ -192,6 +195,9 @@ impl Options {
             if let Some(v) = v {
                 a.extend([flag.to_string(), v.to_string()]);
             }
+        }
+        if self.accel != super::Accel::Auto {
+            a.extend(["--accel".to_string(), self.accel.word().to_string()]);
         }
         for q in &self.qemu_args {
             a.extend(["--qemu-arg".to_string(), q.clone()]);
@@ -301,6 +307,7 @@ mod tests {
             verbose: true,
             quiet: true,
             keep: true,
+            accel: crate::vm::Accel::Tcg,
         };
         let fault = Options {
             flavour: Flavour::Fault,
