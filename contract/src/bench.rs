@@ -18,6 +18,16 @@ pub const PATHS: [&str; 4] = ["sigwaitinfo", "signalfd+epoll", "handler", "read"
 /// The latency row of no delivery path: a `clock_nanosleep` loop's lateness.
 pub const FLOOR: &str = "floor";
 
+/// The suffix of a signal path's throughput floor: the same receiving code fed by another
+/// thread's `pthread_sigqueue()` as fast as it can, what no module can beat
+/// (`sigwaitinfo@sigqueue`, ...).
+pub const SIGQUEUE: &str = "@sigqueue";
+
+/// The signal paths ([`PATHS`] but `read()`), which have a [`SIGQUEUE`] floor.
+pub fn signal_paths() -> impl Iterator<Item = &'static str> {
+    PATHS.into_iter().filter(|p| *p != "read")
+}
+
 /// The percentiles of a latency record, in its order: name and fraction.
 pub const PERCENTILES: [(&str, f64); 8] = [
     ("p1", 0.01),

@@ -53,7 +53,8 @@ pub fn aggregate(records: &[Record]) -> (Vec<PathResult>, Option<(u64, u64)>, Ve
         })
         .collect();
     let mut out = Vec::new();
-    for row in latency_rows() {
+    let floors = record::signal_paths().map(|p| format!("{p}{}", record::SIGQUEUE));
+    for row in latency_rows().into_iter().chain(floors) {
         let lat: Vec<[u64; PERCENTILES.len()]> = records
             .iter()
             .filter_map(|r| match r {
@@ -487,6 +488,7 @@ fn report_md(machine: &str, runs: usize, harness: &[Figure], d: &Delivery) -> St
         );
     }
     paths_table(&mut md, &d.paths);
+    floor_table(&mut md, d);
     latency_table(&mut md, d);
     if let Some((q, lim)) = d.burst {
         let _ = writeln!(
@@ -536,6 +538,41 @@ fn paths_table(md: &mut String, paths: &[PathResult]) {
             p.per_s.max,
             ratio(p.per_s.median, read.1),
             p.lost
+        );
+    }
+}
+
+/// The goal of a signal path's module-fed throughput, as a fraction of its `sigqueue` floor.
+pub const FLOOR_GOAL: f64 = 0.9;
+
+/// Each signal path's throughput fed by the module beside the same receiver fed by another
+/// thread's `pthread_sigqueue()` (its floor), and `read()`'s.
+fn floor_table(md: &mut String, d: &Delivery) {
+    let read = d.paths.iter().find(|p| p.name == "read");
+    let _ = writeln!(
+        md,
+        "\n| signal path | module events/s | sigqueue floor events/s | module / floor (goal {FLOOR_GOAL}) | read() events/s |\n|---|---|---|---|---|"
+    );
+    for name in record::signal_paths() {
+        let Some(p) = d.paths.iter().find(|p| p.name == name) else {
+            continue;
+        };
+        let floor_name = format!("{name}{}", record::SIGQUEUE);
+        let Some(f) = d.rows.iter().find(|r| r.name == floor_name) else {
+            continue;
+        };
+        let r = ratio(p.per_s.median, f.per_s.median);
+        let _ = writeln!(
+            md,
+            "| {name} | {:.0} ({:.0} to {:.0}) | {:.0} ({:.0} to {:.0}) | {r:.2}x ({}) | {:.0} |",
+            p.per_s.median,
+            p.per_s.min,
+            p.per_s.max,
+            f.per_s.median,
+            f.per_s.min,
+            f.per_s.max,
+            if r >= FLOOR_GOAL { "met" } else { "not met" },
+            read.map_or(0.0, |r| r.per_s.median),
         );
     }
 }

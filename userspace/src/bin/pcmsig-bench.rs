@@ -21,7 +21,9 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use pcmsig::receive::BATCH;
 use pcmsig::sys::{now_ns, SigInfo};
 use pcmsig::{uapi, Device, EventKind, Mode, Receiver, Signal, Trigger};
-use pcmsig_contract::bench::{Record, FLOOR, PATHS as BENCH_PATHS, PERCENTILES};
+use pcmsig_contract::bench::{
+    signal_paths, Record, FLOOR, PATHS as BENCH_PATHS, PERCENTILES, SIGQUEUE,
+};
 
 type R<T> = Result<T, String>;
 
@@ -194,7 +196,7 @@ fn latency(path: &str, events: u32, period_us: u32) -> R<Vec<u64>> {
 /// (`RLIMIT_SIGPENDING`, about 1,900 in the guest) for the signal paths, and the file's record
 /// ring for `read()`. So the figure is the rate a path sustains without loss; anything lost
 /// anyway (a queue overflow) is counted by the module and reported.
-fn throughput(path: &str, events: u32) -> R<(f64, u64)> {
+fn throughput(path: &str, events: u32, feed: Feed) -> R<(f64, u64)> {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
     let sig = Signal::rtmin(1);
@@ -206,6 +208,8 @@ fn throughput(path: &str, events: u32) -> R<(f64, u64)> {
     let waiting = Arc::new(AtomicBool::new(false));
     let start = Arc::new(std::sync::Barrier::new(2));
     let (taken2, waiting2, start2) = (taken.clone(), waiting.clone(), start.clone());
+    // SAFETY: `pthread_self` has no preconditions.
+    let consumer = unsafe { libc::pthread_self() };
     let producer = std::thread::spawn(move || -> R<u64> {
         let dev = Device::open().map_err(|e| e.to_string())?;
         start2.wait();
@@ -220,8 +224,16 @@ fn throughput(path: &str, events: u32) -> R<(f64, u64)> {
                 }
                 waiting2.store(false, Ordering::SeqCst);
             }
-            dev.inject_burst(EventKind::PeriodElapsed, n)
-                .map_err(|e| e.to_string())?;
+            match feed {
+                Feed::Module => dev
+                    .inject_burst(EventKind::PeriodElapsed, n)
+                    .map_err(|e| e.to_string())?,
+                Feed::Sigqueue => {
+                    for i in 0..n {
+                        sigqueue_to(consumer, sig, sent + u64::from(i))?;
+                    }
+                }
+            }
             sent += u64::from(n);
         }
         Ok(t0)
@@ -260,6 +272,31 @@ fn throughput(path: &str, events: u32) -> R<(f64, u64)> {
                 },
         ),
     ))
+}
+
+/// What feeds a throughput run: the module (INJECT_BURST), or another thread's
+/// `pthread_sigqueue()` (the signal path's floor: the kernel's own cost of queueing and taking a
+/// real-time signal, with no module in the way).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    Module,
+    Sigqueue,
+}
+
+/// Queues `sig` to thread `to` with an event-shaped value (`SI_QUEUE`, as the module sends);
+/// waits out a full queue (EAGAIN: the window is above the limit for a moment) rather than lose.
+fn sigqueue_to(to: libc::pthread_t, sig: Signal, n: u64) -> R<()> {
+    let value = libc::sigval {
+        sival_ptr: uapi::encode(EventKind::PeriodElapsed, n as u32) as usize as *mut libc::c_void,
+    };
+    loop {
+        // SAFETY: `to` is the consumer thread, alive until the producer is joined.
+        match unsafe { libc::pthread_sigqueue(to, sig.number(), value) } {
+            0 => return Ok(()),
+            libc::EAGAIN => std::thread::yield_now(),
+            e => return Err(format!("pthread_sigqueue: errno {e}")),
+        }
+    }
 }
 
 /// Largest burst one thread can have queued without loss under the default rlimit.
@@ -359,11 +396,17 @@ fn main() {
                 });
             }
         }
-        for path in BENCH_PATHS {
+        let floors = signal_paths().map(|p| (p, Feed::Sigqueue));
+        for (path, feed) in BENCH_PATHS
+            .map(|p| (p, Feed::Module))
+            .into_iter()
+            .chain(floors)
+        {
             forked(|| {
-                let (per_s, lost) = throughput(path, flood)?;
+                let (per_s, lost) = throughput(path, flood, feed)?;
+                let suffix = if feed == Feed::Sigqueue { SIGQUEUE } else { "" };
                 Ok(Record::Throughput {
-                    path: path.to_string(),
+                    path: format!("{path}{suffix}"),
                     run,
                     n: flood,
                     per_s,
