@@ -12,6 +12,60 @@ pub mod bench;
 /// off).
 pub const TEST_PARAMS: &str = "test_hooks=1";
 
+/// The kernel command-line word (init's environment) naming the part of the suite a VM runs
+/// when `cargo xtask test --jobs N` splits it: `pcmsig_shard=K/N` (init passes `--shard K/N`).
+pub const SHARD_ENV: &str = "pcmsig_shard";
+
+/// One of `count` parts of the guest suite, each run in a VM of its own (`index` from 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+/// Where a test stands in the suite's order, which decides the shards that run it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Needs only the module as init loaded it: the shards share these, round robin by their
+    /// position among them.
+    Shared(usize),
+    /// Unloads or reloads the module (the lifecycle, the races with delay points, the model's
+    /// reload): these stay together, in order, in shard 0.
+    Reloading,
+    /// Comes after everything else in its VM (the leak scan): every shard runs it.
+    Last,
+}
+
+impl Shard {
+    /// Whether this shard runs a test of `stage`.
+    pub fn runs(self, stage: Stage) -> bool {
+        match stage {
+            Stage::Shared(i) => i % self.count.max(1) as usize == self.index as usize,
+            Stage::Reloading => self.index == 0,
+            Stage::Last => true,
+        }
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let bad = || format!("shard {s:?}: K/N with 0 <= K < N");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (k.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 /// The guest device the suite writes its KTAP to: the VM's second serial port, which QEMU
 /// writes to `ktap.txt` on the host. The kernel console (`ttyS0`) stays a log.
 pub const KTAP_DEVICE: &str = "/dev/ttyS1";
@@ -121,6 +175,28 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_split_the_shared_tests_and_keep_the_reloading_ones_together() {
+        let shards: Vec<Shard> = (0..3).map(|k| format!("{k}/3").parse().unwrap()).collect();
+        for i in 0..10 {
+            let runners = shards.iter().filter(|s| s.runs(Stage::Shared(i))).count();
+            assert_eq!(runners, 1, "shared test {i}");
+        }
+        let reloading: Vec<u32> = shards
+            .iter()
+            .filter(|s| s.runs(Stage::Reloading))
+            .map(|s| s.index)
+            .collect();
+        assert_eq!(reloading, [0]);
+        assert!(shards.iter().all(|s| s.runs(Stage::Last)));
+        for s in &shards {
+            assert_eq!(s.to_string().parse::<Shard>(), Ok(*s));
+        }
+        for bad in ["3/3", "1", "a/2", "1/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_problem_diagnostic_names_its_class() {

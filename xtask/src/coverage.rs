@@ -59,6 +59,7 @@ impl crate::flags::Coverage {
             seed: None,
             model_steps: None,
             no_edu: self.no_edu,
+            jobs: None,
             cpus: None,
             debug_kernel: false,
             fault_kernel: self.fault_kernel,

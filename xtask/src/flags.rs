@@ -37,6 +37,9 @@ xflags::xflags! {
             optional --model-steps n: u64
             /// Skip the second VM configuration (QEMU's edu PCI device as the period source).
             optional --no-edu
+            /// Split the suite across N VMs per configuration (the tests that reload the module
+            /// stay together in the first; each VM ends with the leak scan); default 1.
+            optional --jobs n: u32
             /// Virtual CPUs per VM (default: host cores / VMs, 1 or 2; 2 with --debug-kernel).
             optional --cpus n: u32
             /// The accelerator: auto (KVM if a trial boot under it works, else TCG; the answer

@@ -46,7 +46,7 @@ pub const SUMMARY: &str = "summary.jsonl";
 
 /// One VM configuration of the test run.
 struct VmConfig {
-    name: &'static str,
+    name: String,
     /// Whether the VM has QEMU's `edu` device.
     edu: bool,
     dir: PathBuf,
@@ -108,7 +108,7 @@ impl flags::Test {
         let cpus = opts.cpus(configs.len());
         let timeout = opts.limits().timeout;
         if !self.quiet {
-            let names: Vec<&str> = configs.iter().map(|c| c.name).collect();
+            let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
             println!(
                 "xtask: booting {} VM(s): {}, {cpus} vCPU(s) each (timeout {} s)",
                 names.len(),
@@ -193,31 +193,57 @@ impl flags::Test {
             env.retain(|w| !w.starts_with("PCMSIG_TEST_TIMEOUT="));
             env.push(format!("PCMSIG_TEST_TIMEOUT={limit}"));
         }
-        let mut configs = vec![VmConfig {
-            name: "plain",
-            edu: false,
-            dir: out.to_path_buf(),
-            qemu: opts.qemu_args.clone(),
-            env: env.clone(),
-        }];
-        if !self.no_edu {
-            let mut qemu = opts.qemu_args.clone();
-            qemu.extend(["-device".to_string(), "edu".to_string()]);
-            env.push("PCMSIG_EDU=1".to_string());
+        let jobs = self.jobs.unwrap_or(1);
+        if jobs == 0 {
+            bail!("--jobs must be at least 1");
+        }
+        let mut configs = Vec::new();
+        for index in 0..jobs {
+            // Shard 0 keeps the names and directories of an unsplit run.
+            let (suffix, mut env) = (
+                if index == 0 {
+                    String::new()
+                } else {
+                    format!("-{index}")
+                },
+                env.clone(),
+            );
+            if jobs > 1 {
+                let shard = pcmsig_contract::Shard { index, count: jobs };
+                env.push(format!("{}={shard}", pcmsig_contract::SHARD_ENV));
+            }
+            let plain = format!("plain{suffix}");
             configs.push(VmConfig {
-                name: "edu",
-                edu: true,
-                dir: out.join("edu"),
-                qemu,
-                env,
+                dir: if index == 0 {
+                    out.to_path_buf()
+                } else {
+                    out.join(&plain)
+                },
+                name: plain,
+                edu: false,
+                qemu: opts.qemu_args.clone(),
+                env: env.clone(),
             });
+            if !self.no_edu {
+                let mut qemu = opts.qemu_args.clone();
+                qemu.extend(["-device".to_string(), "edu".to_string()]);
+                env.push("PCMSIG_EDU=1".to_string());
+                let name = format!("edu{suffix}");
+                configs.push(VmConfig {
+                    dir: out.join(&name),
+                    name,
+                    edu: true,
+                    qemu,
+                    env,
+                });
+            }
         }
         Ok(configs)
     }
 
     /// One VM's verdict, cross-checked by kunit.py, with its reports written and printed.
     fn evaluate(&self, c: &VmConfig, booted: Booted) -> Result<VmOutcome> {
-        let name = c.name;
+        let name = c.name.as_str();
         let Booted { run, judged } = booted;
         let ktap::Judgement {
             report,

@@ -536,6 +536,9 @@ mod tests {
         }
         // ...and to exec's script.
         assert!(init.contains(crate::initramfs::EXEC_SCRIPT));
+        // ...and to the word that splits the suite (`test --jobs N`)...
+        let shard = format!("\"${{{}}}\"", pcmsig_contract::SHARD_ENV);
+        assert!(init.contains(&shard), "vm/init does not use {shard}");
         // ...and to the module parameters a test that reloads the module restores.
         let params = format!("PCMSIG_PARAMS=\"{}\"", pcmsig_contract::TEST_PARAMS);
         assert!(init.contains(&params), "vm/init does not set {params}");

@@ -18,6 +18,8 @@ mod runner;
 mod signal_tests;
 
 mod flags {
+    use pcmsig_contract::Shard;
+
     xflags::xflags! {
         /// The guest test suite: prints KTAP v1.
         cmd pcmsig-tests {
@@ -27,27 +29,43 @@ mod flags {
             optional --ktap path: String
             /// Print the test names and exit.
             optional --list
+            /// Run only part K of N of the suite (`K/N`, K from 0): `cargo xtask test --jobs N`.
+            optional --shard part: Shard
         }
     }
 }
 
 fn main() {
-    let mut tests = module_tests::tests();
-    tests.extend(signal_tests::tests());
-    tests.extend(adversarial_tests::tests());
-    tests.extend(isolation_tests::tests());
-    tests.extend(model::tests());
-    tests.extend(device_tests::tests());
+    use pcmsig_contract::Stage;
+    let mut shared = module_tests::tests();
+    shared.extend(signal_tests::tests());
+    shared.extend(adversarial_tests::tests());
+    shared.extend(isolation_tests::tests());
+    shared.extend(model::tests());
+    shared.extend(device_tests::tests());
     // Fault injection (skips except on the fault-injection kernel).
-    tests.extend(fault_tests::tests());
+    shared.extend(fault_tests::tests());
     // Unloading the module comes last: everything else needs it loaded.
-    tests.extend(module_tests::lifecycle_tests());
+    let mut reloading = module_tests::lifecycle_tests();
     // The races on demand reload the module with delay points.
-    tests.extend(race_tests::tests());
-    tests.extend(model::reload_tests());
-    // The leak scan comes after everything that could leak.
-    tests.extend(module_tests::leak_tests());
+    reloading.extend(race_tests::tests());
+    reloading.extend(model::reload_tests());
+    let staged = shared
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (Stage::Shared(i), t))
+        .chain(reloading.into_iter().map(|t| (Stage::Reloading, t)))
+        // The leak scan comes after everything that could leak.
+        .chain(
+            module_tests::leak_tests()
+                .into_iter()
+                .map(|t| (Stage::Last, t)),
+        );
     let flags = flags::PcmsigTests::from_env_or_exit();
+    let tests: Vec<runner::Test> = staged
+        .filter(|(stage, _)| flags.list || flags.shard.is_none_or(|s| s.runs(*stage)))
+        .map(|(_, t)| t)
+        .collect();
     if flags.list {
         tests.iter().for_each(|t| println!("{}", t.name));
         return;
