@@ -329,18 +329,18 @@ fn conclude(out: &Path, outcomes: &[VmOutcome], times: &[(Phase, Duration)]) -> 
         sum(|c| c.failed),
         sum(|c| c.skipped)
     );
+    let every = |of: fn(&VmOutcome) -> &[String]| -> Vec<&str> {
+        outcomes
+            .iter()
+            .flat_map(|o| of(o).iter().map(String::as_str))
+            .collect()
+    };
     // One machine-readable line for scripts: VM:test:detector.
-    let blamed: Vec<&str> = outcomes
-        .iter()
-        .flat_map(|o| o.blamed.iter().map(String::as_str))
-        .collect();
+    let blamed = every(|o| &o.blamed);
     if !blamed.is_empty() {
         println!("xtask: blamed {}", blamed.join(" "));
     }
-    let failures: Vec<&str> = outcomes
-        .iter()
-        .flat_map(|o| o.failures.iter().map(String::as_str))
-        .collect();
+    let failures = every(|o| &o.failures);
     if !failures.is_empty() {
         bail!("FAIL:\n  {}", failures.join("\n  "));
     }
