@@ -50,6 +50,20 @@ pub mod pct {
     pub const MAX: usize = 7;
 }
 
+/// Listener counts of the cost curve (`Scale` records of [`LISTENERS`]).
+pub const LISTENER_COUNTS: [u32; 5] = [1, 4, 16, 64, 256];
+/// Open-file counts of the cost curve (`Scale` records of [`FILES`]).
+pub const FILE_COUNTS: [u32; 3] = [1, 100, 10_000];
+/// A cost curve over registered listeners, one thread each (latency at every listener, and
+/// the deliveries per second to all of them together).
+pub const LISTENERS: &str = "listeners";
+/// A cost curve over open files of the stream's user, one of them a listener (its latency, and
+/// the time of one GET_STATS).
+pub const FILES: &str = "files";
+/// The period of the cost curves' latency runs (µs): 10 ms, so that 256 listeners' signals of
+/// one period are taken before the next comes.
+pub const SCALE_PERIOD_US: u32 = 10_000;
+
 /// What starts a record's console line.
 pub const PREFIX: &str = "BENCH ";
 
@@ -72,6 +86,18 @@ pub enum Record {
         n: u32,
         per_s: f64,
         lost: u64,
+    },
+    /// One point of a cost curve: `n` listeners or open files ([`LISTENERS`], [`FILES`]).
+    Scale {
+        what: String,
+        n: u32,
+        run: u32,
+        /// Kernel event to receipt, per period and listener, as [`PERCENTILES`] in ns.
+        pcts_ns: [u64; PERCENTILES.len()],
+        /// Deliveries per second to all listeners together ([`LISTENERS`] only).
+        per_s: Option<f64>,
+        /// One GET_STATS, in ns ([`FILES`] only).
+        get_stats_ns: Option<u64>,
     },
     /// The largest burst queued without loss, and the limit it met.
     Burst { queued: u64, rlimit_sigpending: u64 },
@@ -97,6 +123,15 @@ impl Record {
                 lost,
             } => json!({"kind": "throughput", "path": path, "run": run, "n": n,
                         "per_s": per_s.round(), "lost": lost}),
+            Record::Scale {
+                what,
+                n,
+                run,
+                pcts_ns,
+                per_s,
+                get_stats_ns,
+            } => json!({"kind": "scale", "what": what, "n": n, "run": run, "pcts_ns": pcts_ns,
+                        "per_s": per_s.map(f64::round), "get_stats_ns": get_stats_ns}),
             Record::Burst {
                 queued,
                 rlimit_sigpending,
@@ -126,24 +161,32 @@ impl Record {
             return Ok(Record::Error(e));
         }
         let small = |k: &str| u(k).and_then(|n| u32::try_from(n).map_err(|e| e.to_string()));
+        let pcts = || -> Result<[u64; PERCENTILES.len()], String> {
+            let pcts: Vec<u64> = v
+                .get("pcts_ns")
+                .and_then(Value::as_array)
+                .ok_or("no \"pcts_ns\"")?
+                .iter()
+                .map(|x| x.as_u64().ok_or("a percentile that is not a count of ns"))
+                .collect::<Result<_, _>>()?;
+            pcts.try_into()
+                .map_err(|p: Vec<u64>| format!("{} percentiles", p.len()))
+        };
         match s("kind")?.as_str() {
-            "latency" => {
-                let pcts: Vec<u64> = v
-                    .get("pcts_ns")
-                    .and_then(Value::as_array)
-                    .ok_or("no \"pcts_ns\"")?
-                    .iter()
-                    .map(|x| x.as_u64().ok_or("a percentile that is not a count of ns"))
-                    .collect::<Result<_, _>>()?;
-                Ok(Record::Latency {
-                    path: s("path")?,
-                    run: small("run")?,
-                    n: u("n")? as usize,
-                    pcts_ns: pcts
-                        .try_into()
-                        .map_err(|p: Vec<u64>| format!("{} percentiles", p.len()))?,
-                })
-            }
+            "latency" => Ok(Record::Latency {
+                path: s("path")?,
+                run: small("run")?,
+                n: u("n")? as usize,
+                pcts_ns: pcts()?,
+            }),
+            "scale" => Ok(Record::Scale {
+                what: s("what")?,
+                n: small("n")?,
+                run: small("run")?,
+                pcts_ns: pcts()?,
+                per_s: v.get("per_s").and_then(Value::as_f64),
+                get_stats_ns: v.get("get_stats_ns").and_then(Value::as_u64),
+            }),
             "throughput" => Ok(Record::Throughput {
                 path: s("path")?,
                 run: small("run")?,
@@ -186,6 +229,22 @@ mod tests {
             Record::Burst {
                 queued: 1972,
                 rlimit_sigpending: 1972,
+            },
+            Record::Scale {
+                what: LISTENERS.into(),
+                n: 256,
+                run: 2,
+                pcts_ns: [9, 8, 7, 6, 5, 4, 3, 2],
+                per_s: Some(81_234.0),
+                get_stats_ns: None,
+            },
+            Record::Scale {
+                what: FILES.into(),
+                n: 10_000,
+                run: 1,
+                pcts_ns: [1; 8],
+                per_s: None,
+                get_stats_ns: Some(4_567),
             },
             Record::Error("handler: \"silence\" after 3 periods\n".into()),
         ];

@@ -197,6 +197,8 @@ struct Delivery {
     /// The floor and the 10 ms rows.
     rows: Vec<PathResult>,
     burst: Option<(u64, u64)>,
+    /// The cost curves.
+    scaling: Vec<crate::scaling::Point>,
     errors: Vec<String>,
 }
 
@@ -226,13 +228,14 @@ pub fn run(o: &Opts, quiet: bool) -> Result<()> {
             report_json(&machine(), o.runs, &harness, &d) + "\n",
         ),
         ("latency.svg", svg(&d.paths)),
+        ("scaling.svg", crate::scaling::svg(&d.scaling)),
     ];
     for (name, text) in files {
         let path = out.join(name);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
-        "xtask: bench: {}/bench.md, bench.json, latency.svg",
+        "xtask: bench: {}/bench.md, bench.json, latency.svg, scaling.svg",
         out.display()
     );
     if !d.errors.is_empty() {
@@ -468,6 +471,7 @@ fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
         paths,
         rows,
         burst,
+        scaling: crate::scaling::aggregate(&records),
         errors,
     })
 }
@@ -490,6 +494,7 @@ fn report_md(machine: &str, runs: usize, harness: &[Figure], d: &Delivery) -> St
     paths_table(&mut md, &d.paths);
     floor_table(&mut md, d);
     latency_table(&mut md, d);
+    crate::scaling::table(&mut md, &d.scaling);
     if let Some((q, lim)) = d.burst {
         let _ = writeln!(
             md,
@@ -645,8 +650,9 @@ fn report_json(machine: &str, runs: usize, harness: &[Figure], d: &Delivery) -> 
     let burst = d
         .burst
         .map(|(q, l)| json!({"queued": q, "rlimit_sigpending": l}));
-    json!({"machine": machine, "runs": runs, "harness": harness, "paths": paths, "burst": burst})
-        .to_string()
+    json!({"machine": machine, "runs": runs, "harness": harness, "paths": paths, "burst": burst,
+           "scaling": crate::scaling::json(&d.scaling)})
+    .to_string()
 }
 
 #[cfg(test)]

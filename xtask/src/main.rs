@@ -23,6 +23,7 @@ mod module_check;
 mod paths;
 mod peers;
 mod run;
+mod scaling;
 mod selftest;
 mod shell;
 mod slow;

@@ -22,7 +22,8 @@ use pcmsig::receive::BATCH;
 use pcmsig::sys::{now_ns, SigInfo};
 use pcmsig::{uapi, Device, EventKind, Mode, Receiver, Signal, Trigger};
 use pcmsig_contract::bench::{
-    signal_paths, Record, FLOOR, PATHS as BENCH_PATHS, PERCENTILES, SIGQUEUE,
+    signal_paths, Record, FILES, FILE_COUNTS, FLOOR, LISTENERS, LISTENER_COUNTS,
+    PATHS as BENCH_PATHS, PERCENTILES, SCALE_PERIOD_US, SIGQUEUE,
 };
 
 type R<T> = Result<T, String>;
@@ -299,6 +300,151 @@ fn sigqueue_to(to: libc::pthread_t, sig: Signal, n: u64) -> R<()> {
     }
 }
 
+/// One listener's latencies (ns) of a timer run on the stream the caller starts: waits at
+/// `ready` after registering, then takes every period until the stream stops.
+fn listen_periods(ready: &std::sync::Barrier) -> R<Vec<u64>> {
+    let sig = Signal::rtmin(1);
+    let rx = Rx::new("sigwaitinfo", sig)?;
+    let dev = rx.device(sig)?;
+    ready.wait();
+    let mut stamps: HashMap<u32, u64> = HashMap::new();
+    let mut lat = Vec::new();
+    loop {
+        let Some((kind, seq, _)) = rx.next(&dev)? else {
+            return Err(format!("silence after {} periods", lat.len()));
+        };
+        let got = now_ns();
+        dev.take_stamps(&mut stamps);
+        match kind {
+            EventKind::PeriodElapsed => {
+                let stamp = stamps.remove(&seq).ok_or("no record for a period")?;
+                lat.push(got.saturating_sub(stamp));
+            }
+            EventKind::Stopped => return Ok(lat),
+            _ => {}
+        }
+    }
+}
+
+/// Starts a timer run of `periods` periods of [`SCALE_PERIOD_US`] on the caller's stream once
+/// `ready` lets it (every listener registered).
+fn run_periods(ready: &std::sync::Barrier, periods: u32) -> R<()> {
+    let control = Device::open().map_err(|e| e.to_string())?;
+    ready.wait();
+    control
+        .configure(SCALE_PERIOD_US, periods)
+        .map_err(|e| e.to_string())?;
+    control.trigger(Trigger::Start).map_err(|e| e.to_string())
+}
+
+/// The cost of `n` listeners: every listener's latencies (ns) over a timer run of `periods`
+/// periods, each listener a thread registered on a file of its own; then the deliveries per
+/// second to all of them together for about `flood` deliveries injected as fast as the slowest
+/// listener takes them (within the queued-signal limit, shared by the user's listeners).
+fn scale_listeners(n: u32, periods: u32, flood: u32) -> R<(Vec<u64>, f64)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Barrier};
+    let ready = Arc::new(Barrier::new(n as usize + 1));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let ready = ready.clone();
+            std::thread::spawn(move || listen_periods(&ready))
+        })
+        .collect();
+    run_periods(&ready, periods)?;
+    let mut lat = Vec::new();
+    for t in threads {
+        lat.extend(t.join().map_err(|_| "a listener panicked")??);
+    }
+    // Throughput: each listener takes what the producer injects; at most `window` deliveries
+    // outstanding per listener, all of them under ~1,000 queued signals.
+    let window = u64::from((1024 / n).max(1));
+    let burst = (window as u32).min(uapi::BURST_MAX);
+    let events = (flood / n).max(burst);
+    let taken: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let ready = Arc::new(Barrier::new(n as usize + 1));
+    let last = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..n as usize)
+        .map(|i| {
+            let (ready, taken, last) = (ready.clone(), taken.clone(), last.clone());
+            std::thread::spawn(move || -> R<()> {
+                let sig = Signal::rtmin(1);
+                let rx = Rx::new("sigwaitinfo", sig)?;
+                let dev = rx.device(sig)?;
+                ready.wait();
+                let mut infos = Vec::with_capacity(1);
+                let mut got = 0u64;
+                while got < u64::from(events) {
+                    let k = rx.take(&dev, &mut infos)? as u64;
+                    if k == 0 {
+                        return Err(format!("silence after {got} events"));
+                    }
+                    got += k;
+                    taken[i].store(got, Ordering::Release);
+                }
+                last.fetch_max(now_ns(), Ordering::AcqRel);
+                Ok(())
+            })
+        })
+        .collect();
+    let dev = Device::open().map_err(|e| e.to_string())?;
+    ready.wait();
+    let t0 = now_ns();
+    let mut sent = 0u64;
+    while sent < u64::from(events) {
+        let k = burst.min(events - sent as u32);
+        loop {
+            let slowest = taken.iter().map(|t| t.load(Ordering::Acquire)).min();
+            if sent + u64::from(k) <= slowest.unwrap_or(0) + window {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        dev.inject_burst(EventKind::PeriodElapsed, k)
+            .map_err(|e| e.to_string())?;
+        sent += u64::from(k);
+    }
+    for t in threads {
+        t.join().map_err(|_| "a listener panicked")??;
+    }
+    let secs = last.load(Ordering::Acquire).saturating_sub(t0) as f64 / 1e9;
+    let deliveries = f64::from(n) * f64::from(events);
+    Ok((lat, if secs > 0.0 { deliveries / secs } else { 0.0 }))
+}
+
+/// The cost of `n` open files of the stream's user, one of them a listener: its latencies (ns)
+/// over a timer run of `periods` periods (every event also goes to every file's records), and
+/// the time of one GET_STATS (ns, the median of 200).
+fn scale_files(n: u32, periods: u32) -> R<(Vec<u64>, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use std::sync::{Arc, Barrier};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| e.to_string())?;
+    let want = u64::from(n) + 64;
+    setrlimit(Resource::RLIMIT_NOFILE, want, hard.max(want))
+        .map_err(|e| format!("raising RLIMIT_NOFILE to {want}: {e}"))?;
+    let others: Vec<Device> = (1..n)
+        .map(|_| Device::open().map_err(|e| e.to_string()))
+        .collect::<R<_>>()?;
+    let ready = Arc::new(Barrier::new(2));
+    let listener = {
+        let ready = ready.clone();
+        std::thread::spawn(move || listen_periods(&ready))
+    };
+    run_periods(&ready, periods)?;
+    let lat = listener.join().map_err(|_| "the listener panicked")??;
+    let probe = Device::open().map_err(|e| e.to_string())?;
+    let mut times: Vec<u64> = (0..200)
+        .map(|_| {
+            let t = now_ns();
+            probe.stats().map(|_| now_ns() - t)
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    times.sort_unstable();
+    drop(others);
+    Ok((lat, pct(&times, 0.5)))
+}
+
 /// Largest burst one thread can have queued without loss under the default rlimit.
 fn burst() -> R<(u64, u64)> {
     let sig = Signal::rtmin(1);
@@ -411,6 +557,39 @@ fn main() {
                     n: flood,
                     per_s,
                     lost,
+                })
+            });
+        }
+    }
+    // The cost curves: the listeners' latency and throughput, one open file's latency and
+    // GET_STATS, as the counts grow.
+    let scale_periods = (events / 10).max(20);
+    for run in 1..=runs {
+        for n in LISTENER_COUNTS {
+            forked(|| {
+                let (mut lat, per_s) = scale_listeners(n, scale_periods, flood / 5)?;
+                lat.sort_unstable();
+                Ok(Record::Scale {
+                    what: LISTENERS.into(),
+                    n,
+                    run,
+                    pcts_ns: PERCENTILES.map(|(_, p)| pct(&lat, p)),
+                    per_s: Some(per_s),
+                    get_stats_ns: None,
+                })
+            });
+        }
+        for n in FILE_COUNTS {
+            forked(|| {
+                let (mut lat, get_stats_ns) = scale_files(n, scale_periods)?;
+                lat.sort_unstable();
+                Ok(Record::Scale {
+                    what: FILES.into(),
+                    n,
+                    run,
+                    pcts_ns: PERCENTILES.map(|(_, p)| pct(&lat, p)),
+                    per_s: None,
+                    get_stats_ns: Some(get_stats_ns),
                 })
             });
         }
