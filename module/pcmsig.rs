@@ -367,7 +367,14 @@ impl PcmsigFile {
             return Err(EPERM);
         }
         let listener = Listener::new_current(reg.signo)?;
-        let old = me.inner.lock().listener.replace(listener);
+        let old = {
+            let mut inner = me.inner.lock();
+            let old = inner.listener.replace(listener);
+            if old.is_none() {
+                me.stream.count_listener(true);
+            }
+            old
+        };
         if old.is_some() {
             // A delivery that picked the old listener may still be sending: when REGISTER
             // returns, no signal to it is in flight, and its last reference is dropped here,
@@ -384,6 +391,7 @@ impl PcmsigFile {
         let old = {
             let mut inner = me.inner.lock();
             let old = inner.listener.take().ok_or(ENOENT)?;
+            me.stream.count_listener(false);
             inner.last.replace(old.clone())
         };
         // A delivery that picked the listener before it was taken may still be sending: when
