@@ -60,9 +60,12 @@ pub const LISTENERS: &str = "listeners";
 /// A cost curve over open files of the stream's user, one of them a listener (its latency, and
 /// the time of one GET_STATS).
 pub const FILES: &str = "files";
-/// The period of the cost curves' latency runs (µs): 10 ms, so that 256 listeners' signals of
-/// one period are taken before the next comes.
-pub const SCALE_PERIOD_US: u32 = 10_000;
+/// The period of the cost curves' latency runs (µs): 50 ms, so that the delivery of one period
+/// to 256 listeners (about 10 ms under TCG) ends before the next period comes; at 10 ms the
+/// stream's backlog grew until its xrun (seen on 2026-11-30).
+pub const SCALE_PERIOD_US: u32 = 50_000;
+/// Periods of each cost-curve latency run.
+pub const SCALE_PERIODS: u32 = 20;
 
 /// What starts a record's console line.
 pub const PREFIX: &str = "BENCH ";
