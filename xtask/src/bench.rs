@@ -102,20 +102,7 @@ pub fn svg(paths: &[PathResult]) -> String {
         .flat_map(|p| p.pcts_us.iter().map(|s| s.median))
         .filter(|v| *v > 0.0)
         .collect();
-    let lo = vals
-        .iter()
-        .copied()
-        .fold(f64::INFINITY, f64::min)
-        .max(1.0)
-        .log10()
-        .floor();
-    let hi = vals
-        .iter()
-        .copied()
-        .fold(1.0, f64::max)
-        .log10()
-        .ceil()
-        .max(lo + 1.0);
+    let (lo, hi) = crate::stats::log_decades(&vals, 1.0);
     let x = |us: f64| left + (us.max(1.0).log10() - lo) / (hi - lo) * (w - left - 30.0);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\

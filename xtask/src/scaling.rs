@@ -128,20 +128,7 @@ fn panel(s: &mut String, left: f64, title: &str, xs: &[u32], series: &[Series<'_
         .flat_map(|(_, _, v)| v.iter().copied())
         .filter(|v| *v > 0.0)
         .collect();
-    let lo = vals
-        .iter()
-        .copied()
-        .fold(f64::INFINITY, f64::min)
-        .max(1e-3)
-        .log10()
-        .floor();
-    let hi = vals
-        .iter()
-        .copied()
-        .fold(1e-3, f64::max)
-        .log10()
-        .ceil()
-        .max(lo + 1.0);
+    let (lo, hi) = crate::stats::log_decades(&vals, 1e-3);
     let xmax = xs.iter().copied().max().unwrap_or(1).max(2) as f64;
     let x = |n: u32| left + 40.0 + (f64::from(n.max(1)).log10() / xmax.log10()) * (w - 60.0);
     let y = |v: f64| top + h - (v.max(1e-3).log10() - lo) / (hi - lo) * h;

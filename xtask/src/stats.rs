@@ -38,6 +38,26 @@ pub fn time_run(what: &str, cmd: &mut Command, success: Success) -> Result<f64> 
     Ok(secs)
 }
 
+/// The decades a log-scaled axis spans for the positive values in `vals`: (lowest, highest)
+/// powers of ten, at least one apart, the lowest never under `floor`.
+pub fn log_decades(vals: &[f64], floor: f64) -> (f64, f64) {
+    let lo = vals
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .max(floor)
+        .log10()
+        .floor();
+    let hi = vals
+        .iter()
+        .copied()
+        .fold(floor, f64::max)
+        .log10()
+        .ceil()
+        .max(lo + 1.0);
+    (lo, hi)
+}
+
 /// Median, min and max of a sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Spread {
