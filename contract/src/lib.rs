@@ -153,6 +153,20 @@ pub fn problem_diag_class(line: &str) -> Option<&str> {
         .map(|(class, _)| class)
 }
 
+/// How a test's KTAP diagnostic gives its wall time, printed by the suite after the test and
+/// before its result line: `# duration_ms: N`. The host puts it in the JUnit report (`time=`)
+/// and names the slowest tests of each VM.
+pub fn duration_diag(ms: u64) -> String {
+    format!("{DURATION} {ms}")
+}
+
+const DURATION: &str = "duration_ms:";
+
+/// The milliseconds a [`duration_diag`] line gives, if it is one.
+pub fn duration_diag_ms(line: &str) -> Option<u64> {
+    line.strip_prefix(DURATION)?.trim().parse().ok()
+}
+
 /// The first problem whose pattern occurs in `line`.
 pub fn problem_in(line: &str) -> Option<&'static Problem> {
     KERNEL_PROBLEMS.iter().find(|p| line.contains(p.pattern))
@@ -205,6 +219,15 @@ mod tests {
             assert_eq!(problem_diag_class(&d), Some(p.class));
         }
         assert_eq!(problem_diag_class("expected 3, got 4"), None);
+    }
+
+    #[test]
+    fn a_duration_diagnostic_round_trips() {
+        for ms in [0, 7, 120_000] {
+            assert_eq!(duration_diag_ms(&duration_diag(ms)), Some(ms));
+        }
+        assert_eq!(duration_diag_ms("duration_ms: soon"), None);
+        assert_eq!(duration_diag_ms("expected 3, got 4"), None);
     }
 
     #[test]

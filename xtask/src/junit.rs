@@ -26,6 +26,8 @@ struct Case {
     /// `Some((message, body))` for a failure.
     failure: Option<(String, String)>,
     skipped: Option<String>,
+    /// Seconds, when the suite gave the test's duration.
+    time: Option<f64>,
 }
 
 fn case_of(classname: String, t: &TestCase) -> Case {
@@ -46,6 +48,7 @@ fn case_of(classname: String, t: &TestCase) -> Case {
         name: t.name.clone(),
         failure,
         skipped,
+        time: t.duration_ms.map(|ms| ms as f64 / 1000.0),
     }
 }
 
@@ -115,6 +118,7 @@ pub fn render(
                 name: test.clone(),
                 failure: Some((f.to_string(), body)),
                 skipped: None,
+                time: None,
             });
         }
     }
@@ -138,6 +142,7 @@ pub fn render(
             name: "vm".into(),
             failure: Some((first.clone(), run_level.join("\n"))),
             skipped: None,
+            time: None,
         });
     }
     xml(suite, &cases, seconds)
@@ -154,8 +159,12 @@ fn xml(suite: &str, cases: &[Case], seconds: f64) -> String {
         cases.len(),
     ));
     for c in cases {
+        let time = c
+            .time
+            .map(|t| format!(" time=\"{t:.3}\""))
+            .unwrap_or_default();
         x.push_str(&format!(
-            "    <testcase classname=\"{}\" name=\"{}\">",
+            "    <testcase classname=\"{}\" name=\"{}\"{time}>",
             c.classname,
             esc(&c.name)
         ));
@@ -243,6 +252,19 @@ mod tests {
         assert_eq!(x.matches("<skipped ").count(), 1);
         assert!(x.contains("name=\"b&lt;&amp;&gt;\""));
         assert!(x.contains("left: &lt;1&gt; &amp; &quot;2&quot;"));
+        assert!(!x.contains("<testcase classname=\"pcmsig.guest\" name=\"a\" time="));
+    }
+
+    #[test]
+    fn a_timed_test_carries_its_time() {
+        let ktap = format!(
+            "KTAP version 1\n1..1\n# {}\nok 1 a\n",
+            pcmsig_contract::duration_diag(1234)
+        );
+        let r = parse(&ktap);
+        let x = render("pcmsig.plain", &r, &[], &[], 2.0);
+        well_formed(&x).unwrap();
+        assert!(x.contains("name=\"a\" time=\"1.234\"></testcase>"), "{x}");
     }
 
     #[test]

@@ -23,8 +23,10 @@ pub struct TestCase {
     pub number: usize,
     pub name: String,
     pub status: Status,
-    /// `#` lines printed before the result line (at the same level).
+    /// `#` lines printed before the result line (at the same level), but for its duration.
     pub diagnostics: Vec<String>,
+    /// The test's wall time, when the suite gave it (`pcmsig_contract::duration_diag`).
+    pub duration_ms: Option<u64>,
     pub subtests: Vec<TestCase>,
 }
 
@@ -138,11 +140,18 @@ fn push_result(
         (true, None) => Status::Ok,
         (false, None) => Status::NotOk,
     };
+    let mut diagnostics = std::mem::take(&mut level.diagnostics);
+    let duration_ms = diagnostics
+        .iter()
+        .rev()
+        .find_map(|d| pcmsig_contract::duration_diag_ms(d));
+    diagnostics.retain(|d| pcmsig_contract::duration_diag_ms(d).is_none());
     level.tests.push(TestCase {
         number,
         name,
         status,
-        diagnostics: std::mem::take(&mut level.diagnostics),
+        diagnostics,
+        duration_ms,
         subtests,
     });
 }
@@ -228,6 +237,26 @@ impl TestCase {
 }
 
 impl Report {
+    /// The `n` top-level tests that took longest, by the durations the suite gave (`a 3.2 s,
+    /// b 1.0 s`), or `None` when it gave none.
+    pub fn slowest(&self, n: usize) -> Option<String> {
+        let mut timed: Vec<(u64, &str)> = self
+            .tests
+            .iter()
+            .filter_map(|t| Some((t.duration_ms?, t.name.as_str())))
+            .collect();
+        if timed.is_empty() {
+            return None;
+        }
+        timed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let shown: Vec<String> = timed
+            .iter()
+            .take(n)
+            .map(|(ms, name)| format!("{name} {:.1} s", *ms as f64 / 1000.0))
+            .collect();
+        Some(shown.join(", "))
+    }
+
     /// Counts over the leaves of the test tree, as kunit.py reports them.
     pub fn leaf_counts(&self) -> Counts {
         let mut c = Counts::default();
@@ -623,6 +652,23 @@ ok 3 needs_edu # SKIP no edu device
             }
         );
         assert!(verdict(GOOD, &r, &Ending::Exited(Some(0))).is_empty());
+    }
+
+    #[test]
+    fn durations_are_taken_out_of_the_diagnostics_and_rank_the_slowest() {
+        let ktap = format!(
+            "KTAP version 1\n1..3\n# {}\nok 1 quick\n# left 1, right 2\n# {}\nnot ok 2 slow\nok 3 untimed\n",
+            pcmsig_contract::duration_diag(40),
+            pcmsig_contract::duration_diag(2500),
+        );
+        let r = parse(&ktap);
+        assert_eq!(r.tests[0].duration_ms, Some(40));
+        assert_eq!(r.tests[1].duration_ms, Some(2500));
+        assert_eq!(r.tests[1].diagnostics, vec!["left 1, right 2".to_string()]);
+        assert_eq!(r.tests[2].duration_ms, None);
+        assert_eq!(r.slowest(3).as_deref(), Some("slow 2.5 s, quick 0.0 s"));
+        assert_eq!(r.slowest(1).as_deref(), Some("slow 2.5 s"));
+        assert_eq!(parse("KTAP version 1\n1..1\nok 1 a\n").slowest(3), None);
     }
 
     #[test]

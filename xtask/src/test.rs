@@ -287,6 +287,9 @@ impl flags::Test {
                 boot.map_or("?".to_string(), |u| format!("{u:.2} s")),
                 run.first_ktap.map_or("?".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
             );
+            if let Some(slowest) = report.slowest(SLOWEST_SHOWN) {
+                println!("xtask: {name} VM: slowest tests: {slowest}");
+            }
             println!("xtask: {name} VM: console {}", run.console_log.display());
             println!(
                 "xtask: {name} VM: KTAP {}, JUnit {}, dmesg {}",
@@ -309,6 +312,9 @@ impl flags::Test {
         })
     }
 }
+
+/// How many of each VM's slowest tests the run names (their times are in the JUnit report).
+const SLOWEST_SHOWN: usize = 3;
 
 /// Writes `summary.jsonl`, prints the totals and the blamed tests, and turns the VMs' failures
 /// into the command's result.

@@ -32,7 +32,7 @@ pub fn hang_guard() -> std::time::Duration {
 }
 
 pub use pcmsig_contract::glob;
-use pcmsig_contract::{problem_in, TEST_MARKER};
+use pcmsig_contract::{duration_diag, problem_in, TEST_MARKER};
 
 /// Prints a diagnostic line.
 pub fn diag(msg: &str) {
@@ -134,7 +134,9 @@ pub fn run(tests: &[Test], filter: Option<&str>) -> Option<usize> {
         let _ = std::io::stdout().flush();
         mark(t.name);
         crate::coverage::enter_test(i as u32 + 1);
+        let started = std::time::Instant::now();
         let mut outcome = run_one(t);
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         crate::coverage::enter_test(0);
         // Everything the kernel logged while the test ran, in log order: a problem there fails
         // this test, whatever its own verdict.
@@ -142,6 +144,7 @@ pub fn run(tests: &[Test], filter: Option<&str>) -> Option<usize> {
             diag(&problem);
             outcome = Outcome::Fail;
         }
+        diag(&duration_diag(ms));
         match outcome {
             Outcome::Pass => println!("ok {} {}", i + 1, t.name),
             Outcome::Skip(why) => println!("ok {} {} # SKIP {why}", i + 1, t.name),
