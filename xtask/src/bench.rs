@@ -273,10 +273,11 @@ fn cold_build(out: &Path, opts: &vm::Options) -> Result<Figure> {
     ))
 }
 
-/// `cargo xtask test` (with the bench's VM flags), timed end to end; with its `summary.jsonl`.
-fn timed_test(o: &Opts) -> Result<(f64, Vec<crate::summary::VmSummary>)> {
+/// `cargo xtask test --jobs JOBS` (with the bench's VM flags), timed end to end; with its
+/// `summary.jsonl`.
+fn timed_test(o: &Opts, jobs: usize) -> Result<(f64, Vec<crate::summary::VmSummary>)> {
     let mut c = Command::new("cargo");
-    c.args(["xtask", "test"])
+    c.args(["xtask", "test", "--jobs", &jobs.to_string()])
         .args(o.vm.to_args())
         .current_dir(project_root());
     let secs = time_run("a timed `cargo xtask test`", &mut c, Success::Status)?;
@@ -284,24 +285,39 @@ fn timed_test(o: &Opts) -> Result<(f64, Vec<crate::summary::VmSummary>)> {
     Ok((secs, summary))
 }
 
-/// A no-change `cargo xtask test`, end to end, and boot to the first KTAP line.
+/// The suite split across this many VMs per configuration (`test --jobs`), timed beside the
+/// default one VM per configuration.
+const SPLIT_JOBS: usize = 2;
+
+/// A no-change `cargo xtask test`, end to end, and boot to the first KTAP line; then the same
+/// with the suite split (`--jobs 2`), run by run in turn with the first, so that a slow spell of
+/// the machine hits both alike.
 fn no_change_test(o: &Opts) -> Result<Vec<Figure>> {
-    let (mut e2e, mut ktap, mut init) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut e2e, mut split, mut ktap, mut init) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..o.runs {
         println!(
-            "xtask: bench: no-change `cargo xtask test` {}/{}",
+            "xtask: bench: no-change `cargo xtask test` and `test --jobs {SPLIT_JOBS}` {}/{}",
             i + 1,
             o.runs
         );
-        let (secs, summary) = timed_test(o)?;
+        let (secs, summary) = timed_test(o, 1)?;
         e2e.push(secs);
         ktap.extend(summary.first().and_then(|s| s.first_ktap_s));
         init.extend(summary.first().and_then(|s| s.init_uptime_s));
+        split.push(timed_test(o, SPLIT_JOBS)?.0);
     }
     Ok(vec![
         (
             "no-change `cargo xtask test`, end to end".into(),
             spread(&e2e),
+            "s",
+        ),
+        (
+            format!(
+                "the same, `--jobs {SPLIT_JOBS}` (the suite split over {SPLIT_JOBS} VMs per configuration, {} cores)",
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            ),
+            spread(&split),
             "s",
         ),
         ("QEMU start to first KTAP line".into(), spread(&ktap), "s"),
@@ -356,7 +372,7 @@ fn edit_to_verdict(o: &Opts) -> Result<Vec<Figure>> {
                 o.runs
             );
             let edit = Edit::append(file, i)?;
-            let (secs, summary) = timed_test(o)?;
+            let (secs, summary) = timed_test(o, 1)?;
             drop(edit);
             total.push(secs);
             for (p, v) in &mut phases {

@@ -108,22 +108,27 @@ esac
 "#;
 
 const CARGO: &str = r#"
-# cargo install --locked --root DIR --version V CRATE (the options in any order)
-root= version= crate=
+# cargo install --locked --root DIR (--version V CRATE | CRATE@V...) (the options in any order)
+root= version= crates=()
 shift
 while (($#)); do
     case $1 in
     --root) root=$2; shift ;;
     --version) version=$2; shift ;;
     --locked) ;;
-    *) crate=$1 ;;
+    *) crates+=("$1") ;;
     esac
     shift
 done
-bin=${crate%-cli}
 mkdir -p "$root/bin"
-printf '#!/bin/bash\necho "%s %s"\n' "$bin" "$version" > "$root/bin/$bin"
-chmod +x "$root/bin/$bin"
+for c in "${crates[@]}"; do
+    v=$version
+    [[ $c == *@* ]] && v=${c#*@} c=${c%@*}
+    bin=${c%-cli}
+    printf '#!/bin/bash\necho "%s %s"\n' "$bin" "$v" > "$root/bin/$bin"
+    chmod +x "$root/bin/$bin"
+    echo "  Installed package \`$c v$v\`"
+done
 "#;
 
 const PYTHON3: &str = r#"
@@ -355,19 +360,23 @@ fn missing_packages_are_installed_and_backports_added_once_pinned() {
         format!("apt-get install -y -q --no-install-recommends {BACKPORTS}"),
         "{log}"
     );
+    // bindgen, built by one cargo started before apt (it needs none of the packages); the
+    // workflow's validator only in CI mode.
     let cargo = calls(&log, "cargo");
-    assert!(
-        cargo
-            .iter()
-            .any(|c| c.contains("--version 0.73.2 bindgen-cli")),
+    assert_eq!(
+        cargo,
+        ["cargo install --locked --root TOOLS bindgen-cli@0.73.2"
+            .replace("TOOLS", &m.dir.join("tools").display().to_string())],
         "{log}"
     );
+    let started = out
+        .find("install-deps: building bindgen-cli@0.73.2")
+        .unwrap();
     assert!(
-        cargo
-            .iter()
-            .any(|c| c.contains("--version 0.9.0 action-validator")),
-        "{log}"
+        started < out.find("install-deps: apt-get update").unwrap(),
+        "{out}"
     );
+    assert!(out.contains("built: bindgen-cli@0.73.2"), "{out}");
     let source = m.etc(BACKPORTS_SOURCE).expect("backports source written");
     assert!(
         source.contains("URIs: http://mirror.example/debian\n"),
@@ -538,11 +547,48 @@ fn ci_mode_adds_the_ci_tools() {
         calls(&log, "apt-get")[1].ends_with("busybox-static shellcheck mmdebstrap"),
         "{log}"
     );
+    assert!(
+        calls(&log, "cargo")[0].ends_with("bindgen-cli@0.73.2 action-validator@0.9.0"),
+        "{log}"
+    );
     // Without it, they are neither checked nor installed.
     m.clear_log();
     let (code, out) = m.run("ci/install-deps.sh", &[]);
     assert_eq!(code, 0, "{out}");
     assert!(!m.log().contains("shellcheck"));
+    assert!(!out.contains("action-validator"), "{out}");
+}
+
+#[test]
+fn a_failed_cargo_build_shows_its_log_and_fails() {
+    let m = Machine::new("cargo-fails");
+    m.offer_all().deb822("http://deb.debian.org/debian");
+    m.stub(
+        "cargo",
+        "echo 'error: failed to compile `bindgen-cli v0.73.2`'; exit 101",
+    );
+    let (code, out) = m.run("ci/install-deps.sh", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cargo install failed"), "{out}");
+    assert!(
+        out.contains("error: failed to compile `bindgen-cli v0.73.2`"),
+        "{out}"
+    );
+    assert!(!out.contains("install-deps: done"), "{out}");
+}
+
+#[test]
+fn without_cargo_the_install_stops_before_apt_and_says_why() {
+    let m = Machine::new("no-cargo");
+    m.offer_all().deb822("http://deb.debian.org/debian");
+    fs::remove_file(m.dir.join("bin/cargo")).unwrap();
+    let (code, out) = m.run("ci/install-deps.sh", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("cargo not found: install Rust with rustup first"),
+        "{out}"
+    );
+    assert!(calls(&m.log(), "apt-get").is_empty(), "{}", m.log());
 }
 
 #[test]
