@@ -155,6 +155,9 @@ fi
 
 # --- the tools cargo builds, awaited -----------------------------------------------
 if [[ -n $build_pid ]]; then
+    if kill -0 "$build_pid" 2>/dev/null; then
+        say "waiting for cargo to finish ${to_build[*]} (log: $build_log)"
+    fi
     if ! wait "$build_pid"; then
         build_pid=
         say "cargo install failed (its output, $build_log):"
