@@ -200,11 +200,14 @@ pub fn run(o: &Opts, quiet: bool) -> Result<()> {
     harness.extend(edit_to_verdict(o)?);
     let b = build_all(&o.vm, false, true)?;
     harness.push(module_rebuild(&b, o.runs)?);
+    let trial = accel_trial(&b, o.runs);
+    harness.extend(trial.clone());
     if o.peers {
         harness.extend(crate::peers::measure(&b.tools, &o.vm, o.runs)?);
     }
     let d = delivery(&b, o, &out)?;
-    let md = report_md(&machine(), o.runs, &harness, &d);
+    let mut md = report_md(&machine(), o.runs, &harness, &d);
+    goals_table(&mut md, &harness, trial.as_ref(), &d);
     if !quiet {
         println!("\n{md}");
     }
@@ -353,6 +356,9 @@ impl Drop for Edit {
     }
 }
 
+/// The edit-to-verdict figures' names begin so (then `the module (FILE)`, `the library (FILE)`).
+const EDIT_TO_VERDICT: &str = "edit to verdict, one line of";
+
 /// Edit to verdict: a one-line change to the module, then to the user-space library, each
 /// followed by a full `cargo xtask test` (both VMs, the whole suite), timed end to end, with
 /// where the time went (from the run's `summary.jsonl`).
@@ -381,11 +387,7 @@ fn edit_to_verdict(o: &Opts) -> Result<Vec<Figure>> {
         }
         let total = spread(&total);
         let [module, guest, vms] = phases.map(|(_, v)| spread(&v));
-        figures.push((
-            format!("edit to verdict, one line of the {what} ({file})"),
-            total,
-            "s",
-        ));
+        figures.push((format!("{EDIT_TO_VERDICT} the {what} ({file})"), total, "s"));
         for (part, s) in [
             ("module build", module),
             ("guest programs build", guest),
@@ -422,6 +424,84 @@ fn module_rebuild(b: &Built, runs: usize) -> Result<Figure> {
         spread(&rebuild),
         "s",
     ))
+}
+
+/// `--accel auto`'s trial boot, uncached, `runs` times: how long it takes to decide on a host
+/// boot it has not seen (the figure's name says what it found). `None` without `/dev/kvm`.
+fn accel_trial(b: &Built, runs: usize) -> Option<Figure> {
+    let mut times = Vec::new();
+    let mut found = String::new();
+    for _ in 0..runs {
+        let (t, answer) = vm::accel::timed_trial(&b.tools, &b.kernel)?;
+        times.push(t.as_secs_f64());
+        found = match answer {
+            Ok(_) => "KVM works".into(),
+            Err(_) => "KVM does not work: TCG".into(),
+        };
+    }
+    Some((
+        format!(
+            "`--accel auto`: the uncached trial boot until it decides (limit {} s; {found})",
+            vm::accel::TRIAL_LIMIT.as_secs()
+        ),
+        spread(&times),
+        "s",
+    ))
+}
+
+/// Where a one-line edit of the module must reach its verdict within (`cargo xtask test`).
+const EDIT_GOAL_S: f64 = 4.0;
+
+/// The goals this run's figures are judged against: each with its figure and whether it is met.
+fn goals_table(md: &mut String, harness: &[Figure], trial: Option<&Figure>, d: &Delivery) {
+    let find = |prefix: &str| harness.iter().find(|(n, _, _)| n.starts_with(prefix));
+    let yes = |met: bool| if met { "yes" } else { "no" };
+    let _ = writeln!(
+        md,
+        "
+| goal | this run | met? |
+|---|---|---|"
+    );
+    if let Some((_, s, _)) = trial {
+        let _ = writeln!(
+            md,
+            "| `--accel auto` decides within its limit ({} s) | {:.2} s (max {:.2} s) | {} |",
+            vm::accel::TRIAL_LIMIT.as_secs(),
+            s.median,
+            s.max,
+            yes(s.max < vm::accel::TRIAL_LIMIT.as_secs_f64())
+        );
+    }
+    for name in record::signal_paths() {
+        let p = d.paths.iter().find(|p| p.name == name);
+        let floor_name = format!("{name}{}", record::SIGQUEUE);
+        let f = d.rows.iter().find(|r| r.name == floor_name);
+        if let (Some(p), Some(f)) = (p, f) {
+            let r = ratio(p.per_s.median, f.per_s.median);
+            let _ = writeln!(
+                md,
+                "| {name}: module-fed throughput at least {FLOOR_GOAL}x its sigqueue floor | {r:.2}x | {} |",
+                yes(r >= FLOOR_GOAL)
+            );
+        }
+    }
+    if let Some((_, s, _)) = find(&format!("{EDIT_TO_VERDICT} the module")) {
+        let _ = writeln!(
+            md,
+            "| edit to verdict under {EDIT_GOAL_S} s after a one-line module change | {:.2} s | {} |",
+            s.median,
+            yes(s.median < EDIT_GOAL_S)
+        );
+    }
+    if let Some((_, s, _)) = find(crate::peers::EXEC_RATIO) {
+        let goal = crate::peers::EXEC_RATIO_GOAL;
+        let _ = writeln!(
+            md,
+            "| boot a VM and run `true` at {goal}x of virtme-ng or better | {:.2}x | {} |",
+            s.median,
+            yes(s.median <= goal)
+        );
+    }
 }
 
 /// The delivery VM's time limits unless `--timeout`/`--silence` say otherwise.
@@ -715,5 +795,68 @@ mod tests {
         assert_eq!(bu, Some((1972, 1972)));
         assert_eq!(errs, vec!["boom".to_string()]);
         assert!(svg(&paths).contains("<svg"));
+    }
+
+    #[test]
+    fn the_goals_are_judged_from_the_runs_figures() {
+        let s = |median: f64| Spread {
+            median,
+            min: median,
+            max: median,
+        };
+        let path = |name: &str, per_s: f64| PathResult {
+            name: name.into(),
+            per_s: s(per_s),
+            ..Default::default()
+        };
+        let d = Delivery {
+            paths: vec![path("sigwaitinfo", 95.0), path("handler", 80.0)],
+            rows: vec![
+                path(&format!("sigwaitinfo{}", record::SIGQUEUE), 100.0),
+                path(&format!("handler{}", record::SIGQUEUE), 100.0),
+            ],
+            burst: None,
+            scaling: Vec::new(),
+            errors: Vec::new(),
+        };
+        let harness: Vec<Figure> = vec![
+            (
+                format!("{EDIT_TO_VERDICT} the module (module/stream.rs)"),
+                s(19.2),
+                "s",
+            ),
+            (
+                format!("{EDIT_TO_VERDICT} the library (userspace/src/lib.rs)"),
+                s(3.0),
+                "s",
+            ),
+            (
+                format!("{} (goal 0.3)", crate::peers::EXEC_RATIO),
+                s(0.28),
+                "x",
+            ),
+        ];
+        let trial: Figure = ("trial".into(), s(0.06), "s");
+        let mut md = String::new();
+        goals_table(&mut md, &harness, Some(&trial), &d);
+        assert!(
+            md.contains(
+                "| `--accel auto` decides within its limit (10 s) | 0.06 s (max 0.06 s) | yes |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| sigwaitinfo: module-fed throughput at least 0.9x its sigqueue floor | 0.95x | yes |"), "{md}");
+        assert!(
+            md.contains(
+                "| handler: module-fed throughput at least 0.9x its sigqueue floor | 0.80x | no |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("module change | 19.20 s | no |"), "{md}");
+        assert!(md.contains("virtme-ng or better | 0.28x | yes |"), "{md}");
+        // Without the peers, no exec row; without /dev/kvm, no trial row.
+        let mut md = String::new();
+        goals_table(&mut md, &harness[..2], None, &d);
+        assert!(!md.contains("virtme-ng") && !md.contains("--accel"), "{md}");
     }
 }

@@ -313,6 +313,18 @@ fn last_line(text: &str) -> String {
         .to_string()
 }
 
+/// The uncached trial, timed, for the bench: how long `--accel auto` takes to decide on a host
+/// boot it has not seen, and what it found (`Ok`: KVM works). `None` where there is no
+/// `/dev/kvm` (the decision then costs nothing: no trial runs).
+pub fn timed_trial(tools: &Tools, kernel: &Kernel) -> Option<(Duration, Result<String, String>)> {
+    if !Path::new(KVM_DEVICE).exists() {
+        return None;
+    }
+    let start = std::time::Instant::now();
+    let answer = trial(&tools.qemu, &kernel.bzimage, TRIAL_LIMIT);
+    Some((start.elapsed(), answer))
+}
+
 /// Which accelerator this process's VMs ran on, and why (the bench's report), once decided.
 pub fn decided() -> Option<Decision> {
     DECIDED.get()?.as_ref().ok().cloned()
