@@ -456,12 +456,7 @@ const EDIT_GOAL_S: f64 = 4.0;
 fn goals_table(md: &mut String, harness: &[Figure], trial: Option<&Figure>, d: &Delivery) {
     let find = |prefix: &str| harness.iter().find(|(n, _, _)| n.starts_with(prefix));
     let yes = |met: bool| if met { "yes" } else { "no" };
-    let _ = writeln!(
-        md,
-        "
-| goal | this run | met? |
-|---|---|---|"
-    );
+    let _ = writeln!(md, "\n| goal | this run | met? |\n|---|---|---|");
     if let Some((_, s, _)) = trial {
         let _ = writeln!(
             md,
