@@ -467,18 +467,13 @@ fn goals_table(md: &mut String, harness: &[Figure], trial: Option<&Figure>, d: &
             yes(s.max < vm::accel::TRIAL_LIMIT.as_secs_f64())
         );
     }
-    for name in record::signal_paths() {
-        let p = d.paths.iter().find(|p| p.name == name);
-        let floor_name = format!("{name}{}", record::SIGQUEUE);
-        let f = d.rows.iter().find(|r| r.name == floor_name);
-        if let (Some(p), Some(f)) = (p, f) {
-            let r = ratio(p.per_s.median, f.per_s.median);
-            let _ = writeln!(
-                md,
-                "| {name}: module-fed throughput at least {FLOOR_GOAL}x its sigqueue floor | {r:.2}x | {} |",
-                yes(r >= FLOOR_GOAL)
-            );
-        }
+    for (name, p, f) in against_floor(d) {
+        let r = ratio(p.per_s.median, f.per_s.median);
+        let _ = writeln!(
+            md,
+            "| {name}: module-fed throughput at least {FLOOR_GOAL}x its sigqueue floor | {r:.2}x | {} |",
+            yes(r >= FLOOR_GOAL)
+        );
     }
     if let Some((_, s, _)) = find(&format!("{EDIT_TO_VERDICT} the module")) {
         let _ = writeln!(
@@ -628,6 +623,16 @@ fn paths_table(md: &mut String, paths: &[PathResult]) {
 /// The goal of a signal path's module-fed throughput, as a fraction of its `sigqueue` floor.
 pub const FLOOR_GOAL: f64 = 0.9;
 
+/// Each signal path measured in the run, with its module-fed result and its `sigqueue` floor.
+fn against_floor(d: &Delivery) -> impl Iterator<Item = (&str, &PathResult, &PathResult)> {
+    record::signal_paths().filter_map(|name| {
+        let p = d.paths.iter().find(|p| p.name == name)?;
+        let floor_name = format!("{name}{}", record::SIGQUEUE);
+        let f = d.rows.iter().find(|r| r.name == floor_name)?;
+        Some((name, p, f))
+    })
+}
+
 /// Each signal path's throughput fed by the module beside the same receiver fed by another
 /// thread's `pthread_sigqueue()` (its floor), and `read()`'s.
 fn floor_table(md: &mut String, d: &Delivery) {
@@ -636,14 +641,7 @@ fn floor_table(md: &mut String, d: &Delivery) {
         md,
         "\n| signal path | module events/s | sigqueue floor events/s | module / floor (goal {FLOOR_GOAL}) | read() events/s |\n|---|---|---|---|---|"
     );
-    for name in record::signal_paths() {
-        let Some(p) = d.paths.iter().find(|p| p.name == name) else {
-            continue;
-        };
-        let floor_name = format!("{name}{}", record::SIGQUEUE);
-        let Some(f) = d.rows.iter().find(|r| r.name == floor_name) else {
-            continue;
-        };
+    for (name, p, f) in against_floor(d) {
         let r = ratio(p.per_s.median, f.per_s.median);
         let _ = writeln!(
             md,

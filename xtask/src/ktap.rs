@@ -140,12 +140,13 @@ fn push_result(
         (true, None) => Status::Ok,
         (false, None) => Status::NotOk,
     };
-    let mut diagnostics = std::mem::take(&mut level.diagnostics);
-    let duration_ms = diagnostics
-        .iter()
-        .rev()
-        .find_map(|d| pcmsig_contract::duration_diag_ms(d));
-    diagnostics.retain(|d| pcmsig_contract::duration_diag_ms(d).is_none());
+    let (durations, diagnostics): (Vec<String>, Vec<String>) =
+        std::mem::take(&mut level.diagnostics)
+            .into_iter()
+            .partition(|d| pcmsig_contract::duration_diag_ms(d).is_some());
+    let duration_ms = durations
+        .last()
+        .and_then(|d| pcmsig_contract::duration_diag_ms(d));
     level.tests.push(TestCase {
         number,
         name,

@@ -588,11 +588,10 @@ fn main() {
     }
     // The cost curves: the listeners' latency and throughput, one open file's latency and
     // GET_STATS, as the counts grow.
-    let scale_periods = SCALE_PERIODS;
     for run in 1..=runs {
         for n in LISTENER_COUNTS {
             forked(|| {
-                let (mut lat, per_s) = scale_listeners(n, scale_periods, flood / 5)
+                let (mut lat, per_s) = scale_listeners(n, SCALE_PERIODS, flood / 5)
                     .map_err(|e| format!("{n} listeners: {e}"))?;
                 lat.sort_unstable();
                 Ok(Record::Scale {
@@ -608,7 +607,7 @@ fn main() {
         for n in FILE_COUNTS {
             forked(|| {
                 let (mut lat, get_stats_ns) =
-                    scale_files(n, scale_periods).map_err(|e| format!("{n} open files: {e}"))?;
+                    scale_files(n, SCALE_PERIODS).map_err(|e| format!("{n} open files: {e}"))?;
                 lat.sort_unstable();
                 Ok(Record::Scale {
                     what: FILES.into(),
