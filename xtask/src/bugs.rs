@@ -56,6 +56,10 @@ pub struct SeededBug {
     /// Detector classes accepted for that test (`test` is the test's own assertion; the others
     /// are the classes of `pcmsig_contract::KERNEL_PROBLEMS`).
     pub detectors: &'static [&'static str],
+    /// Kernel parameters of its VM: where two watchdogs are both right about a hang, the
+    /// other's threshold is moved far past the expected one's, so that which reports first is
+    /// decided by the thresholds, not by a race (each reason at its row).
+    pub kernel_args: &'static [&'static str],
 }
 
 const fn bug(
@@ -74,6 +78,7 @@ const fn bug(
         test,
         or_next: &[],
         detectors,
+        kernel_args: &[],
     }
 }
 
@@ -84,6 +89,7 @@ const fn hang(
     what: &'static str,
     cpus: u32,
     detector: &'static [&'static str],
+    kernel_args: &'static [&'static str],
 ) -> SeededBug {
     SeededBug {
         name,
@@ -94,8 +100,17 @@ const fn hang(
         test: "timer_periods_are_numbered_and_stop_after_n",
         or_next: &[],
         detectors: detector,
+        kernel_args,
     }
 }
+
+/// The RCU stall limit (s) of a VM whose hard lockup must be reported first: far past the buddy
+/// detector's 12 to 24 s (at `watchdog_thresh` 10).
+const RCU_STALL_AFTER_HARD_LOCKUP: &str = "rcupdate.rcu_cpu_stall_timeout=60";
+
+/// The watchdog threshold of a VM whose RCU stall (15 s, `CONFIG_RCU_CPU_STALL_TIMEOUT`) must be
+/// reported before the soft lockup (2 * threshold).
+const SOFT_LOCKUP_AFTER_RCU_STALL: &str = "watchdog_thresh=20";
 
 /// The patch of a seeded bug.
 pub fn patch_path(name: &str) -> PathBuf {
@@ -299,6 +314,7 @@ pub const CATALOGUE: &[SeededBug] = &[
         test: "device_removal_never_leaves_a_running_stream_without_its_timer",
         or_next: &[],
         detectors: &["test"],
+        kernel_args: &[],
     },
     bug(
         "timer_not_cancelled",
@@ -331,6 +347,7 @@ pub const CATALOGUE: &[SeededBug] = &[
         // Seen in CI: the RCU callback ran 2.5 ms into the next test.
         or_next: &["inject_burst_delivers_every_event_in_order"],
         detectors: &["KASAN", "refcount"],
+        kernel_args: &[],
     },
     bug(
         "sleep_in_timer",
@@ -360,12 +377,19 @@ pub const CATALOGUE: &[SeededBug] = &[
         // One CPU cannot see its own hard lockup: the other's timer checks it.
         2,
         &["hard-lockup"],
+        // The spinning CPU also never reports an RCU quiescent state: once any grace period
+        // has begun (every call_rcu starts one), RCU's stall report is as right as the hard
+        // lockup's, and at its 15 s it raced the buddy detector's 12 to 24 s (CI saw the RCU
+        // report first in 3 runs of 5). With RCU's limit at 60 s the hard lockup comes first.
+        &[RCU_STALL_AFTER_HARD_LOCKUP],
     ),
     hang(
         "sleep_holding_control",
         "CONFIGURE sleeps uninterruptibly, forever, holding the stream's control mutex",
         1,
         &["hung-task"],
+        // The sleeper is the only task in D state and no CPU spins: no other detector fires.
+        &[],
     ),
     hang(
         "rcu_never_ends",
@@ -373,6 +397,10 @@ pub const CATALOGUE: &[SeededBug] = &[
         // The grace period starts in a kernel thread, which the spinning CPU never runs.
         2,
         &["rcu-stall"],
+        // The spinning CPU (interrupts on, preemption off) is also a soft lockup, reported at
+        // 2 * watchdog_thresh: 20 s by default, 5 s after RCU's 15 s. Doubling the threshold
+        // (40 s) puts a margin past any timer jitter between the two reports.
+        &[SOFT_LOCKUP_AFTER_RCU_STALL],
     ),
 ];
 
@@ -388,8 +416,12 @@ struct Outcome {
     detail: String,
 }
 
-/// Runs the catalogue's bugs for one kernel (or the named ones); fails unless every one is caught.
-pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String]) -> Result<()> {
+/// Runs the catalogue's bugs for one kernel (or the named ones), each `repeat` times (built
+/// once); fails unless every run of every one is caught.
+pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String], repeat: usize) -> Result<()> {
+    if repeat == 0 {
+        bail!("--repeat takes a count of 1 or more");
+    }
     let debug = opts.flavour == vm::Flavour::Debug;
     let bugs = select(debug, only)?;
     let b = build_all(opts, false, true)?;
@@ -416,10 +448,23 @@ pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String]) -> Result<()>
     let parallel = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .max(1);
+    // Each bug `repeat` times, the runs of one bug spread over the chunks (a verdict that flips
+    // with timing shows up as one MISSED run among its caught ones).
+    let runs: Vec<(usize, &(&SeededBug, PathBuf, PathBuf))> = (1..=repeat)
+        .flat_map(|k| kos.iter().map(move |ko| (k, ko)))
+        .collect();
     let mut outcomes = Vec::new();
-    for chunk in kos.chunks(parallel) {
-        let results = crate::vm::in_parallel(chunk, |(bug, dir, initrd)| {
-            run_one(&b, bug, dir, initrd, opts)
+    for chunk in runs.chunks(parallel) {
+        let results = crate::vm::in_parallel(chunk, |(k, (bug, dir, initrd))| {
+            // Runs of one bug at once need their own console and KTAP files.
+            let dir = if repeat > 1 {
+                let d = dir.join(format!("run-{k}"));
+                std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+                d
+            } else {
+                dir.clone()
+            };
+            run_one(&b, bug, &dir, initrd, opts)
         });
         for r in results {
             let o = r?;
@@ -439,11 +484,28 @@ pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String]) -> Result<()>
         .with_context(|| format!("writing {}", table_path.display()))?;
     println!("{table}");
     println!("xtask: table in {}", table_path.display());
-    let missed: Vec<&str> = outcomes
+    if repeat > 1 {
+        for (bug, _, _) in &kos {
+            let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.bug.name == bug.name).collect();
+            let caught = mine.iter().filter(|o| o.caught).count();
+            let mut detectors: Vec<&str> =
+                mine.iter().filter_map(|o| o.detector.as_deref()).collect();
+            detectors.sort_unstable();
+            detectors.dedup();
+            println!(
+                "xtask: seeded bug {}: caught in {caught} of {} runs (detectors: {})",
+                bug.name,
+                mine.len(),
+                detectors.join(", ")
+            );
+        }
+    }
+    let mut missed: Vec<&str> = outcomes
         .iter()
         .filter(|o| !o.caught)
         .map(|o| o.bug.name)
         .collect();
+    missed.dedup();
     if !missed.is_empty() {
         bail!("the harness missed seeded bug(s): {}", missed.join(", "));
     }
@@ -498,6 +560,7 @@ fn run_one(
             .extend(["-device".to_string(), "edu".to_string()]);
         env.push("PCMSIG_EDU=1".to_string());
     }
+    env.extend(bug.kernel_args.iter().map(|a| a.to_string()));
     let boot = vm::Boot {
         env,
         ..opts.boot(vm::Mode::Test, dir, 1)

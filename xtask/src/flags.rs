@@ -179,6 +179,9 @@ xflags::xflags! {
             optional --bugs
             /// Only this seeded bug (repeatable; implies --bugs).
             repeated --bug name: String
+            /// Run each seeded bug this many times (built once): a verdict that flips with timing
+            /// shows as a MISSED run (default 1).
+            optional --repeat n: usize
             /// The debug kernel's part of the catalogue.
             optional --debug-kernel
             /// Run the catalogue's VMs as on a machine this many times slower (a CPU cgroup

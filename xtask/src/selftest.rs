@@ -35,7 +35,7 @@ impl crate::flags::Selftest {
                 flavour: vm::Flavour::of(self.debug_kernel, false)?,
                 ..vm::Options::default()
             };
-            return crate::bugs::run(&opts, self.slow, &self.bug);
+            return crate::bugs::run(&opts, self.slow, &self.bug, self.repeat.unwrap_or(1));
         }
         harness_checks(self.kernel_src.as_deref())
     }
