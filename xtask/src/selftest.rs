@@ -2,6 +2,8 @@
 //!
 //! - a guest that panics must fail the verdict within seconds, with the panic named;
 //! - a guest that hangs must be killed by the timeout;
+//! - a guest test that hangs, and one that fails, each leaving a running stream and an escaped
+//!   process behind, must fail alone: the tests after them pass (no cascade);
 //! - the interactive shell, driven through rexpect, must run `pcmsig stats` and exit;
 //! - `exec` must propagate the command's exit code and carry `--add`ed files.
 
@@ -99,6 +101,10 @@ fn harness_checks(kernel_src: Option<&Path>) -> Result<()> {
             &mut failed,
         );
     }
+    match cascade(&b, &initrd, &out.join("cascade")) {
+        Ok(d) => check("no-cascade", true, d, &mut passed, &mut failed),
+        Err(e) => check("no-cascade", false, format!("{e:#}"), &mut passed, &mut failed),
+    }
     match shell(&b, &initrd) {
         Ok(d) => check("shell", true, d, &mut passed, &mut failed),
         Err(e) => check("shell", false, format!("{e:#}"), &mut passed, &mut failed),
@@ -112,6 +118,68 @@ fn harness_checks(kernel_src: Option<&Path>) -> Result<()> {
         bail!("the harness failed its own checks");
     }
     Ok(())
+}
+
+/// The suite's cascade check (`PCMSIG_SELFTEST=cascade`, a 5 s per-test limit): only the two
+/// `selftest_` tests fail, the hanging one killed for want of progress, and every test after
+/// them passes.
+fn cascade(b: &Built, initrd: &Path, dir: &Path) -> Result<String> {
+    let mut env = crate::test::test_env(vm::Flavour::Normal);
+    env.push(format!(
+        "PCMSIG_SELFTEST={}",
+        pcmsig_contract::SELFTEST_CASCADE
+    ));
+    env.push("PCMSIG_TEST_TIMEOUT=5".into());
+    let boot = vm::Boot {
+        env,
+        ..vm::Boot::new(vm::Mode::Test, dir, Duration::from_secs(300))
+    };
+    let run = vm::boot(&b.tools, &b.kernel, initrd, &boot).context("booting the cascade VM")?;
+    let judged = ktap::judge(&run, false, Default::default());
+    cascade_verdict(&judged.report, &judged.failures)
+}
+
+/// What [`cascade`] must see: the culprits (`selftest_...`) and only they failed, the hanging
+/// one killed by the runner, and the victims after each culprit ran and passed.
+fn cascade_verdict(report: &ktap::Report, failures: &[ktap::Failure]) -> Result<String> {
+    let culprits = report
+        .tests
+        .iter()
+        .filter(|t| t.name.starts_with("selftest_"))
+        .count();
+    if culprits != 2 {
+        bail!("expected the 2 selftest_ tests, saw {culprits}: {report:?}");
+    }
+    let expected = ktap::Failure::Failed(
+        report
+            .tests
+            .iter()
+            .filter(|t| t.name.starts_with("selftest_"))
+            .map(|t| t.name.clone())
+            .collect(),
+    );
+    if failures != [expected] {
+        let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
+        bail!("only the selftest_ tests may fail; the verdict: {}", reasons.join("; "));
+    }
+    let hung = report
+        .tests
+        .iter()
+        .find(|t| t.name == "selftest_hangs_leaving_a_running_stream")
+        .context("the hanging test did not report")?;
+    if !hung.diagnostics.iter().any(|d| d.contains("killed: no progress")) {
+        bail!(
+            "the hanging test was not killed for want of progress: {:?}",
+            hung.diagnostics
+        );
+    }
+    let victims = report.tests.len() - culprits;
+    if victims != 2 * pcmsig_contract::CASCADE_VICTIMS.len() {
+        bail!("expected each victim twice, saw {victims} other tests");
+    }
+    Ok(format!(
+        "both culprits failed alone; the {victims} tests after them passed"
+    ))
 }
 
 /// Drives `cargo xtask shell`'s VM through a pty: run `pcmsig stats`, check it, exit.

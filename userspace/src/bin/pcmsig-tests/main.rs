@@ -15,6 +15,7 @@ mod model;
 mod module_tests;
 mod race_tests;
 mod runner;
+mod selftest_tests;
 mod signal_tests;
 
 mod flags {
@@ -62,10 +63,13 @@ fn main() {
                 .map(|t| (Stage::Last, t)),
         );
     let flags = flags::PcmsigTests::from_env_or_exit();
-    let tests: Vec<runner::Test> = staged
+    let mut tests: Vec<runner::Test> = staged
         .filter(|(stage, _)| flags.list || flags.shard.is_none_or(|s| s.runs(*stage)))
         .map(|(_, t)| t)
         .collect();
+    if std::env::var("PCMSIG_SELFTEST").as_deref() == Ok(pcmsig_contract::SELFTEST_CASCADE) {
+        tests = cascade_check(tests);
+    }
     if flags.list {
         tests.iter().for_each(|t| println!("{}", t.name));
         return;
@@ -86,7 +90,7 @@ fn main() {
         runner::drain_output();
         std::process::exit(1);
     }
-    match runner::run(&tests, filter.as_deref()) {
+    match runner::run(&tests, filter.as_deref(), &module_tests::restore_module) {
         Some(failed) => std::process::exit(i32::from(failed > 0)),
         None => {
             eprintln!("pcmsig-tests: no test matches the filter; the tests are:");
@@ -94,4 +98,23 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// `cargo xtask selftest`'s cascade check: a test that hangs and one that fails, both leaving a
+/// running stream and an escaped process behind, each followed by tests that a stray event
+/// fails (those a timed-out test once failed on a busy machine).
+fn cascade_check(all: Vec<runner::Test>) -> Vec<runner::Test> {
+    let victims: Vec<runner::Test> = all
+        .into_iter()
+        .filter(|t| pcmsig_contract::CASCADE_VICTIMS.contains(&t.name))
+        .collect();
+    let mut out = Vec::new();
+    for culprit in selftest_tests::tests() {
+        out.push(culprit);
+        out.extend(victims.iter().map(|t| runner::Test {
+            name: t.name,
+            run: t.run,
+        }));
+    }
+    out
 }

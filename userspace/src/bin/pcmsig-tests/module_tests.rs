@@ -929,6 +929,29 @@ pub fn delete_module() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Puts the module back as init loaded it, after a test that failed: every hook let go, the
+/// module unloaded (its streams, their timers and queues gone; retried for 30 s while the
+/// killed test's files close) or found unloaded, and loaded with init's parameters.
+pub fn restore_module() -> Result<(), String> {
+    let _ = std::fs::write(RELEASE, "off");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match delete_module() {
+            Ok(()) => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) if Instant::now() > deadline => return Err(format!("rmmod: {e}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    load_module().map_err(|e| format!("insmod: {e}"))?;
+    ensure!(
+        std::path::Path::new(pcmsig::uapi::DEVICE_PATH).exists(),
+        "{} did not come back after the reload",
+        pcmsig::uapi::DEVICE_PATH
+    );
+    Ok(())
+}
+
 /// The parameters init loaded the module with (`PCMSIG_PARAMS`: the test hooks on).
 fn init_params() -> String {
     std::env::var("PCMSIG_PARAMS").unwrap_or_else(|_| pcmsig_contract::TEST_PARAMS.into())

@@ -1,6 +1,17 @@
 //! A tiny KTAP v1 test runner: each test runs in a forked child, so that signal masks,
 //! handlers, rlimits and threads of one test cannot leak into the next, and a crash or hang
 //! becomes a `not ok` line instead of ending the suite.
+//!
+//! Nothing a test starts outlives it: the child leads its own process group, the runner is the
+//! subreaper of everything below it, and after each test the group is killed and every process
+//! left is killed and reaped. A test that did not pass is followed by a module reload (its
+//! stream, its files' state and its hooks gone); when the module cannot be restored the suite
+//! bails out, naming why, and the tests after it are reported as not run, never as failed.
+//!
+//! A test is killed when it makes no progress for its limit: the per-test base
+//! (`PCMSIG_TEST_TIMEOUT`) times the VM's pace, measured against a fixed piece of work when the
+//! suite starts and again before a test is declared stuck; each [`Progress`] report restarts
+//! the count.
 
 use std::io::Write;
 use std::time::Duration;
@@ -25,10 +36,66 @@ pub fn test_timeout_s() -> u32 {
 }
 
 /// The longest a test may wait for one thing before failing with what it saw: two thirds of the
-/// per-test limit (20 s; 160 s on the debug kernel), so that a wait that never ends is reported
-/// by its own message rather than by the alarm, which says only that time ran out.
+/// per-test base limit (20 s; 160 s on the debug kernel), so that a wait that never ends is
+/// reported by its own message rather than by the runner, which says only that time ran out.
 pub fn hang_guard() -> std::time::Duration {
     std::time::Duration::from_secs(u64::from(test_timeout_s()) * 2 / 3)
+}
+
+/// The write end of the heartbeat pipe in a test's process (-1 elsewhere): each [`Progress`]
+/// report writes a byte there, which restarts the runner's count of the test's time.
+static HEARTBEAT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Tells the runner that the test progresses (no-op outside a test's process).
+fn beat() {
+    let fd = HEARTBEAT.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: `fd` is the pipe's write end, open (O_NONBLOCK) for the test process's life; a
+        // full pipe (EAGAIN) already holds a beat the runner has not read.
+        unsafe { libc::write(fd, b"p".as_ptr().cast(), 1) };
+    }
+}
+
+/// The fixed piece of work that measures the VM's pace: thread starts and forks, the costs
+/// the tests are made of. Its time on the normal kernel under TCG, on the project's quiet 2-core
+/// machine, is [`PACE_REFERENCE`]. Takes the best of three samples, so one preemption does not
+/// count.
+fn pace_sample() -> Duration {
+    (0..3)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            for _ in 0..PACE_ROUNDS {
+                let _ = std::thread::spawn(|| std::hint::black_box(0u64)).join();
+                // SAFETY: the child only calls `_exit`.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: ends the forked child at once.
+                    unsafe { libc::_exit(0) };
+                }
+                if pid > 0 {
+                    let mut status = 0;
+                    // SAFETY: waiting for our own child.
+                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                }
+            }
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+/// Rounds of one [`pace_sample`].
+const PACE_ROUNDS: usize = 40;
+/// [`pace_sample`] on the normal kernel under TCG on a quiet 2-core machine (2 vCPUs).
+const PACE_REFERENCE: Duration = Duration::from_millis(PACE_REFERENCE_MS);
+const PACE_REFERENCE_MS: u64 = 40;
+/// The largest pace factor a limit is scaled by: past it the VM is not slow but stuck.
+const PACE_CAP: f64 = 10.0;
+
+/// How many times slower than the reference this VM runs now (at least 1, at most [`PACE_CAP`]).
+fn pace_factor() -> f64 {
+    let sample = pace_sample();
+    (sample.as_secs_f64() / PACE_REFERENCE.as_secs_f64()).clamp(1.0, PACE_CAP)
 }
 
 pub use pcmsig_contract::glob;
@@ -59,10 +126,12 @@ impl Progress {
         }
     }
 
-    /// Reports `done` of `total`, if 2 s have passed since the last report.
+    /// Reports `done` of `total`, if 2 s have passed since the last report: to the host (a
+    /// diagnostic) and to the runner (a heartbeat: a test that progresses is not killed).
     pub fn step(&mut self, done: usize, total: usize) {
         if self.last.elapsed() >= Duration::from_secs(2) {
             diag(&format!("progress: {} {done} of {total}", self.what));
+            beat();
             self.last = std::time::Instant::now();
         }
     }
@@ -104,8 +173,14 @@ pub fn drain_output() {
 }
 
 /// Runs the tests matching `filter`, printing KTAP; returns the number that failed, or `None`
-/// when the filter matches no test (a bail-out: a typo must not pass).
-pub fn run(tests: &[Test], filter: Option<&str>) -> Option<usize> {
+/// when the filter matches no test (a bail-out: a typo must not pass). After a test that did not
+/// pass, `restore` puts the device back as the suite found it (the module reloaded); when it
+/// cannot, the suite bails out and the remaining tests are not run.
+pub fn run(
+    tests: &[Test],
+    filter: Option<&str>,
+    restore: &dyn Fn() -> Result<(), String>,
+) -> Option<usize> {
     let selected: Vec<&Test> = tests
         .iter()
         .filter(|t| filter.is_none_or(|f| glob(f, t.name)))
@@ -129,13 +204,25 @@ pub fn run(tests: &[Test], filter: Option<&str>) -> Option<usize> {
     if log.is_none() {
         diag("/dev/kmsg cannot be read: kernel problems are not attributed to tests");
     }
+    // Every process a test leaves behind becomes the runner's child, to be killed and reaped.
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        diag("PR_SET_CHILD_SUBREAPER failed: a test's stray processes may outlive it");
+    }
+    let mut limits = Limits::measure();
     let mut failed = 0;
     for (i, t) in selected.iter().enumerate() {
         let _ = std::io::stdout().flush();
         mark(t.name);
         crate::coverage::enter_test(i as u32 + 1);
         let started = std::time::Instant::now();
-        let mut outcome = run_one(t);
+        let mut outcome = run_one(t, &mut limits);
+        let strays = kill_strays();
+        if strays > 0 {
+            diag(&format!(
+                "the test left {strays} process(es) running: killed and reaped"
+            ));
+        }
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         crate::coverage::enter_test(0);
         // Everything the kernel logged while the test ran, in log order: a problem there fails
@@ -147,13 +234,27 @@ pub fn run(tests: &[Test], filter: Option<&str>) -> Option<usize> {
         diag(&duration_diag(ms));
         match outcome {
             Outcome::Pass => println!("ok {} {}", i + 1, t.name),
-            Outcome::Skip(why) => println!("ok {} {} # SKIP {why}", i + 1, t.name),
+            Outcome::Skip(ref why) => println!("ok {} {} # SKIP {why}", i + 1, t.name),
             Outcome::Fail => {
                 println!("not ok {} {}", i + 1, t.name);
                 failed += 1;
             }
         }
         let _ = std::io::stdout().flush();
+        if matches!(outcome, Outcome::Fail) {
+            // What the failed test left in the module (its stream, hooks, delay points) must
+            // not reach the next test.
+            if let Err(e) = restore() {
+                println!(
+                    "Bail out! after {} failed, the module could not be restored ({e}): the \
+                     {} tests after it did not run",
+                    t.name,
+                    selected.len() - i - 1
+                );
+                break;
+            }
+            diag("the module was reloaded after this failure");
+        }
     }
     crate::coverage::send_table();
     drain_output();
@@ -330,12 +431,62 @@ fn mark(name: &str) {
     }
 }
 
-fn run_one(t: &Test) -> Outcome {
-    let timeout_s = test_timeout_s();
+/// The time a test may go without progress before it is killed.
+struct Limits {
+    /// `PCMSIG_TEST_TIMEOUT`: the limit at the reference pace.
+    base: Duration,
+    /// The VM's pace factor as last measured.
+    factor: f64,
+}
+
+impl Limits {
+    fn measure() -> Self {
+        let limits = Limits {
+            base: Duration::from_secs(u64::from(test_timeout_s())),
+            factor: pace_factor(),
+        };
+        diag(&format!(
+            "pace: {:.1}x the reference VM: a test is killed after {} s without progress",
+            limits.factor,
+            limits.now().as_secs()
+        ));
+        limits
+    }
+
+    fn now(&self) -> Duration {
+        self.base.mul_f64(self.factor)
+    }
+
+    /// Measures the pace again (the machine may have become busier): whether the limit grew.
+    fn remeasure(&mut self) -> bool {
+        let factor = pace_factor();
+        let grew = factor > self.factor * 1.1;
+        if grew {
+            self.factor = factor;
+        }
+        grew
+    }
+}
+
+/// Runs `t` in a child process of its own group; kills the group when it makes no progress for
+/// the limit.
+fn run_one(t: &Test, limits: &mut Limits) -> Outcome {
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
     let Ok((skip_rd, skip_wr)) = nix::unistd::pipe() else {
         diag("pipe failed");
         return Outcome::Fail;
     };
+    let Ok((beat_rd, beat_wr)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+        diag("pipe failed");
+        return Outcome::Fail;
+    };
+    // A beat never blocks the test (a full pipe holds one already); the runner drains them.
+    for fd in [beat_rd.as_fd(), beat_wr.as_fd()] {
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
     // SAFETY: the runner is single-threaded when it forks; the child only runs the test and
     // exits with `_exit`.
     let pid = unsafe { libc::fork() };
@@ -344,8 +495,11 @@ fn run_one(t: &Test) -> Outcome {
         return Outcome::Fail;
     }
     if pid == 0 {
-        // SIGALRM's default action ends a hung test.
-        nix::unistd::alarm::set(timeout_s);
+        // Its own process group: the runner kills the test and all it started in one call.
+        // SAFETY: plain syscall on ourselves.
+        unsafe { libc::setpgid(0, 0) };
+        HEARTBEAT.store(beat_wr.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+        std::mem::forget(beat_wr);
         let result = std::panic::catch_unwind(t.run);
         let code = match result {
             Ok(Ok(())) => 0,
@@ -366,11 +520,44 @@ fn run_one(t: &Test) -> Outcome {
         // SAFETY: ending the forked child without running the parent's atexit handlers.
         unsafe { libc::_exit(code) };
     }
+    // Also here, so that the group exists before the runner may kill it.
+    // SAFETY: plain syscall on our child.
+    unsafe { libc::setpgid(pid, pid) };
     drop(skip_wr);
+    drop(beat_wr);
+    // SAFETY: pidfd_open on our own, not yet reaped, child.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = (pidfd >= 0).then(|| {
+        // SAFETY: a new descriptor that only this owner closes.
+        unsafe { OwnedFd::from_raw_fd(pidfd as i32) }
+    });
+    let mut last_progress = std::time::Instant::now();
+    let mut killed_after = None;
+    let mut said = std::time::Instant::now();
     let mut status = 0;
     loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        let mut fds = vec![libc::pollfd {
+            fd: beat_rd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(p) = &pidfd {
+            fds.push(libc::pollfd {
+                fd: p.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // Without a pidfd, the child's end is seen by polling waitpid.
+        let wait_ms = if pidfd.is_some() { 1000 } else { 50 };
+        // SAFETY: `fds` is a valid array of pollfd for the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(&beat_rd, &mut buf), Ok(n) if n > 0) {
+            last_progress = std::time::Instant::now();
+        }
+        // SAFETY: waiting for our own child, without blocking.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
             break;
         }
@@ -378,6 +565,31 @@ fn run_one(t: &Test) -> Outcome {
             diag("waitpid failed");
             return Outcome::Fail;
         }
+        let quiet = last_progress.elapsed();
+        if killed_after.is_none() && quiet >= limits.now() && !limits.remeasure() {
+            killed_after = Some(quiet);
+            // SAFETY: signalling the test's own process group.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        // The host's silence limit counts output: a slow test that is still within its limit
+        // says so (a stuck guest cannot).
+        if said.elapsed() >= Duration::from_secs(20) && killed_after.is_none() {
+            diag(&format!(
+                "still running: {} s since its last progress, killed at {} s",
+                quiet.as_secs(),
+                limits.now().as_secs()
+            ));
+            said = std::time::Instant::now();
+        }
+    }
+    if let Some(quiet) = killed_after {
+        diag(&format!(
+            "killed: no progress for {} s (the limit: {} s, {:.1}x the reference pace)",
+            quiet.as_secs(),
+            limits.now().as_secs(),
+            limits.factor
+        ));
+        return Outcome::Fail;
     }
     if libc::WIFEXITED(status) {
         match libc::WEXITSTATUS(status) {
@@ -391,13 +603,59 @@ fn run_one(t: &Test) -> Outcome {
         }
     } else {
         let sig = libc::WTERMSIG(status);
-        if sig == libc::SIGALRM {
-            diag(&format!("timed out after {timeout_s} s"));
-        } else {
-            diag(&format!("the test process was killed by signal {sig}"));
-        }
+        diag(&format!("the test process was killed by signal {sig}"));
         Outcome::Fail
     }
+}
+
+/// Kills every process left below the runner (the test's group first, then whatever escaped
+/// it: the runner is their subreaper) and reaps them; returns how many there were.
+fn kill_strays() -> usize {
+    let me = std::process::id() as i32;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let children = children_of(me);
+        if children.is_empty() {
+            break;
+        }
+        for &c in &children {
+            seen.insert(c);
+            // SAFETY: signalling our own children and their groups.
+            unsafe {
+                libc::kill(-c, libc::SIGKILL);
+                libc::kill(c, libc::SIGKILL);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: reaping our own children.
+        while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {}
+        if std::time::Instant::now() > deadline {
+            diag(&format!(
+                "processes {children:?} did not die within 10 s of SIGKILL (stuck in the kernel?)"
+            ));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    seen.len()
+}
+
+/// The pids whose parent is `parent`, from /proc.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+            let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+            after.split_whitespace().nth(1).and_then(|p| p.parse().ok()) == Some(parent)
+        })
+        .collect()
 }
 
 /// A `Vec<Test>` of test functions, each named after its function.
