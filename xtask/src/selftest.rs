@@ -103,7 +103,13 @@ fn harness_checks(kernel_src: Option<&Path>) -> Result<()> {
     }
     match cascade(&b, &initrd, &out.join("cascade")) {
         Ok(d) => check("no-cascade", true, d, &mut passed, &mut failed),
-        Err(e) => check("no-cascade", false, format!("{e:#}"), &mut passed, &mut failed),
+        Err(e) => check(
+            "no-cascade",
+            false,
+            format!("{e:#}"),
+            &mut passed,
+            &mut failed,
+        ),
     }
     match shell(&b, &initrd) {
         Ok(d) => check("shell", true, d, &mut passed, &mut failed),
@@ -160,14 +166,21 @@ fn cascade_verdict(report: &ktap::Report, failures: &[ktap::Failure]) -> Result<
     );
     if failures != [expected] {
         let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
-        bail!("only the selftest_ tests may fail; the verdict: {}", reasons.join("; "));
+        bail!(
+            "only the selftest_ tests may fail; the verdict: {}",
+            reasons.join("; ")
+        );
     }
     let hung = report
         .tests
         .iter()
         .find(|t| t.name == "selftest_hangs_leaving_a_running_stream")
         .context("the hanging test did not report")?;
-    if !hung.diagnostics.iter().any(|d| d.contains("killed: no progress")) {
+    if !hung
+        .diagnostics
+        .iter()
+        .any(|d| d.contains("killed: no progress"))
+    {
         bail!(
             "the hanging test was not killed for want of progress: {:?}",
             hung.diagnostics
@@ -254,4 +267,73 @@ fn exec(b: &Built) -> Result<String> {
         results.push(format!("{} -> {want_code}", argv.join(" ")));
     }
     Ok(results.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HANG: &str = "selftest_hangs_leaving_a_running_stream";
+    const FAIL: &str = "selftest_fails_leaving_a_running_stream";
+
+    /// The cascade run's KTAP: the culprits with `culprit_diag` on the hanging one, each followed
+    /// by the victims, every victim `ok` unless named in `failing`.
+    fn ktap(culprit_diag: &str, failing: &[&str]) -> String {
+        let mut lines = Vec::new();
+        let mut n = 0;
+        for culprit in [HANG, FAIL] {
+            n += 1;
+            if culprit == HANG {
+                lines.push(format!("# {culprit_diag}"));
+            }
+            lines.push(format!("not ok {n} {culprit}"));
+            for v in pcmsig_contract::CASCADE_VICTIMS {
+                n += 1;
+                let status = if failing.contains(&v) { "not ok" } else { "ok" };
+                lines.push(format!("{status} {n} {v}"));
+            }
+        }
+        format!("KTAP version 1\n1..{n}\n{}\n", lines.join("\n"))
+    }
+
+    fn judge(ktap: &str) -> Result<String> {
+        let report = ktap::parse(ktap);
+        let failures = ktap::verdict("", &report, &vm::Ending::Exited(Some(0)));
+        cascade_verdict(&report, &failures)
+    }
+
+    #[test]
+    fn culprits_failing_alone_pass_the_check() {
+        let ok = judge(&ktap("killed: no progress for 5 s", &[]));
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_victim_failing_after_a_culprit_fails_the_check() {
+        let e = judge(&ktap(
+            "killed: no progress for 5 s",
+            &["sigtimedwait_times_out_with_eagain"],
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("only the selftest_ tests may fail"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_hang_ended_otherwise_than_by_the_progress_limit_fails_the_check() {
+        let e = judge(&ktap("the test process was killed by signal 14", &[])).unwrap_err();
+        assert!(
+            e.to_string().contains("not killed for want of progress"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_run_cut_short_fails_the_check() {
+        let full = ktap("killed: no progress for 5 s", &[]);
+        let cut: String = full.lines().take(6).map(|l| format!("{l}\n")).collect();
+        assert!(judge(&cut).is_err());
+    }
 }

@@ -92,10 +92,12 @@ const PACE_REFERENCE_MS: u64 = 40;
 /// The largest pace factor a limit is scaled by: past it the VM is not slow but stuck.
 const PACE_CAP: f64 = 10.0;
 
-/// How many times slower than the reference this VM runs now (at least 1, at most [`PACE_CAP`]).
-fn pace_factor() -> f64 {
+/// How many times slower than the reference this VM runs now (at least 1, at most
+/// [`PACE_CAP`]), with the sample it was derived from.
+fn pace_factor() -> (f64, Duration) {
     let sample = pace_sample();
-    (sample.as_secs_f64() / PACE_REFERENCE.as_secs_f64()).clamp(1.0, PACE_CAP)
+    let factor = (sample.as_secs_f64() / PACE_REFERENCE.as_secs_f64()).clamp(1.0, PACE_CAP);
+    (factor, sample)
 }
 
 pub use pcmsig_contract::glob;
@@ -441,12 +443,16 @@ struct Limits {
 
 impl Limits {
     fn measure() -> Self {
+        let (factor, sample) = pace_factor();
         let limits = Limits {
             base: Duration::from_secs(u64::from(test_timeout_s())),
-            factor: pace_factor(),
+            factor,
         };
         diag(&format!(
-            "pace: {:.1}x the reference VM: a test is killed after {} s without progress",
+            "pace: {} ms for the sample ({} ms at the reference pace): {:.1}x, so a test is \
+             killed after {} s without progress",
+            sample.as_millis(),
+            PACE_REFERENCE_MS,
             limits.factor,
             limits.now().as_secs()
         ));
@@ -459,9 +465,14 @@ impl Limits {
 
     /// Measures the pace again (the machine may have become busier): whether the limit grew.
     fn remeasure(&mut self) -> bool {
-        let factor = pace_factor();
+        let (factor, sample) = pace_factor();
         let grew = factor > self.factor * 1.1;
         if grew {
+            diag(&format!(
+                "pace: {} ms for the sample now: {factor:.1}x, the limit raised to {} s",
+                sample.as_millis(),
+                self.base.mul_f64(factor).as_secs()
+            ));
             self.factor = factor;
         }
         grew
