@@ -245,23 +245,17 @@ impl flags::Test {
     fn evaluate(&self, c: &VmConfig, booted: Booted) -> Result<VmOutcome> {
         let name = c.name.as_str();
         let Booted { run, judged } = booted;
+        let junit_path = c.dir.join("junit.xml");
+        std::fs::write(
+            &junit_path,
+            junit::of_run(&format!("pcmsig.{name}"), &run, &judged),
+        )
+        .with_context(|| format!("writing {}", junit_path.display()))?;
         let ktap::Judgement {
             report,
             failures,
             blamed,
         } = judged;
-        let junit_path = c.dir.join("junit.xml");
-        std::fs::write(
-            &junit_path,
-            junit::render(
-                &format!("pcmsig.{name}"),
-                &report,
-                &failures,
-                &ktap::splats(&run.console),
-                run.wall.as_secs_f64(),
-            ),
-        )
-        .with_context(|| format!("writing {}", junit_path.display()))?;
         let dmesg_path = &run.dmesg_log;
         let counts = report.counts();
         let boot = vm::init_uptime(&run.console);
