@@ -405,7 +405,19 @@ fn kunit_parse_disagrees(
             ktap.display()
         )));
     };
+    Ok(kunit_disagreement(c, summary))
+}
+
+/// Our leaf counts against kunit.py's summary line (`Ran 3 tests: passed: 1, failed: 1, ...`;
+/// it leaves out the counts that are 0): every count it names, the disagreement if any.
+fn kunit_disagreement(c: ktap::Counts, summary: &str) -> Option<String> {
     let theirs = kunit_counts(summary);
+    let of = |k: &str| {
+        theirs
+            .iter()
+            .find(|(tk, _)| tk == k)
+            .map_or(0, |(_, tv)| *tv)
+    };
     let ours = [
         ("passed", c.passed),
         ("failed", c.failed),
@@ -415,29 +427,15 @@ fn kunit_parse_disagrees(
     ];
     let differ: Vec<String> = ours
         .iter()
-        .filter(|(k, v)| {
-            theirs
-                .iter()
-                .find(|(tk, _)| tk == k)
-                .map_or(0, |(_, tv)| *tv)
-                != *v
-        })
-        .map(|(k, v)| {
-            format!(
-                "{k}: ours {v}, kunit.py {}",
-                theirs
-                    .iter()
-                    .find(|(tk, _)| tk == k)
-                    .map_or(0, |(_, tv)| *tv)
-            )
-        })
+        .filter(|(k, v)| of(k) != *v)
+        .map(|(k, v)| format!("{k}: ours {v}, kunit.py {}", of(k)))
         .collect();
-    Ok((!differ.is_empty()).then(|| {
+    (!differ.is_empty()).then(|| {
         format!(
             "kunit.py parse disagrees ({summary}): {}",
             differ.join("; ")
         )
-    }))
+    })
 }
 
 /// `Ran 3 tests: passed: 1, failed: 1, skipped: 1` -> `[("passed", 1), ...]`.
@@ -473,5 +471,50 @@ fn print_console_tail(console: &str, n: usize) {
     eprintln!("xtask: last {n} console lines:");
     for l in &lines[lines.len().saturating_sub(n)..] {
         eprintln!("  | {}", l.trim_end_matches('\r'));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kunit_cross_check_compares_every_count() {
+        let ours = ktap::Counts {
+            passed: 3,
+            failed: 2,
+            skipped: 1,
+        };
+        let same = "Ran 6 tests: passed: 3, failed: 2, skipped: 1";
+        assert_eq!(kunit_disagreement(ours, same), None);
+        for (summary, what) in [
+            (
+                "Ran 5 tests: passed: 2, failed: 2, skipped: 1",
+                "passed: ours 3, kunit.py 2",
+            ),
+            (
+                "Ran 5 tests: passed: 3, failed: 1, skipped: 1",
+                "failed: ours 2, kunit.py 1",
+            ),
+            (
+                "Ran 5 tests: passed: 3, failed: 2",
+                "skipped: ours 1, kunit.py 0",
+            ),
+            (
+                "Ran 7 tests: passed: 3, failed: 2, crashed: 1, skipped: 1",
+                "crashed: ours 0, kunit.py 1",
+            ),
+            (
+                "Ran 6 tests: passed: 3, failed: 2, skipped: 1, errors: 1",
+                "errors: ours 0, kunit.py 1",
+            ),
+        ] {
+            let d = kunit_disagreement(ours, summary);
+            assert_eq!(
+                d,
+                Some(format!("kunit.py parse disagrees ({summary}): {what}")),
+                "{summary}"
+            );
+        }
     }
 }
