@@ -1032,4 +1032,70 @@ ok 2 other
             vec![("module_kunit_suites_pass".into(), "test".into())]
         );
     }
+
+    #[test]
+    fn judge_reads_ktap_from_its_port_and_kernel_problems_from_the_console() {
+        let bug = "BUG: KASAN: slab-use-after-free in send_sig_info+0x1/0x2";
+        let ktap = "KTAP version 1\n1..2\nok 1 a\n";
+        let console = format!("pcmsig-tests: begin a\npcmsig-tests: begin b\n{bug}\n");
+        let j = judge(
+            &finished(&console, ktap, Ending::Panicked),
+            false,
+            KernelHas::default(),
+        );
+        assert_eq!(j.report, parse(ktap));
+        assert_eq!(
+            j.failures,
+            vec![
+                Failure::KernelProblem(bug.into()),
+                Failure::ShortRun {
+                    planned: 2,
+                    seen: 1
+                },
+                Failure::DiedDuring {
+                    test: "b".into(),
+                    problem: Some(bug.into())
+                },
+            ]
+        );
+        assert_eq!(j.blamed, vec![("b".into(), "KASAN".into())]);
+        // A problem's words in the KTAP (a test's quoted diagnostic) are not the console's.
+        let quoted = format!("KTAP version 1\n1..1\n# {bug}\nok 1 a\n");
+        let j = judge(
+            &finished("", &quoted, Ending::Exited(Some(0))),
+            false,
+            KernelHas::default(),
+        );
+        assert_eq!(j.failures, vec![]);
+        // KTAP on the console alone is no KTAP: the suite's port is the channel.
+        let j = judge(
+            &finished(&quoted, "", Ending::Exited(Some(0))),
+            false,
+            KernelHas::default(),
+        );
+        assert!(j.failures.contains(&Failure::NoKtap), "{:?}", j.failures);
+    }
+
+    #[test]
+    fn judge_applies_the_skip_contract_of_its_vm_and_kernel() {
+        let edu = "edu_periods_come_from_device_interrupts";
+        let ktap = format!("KTAP version 1\n1..2\nok 1 {edu} # SKIP no edu\nok 2 kmemleak_finds_no_leak # SKIP no kmemleak\n");
+        let run = finished("", &ktap, Ending::Exited(Some(0)));
+        assert_eq!(judge(&run, false, KernelHas::default()).failures, vec![]);
+        let wrong = |name: &str, why: &str| Failure::WrongSkip(vec![(name.into(), why.into())]);
+        assert_eq!(
+            judge(&run, true, KernelHas::default()).failures,
+            vec![wrong(edu, "no edu")]
+        );
+        let kmemleak = KernelHas {
+            kmemleak: true,
+            fault_injection: false,
+        };
+        let j = judge(&run, false, kmemleak);
+        assert_eq!(
+            j.failures,
+            vec![wrong("kmemleak_finds_no_leak", "no kmemleak")]
+        );
+        assert_eq!(j.blamed, vec![]);
+    }
 }
