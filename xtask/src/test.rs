@@ -517,4 +517,109 @@ mod tests {
             );
         }
     }
+
+    fn test_flags(args: &[&str]) -> flags::Test {
+        let argv = std::iter::once("test")
+            .chain(args.iter().copied())
+            .map(std::ffi::OsString::from)
+            .collect();
+        match flags::Xtask::from_vec(argv).unwrap().subcommand {
+            flags::XtaskCmd::Test(f) => f,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn each_kernel_gets_its_env_words() {
+        let base = [
+            format!("pcmsig_ktap={}", pcmsig_contract::KTAP_DEVICE),
+            format!("pcmsig_dmesg={}", pcmsig_contract::DMESG_DEVICE),
+        ];
+        assert_eq!(test_env(vm::Flavour::Normal), base.to_vec());
+        let mut debug = base.to_vec();
+        debug.extend(["PCMSIG_TEST_TIMEOUT=240".into(), "PCMSIG_KMEMLEAK=1".into()]);
+        assert_eq!(test_env(vm::Flavour::Debug), debug);
+        let mut fault = base.to_vec();
+        fault.extend([
+            "PCMSIG_KMEMLEAK=1".into(),
+            "PCMSIG_FAULTS=1".into(),
+            "slab_nomerge".into(),
+        ]);
+        assert_eq!(test_env(vm::Flavour::Fault), fault);
+    }
+
+    #[test]
+    fn configs_split_the_suite_and_give_the_edu_vm_its_device() {
+        let f = test_flags(&["--jobs", "2", "--seed", "7", "--model-steps", "5000"]);
+        let opts = f.vm_options().unwrap();
+        let out = Path::new("/out");
+        let c = f.configs(&opts, Path::new("/guest"), out).unwrap();
+        let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["plain", "edu", "plain-1", "edu-1"]);
+        let dirs: Vec<PathBuf> = c.iter().map(|c| c.dir.clone()).collect();
+        assert_eq!(
+            dirs,
+            [
+                out.into(),
+                out.join("edu"),
+                out.join("plain-1"),
+                out.join("edu-1")
+            ]
+        );
+        assert_eq!(
+            c.iter().map(|c| c.edu).collect::<Vec<_>>(),
+            [false, true, false, true]
+        );
+        for c in &c {
+            let has = |w: &str| c.env.iter().any(|e| e == w);
+            assert!(
+                has("PCMSIG_SEED=7") && has("PCMSIG_MODEL_STEPS=5000"),
+                "{:?}",
+                c.env
+            );
+            // The model's hang guard grows with its steps, once.
+            assert_eq!(
+                c.env
+                    .iter()
+                    .filter(|e| e.starts_with("PCMSIG_TEST_TIMEOUT="))
+                    .collect::<Vec<_>>(),
+                ["PCMSIG_TEST_TIMEOUT=35"]
+            );
+            assert_eq!(has("PCMSIG_EDU=1"), c.edu, "{:?}", c.env);
+            assert_eq!(
+                c.qemu
+                    .ends_with(&["-device".to_string(), "edu".to_string()]),
+                c.edu
+            );
+            let shard = if c.name.ends_with("-1") {
+                "pcmsig_shard=1/2"
+            } else {
+                "pcmsig_shard=0/2"
+            };
+            assert!(has(shard), "{}: {:?}", c.name, c.env);
+        }
+        // On the debug kernel the model's limit replaces the kernel's longer one.
+        let d = test_flags(&["--debug-kernel", "--no-edu", "--model-steps", "5000"]);
+        let c = d
+            .configs(&d.vm_options().unwrap(), Path::new("/guest"), out)
+            .unwrap();
+        let limits: Vec<&String> = c[0]
+            .env
+            .iter()
+            .filter(|e| e.starts_with("PCMSIG_TEST_TIMEOUT="))
+            .collect();
+        assert_eq!(limits, ["PCMSIG_TEST_TIMEOUT=245"]);
+        let one = test_flags(&["--no-edu"]);
+        let c = one
+            .configs(&one.vm_options().unwrap(), Path::new("/guest"), out)
+            .unwrap();
+        assert_eq!(c.len(), 1);
+        assert!(
+            !c[0].env.iter().any(|e| e.starts_with("pcmsig_shard")),
+            "{:?}",
+            c[0].env
+        );
+        let none = test_flags(&["--jobs", "0"]);
+        assert!(none.configs(&opts, Path::new("/guest"), out).is_err());
+    }
 }
