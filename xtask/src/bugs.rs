@@ -570,12 +570,10 @@ fn run_one(
     let ktap::Judgement {
         failures, blamed, ..
     } = ktap::judge(&run, bug.edu, opts.flavour.kernel_has());
-    let hit = blamed.iter().find(|(t, c)| {
-        (t == bug.test || bug.or_next.contains(&t.as_str())) && bug.detectors.contains(&c.as_str())
-    });
+    let hit = hit(bug, &failures, &blamed);
     let detector = hit.map(|(_, c)| c.clone());
     let blamed_test = hit.map(|(t, _)| t.clone());
-    let caught = !failures.is_empty() && hit.is_some();
+    let caught = hit.is_some();
     let list: Vec<String> = blamed.iter().map(|(t, c)| format!("{t} ({c})")).collect();
     let detail = if caught {
         format!("blamed: {}", list.join(", "))
@@ -597,6 +595,21 @@ fn run_one(
         blamed_test,
         seconds: run.wall.as_secs_f64(),
         detail,
+    })
+}
+
+/// The seeded-bug rule: `bug` is caught by a failing run that blames its test (or one of
+/// `or_next`) with one of its detectors, both at once; the `(test, detector)` that caught it.
+fn hit<'a>(
+    bug: &SeededBug,
+    failures: &[ktap::Failure],
+    blamed: &'a [(String, String)],
+) -> Option<&'a (String, String)> {
+    if failures.is_empty() {
+        return None;
+    }
+    blamed.iter().find(|(t, c)| {
+        (t == bug.test || bug.or_next.contains(&t.as_str())) && bug.detectors.contains(&c.as_str())
     })
 }
 
@@ -723,5 +736,38 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), CATALOGUE.len(), "names are unique");
+    }
+
+    #[test]
+    fn a_bug_is_caught_only_by_its_test_and_its_detector_together_in_a_failing_run() {
+        let bug = CATALOGUE
+            .iter()
+            .find(|b| b.name == "double_put_pid")
+            .unwrap();
+        let failed = [ktap::Failure::Failed(vec!["x".into()])];
+        let b = |t: &str, c: &str| (t.to_string(), c.to_string());
+        let test = "inject_delivers_exact_payloads_in_sequence";
+        let next = "inject_burst_delivers_every_event_in_order";
+        // Either alternative detector, on the test or the one after it.
+        for (t, c) in [
+            (test, "KASAN"),
+            (test, "refcount"),
+            (next, "KASAN"),
+            (next, "refcount"),
+        ] {
+            let blamed = [b("other", "KASAN"), b(t, c)];
+            assert_eq!(hit(bug, &failed, &blamed), Some(&blamed[1]), "{t} {c}");
+        }
+        // The right test with another detector, a detector on another test, or a passing run.
+        assert_eq!(
+            hit(bug, &failed, &[b(test, "lockdep"), b(test, "test")]),
+            None
+        );
+        assert_eq!(
+            hit(bug, &failed, &[b("other", "KASAN"), b(test, "lockdep")]),
+            None
+        );
+        assert_eq!(hit(bug, &[], &[b(test, "KASAN")]), None);
+        assert_eq!(hit(bug, &failed, &[]), None);
     }
 }

@@ -582,6 +582,25 @@ pub fn never_run<'a>(
     (out, stale)
 }
 
+/// The coverage verdict: every line never run explained, no explanation stale.
+pub fn explained(never: &[NeverRun<'_>], stale: &[&Reason]) -> Result<()> {
+    let unexplained: Vec<String> = never
+        .iter()
+        .filter(|(_, _, w)| w.is_none())
+        .map(|((f, n), src, _)| format!("{f}:{n} | {src} | WHY"))
+        .collect();
+    if !unexplained.is_empty() || !stale.is_empty() {
+        bail!(
+            "every line of the module must run or be explained: {} lines never run have no \
+             explanation in {UNREACHED}, {} explanations there are stale:\n{}",
+            unexplained.len(),
+            stale.len(),
+            unexplained.join("\n")
+        );
+    }
+    Ok(())
+}
+
 /// The readable summary: per file lines hit / lines, the total, then every line never run with
 /// its source and why (or UNEXPLAINED), and the explanations that no longer match.
 pub fn summary(
@@ -747,21 +766,8 @@ pub fn report(ko: &Path, copy_dir: &Path, ports: &[PathBuf], out: &Path) -> Resu
         .take_while(|l| !l.is_empty())
         .map(|l| format!("{l}\n"))
         .collect();
-    let unexplained: Vec<String> = never
-        .iter()
-        .filter(|(_, _, w)| w.is_none())
-        .map(|((f, n), src, _)| format!("{f}:{n} | {src} | WHY"))
-        .collect();
-    if !unexplained.is_empty() || !stale.is_empty() {
-        bail!(
-            "{head}every line of the module must run or be explained: {} lines never run have \
-             no explanation in {UNREACHED}, {} explanations there are stale (see {}):\n{}",
-            unexplained.len(),
-            stale.len(),
-            out.join("summary.txt").display(),
-            unexplained.join("\n")
-        );
-    }
+    explained(&never, &stale)
+        .map_err(|e| anyhow::anyhow!("{head}{e} (see {})", out.join("summary.txt").display()))?;
     Ok(head)
 }
 
@@ -940,5 +946,55 @@ inlined by /copy/module/stream.rs:5 (_RNvf)
             per_test(&hits),
             "t1: 1 lines, 0 only by this test\nt2: 2 lines, 1 only by this test: a.rs:2\n"
         );
+    }
+
+    #[test]
+    fn a_stale_or_missing_explanation_fails_the_coverage_check() {
+        let dir = crate::kernel::testing::scratch("coverage-stale");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.rs"), "fn f() {\n    x();\n}\n").unwrap();
+        let reasons = parse_reasons("a.rs:2 | x(); | why\n").unwrap();
+        let line = |n: u32, count: u64| {
+            (
+                (String::from("a.rs"), n),
+                Hit {
+                    count,
+                    ..Hit::default()
+                },
+            )
+        };
+        let check = |hits: Vec<(Line, Hit)>, reasons: &[Reason]| {
+            let hits: BTreeMap<Line, Hit> = hits.into_iter().collect();
+            let (never, stale) = never_run(&hits, &dir, reasons);
+            explained(&never, &stale).map_err(|e| e.to_string())
+        };
+        // Explained: passes.
+        assert_eq!(check(vec![line(2, 0)], &reasons), Ok(()));
+        // The line now runs: its explanation is stale.
+        let e = check(vec![line(2, 1)], &reasons).unwrap_err();
+        assert!(e.contains("0 lines never run have no explanation in xtask/coverage/unreached.txt, 1 explanations there are stale"), "{e}");
+        // The line no longer exists (the file is shorter, or gone): stale too.
+        for gone in ["a.rs:9 | x(); | why\n", "b.rs:2 | x(); | why\n"] {
+            let e = check(
+                vec![line(2, 0)],
+                &parse_reasons(&format!("{}{gone}", "a.rs:2 | x(); | why\n")).unwrap(),
+            )
+            .unwrap_err();
+            assert!(e.contains("1 explanations there are stale"), "{gone}: {e}");
+        }
+        // Another file's explanation of the same source explains nothing here.
+        let other = parse_reasons("b.rs:2 | x(); | why\n").unwrap();
+        let e = check(vec![line(2, 0)], &other).unwrap_err();
+        assert!(
+            e.contains("1 lines never run") && e.contains("1 explanations there are stale"),
+            "{e}"
+        );
+        // A line never run with no explanation fails, named.
+        let e = check(vec![line(1, 0), line(2, 0)], &reasons).unwrap_err();
+        assert!(
+            e.contains("1 lines never run") && e.contains("a.rs:1 | fn f() { | WHY"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -89,6 +89,8 @@ pub fn render(
             // The test reported ok, then the guest died of its aftermath: it fails here.
             let body = splats.first().map(|s| s.text.clone()).unwrap_or_default();
             if let Some(c) = cases.iter_mut().find(|c| &c.name == test) {
+                // A skip the guest died after is a failed case, counted once.
+                c.skipped = None;
                 c.failure = Some((f.to_string(), body));
             }
         }
@@ -146,6 +148,18 @@ pub fn render(
         });
     }
     xml(suite, &cases, seconds)
+}
+
+/// The JUnit file of a judged VM: its failures, with the kernel's reports from the console
+/// (the channel the verdict's splats come from), and the VM's wall time.
+pub fn of_run(suite: &str, run: &crate::vm::Finished, judged: &crate::ktap::Judgement) -> String {
+    render(
+        suite,
+        &judged.report,
+        &judged.failures,
+        &crate::ktap::splats(&run.console),
+        run.wall.as_secs_f64(),
+    )
 }
 
 /// The document: one `<testsuite>` holding `cases`, its counts theirs.
@@ -301,5 +315,258 @@ mod tests {
             "{x}"
         );
         assert!(x.contains("short run: 1 of 3"));
+    }
+
+    /// The suite's `(tests, failures, skipped)`, checked against the cases written: each count
+    /// is its elements', and no case is both skipped and failed.
+    fn suite_counts(x: &str) -> (usize, usize, usize) {
+        let attr = |name: &str| -> usize {
+            let key = format!(" {name}=\"");
+            let i = x.find(&key).unwrap_or_else(|| panic!("no {name}: {x}")) + key.len();
+            x[i..].split('"').next().unwrap().parse().unwrap()
+        };
+        let counts = (attr("tests"), attr("failures"), attr("skipped"));
+        assert_eq!(counts.0, x.matches("<testcase ").count(), "{x}");
+        assert_eq!(counts.1, x.matches("<failure ").count(), "{x}");
+        assert_eq!(counts.2, x.matches("<skipped ").count(), "{x}");
+        for case in x.split("<testcase ").skip(1) {
+            assert!(
+                !(case.contains("<skipped ") && case.contains("<failure ")),
+                "a case both skipped and failed: {case}"
+            );
+        }
+        counts
+    }
+
+    const EDU: &str = "edu_periods_come_from_device_interrupts";
+
+    /// A plain VM on the normal kernel judged, and its JUnit file.
+    fn judged(console: &str, ktap: &str, ending: Ending) -> (String, Vec<Failure>) {
+        let run = crate::ktap::finished(console, ktap, ending);
+        let j = crate::ktap::judge(&run, false, pcmsig_contract::KernelHas::default());
+        let x = of_run("pcmsig.plain", &run, &j);
+        well_formed(&x).unwrap();
+        (x, j.failures)
+    }
+
+    #[test]
+    fn a_test_skipped_where_it_must_run_is_a_failed_case_not_a_skip() {
+        let (x, f) = judged(
+            "",
+            "KTAP version 1\n1..2\nok 1 a\nok 2 b # SKIP reading failed\n",
+            Ending::Exited(Some(0)),
+        );
+        assert!(matches!(f.as_slice(), [Failure::WrongSkip(_)]), "{f:?}");
+        assert_eq!(suite_counts(&x), (2, 1, 0), "{x}");
+        assert!(x.contains(
+            "name=\"b\"><failure message=\"skipped where it must run: reading failed\"></failure>"
+        ), "{x}");
+    }
+
+    #[test]
+    fn a_test_run_where_it_must_skip_is_a_failed_case() {
+        let (x, f) = judged(
+            "",
+            &format!("KTAP version 1\n1..2\nok 1 a\nok 2 {EDU}\n"),
+            Ending::Exited(Some(0)),
+        );
+        assert_eq!(f, vec![Failure::MissingSkip(vec![EDU.into()])]);
+        assert_eq!(suite_counts(&x), (2, 1, 0), "{x}");
+        assert!(
+            x.contains(&format!(
+                "name=\"{EDU}\"><failure message=\"ran where it must skip\"></failure>"
+            )),
+            "{x}"
+        );
+    }
+
+    #[test]
+    fn a_death_after_a_test_fails_that_test_with_the_report_and_the_run() {
+        let console = "[ 1.0] pcmsig-tests: begin a\n[ 1.1] pcmsig-tests: begin b\n\
+                       [ 1.2] BUG: KASAN: slab-use-after-free in rcu_do_batch\n[ 1.3] Call Trace:\n";
+        let (x, f) = judged(
+            console,
+            "KTAP version 1\n1..3\nok 1 a\nok 2 b\n",
+            Ending::Panicked,
+        );
+        assert!(
+            f.iter()
+                .any(|f| matches!(f, Failure::DiedAfter { test, .. } if test == "b")),
+            "{f:?}"
+        );
+        assert_eq!(suite_counts(&x), (3, 2, 0), "{x}");
+        assert!(x.contains(
+            "name=\"b\"><failure message=\"the guest died after test b reported, before the next \
+             began: BUG: KASAN: slab-use-after-free in rcu_do_batch\">BUG: KASAN: \
+             slab-use-after-free in rcu_do_batch\nCall Trace:</failure>"
+        ), "{x}");
+        assert!(x.contains("name=\"a\"></testcase>"), "{x}");
+        assert!(
+            x.contains("name=\"vm\"><failure message=\"kernel problem on the console"),
+            "{x}"
+        );
+    }
+
+    #[test]
+    fn a_death_after_an_allowed_skip_fails_that_case_and_counts_it_failed_only() {
+        let console =
+            format!("[ 1.0] pcmsig-tests: begin {EDU}\n[ 1.1] BUG: KASAN: use-after-free in x\n");
+        let (x, f) = judged(
+            &console,
+            &format!("KTAP version 1\n1..2\nok 1 {EDU} # SKIP no edu device in this VM\n"),
+            Ending::Panicked,
+        );
+        assert!(
+            f.iter().any(|f| matches!(f, Failure::DiedAfter { .. })),
+            "{f:?}"
+        );
+        assert_eq!(suite_counts(&x), (2, 2, 0), "{x}");
+        assert!(
+            x.contains(&format!(
+                "name=\"{EDU}\"><failure message=\"the guest died after"
+            )),
+            "{x}"
+        );
+    }
+
+    #[test]
+    fn a_missing_test_fails_the_vm_case() {
+        let (x, f) = judged(
+            "",
+            "KTAP version 1\n1..3\nok 1 a\nok 2 b\n",
+            Ending::Exited(Some(0)),
+        );
+        assert_eq!(
+            f,
+            vec![Failure::ShortRun {
+                planned: 3,
+                seen: 2
+            }]
+        );
+        assert_eq!(suite_counts(&x), (3, 1, 0), "{x}");
+        assert!(x.contains(
+            "classname=\"pcmsig.harness\" name=\"vm\"><failure message=\"short run: 2 of 3 planned \
+             results (truncated output)\">short run: 2 of 3 planned results (truncated output)</failure>"
+        ), "{x}");
+    }
+
+    #[test]
+    fn a_failing_verdict_always_has_a_failing_case_and_a_passing_one_never() {
+        let good = "KTAP version 1\n1..2\nok 1 a\nok 2 b\n";
+        let nested = |parent: &str| {
+            format!(
+                "KTAP version 1\n1..1\n    KTAP version 1\n    1..2\n    ok 1 ring\n    \
+                 not ok 2 layout\n{parent} 1 module_kunit_suites_pass\n"
+            )
+        };
+        let cases: Vec<(&str, String, String, Ending)> = vec![
+            ("pass", String::new(), good.into(), Ending::Exited(Some(0))),
+            (
+                "allowed skip",
+                String::new(),
+                format!("KTAP version 1\n1..1\nok 1 {EDU} # SKIP no edu\n"),
+                Ending::Exited(Some(0)),
+            ),
+            (
+                "not ok",
+                String::new(),
+                "KTAP version 1\n1..1\nnot ok 1 a\n".into(),
+                Ending::Exited(Some(0)),
+            ),
+            (
+                "wrong skip",
+                String::new(),
+                "KTAP version 1\n1..1\nok 1 a # SKIP x\n".into(),
+                Ending::Exited(Some(0)),
+            ),
+            (
+                "missing skip",
+                String::new(),
+                format!("KTAP version 1\n1..1\nok 1 {EDU}\n"),
+                Ending::Exited(Some(0)),
+            ),
+            (
+                "short",
+                String::new(),
+                "KTAP version 1\n1..3\nok 1 a\n".into(),
+                Ending::Exited(Some(0)),
+            ),
+            (
+                "died during",
+                "pcmsig-tests: begin a\npcmsig-tests: begin b\n".into(),
+                "KTAP version 1\n1..2\nok 1 a\n".into(),
+                Ending::Silent(60),
+            ),
+            (
+                "died after",
+                "pcmsig-tests: begin a\n".into(),
+                "KTAP version 1\n1..2\nok 1 a\n".into(),
+                Ending::TimedOut(300),
+            ),
+            (
+                "no plan",
+                String::new(),
+                "KTAP version 1\nok 1 a\n".into(),
+                Ending::Exited(Some(0)),
+            ),
+            (
+                "no KTAP",
+                String::new(),
+                String::new(),
+                Ending::Exited(Some(0)),
+            ),
+            (
+                "numbering",
+                String::new(),
+                "KTAP version 1\n1..2\nok 1 a\nok 3 b\n".into(),
+                Ending::Exited(Some(0)),
+            ),
+            (
+                "bail out",
+                String::new(),
+                "KTAP version 1\n1..0\nBail out! none\n".into(),
+                Ending::Exited(Some(0)),
+            ),
+            (
+                "kernel problem",
+                "WARNING: CPU: 0 PID: 1 at x\n".into(),
+                good.into(),
+                Ending::Exited(Some(0)),
+            ),
+            (
+                "QEMU failed",
+                String::new(),
+                good.into(),
+                Ending::Exited(Some(1)),
+            ),
+            (
+                "failing leaf",
+                String::new(),
+                nested("not ok"),
+                Ending::Exited(Some(0)),
+            ),
+            (
+                "failing leaf under an ok parent",
+                String::new(),
+                nested("ok"),
+                Ending::Exited(Some(0)),
+            ),
+        ];
+        for (what, console, ktap, ending) in cases {
+            let (x, f) = judged(&console, &ktap, ending);
+            let failed = suite_counts(&x).1;
+            assert_eq!(failed > 0, !f.is_empty(), "{what}: verdict {f:?}\n{x}");
+        }
+        // kunit.py's disagreement is added after the judgement: the vm case carries it.
+        let r = parse(good);
+        let f = vec![Failure::ParserDisagrees(
+            "passed: ours 2, kunit.py 1".into(),
+        )];
+        let x = render("pcmsig.plain", &r, &f, &[], 0.0);
+        assert_eq!(suite_counts(&x), (3, 1, 0), "{x}");
+        assert!(
+            x.contains("name=\"vm\"><failure message=\"kunit.py parse disagrees"),
+            "{x}"
+        );
     }
 }

@@ -524,16 +524,14 @@ pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> 
     let failed: Vec<String> = report
         .tests
         .iter()
-        .filter(|t| t.status == Status::NotOk)
-        .map(|t| {
+        .filter_map(|t| {
             // A failing test with subtests (the KUnit suites the first test relays) is named
             // with its failing leaves: `module_kunit_suites_pass (pcmsig_stream.ring_wraps)`.
-            let mut leaves = Vec::new();
-            failing_leaves(&t.subtests, "", &mut leaves);
+            let leaves = failing_leaves(t);
             if leaves.is_empty() {
-                t.name.clone()
+                (t.status == Status::NotOk).then(|| t.name.clone())
             } else {
-                format!("{} ({})", t.name, leaves.join(", "))
+                Some(format!("{} ({})", t.name, leaves.join(", ")))
             }
         })
         .collect();
@@ -543,20 +541,31 @@ pub fn verdict(console: &str, report: &Report, ending: &Ending) -> Vec<Failure> 
     failures
 }
 
-/// The `not ok` leaves under `tests`, as dotted paths below `prefix`.
-fn failing_leaves(tests: &[TestCase], prefix: &str, out: &mut Vec<String>) {
-    for t in tests.iter().filter(|t| t.status == Status::NotOk) {
-        let path = if prefix.is_empty() {
-            t.name.clone()
-        } else {
-            format!("{prefix}.{}", t.name)
-        };
-        if t.subtests.is_empty() {
-            out.push(path);
-        } else {
-            failing_leaves(&t.subtests, &path, out);
+/// The failed tests below `t`, as dotted paths under it, the deepest of each branch: a `not ok`
+/// test fails its parents, whatever they reported (KTAP: a test fails if a subtest does).
+fn failing_leaves(t: &TestCase) -> Vec<String> {
+    fn walk(tests: &[TestCase], prefix: &str, out: &mut Vec<String>) {
+        for t in tests {
+            let path = if prefix.is_empty() {
+                t.name.clone()
+            } else {
+                format!("{prefix}.{}", t.name)
+            };
+            let before = out.len();
+            walk(&t.subtests, &path, out);
+            if out.len() == before && t.status == Status::NotOk {
+                out.push(path);
+            }
         }
     }
+    let mut out = Vec::new();
+    walk(&t.subtests, "", &mut out);
+    out
+}
+
+/// Whether top-level test `t` failed: `not ok`, or a subtest of it was.
+fn failed(t: &TestCase) -> bool {
+    t.status == Status::NotOk || !failing_leaves(t).is_empty()
 }
 
 /// The skip rule (`pcmsig_contract::SKIPS`) for a VM with or without the `edu` device, on a
@@ -592,12 +601,13 @@ fn died_during(console: &str, report: &Report) -> Option<(String, bool)> {
     Some((name, !reported))
 }
 
-/// `(test, detector)` for every test the verdict blames: a `not ok` test (the detector from its
+/// `(test, detector)` for every test the verdict blames: a failed test (`not ok`, or over a
+/// `not ok` subtest; the detector from its
 /// `kernel problem (CLASS)` diagnostic, else `test` for its own assertion) and the test during
 /// which the guest died (the console problem's class).
 pub fn blamed(report: &Report, failures: &[Failure]) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for t in report.tests.iter().filter(|t| t.status == Status::NotOk) {
+    for t in report.tests.iter().filter(|t| failed(t)) {
         let class = t
             .diagnostics
             .iter()
@@ -615,6 +625,22 @@ pub fn blamed(report: &Report, failures: &[Failure]) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// A finished VM made from its channels' text, for the host tests of the verdict and its reports.
+#[cfg(test)]
+pub(crate) fn finished(console: &str, ktap: &str, ending: Ending) -> crate::vm::Finished {
+    crate::vm::Finished {
+        console: console.to_string(),
+        ending,
+        wall: std::time::Duration::from_secs(1),
+        first_ktap: None,
+        console_log: "console.txt".into(),
+        ktap: ktap.to_string(),
+        ktap_log: "ktap.txt".into(),
+        dmesg_log: "dmesg.txt".into(),
+        coverage_log: "coverage.txt".into(),
+    }
 }
 
 #[cfg(test)]
@@ -986,5 +1012,90 @@ ok 2 other
         );
         assert_eq!(parse_result("ok x"), None);
         assert_eq!(parse_result("okay"), None);
+    }
+
+    #[test]
+    fn a_failing_subtest_fails_its_parent_whatever_the_parent_reported() {
+        let ktap = "KTAP version 1\n1..2\n    KTAP version 1\n    1..2\n        1..1\n        \
+                    not ok 1 ring\n    ok 1 pcmsig_stream\n        1..1\n        ok 1 rule\n    \
+                    not ok 2 pcmsig_signal\nok 1 module_kunit_suites_pass\nok 2 other\n";
+        let r = parse(ktap);
+        let v = verdict("", &r, &Ending::Exited(Some(0)));
+        assert_eq!(
+            v,
+            vec![Failure::Failed(vec![
+                "module_kunit_suites_pass (pcmsig_stream.ring, pcmsig_signal)".into()
+            ])]
+        );
+        assert_eq!(
+            blamed(&r, &v),
+            vec![("module_kunit_suites_pass".into(), "test".into())]
+        );
+    }
+
+    #[test]
+    fn judge_reads_ktap_from_its_port_and_kernel_problems_from_the_console() {
+        let bug = "BUG: KASAN: slab-use-after-free in send_sig_info+0x1/0x2";
+        let ktap = "KTAP version 1\n1..2\nok 1 a\n";
+        let console = format!("pcmsig-tests: begin a\npcmsig-tests: begin b\n{bug}\n");
+        let j = judge(
+            &finished(&console, ktap, Ending::Panicked),
+            false,
+            KernelHas::default(),
+        );
+        assert_eq!(j.report, parse(ktap));
+        assert_eq!(
+            j.failures,
+            vec![
+                Failure::KernelProblem(bug.into()),
+                Failure::ShortRun {
+                    planned: 2,
+                    seen: 1
+                },
+                Failure::DiedDuring {
+                    test: "b".into(),
+                    problem: Some(bug.into())
+                },
+            ]
+        );
+        assert_eq!(j.blamed, vec![("b".into(), "KASAN".into())]);
+        // A problem's words in the KTAP (a test's quoted diagnostic) are not the console's.
+        let quoted = format!("KTAP version 1\n1..1\n# {bug}\nok 1 a\n");
+        let j = judge(
+            &finished("", &quoted, Ending::Exited(Some(0))),
+            false,
+            KernelHas::default(),
+        );
+        assert_eq!(j.failures, vec![]);
+        // KTAP on the console alone is no KTAP: the suite's port is the channel.
+        let j = judge(
+            &finished(&quoted, "", Ending::Exited(Some(0))),
+            false,
+            KernelHas::default(),
+        );
+        assert!(j.failures.contains(&Failure::NoKtap), "{:?}", j.failures);
+    }
+
+    #[test]
+    fn judge_applies_the_skip_contract_of_its_vm_and_kernel() {
+        let edu = "edu_periods_come_from_device_interrupts";
+        let ktap = format!("KTAP version 1\n1..2\nok 1 {edu} # SKIP no edu\nok 2 kmemleak_finds_no_leak # SKIP no kmemleak\n");
+        let run = finished("", &ktap, Ending::Exited(Some(0)));
+        assert_eq!(judge(&run, false, KernelHas::default()).failures, vec![]);
+        let wrong = |name: &str, why: &str| Failure::WrongSkip(vec![(name.into(), why.into())]);
+        assert_eq!(
+            judge(&run, true, KernelHas::default()).failures,
+            vec![wrong(edu, "no edu")]
+        );
+        let kmemleak = KernelHas {
+            kmemleak: true,
+            fault_injection: false,
+        };
+        let j = judge(&run, false, kmemleak);
+        assert_eq!(
+            j.failures,
+            vec![wrong("kmemleak_finds_no_leak", "no kmemleak")]
+        );
+        assert_eq!(j.blamed, vec![]);
     }
 }

@@ -245,23 +245,17 @@ impl flags::Test {
     fn evaluate(&self, c: &VmConfig, booted: Booted) -> Result<VmOutcome> {
         let name = c.name.as_str();
         let Booted { run, judged } = booted;
+        let junit_path = c.dir.join("junit.xml");
+        std::fs::write(
+            &junit_path,
+            junit::of_run(&format!("pcmsig.{name}"), &run, &judged),
+        )
+        .with_context(|| format!("writing {}", junit_path.display()))?;
         let ktap::Judgement {
             report,
             failures,
             blamed,
         } = judged;
-        let junit_path = c.dir.join("junit.xml");
-        std::fs::write(
-            &junit_path,
-            junit::render(
-                &format!("pcmsig.{name}"),
-                &report,
-                &failures,
-                &ktap::splats(&run.console),
-                run.wall.as_secs_f64(),
-            ),
-        )
-        .with_context(|| format!("writing {}", junit_path.display()))?;
         let dmesg_path = &run.dmesg_log;
         let counts = report.counts();
         let boot = vm::init_uptime(&run.console);
@@ -411,7 +405,19 @@ fn kunit_parse_disagrees(
             ktap.display()
         )));
     };
+    Ok(kunit_disagreement(c, summary))
+}
+
+/// Our leaf counts against kunit.py's summary line (`Ran 3 tests: passed: 1, failed: 1, ...`;
+/// it leaves out the counts that are 0): every count it names, the disagreement if any.
+fn kunit_disagreement(c: ktap::Counts, summary: &str) -> Option<String> {
     let theirs = kunit_counts(summary);
+    let of = |k: &str| {
+        theirs
+            .iter()
+            .find(|(tk, _)| tk == k)
+            .map_or(0, |(_, tv)| *tv)
+    };
     let ours = [
         ("passed", c.passed),
         ("failed", c.failed),
@@ -421,29 +427,15 @@ fn kunit_parse_disagrees(
     ];
     let differ: Vec<String> = ours
         .iter()
-        .filter(|(k, v)| {
-            theirs
-                .iter()
-                .find(|(tk, _)| tk == k)
-                .map_or(0, |(_, tv)| *tv)
-                != *v
-        })
-        .map(|(k, v)| {
-            format!(
-                "{k}: ours {v}, kunit.py {}",
-                theirs
-                    .iter()
-                    .find(|(tk, _)| tk == k)
-                    .map_or(0, |(_, tv)| *tv)
-            )
-        })
+        .filter(|(k, v)| of(k) != *v)
+        .map(|(k, v)| format!("{k}: ours {v}, kunit.py {}", of(k)))
         .collect();
-    Ok((!differ.is_empty()).then(|| {
+    (!differ.is_empty()).then(|| {
         format!(
             "kunit.py parse disagrees ({summary}): {}",
             differ.join("; ")
         )
-    }))
+    })
 }
 
 /// `Ran 3 tests: passed: 1, failed: 1, skipped: 1` -> `[("passed", 1), ...]`.
@@ -479,5 +471,155 @@ fn print_console_tail(console: &str, n: usize) {
     eprintln!("xtask: last {n} console lines:");
     for l in &lines[lines.len().saturating_sub(n)..] {
         eprintln!("  | {}", l.trim_end_matches('\r'));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kunit_cross_check_compares_every_count() {
+        let ours = ktap::Counts {
+            passed: 3,
+            failed: 2,
+            skipped: 1,
+        };
+        let same = "Ran 6 tests: passed: 3, failed: 2, skipped: 1";
+        assert_eq!(kunit_disagreement(ours, same), None);
+        for (summary, what) in [
+            (
+                "Ran 5 tests: passed: 2, failed: 2, skipped: 1",
+                "passed: ours 3, kunit.py 2",
+            ),
+            (
+                "Ran 5 tests: passed: 3, failed: 1, skipped: 1",
+                "failed: ours 2, kunit.py 1",
+            ),
+            (
+                "Ran 5 tests: passed: 3, failed: 2",
+                "skipped: ours 1, kunit.py 0",
+            ),
+            (
+                "Ran 7 tests: passed: 3, failed: 2, crashed: 1, skipped: 1",
+                "crashed: ours 0, kunit.py 1",
+            ),
+            (
+                "Ran 6 tests: passed: 3, failed: 2, skipped: 1, errors: 1",
+                "errors: ours 0, kunit.py 1",
+            ),
+        ] {
+            let d = kunit_disagreement(ours, summary);
+            assert_eq!(
+                d,
+                Some(format!("kunit.py parse disagrees ({summary}): {what}")),
+                "{summary}"
+            );
+        }
+    }
+
+    fn test_flags(args: &[&str]) -> flags::Test {
+        let argv = std::iter::once("test")
+            .chain(args.iter().copied())
+            .map(std::ffi::OsString::from)
+            .collect();
+        match flags::Xtask::from_vec(argv).unwrap().subcommand {
+            flags::XtaskCmd::Test(f) => f,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn each_kernel_gets_its_env_words() {
+        let base = [
+            format!("pcmsig_ktap={}", pcmsig_contract::KTAP_DEVICE),
+            format!("pcmsig_dmesg={}", pcmsig_contract::DMESG_DEVICE),
+        ];
+        assert_eq!(test_env(vm::Flavour::Normal), base.to_vec());
+        let mut debug = base.to_vec();
+        debug.extend(["PCMSIG_TEST_TIMEOUT=240".into(), "PCMSIG_KMEMLEAK=1".into()]);
+        assert_eq!(test_env(vm::Flavour::Debug), debug);
+        let mut fault = base.to_vec();
+        fault.extend([
+            "PCMSIG_KMEMLEAK=1".into(),
+            "PCMSIG_FAULTS=1".into(),
+            "slab_nomerge".into(),
+        ]);
+        assert_eq!(test_env(vm::Flavour::Fault), fault);
+    }
+
+    #[test]
+    fn configs_split_the_suite_and_give_the_edu_vm_its_device() {
+        let f = test_flags(&["--jobs", "2", "--seed", "7", "--model-steps", "5000"]);
+        let opts = f.vm_options().unwrap();
+        let out = Path::new("/out");
+        let c = f.configs(&opts, Path::new("/guest"), out).unwrap();
+        let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["plain", "edu", "plain-1", "edu-1"]);
+        let dirs: Vec<PathBuf> = c.iter().map(|c| c.dir.clone()).collect();
+        assert_eq!(
+            dirs,
+            [
+                out.into(),
+                out.join("edu"),
+                out.join("plain-1"),
+                out.join("edu-1")
+            ]
+        );
+        assert_eq!(
+            c.iter().map(|c| c.edu).collect::<Vec<_>>(),
+            [false, true, false, true]
+        );
+        for c in &c {
+            let has = |w: &str| c.env.iter().any(|e| e == w);
+            assert!(
+                has("PCMSIG_SEED=7") && has("PCMSIG_MODEL_STEPS=5000"),
+                "{:?}",
+                c.env
+            );
+            // The model's hang guard grows with its steps, once.
+            assert_eq!(
+                c.env
+                    .iter()
+                    .filter(|e| e.starts_with("PCMSIG_TEST_TIMEOUT="))
+                    .collect::<Vec<_>>(),
+                ["PCMSIG_TEST_TIMEOUT=35"]
+            );
+            assert_eq!(has("PCMSIG_EDU=1"), c.edu, "{:?}", c.env);
+            assert_eq!(
+                c.qemu
+                    .ends_with(&["-device".to_string(), "edu".to_string()]),
+                c.edu
+            );
+            let shard = if c.name.ends_with("-1") {
+                "pcmsig_shard=1/2"
+            } else {
+                "pcmsig_shard=0/2"
+            };
+            assert!(has(shard), "{}: {:?}", c.name, c.env);
+        }
+        // On the debug kernel the model's limit replaces the kernel's longer one.
+        let d = test_flags(&["--debug-kernel", "--no-edu", "--model-steps", "5000"]);
+        let c = d
+            .configs(&d.vm_options().unwrap(), Path::new("/guest"), out)
+            .unwrap();
+        let limits: Vec<&String> = c[0]
+            .env
+            .iter()
+            .filter(|e| e.starts_with("PCMSIG_TEST_TIMEOUT="))
+            .collect();
+        assert_eq!(limits, ["PCMSIG_TEST_TIMEOUT=245"]);
+        let one = test_flags(&["--no-edu"]);
+        let c = one
+            .configs(&one.vm_options().unwrap(), Path::new("/guest"), out)
+            .unwrap();
+        assert_eq!(c.len(), 1);
+        assert!(
+            !c[0].env.iter().any(|e| e.starts_with("pcmsig_shard")),
+            "{:?}",
+            c[0].env
+        );
+        let none = test_flags(&["--jobs", "0"]);
+        assert!(none.configs(&opts, Path::new("/guest"), out).is_err());
     }
 }
