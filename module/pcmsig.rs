@@ -293,6 +293,7 @@ impl MiscDevice for PcmsigFile {
                 if iov.copy_to_iter(r.as_bytes()) != REC {
                     // A fault: the records not wholly copied go back, and the count is of whole
                     // records.
+                    delay::sleep_at(uapi::DelayPoint::ReadBeforePutBack);
                     me.put_back(taken.get(i..).unwrap_or(&[]));
                     return if copied == 0 { Err(EFAULT) } else { Ok(copied) };
                 }

@@ -132,6 +132,15 @@ impl<T: Copy + Default, const N: usize> Ring<T, N> {
         }
     }
 
+    /// Removes and returns the newest element.
+    pub(crate) fn pop_back(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        self.buf.get((self.head + self.len) % N).copied()
+    }
+
     pub(crate) fn pop(&mut self) -> Option<T> {
         if self.len == 0 {
             return None;
@@ -296,11 +305,15 @@ impl OpenFile {
     }
 
     /// Puts records that `read()` took but could not copy back at the front of the buffer, in
-    /// order, so that a fault loses none; one that no longer fits (newer records filled the
-    /// buffer meanwhile) counts as a read overrun.
+    /// order, so that a fault loses none. If newer records filled the buffer meanwhile, the
+    /// newest make room and count as read overruns: a full buffer keeps the oldest records
+    /// (`uapi::READ_QUEUE_LEN`), and the put-back ones are older than any buffered.
     pub(crate) fn put_back(&self, records: &[EventRecord]) {
         let mut inner = self.inner.lock();
         for r in records.iter().rev() {
+            if inner.records.len() == READ_CAP && inner.records.pop_back().is_some() {
+                inner.read_overruns = inner.read_overruns.wrapping_add(1);
+            }
             if !inner.records.push_front(*r) {
                 inner.read_overruns = inner.read_overruns.wrapping_add(1);
             }
@@ -1100,6 +1113,17 @@ mod tests {
         assert_eq!(r.pop(), Some(4));
         assert_eq!(r.pop(), Some(5));
         assert_eq!(r.pop(), Some(6));
+        // The newest leaves from the back, across the wrap too.
+        for v in 7..=10 {
+            assert!(r.push(v));
+        }
+        assert_eq!(r.pop_back(), Some(10));
+        assert!(r.push_front(6));
+        assert_eq!(r.pop_back(), Some(9));
+        assert_eq!(r.pop(), Some(6));
+        assert_eq!(r.pop(), Some(7));
+        assert_eq!(r.pop_back(), Some(8));
+        assert_eq!(r.pop_back(), None);
         r.push(9);
         r.clear();
         assert!(r.is_empty());

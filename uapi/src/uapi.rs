@@ -473,16 +473,19 @@ pub enum DelayPoint {
     /// stall of the timer's CPU. It busy-waits and cannot be released (only `test_delay_ms`
     /// ends it), so load the module with a short `test_delay_ms` for it.
     TimerStall = 4,
+    /// `read()` met a fault copying records out, before it puts the uncopied ones back.
+    ReadBeforePutBack = 5,
 }
 
 impl DelayPoint {
     /// Every point, in numeric order.
-    pub const ALL: [DelayPoint; 5] = [
+    pub const ALL: [DelayPoint; 6] = [
         DelayPoint::DeliveryHoldsListener,
         DelayPoint::DeliveryAfterXrun,
         DelayPoint::DetachDeviceBeforeTimerStop,
         DelayPoint::LastCloseBeforeReset,
         DelayPoint::TimerStall,
+        DelayPoint::ReadBeforePutBack,
     ];
 
     /// This point's bit in `test_delay_points`.
@@ -498,6 +501,7 @@ impl DelayPoint {
             DelayPoint::DetachDeviceBeforeTimerStop => "detach_device_before_timer_stop",
             DelayPoint::LastCloseBeforeReset => "last_close_before_reset",
             DelayPoint::TimerStall => "timer_stall",
+            DelayPoint::ReadBeforePutBack => "read_before_put_back",
         }
     }
 }

@@ -14,6 +14,7 @@ mod isolation_tests;
 mod model;
 mod module_tests;
 mod race_tests;
+mod review_tests;
 mod runner;
 mod selftest_tests;
 mod signal_tests;
@@ -44,12 +45,14 @@ fn main() {
     shared.extend(isolation_tests::tests());
     shared.extend(model::tests());
     shared.extend(device_tests::tests());
+    shared.extend(review_tests::tests());
     // Fault injection (skips except on the fault-injection kernel).
     shared.extend(fault_tests::tests());
     // Unloading the module comes last: everything else needs it loaded.
     let mut reloading = module_tests::lifecycle_tests();
     // The races on demand reload the module with delay points.
     reloading.extend(race_tests::tests());
+    reloading.extend(review_tests::reload_tests());
     reloading.extend(model::reload_tests());
     let staged = shared
         .into_iter()

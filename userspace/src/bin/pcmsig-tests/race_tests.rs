@@ -32,7 +32,10 @@ pub fn tests() -> Vec<Test> {
 
 /// Runs `f` with the module loaded with the delay points `points` (and the usual parameters),
 /// then releases every point and loads the module as init did.
-fn with_delay_points(points: &[DelayPoint], f: impl FnOnce() -> TestResult) -> TestResult {
+pub(crate) fn with_delay_points(
+    points: &[DelayPoint],
+    f: impl FnOnce() -> TestResult,
+) -> TestResult {
     with_delay_points_for(points, Some(WINDOW_MS), f)
 }
 
@@ -54,7 +57,7 @@ fn with_delay_points_for(
 }
 
 /// Visits of enabled delay points so far (debugfs `stats`).
-fn hits() -> Result<u64, String> {
+pub(crate) fn hits() -> Result<u64, String> {
     let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs stats")?;
     text.lines()
         .find_map(|l| l.strip_prefix("delay_point_hits "))
@@ -63,7 +66,7 @@ fn hits() -> Result<u64, String> {
 }
 
 /// Waits until `n` delay point visits have happened: the last one is waiting now.
-fn wait_hits(n: u64) -> TestResult {
+pub(crate) fn wait_hits(n: u64) -> TestResult {
     let deadline = Instant::now() + hang_guard();
     loop {
         let h = hits()?;
@@ -82,7 +85,7 @@ fn wait_hits(n: u64) -> TestResult {
 }
 
 /// Ends the window of `point`.
-fn release(point: DelayPoint) -> TestResult {
+pub(crate) fn release(point: DelayPoint) -> TestResult {
     std::fs::write(RELEASE, point.name()).ctx(&format!("releasing {}", point.name()))
 }
 

@@ -1,0 +1,141 @@
+//! The module review's findings (issue 38): each test failed on the driver before its fix.
+//!
+//! Like the race tests, a test that needs a window reloads the module with a named delay point
+//! (`uapi::DelayPoint`), acts inside it and releases it, deciding from state, never from time.
+
+use std::sync::Arc;
+
+use pcmsig::{uapi, uapi::DelayPoint, Device, EventKind as K};
+
+use crate::common::*;
+use crate::race_tests::{hits, release, wait_hits, with_delay_points};
+use crate::runner::{Context, Test, TestResult};
+use crate::{ensure, ensure_eq};
+
+/// The tests that keep the module as init loaded it.
+pub fn tests() -> Vec<Test> {
+    crate::tests![]
+}
+
+/// The tests that reload the module (with delay points): they run with the race tests.
+pub fn reload_tests() -> Vec<Test> {
+    crate::tests![a_faulting_read_keeps_the_oldest_records_when_newer_ones_filled_the_buffer,]
+}
+
+const REC: usize = std::mem::size_of::<uapi::EventRecord>();
+
+/// Two pages of our own, the second inaccessible: a buffer that ends `fit` records before the
+/// hole faults on its record `fit`.
+struct HalfFaulting {
+    base: *mut u8,
+    page: usize,
+}
+
+impl HalfFaulting {
+    fn new() -> Result<Self, String> {
+        // SAFETY: `sysconf` has no preconditions.
+        let page =
+            usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ctx("page size")?;
+        // SAFETY: a fresh anonymous mapping of two pages.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        ensure!(
+            base != libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        let base = base.cast::<u8>();
+        // SAFETY: the second page of our own mapping.
+        let r = unsafe { libc::mprotect(base.add(page).cast(), page, libc::PROT_NONE) };
+        ensure_eq!(r, 0, "mprotect: {}", std::io::Error::last_os_error());
+        Ok(Self { base, page })
+    }
+
+    /// The address `fit` records before the inaccessible page.
+    fn buf(&self, fit: usize) -> usize {
+        self.base as usize + self.page - fit * REC
+    }
+
+    /// Record `i` of a buffer from [`HalfFaulting::buf`]`(fit)`.
+    fn record(&self, fit: usize, i: usize) -> uapi::EventRecord {
+        assert!(i < fit);
+        // SAFETY: within the accessible first page; `EventRecord` is plain integers.
+        unsafe { std::ptr::read_unaligned((self.buf(fit) + i * REC) as *const uapi::EventRecord) }
+    }
+}
+
+impl Drop for HalfFaulting {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer used.
+        unsafe { libc::munmap(self.base.cast(), 2 * self.page) };
+    }
+}
+
+/// Finding 8: a `read()` whose copy faults puts the records it took but could not copy back at
+/// the front; when newer records filled the buffer meanwhile, the documented order
+/// (`READ_QUEUE_LEN`: the oldest are kept, newer ones dropped and counted) means the newest go,
+/// not the put-back ones. The old driver dropped the put-back (oldest) records. The reader stops
+/// at the delay point `read_before_put_back` while 16 newer events fill the buffer.
+fn a_faulting_read_keeps_the_oldest_records_when_newer_ones_filled_the_buffer() -> TestResult {
+    with_delay_points(&[DelayPoint::ReadBeforePutBack], || {
+        let cap = uapi::READ_QUEUE_LEN as usize;
+        let dev = Arc::new(Device::open_nonblocking().ctx("open")?);
+        for _ in 0..cap / 64 {
+            dev.inject_burst(K::Started, 64)
+                .ctx("filling the read buffer")?;
+        }
+        let mem = HalfFaulting::new()?;
+        // Room for 8 records, asked for 32: the driver takes 16, copies 8, faults on the 9th.
+        let (fit, ask) = (8, 32);
+        let buf = mem.buf(fit);
+        let before = hits()?;
+        let d = dev.clone();
+        let reader = call(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: `buf` has `fit` writable records, then an inaccessible page.
+            unsafe { libc::read(d.file().as_raw_fd(), buf as *mut libc::c_void, ask * REC) }
+        })?;
+        wait_hits(before + 1)?;
+        // The reader holds 8 records it could not copy; 16 newer events fill the buffer.
+        dev.inject_burst(K::Paused, 16).ctx("newer events")?;
+        release(DelayPoint::ReadBeforePutBack)?;
+        let n = reader.join()?;
+        ensure_eq!(n, (fit * REC) as isize, "whole records before the fault");
+        let first = mem.record(fit, 0).seq;
+        let copied: Vec<u32> = (0..fit).map(|i| mem.record(fit, i).seq).collect();
+        let want: Vec<u32> = (0..fit as u32).map(|i| first + i).collect();
+        ensure_eq!(copied, want, "the copied records, in order");
+        let mut rest = Vec::new();
+        loop {
+            match dev.read_records(64) {
+                Ok(r) if !r.is_empty() => rest.extend(r),
+                _ => break,
+            }
+        }
+        let got: Vec<(u32, u16)> = rest.iter().map(|r| (r.seq, r.kind)).collect();
+        // The oldest 256 records after the copied ones: the 248 first events left and the 8
+        // oldest of the 16 newer ones; the 8 newest were dropped.
+        let want: Vec<(u32, u16)> = (fit as u32..fit as u32 + cap as u32)
+            .map(|i| {
+                let kind = if (i as usize) < cap {
+                    K::Started
+                } else {
+                    K::Paused
+                };
+                (first + i, kind as u16)
+            })
+            .collect();
+        ensure_eq!(got, want, "the records left after the fault (seq, kind)");
+        let s = dev.stats().ctx("stats")?;
+        ensure_eq!(s.read_overruns, 8, "the 8 newest records counted as lost");
+        Ok(())
+    })
+}
