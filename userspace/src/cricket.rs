@@ -13,7 +13,7 @@ use crate::{Event, Signal};
 ///
 /// ```
 /// use pcmsig::{cricket::announce, sys::SigInfo};
-/// let four = SigInfo { signo: 34, code: -1, value: '4' as i32, pid: 42 };
+/// let four = SigInfo { signo: 34, code: -1, value: '4' as i32, pid: 42, uid: 0 };
 /// assert_eq!(announce(&four), "Four runs scored.");
 /// ```
 pub fn announce(info: &SigInfo) -> String {

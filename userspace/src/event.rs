@@ -148,7 +148,7 @@ impl Event {
     /// ```
     /// use pcmsig::{sys::SigInfo, Event, EventKind};
     /// let v = pcmsig_uapi::encode(EventKind::Started, 3);
-    /// let e = Event::decode(&SigInfo { signo: 40, code: -1, value: v, pid: 0 }).unwrap();
+    /// let e = Event::decode(&SigInfo { signo: 40, code: -1, value: v, pid: 0, uid: 0 }).unwrap();
     /// assert_eq!((e.kind, e.seq), (EventKind::Started, 3));
     /// ```
     pub fn decode(info: &SigInfo) -> Option<Event> {
@@ -275,12 +275,35 @@ mod tests {
     }
 
     #[test]
+    fn every_event_kind_is_described_in_its_own_words() {
+        let words: Vec<String> = EventKind::ALL.iter().map(|&k| describe(k, 7)).collect();
+        assert_eq!(
+            words,
+            [
+                "stream prepared",
+                "stream started",
+                "stream stopped",
+                "stream paused",
+                "stream resumed",
+                "period elapsed (seq 7)",
+                "xrun (a listener fell behind)",
+                "stream draining",
+            ]
+        );
+        assert_eq!(
+            describe(EventKind::PeriodElapsed, uapi::SEQ_MASK),
+            "period elapsed (seq 16777215)"
+        );
+    }
+
+    #[test]
     fn decode_rejects_foreign_values() {
         let info = SigInfo {
             signo: 10,
             code: 0,
             value: 1234,
             pid: 0,
+            uid: 0,
         };
         assert_eq!(
             Event::decode(&info),
@@ -293,6 +316,7 @@ mod tests {
             code: -1,
             value: v,
             pid: 0,
+            uid: 0,
         })
         .unwrap();
         assert_eq!(e.describe(), "period elapsed (seq 17)");

@@ -185,6 +185,7 @@ impl FdReceiver {
                     code: s.ssi_code,
                     value: s.ssi_int,
                     pid: s.ssi_pid as i32,
+                    uid: s.ssi_uid,
                 }));
                 return Ok(got);
             }
@@ -363,6 +364,7 @@ impl HandlerReceiver {
                         code: at(4),
                         value: at(8),
                         pid: 0,
+                        uid: 0,
                     }
                 }));
                 return Ok(n / REC);

@@ -113,8 +113,10 @@ pub struct SigInfo {
     pub code: i32,
     /// `si_int` (the payload).
     pub value: i32,
-    /// `si_pid` of the sender (0 for the kernel).
+    /// `si_pid` of the sender (0 for the kernel; [`crate::HandlerReceiver`] does not carry it: 0).
     pub pid: i32,
+    /// `si_uid`: the sender's real uid (0 for the kernel; 0 from [`crate::HandlerReceiver`]).
+    pub uid: u32,
 }
 
 impl SigInfo {
@@ -125,12 +127,19 @@ impl SigInfo {
     /// `info` must have been filled in by the kernel for a queued signal (`si_value` valid).
     pub unsafe fn from_raw(info: &libc::siginfo_t) -> Self {
         // SAFETY: The caller guarantees that the union holds the `_rt` member.
-        let (value, pid) = unsafe { (info.si_value().sival_ptr as usize as i32, info.si_pid()) };
+        let (value, pid, uid) = unsafe {
+            (
+                info.si_value().sival_ptr as usize as i32,
+                info.si_pid(),
+                info.si_uid(),
+            )
+        };
         SigInfo {
             signo: info.si_signo,
             code: info.si_code,
             value,
             pid,
+            uid,
         }
     }
 }

@@ -13,6 +13,7 @@ mod fault_tests;
 mod isolation_tests;
 mod model;
 mod module_tests;
+mod mutant_class_tests;
 mod race_tests;
 mod review_tests;
 mod runner;
@@ -46,6 +47,7 @@ fn main() {
     shared.extend(model::tests());
     shared.extend(device_tests::tests());
     shared.extend(review_tests::tests());
+    shared.extend(mutant_class_tests::tests());
     // Fault injection (skips except on the fault-injection kernel).
     shared.extend(fault_tests::tests());
     // Unloading the module comes last: everything else needs it loaded.
@@ -54,6 +56,7 @@ fn main() {
     reloading.extend(race_tests::tests());
     reloading.extend(review_tests::reload_tests());
     reloading.extend(model::reload_tests());
+    reloading.extend(mutant_class_tests::reload_tests());
     let staged = shared
         .into_iter()
         .enumerate()

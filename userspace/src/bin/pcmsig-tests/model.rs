@@ -13,8 +13,11 @@
 //! forgets the stream: the next open starts a fresh one). After every step the run checks the
 //! ioctl's result or errno, every signal received (number, `si_code`, `si_int`), every `read()`
 //! record (kind, sequence, source, timestamp within the step), every field of GET_STATS and
-//! every line of the stream's debugfs block. Periods come from a 10 s timer, so none fires
-//! during a sequence: the timer's events, the other drops (exec, credentials, full queues),
+//! every line of the stream's debugfs block. A stream that runs until stopped has a 10 s
+//! period, so none fires during a sequence; a finite one (1 or 2 periods of 10 ms) runs its
+//! periods and stops by itself within its START step, which waits for that (the periods and the
+//! stop come from the period source, the timer or the edu device), and may then be started
+//! again without CONFIGURE. The xrun rule, the other drops (exec, credentials, full queues),
 //! other users and the 2^24 sequence wrap are outside this model (other tests cover them).
 //!
 //! A failing sequence is shrunk (chunks of steps removed while it still fails) and printed as a
@@ -47,6 +50,9 @@ fn slot_signal(i: usize) -> u32 {
 }
 /// A period no sequence outlasts.
 const LONG_PERIOD_US: u32 = 10_000_000;
+/// The period of a finite stream: its periods elapse within its START step (far from the 64
+/// periods of a stall that make an xrun: 640 ms).
+const FINITE_PERIOD_US: u32 = 10_000;
 /// The only `si_code` the module sends.
 const SI_QUEUE: i32 = -1;
 
@@ -56,6 +62,7 @@ const STARTED: u16 = uapi::EventKind::Started as u16;
 const PAUSED: u16 = uapi::EventKind::Paused as u16;
 const RESUMED: u16 = uapi::EventKind::Resumed as u16;
 const STOPPED: u16 = uapi::EventKind::Stopped as u16;
+const PERIOD: u16 = uapi::EventKind::PeriodElapsed as u16;
 const XRUN: u16 = uapi::EventKind::Xrun as u16;
 const DRAINING: u16 = uapi::EventKind::Draining as u16;
 const START: u32 = uapi::Trigger::Start as u32;
@@ -117,9 +124,11 @@ pub enum Op {
     Unregister {
         slot: usize,
     },
+    /// `periods` 0 runs until stopped; more, that many periods of [`FINITE_PERIOD_US`].
     Configure {
         slot: usize,
         period_us: u32,
+        periods: u32,
     },
     Trigger {
         slot: usize,
@@ -184,14 +193,22 @@ impl Op {
                 slot,
                 process: r(2) == 0,
             },
-            26..=35 => Op::Configure {
-                slot,
-                period_us: if r(6) == 0 {
-                    pick(r, &[0, uapi::PERIOD_US_MIN - 1, uapi::PERIOD_US_MAX + 1])
-                } else {
-                    LONG_PERIOD_US
-                },
-            },
+            // A third finite: START then runs it to its stop, and a later START (no CONFIGURE
+            // between) runs it again.
+            26..=35 => {
+                let periods = if r(3) == 0 { 1 + r(2) as u32 } else { 0 };
+                Op::Configure {
+                    slot,
+                    period_us: if r(6) == 0 {
+                        pick(r, &[0, uapi::PERIOD_US_MIN - 1, uapi::PERIOD_US_MAX + 1])
+                    } else if periods > 0 {
+                        FINITE_PERIOD_US
+                    } else {
+                        LONG_PERIOD_US
+                    },
+                    periods,
+                }
+            }
             // Numbers one past each end of the ABI's ranges included.
             36..=59 => Op::Trigger {
                 slot,
@@ -247,6 +264,9 @@ struct MFile {
 #[derive(Clone, Debug)]
 pub struct Model {
     state: St,
+    /// The configured number of periods (0: until stopped), and the periods since START.
+    config_periods: u32,
+    periods: u64,
     events: u64,
     next_seq: u64,
     total: Counts,
@@ -266,6 +286,11 @@ pub struct Expect {
     records: Vec<(u16, u64)>,
     /// The emitted events' (kind, sequence), for the records' timestamps and sources.
     emitted: Vec<(u16, u64)>,
+    /// The sequence numbers of those the period source emitted (not the ioctl).
+    periodic: Vec<u64>,
+    /// For a START that runs a finite stream to its stop: the stream's `total.fired` once the
+    /// stop has been delivered (the step waits for it).
+    settles: Option<u64>,
     stats: Option<ExpectStats>,
 }
 
@@ -285,6 +310,8 @@ impl Default for Model {
     fn default() -> Self {
         Model {
             state: St::Setup,
+            config_periods: 0,
+            periods: 0,
             events: 0,
             next_seq: 1,
             total: Counts::default(),
@@ -304,7 +331,15 @@ impl Model {
     /// An event emitted by an ioctl: numbered, queued for every file's `read()`, signalled to
     /// every listener.
     fn emit(&mut self, kind: u16, e: &mut Expect) {
+        self.emit_from(kind, false, e);
+    }
+
+    /// An event emitted by the ioctl or (`periodic`) by the period source.
+    fn emit_from(&mut self, kind: u16, periodic: bool, e: &mut Expect) {
         let seq = self.next_seq;
+        if periodic {
+            e.periodic.push(seq);
+        }
         self.next_seq += 1;
         self.events += 1;
         e.emitted.push((kind, seq));
@@ -343,6 +378,8 @@ impl Model {
             signals: Vec::new(),
             records: Vec::new(),
             emitted: Vec::new(),
+            periodic: Vec::new(),
+            settles: None,
             stats: None,
         };
         let slot = op.slot();
@@ -398,13 +435,17 @@ impl Model {
                     }
                 }
             }
-            Op::Configure { period_us, .. } => {
+            Op::Configure {
+                period_us, periods, ..
+            } => {
                 if !(uapi::PERIOD_US_MIN..=uapi::PERIOD_US_MAX).contains(&period_us) {
                     e.result = Err(libc::EINVAL);
                 } else if matches!(self.state, St::Running | St::Paused | St::Draining) {
                     e.result = Err(libc::EBUSY);
                 } else {
                     self.state = St::Prepared;
+                    self.config_periods = periods;
+                    self.periods = 0;
                     self.emit(PREPARED, &mut e);
                 }
             }
@@ -414,6 +455,20 @@ impl Model {
                 } else if let Some((next, kind)) = next_state(cmd, self.state) {
                     self.state = next;
                     self.emit(kind, &mut e);
+                    if cmd == START {
+                        // Every START counts its periods afresh; a finite stream runs them and
+                        // stops by itself, the stop emitted by the period source.
+                        self.periods = 0;
+                        if self.config_periods > 0 {
+                            for _ in 0..self.config_periods {
+                                self.emit_from(PERIOD, true, &mut e);
+                                self.periods += 1;
+                            }
+                            self.emit_from(STOPPED, true, &mut e);
+                            self.state = St::Stopped;
+                            e.settles = Some(self.total.fired);
+                        }
+                    }
                 } else {
                     e.result = Err(libc::EBADFD);
                 }
@@ -456,7 +511,7 @@ impl Model {
                         state: self.state as u32,
                         listeners,
                         events: self.events,
-                        periods: 0,
+                        periods: self.periods,
                         read_overruns: f.overruns,
                         file: f.counts,
                         total: self.total,
@@ -474,6 +529,8 @@ struct Real {
     set: SignalSet,
     /// Each emitted event's step: the monotonic times before and after its call.
     windows: std::collections::HashMap<u64, (u64, u64)>,
+    /// The events the period source emitted.
+    periodic: std::collections::HashSet<u64>,
 }
 
 impl Real {
@@ -485,6 +542,7 @@ impl Real {
             files: Default::default(),
             set,
             windows: Default::default(),
+            periodic: Default::default(),
         })
     }
 
@@ -494,6 +552,12 @@ impl Real {
         let slot = op.slot();
         let mut got_records = Vec::new();
         let mut got_stats: Option<Stats> = None;
+        // A finite run's START: a file of our own, not in the model, sees when the stop was
+        // delivered (it is last in delivery order, so every file of the model has it then).
+        let watcher = match want.settles {
+            Some(_) => Some(Device::open_nonblocking().ctx("opening the watcher")?),
+            None => None,
+        };
         let result: Result<(), i32> = match *op {
             Op::Open { writable, .. } => {
                 let dev = if writable {
@@ -524,7 +588,9 @@ impl Real {
                         register_and_exit(dev, slot_signal(slot), process)?
                     }
                     Op::Unregister { .. } => errno(dev.unregister()),
-                    Op::Configure { period_us, .. } => errno(dev.configure(period_us, 0)),
+                    Op::Configure {
+                        period_us, periods, ..
+                    } => errno(dev.configure(period_us, periods)),
                     Op::Trigger { cmd, .. } => errno(dev.trigger_raw(cmd)),
                     Op::Inject { kind, .. } => errno(dev.inject_raw(kind)),
                     Op::Burst { kind, count, .. } => errno(dev.inject_burst_raw(kind, count)),
@@ -546,13 +612,18 @@ impl Real {
                 }
             }
         };
-        let t1 = sys::now_ns();
         if result != want.result {
             return Err(format!(
                 "result {result:?}, the model says {:?}",
                 want.result
             ));
         }
+        if let (Some(watcher), Some(fired)) = (&watcher, want.settles) {
+            let last = want.emitted.last().map_or(0, |&(_, seq)| seq);
+            settle(watcher, last, fired)?;
+        }
+        drop(watcher);
+        let t1 = sys::now_ns();
         // Every signal this step's events sent: each signal's queue is FIFO, and the kernel
         // hands out the lower-numbered real-time signal first.
         let mut want_signals = want.signals.clone();
@@ -580,8 +651,13 @@ impl Real {
                 return Err(format!("read {got:?}, the model says {:?}", want.records));
             }
             for r in &got_records {
-                if r.source != uapi::EventSource::Ioctl as u16 {
-                    return Err(format!("record {r:?}: not from an ioctl"));
+                let source = if self.periodic.contains(&u64::from(r.seq)) {
+                    crate::device_tests::period_source()
+                } else {
+                    uapi::EventSource::Ioctl as u16
+                };
+                if r.source != source {
+                    return Err(format!("record {r:?}: not from source {source}"));
                 }
                 // Stamped while its step ran (the records' clock is CLOCK_MONOTONIC).
                 let (from, to) = self
@@ -599,6 +675,7 @@ impl Real {
         for &(_, seq) in &want.emitted {
             self.windows.insert(seq, (t0, t1));
         }
+        self.periodic.extend(want.periodic.iter().copied());
         if let Some(w) = &want.stats {
             let s = got_stats.ok_or("no stats")?;
             let got = ExpectStats {
@@ -632,6 +709,35 @@ impl Real {
             crate::common::check_debugfs(0, &s)?;
         }
         Ok(())
+    }
+}
+
+/// Waits until the event `last` (a finite run's stop) has been delivered: `watcher`, opened
+/// before the run and so last in delivery order, has its record, and the stream's `total.fired`
+/// has reached `fired` (the totals are added after every file had the batch). A hang guard only.
+fn settle(watcher: &Device, last: u64, fired: u64) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + crate::runner::hang_guard();
+    let mut seen = false;
+    loop {
+        if !seen {
+            if let Ok(recs) = watcher.read_records(64) {
+                seen = recs.iter().any(|r| u64::from(r.seq) == last);
+            }
+        }
+        if seen && watcher.stats().ctx("stats")?.total.fired == fired {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            let s = watcher.stats().ctx("stats")?;
+            return Err(format!(
+                "the finite run never stopped: event {last} delivered {seen}, state {:?}, \
+                 {} periods, total fired {} (want {fired})",
+                St::from_u32(s.state),
+                s.periods,
+                s.total.fired
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -848,6 +954,7 @@ mod tests {
                 Op::Configure {
                     slot: 0,
                     period_us: LONG_PERIOD_US,
+                    periods: 0,
                 },
                 Op::Trigger {
                     slot: 0,
@@ -945,6 +1052,7 @@ mod tests {
                 Op::Configure {
                     slot: 1,
                     period_us: LONG_PERIOD_US,
+                    periods: 0,
                 },
                 Op::Unregister { slot: 0 },
                 Op::Register { slot: 0, signo: 32 },
@@ -956,10 +1064,12 @@ mod tests {
                 Op::Configure {
                     slot: 0,
                     period_us: uapi::PERIOD_US_MIN - 1,
+                    periods: 0,
                 },
                 Op::Configure {
                     slot: 0,
                     period_us: LONG_PERIOD_US,
+                    periods: 0,
                 },
                 Op::Trigger {
                     slot: 0,
@@ -968,6 +1078,7 @@ mod tests {
                 Op::Configure {
                     slot: 0,
                     period_us: LONG_PERIOD_US,
+                    periods: 0,
                 },
                 Op::Trigger { slot: 0, cmd: 0 },
                 Op::Read { slot: 1, max: 8 },
@@ -1023,6 +1134,61 @@ mod tests {
         assert_eq!((r[0], r[255]), ((2, 1), (2, 256)));
     }
 
+    /// A finite stream runs its periods within START and stops by itself (the periods and the
+    /// stop from the period source); START again, with no CONFIGURE, runs them all again.
+    #[test]
+    fn a_finite_stream_started_again_runs_its_periods_again() {
+        let mut m = Model::default();
+        let sig = slot_signal(0);
+        let start = Op::Trigger {
+            slot: 0,
+            cmd: START,
+        };
+        let e = apply_all(
+            &mut m,
+            &[
+                Op::Open {
+                    slot: 0,
+                    writable: true,
+                },
+                Op::Register {
+                    slot: 0,
+                    signo: sig,
+                },
+                Op::Configure {
+                    slot: 0,
+                    period_us: FINITE_PERIOD_US,
+                    periods: 2,
+                },
+                start.clone(),
+                Op::Trigger { slot: 0, cmd: STOP },
+                start,
+                Op::Stats { slot: 0 },
+            ],
+        );
+        let run = |first: i32| {
+            vec![
+                (sig, 0x0200_0000 | first),
+                (sig, 0x0600_0001 + first),
+                (sig, 0x0600_0002 + first),
+                (sig, 0x0300_0003 + first),
+            ]
+        };
+        assert_eq!(e[3].signals, run(2));
+        assert_eq!(
+            (e[3].periodic.clone(), e[3].settles),
+            (vec![3, 4, 5], Some(5))
+        );
+        assert_eq!(e[4].result, Err(libc::EBADFD));
+        assert_eq!(e[5].signals, run(6));
+        assert_eq!(
+            (e[5].periodic.clone(), e[5].settles),
+            (vec![7, 8, 9], Some(9))
+        );
+        let s = e[6].stats.clone().unwrap();
+        assert_eq!((s.state, s.periods, s.events), (St::Stopped as u32, 2, 9));
+    }
+
     /// The last close forgets the stream: the next open starts from Setup, numbering from 1.
     #[test]
     fn the_last_close_starts_a_fresh_stream() {
@@ -1037,6 +1203,7 @@ mod tests {
                 Op::Configure {
                     slot: 0,
                     period_us: LONG_PERIOD_US,
+                    periods: 0,
                 },
                 Op::Close { slot: 0 },
                 Op::Open {
