@@ -19,7 +19,7 @@ pub fn tests() -> Vec<Test> {
 }
 
 /// Starts 1 ms periods without end, and a process in a session of its own that keeps a file of
-/// the stream open, registered, injecting an Xrun every 10 ms.
+/// the stream open, registered, restarting the stream and injecting an Xrun every 20 ms.
 fn leave_a_running_stream() -> Result<Device, String> {
     let dev = listen(rt(0))?;
     dev.configure(1000, 0).ctx("configure")?;
@@ -32,10 +32,15 @@ fn leave_a_running_stream() -> Result<Device, String> {
         unsafe {
             libc::setsid();
             if libc::fork() == 0 {
-                let _ = dev.register(rt(1));
+                // rt(0) is blocked (inherited from `listen`): its signals stay pending.
+                let _ = dev.register(rt(0));
                 loop {
+                    // Restarted whatever state another test left it in: Stopped, Started and
+                    // 1 ms periods reach every listener of the user's stream.
+                    let _ = dev.trigger(Trigger::Stop);
+                    let _ = dev.trigger(Trigger::Start);
                     let _ = dev.inject(EventKind::Xrun);
-                    libc::usleep(10_000);
+                    libc::usleep(20_000);
                 }
             }
             libc::_exit(0);
