@@ -943,7 +943,13 @@ pub fn restore_module() -> Result<(), String> {
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
-    load_module().map_err(|e| format!("insmod: {e}"))?;
+    if let Err(e) = load_module() {
+        // Loaded, but its KUnit suites failed as it loaded: the state init left too (the first
+        // test reports those suites), so the suite goes on; anything else is no restore.
+        if !std::path::Path::new("/sys/module/pcmsig").exists() {
+            return Err(format!("insmod: {e}"));
+        }
+    }
     ensure!(
         std::path::Path::new(pcmsig::uapi::DEVICE_PATH).exists(),
         "{} did not come back after the reload",
