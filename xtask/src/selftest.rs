@@ -148,22 +148,20 @@ fn cascade(b: &Built, initrd: &Path, dir: &Path) -> Result<String> {
 /// What [`cascade`] must see: the culprits (`selftest_...`) and only they failed, the hanging
 /// one killed by the runner, and the victims after each culprit ran and passed.
 fn cascade_verdict(report: &ktap::Report, failures: &[ktap::Failure]) -> Result<String> {
-    let culprits = report
+    let culprits: Vec<String> = report
         .tests
         .iter()
         .filter(|t| t.name.starts_with("selftest_"))
-        .count();
-    if culprits != 2 {
-        bail!("expected the 2 selftest_ tests, saw {culprits}: {report:?}");
+        .map(|t| t.name.clone())
+        .collect();
+    if culprits.len() != 2 {
+        bail!(
+            "expected the 2 selftest_ tests, saw {}: {report:?}",
+            culprits.len()
+        );
     }
-    let expected = ktap::Failure::Failed(
-        report
-            .tests
-            .iter()
-            .filter(|t| t.name.starts_with("selftest_"))
-            .map(|t| t.name.clone())
-            .collect(),
-    );
+    let culprits_n = culprits.len();
+    let expected = ktap::Failure::Failed(culprits);
     if failures != [expected] {
         let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
         bail!(
@@ -186,7 +184,7 @@ fn cascade_verdict(report: &ktap::Report, failures: &[ktap::Failure]) -> Result<
             hung.diagnostics
         );
     }
-    let victims = report.tests.len() - culprits;
+    let victims = report.tests.len() - culprits_n;
     if victims != 2 * pcmsig_contract::CASCADE_VICTIMS.len() {
         bail!("expected each victim twice, saw {victims} other tests");
     }
