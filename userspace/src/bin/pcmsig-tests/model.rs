@@ -672,10 +672,16 @@ impl Real {
                 }
             }
         }
+        // A user's fresh stream numbers its events from 1 again: each emitted number's window
+        // and source replace those of an earlier stream's event with the same number.
         for &(_, seq) in &want.emitted {
             self.windows.insert(seq, (t0, t1));
+            if want.periodic.contains(&seq) {
+                self.periodic.insert(seq);
+            } else {
+                self.periodic.remove(&seq);
+            }
         }
-        self.periodic.extend(want.periodic.iter().copied());
         if let Some(w) = &want.stats {
             let s = got_stats.ok_or("no stats")?;
             let got = ExpectStats {
