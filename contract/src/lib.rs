@@ -185,6 +185,16 @@ pub fn problem_in(line: &str) -> Option<&'static Problem> {
     KERNEL_PROBLEMS.iter().find(|p| line.contains(p.pattern))
 }
 
+/// Whether `--filter`'s value selects the test `name`: one glob or several, comma-separated
+/// (test names have no commas), any of which matches.
+pub fn filter_matches(filter: &str, name: &str) -> bool {
+    filter.split(',').any(|g| glob(g, name))
+}
+
+/// The guest file that holds a filter too long for the kernel command line (`cargo xtask
+/// mutants` writes the tests that reach a mutant's lines there; `vm/init` reads it).
+pub const FILTER_FILE: &str = "/etc/pcmsig-filter";
+
 /// `*` (any run) and `?` (any one character) glob match, as `--filter` uses it.
 pub fn glob(pattern: &str, name: &str) -> bool {
     fn m(p: &[u8], n: &[u8]) -> bool {
@@ -223,6 +233,15 @@ mod tests {
         for bad in ["3/3", "1", "a/2", "1/0"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_filter_is_one_glob_or_several() {
+        assert!(filter_matches("read_*", "read_records"));
+        assert!(filter_matches("a_test,read_*", "read_records"));
+        assert!(filter_matches("read_*,a_test", "a_test"));
+        assert!(!filter_matches("read_*,a_test", "a_test_too"));
+        assert!(!filter_matches("", "a_test"));
     }
 
     #[test]

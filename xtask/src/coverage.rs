@@ -691,6 +691,46 @@ pub fn per_test(hits: &BTreeMap<Line, Hit>) -> String {
     out
 }
 
+/// Per line that ran: `file:line: test test ...` (`lines.txt`), the map `cargo xtask mutants`
+/// reads to boot a module mutant with the tests that reach its lines first.
+pub fn per_line(hits: &BTreeMap<Line, Hit>) -> String {
+    let mut out = String::new();
+    for ((f, l), h) in hits {
+        if h.count == 0 || h.tests.is_empty() {
+            continue;
+        }
+        // Guest tests only: not the module's load or the time between tests.
+        let tests: Vec<&str> = h
+            .tests
+            .iter()
+            .map(String::as_str)
+            .filter(|t| !t.contains(char::is_whitespace))
+            .collect();
+        if tests.is_empty() {
+            continue;
+        }
+        out += &format!("{f}:{l}: {}\n", tests.join(" "));
+    }
+    out
+}
+
+/// `lines.txt` read back: (file, line) -> the tests that ran it.
+pub fn parse_per_line(text: &str) -> Result<BTreeMap<Line, Vec<String>>> {
+    let mut map = BTreeMap::new();
+    for (i, l) in text.lines().enumerate() {
+        let parsed = l.split_once(": ").and_then(|(at, tests)| {
+            let (f, n) = at.rsplit_once(':')?;
+            let tests: Vec<String> = tests.split_whitespace().map(str::to_string).collect();
+            Some(((f.to_string(), n.parse::<u32>().ok()?), tests))
+        });
+        let Some((line, tests)) = parsed else {
+            bail!("line {}: not `file:line: test...`: {l:?}", i + 1);
+        };
+        map.insert(line, tests);
+    }
+    Ok(map)
+}
+
 /// The whole report from the instrumented module and each VM's port file, written to `out`;
 /// returns the summary's first lines (per file and total) for the console.
 pub fn report(ko: &Path, copy_dir: &Path, ports: &[PathBuf], out: &Path) -> Result<String> {
@@ -754,6 +794,7 @@ pub fn report(ko: &Path, copy_dir: &Path, ports: &[PathBuf], out: &Path) -> Resu
             summary(&hits, (&never, &stale), map.dead.len()),
         ),
         ("tests.txt", per_test(&hits)),
+        ("lines.txt", per_line(&hits)),
         ("left-out.txt", map.dead.join("\n") + "\n"),
     ];
     for (name, text) in &files {
@@ -774,6 +815,28 @@ pub fn report(ko: &Path, copy_dir: &Path, ports: &[PathBuf], out: &Path) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_map_round_trips_and_leaves_out_lines_never_run() {
+        let hit = |count, tests: &[&str]| Hit {
+            count,
+            tests: tests.iter().map(|t| t.to_string()).collect(),
+        };
+        let hits: BTreeMap<Line, Hit> = [
+            (("stream.rs".to_string(), 7), hit(3, &["b_test", "a_test"])),
+            (("stream.rs".to_string(), 8), hit(0, &[])),
+            (("pcmsig.rs".to_string(), 12), hit(1, &["a_test"])),
+            (("pcmsig.rs".to_string(), 20), hit(1, &["(module load)"])),
+        ]
+        .into_iter()
+        .collect();
+        let text = per_line(&hits);
+        assert_eq!(text, "pcmsig.rs:12: a_test\nstream.rs:7: a_test b_test\n");
+        let back = parse_per_line(&text).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[&("stream.rs".to_string(), 7)], ["a_test", "b_test"]);
+        assert!(parse_per_line("stream.rs 7 a_test\n").is_err());
+    }
 
     /// A function with two blocks: the first always runs, the second only when a branch is
     /// taken; line 11 is inlined from another module file into line 5 of the caller.

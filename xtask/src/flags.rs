@@ -15,7 +15,8 @@ xflags::xflags! {
             optional --kernel-src path: PathBuf
             /// Seconds before the VM is killed (default 300).
             optional --timeout seconds: u64
-            /// Run only the KTAP tests whose name matches this glob (`*` and `?`).
+            /// Run only the KTAP tests whose name matches this glob (`*` and `?`; several:
+            /// comma-separated).
             optional --filter glob: String
             /// Extra QEMU argument (repeatable).
             repeated --qemu-arg arg: String
@@ -60,7 +61,8 @@ xflags::xflags! {
         cmd coverage {
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
-            /// Run only the KTAP tests whose name matches this glob (`*` and `?`).
+            /// Run only the KTAP tests whose name matches this glob (`*` and `?`; several:
+            /// comma-separated).
             optional --filter glob: String
             /// Skip the second VM configuration (QEMU's edu PCI device as the period source).
             optional --no-edu
@@ -229,6 +231,33 @@ xflags::xflags! {
             optional -v, --verbose
             /// Print only where the report was written, not the tables.
             optional -q, --quiet
+        }
+        /// Mutation analysis (cargo-mutants): each module mutant built and booted with the
+        /// tests that reach its lines, then the whole suite; the host crates' mutants against
+        /// `cargo test`. Fails on a missed mutant that xtask/mutants/equivalent.txt does not
+        /// explain. Reports in target/pcmsig/mutants.
+        cmd mutants {
+            /// Only list the mutants (no build, no VM).
+            optional --list
+            /// Only the module's mutants (booted in VMs).
+            optional --module
+            /// Only the host crates' mutants (contract, uapi, xtask's verdict code).
+            optional --host
+            /// Only mutants on lines changed since this git revision (the edit loop).
+            optional --in-diff rev: String
+            /// Only part K of N (0-based, `K/N`): every N-th mutant from the K-th.
+            optional --shard k_of_n: String
+            /// Only mutants in files matching this glob (repeatable), e.g. `module/stream.rs`.
+            repeated --file glob: String
+            /// Mutants run at once (default: the host's cores).
+            optional --jobs n: usize
+            /// Seconds before a mutant's VM is killed (default 180).
+            optional --timeout seconds: u64
+            /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
+            optional --kernel-src path: PathBuf
+            /// The accelerator: auto (KVM if a trial boot under it works, else TCG; the answer
+            /// is cached per host boot), kvm (fail if it does not work) or tcg.
+            optional --accel mode: Accel
         }
         /// Regenerate the C header `uapi/pcmsig.h` from the Rust UAPI (or check it with --check).
         cmd header {

@@ -45,15 +45,28 @@ pub fn build_seeded_module(
     bug: &str,
     dir: &Path,
 ) -> Result<PathBuf> {
-    let module_dir = copy_sources(dir)?;
-    crate::bugs::apply(bug, &module_dir)?;
-    kbuild_module(
+    build_variant(
         tools,
         kernel,
-        &module_dir,
-        false,
-        Some(&format!("seeded bug {bug}")),
-    )?;
+        dir,
+        &format!("seeded bug {bug}"),
+        |module_dir| crate::bugs::apply(bug, module_dir),
+    )
+}
+
+/// Builds a changed copy of the module under `dir` (`dir/module`, `dir/uapi/src`, the layout
+/// of the repository): `edit` changes the copy's `module/` before Kbuild runs; `label` names
+/// the variant in errors (a variant may warn: only the real module must not).
+pub fn build_variant(
+    tools: &Tools,
+    kernel: &Kernel,
+    dir: &Path,
+    label: &str,
+    edit: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let module_dir = copy_sources(dir)?;
+    edit(&module_dir)?;
+    kbuild_module(tools, kernel, &module_dir, false, Some(label))?;
     Ok(module_dir.join("pcmsig.ko"))
 }
 
@@ -96,7 +109,7 @@ pub fn build_coverage_module(
 
 /// Copies the module's sources (and the UAPI file they include) under `dir`; returns the copy's
 /// module directory.
-fn copy_sources(dir: &Path) -> Result<PathBuf> {
+pub fn copy_sources(dir: &Path) -> Result<PathBuf> {
     let module_dir = dir.join("module");
     let uapi_dir = dir.join("uapi/src");
     for d in [&module_dir, &uapi_dir] {

@@ -18,8 +18,10 @@ mod junit;
 mod kbuild;
 mod kernel;
 mod ktap;
+mod kunit;
 mod layout;
 mod module_check;
+mod mutants;
 mod paths;
 mod peers;
 mod run;
@@ -62,6 +64,7 @@ fn try_main() -> Result<i32> {
         flags::XtaskCmd::Build(f) => f.run().map(|()| 0),
         flags::XtaskCmd::Selftest(f) => f.run().map(|()| 0),
         flags::XtaskCmd::Bench(f) => f.run().map(|()| 0),
+        flags::XtaskCmd::Mutants(f) => f.run().map(|()| 0),
         flags::XtaskCmd::Header(f) => f.run().map(|()| 0),
         flags::XtaskCmd::Deps(f) => f.run().map(|()| 0),
     }

@@ -285,6 +285,19 @@ fn check_versions() -> Result<()> {
     }
     tools.print();
     println!("xtask: busybox: {}", tools.busybox.display());
+    // cargo-mutants is installed in CI mode or on request (PCMSIG_MUTANTS=1): checked there.
+    let want_mutants = ["PCMSIG_CI", "PCMSIG_MUTANTS"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|x| x == "1"));
+    if want_mutants {
+        match crate::mutants::check_tool(&crate::mutants::cargo_mutants_path()) {
+            Ok(()) => println!(
+                "xtask: cargo-mutants {}",
+                crate::mutants::CARGO_MUTANTS_VERSION
+            ),
+            Err(e) => wrong.push(format!("{e:#}")),
+        }
+    }
     if !wrong.is_empty() {
         bail!("wrong versions: {}", wrong.join("; "));
     }

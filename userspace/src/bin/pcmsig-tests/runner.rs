@@ -185,7 +185,7 @@ pub fn run(
 ) -> Option<usize> {
     let selected: Vec<&Test> = tests
         .iter()
-        .filter(|t| filter.is_none_or(|f| glob(f, t.name)))
+        .filter(|t| filter.is_none_or(|f| pcmsig_contract::filter_matches(f, t.name)))
         .collect();
     println!("KTAP version 1");
     if selected.is_empty() {

@@ -1,0 +1,1015 @@
+//! `cargo xtask mutants`: mutation analysis of the module and the host crates. A mutant is a
+//! one-line wrong edit (an operator swapped, a function's body replaced by a constant); the
+//! suite is worth the mutants it rejects. cargo-mutants (pinned, installed by
+//! `ci/install-deps.sh`) generates them; this command runs them where they live:
+//!
+//! - **module mutants**: cargo-mutants lists them (`--list --json --diff`, no build) through a
+//!   throwaway manifest whose library is a copy of `module/pcmsig.rs`. Each is applied to its own
+//!   copy of the module (never to `module/`), built with Kbuild (a build failure is *unviable*),
+//!   and booted with the guest tests whose coverage reaches its lines (`lines.txt` of the last
+//!   `cargo xtask coverage`); one those tests do not kill boots the whole suite, in both VMs,
+//!   before it is called *missed*. A mutant that hangs the guest is *timeout* (caught: the VM's
+//!   limits and the runner's watchdog end it); one that panics it is caught by the verdict.
+//! - **host mutants**: cargo-mutants runs them itself against `cargo test` (contract, uapi, and
+//!   xtask's verdict code: KTAP, JUnit, the kunit.py cross-check, the seeded-bug rule, coverage's
+//!   and this command's checks).
+//!
+//! A missed mutant fails the command unless `xtask/mutants/equivalent.txt` explains it (checked
+//! like coverage's `unreached.txt`: an entry that names no mutant, or one a test kills, is
+//! stale and fails too). Reports go to `target/pcmsig/mutants/`.
+
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::paths::{out_dir, project_root};
+use crate::{flags, ktap, vm};
+
+/// The cargo-mutants release `ci/install-deps.sh` installs.
+pub const CARGO_MUTANTS_VERSION: &str = "27.1.0";
+
+/// The explanations of the survivors that are equivalent to the code.
+pub const EQUIVALENT: &str = "xtask/mutants/equivalent.txt";
+
+/// The host files whose mutants `cargo test` must kill: the shared contract and UAPI, and
+/// xtask's verdict code.
+pub const HOST_FILES: &[&str] = &[
+    "contract/src/*.rs",
+    "uapi/src/*.rs",
+    "xtask/src/ktap.rs",
+    "xtask/src/junit.rs",
+    "xtask/src/kunit.rs",
+    "xtask/src/bugs.rs",
+    "xtask/src/coverage.rs",
+    "xtask/src/mutants.rs",
+];
+
+/// Where cargo-mutants is installed (`cargo install --root`, beside bindgen).
+pub fn cargo_mutants_path() -> PathBuf {
+    crate::tools::bindgen_path().with_file_name("cargo-mutants")
+}
+
+/// One mutant, as cargo-mutants lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mutant {
+    /// `module/stream.rs` (relative to the repository, or to a module copy's root).
+    pub file: String,
+    /// The lines its change spans (a replaced function body: the whole body).
+    pub lines: (u32, u32),
+    /// cargo-mutants' description without the place: `replace Ring::push -> bool with true`.
+    pub what: String,
+    /// The unified diff of its change.
+    pub diff: String,
+}
+
+impl Mutant {
+    /// Its name in reports and in `equivalent.txt`: `file: what`, stable when lines move.
+    pub fn key(&self) -> String {
+        format!("{}: {}", self.file, self.what)
+    }
+
+    /// `file:line: what`, for the console.
+    pub fn place(&self) -> String {
+        format!("{}:{}: {}", self.file, self.lines.0, self.what)
+    }
+}
+
+/// The mutants of cargo-mutants' `--list --json --diff` output.
+pub fn parse_list(json: &str) -> Result<Vec<Mutant>> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).context("cargo-mutants' list is not JSON")?;
+    let items = v
+        .as_array()
+        .context("cargo-mutants' list is not a JSON array")?;
+    let mut out = Vec::new();
+    for (i, m) in items.iter().enumerate() {
+        let s = |k: &str| m.get(k).and_then(|x| x.as_str());
+        let line = |end: &str| {
+            m.get("span")
+                .and_then(|sp| sp.get(end))
+                .and_then(|p| p.get("line"))
+                .and_then(|l| l.as_u64())
+                .and_then(|l| u32::try_from(l).ok())
+        };
+        let (Some(file), Some(name), Some(diff), Some(a), Some(b)) =
+            (s("file"), s("name"), s("diff"), line("start"), line("end"))
+        else {
+            bail!("cargo-mutants' list, item {i}: no file, name, diff or span: {m}");
+        };
+        // `module/stream.rs:123:9: replace ...`: the place is ours to keep apart.
+        let what = name
+            .strip_prefix(file)
+            .and_then(|r| r.strip_prefix(':'))
+            .and_then(|r| r.split_once(": "))
+            .map_or(name, |(_, w)| w);
+        out.push(Mutant {
+            file: file.to_string(),
+            lines: (a, b.max(a)),
+            what: what.to_string(),
+            diff: diff.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Those of `all` in shard `k` of `n` (`k/n`, 0-based): every n-th, from the k-th.
+pub fn shard(all: Vec<Mutant>, spec: Option<&str>) -> Result<Vec<Mutant>> {
+    let Some(spec) = spec else {
+        return Ok(all);
+    };
+    let s: pcmsig_contract::Shard = spec
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--shard {spec:?}: {e}"))?;
+    let (k, n) = (s.index as usize, s.count as usize);
+    Ok(all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % n == k)
+        .map(|(_, m)| m)
+        .collect())
+}
+
+/// The guest tests that run any line of `m`, from coverage's per-line map (keyed by the file's
+/// name in `module/`); empty when none does (or the map does not know the file).
+pub fn covering_tests(m: &Mutant, map: &BTreeMap<(String, u32), Vec<String>>) -> Vec<String> {
+    let name = m.file.rsplit('/').next().unwrap_or(&m.file).to_string();
+    let from = (name.clone(), m.lines.0);
+    let to = (name, m.lines.1);
+    let tests: BTreeSet<&String> = map.range(from..=to).flat_map(|(_, t)| t).collect();
+    tests.into_iter().cloned().collect()
+}
+
+/// One entry of `equivalent.txt`: a mutant's key and why no test can tell it from the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Equivalent {
+    pub key: String,
+    pub reason: String,
+    /// Its line in the file.
+    pub at: usize,
+}
+
+/// `equivalent.txt`: `#` comments and blank lines aside, each entry is a mutant's key (`file:
+/// what`, as the reports print it) followed by its reason on indented lines.
+pub fn parse_equivalent(text: &str) -> Result<Vec<Equivalent>> {
+    let mut out: Vec<Equivalent> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with(char::is_whitespace) {
+            let Some(last) = out.last_mut() else {
+                bail!("{EQUIVALENT}:{}: a reason before any mutant", i + 1);
+            };
+            if !last.reason.is_empty() {
+                last.reason.push(' ');
+            }
+            last.reason += line.trim();
+        } else {
+            out.push(Equivalent {
+                key: line.trim_end().to_string(),
+                reason: String::new(),
+                at: i + 1,
+            });
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for e in &out {
+        if e.reason.is_empty() {
+            bail!("{EQUIVALENT}:{}: {} has no reason", e.at, e.key);
+        }
+        if !seen.insert(&e.key) {
+            bail!("{EQUIVALENT}:{}: {} is listed twice", e.at, e.key);
+        }
+    }
+    Ok(out)
+}
+
+/// What happened to a mutant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// A test (or a detector) failed on it: by what.
+    Caught(String),
+    /// The guest hung and a limit ended it (caught): which.
+    Timeout(String),
+    /// No test failed, in the whole suite.
+    Missed,
+    /// It does not build: the first error.
+    Unviable(String),
+}
+
+/// A mutant's status from the judgements of its VMs (none failing: missed).
+pub fn status_of(judged: &[(&str, &ktap::Judgement)]) -> Status {
+    let mut by = Vec::new();
+    let mut hung = None;
+    for (vm, j) in judged {
+        for f in &j.failures {
+            if matches!(f, ktap::Failure::TimedOut(_) | ktap::Failure::Silent(_)) {
+                hung = Some(format!("{vm} VM: {f}"));
+            }
+        }
+        if j.failures.is_empty() {
+            continue;
+        }
+        if j.blamed.is_empty() {
+            let first = j.failures.first().map(ToString::to_string);
+            by.push(format!("{vm} VM: {}", first.unwrap_or_default()));
+        }
+        by.extend(j.blamed.iter().map(|(t, c)| format!("{vm}:{t} ({c})")));
+    }
+    match (hung, by.is_empty()) {
+        (Some(h), _) => Status::Timeout(h),
+        (None, true) => Status::Missed,
+        (None, false) => Status::Caught(by.join(", ")),
+    }
+}
+
+/// The verdict over a run's missed mutants: those `equivalent` does not explain, and the stale
+/// entries (naming no mutant of `listed`, the full list, or one a test killed in this run).
+pub fn check_equivalent<'a>(
+    missed: &[&'a Mutant],
+    killed: &[&Mutant],
+    listed: &[Mutant],
+    equivalent: &'a [Equivalent],
+) -> (Vec<&'a Mutant>, Vec<(&'a Equivalent, &'static str)>) {
+    let explained: BTreeSet<&str> = equivalent.iter().map(|e| e.key.as_str()).collect();
+    let unexplained = missed
+        .iter()
+        .copied()
+        .filter(|m| !explained.contains(m.key().as_str()))
+        .collect();
+    let listed: BTreeSet<String> = listed.iter().map(Mutant::key).collect();
+    let killed: BTreeSet<String> = killed.iter().map(|m| m.key()).collect();
+    let stale = equivalent
+        .iter()
+        .filter_map(|e| {
+            if !listed.contains(&e.key) {
+                Some((e, "names no mutant cargo-mutants lists today"))
+            } else if killed.contains(&e.key) {
+                Some((e, "a test kills this mutant: it is not equivalent"))
+            } else {
+                None
+            }
+        })
+        .collect();
+    (unexplained, stale)
+}
+
+/// The mutants of one part, with their outcomes, for the reports.
+struct Outcome {
+    mutant: Mutant,
+    status: Status,
+    seconds: f64,
+    /// Which tests ran: the covering ones, or the whole suite.
+    stage: &'static str,
+}
+
+impl flags::Mutants {
+    pub(crate) fn run(self) -> Result<()> {
+        let total = Instant::now();
+        let tool = cargo_mutants_path();
+        check_tool(&tool)?;
+        let out = out_dir("mutants");
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let in_diff = match &self.in_diff {
+            Some(rev) => Some(write_diff(rev, &out)?),
+            None => None,
+        };
+        let equivalent_path = project_root().join(EQUIVALENT);
+        let equivalent = parse_equivalent(
+            &std::fs::read_to_string(&equivalent_path)
+                .with_context(|| format!("reading {}", equivalent_path.display()))?,
+        )?;
+        let (module, host) = match (self.module, self.host) {
+            (false, false) => (true, true),
+            other => other,
+        };
+        let mut problems = Vec::new();
+        let mut listed_all = Vec::new();
+        let mut missed_all: Vec<Mutant> = Vec::new();
+        let mut killed_all: Vec<Mutant> = Vec::new();
+        let mut summary = String::new();
+        if module {
+            let listed = list_module(&tool, &out, None)?;
+            let chosen = list_module(&tool, &out, in_diff.as_deref())?;
+            let chosen = filter_files(chosen, &self.file);
+            let chosen = shard(chosen, self.shard.as_deref())?;
+            listed_all.extend(listed.iter().cloned());
+            println!(
+                "xtask: module mutants: {} of {} listed by cargo-mutants {CARGO_MUTANTS_VERSION}",
+                chosen.len(),
+                listed.len()
+            );
+            if self.list {
+                for m in &chosen {
+                    println!("{}", m.place());
+                }
+            } else if !chosen.is_empty() {
+                let t = Instant::now();
+                let outcomes = self.run_module(&chosen, &out.join("module"))?;
+                let line = write_reports(&out.join("module"), &outcomes, t.elapsed())?;
+                println!("xtask: module mutants: {line}");
+                summary += &format!("module: {line}\n");
+                for o in outcomes {
+                    match o.status {
+                        Status::Missed => missed_all.push(o.mutant),
+                        Status::Caught(_) | Status::Timeout(_) => killed_all.push(o.mutant),
+                        Status::Unviable(_) => {}
+                    }
+                }
+            }
+        }
+        if host {
+            let listed = list_host(&tool, None)?;
+            listed_all.extend(listed.iter().cloned());
+            let chosen = filter_files(list_host(&tool, in_diff.as_deref())?, &self.file);
+            let chosen = shard(chosen, self.shard.as_deref())?;
+            println!(
+                "xtask: host mutants: {} of {} (contract, uapi, xtask's verdict code)",
+                chosen.len(),
+                listed.len()
+            );
+            if self.list {
+                for m in &chosen {
+                    println!("{}", m.place());
+                }
+            } else if !chosen.is_empty() {
+                let t = Instant::now();
+                let (caught, missed) = self.run_host(&tool, &chosen, &out.join("host"))?;
+                let line = format!(
+                    "{} caught, {} missed, of {} in {:.0} s (report: {})",
+                    caught.len(),
+                    missed.len(),
+                    chosen.len(),
+                    t.elapsed().as_secs_f64(),
+                    out.join("host").display()
+                );
+                println!("xtask: host mutants: {line}");
+                summary += &format!("host: {line}\n");
+                missed_all.extend(missed);
+                killed_all.extend(caught);
+            }
+        }
+        if self.list {
+            return Ok(());
+        }
+        let missed: Vec<&Mutant> = missed_all.iter().collect();
+        let killed: Vec<&Mutant> = killed_all.iter().collect();
+        let (unexplained, stale) = check_equivalent(&missed, &killed, &listed_all, &equivalent);
+        for m in &unexplained {
+            problems.push(format!("missed, not explained: {}", m.place()));
+        }
+        for (e, why) in &stale {
+            problems.push(format!("{EQUIVALENT}:{}: {} ({why})", e.at, e.key));
+        }
+        summary += &format!(
+            "equivalent (explained in {EQUIVALENT}): {}\ntotal time {:.0} s\n",
+            missed.len() - unexplained.len(),
+            total.elapsed().as_secs_f64()
+        );
+        let p = out.join("summary.txt");
+        std::fs::write(&p, &summary).with_context(|| format!("writing {}", p.display()))?;
+        println!(
+            "xtask: mutants: {:.0} s; summary in {}",
+            total.elapsed().as_secs_f64(),
+            p.display()
+        );
+        if !problems.is_empty() {
+            bail!(
+                "{} problem(s):\n  {}\n(kill each missed mutant with a test that fails on it, \
+                 or explain it in {EQUIVALENT})",
+                problems.len(),
+                problems.join("\n  ")
+            );
+        }
+        println!("xtask: PASS: every mutant run was caught, unviable or explained");
+        Ok(())
+    }
+
+    /// Runs the module's mutants, `jobs` at a time (default: the host's cores), after a
+    /// baseline: the unchanged module must pass the suite, or every mutant would look caught.
+    fn run_module(&self, chosen: &[Mutant], out: &Path) -> Result<Vec<Outcome>> {
+        let _ = std::fs::remove_dir_all(out);
+        let opts = vm::Options {
+            kernel_src: self.kernel_src.clone(),
+            timeout: Some(self.timeout.unwrap_or(DEFAULT_TIMEOUT_S)),
+            quiet: true,
+            accel: self.accel.unwrap_or_default(),
+            ..vm::Options::default()
+        };
+        let b = crate::build::build_all(&opts, false, true)?;
+        let map = line_map()?;
+        let jobs = self
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        // The baseline: the shipped module, the whole suite, plain VM.
+        let t = Instant::now();
+        let base = boot_suite(&b, &opts, &b.ko, None, &out.join("baseline"), false, jobs)?;
+        if let Status::Caught(by) | Status::Timeout(by) = status_of(&[("plain", &base)]) {
+            bail!("the unchanged module fails the suite ({by}): fix that first (cargo xtask test)");
+        }
+        println!(
+            "xtask: baseline (the unchanged module, whole suite) passed in {:.1} s; {} mutant(s), {jobs} at a time{}",
+            t.elapsed().as_secs_f64(),
+            chosen.len(),
+            if map.is_empty() {
+                " (no coverage map: each boots the whole suite; `cargo xtask coverage` writes one)"
+            } else {
+                ""
+            }
+        );
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..jobs {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(m) = chosen.get(i) else { break };
+                    let dir = out.join(format!("{i:04}"));
+                    let t = Instant::now();
+                    let (status, stage) = match one_module_mutant(&b, &opts, m, &map, &dir, jobs) {
+                        Ok(r) => r,
+                        Err(e) => (Status::Unviable(format!("harness error: {e:#}")), "none"),
+                    };
+                    let o = Outcome {
+                        mutant: m.clone(),
+                        status,
+                        seconds: t.elapsed().as_secs_f64(),
+                        stage,
+                    };
+                    println!(
+                        "xtask: mutant {}/{}: {} {} ({:.1} s, {})",
+                        i + 1,
+                        chosen.len(),
+                        label(&o.status),
+                        m.place(),
+                        o.seconds,
+                        o.stage
+                    );
+                    if let Ok(mut d) = done.lock() {
+                        d.push((i, o));
+                    }
+                });
+            }
+        });
+        let mut done = done
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("a mutant worker panicked"))?;
+        done.sort_by_key(|(i, _)| *i);
+        if done.len() != chosen.len() {
+            bail!(
+                "{} of {} mutants have no outcome",
+                chosen.len() - done.len(),
+                chosen.len()
+            );
+        }
+        // A harness error is not a verdict on the mutant.
+        if let Some((_, o)) = done.iter().find(
+            |(_, o)| matches!(&o.status, Status::Unviable(e) if e.starts_with("harness error")),
+        ) {
+            if let Status::Unviable(e) = &o.status {
+                bail!("{}: {e}", o.mutant.place());
+            }
+        }
+        Ok(done.into_iter().map(|(_, o)| o).collect())
+    }
+
+    /// Lets cargo-mutants run the host mutants with `cargo test`; (caught, missed).
+    fn run_host(
+        &self,
+        tool: &Path,
+        chosen: &[Mutant],
+        out: &Path,
+    ) -> Result<(Vec<Mutant>, Vec<Mutant>)> {
+        let _ = std::fs::remove_dir_all(out);
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        // The chosen ones exactly: cargo-mutants takes them as a regex of their names.
+        let names: Vec<String> = chosen
+            .iter()
+            .map(|m| format!("{}$", regex_escape(&m.what)))
+            .collect();
+        let mut cmd = std::process::Command::new(tool);
+        cmd.current_dir(project_root())
+            .arg("mutants")
+            .arg("--output")
+            .arg(out)
+            .args(["--no-shuffle", "--baseline", "run", "--timeout", "120"])
+            .arg(format!("--jobs={}", self.jobs.unwrap_or(2)));
+        let files: BTreeSet<&str> = chosen.iter().map(|m| m.file.as_str()).collect();
+        for f in files {
+            cmd.args(["-f", f]);
+        }
+        for n in &names {
+            cmd.args(["--re", n]);
+        }
+        println!(
+            "xtask: host mutants: cargo-mutants runs them (log: {})",
+            out.join("mutants.out/debug.log").display()
+        );
+        let status = cmd.status().context("running cargo-mutants")?;
+        let read = |name: &str| {
+            std::fs::read_to_string(out.join("mutants.out").join(name)).unwrap_or_default()
+        };
+        // Exit codes: 0 all caught, 2 some missed, 3 some timed out (caught for us), 4 the
+        // baseline failed; anything else is the tool's failure.
+        match status.code() {
+            Some(0 | 2 | 3) => {}
+            Some(4) => bail!("the host tests fail without a mutant: fix that first (cargo test)"),
+            _ => bail!(
+                "cargo-mutants failed ({status}); its log: {}",
+                out.join("mutants.out/debug.log").display()
+            ),
+        }
+        let by_place = |text: &str| -> Vec<Mutant> {
+            text.lines()
+                .filter_map(|l| {
+                    chosen
+                        .iter()
+                        .find(|m| l.ends_with(&format!(": {}", m.what)) && l.starts_with(&m.file))
+                })
+                .cloned()
+                .collect()
+        };
+        let missed = by_place(&read("missed.txt"));
+        let mut caught = by_place(&read("caught.txt"));
+        caught.extend(by_place(&read("timeout.txt")));
+        Ok((caught, missed))
+    }
+}
+
+/// A mutant VM's time limit: a hang is ended here (the runner's watchdog usually ends it first).
+const DEFAULT_TIMEOUT_S: u64 = 180;
+
+fn label(s: &Status) -> &'static str {
+    match s {
+        Status::Caught(_) => "caught",
+        Status::Timeout(_) => "timeout",
+        Status::Missed => "MISSED",
+        Status::Unviable(_) => "unviable",
+    }
+}
+
+/// Builds, boots and judges one module mutant: the covering tests first (plain VM), then, if
+/// they did not kill it, the whole suite in both VMs.
+fn one_module_mutant(
+    b: &crate::build::Built,
+    opts: &vm::Options,
+    m: &Mutant,
+    map: &BTreeMap<(String, u32), Vec<String>>,
+    dir: &Path,
+    vms: usize,
+) -> Result<(Status, &'static str)> {
+    let built = crate::kbuild::build_variant(&b.tools, &b.kernel, dir, &m.place(), |module_dir| {
+        apply_diff(&m.diff, module_dir.parent().unwrap_or(module_dir))
+    });
+    let ko = match built {
+        Ok(ko) => ko,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let first = msg
+                .lines()
+                .find(|l| l.starts_with("error"))
+                .unwrap_or_else(|| msg.lines().next().unwrap_or(""));
+            return Ok((Status::Unviable(first.to_string()), "build"));
+        }
+    };
+    let tests = covering_tests(m, map);
+    if !tests.is_empty() {
+        let j = boot_suite(
+            b,
+            opts,
+            &ko,
+            Some(&tests),
+            &dir.join("covering"),
+            false,
+            vms,
+        )?;
+        let s = status_of(&[("plain", &j)]);
+        if s != Status::Missed {
+            return Ok((s, "covering tests"));
+        }
+    }
+    let plain = boot_suite(b, opts, &ko, None, &dir.join("plain"), false, vms)?;
+    let s = status_of(&[("plain", &plain)]);
+    if s != Status::Missed {
+        return Ok((s, "whole suite"));
+    }
+    let edu = boot_suite(b, opts, &ko, None, &dir.join("edu"), true, vms)?;
+    Ok((status_of(&[("edu", &edu)]), "whole suite"))
+}
+
+/// Boots `ko` with the suite (or only `tests`), in the plain VM or the `edu` one; its judgement.
+fn boot_suite(
+    b: &crate::build::Built,
+    opts: &vm::Options,
+    ko: &Path,
+    tests: Option<&[String]>,
+    dir: &Path,
+    edu: bool,
+    vms: usize,
+) -> Result<ktap::Judgement> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut extra = Vec::new();
+    if let Some(tests) = tests {
+        // The list is too long for the kernel command line: a file in the initramfs.
+        let f = dir.join("filter");
+        std::fs::write(&f, tests.join(",") + "\n")
+            .with_context(|| format!("writing {}", f.display()))?;
+        extra.push((f, pcmsig_contract::FILTER_FILE.to_string()));
+    }
+    let initrd = crate::initramfs::build_initramfs(&b.tools, ko, &b.guest_dir, &extra, dir)?;
+    let mut env = crate::test::test_env(opts.flavour);
+    let mut qemu = opts.qemu_args.clone();
+    if edu {
+        qemu.extend(["-device".to_string(), "edu".to_string()]);
+        env.push("PCMSIG_EDU=1".to_string());
+    }
+    let boot = vm::Boot {
+        env,
+        qemu_args: &qemu,
+        ..opts.boot(vm::Mode::Test, dir, vms)
+    };
+    let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
+    Ok(ktap::judge(&run, edu, opts.flavour.kernel_has()))
+}
+
+/// Applies a cargo-mutants diff (`--- module/x.rs`, then hunks) under `root`.
+pub fn apply_diff(diff: &str, root: &Path) -> Result<()> {
+    let file = diff
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("--- "))
+        .context("a mutant's diff without its `--- file` line")?;
+    // cargo-mutants names a file reached by `#[path]` through the module folder.
+    let target = root.join(file.trim());
+    let original = std::fs::read_to_string(&target)
+        .with_context(|| format!("reading {}", target.display()))?;
+    let patch = diffy::Patch::from_str(diff).context("parsing a mutant's diff")?;
+    let patched = diffy::apply(&original, &patch)
+        .map_err(|e| anyhow::anyhow!("a mutant's diff does not apply to {file}: {e}"))?;
+    std::fs::write(&target, patched).with_context(|| format!("writing {}", target.display()))
+}
+
+/// Coverage's per-line map of the last `cargo xtask coverage` (empty if there is none).
+fn line_map() -> Result<BTreeMap<(String, u32), Vec<String>>> {
+    let p = out_dir("coverage").join("lines.txt");
+    match std::fs::read_to_string(&p) {
+        Ok(text) => crate::coverage::parse_per_line(&text)
+            .with_context(|| format!("reading {}", p.display())),
+        Err(_) => Ok(BTreeMap::new()),
+    }
+}
+
+/// Fails unless `tool` is cargo-mutants at the pinned version, naming how to install it.
+pub fn check_tool(tool: &Path) -> Result<()> {
+    let version = std::process::Command::new(tool)
+        .args(["mutants", "--version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match version {
+        Some(v) if v.contains(CARGO_MUTANTS_VERSION) => Ok(()),
+        Some(v) => bail!(
+            "{} is {v}, not cargo-mutants {CARGO_MUTANTS_VERSION}: run `PCMSIG_MUTANTS=1 cargo xtask deps`",
+            tool.display()
+        ),
+        None => bail!(
+            "cargo-mutants {CARGO_MUTANTS_VERSION} not found at {} (crate cargo-mutants): run \
+             `PCMSIG_MUTANTS=1 cargo xtask deps`, which installs it with cargo",
+            tool.display()
+        ),
+    }
+}
+
+/// `git diff REV` of the working tree, written for cargo-mutants' `--in-diff`.
+fn write_diff(rev: &str, out: &Path) -> Result<PathBuf> {
+    let o = std::process::Command::new("git")
+        .current_dir(project_root())
+        .args(["diff", rev, "--"])
+        .output()
+        .context("running git diff")?;
+    if !o.status.success() {
+        bail!(
+            "git diff {rev}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    let p = out.join("in-diff.patch");
+    std::fs::write(&p, &o.stdout).with_context(|| format!("writing {}", p.display()))?;
+    Ok(p)
+}
+
+/// cargo-mutants' list of the module: a throwaway manifest over a copy of `module/` (the
+/// repository's layout, so that the UAPI file its `#[path]` names is there too). The KUnit
+/// tests and the shared UAPI (a host crate, mutated there) are left out.
+fn list_module(tool: &Path, out: &Path, in_diff: Option<&Path>) -> Result<Vec<Mutant>> {
+    let dir = out.join("module-crate");
+    let _ = std::fs::remove_dir_all(&dir);
+    crate::kbuild::copy_sources(&dir)?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "# Written by cargo xtask mutants: the module as a crate cargo-mutants can list.\n\
+         [package]\nname = \"pcmsig-module\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
+         publish = false\n\n[lib]\npath = \"module/pcmsig.rs\"\n\n[workspace]\n",
+    )
+    .context("writing the module's throwaway manifest")?;
+    let mut cmd = std::process::Command::new(tool);
+    cmd.args(["mutants", "--list", "--json", "--diff", "--dir"])
+        .arg(&dir)
+        .args(["-e", "uapi.rs", "--exclude-re", "tests::"]);
+    if let Some(d) = in_diff {
+        cmd.arg("--in-diff").arg(d);
+    }
+    let mut list = parse_list(&run_listing(cmd)?)?;
+    for m in &mut list {
+        // As the repository names it (the copy has the same layout).
+        m.file = m.file.trim_start_matches("./").to_string();
+    }
+    Ok(list)
+}
+
+/// cargo-mutants' list of the host files.
+fn list_host(tool: &Path, in_diff: Option<&Path>) -> Result<Vec<Mutant>> {
+    let mut cmd = std::process::Command::new(tool);
+    cmd.current_dir(project_root())
+        .args(["mutants", "--list", "--json", "--diff"]);
+    for f in HOST_FILES {
+        cmd.args(["-f", f]);
+    }
+    cmd.args(["--exclude-re", "tests::"]);
+    if let Some(d) = in_diff {
+        cmd.arg("--in-diff").arg(d);
+    }
+    parse_list(&run_listing(cmd)?)
+}
+
+fn run_listing(mut cmd: std::process::Command) -> Result<String> {
+    let o = cmd.output().context("running cargo-mutants --list")?;
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    // `--in-diff` with nothing to mutate exits non-zero with no list.
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        if err.contains("No mutants")
+            || err.contains("no mutants")
+            || text.trim().is_empty() && err.contains("diff")
+        {
+            return Ok("[]".to_string());
+        }
+        bail!("cargo-mutants --list failed ({}): {}", o.status, err.trim());
+    }
+    Ok(if text.trim().is_empty() {
+        "[]".to_string()
+    } else {
+        text
+    })
+}
+
+/// Keeps the mutants in files that match one of `globs` (all if there is none).
+fn filter_files(list: Vec<Mutant>, globs: &[String]) -> Vec<Mutant> {
+    if globs.is_empty() {
+        return list;
+    }
+    list.into_iter()
+        .filter(|m| globs.iter().any(|g| pcmsig_contract::glob(g, &m.file)))
+        .collect()
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Writes `caught.txt`, `timeout.txt`, `missed.txt`, `unviable.txt` (each mutant with its
+/// diff and what killed it) under `out`; returns the summary line.
+fn write_reports(out: &Path, outcomes: &[Outcome], took: Duration) -> Result<String> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut lists: BTreeMap<&str, String> = ["caught", "timeout", "missed", "unviable"]
+        .into_iter()
+        .map(|k| (k, String::new()))
+        .collect();
+    for o in outcomes {
+        let (list, detail) = match &o.status {
+            Status::Caught(by) => ("caught", format!("killed by {by}")),
+            Status::Timeout(by) => ("timeout", format!("ended by {by}")),
+            Status::Missed => (
+                "missed",
+                "no test failed, whole suite in both VMs".to_string(),
+            ),
+            Status::Unviable(e) => ("unviable", format!("does not build: {e}")),
+        };
+        if let Some(text) = lists.get_mut(list) {
+            *text += &format!(
+                "{}\n    {detail} ({}, {:.1} s)\n{}\n",
+                o.mutant.place(),
+                o.stage,
+                o.seconds,
+                o.mutant
+                    .diff
+                    .lines()
+                    .map(|l| format!("    {l}\n"))
+                    .collect::<String>()
+            );
+        }
+    }
+    for (k, text) in &lists {
+        let p = out.join(format!("{k}.txt"));
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let n = |k: &str| {
+        outcomes
+            .iter()
+            .filter(|o| label(&o.status).eq_ignore_ascii_case(k))
+            .count()
+    };
+    let viable = outcomes.len() - n("unviable");
+    let killed = n("caught") + n("timeout");
+    Ok(format!(
+        "{} caught, {} timeout, {} missed, {} unviable, of {}: {:.1}% of the viable ones killed, in {:.0} s (report: {})",
+        n("caught"),
+        n("timeout"),
+        n("missed"),
+        n("unviable"),
+        outcomes.len(),
+        if viable == 0 { 100.0 } else { killed as f64 * 100.0 / viable as f64 },
+        took.as_secs_f64(),
+        out.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = r#"[
+      {"file": "module/stream.rs", "name": "module/stream.rs:12:9: replace Ring::push -> bool with true",
+       "span": {"start": {"line": 12, "column": 9}, "end": {"line": 14, "column": 10}},
+       "diff": "--- module/stream.rs\n+++ replace Ring::push -> bool with true\n@@ -1,3 +1,3 @@\n a\n-b\n+true\n c\n"},
+      {"file": "module/pcmsig.rs", "name": "module/pcmsig.rs:40:5: replace < with <= in read",
+       "span": {"start": {"line": 40, "column": 5}, "end": {"line": 40, "column": 6}},
+       "diff": "--- module/pcmsig.rs\n+++ x\n@@ -1 +1 @@\n-a < b\n+a <= b\n"}
+    ]"#;
+
+    fn mutants() -> Vec<Mutant> {
+        parse_list(LIST).unwrap()
+    }
+
+    #[test]
+    fn the_list_gives_file_lines_description_and_diff() {
+        let m = mutants();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].file, "module/stream.rs");
+        assert_eq!(m[0].lines, (12, 14));
+        assert_eq!(m[0].what, "replace Ring::push -> bool with true");
+        assert_eq!(
+            m[0].key(),
+            "module/stream.rs: replace Ring::push -> bool with true"
+        );
+        assert_eq!(
+            m[1].place(),
+            "module/pcmsig.rs:40: replace < with <= in read"
+        );
+        assert!(m[0].diff.starts_with("--- module/stream.rs\n"));
+        assert!(parse_list("[{\"file\": \"a.rs\"}]").is_err());
+        assert!(parse_list("{}").is_err());
+        assert_eq!(parse_list("[]").unwrap(), []);
+    }
+
+    #[test]
+    fn shards_split_the_list_without_overlap() {
+        let all: Vec<Mutant> = (0..7)
+            .map(|i| Mutant {
+                file: "module/x.rs".into(),
+                lines: (i, i),
+                what: format!("m{i}"),
+                diff: String::new(),
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for k in 0..3 {
+            let part = shard(all.clone(), Some(&format!("{k}/3"))).unwrap();
+            seen.extend(part.into_iter().map(|m| m.lines.0));
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..7).collect::<Vec<_>>());
+        assert_eq!(shard(all.clone(), None).unwrap().len(), 7);
+        assert_eq!(shard(all.clone(), Some("1/3")).unwrap()[0].lines.0, 1);
+        assert!(shard(all, Some("3/3")).is_err());
+    }
+
+    #[test]
+    fn covering_tests_are_those_of_any_line_of_the_span() {
+        let map = crate::coverage::parse_per_line(
+            "stream.rs:11: before\nstream.rs:12: a b\nstream.rs:14: c\nstream.rs:15: after\npcmsig.rs:13: other\n",
+        )
+        .unwrap();
+        let m = mutants();
+        assert_eq!(covering_tests(&m[0], &map), ["a", "b", "c"]);
+        assert!(covering_tests(&m[1], &map).is_empty());
+    }
+
+    #[test]
+    fn equivalent_entries_need_a_reason_and_are_unique() {
+        let text = "# comment\n\nmodule/x.rs: replace a with b\n    because\n    of this\n";
+        let e = parse_equivalent(text).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].reason, "because of this");
+        assert_eq!(e[0].at, 3);
+        assert!(parse_equivalent("module/x.rs: m\n").is_err());
+        assert!(parse_equivalent("  reason first\n").is_err());
+        assert!(parse_equivalent("m\n  r\nm\n  r\n").is_err());
+    }
+
+    #[test]
+    fn a_missed_mutant_must_be_explained_and_an_explanation_must_be_current() {
+        let m = mutants();
+        let eq = |key: &str| Equivalent {
+            key: key.to_string(),
+            reason: "r".to_string(),
+            at: 1,
+        };
+        let equivalent = vec![eq(&m[0].key())];
+        // Missed and explained: fine.
+        let (u, s) = check_equivalent(&[&m[0]], &[&m[1]], &m, &equivalent);
+        assert!(u.is_empty() && s.is_empty());
+        // Missed, not explained.
+        let (u, s) = check_equivalent(&[&m[1]], &[], &m, &equivalent);
+        assert_eq!(u, [&m[1]]);
+        assert!(s.is_empty());
+        // Explained, but a test kills it.
+        let (u, s) = check_equivalent(&[], &[&m[0]], &m, &equivalent);
+        assert!(u.is_empty());
+        assert_eq!(s.len(), 1);
+        // Explained, but no such mutant any more.
+        let gone = vec![eq("module/x.rs: replace gone with ()")];
+        let (_, s) = check_equivalent(&[], &[], &m, &gone);
+        assert_eq!(s.len(), 1);
+    }
+
+    fn judgement(failures: Vec<ktap::Failure>, blamed: &[(&str, &str)]) -> ktap::Judgement {
+        ktap::Judgement {
+            report: ktap::parse(""),
+            failures,
+            blamed: blamed
+                .iter()
+                .map(|(t, c)| (t.to_string(), c.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_status_comes_from_the_failures_and_the_blame() {
+        let pass = judgement(vec![], &[]);
+        assert_eq!(status_of(&[("plain", &pass)]), Status::Missed);
+        let failed = judgement(
+            vec![ktap::Failure::Failed(vec!["read_test".to_string()])],
+            &[("read_test", "test")],
+        );
+        assert_eq!(
+            status_of(&[("plain", &pass), ("edu", &failed)]),
+            Status::Caught("edu:read_test (test)".to_string())
+        );
+        let hung = judgement(vec![ktap::Failure::TimedOut(180)], &[]);
+        assert!(matches!(status_of(&[("plain", &hung)]), Status::Timeout(_)));
+        let no_ktap = judgement(vec![ktap::Failure::NoKtap], &[]);
+        assert!(matches!(
+            status_of(&[("plain", &no_ktap)]),
+            Status::Caught(_)
+        ));
+    }
+
+    #[test]
+    fn a_diff_applies_to_the_copy() {
+        let dir = std::env::temp_dir().join(format!("pcmsig-mutants-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("module")).unwrap();
+        std::fs::write(dir.join("module/pcmsig.rs"), "x\na < b\ny\n").unwrap();
+        let diff = "--- module/pcmsig.rs\n+++ replace < with <=\n@@ -1,3 +1,3 @@\n x\n-a < b\n+a <= b\n y\n";
+        apply_diff(diff, &dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("module/pcmsig.rs")).unwrap(),
+            "x\na <= b\ny\n"
+        );
+        // Applied again, its context no longer matches.
+        assert!(apply_diff(diff, &dir).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_guest_init_reads_the_filter_file() {
+        let init = include_str!("../../vm/init");
+        assert!(init.contains(pcmsig_contract::FILTER_FILE));
+    }
+
+    #[test]
+    fn the_install_script_pins_this_version() {
+        let script = include_str!("../../ci/install-deps.sh");
+        assert!(script.contains(&format!("CARGO_MUTANTS_VERSION={CARGO_MUTANTS_VERSION}")));
+    }
+}
