@@ -191,6 +191,10 @@ pub fn filter_matches(filter: &str, name: &str) -> bool {
     filter.split(',').any(|g| glob(g, name))
 }
 
+/// The guest environment word that stops the suite at its first failure (the rest reported as
+/// not run, in a bail-out), set by `cargo xtask test --fail-fast` and for every mutant's run.
+pub const FAIL_FAST_ENV: &str = "PCMSIG_FAIL_FAST";
+
 /// The guest file that holds a filter too long for the kernel command line (`cargo xtask
 /// mutants` writes the tests that reach a mutant's lines there; `vm/init` reads it).
 pub const FILTER_FILE: &str = "/etc/pcmsig-filter";

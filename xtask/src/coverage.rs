@@ -65,6 +65,7 @@ impl crate::flags::Coverage {
             fault_kernel: self.fault_kernel,
             accel: self.accel,
             slow: None,
+            fail_fast: false,
         };
         test.run_with(true)
     }

@@ -54,6 +54,8 @@ xflags::xflags! {
             optional --fault-kernel
             /// Run the VMs as on a machine this many times slower (a CPU cgroup quota; root).
             optional --slow factor: f64
+            /// Stop each VM's suite at its first failure (the rest reported as not run).
+            optional --fail-fast
         }
         /// Run the suite (both VMs) with an instrumented copy of the module and report its line
         /// coverage from every context (lcov.info, summary.txt, tests.txt in

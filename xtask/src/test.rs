@@ -178,6 +178,9 @@ impl flags::Test {
             check_filter(guest_dir, f)?;
             env.push(format!("pcmsig_filter={f}"));
         }
+        if self.fail_fast {
+            env.push(format!("{}=1", pcmsig_contract::FAIL_FAST_ENV));
+        }
         if let Some(seed) = self.seed {
             env.push(format!("PCMSIG_SEED={seed}"));
         }

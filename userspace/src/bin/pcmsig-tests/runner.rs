@@ -35,6 +35,12 @@ pub fn test_timeout_s() -> u32 {
         .unwrap_or(30)
 }
 
+/// Whether the suite stops at its first failure (`PCMSIG_FAIL_FAST=1`: `cargo xtask test
+/// --fail-fast`, and every mutant's run, where one failure is the whole answer).
+fn fail_fast() -> bool {
+    std::env::var(pcmsig_contract::FAIL_FAST_ENV).is_ok_and(|v| v == "1")
+}
+
 /// The longest a test may wait for one thing before failing with what it saw: two thirds of the
 /// per-test base limit (20 s; 160 s on the debug kernel), so that a wait that never ends is
 /// reported by its own message rather than by the runner, which says only that time ran out.
@@ -100,7 +106,6 @@ fn pace_factor() -> (f64, Duration) {
     (factor, sample)
 }
 
-pub use pcmsig_contract::glob;
 use pcmsig_contract::{duration_diag, problem_in, TEST_MARKER};
 
 /// Prints a diagnostic line.
@@ -256,6 +261,16 @@ pub fn run(
                 break;
             }
             diag("the module was reloaded after this failure");
+            if fail_fast() {
+                println!(
+                    "Bail out! {} failed and {}=1 stops at the first failure: the {} tests \
+                     after it did not run",
+                    t.name,
+                    pcmsig_contract::FAIL_FAST_ENV,
+                    selected.len() - i - 1
+                );
+                break;
+            }
         }
     }
     crate::coverage::send_table();
