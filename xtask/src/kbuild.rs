@@ -64,7 +64,20 @@ pub fn build_variant(
     label: &str,
     edit: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
-    let module_dir = copy_sources(dir)?;
+    build_variant_of(&project_root(), tools, kernel, dir, label, edit)
+}
+
+/// [`build_variant`] of the sources under `root` (a copy of the repository's `module/` and
+/// `uapi/src/`): a long run works on a snapshot, so that an edit meanwhile cannot reach it.
+pub fn build_variant_of(
+    root: &Path,
+    tools: &Tools,
+    kernel: &Kernel,
+    dir: &Path,
+    label: &str,
+    edit: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let module_dir = copy_sources_from(root, dir)?;
     edit(&module_dir)?;
     kbuild_module(tools, kernel, &module_dir, false, Some(label))?;
     Ok(module_dir.join("pcmsig.ko"))
@@ -110,12 +123,17 @@ pub fn build_coverage_module(
 /// Copies the module's sources (and the UAPI file they include) under `dir`; returns the copy's
 /// module directory.
 pub fn copy_sources(dir: &Path) -> Result<PathBuf> {
+    copy_sources_from(&project_root(), dir)
+}
+
+/// [`copy_sources`] from the tree at `root` (the repository, or a snapshot of it).
+pub fn copy_sources_from(root: &Path, dir: &Path) -> Result<PathBuf> {
     let module_dir = dir.join("module");
     let uapi_dir = dir.join("uapi/src");
     for d in [&module_dir, &uapi_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let src = project_root().join("module");
+    let src = root.join("module");
     let entries = std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))?;
     for e in entries.filter_map(|e| e.ok()) {
         let p = e.path();
@@ -126,7 +144,7 @@ pub fn copy_sources(dir: &Path) -> Result<PathBuf> {
                 .with_context(|| format!("copying {} to {}", p.display(), to.display()))?;
         }
     }
-    let uapi = project_root().join("uapi/src/uapi.rs");
+    let uapi = root.join("uapi/src/uapi.rs");
     std::fs::copy(&uapi, uapi_dir.join("uapi.rs"))
         .with_context(|| format!("copying {}", uapi.display()))?;
     Ok(module_dir)

@@ -399,6 +399,9 @@ impl flags::Mutants {
         };
         let b = crate::build::build_all(&opts, false, true)?;
         let map = line_map()?;
+        // The sources as they are now: an edit during the run cannot reach its mutants.
+        let source = out.join("source");
+        crate::kbuild::copy_sources(&source)?;
         let jobs = self
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -428,10 +431,11 @@ impl flags::Mutants {
                     let Some(m) = chosen.get(i) else { break };
                     let dir = out.join(format!("{i:04}"));
                     let t = Instant::now();
-                    let (status, stage) = match one_module_mutant(&b, &opts, m, &map, &dir, jobs) {
-                        Ok(r) => r,
-                        Err(e) => (Status::Unviable(format!("harness error: {e:#}")), "none"),
-                    };
+                    let (status, stage) =
+                        match one_module_mutant(&source, &b, &opts, m, &map, &dir, jobs) {
+                            Ok(r) => r,
+                            Err(e) => (Status::Unviable(format!("harness error: {e:#}")), "none"),
+                        };
                     let o = Outcome {
                         mutant: m.clone(),
                         status,
@@ -558,6 +562,7 @@ fn label(s: &Status) -> &'static str {
 /// Builds, boots and judges one module mutant: the covering tests first (plain VM), then, if
 /// they did not kill it, the whole suite in both VMs.
 fn one_module_mutant(
+    source: &Path,
     b: &crate::build::Built,
     opts: &vm::Options,
     m: &Mutant,
@@ -565,9 +570,14 @@ fn one_module_mutant(
     dir: &Path,
     vms: usize,
 ) -> Result<(Status, &'static str)> {
-    let built = crate::kbuild::build_variant(&b.tools, &b.kernel, dir, &m.place(), |module_dir| {
-        apply_diff(&m.diff, module_dir.parent().unwrap_or(module_dir))
-    });
+    let built = crate::kbuild::build_variant_of(
+        source,
+        &b.tools,
+        &b.kernel,
+        dir,
+        &m.place(),
+        |module_dir| apply_diff(&m.diff, module_dir.parent().unwrap_or(module_dir)),
+    );
     let ko = match built {
         Ok(ko) => ko,
         Err(e) => {
