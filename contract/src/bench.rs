@@ -214,6 +214,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_signal_paths_are_every_path_but_read() {
+        let paths: Vec<&str> = signal_paths().collect();
+        assert_eq!(paths, ["sigwaitinfo", "signalfd+epoll", "handler"]);
+    }
+
+    #[test]
     fn every_record_round_trips_through_a_console_line() {
         let records = [
             Record::Latency {

@@ -240,6 +240,66 @@ mod tests {
     }
 
     #[test]
+    fn only_the_listed_tests_may_skip_and_only_where_their_need_is_missing() {
+        let none = KernelHas::default();
+        let all = KernelHas {
+            kmemleak: true,
+            fault_injection: true,
+        };
+        assert_eq!(
+            must_skip("read_records_match_the_signals", false, none),
+            None
+        );
+        for (name, when) in SKIPS {
+            let (lacking, having) = match when {
+                SkipWhen::NoEduDevice => (must_skip(name, false, all), must_skip(name, true, none)),
+                SkipWhen::NoKmemleak => (
+                    must_skip(name, true, none),
+                    must_skip(
+                        name,
+                        false,
+                        KernelHas {
+                            kmemleak: true,
+                            ..none
+                        },
+                    ),
+                ),
+                SkipWhen::NoFaultInjection => (
+                    must_skip(
+                        name,
+                        true,
+                        KernelHas {
+                            kmemleak: true,
+                            ..none
+                        },
+                    ),
+                    must_skip(
+                        name,
+                        false,
+                        KernelHas {
+                            fault_injection: true,
+                            ..none
+                        },
+                    ),
+                ),
+            };
+            assert_eq!((lacking, having), (Some(true), Some(false)), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_star_matches_any_run_and_nothing_more() {
+        assert!(glob("*", ""));
+        assert!(glob("a*", "a"));
+        assert!(glob("*b", "aab"));
+        assert!(!glob("*a", ""));
+        assert!(!glob("*a", "b"));
+        assert!(!glob("a*c", "abd"));
+        assert!(glob("a?c", "abc"));
+        assert!(!glob("a?c", "ac"));
+    }
+
+    #[test]
     fn a_filter_is_one_glob_or_several() {
         assert!(filter_matches("read_*", "read_records"));
         assert!(filter_matches("a_test,read_*", "read_records"));

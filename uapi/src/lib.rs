@@ -19,6 +19,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_names_are_the_words_the_cli_and_docs_print() {
+        let states: [&str; 5] = core::array::from_fn(|i| State::ALL[i].name());
+        assert_eq!(
+            states,
+            ["setup", "prepared", "running", "paused", "draining"]
+        );
+        let kinds: [&str; 8] = core::array::from_fn(|i| EventKind::ALL[i].name());
+        assert_eq!(
+            kinds,
+            ["prepared", "started", "stopped", "paused", "resumed", "period", "xrun", "draining"]
+        );
+        let points: [&str; 6] = core::array::from_fn(|i| DelayPoint::ALL[i].name());
+        assert_eq!(
+            points,
+            [
+                "delivery_holds_listener",
+                "delivery_after_xrun",
+                "detach_device_before_timer_stop",
+                "last_close_before_reset",
+                "timer_stall",
+                "read_before_put_back"
+            ]
+        );
+    }
+
+    #[test]
+    fn each_delay_point_has_its_own_bit_its_number() {
+        for (i, p) in DelayPoint::ALL.iter().enumerate() {
+            assert_eq!(*p as usize, i);
+            assert_eq!(p.bit(), 1u32 << i, "{}", p.name());
+        }
+    }
+
+    #[test]
+    fn dropped_sums_every_kind_of_drop() {
+        let s = ListenerStats {
+            dropped_queue_full: 1,
+            dropped_exited: 20,
+            dropped_execd: 300,
+            dropped_perm: 4000,
+            ..ListenerStats::default()
+        };
+        assert_eq!(s.dropped(), 4321);
+    }
+
+    #[test]
+    fn signals_carry_si_queue() {
+        // SI_QUEUE in include/uapi/asm-generic/siginfo.h: the only code whose si_int signalfd
+        // passes on (SI_USER and SI_KERNEL hide it).
+        assert_eq!(SI_CODE, -1);
+    }
+
+    #[test]
     fn ioctl_numbers_match_the_linux_macros() {
         // _IOW(0xBB, 1, 8 bytes) computed by hand: dir 1 << 30 | 8 << 16 | 0xBB << 8 | 1.
         assert_eq!(IOC_REGISTER, 0x4008_BB01);

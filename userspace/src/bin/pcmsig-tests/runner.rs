@@ -494,6 +494,18 @@ impl Limits {
     }
 }
 
+/// Measures the pace again with the test's process group stopped: a test spinning on a
+/// single vCPU would otherwise slow the sample down itself and buy its own extension (seen: a
+/// mutant's busy loop measured 10x and ran to the VM's limit). Whether the limit grew.
+fn remeasure_paused(pid: libc::pid_t, limits: &mut Limits) -> bool {
+    // SAFETY: signalling the test's own process group.
+    unsafe { libc::kill(-pid, libc::SIGSTOP) };
+    let grew = limits.remeasure();
+    // SAFETY: as above.
+    unsafe { libc::kill(-pid, libc::SIGCONT) };
+    grew
+}
+
 /// Runs `t` in a child process of its own group; kills the group when it makes no progress for
 /// the limit.
 fn run_one(t: &Test, limits: &mut Limits) -> Outcome {
@@ -592,7 +604,7 @@ fn run_one(t: &Test, limits: &mut Limits) -> Outcome {
             return Outcome::Fail;
         }
         let quiet = last_progress.elapsed();
-        if killed_after.is_none() && quiet >= limits.now() && !limits.remeasure() {
+        if killed_after.is_none() && quiet >= limits.now() && !remeasure_paused(pid, limits) {
             killed_after = Some(quiet);
             // SAFETY: signalling the test's own process group.
             unsafe { libc::kill(-pid, libc::SIGKILL) };
