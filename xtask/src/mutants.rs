@@ -487,28 +487,60 @@ impl flags::Mutants {
         out: &Path,
     ) -> Result<(Vec<Mutant>, Vec<Mutant>)> {
         let _ = std::fs::remove_dir_all(out);
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        // The chosen ones exactly: cargo-mutants takes them as a regex of their names.
-        let names: Vec<String> = chosen
+        // xtask's mutants against xtask's own unit tests (its integration tests drive the
+        // install scripts, no verdict code: 8 s a mutant for nothing); the crates' against all
+        // of their tests.
+        let (xtask, crates): (Vec<Mutant>, Vec<Mutant>) = chosen
             .iter()
-            .map(|m| format!("{}$", regex_escape(&m.what)))
-            .collect();
+            .cloned()
+            .partition(|m| m.file.starts_with("xtask/"));
+        let (mut caught, mut missed) = (Vec::new(), Vec::new());
+        for (group, list, test_args) in [
+            ("crates", crates, &[][..]),
+            ("xtask", xtask, &["--cargo-test-arg=--bin=xtask"][..]),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let (c, m) = self.cargo_mutants(tool, &list, &out.join(group), test_args)?;
+            caught.extend(c);
+            missed.extend(m);
+        }
+        Ok((caught, missed))
+    }
+
+    /// One cargo-mutants run of `chosen` (files and names), its results under `out`.
+    fn cargo_mutants(
+        &self,
+        tool: &Path,
+        chosen: &[Mutant],
+        out: &Path,
+        extra: &[&str],
+    ) -> Result<(Vec<Mutant>, Vec<Mutant>)> {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let mut cmd = std::process::Command::new(tool);
         cmd.current_dir(project_root())
             .arg("mutants")
             .arg("--output")
             .arg(out)
             .args(["--no-shuffle", "--baseline", "run", "--timeout", "120"])
-            .arg(format!("--jobs={}", self.jobs.unwrap_or(2)));
+            .arg(format!("--jobs={}", self.jobs.unwrap_or(2)))
+            .args(extra);
         let files: BTreeSet<&str> = chosen.iter().map(|m| m.file.as_str()).collect();
         for f in files {
             cmd.args(["-f", f]);
         }
+        // The chosen ones exactly: cargo-mutants takes them as regexes of their names.
+        let names: BTreeSet<String> = chosen
+            .iter()
+            .map(|m| format!("{}$", regex_escape(&m.what)))
+            .collect();
         for n in &names {
             cmd.args(["--re", n]);
         }
         println!(
-            "xtask: host mutants: cargo-mutants runs them (log: {})",
+            "xtask: host mutants: cargo-mutants runs {} (log: {})",
+            chosen.len(),
             out.join("mutants.out/debug.log").display()
         );
         let status = cmd.status().context("running cargo-mutants")?;
@@ -530,7 +562,7 @@ impl flags::Mutants {
                 .filter_map(|l| {
                     chosen
                         .iter()
-                        .find(|m| l.ends_with(&format!(": {}", m.what)) && l.starts_with(&m.file))
+                        .find(|m| l.starts_with(&m.file) && l.ends_with(&format!(": {}", m.what)))
                 })
                 .cloned()
                 .collect()

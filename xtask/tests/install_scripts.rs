@@ -548,7 +548,8 @@ fn ci_mode_adds_the_ci_tools() {
         "{log}"
     );
     assert!(
-        calls(&log, "cargo")[0].ends_with("bindgen-cli@0.73.2 action-validator@0.9.0"),
+        calls(&log, "cargo")[0]
+            .ends_with("bindgen-cli@0.73.2 action-validator@0.9.0 cargo-mutants@27.1.0"),
         "{log}"
     );
     // Without it, they are neither checked nor installed.
@@ -557,6 +558,21 @@ fn ci_mode_adds_the_ci_tools() {
     assert_eq!(code, 0, "{out}");
     assert!(!m.log().contains("shellcheck"));
     assert!(!out.contains("action-validator"), "{out}");
+    assert!(!out.contains("cargo-mutants"), "{out}");
+}
+
+#[test]
+fn pcmsig_mutants_adds_cargo_mutants_alone() {
+    let m = Machine::new("mutants");
+    m.offer_all().deb822("http://deb.debian.org/debian");
+    let (code, out) = m.run("ci/install-deps.sh", &[("PCMSIG_MUTANTS", "1")]);
+    assert_eq!(code, 0, "{out}");
+    let log = m.log();
+    assert!(
+        calls(&log, "cargo")[0].ends_with("bindgen-cli@0.73.2 cargo-mutants@27.1.0"),
+        "{log}"
+    );
+    assert!(!log.contains("shellcheck"), "{log}");
 }
 
 #[test]
