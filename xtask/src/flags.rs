@@ -251,6 +251,9 @@ xflags::xflags! {
             optional --shard k_of_n: String
             /// Only mutants in files matching this glob (repeatable), e.g. `module/stream.rs`.
             repeated --file glob: String
+            /// Only mutants whose `file:line: what` contains this text (repeatable), e.g.
+            /// `pcmsig.rs:284: replace - with +`.
+            repeated --mutant text: String
             /// Mutants run at once (default: the host's cores).
             optional --jobs n: usize
             /// Seconds before a mutant's VM is killed (default 180).

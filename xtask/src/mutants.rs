@@ -292,7 +292,7 @@ impl flags::Mutants {
         if module {
             let listed = list_module(&tool, &out, None)?;
             let chosen = list_module(&tool, &out, in_diff.as_deref())?;
-            let chosen = filter_files(chosen, &self.file);
+            let chosen = filter_names(filter_files(chosen, &self.file), &self.mutant);
             let chosen = shard(chosen, self.shard.as_deref())?;
             listed_all.extend(listed.iter().cloned());
             println!(
@@ -322,7 +322,10 @@ impl flags::Mutants {
         if host {
             let listed = list_host(&tool, None)?;
             listed_all.extend(listed.iter().cloned());
-            let chosen = filter_files(list_host(&tool, in_diff.as_deref())?, &self.file);
+            let chosen = filter_names(
+                filter_files(list_host(&tool, in_diff.as_deref())?, &self.file),
+                &self.mutant,
+            );
             let chosen = shard(chosen, self.shard.as_deref())?;
             println!(
                 "xtask: host mutants: {} of {} (contract, uapi, xtask's verdict code)",
@@ -829,6 +832,16 @@ fn filter_files(list: Vec<Mutant>, globs: &[String]) -> Vec<Mutant> {
         .collect()
 }
 
+/// Keeps the mutants whose `file:line: what` contains one of `texts` (all if there is none).
+fn filter_names(list: Vec<Mutant>, texts: &[String]) -> Vec<Mutant> {
+    if texts.is_empty() {
+        return list;
+    }
+    list.into_iter()
+        .filter(|m| texts.iter().any(|t| m.place().contains(t.as_str())))
+        .collect()
+}
+
 fn regex_escape(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
@@ -933,6 +946,17 @@ mod tests {
         assert!(parse_list("[{\"file\": \"a.rs\"}]").is_err());
         assert!(parse_list("{}").is_err());
         assert_eq!(parse_list("[]").unwrap(), []);
+    }
+
+    #[test]
+    fn files_and_names_narrow_the_list() {
+        let m = mutants();
+        assert_eq!(filter_files(m.clone(), &[]).len(), 2);
+        let only = filter_files(m.clone(), &["module/pcmsig*".to_string()]);
+        assert_eq!(only, [m[1].clone()]);
+        let named = filter_names(m.clone(), &["stream.rs:12: replace Ring".to_string()]);
+        assert_eq!(named, [m[0].clone()]);
+        assert!(filter_names(m, &["no such".to_string()]).is_empty());
     }
 
     #[test]

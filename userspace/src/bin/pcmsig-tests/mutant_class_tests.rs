@@ -5,6 +5,7 @@
 //! owes several periods at once, more records than one read takes, and the CLI's own words.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 
 use pcmsig::sys::{self, now_ns};
 use pcmsig::{uapi, Device, EventKind as K, FdReceiver, State, Trigger, WaitReceiver};
@@ -20,6 +21,7 @@ pub fn tests() -> Vec<Test> {
         the_stream_and_the_send_rule_follow_the_openers_and_callers_ids,
         a_finite_stream_started_again_after_it_stopped_runs_its_periods_again,
         take_stamps_reads_past_one_read_of_records,
+        a_read_writes_whole_records_and_not_a_byte_past_them,
         the_cli_demo_describes_each_event_in_plain_words,
     ]
 }
@@ -440,5 +442,41 @@ fn the_cli_demo_describes_each_event_in_plain_words() -> TestResult {
         ],
         "the statistics"
     );
+    Ok(())
+}
+
+/// A reader's buffer that is not a whole number of records (a struct array with a trailer, a
+/// byte count from another computation): read() fills whole records only, leaves the bytes
+/// after the last one untouched, and the records it did not take are read next, in order. The
+/// buffer takes 17 records (more than one 16-record batch) with 40 buffered.
+fn a_read_writes_whole_records_and_not_a_byte_past_them() -> TestResult {
+    const REC: usize = std::mem::size_of::<uapi::EventRecord>();
+    const TAIL: usize = REC / 2;
+    let dev = Device::open_nonblocking().ctx("open")?;
+    dev.inject_burst(K::Started, 40).ctx("inject")?;
+    let mut buf = vec![0xA5u8; 17 * REC + TAIL];
+    // SAFETY: `buf` is ours and has `buf.len()` writable bytes.
+    let n = unsafe { libc::read(dev.file().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    ensure_eq!(n, (17 * REC) as isize, "17 whole records");
+    ensure!(
+        buf[17 * REC..].iter().all(|&b| b == 0xA5),
+        "read() wrote past its last whole record: {:x?}",
+        &buf[17 * REC..]
+    );
+    let seqs: Vec<u32> = buf[..17 * REC]
+        .chunks_exact(REC)
+        // SAFETY: each chunk is REC bytes the module wrote as an EventRecord.
+        .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<uapi::EventRecord>()) }.seq)
+        .collect();
+    let rest: Vec<u32> = dev
+        .read_records(64)
+        .ctx("reading the rest")?
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    let all: Vec<u32> = seqs.iter().chain(&rest).copied().collect();
+    let want: Vec<u32> = (1..=40).collect();
+    ensure_eq!(all, want, "every record once, in order");
+    ensure_eq!(dev.stats().ctx("stats")?.read_overruns, 0);
     Ok(())
 }
