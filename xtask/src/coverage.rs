@@ -43,7 +43,7 @@ impl crate::flags::Coverage {
             let (ko, copy) = last_build(&out);
             let ports = [out.join("coverage.txt"), out.join("edu/coverage.txt")];
             let ports: Vec<PathBuf> = ports.into_iter().filter(|p| p.is_file()).collect();
-            print!("{}", report(&ko, &copy, &ports, &out)?);
+            print!("{}", report(&ko, &copy, &ports, &out, self.fault_kernel)?);
             return Ok(());
         }
         let test = crate::flags::Test {
@@ -505,6 +505,9 @@ pub struct Reason {
 /// The explanations file: `FILE:LINE | SOURCE | WHY` lines, `#` comments.
 pub const UNREACHED: &str = "xtask/coverage/unreached.txt";
 
+/// The lines only fault injection reaches, explained for a run on a kernel without it.
+pub const UNREACHED_WITHOUT_FAULTS: &str = "xtask/coverage/unreached-without-faults.txt";
+
 /// Parses the explanations file.
 pub fn parse_reasons(text: &str) -> Result<Vec<Reason>> {
     let mut out = Vec::new();
@@ -734,7 +737,13 @@ pub fn parse_per_line(text: &str) -> Result<BTreeMap<Line, Vec<String>>> {
 
 /// The whole report from the instrumented module and each VM's port file, written to `out`;
 /// returns the summary's first lines (per file and total) for the console.
-pub fn report(ko: &Path, copy_dir: &Path, ports: &[PathBuf], out: &Path) -> Result<String> {
+pub fn report(
+    ko: &Path,
+    copy_dir: &Path,
+    ports: &[PathBuf],
+    out: &Path,
+    faults: bool,
+) -> Result<String> {
     let objdump = |args: &[&str]| -> Result<String> {
         let o = std::process::Command::new("objdump")
             .args(args)
@@ -781,11 +790,19 @@ pub fn report(ko: &Path, copy_dir: &Path, ports: &[PathBuf], out: &Path) -> Resu
         bail!("{unmapped} table entries match no call site of the instrumented module");
     }
     let module_dir = project_root().join("module");
-    let reasons_path = project_root().join(UNREACHED);
-    let reasons = parse_reasons(
-        &std::fs::read_to_string(&reasons_path)
-            .with_context(|| format!("reading {}", reasons_path.display()))?,
-    )?;
+    // Without fault injection, the error paths only the fault sweep reaches are explained too
+    // (an entry there that a test reaches on such a kernel is stale, like any other).
+    let mut files = vec![UNREACHED];
+    if !faults {
+        files.push(UNREACHED_WITHOUT_FAULTS);
+    }
+    let mut reasons = Vec::new();
+    for f in files {
+        let p = project_root().join(f);
+        reasons.extend(parse_reasons(
+            &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+        )?);
+    }
     // The lines never run and the stale explanations: once, for the summary and the verdict.
     let (never, stale) = never_run(&hits, &module_dir, &reasons);
     let files = [

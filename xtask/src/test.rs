@@ -150,7 +150,13 @@ impl flags::Test {
         }
         if let Some((ko, copy)) = &instrumented {
             let failed = outcomes.iter().any(|o| !o.failures.is_empty());
-            match crate::coverage::report(ko, copy, &ports, &out) {
+            match crate::coverage::report(
+                ko,
+                copy,
+                &ports,
+                &out,
+                opts.flavour.kernel_has().fault_injection,
+            ) {
                 Ok(head) => {
                     print!("{head}");
                     println!(
