@@ -709,6 +709,24 @@ mod tests {
     }
 
     #[test]
+    fn each_kernel_runs_the_bugs_its_detectors_see() {
+        assert!(On::Normal.includes(false) && !On::Normal.includes(true));
+        assert!(On::Debug.includes(true) && !On::Debug.includes(false));
+        assert!(On::Both.includes(true) && On::Both.includes(false));
+        let normal = select(false, &[]).unwrap();
+        let debug = select(true, &[]).unwrap();
+        assert!(normal.iter().all(|b| b.on != On::Debug));
+        assert!(debug.iter().all(|b| b.on != On::Normal));
+        assert_eq!(
+            normal.len() + debug.len(),
+            CATALOGUE.len() + CATALOGUE.iter().filter(|b| b.on == On::Both).count()
+        );
+        let debug_only = CATALOGUE.iter().find(|b| b.on == On::Debug).unwrap();
+        assert!(select(false, &[debug_only.name.to_string()]).is_err());
+        assert!(select(false, &["no_such_bug".to_string()]).is_err());
+    }
+
+    #[test]
     fn every_seeded_bug_names_a_real_test_and_detector() {
         let tests = crate::paths::guest_test_sources();
         let classes: Vec<&str> = pcmsig_contract::KERNEL_PROBLEMS
