@@ -70,10 +70,10 @@ xflags::xflags! {
             optional --no-edu
             /// Stream the guest console while it runs.
             optional -v, --verbose
-            /// Only write the report again, from the last run's files (no build, no VM).
             /// The accelerator: auto (KVM if a trial boot under it works, else TCG; the answer
             /// is cached per host boot), kvm (fail if it does not work) or tcg.
             optional --accel mode: Accel
+            /// Only write the report again, from the last run's files (no build, no VM).
             optional --report-only
             /// Run on the fault-injection kernel (vm/fault.config), where the fault tests run
             /// and reach the error paths.
@@ -297,6 +297,12 @@ macro_rules! vm_options {
                     ..vm::Options::default()
                 };
                 $(o.$field = $value(self);)*
+                if o.cpus == Some(0) {
+                    anyhow::bail!("--cpus must be at least 1");
+                }
+                if o.quiet {
+                    crate::vm::accel::quiet();
+                }
                 Ok(o)
             }
         }

@@ -420,6 +420,39 @@ mod tests {
     }
 
     #[test]
+    fn zero_cpus_is_refused_by_name() {
+        let e = test_flags(&["--cpus", "0"]).vm_options().unwrap_err();
+        assert!(e.to_string().contains("--cpus"), "{e}");
+        assert_eq!(
+            test_flags(&["--cpus", "1"]).vm_options().unwrap().cpus,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn fail_fast_reaches_the_guest() {
+        let f = test_flags(&["--fail-fast"]);
+        let configs = f
+            .configs(
+                &f.vm_options().unwrap(),
+                Path::new("/nonexistent"),
+                Path::new("/tmp"),
+            )
+            .unwrap();
+        let word = format!("{}=1", pcmsig_contract::FAIL_FAST_ENV);
+        assert!(configs.iter().all(|c| c.env.contains(&word)));
+        let f = test_flags(&[]);
+        let configs = f
+            .configs(
+                &f.vm_options().unwrap(),
+                Path::new("/nonexistent"),
+                Path::new("/tmp"),
+            )
+            .unwrap();
+        assert!(configs.iter().all(|c| !c.env.contains(&word)));
+    }
+
+    #[test]
     fn each_kernel_gets_its_env_words() {
         let base = [
             format!("pcmsig_ktap={}", pcmsig_contract::KTAP_DEVICE),

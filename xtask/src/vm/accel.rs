@@ -94,6 +94,14 @@ const BANNER: &str = "Linux version";
 /// The device KVM needs.
 const KVM_DEVICE: &str = "/dev/kvm";
 
+/// Whether the decision is kept quiet (`-q`: only the verdict is printed).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps the accelerator line off the output (`-q`).
+pub fn quiet() {
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// This process's decision, once made.
 static DECIDED: OnceLock<Result<Decision, String>> = OnceLock::new();
 
@@ -102,7 +110,8 @@ static DECIDED: OnceLock<Result<Decision, String>> = OnceLock::new();
 pub fn decide(requested: Accel, tools: &Tools, kernel: &Kernel) -> Result<Decision> {
     let d = DECIDED.get_or_init(|| {
         let d = decide_uncached(requested, tools, kernel, Path::new(KVM_DEVICE));
-        if let Ok(d) = &d {
+        let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
+        if let (Ok(d), false) = (&d, quiet) {
             // On stderr: `exec`'s stdout is the guest command's.
             eprintln!("xtask: accelerator: {} ({})", d.engine.name(), d.why);
         }
