@@ -245,6 +245,8 @@ xflags::xflags! {
             optional --module
             /// Only the host crates' mutants (contract, uapi, xtask's verdict code).
             optional --host
+            /// Only the library's and CLI's mutants (their host tests, then the guest suite).
+            optional --lib
             /// Only mutants on lines changed since this git revision (the edit loop).
             optional --in-diff rev: String
             /// Only part K of N (0-based, `K/N`): every N-th mutant from the K-th.

@@ -17,9 +17,13 @@ pub const GUEST_BINS: &[&str] = &["pcmsig", "pcmsig-tests", "pcmsig-bench"];
 
 /// Builds the static guest programs; returns the directory holding them.
 pub fn build_guest() -> Result<PathBuf> {
+    build_guest_in(&project_root())
+}
+
+/// [`build_guest`] of the workspace at `root` (a changed copy: `cargo xtask mutants --lib`).
+pub fn build_guest_in(root: &Path) -> Result<PathBuf> {
     let sh = Shell::new()?;
-    let root = project_root();
-    let _dir = sh.push_dir(&root);
+    let _dir = sh.push_dir(root);
     let args = GUEST_BINS.iter().flat_map(|b| ["--bin", b]);
     cmd!(
         sh,

@@ -45,6 +45,17 @@ pub const HOST_FILES: &[&str] = &[
     "xtask/src/mutants.rs",
 ];
 
+/// The library's files (and the CLI's): their host tests first, then the guest suite.
+pub const LIB_FILES: &[&str] = &[
+    "userspace/src/lib.rs",
+    "userspace/src/device.rs",
+    "userspace/src/event.rs",
+    "userspace/src/receive.rs",
+    "userspace/src/sys.rs",
+    "userspace/src/cricket.rs",
+    "userspace/src/bin/pcmsig.rs",
+];
+
 /// Where cargo-mutants is installed (`cargo install --root`, beside bindgen).
 pub fn cargo_mutants_path() -> PathBuf {
     crate::tools::bindgen_path().with_file_name("cargo-mutants")
@@ -280,8 +291,8 @@ impl flags::Mutants {
             &std::fs::read_to_string(&equivalent_path)
                 .with_context(|| format!("reading {}", equivalent_path.display()))?,
         )?;
-        let (module, host) = match (self.module, self.host) {
-            (false, false) => (true, true),
+        let (module, host, lib) = match (self.module, self.host, self.lib) {
+            (false, false, false) => (true, true, true),
             other => other,
         };
         let mut problems = Vec::new();
@@ -320,10 +331,13 @@ impl flags::Mutants {
             }
         }
         if host {
-            let listed = list_host(&tool, None)?;
+            let listed = list_files(&tool, HOST_FILES, None)?;
             listed_all.extend(listed.iter().cloned());
             let chosen = filter_names(
-                filter_files(list_host(&tool, in_diff.as_deref())?, &self.file),
+                filter_files(
+                    list_files(&tool, HOST_FILES, in_diff.as_deref())?,
+                    &self.file,
+                ),
                 &self.mutant,
             );
             let chosen = shard(chosen, self.shard.as_deref())?;
@@ -350,6 +364,56 @@ impl flags::Mutants {
                 println!("xtask: host mutants: {line}");
                 summary += &format!("host: {line}\n");
                 missed_all.extend(missed);
+                killed_all.extend(caught);
+            }
+        }
+        if lib {
+            let listed = list_files(&tool, LIB_FILES, None)?;
+            listed_all.extend(listed.iter().cloned());
+            let chosen = filter_names(
+                filter_files(
+                    list_files(&tool, LIB_FILES, in_diff.as_deref())?,
+                    &self.file,
+                ),
+                &self.mutant,
+            );
+            let chosen = shard(chosen, self.shard.as_deref())?;
+            println!(
+                "xtask: library mutants: {} of {} (the pcmsig library and CLI)",
+                chosen.len(),
+                listed.len()
+            );
+            if self.list {
+                for m in &chosen {
+                    println!("{}", m.place());
+                }
+            } else if !chosen.is_empty() {
+                let t = Instant::now();
+                let dir = out.join("lib");
+                let _ = std::fs::remove_dir_all(dir.join("host"));
+                // The host tests first (cheap); what they miss boots the guest suite.
+                let (mut caught, survivors) =
+                    self.cargo_mutants(&tool, &chosen, &dir.join("host"), &[])?;
+                println!(
+                    "xtask: library mutants: {} caught by the host tests, {} to boot",
+                    caught.len(),
+                    survivors.len()
+                );
+                let outcomes = self.run_lib_vm(&survivors, &dir)?;
+                let line = write_reports(&dir, &outcomes, t.elapsed())?;
+                let line = format!(
+                    "{} caught by the host tests; of the rest: {line}",
+                    caught.len()
+                );
+                println!("xtask: library mutants: {line}");
+                summary += &format!("library: {line}\n");
+                for o in outcomes {
+                    match o.status {
+                        Status::Missed => missed_all.push(o.mutant),
+                        Status::Caught(_) | Status::Timeout(_) => caught.push(o.mutant),
+                        Status::Unviable(_) => {}
+                    }
+                }
                 killed_all.extend(caught);
             }
         }
@@ -393,13 +457,7 @@ impl flags::Mutants {
     /// baseline: the unchanged module must pass the suite, or every mutant would look caught.
     fn run_module(&self, chosen: &[Mutant], out: &Path) -> Result<Vec<Outcome>> {
         let _ = std::fs::remove_dir_all(out);
-        let opts = vm::Options {
-            kernel_src: self.kernel_src.clone(),
-            timeout: Some(self.timeout.unwrap_or(DEFAULT_TIMEOUT_S)),
-            quiet: true,
-            accel: self.accel.unwrap_or_default(),
-            ..vm::Options::default()
-        };
+        let opts = self.mutant_vm_options();
         let b = crate::build::build_all(&opts, false, true)?;
         let map = line_map()?;
         // The sources as they are now: an edit during the run cannot reach its mutants.
@@ -411,7 +469,16 @@ impl flags::Mutants {
             .max(1);
         // The baseline: the shipped module, the whole suite, plain VM.
         let t = Instant::now();
-        let base = boot_suite(&b, &opts, &b.ko, None, &out.join("baseline"), false, jobs)?;
+        let base = boot_suite(
+            &b,
+            &opts,
+            &b.ko,
+            &b.guest_dir,
+            None,
+            &out.join("baseline"),
+            false,
+            jobs,
+        )?;
         if let Status::Caught(by) | Status::Timeout(by) = status_of(&[("plain", &base)]) {
             bail!("the unchanged module fails the suite ({by}): fix that first (cargo xtask test)");
         }
@@ -480,6 +547,96 @@ impl flags::Mutants {
             }
         }
         Ok(done.into_iter().map(|(_, o)| o).collect())
+    }
+
+    /// Boots each library mutant the host tests missed: applied to one working copy of the
+    /// repository (its guest build incremental), the guest programs rebuilt, the whole suite
+    /// in the plain VM, then the edu VM; the file put back after each. One at a time.
+    fn run_lib_vm(&self, chosen: &[Mutant], out: &Path) -> Result<Vec<Outcome>> {
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        let opts = self.mutant_vm_options();
+        let b = crate::build::build_all(&opts, false, true)?;
+        let work = out.join("work");
+        sync_tracked_files(&work)?;
+        let t = Instant::now();
+        let guest = crate::guest::build_guest_in(&work)?;
+        let base = boot_suite(
+            &b,
+            &opts,
+            &b.ko,
+            &guest,
+            None,
+            &out.join("baseline"),
+            false,
+            1,
+        )?;
+        if let Status::Caught(by) | Status::Timeout(by) = status_of(&[("plain", &base)]) {
+            bail!(
+                "the unchanged library fails the suite ({by}): fix that first (cargo xtask test)"
+            );
+        }
+        println!(
+            "xtask: baseline (the unchanged library, whole suite) passed in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let mut outcomes = Vec::new();
+        for (i, m) in chosen.iter().enumerate() {
+            let t = Instant::now();
+            let file = work.join(&m.file);
+            let original = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            apply_diff(&m.diff, &work)?;
+            let dir = out.join(format!("{i:04}"));
+            let result = (|| -> Result<(Status, &'static str)> {
+                let guest = match crate::guest::build_guest_in(&work) {
+                    Ok(g) => g,
+                    Err(e) => return Ok((Status::Unviable(format!("{e:#}")), "build")),
+                };
+                let plain =
+                    boot_suite(&b, &opts, &b.ko, &guest, None, &dir.join("plain"), false, 1)?;
+                let s = status_of(&[("plain", &plain)]);
+                if s != Status::Missed {
+                    return Ok((s, "whole suite"));
+                }
+                let edu = boot_suite(&b, &opts, &b.ko, &guest, None, &dir.join("edu"), true, 1)?;
+                Ok((status_of(&[("edu", &edu)]), "whole suite"))
+            })();
+            std::fs::write(&file, &original)
+                .with_context(|| format!("putting back {}", file.display()))?;
+            let (status, stage) = result?;
+            let o = Outcome {
+                mutant: m.clone(),
+                status,
+                seconds: t.elapsed().as_secs_f64(),
+                stage,
+            };
+            println!(
+                "xtask: library mutant {}/{}: {} {} ({:.1} s, {})",
+                i + 1,
+                chosen.len(),
+                label(&o.status),
+                m.place(),
+                o.seconds,
+                o.stage
+            );
+            outcomes.push(o);
+        }
+        // The working copy's guest build back to the unchanged library.
+        crate::guest::build_guest_in(&work)?;
+        Ok(outcomes)
+    }
+
+    /// The VM options of every mutant's boot.
+    fn mutant_vm_options(&self) -> vm::Options {
+        vm::Options {
+            kernel_src: self.kernel_src.clone(),
+            timeout: Some(self.timeout.unwrap_or(DEFAULT_TIMEOUT_S)),
+            quiet: true,
+            accel: self.accel.unwrap_or_default(),
+            ..vm::Options::default()
+        }
     }
 
     /// Lets cargo-mutants run the host mutants with `cargo test`; (caught, missed).
@@ -629,18 +786,45 @@ fn one_module_mutant(
         // In the edu VM when a covering test needs the device (it skips without it).
         let edu = tests.iter().any(|t| needs_edu(t));
         let vm = if edu { "edu" } else { "plain" };
-        let j = boot_suite(b, opts, &ko, Some(&tests), &dir.join("covering"), edu, vms)?;
+        let j = boot_suite(
+            b,
+            opts,
+            &ko,
+            &b.guest_dir,
+            Some(&tests),
+            &dir.join("covering"),
+            edu,
+            vms,
+        )?;
         let s = status_of(&[(vm, &j)]);
         if s != Status::Missed {
             return Ok((s, "covering tests"));
         }
     }
-    let plain = boot_suite(b, opts, &ko, None, &dir.join("plain"), false, vms)?;
+    let plain = boot_suite(
+        b,
+        opts,
+        &ko,
+        &b.guest_dir,
+        None,
+        &dir.join("plain"),
+        false,
+        vms,
+    )?;
     let s = status_of(&[("plain", &plain)]);
     if s != Status::Missed {
         return Ok((s, "whole suite"));
     }
-    let edu = boot_suite(b, opts, &ko, None, &dir.join("edu"), true, vms)?;
+    let edu = boot_suite(
+        b,
+        opts,
+        &ko,
+        &b.guest_dir,
+        None,
+        &dir.join("edu"),
+        true,
+        vms,
+    )?;
     Ok((status_of(&[("edu", &edu)]), "whole suite"))
 }
 
@@ -652,10 +836,12 @@ fn needs_edu(name: &str) -> bool {
 }
 
 /// Boots `ko` with the suite (or only `tests`), in the plain VM or the `edu` one; its judgement.
+#[allow(clippy::too_many_arguments)]
 fn boot_suite(
     b: &crate::build::Built,
     opts: &vm::Options,
     ko: &Path,
+    guest: &Path,
     tests: Option<&[String]>,
     dir: &Path,
     edu: bool,
@@ -670,7 +856,7 @@ fn boot_suite(
             .with_context(|| format!("writing {}", f.display()))?;
         extra.push((f, pcmsig_contract::FILTER_FILE.to_string()));
     }
-    let initrd = crate::initramfs::build_initramfs(&b.tools, ko, &b.guest_dir, &extra, dir)?;
+    let initrd = crate::initramfs::build_initramfs(&b.tools, ko, guest, &extra, dir)?;
     let mut env = crate::test::test_env(opts.flavour);
     // One failure is the whole answer; and a mutant that makes a test wait forever is ended
     // by the runner's watchdog well before the VM's limit (the baseline passes with the same).
@@ -786,12 +972,12 @@ fn list_module(tool: &Path, out: &Path, in_diff: Option<&Path>) -> Result<Vec<Mu
     Ok(list)
 }
 
-/// cargo-mutants' list of the host files.
-fn list_host(tool: &Path, in_diff: Option<&Path>) -> Result<Vec<Mutant>> {
+/// cargo-mutants' list of the mutants in `files` (globs, relative to the repository).
+fn list_files(tool: &Path, files: &[&str], in_diff: Option<&Path>) -> Result<Vec<Mutant>> {
     let mut cmd = std::process::Command::new(tool);
     cmd.current_dir(project_root())
         .args(["mutants", "--list", "--json", "--diff"]);
-    for f in HOST_FILES {
+    for f in files {
         cmd.args(["-f", f]);
     }
     cmd.args(["--exclude-re", "tests::"]);
@@ -799,6 +985,38 @@ fn list_host(tool: &Path, in_diff: Option<&Path>) -> Result<Vec<Mutant>> {
         cmd.arg("--in-diff").arg(d);
     }
     parse_list(&run_listing(cmd)?)
+}
+
+/// Makes `work` a copy of the repository's tracked files as they are now (its `target/`, the
+/// incremental build, is kept).
+fn sync_tracked_files(work: &Path) -> Result<()> {
+    let root = project_root();
+    let o = std::process::Command::new("git")
+        .current_dir(&root)
+        .args(["ls-files", "-z"])
+        .output()
+        .context("running git ls-files")?;
+    if !o.status.success() {
+        bail!(
+            "git ls-files: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    for name in o.stdout.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let name = String::from_utf8_lossy(name).to_string();
+        let (from, to) = (root.join(&name), work.join(&name));
+        let Ok(text) = std::fs::read(&from) else {
+            continue; // deleted in the working tree
+        };
+        if std::fs::read(&to).ok().as_deref() == Some(text.as_slice()) {
+            continue;
+        }
+        if let Some(d) = to.parent() {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        std::fs::write(&to, &text).with_context(|| format!("writing {}", to.display()))?;
+    }
+    Ok(())
 }
 
 fn run_listing(mut cmd: std::process::Command) -> Result<String> {
