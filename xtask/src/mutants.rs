@@ -296,7 +296,11 @@ impl flags::Mutants {
             other => other,
         };
         let mut problems = Vec::new();
-        let mut listed_all = Vec::new();
+        // Every part's full list, whichever parts run: an explanation is stale only if its
+        // mutant is gone from all of them.
+        let mut listed_all = list_module(&tool, &out, None)?;
+        listed_all.extend(list_files(&tool, HOST_FILES, None)?);
+        listed_all.extend(list_files(&tool, LIB_FILES, None)?);
         let mut missed_all: Vec<Mutant> = Vec::new();
         let mut killed_all: Vec<Mutant> = Vec::new();
         let mut summary = String::new();
@@ -305,7 +309,6 @@ impl flags::Mutants {
             let chosen = list_module(&tool, &out, in_diff.as_deref())?;
             let chosen = filter_names(filter_files(chosen, &self.file), &self.mutant);
             let chosen = shard(chosen, self.shard.as_deref())?;
-            listed_all.extend(listed.iter().cloned());
             println!(
                 "xtask: module mutants: {} of {} listed by cargo-mutants {CARGO_MUTANTS_VERSION}",
                 chosen.len(),
@@ -332,7 +335,6 @@ impl flags::Mutants {
         }
         if host {
             let listed = list_files(&tool, HOST_FILES, None)?;
-            listed_all.extend(listed.iter().cloned());
             let chosen = filter_names(
                 filter_files(
                     list_files(&tool, HOST_FILES, in_diff.as_deref())?,
@@ -369,7 +371,6 @@ impl flags::Mutants {
         }
         if lib {
             let listed = list_files(&tool, LIB_FILES, None)?;
-            listed_all.extend(listed.iter().cloned());
             let chosen = filter_names(
                 filter_files(
                     list_files(&tool, LIB_FILES, in_diff.as_deref())?,
