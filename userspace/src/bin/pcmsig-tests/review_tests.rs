@@ -19,7 +19,10 @@ pub fn tests() -> Vec<Test> {
 
 /// The tests that reload the module (with delay points): they run with the race tests.
 pub fn reload_tests() -> Vec<Test> {
-    crate::tests![a_faulting_read_keeps_the_oldest_records_when_newer_ones_filled_the_buffer,]
+    crate::tests![
+        a_faulting_read_keeps_the_oldest_records_when_newer_ones_filled_the_buffer,
+        a_delay_point_holds_each_visit_until_it_is_released,
+    ]
 }
 
 const REC: usize = std::mem::size_of::<uapi::EventRecord>();
@@ -136,6 +139,46 @@ fn a_faulting_read_keeps_the_oldest_records_when_newer_ones_filled_the_buffer() 
         ensure_eq!(got, want, "the records left after the fault (seq, kind)");
         let s = dev.stats().ctx("stats")?;
         ensure_eq!(s.read_overruns, 8, "the 8 newest records counted as lost");
+        Ok(())
+    })
+}
+
+/// The windows the race tests act in: an enabled delay point holds every visit, not only the
+/// first, until a release, by the point's name or by any other write to the release file; a
+/// release by name turns nothing off (only `off` does). Two faulting reads, each held at the
+/// put-back point: the first released by name, the second by another word.
+fn a_delay_point_holds_each_visit_until_it_is_released() -> TestResult {
+    with_delay_points(&[DelayPoint::ReadBeforePutBack], || {
+        let dev = Arc::new(Device::open_nonblocking().ctx("open")?);
+        dev.inject_burst(K::Started, 4).ctx("inject")?;
+        let mem = HalfFaulting::new()?;
+        for by_name in [true, false] {
+            let before = hits()?;
+            // Room for one record, two asked for: the second's copy faults.
+            let buf = mem.buf(1);
+            let d = dev.clone();
+            let reader = call(move || {
+                use std::os::fd::AsRawFd;
+                // SAFETY: `buf` has one writable record, then an inaccessible page.
+                unsafe { libc::read(d.file().as_raw_fd(), buf as *mut libc::c_void, 2 * REC) }
+            })?;
+            wait_hits(before + 1)?;
+            ensure!(
+                !reader.returned_or_asleep_in(libc::SYS_read)?,
+                "the read did not wait at the put-back point (released by name: {by_name})"
+            );
+            if by_name {
+                release(DelayPoint::ReadBeforePutBack)?;
+            } else {
+                std::fs::write(crate::module_tests::RELEASE, "every point")
+                    .ctx("releasing every point")?;
+            }
+            ensure_eq!(
+                reader.join()?,
+                REC as isize,
+                "one whole record before the fault"
+            );
+        }
         Ok(())
     })
 }
