@@ -23,6 +23,7 @@ pub fn tests() -> Vec<Test> {
         take_stamps_reads_past_one_read_of_records,
         a_read_writes_whole_records_and_not_a_byte_past_them,
         signals_are_queued_while_a_realtime_thread_holds_the_cpu,
+        the_live_counts_follow_streams_files_and_listeners,
         the_cli_demo_describes_each_event_in_plain_words,
     ]
 }
@@ -549,6 +550,47 @@ fn signals_are_queued_while_a_realtime_thread_holds_the_cpu() -> TestResult {
     ensure!(
         seen,
         "no period's signal was queued during {waited_ms} ms of a real-time thread on CPU {cpu}"
+    );
+    Ok(())
+}
+
+/// debugfs `live_*` lines (what the fault sweep compares after each failed call, to name a
+/// leak by its call): (streams, files, listeners) alive now.
+fn live_counts() -> Result<(u64, u64, u64), String> {
+    let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs stats")?;
+    let get = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("no {name} line in:\n{text}"))
+    };
+    Ok((
+        get("live_streams")?,
+        get("live_files")?,
+        get("live_listeners")?,
+    ))
+}
+
+/// The counts of live objects rise with each open and registration and fall back when they
+/// are gone: a user's stream lives while a file of it is open, a file until its close, a
+/// listener until its file's close. (The fault sweep relies on them to name a leak.)
+fn the_live_counts_follow_streams_files_and_listeners() -> TestResult {
+    let (streams, files, listeners) = live_counts()?;
+    let sig = rt(4);
+    let a = listen(sig)?;
+    let b = Device::open().ctx("open")?;
+    ensure_eq!(
+        live_counts()?,
+        (streams + 1, files + 2, listeners + 1),
+        "one stream, two files, one listener more"
+    );
+    drop(a);
+    drop(b);
+    // The last close's work (the stream's reset and release) is done when close returns.
+    ensure_eq!(
+        live_counts()?,
+        (streams, files, listeners),
+        "all gone again"
     );
     Ok(())
 }
