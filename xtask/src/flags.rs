@@ -258,8 +258,11 @@ xflags::xflags! {
             repeated --mutant text: String
             /// Mutants run at once (default: the host's cores).
             optional --jobs n: usize
-            /// Seconds before a mutant's VM is killed (default 180).
+            /// Seconds before a mutant's VM is killed (default 150; the debug kernel's own).
             optional --timeout seconds: u64
+            /// Boot the mutants on the debug kernel (KASAN, lockdep, kmemleak: what the
+            /// suite's assertions cannot see, such as a leaked reference).
+            optional --debug-kernel
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
             /// The accelerator: auto (KVM if a trial boot under it works, else TCG; the answer

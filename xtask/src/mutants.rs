@@ -631,9 +631,18 @@ impl flags::Mutants {
 
     /// The VM options of every mutant's boot.
     fn mutant_vm_options(&self) -> vm::Options {
+        let flavour = if self.debug_kernel {
+            vm::Flavour::Debug
+        } else {
+            vm::Flavour::Normal
+        };
         vm::Options {
             kernel_src: self.kernel_src.clone(),
-            timeout: Some(self.timeout.unwrap_or(DEFAULT_TIMEOUT_S)),
+            flavour,
+            // The debug kernel keeps its own, far longer, limits.
+            timeout: self
+                .timeout
+                .or((flavour == vm::Flavour::Normal).then_some(DEFAULT_TIMEOUT_S)),
             quiet: true,
             accel: self.accel.unwrap_or_default(),
             ..vm::Options::default()
@@ -862,7 +871,9 @@ fn boot_suite(
     // One failure is the whole answer; and a mutant that makes a test wait forever is ended
     // by the runner's watchdog well before the VM's limit (the baseline passes with the same).
     env.push(format!("{}=1", pcmsig_contract::FAIL_FAST_ENV));
-    env.push(format!("PCMSIG_TEST_TIMEOUT={MUTANT_TEST_TIMEOUT_S}"));
+    if opts.flavour == vm::Flavour::Normal {
+        env.push(format!("PCMSIG_TEST_TIMEOUT={MUTANT_TEST_TIMEOUT_S}"));
+    }
     let mut qemu = opts.qemu_args.clone();
     if edu {
         qemu.extend(["-device".to_string(), "edu".to_string()]);
