@@ -22,7 +22,6 @@ pub fn tests() -> Vec<Test> {
         a_finite_stream_started_again_after_it_stopped_runs_its_periods_again,
         take_stamps_reads_past_one_read_of_records,
         a_read_writes_whole_records_and_not_a_byte_past_them,
-        signals_are_queued_while_a_realtime_thread_holds_the_cpu,
         the_live_counts_follow_streams_files_and_listeners,
         the_cli_demo_describes_each_event_in_plain_words,
     ]
@@ -480,77 +479,6 @@ fn a_read_writes_whole_records_and_not_a_byte_past_them() -> TestResult {
     let want: Vec<u32> = (1..=40).collect();
     ensure_eq!(all, want, "every record once, in order");
     ensure_eq!(dev.stats().ctx("stats")?.read_overruns, 0);
-    Ok(())
-}
-
-/// An audio application's real-time thread (SCHED_FIFO) spinning on the CPU the stream's timer
-/// fires on: the period's signal is queued to it at once, in the interrupt's softirq, not by a
-/// kernel thread that could only run once the real-time thread yields. The thread stays on one
-/// CPU and, spinning at real-time priority, watches its pending set: no sleep, no yield.
-fn signals_are_queued_while_a_realtime_thread_holds_the_cpu() -> TestResult {
-    let sig = rt(3);
-    let dev = listen(sig)?;
-    // Pinned to the CPU it runs on, which is where its START arms the timer.
-    // SAFETY: sched_getcpu has no preconditions.
-    let cpu = unsafe { libc::sched_getcpu() };
-    ensure!(
-        cpu >= 0,
-        "sched_getcpu: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; `cpu` is a CPU number the kernel gave us.
-    unsafe { libc::CPU_SET(cpu as usize, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
-    ensure_eq!(
-        r,
-        0,
-        "sched_setaffinity: {}",
-        std::io::Error::last_os_error()
-    );
-    dev.configure(1_000, 0).ctx("configure")?;
-    dev.trigger(Trigger::Start).ctx("start")?;
-    // Take the signals of START (already queued when the ioctl returned) off the set.
-    let set_of = SignalSet::of(&[sig.number()]);
-    while sys::sigtimedwait(&set_of, std::time::Duration::ZERO)
-        .ctx("sigtimedwait")?
-        .is_some()
-    {}
-    let param = libc::sched_param { sched_priority: 50 };
-    // SAFETY: our own thread, a valid policy and parameter.
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-    ensure_eq!(
-        r,
-        0,
-        "sched_setscheduler: {}",
-        std::io::Error::last_os_error()
-    );
-    let start = now_ns();
-    let mut seen = false;
-    // 1 ms periods: a signal within 200 ms (the kernel's real-time throttling leaves 50 ms of
-    // each second to other tasks, so a deferred delivery could sneak in only after 950 ms).
-    while now_ns() - start < 200_000_000 {
-        // SAFETY: a zeroed sigset_t is valid for sigpending to fill.
-        let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        unsafe { libc::sigpending(&mut pending) };
-        // SAFETY: `pending` was filled by sigpending.
-        if unsafe { libc::sigismember(&pending, sig.number()) } == 1 {
-            seen = true;
-            break;
-        }
-    }
-    let waited_ms = (now_ns() - start) / 1_000_000;
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: back to the normal policy.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
-    dev.trigger(Trigger::Stop).ctx("stop")?;
-    ensure!(
-        seen,
-        "no period's signal was queued during {waited_ms} ms of a real-time thread on CPU {cpu}"
-    );
     Ok(())
 }
 
