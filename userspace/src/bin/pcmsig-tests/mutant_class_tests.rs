@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 
-use pcmsig::sys::{self, now_ns, SignalSet};
+use pcmsig::sys::{self, now_ns};
 use pcmsig::{uapi, Device, EventKind as K, FdReceiver, State, Trigger, WaitReceiver};
 
 use crate::common::*;
