@@ -1385,7 +1385,9 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
 /// `test_delivery_delay_ms` hook), so long that no machine's slowness can make a delivery come
 /// first; `f` gets the release (a write to debugfs), which the tests call as soon as they have
 /// looked. Afterwards the module is loaded as init did.
-fn with_delivery_held(f: impl FnOnce(&dyn Fn() -> TestResult) -> TestResult) -> TestResult {
+pub(crate) fn with_delivery_held(
+    f: impl FnOnce(&dyn Fn() -> TestResult) -> TestResult,
+) -> TestResult {
     const HOLD_MS: u64 = 60_000;
     let release = || std::fs::write(RELEASE, "1").ctx("release the delivery");
     with_module_params(&format!("test_delivery_delay_ms={HOLD_MS}"), || f(&release))

@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use pcmsig::{uapi, uapi::DelayPoint, Device, EventKind as K};
+use pcmsig::sys::{self, SignalSet};
+use pcmsig::{uapi, uapi::DelayPoint, Device, EventKind as K, Trigger};
 
 use crate::common::*;
 use crate::race_tests::{hits, release, wait_hits, with_delay_points};
-use crate::runner::{Context, Test, TestResult};
+use crate::runner::{Context, Test, TestResult, QUIET};
 use crate::{ensure, ensure_eq};
 
 /// The tests that keep the module as init loaded it.
@@ -22,6 +23,7 @@ pub fn reload_tests() -> Vec<Test> {
     crate::tests![
         a_faulting_read_keeps_the_oldest_records_when_newer_ones_filled_the_buffer,
         a_delay_point_holds_each_visit_until_it_is_released,
+        an_xrun_is_signalled_when_ioctls_have_filled_the_pending_queue,
     ]
 }
 
@@ -179,6 +181,80 @@ fn a_delay_point_holds_each_visit_until_it_is_released() -> TestResult {
                 "one whole record before the fault"
             );
         }
+        Ok(())
+    })
+}
+
+/// Finding 6 of the module review, a state without its event: with delivery held back, ioctls
+/// fill the stream's pending queue (each waits for its delivery on a thread of its own); then
+/// the timer's period finds it full and the stream goes to Xrun. Its listener must hear the
+/// Xrun (the old driver dropped the event in silence: GET_STATS said Xrun, and no one heard
+/// it). The ioctls may fill the queue only as far as they are allowed: an inject past that
+/// returns EAGAIN at once.
+fn an_xrun_is_signalled_when_ioctls_have_filled_the_pending_queue() -> TestResult {
+    crate::module_tests::with_delivery_held(|release| {
+        let sig = rt(5);
+        let dev = Arc::new(listen(sig)?);
+        let mut waiting = Vec::new();
+        // Runs an emitting ioctl on a thread: `None` while it waits for its delivery, else
+        // what it returned at once.
+        let mut emit = |f: Box<dyn FnOnce() -> pcmsig::Result<()> + Send>| {
+            let c = call(f)?;
+            if c.returned_or_asleep_in(libc::SYS_ioctl)? {
+                return Ok::<_, String>(Some(c.join()?));
+            }
+            waiting.push(c);
+            Ok(None)
+        };
+        let d = dev.clone();
+        // One period a second: the queue is full long before the first one is due.
+        let r = emit(Box::new(move || d.configure(1_000_000, 0)))?;
+        ensure!(r.is_none(), "configure returned at once: {r:?}");
+        let d = dev.clone();
+        let r = emit(Box::new(move || d.trigger(Trigger::Start)))?;
+        ensure!(r.is_none(), "start returned at once: {r:?}");
+        // Bursts of 64, then of 32, ... 1, each size until one is refused: the queue as full
+        // as the ioctls may make it.
+        let mut injected = 0u32;
+        let mut n = uapi::BURST_MAX;
+        while n > 0 {
+            let d = dev.clone();
+            match emit(Box::new(move || d.inject_burst(K::Started, n)))? {
+                None => injected += n,
+                Some(Err(e)) if e.errno() == Some(libc::EAGAIN) => n /= 2,
+                Some(other) => return Err(format!("an inject returned at once: {other:?}")),
+            }
+            ensure!(
+                injected <= 2 * uapi::READ_QUEUE_LEN,
+                "the queue never filled"
+            );
+        }
+        // The period comes (a hang guard), finds the queue full: the stream is in Xrun.
+        let deadline = std::time::Instant::now() + crate::runner::hang_guard();
+        while pcmsig::State::from_u32(dev.stats().ctx("stats")?.state) != Some(pcmsig::State::Xrun)
+        {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "no xrun after {injected} injected events"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        release()?;
+        for c in waiting {
+            c.join()?.ctx("an ioctl waiting for its delivery")?;
+        }
+        let mut kinds = Vec::new();
+        while let Some(info) =
+            sys::sigtimedwait(&SignalSet::from(&[sig][..]), QUIET).ctx("sigtimedwait")?
+        {
+            kinds.push(pcmsig::Event::decode(&info).map(|e| e.kind));
+        }
+        ensure_eq!(
+            kinds.last().copied().flatten(),
+            Some(K::Xrun),
+            "the last signal of {} ({injected} injected)",
+            kinds.len()
+        );
         Ok(())
     })
 }
