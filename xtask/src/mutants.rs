@@ -547,7 +547,74 @@ impl flags::Mutants {
                 bail!("{}: {e}", o.mutant.place());
             }
         }
-        Ok(done.into_iter().map(|(_, o)| o).collect())
+        let mut outcomes: Vec<Outcome> = done.into_iter().map(|(_, o)| o).collect();
+        if !self.debug_kernel && !self.no_debug_retry {
+            self.retry_on_debug_kernel(&mut outcomes, &source, out)?;
+        }
+        Ok(outcomes)
+    }
+
+    /// A survivor of the normal kernel may be a bug only the debug kernel's detectors see (a
+    /// reference never put: kmemleak; a use after free: KASAN): each is built for the debug
+    /// kernel and booted there with the whole suite (plain VM) before it is called missed.
+    fn retry_on_debug_kernel(
+        &self,
+        outcomes: &mut [Outcome],
+        source: &Path,
+        out: &Path,
+    ) -> Result<()> {
+        let survivors: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| outcomes[i].status == Status::Missed)
+            .collect();
+        if survivors.is_empty() {
+            return Ok(());
+        }
+        let opts = vm::Options {
+            flavour: vm::Flavour::Debug,
+            timeout: self.timeout,
+            ..self.mutant_vm_options()
+        };
+        println!(
+            "xtask: {} survivor(s) of the normal kernel: each booted on the debug kernel (KASAN, lockdep, kmemleak; about 5 minutes each; --no-debug-retry skips this)",
+            survivors.len()
+        );
+        let b = crate::build::build_all(&opts, false, true)?;
+        for (k, i) in survivors.into_iter().enumerate() {
+            let t = Instant::now();
+            let o = &mut outcomes[i];
+            let dir = out.join(format!("debug-{k:04}"));
+            let ko = crate::kbuild::build_variant_of(
+                source,
+                &b.tools,
+                &b.kernel,
+                &dir,
+                &o.mutant.place(),
+                |module_dir| apply_diff(&o.mutant.diff, module_dir.parent().unwrap_or(module_dir)),
+            )?;
+            let j = boot_suite(
+                &b,
+                &opts,
+                &ko,
+                &b.guest_dir,
+                None,
+                &dir.join("plain"),
+                false,
+                1,
+            )?;
+            let status = status_of(&[("debug plain", &j)]);
+            o.seconds += t.elapsed().as_secs_f64();
+            println!(
+                "xtask: on the debug kernel: {} {} ({:.1} s)",
+                label(&status),
+                o.mutant.place(),
+                t.elapsed().as_secs_f64()
+            );
+            if status != Status::Missed {
+                o.stage = "whole suite, debug kernel";
+                o.status = status;
+            }
+        }
+        Ok(())
     }
 
     /// Boots each library mutant the host tests missed: applied to one working copy of the

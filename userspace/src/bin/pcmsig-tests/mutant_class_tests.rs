@@ -23,6 +23,8 @@ pub fn tests() -> Vec<Test> {
         take_stamps_reads_past_one_read_of_records,
         a_read_writes_whole_records_and_not_a_byte_past_them,
         the_live_counts_follow_streams_files_and_listeners,
+        the_cli_stream_and_stats_commands_drive_and_report_the_stream,
+        the_cli_listener_says_how_many_events_it_missed,
         the_cli_demo_describes_each_event_in_plain_words,
     ]
 }
@@ -520,5 +522,122 @@ fn the_live_counts_follow_streams_files_and_listeners() -> TestResult {
         (streams, files, listeners),
         "all gone again"
     );
+    Ok(())
+}
+
+/// `/bin/pcmsig ARGS`: its standard output, or why it failed.
+fn cli(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("/bin/pcmsig")
+        .args(args)
+        .output()
+        .ctx("running /bin/pcmsig")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "pcmsig {}: {}\n{text}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(text)
+}
+
+/// The CLI drives the caller's stream and reports it in words: `pcmsig stream start` configures
+/// and starts it, `stream stop` stops it, `stats` shows the counters again; a file of the test's
+/// own keeps the stream between the commands (and sees their events). A 10 s period: no period
+/// is due while the commands run.
+fn the_cli_stream_and_stats_commands_drive_and_report_the_stream() -> TestResult {
+    let dev = Device::open_nonblocking().ctx("open")?;
+    let first = |text: String| text.lines().next().unwrap_or_default().to_string();
+    let out = first(cli(&[
+        "stream",
+        "start",
+        "--period-us",
+        "10000000",
+        "--periods",
+        "5",
+    ])?);
+    ensure_eq!(
+        out,
+        "state running, 0 listener(s), 2 events, 0 periods this run"
+    );
+    ensure_eq!(
+        State::from_u32(dev.stats().ctx("stats")?.state),
+        Some(State::Running)
+    );
+    let out = first(cli(&["stream", "stop"])?);
+    ensure_eq!(
+        out,
+        "state stopped, 0 listener(s), 3 events, 0 periods this run"
+    );
+    let out = first(cli(&["stats"])?);
+    ensure_eq!(
+        out,
+        "state stopped, 0 listener(s), 3 events, 0 periods this run"
+    );
+    let kinds: Vec<u16> = dev
+        .read_records(8)
+        .ctx("read")?
+        .iter()
+        .map(|r| r.kind)
+        .collect();
+    ensure_eq!(
+        kinds,
+        vec![K::Prepared as u16, K::Started as u16, K::Stopped as u16],
+        "the commands' events"
+    );
+    Ok(())
+}
+
+/// `pcmsig listen` tells its user when events were lost: its signal queue holds one signal
+/// (RLIMIT_SIGPENDING 1), the listener is stopped while a burst of five arrives (one queued,
+/// four dropped), then resumed; the next event is marked with the four it missed.
+fn the_cli_listener_says_how_many_events_it_missed() -> TestResult {
+    use std::io::BufRead;
+    set_sigpending_limit(1)?;
+    let dev = Device::open_nonblocking().ctx("open")?;
+    let mut child = std::process::Command::new("/bin/pcmsig")
+        .args(["listen", "--count", "2", "--timeout-ms", "20000"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ctx("spawning pcmsig listen")?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut lines = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let mut next = || -> Result<String, String> {
+        lines
+            .next()
+            .ok_or("pcmsig listen ended early")?
+            .ctx("reading pcmsig listen")
+    };
+    let ready = next()?;
+    ensure!(
+        ready.starts_with("listening on SIGRTMIN (wait mode)"),
+        "{ready:?}"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).ctx("SIGSTOP")?;
+    // Stopped: its SIGSTOP was taken off its queue, which has room for one signal again.
+    let stopped = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WUNTRACED))
+        .ctx("waiting for the stop")?;
+    ensure!(
+        matches!(stopped, nix::sys::wait::WaitStatus::Stopped(..)),
+        "{stopped:?}"
+    );
+    dev.inject_burst(K::Started, 5).ctx("burst")?;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).ctx("SIGCONT")?;
+    let one = next()?;
+    dev.inject(K::Stopped).ctx("inject")?;
+    let two = next()?;
+    let status = child.wait().ctx("waiting for pcmsig listen")?;
+    ensure!(status.success(), "pcmsig listen: {status}");
+    ensure!(
+        one.starts_with("stream started (latency ") && !one.contains("missed"),
+        "the first: {one:?}"
+    );
+    ensure!(
+        two.starts_with("stream stopped (latency ") && two.ends_with(" [4 missed]"),
+        "the event after the four dropped: {two:?}"
+    );
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(s.total.dropped_queue_full, 4, "the four counted as dropped");
     Ok(())
 }
