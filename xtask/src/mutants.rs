@@ -966,7 +966,12 @@ pub fn apply_diff(diff: &str, root: &Path) -> Result<()> {
     let target = root.join(file.trim());
     let original = std::fs::read_to_string(&target)
         .with_context(|| format!("reading {}", target.display()))?;
-    let patch = diffy::Patch::from_str(diff).context("parsing a mutant's diff")?;
+    // cargo-mutants puts the mutant's description where the new file's name goes (`+++
+    // replace f -> &str with "xyzzy"`), which diffy reads as a file name and may refuse:
+    // the hunks alone, under plain names.
+    let hunks = diff.splitn(3, '\n').nth(2).unwrap_or("");
+    let normalized = format!("--- a\n+++ b\n{hunks}");
+    let patch = diffy::Patch::from_str(&normalized).context("parsing a mutant's diff")?;
     let patched = diffy::apply(&original, &patch)
         .map_err(|e| anyhow::anyhow!("a mutant's diff does not apply to {file}: {e}"))?;
     std::fs::write(&target, patched).with_context(|| format!("writing {}", target.display()))
@@ -1372,6 +1377,13 @@ mod tests {
         );
         // Applied again, its context no longer matches.
         assert!(apply_diff(diff, &dir).is_err());
+        // A description with quotes where the new file's name goes.
+        let quoted = "--- module/pcmsig.rs\n+++ replace name -> &str with \"xyzzy\"\n@@ -1,3 +1,3 @@\n x\n-a <= b\n+\"xyzzy\"\n y\n";
+        apply_diff(quoted, &dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("module/pcmsig.rs")).unwrap(),
+            "x\n\"xyzzy\"\ny\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
