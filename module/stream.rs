@@ -35,10 +35,16 @@ use kernel::{
 };
 
 /// Capacity of the stream's queue of emitted, not yet delivered events.
-const PENDING_CAP: usize = 256;
+const PENDING_CAP: usize = uapi::PENDING_LEN as usize;
 /// The timer stops with an xrun rather than fill more than this much of `pending`, so that
 /// ioctls always find room for their events.
 const PENDING_TIMER_LIMIT: usize = PENDING_CAP / 2;
+/// Events the ioctls may have in `pending` at once: the last slot is the timer's, for the Xrun
+/// of a period that finds the queue at the timer's limit whatever the ioctls queued, so that no
+/// state is entered without its event. (The module review found that Xrun dropped in silence
+/// when ioctls had filled the queue while delivery lagged.)
+const PENDING_IOCTL_LIMIT: usize = uapi::PENDING_IOCTL_MAX as usize;
+const _: () = assert!(PENDING_IOCTL_LIMIT < PENDING_CAP && PENDING_TIMER_LIMIT < PENDING_IOCTL_LIMIT);
 /// Records each open file buffers for `read()`.
 pub(crate) const READ_CAP: usize = uapi::READ_QUEUE_LEN as usize;
 /// Events the work item takes from `pending` at a time: per listener, the thread is resolved
@@ -431,7 +437,9 @@ impl StreamInner {
     /// Accounts for one elapsed period stamped `stamp`; returns `false` when the stream stops.
     fn period(&mut self, source: EventSource, stamp: u64) -> bool {
         if self.pending.len() >= PENDING_TIMER_LIMIT {
-            // Delivery cannot keep up: an xrun, as when a ring buffer overflows.
+            // Delivery cannot keep up: an xrun, as when a ring buffer overflows. The ioctls
+            // left room for it (`PENDING_IOCTL_LIMIT`), and the timer adds nothing past its
+            // limit, so it cannot fail.
             self.state = State::Xrun;
             let _ = self.emit(EventKind::Xrun, source);
             return false;
@@ -450,6 +458,15 @@ impl StreamInner {
     /// Emits one event; returns its sequence number, or `EAGAIN` if the pending queue is full.
     fn emit(&mut self, kind: EventKind, source: EventSource) -> Result<u64> {
         self.emit_at(kind, source, now_ns())
+    }
+
+    /// Emits one event of an ioctl: `EAGAIN` once the ioctls' share of the pending queue
+    /// ([`PENDING_IOCTL_LIMIT`]) is full, so that the timer's state events always find room.
+    fn emit_ioctl(&mut self, kind: EventKind) -> Result<u64> {
+        if self.pending.len() >= PENDING_IOCTL_LIMIT {
+            return Err(EAGAIN);
+        }
+        self.emit(kind, EventSource::Ioctl)
     }
 
     /// Emits one event that happened at `timestamp_ns` (`CLOCK_MONOTONIC`).
@@ -782,13 +799,13 @@ impl Stream {
             let _control = self.control.lock();
             self.check_emitter()?;
             let mut inner = self.inner.lock();
-            let room = PENDING_CAP.saturating_sub(inner.pending.len());
+            let room = PENDING_IOCTL_LIMIT.saturating_sub(inner.pending.len());
             if usize::try_from(count).map_or(true, |c| c > room) {
                 return Err(EAGAIN);
             }
             let mut last = 0;
             for _ in 0..count {
-                last = inner.emit(kind, EventSource::Ioctl)?;
+                last = inner.emit_ioctl(kind)?;
             }
             last
         };
@@ -833,7 +850,7 @@ impl Stream {
                 State::Running | State::Paused | State::Draining => return Err(EBUSY),
                 State::Setup | State::Prepared | State::Stopped | State::Xrun => {}
             }
-            let seq = inner.emit(EventKind::Prepared, EventSource::Ioctl)?;
+            let seq = inner.emit_ioctl(EventKind::Prepared)?;
             inner.config = config;
             inner.state = State::Prepared;
             inner.periods = 0;
@@ -851,7 +868,7 @@ impl Stream {
             let (seq, timer) = {
                 let mut inner = self.inner.lock();
                 let (next, kind, timer) = transition(cmd, inner.state).ok_or(EBADFD)?;
-                let seq = inner.emit(kind, EventSource::Ioctl)?;
+                let seq = inner.emit_ioctl(kind)?;
                 inner.state = next;
                 if cmd == Trigger::Start {
                     inner.periods = 0;

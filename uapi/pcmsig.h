@@ -105,6 +105,8 @@ enum pcmsig_event_source {
 #define PCMSIG_PERIOD_US_MIN 100
 #define PCMSIG_PERIOD_US_MAX 10000000
 #define PCMSIG_BURST_MAX 64
+#define PCMSIG_PENDING_LEN 256
+#define PCMSIG_PENDING_IOCTL_MAX 255
 #define PCMSIG_STALL_PERIODS_MAX 64
 #define PCMSIG_READ_QUEUE_LEN 256
 #define PCMSIG_SIGRT_MIN 32 /* the kernel's, not glibc's SIGRTMIN */

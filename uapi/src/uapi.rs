@@ -226,6 +226,14 @@ pub const IOC_INJECT_BURST: u32 = ioc(IOC_WRITE, 0x07, core::mem::size_of::<Burs
 /// Most events one [`IOC_INJECT_BURST`] emits.
 pub const BURST_MAX: u32 = 64;
 
+/// Events a stream holds between their emission and their delivery to every open file.
+pub const PENDING_LEN: u32 = 256;
+
+/// Of those, how many the emitting ioctls (configure, trigger, inject) may hold: an ioctl that
+/// would pass it fails with `EAGAIN` and emits nothing. The rest is the timer's, so that a stream
+/// never enters Xrun without its Xrun event.
+pub const PENDING_IOCTL_MAX: u32 = PENDING_LEN - 1;
+
 const _: () = assert!(core::mem::size_of::<Stats>() < (1 << 14));
 const _: () = assert!(core::mem::size_of::<EventRecord>() == 16);
 

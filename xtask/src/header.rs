@@ -155,6 +155,12 @@ fn constants(w: &mut String) {
     let _ = writeln!(w, "#define PCMSIG_PERIOD_US_MIN {}", u::PERIOD_US_MIN);
     let _ = writeln!(w, "#define PCMSIG_PERIOD_US_MAX {}", u::PERIOD_US_MAX);
     let _ = writeln!(w, "#define PCMSIG_BURST_MAX {}", u::BURST_MAX);
+    let _ = writeln!(w, "#define PCMSIG_PENDING_LEN {}", u::PENDING_LEN);
+    let _ = writeln!(
+        w,
+        "#define PCMSIG_PENDING_IOCTL_MAX {}",
+        u::PENDING_IOCTL_MAX
+    );
     let _ = writeln!(
         w,
         "#define PCMSIG_STALL_PERIODS_MAX {}",

@@ -189,8 +189,8 @@ fn a_delay_point_holds_each_visit_until_it_is_released() -> TestResult {
 /// fill the stream's pending queue (each waits for its delivery on a thread of its own); then
 /// the timer's period finds it full and the stream goes to Xrun. Its listener must hear the
 /// Xrun (the old driver dropped the event in silence: GET_STATS said Xrun, and no one heard
-/// it). The ioctls may fill the queue only as far as they are allowed: an inject past that
-/// returns EAGAIN at once.
+/// it). The ioctls may fill the queue only as far as they are allowed
+/// (`uapi::PENDING_IOCTL_MAX`): an inject past that returns EAGAIN at once.
 fn an_xrun_is_signalled_when_ioctls_have_filled_the_pending_queue() -> TestResult {
     crate::module_tests::with_delivery_held(|release| {
         let sig = rt(5);
@@ -229,6 +229,12 @@ fn an_xrun_is_signalled_when_ioctls_have_filled_the_pending_queue() -> TestResul
                 "the queue never filled"
             );
         }
+        // Configure's and start's events and the injected ones: as many as the ioctls may hold.
+        ensure_eq!(
+            injected + 2,
+            uapi::PENDING_IOCTL_MAX,
+            "events the ioctls could queue"
+        );
         // The period comes (a hang guard), finds the queue full: the stream is in Xrun.
         let deadline = std::time::Instant::now() + crate::runner::hang_guard();
         while pcmsig::State::from_u32(dev.stats().ctx("stats")?.state) != Some(pcmsig::State::Xrun)
