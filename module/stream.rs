@@ -291,6 +291,7 @@ impl OpenFile {
         };
         crate::delay::spin_at(DelayPoint::DeliveryHoldsListener);
         let target = listener.thread.resolve(&self.opener);
+        crate::delay::spin_at(DelayPoint::DeliveryBeforeSend);
         let mut stats = ListenerStats::default();
         for (ev, full) in batch.iter().zip(full.iter_mut()) {
             let Some(kind) = ev.kind() else {

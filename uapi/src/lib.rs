@@ -30,7 +30,7 @@ mod tests {
             kinds,
             ["prepared", "started", "stopped", "paused", "resumed", "period", "xrun", "draining"]
         );
-        let points: [&str; 6] = core::array::from_fn(|i| DelayPoint::ALL[i].name());
+        let points: [&str; 7] = core::array::from_fn(|i| DelayPoint::ALL[i].name());
         assert_eq!(
             points,
             [
@@ -39,7 +39,8 @@ mod tests {
                 "detach_device_before_timer_stop",
                 "last_close_before_reset",
                 "timer_stall",
-                "read_before_put_back"
+                "read_before_put_back",
+                "delivery_before_send"
             ]
         );
     }

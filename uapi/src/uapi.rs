@@ -483,17 +483,21 @@ pub enum DelayPoint {
     TimerStall = 4,
     /// `read()` met a fault copying records out, before it puts the uncopied ones back.
     ReadBeforePutBack = 5,
+    /// Delivery resolved a listener's thread for a batch and is about to send it the batch's
+    /// signals: a thread that exits here must be counted as exited.
+    DeliveryBeforeSend = 6,
 }
 
 impl DelayPoint {
     /// Every point, in numeric order.
-    pub const ALL: [DelayPoint; 6] = [
+    pub const ALL: [DelayPoint; 7] = [
         DelayPoint::DeliveryHoldsListener,
         DelayPoint::DeliveryAfterXrun,
         DelayPoint::DetachDeviceBeforeTimerStop,
         DelayPoint::LastCloseBeforeReset,
         DelayPoint::TimerStall,
         DelayPoint::ReadBeforePutBack,
+        DelayPoint::DeliveryBeforeSend,
     ];
 
     /// This point's bit in `test_delay_points`.
@@ -510,6 +514,7 @@ impl DelayPoint {
             DelayPoint::LastCloseBeforeReset => "last_close_before_reset",
             DelayPoint::TimerStall => "timer_stall",
             DelayPoint::ReadBeforePutBack => "read_before_put_back",
+            DelayPoint::DeliveryBeforeSend => "delivery_before_send",
         }
     }
 }

@@ -24,6 +24,7 @@ pub fn reload_tests() -> Vec<Test> {
         a_faulting_read_keeps_the_oldest_records_when_newer_ones_filled_the_buffer,
         a_delay_point_holds_each_visit_until_it_is_released,
         an_xrun_is_signalled_when_ioctls_have_filled_the_pending_queue,
+        a_listener_that_exits_before_its_signal_is_sent_is_counted_exited,
     ]
 }
 
@@ -260,6 +261,63 @@ fn an_xrun_is_signalled_when_ioctls_have_filled_the_pending_queue() -> TestResul
             Some(K::Xrun),
             "the last signal of {} ({injected} injected)",
             kinds.len()
+        );
+        Ok(())
+    })
+}
+
+/// A listener thread that exits after delivery resolved it for a batch and before the send (the
+/// window `delivery_before_send` holds open): the kernel refuses the send (the thread has no
+/// signal handlers any more), and the driver counts the event as dropped because the thread
+/// exited, not because its queue was full.
+fn a_listener_that_exits_before_its_signal_is_sent_is_counted_exited() -> TestResult {
+    with_delay_points(&[DelayPoint::DeliveryBeforeSend], || {
+        let sig = rt(6);
+        let dev = Arc::new(Device::open_nonblocking().ctx("open")?);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
+        let d = dev.clone();
+        let listener = std::thread::spawn(move || -> TestResult {
+            sig.block().ctx("block")?;
+            d.register(sig).ctx("register")?;
+            let _ = ready_tx.send(sys::gettid());
+            let _ = exit_rx.recv();
+            Ok(())
+        });
+        let tid = ready_rx
+            .recv()
+            .map_err(|_| "the listener died".to_string())?;
+        let before = hits()?;
+        let d = dev.clone();
+        let inject = call(move || d.inject(K::Started))?;
+        // Delivery has resolved the listener and waits before sending.
+        wait_hits(before + 1)?;
+        let _ = exit_tx.send(());
+        listener
+            .join()
+            .map_err(|_| "the listener panicked".to_string())??;
+        // Gone: reaped, its signal handlers released.
+        let task = format!("/proc/self/task/{tid}");
+        let deadline = std::time::Instant::now() + crate::runner::hang_guard();
+        while std::path::Path::new(&task).exists() {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "{task} is still there"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        release(DelayPoint::DeliveryBeforeSend)?;
+        inject.join()?.ctx("inject")?;
+        let s = dev.stats().ctx("stats")?;
+        ensure_eq!(
+            (
+                s.file.fired,
+                s.file.delivered,
+                s.file.dropped_exited,
+                s.file.dropped_queue_full
+            ),
+            (1, 0, 1, 0),
+            "fired, delivered, dropped as exited, dropped as queue full"
         );
         Ok(())
     })
