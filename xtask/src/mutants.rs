@@ -320,7 +320,9 @@ impl flags::Mutants {
                 }
             } else if !chosen.is_empty() {
                 let t = Instant::now();
-                let outcomes = self.run_module(&chosen, &out.join("module"))?;
+                let explained: BTreeSet<String> =
+                    equivalent.iter().map(|e| e.key.clone()).collect();
+                let outcomes = self.run_module(&chosen, &out.join("module"), &explained)?;
                 let line = write_reports(&out.join("module"), &outcomes, t.elapsed())?;
                 println!("xtask: module mutants: {line}");
                 summary += &format!("module: {line}\n");
@@ -456,7 +458,12 @@ impl flags::Mutants {
 
     /// Runs the module's mutants, `jobs` at a time (default: the host's cores), after a
     /// baseline: the unchanged module must pass the suite, or every mutant would look caught.
-    fn run_module(&self, chosen: &[Mutant], out: &Path) -> Result<Vec<Outcome>> {
+    fn run_module(
+        &self,
+        chosen: &[Mutant],
+        out: &Path,
+        explained: &BTreeSet<String>,
+    ) -> Result<Vec<Outcome>> {
         let _ = std::fs::remove_dir_all(out);
         let opts = self.mutant_vm_options();
         let b = crate::build::build_all(&opts, false, true)?;
@@ -549,22 +556,26 @@ impl flags::Mutants {
         }
         let mut outcomes: Vec<Outcome> = done.into_iter().map(|(_, o)| o).collect();
         if !self.debug_kernel && !self.no_debug_retry {
-            self.retry_on_debug_kernel(&mut outcomes, &source, out)?;
+            self.retry_on_debug_kernel(&mut outcomes, &source, out, explained)?;
         }
         Ok(outcomes)
     }
 
     /// A survivor of the normal kernel may be a bug only the debug kernel's detectors see (a
-    /// reference never put: kmemleak; a use after free: KASAN): each is built for the debug
-    /// kernel and booted there with the whole suite (plain VM) before it is called missed.
+    /// reference never put: kmemleak; a use after free: KASAN): each one `equivalent.txt` does
+    /// not explain is built for the debug kernel and booted there with the whole suite (plain
+    /// VM) before it is called missed.
     fn retry_on_debug_kernel(
         &self,
         outcomes: &mut [Outcome],
         source: &Path,
         out: &Path,
+        explained: &BTreeSet<String>,
     ) -> Result<()> {
+        // Not those equivalent.txt explains: no detector can see what does not differ.
         let survivors: Vec<usize> = (0..outcomes.len())
             .filter(|&i| outcomes[i].status == Status::Missed)
+            .filter(|&i| !explained.contains(&outcomes[i].mutant.key()))
             .collect();
         if survivors.is_empty() {
             return Ok(());
