@@ -233,6 +233,8 @@ pub const PENDING_LEN: u32 = 256;
 /// would pass it fails with `EAGAIN` and emits nothing. The rest is the timer's, so that a stream
 /// never enters Xrun without its Xrun event.
 pub const PENDING_IOCTL_MAX: u32 = PENDING_LEN - 1;
+// A whole burst fits in what the ioctls may hold, many times over.
+const _: () = assert!(PENDING_IOCTL_MAX >= 2 * BURST_MAX);
 
 const _: () = assert!(core::mem::size_of::<Stats>() < (1 << 14));
 const _: () = assert!(core::mem::size_of::<EventRecord>() == 16);
