@@ -113,3 +113,26 @@ impl From<std::io::Error> for Error {
 
 /// This crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_io_cause_stays_reachable_for_error_reports() {
+        // anyhow and friends print the chain: "cannot open /dev/pcmsig: ...", then its cause.
+        let open = Error::Open {
+            path: "/dev/pcmsig".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        let cause = open.source().map(ToString::to_string);
+        assert_eq!(
+            cause,
+            Some(std::io::Error::from_raw_os_error(libc::ENOENT).to_string())
+        );
+        let io = Error::Io(std::io::Error::other("gone"));
+        assert_eq!(io.source().map(ToString::to_string), Some("gone".into()));
+        assert!(Error::BadSignal("x".into()).source().is_none());
+    }
+}

@@ -25,6 +25,7 @@ pub fn tests() -> Vec<Test> {
         the_live_counts_follow_streams_files_and_listeners,
         the_cli_stream_and_stats_commands_drive_and_report_the_stream,
         the_cli_listener_says_how_many_events_it_missed,
+        the_cli_listener_flags_an_event_out_of_order_and_gives_up_after_its_timeout,
         the_cli_demo_describes_each_event_in_plain_words,
     ]
 }
@@ -639,5 +640,46 @@ fn the_cli_listener_says_how_many_events_it_missed() -> TestResult {
     );
     let s = dev.stats().ctx("stats")?;
     ensure_eq!(s.total.dropped_queue_full, 4, "the four counted as dropped");
+    Ok(())
+}
+
+/// `pcmsig listen` flags an event that comes after a later one (here a foreign sender queues
+/// an old sequence number, as a confused or replayed sender would) and ends, saying so, once no
+/// event came for its `--timeout-ms`.
+fn the_cli_listener_flags_an_event_out_of_order_and_gives_up_after_its_timeout() -> TestResult {
+    use std::io::BufRead;
+    let dev = Device::open_nonblocking().ctx("open")?;
+    let mut child = std::process::Command::new("/bin/pcmsig")
+        .args(["listen", "--timeout-ms", "3000"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ctx("spawning pcmsig listen")?;
+    let pid = child.id() as i32;
+    let mut lines = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let mut next = || -> Result<String, String> {
+        lines
+            .next()
+            .ok_or("pcmsig listen ended early")?
+            .ctx("reading pcmsig listen")
+    };
+    let ready = next()?;
+    ensure!(
+        ready.starts_with("listening on SIGRTMIN (wait mode)"),
+        "{ready:?}"
+    );
+    dev.inject_burst(K::Started, 2).ctx("burst")?;
+    let (one, two) = (next()?, next()?);
+    // Sequence 1 again, after 2.
+    sys::sigqueue(pid, rt(0).number(), uapi::encode(K::Paused, 1)).ctx("sigqueue")?;
+    let three = next()?;
+    let last = next()?;
+    let status = child.wait().ctx("waiting for pcmsig listen")?;
+    ensure!(status.success(), "pcmsig listen: {status}");
+    ensure!(
+        one.starts_with("stream started (latency ") && two.starts_with("stream started (latency "),
+        "the stream's two: {one:?}, {two:?}"
+    );
+    ensure_eq!(three, "stream paused [out of order]");
+    ensure_eq!(last, "no event for 3000 ms");
     Ok(())
 }
