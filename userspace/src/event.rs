@@ -272,6 +272,14 @@ mod tests {
             assert!(bad.parse::<Signal>().is_err(), "{bad} should be rejected");
         }
         assert_eq!(Signal::rtmin(2).to_string(), "SIGRTMIN+2");
+        // Outside the real-time range: a number, not a made-up name.
+        assert_eq!(Signal::from_number(2).to_string(), "signal 2");
+        let past = sys::sigrtmax() + 1;
+        assert_eq!(Signal::from_number(past).to_string(), format!("signal {past}"));
+        assert_eq!(
+            Signal::from_number(sys::sigrtmax()).to_string(),
+            format!("SIGRTMIN+{}", sys::sigrtmax() - rtmin)
+        );
     }
 
     #[test]
