@@ -44,7 +44,8 @@ const PENDING_TIMER_LIMIT: usize = PENDING_CAP / 2;
 /// state is entered without its event. (The module review found that Xrun dropped in silence
 /// when ioctls had filled the queue while delivery lagged.)
 const PENDING_IOCTL_LIMIT: usize = uapi::PENDING_IOCTL_MAX as usize;
-const _: () = assert!(PENDING_IOCTL_LIMIT < PENDING_CAP && PENDING_TIMER_LIMIT < PENDING_IOCTL_LIMIT);
+const _: () =
+    assert!(PENDING_IOCTL_LIMIT < PENDING_CAP && PENDING_TIMER_LIMIT < PENDING_IOCTL_LIMIT);
 /// Records each open file buffers for `read()`.
 pub(crate) const READ_CAP: usize = uapi::READ_QUEUE_LEN as usize;
 /// Events the work item takes from `pending` at a time: per listener, the thread is resolved

@@ -275,7 +275,10 @@ mod tests {
         // Outside the real-time range: a number, not a made-up name.
         assert_eq!(Signal::from_number(2).to_string(), "signal 2");
         let past = sys::sigrtmax() + 1;
-        assert_eq!(Signal::from_number(past).to_string(), format!("signal {past}"));
+        assert_eq!(
+            Signal::from_number(past).to_string(),
+            format!("signal {past}")
+        );
         assert_eq!(
             Signal::from_number(sys::sigrtmax()).to_string(),
             format!("SIGRTMIN+{}", sys::sigrtmax() - rtmin)
