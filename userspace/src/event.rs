@@ -254,6 +254,18 @@ mod tests {
         assert_eq!(g.check(0), SeqCheck::InOrder);
         assert_eq!(g.check(3), SeqCheck::Gap { missed: 2 });
         assert_eq!(g.check(3), SeqCheck::Reordered);
+        // Half the sequence space ahead is still ahead (a gap); more is behind.
+        let mut h = GapDetector::default();
+        h.check(0);
+        assert_eq!(
+            h.check(uapi::SEQ_MASK / 2),
+            SeqCheck::Gap {
+                missed: uapi::SEQ_MASK / 2 - 1
+            }
+        );
+        let mut h = GapDetector::default();
+        h.check(0);
+        assert_eq!(h.check(uapi::SEQ_MASK / 2 + 1), SeqCheck::Reordered);
         assert_eq!(g.lost, 2);
     }
 

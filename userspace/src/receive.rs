@@ -409,3 +409,42 @@ impl Drop for HandlerReceiver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_names_are_the_contracts_paths() {
+        let names: Vec<&str> = Mode::ALL.iter().map(|m| m.bench_name()).collect();
+        let paths: Vec<&str> = pcmsig_contract::bench::signal_paths().collect();
+        assert_eq!(names, paths);
+    }
+
+    #[test]
+    fn try_recv_many_takes_every_pending_signal_in_one_call() {
+        // Thread-directed, to this test's thread only (a process-directed real-time signal
+        // could reach another test thread, where its default action ends the process).
+        let sig = Signal::rtmin(7);
+        sig.block().unwrap();
+        let rx = FdReceiver::new(&[sig]).unwrap();
+        for v in 0..5 {
+            // SAFETY: our own thread, a valid signal, a plain integer value.
+            let r = unsafe {
+                libc::pthread_sigqueue(
+                    libc::pthread_self(),
+                    sig.number(),
+                    libc::sigval {
+                        sival_ptr: v as *mut libc::c_void,
+                    },
+                )
+            };
+            assert_eq!(r, 0);
+        }
+        let mut got = Vec::new();
+        assert_eq!(rx.try_recv_many(&mut got, 16).unwrap(), 5);
+        let values: Vec<i32> = got.iter().map(|i| i.value).collect();
+        assert_eq!(values, [0, 1, 2, 3, 4]);
+        assert_eq!(rx.try_recv_many(&mut got, 16).unwrap(), 0);
+    }
+}
