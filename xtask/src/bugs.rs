@@ -456,14 +456,8 @@ pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String], repeat: usize
     let mut outcomes = Vec::new();
     for chunk in runs.chunks(parallel) {
         let results = crate::vm::in_parallel(chunk, |(k, (bug, dir, initrd))| {
-            // Runs of one bug at once need their own console and KTAP files.
-            let dir = if repeat > 1 {
-                let d = dir.join(format!("run-{k}"));
-                std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-                d
-            } else {
-                dir.clone()
-            };
+            let dir = run_dir(dir, *k, repeat);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             run_one(&b, bug, &dir, initrd, opts)
         });
         for r in results {
@@ -511,6 +505,16 @@ pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String], repeat: usize
     }
     println!("xtask: every seeded bug was caught and blamed on its test");
     Ok(())
+}
+
+/// Where run `k` (of `repeat`) of a bug keeps its console and KTAP: the bug's folder for a
+/// single run (where CI collects them), `run-K` in it when runs of one bug go at once.
+fn run_dir(dir: &Path, k: usize, repeat: usize) -> PathBuf {
+    if repeat > 1 {
+        dir.join(format!("run-{k}"))
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 fn select(debug: bool, only: &[String]) -> Result<Vec<&'static SeededBug>> {
@@ -706,6 +710,22 @@ mod tests {
             "{err:#}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_single_run_keeps_the_bugs_folder_and_repeats_get_their_own() {
+        let d = Path::new("/b/normal/x");
+        assert_eq!(run_dir(d, 1, 1), d);
+        assert_eq!(run_dir(d, 2, 3), d.join("run-2"));
+    }
+
+    #[test]
+    fn a_patch_of_a_file_outside_module_or_of_no_file_is_refused() {
+        assert!(patch_sections("--- a/module/sub/x.rs\n+++ b/module/sub/x.rs\n").is_none());
+        assert!(patch_sections("--- a/module/\n+++ b/module/\n").is_none());
+        let ok = patch_sections("--- a/module/x.rs\n+++ b/module/x.rs\n").unwrap();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].0, "x.rs");
     }
 
     #[test]
