@@ -45,6 +45,17 @@ pub const HOST_FILES: &[&str] = &[
     "xtask/src/mutants.rs",
 ];
 
+/// Whether a host mutant is in command machinery, not verdict code: the catalogue's command in
+/// `bugs.rs` (building the bugs, booting them, printing the table), which `selftest --bugs`
+/// itself runs in CI, not `cargo test`.
+pub fn is_command_machinery(m: &Mutant) -> bool {
+    const FNS: [&str; 3] = ["run", "run_one", "table"];
+    m.file == "xtask/src/bugs.rs"
+        && FNS.iter().any(|f| {
+            m.what.ends_with(&format!(" in {f}")) || m.what.starts_with(&format!("replace {f} "))
+        })
+}
+
 /// The library's files (and the CLI's): their host tests first, then the guest suite.
 pub const LIB_FILES: &[&str] = &[
     "userspace/src/lib.rs",
@@ -1079,7 +1090,9 @@ fn list_files(tool: &Path, files: &[&str], in_diff: Option<&Path>) -> Result<Vec
     if let Some(d) = in_diff {
         cmd.arg("--in-diff").arg(d);
     }
-    parse_list(&run_listing(cmd)?)
+    let mut list = parse_list(&run_listing(cmd)?)?;
+    list.retain(|m| !is_command_machinery(m));
+    Ok(list)
 }
 
 /// Makes `work` a copy of the repository's tracked files as they are now (its `target/`, the
@@ -1259,6 +1272,34 @@ mod tests {
         assert!(parse_list("[{\"file\": \"a.rs\"}]").is_err());
         assert!(parse_list("{}").is_err());
         assert_eq!(parse_list("[]").unwrap(), []);
+    }
+
+    #[test]
+    fn the_catalogues_command_is_not_verdict_code() {
+        let m = |what: &str| Mutant {
+            file: "xtask/src/bugs.rs".into(),
+            lines: (1, 1),
+            what: what.into(),
+            diff: String::new(),
+        };
+        assert!(is_command_machinery(&m("replace > with == in run")));
+        assert!(is_command_machinery(&m(
+            "delete field cpus from struct vm::Options expression in run_one"
+        )));
+        assert!(is_command_machinery(&m(
+            "replace table -> String with String::new()"
+        )));
+        assert!(!is_command_machinery(&m(
+            "replace hit -> Option<&(String, String)> with None"
+        )));
+        assert!(!is_command_machinery(&m(
+            "replace run_dir -> PathBuf with Default::default()"
+        )));
+        let other = Mutant {
+            file: "xtask/src/ktap.rs".into(),
+            ..m("replace > with == in run")
+        };
+        assert!(!is_command_machinery(&other));
     }
 
     #[test]
