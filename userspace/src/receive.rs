@@ -422,6 +422,40 @@ mod tests {
     }
 
     #[test]
+    fn recv_timeout_returns_a_signal_that_comes_while_it_waits_and_waits_its_time() {
+        let sig = Signal::rtmin(8);
+        sig.block().unwrap();
+        let rx = FdReceiver::new(&[sig]).unwrap();
+        // Nothing comes: it waits its whole time (poll never ends early without a cause).
+        let t = std::time::Instant::now();
+        assert_eq!(rx.recv_timeout(Duration::from_millis(200)).unwrap(), None);
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+        // One comes from another thread while it waits.
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: `me` is the waiting thread, alive until it joins us.
+            unsafe {
+                libc::pthread_sigqueue(
+                    me as libc::pthread_t,
+                    sig.number(),
+                    libc::sigval {
+                        sival_ptr: 9 as *mut libc::c_void,
+                    },
+                )
+            }
+        });
+        let got = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(sender.join().unwrap(), 0);
+        assert_eq!(got.map(|i| i.value), Some(9));
+    }
+
+    #[test]
     fn try_recv_many_takes_every_pending_signal_in_one_call() {
         // Thread-directed, to this test's thread only (a process-directed real-time signal
         // could reach another test thread, where its default action ends the process).
