@@ -647,6 +647,14 @@ pub(crate) fn finished(console: &str, ktap: &str, ending: Ending) -> crate::vm::
 mod tests {
     use super::*;
 
+    #[test]
+    fn clean_strips_a_printk_stamp_and_nothing_that_only_looks_like_one() {
+        assert_eq!(clean("[    1.234567] ok 1 a"), "ok 1 a");
+        assert_eq!(clean("[abc] ok 1 a"), "[abc] ok 1 a");
+        assert_eq!(clean("[] ok 1 a"), "[] ok 1 a");
+        assert_eq!(clean("[   ] ok 1 a"), "[   ] ok 1 a");
+    }
+
     const GOOD: &str = "\
 [    0.712345] Run /init as init process
 KTAP version 1
