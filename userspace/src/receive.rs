@@ -456,6 +456,41 @@ mod tests {
     }
 
     #[test]
+    fn a_handled_signal_does_not_end_recv_timeouts_wait_with_an_error() {
+        extern "C" fn nothing(_: i32) {}
+        // A handler without SA_RESTART: its signal makes poll(2) fail with EINTR.
+        // SAFETY: a valid handler that does nothing; SIGURG is used by no other test.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as *const () as usize;
+            assert_eq!(libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()), 0);
+        }
+        let sig = Signal::rtmin(9);
+        sig.block().unwrap();
+        let rx = FdReceiver::new(&[sig]).unwrap();
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        let poker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: `me` waits in recv_timeout until we are joined.
+            unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGURG) }
+        });
+        let t = std::time::Instant::now();
+        let got = rx.recv_timeout(Duration::from_millis(300));
+        assert_eq!(poker.join().unwrap(), 0);
+        assert_eq!(
+            got.unwrap(),
+            None,
+            "an interrupted wait goes on, then times out"
+        );
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
     fn try_recv_many_takes_every_pending_signal_in_one_call() {
         // Thread-directed, to this test's thread only (a process-directed real-time signal
         // could reach another test thread, where its default action ends the process).
