@@ -491,6 +491,43 @@ mod tests {
     }
 
     #[test]
+    fn the_handler_hands_each_signal_over_and_an_empty_wait_times_out() {
+        // The only test that installs the handler (one per process).
+        let sig = Signal::rtmin(10);
+        sig.block().unwrap();
+        let rx = HandlerReceiver::install(&[sig], true).unwrap();
+        let mut got = Vec::new();
+        // Nothing yet: the wait ends with its timeout, not in a blocked read.
+        assert_eq!(
+            rx.recv_many(&mut got, 4, Duration::from_millis(100))
+                .unwrap(),
+            0
+        );
+        // The handler runs in this thread when the signals are queued to it (unblocked now).
+        for v in 1..=3 {
+            // SAFETY: our own thread, a valid signal, a plain integer value.
+            let r = unsafe {
+                libc::pthread_sigqueue(
+                    libc::pthread_self(),
+                    sig.number(),
+                    libc::sigval {
+                        sival_ptr: v as *mut libc::c_void,
+                    },
+                )
+            };
+            assert_eq!(r, 0);
+        }
+        assert_eq!(
+            rx.recv_many(&mut got, 8, Duration::from_secs(30)).unwrap(),
+            3
+        );
+        let seen: Vec<(i32, i32, i32)> = got.iter().map(|i| (i.signo, i.code, i.value)).collect();
+        let want: Vec<(i32, i32, i32)> = (1..=3).map(|v| (sig.number(), -1, v)).collect();
+        assert_eq!(seen, want, "signal, SI_QUEUE, value, in order");
+        assert_eq!(HandlerReceiver::overflows(), 0);
+    }
+
+    #[test]
     fn try_recv_many_takes_every_pending_signal_in_one_call() {
         // Thread-directed, to this test's thread only (a process-directed real-time signal
         // could reach another test thread, where its default action ends the process).
