@@ -414,6 +414,20 @@ impl Drop for HandlerReceiver {
 mod tests {
     use super::*;
 
+    /// Queues `sig` with `value` to `thread` (thread-directed: no other test thread gets it).
+    fn queue_to(thread: libc::pthread_t, sig: Signal, value: usize) -> i32 {
+        // SAFETY: a live thread of this process, a valid signal, a plain integer value.
+        unsafe {
+            libc::pthread_sigqueue(
+                thread,
+                sig.number(),
+                libc::sigval {
+                    sival_ptr: value as *mut libc::c_void,
+                },
+            )
+        }
+    }
+
     #[test]
     fn the_bench_names_are_the_contracts_paths() {
         let names: Vec<&str> = Mode::ALL.iter().map(|m| m.bench_name()).collect();
@@ -439,16 +453,8 @@ mod tests {
         let me = unsafe { libc::pthread_self() } as usize;
         let sender = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            // SAFETY: `me` is the waiting thread, alive until it joins us.
-            unsafe {
-                libc::pthread_sigqueue(
-                    me as libc::pthread_t,
-                    sig.number(),
-                    libc::sigval {
-                        sival_ptr: 9 as *mut libc::c_void,
-                    },
-                )
-            }
+            // `me` is the waiting thread, alive until it joins us.
+            queue_to(me as libc::pthread_t, sig, 9)
         });
         let got = rx.recv_timeout(Duration::from_secs(30)).unwrap();
         assert_eq!(sender.join().unwrap(), 0);
@@ -505,17 +511,11 @@ mod tests {
         );
         // The handler runs in this thread when the signals are queued to it (unblocked now).
         for v in 1..=3 {
-            // SAFETY: our own thread, a valid signal, a plain integer value.
-            let r = unsafe {
-                libc::pthread_sigqueue(
-                    libc::pthread_self(),
-                    sig.number(),
-                    libc::sigval {
-                        sival_ptr: v as *mut libc::c_void,
-                    },
-                )
-            };
-            assert_eq!(r, 0);
+            // SAFETY: pthread_self has no preconditions.
+            assert_eq!(
+                queue_to(unsafe { libc::pthread_self() }, sig, v as usize),
+                0
+            );
         }
         assert_eq!(
             rx.recv_many(&mut got, 8, Duration::from_secs(30)).unwrap(),
@@ -535,17 +535,11 @@ mod tests {
         sig.block().unwrap();
         let rx = FdReceiver::new(&[sig]).unwrap();
         for v in 0..5 {
-            // SAFETY: our own thread, a valid signal, a plain integer value.
-            let r = unsafe {
-                libc::pthread_sigqueue(
-                    libc::pthread_self(),
-                    sig.number(),
-                    libc::sigval {
-                        sival_ptr: v as *mut libc::c_void,
-                    },
-                )
-            };
-            assert_eq!(r, 0);
+            // SAFETY: pthread_self has no preconditions.
+            assert_eq!(
+                queue_to(unsafe { libc::pthread_self() }, sig, v as usize),
+                0
+            );
         }
         let mut got = Vec::new();
         assert_eq!(rx.try_recv_many(&mut got, 16).unwrap(), 5);

@@ -316,20 +316,13 @@ impl flags::Mutants {
         let mut killed_all: Vec<Mutant> = Vec::new();
         let mut summary = String::new();
         if module {
-            let listed = list_module(&tool, &out, None)?;
-            let chosen = list_module(&tool, &out, in_diff.as_deref())?;
-            let chosen = filter_names(filter_files(chosen, &self.file), &self.mutant);
-            let chosen = shard(chosen, self.shard.as_deref())?;
-            println!(
-                "xtask: module mutants: {} of {} listed by cargo-mutants {CARGO_MUTANTS_VERSION}",
-                chosen.len(),
-                listed.len()
-            );
-            if self.list {
-                for m in &chosen {
-                    println!("{}", m.place());
-                }
-            } else if !chosen.is_empty() {
+            let listed = list_module(&tool, &out, None)?.len();
+            let chosen = self.choose(
+                "module",
+                listed,
+                list_module(&tool, &out, in_diff.as_deref())?,
+            )?;
+            if !self.list && !chosen.is_empty() {
                 let t = Instant::now();
                 let explained: BTreeSet<String> =
                     equivalent.iter().map(|e| e.key.clone()).collect();
@@ -347,25 +340,13 @@ impl flags::Mutants {
             }
         }
         if host {
-            let listed = list_files(&tool, HOST_FILES, None)?;
-            let chosen = filter_names(
-                filter_files(
-                    list_files(&tool, HOST_FILES, in_diff.as_deref())?,
-                    &self.file,
-                ),
-                &self.mutant,
-            );
-            let chosen = shard(chosen, self.shard.as_deref())?;
-            println!(
-                "xtask: host mutants: {} of {} (contract, uapi, xtask's verdict code)",
-                chosen.len(),
-                listed.len()
-            );
-            if self.list {
-                for m in &chosen {
-                    println!("{}", m.place());
-                }
-            } else if !chosen.is_empty() {
+            let listed = list_files(&tool, HOST_FILES, None)?.len();
+            let chosen = self.choose(
+                "host (contract, uapi, xtask's verdict code)",
+                listed,
+                list_files(&tool, HOST_FILES, in_diff.as_deref())?,
+            )?;
+            if !self.list && !chosen.is_empty() {
                 let t = Instant::now();
                 let (caught, missed) = self.run_host(&tool, &chosen, &out.join("host"))?;
                 let line = format!(
@@ -383,25 +364,13 @@ impl flags::Mutants {
             }
         }
         if lib {
-            let listed = list_files(&tool, LIB_FILES, None)?;
-            let chosen = filter_names(
-                filter_files(
-                    list_files(&tool, LIB_FILES, in_diff.as_deref())?,
-                    &self.file,
-                ),
-                &self.mutant,
-            );
-            let chosen = shard(chosen, self.shard.as_deref())?;
-            println!(
-                "xtask: library mutants: {} of {} (the pcmsig library and CLI)",
-                chosen.len(),
-                listed.len()
-            );
-            if self.list {
-                for m in &chosen {
-                    println!("{}", m.place());
-                }
-            } else if !chosen.is_empty() {
+            let listed = list_files(&tool, LIB_FILES, None)?.len();
+            let chosen = self.choose(
+                "library (and CLI)",
+                listed,
+                list_files(&tool, LIB_FILES, in_diff.as_deref())?,
+            )?;
+            if !self.list && !chosen.is_empty() {
                 let t = Instant::now();
                 let dir = out.join("lib");
                 let _ = std::fs::remove_dir_all(dir.join("host"));
@@ -465,6 +434,25 @@ impl flags::Mutants {
         }
         println!("xtask: PASS: every mutant run was caught, unviable or explained");
         Ok(())
+    }
+
+    /// The mutants of one part this run takes (`--file`, `--mutant`, `--shard`), said against
+    /// the part's whole list; with `--list`, printed one a line.
+    fn choose(&self, part: &str, listed: usize, list: Vec<Mutant>) -> Result<Vec<Mutant>> {
+        let chosen = shard(
+            filter_names(filter_files(list, &self.file), &self.mutant),
+            self.shard.as_deref(),
+        )?;
+        println!(
+            "xtask: {part} mutants: {} of {listed} (cargo-mutants {CARGO_MUTANTS_VERSION})",
+            chosen.len()
+        );
+        if self.list {
+            for m in &chosen {
+                println!("{}", m.place());
+            }
+        }
+        Ok(chosen)
     }
 
     /// Runs the module's mutants, `jobs` at a time (default: the host's cores), after a
