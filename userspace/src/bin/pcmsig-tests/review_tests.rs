@@ -236,6 +236,19 @@ fn an_xrun_is_signalled_when_ioctls_have_filled_the_pending_queue() -> TestResul
             uapi::PENDING_IOCTL_MAX,
             "events the ioctls could queue"
         );
+        // A trigger past the ioctls' share fails at once and changes nothing (the stream runs,
+        // or the period has come meanwhile and it is in Xrun: STOP is valid in both).
+        let e = dev.trigger(Trigger::Stop).err().and_then(|e| e.errno());
+        ensure_eq!(
+            e,
+            Some(libc::EAGAIN),
+            "STOP with the ioctls' share of the queue full"
+        );
+        let state = pcmsig::State::from_u32(dev.stats().ctx("stats")?.state);
+        ensure!(
+            state != Some(pcmsig::State::Stopped),
+            "a refused STOP stopped the stream"
+        );
         // The period comes (a hang guard), finds the queue full: the stream is in Xrun.
         let deadline = std::time::Instant::now() + crate::runner::hang_guard();
         while pcmsig::State::from_u32(dev.stats().ctx("stats")?.state) != Some(pcmsig::State::Xrun)
