@@ -475,11 +475,12 @@ impl flags::Mutants {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
         // The baseline: the shipped module, the whole suite, plain VM.
+        let ko = snapshot_ko(&b.ko, out)?;
         let t = Instant::now();
         let base = boot_suite(
             &b,
             &opts,
-            &b.ko,
+            &ko,
             &b.guest_dir,
             None,
             &out.join("baseline"),
@@ -636,6 +637,9 @@ impl flags::Mutants {
         }
         let opts = self.mutant_vm_options();
         let b = crate::build::build_all(&opts, false, true)?;
+        // The module as built now: another command building module/ for another kernel
+        // meanwhile (seen: a debug-kernel run beside this one) must not change what boots.
+        let ko = snapshot_ko(&b.ko, out)?;
         let work = out.join("work");
         sync_tracked_files(&work)?;
         let t = Instant::now();
@@ -643,7 +647,7 @@ impl flags::Mutants {
         let base = boot_suite(
             &b,
             &opts,
-            &b.ko,
+            &ko,
             &guest,
             None,
             &out.join("baseline"),
@@ -672,13 +676,12 @@ impl flags::Mutants {
                     Ok(g) => g,
                     Err(e) => return Ok((Status::Unviable(format!("{e:#}")), "build")),
                 };
-                let plain =
-                    boot_suite(&b, &opts, &b.ko, &guest, None, &dir.join("plain"), false, 1)?;
+                let plain = boot_suite(&b, &opts, &ko, &guest, None, &dir.join("plain"), false, 1)?;
                 let s = status_of(&[("plain", &plain)]);
                 if s != Status::Missed {
                     return Ok((s, "whole suite"));
                 }
-                let edu = boot_suite(&b, &opts, &b.ko, &guest, None, &dir.join("edu"), true, 1)?;
+                let edu = boot_suite(&b, &opts, &ko, &guest, None, &dir.join("edu"), true, 1)?;
                 Ok((status_of(&[("edu", &edu)]), "whole suite"))
             })();
             std::fs::write(&file, &original)
@@ -963,6 +966,15 @@ fn boot_suite(
     };
     let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
     Ok(ktap::judge(&run, edu, opts.flavour.kernel_has()))
+}
+
+/// A copy of the built module under `out`, for a long run to boot.
+fn snapshot_ko(ko: &Path, out: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let copy = out.join("pcmsig.ko");
+    std::fs::copy(ko, &copy)
+        .with_context(|| format!("copying {} to {}", ko.display(), copy.display()))?;
+    Ok(copy)
 }
 
 /// Applies a cargo-mutants diff (`--- module/x.rs`, then hunks) under `root`.
