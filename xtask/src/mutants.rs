@@ -24,10 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::paths::{out_dir, project_root};
+use crate::tools::{cargo_mutants_path, check_cargo_mutants, CARGO_MUTANTS_VERSION};
 use crate::{flags, ktap, vm};
-
-/// The cargo-mutants release `ci/install-deps.sh` installs.
-pub const CARGO_MUTANTS_VERSION: &str = "27.1.0";
 
 /// The explanations of the survivors that are equivalent to the code.
 pub const EQUIVALENT: &str = "xtask/mutants/equivalent.txt";
@@ -66,11 +64,6 @@ pub const LIB_FILES: &[&str] = &[
     "userspace/src/cricket.rs",
     "userspace/src/bin/pcmsig.rs",
 ];
-
-/// Where cargo-mutants is installed (`cargo install --root`, beside bindgen).
-pub fn cargo_mutants_path() -> PathBuf {
-    crate::tools::bindgen_path().with_file_name("cargo-mutants")
-}
 
 /// One mutant, as cargo-mutants lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -290,7 +283,7 @@ impl flags::Mutants {
     pub(crate) fn run(self) -> Result<()> {
         let total = Instant::now();
         let tool = cargo_mutants_path();
-        check_tool(&tool)?;
+        check_cargo_mutants(&tool)?;
         let out = out_dir("mutants");
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let in_diff = match &self.in_diff {
@@ -1006,28 +999,6 @@ fn line_map() -> Result<BTreeMap<(String, u32), Vec<String>>> {
         Ok(text) => crate::coverage::parse_per_line(&text)
             .with_context(|| format!("reading {}", p.display())),
         Err(_) => Ok(BTreeMap::new()),
-    }
-}
-
-/// Fails unless `tool` is cargo-mutants at the pinned version, naming how to install it.
-pub fn check_tool(tool: &Path) -> Result<()> {
-    let version = std::process::Command::new(tool)
-        .args(["mutants", "--version"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    match version {
-        Some(v) if v.contains(CARGO_MUTANTS_VERSION) => Ok(()),
-        Some(v) => bail!(
-            "{} is {v}, not cargo-mutants {CARGO_MUTANTS_VERSION}: run `PCMSIG_MUTANTS=1 cargo xtask deps`",
-            tool.display()
-        ),
-        None => bail!(
-            "cargo-mutants {CARGO_MUTANTS_VERSION} not found at {} (crate cargo-mutants): run \
-             `PCMSIG_MUTANTS=1 cargo xtask deps`, which installs it with cargo",
-            tool.display()
-        ),
     }
 }
 

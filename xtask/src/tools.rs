@@ -290,11 +290,8 @@ fn check_versions() -> Result<()> {
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|x| x == "1"));
     if want_mutants {
-        match crate::mutants::check_tool(&crate::mutants::cargo_mutants_path()) {
-            Ok(()) => println!(
-                "xtask: cargo-mutants {}",
-                crate::mutants::CARGO_MUTANTS_VERSION
-            ),
+        match check_cargo_mutants(&cargo_mutants_path()) {
+            Ok(()) => println!("xtask: cargo-mutants {}", CARGO_MUTANTS_VERSION),
             Err(e) => wrong.push(format!("{e:#}")),
         }
     }
@@ -370,6 +367,36 @@ impl Tools {
         println!("xtask: clang: {}", self.clang_version);
         println!("xtask: bindgen: {}", self.bindgen_version);
         println!("xtask: qemu: {}", self.qemu_version);
+    }
+}
+
+/// The cargo-mutants release `ci/install-deps.sh` installs.
+pub const CARGO_MUTANTS_VERSION: &str = "27.1.0";
+
+/// Where cargo-mutants is installed (`cargo install --root`, beside bindgen).
+pub fn cargo_mutants_path() -> PathBuf {
+    bindgen_path().with_file_name("cargo-mutants")
+}
+
+/// Fails unless `tool` is cargo-mutants at the pinned version, naming how to install it.
+pub fn check_cargo_mutants(tool: &Path) -> Result<()> {
+    let version = std::process::Command::new(tool)
+        .args(["mutants", "--version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match version {
+        Some(v) if v.contains(CARGO_MUTANTS_VERSION) => Ok(()),
+        Some(v) => bail!(
+            "{} is {v}, not cargo-mutants {CARGO_MUTANTS_VERSION}: run `PCMSIG_MUTANTS=1 cargo xtask deps`",
+            tool.display()
+        ),
+        None => bail!(
+            "cargo-mutants {CARGO_MUTANTS_VERSION} not found at {} (crate cargo-mutants): run \
+             `PCMSIG_MUTANTS=1 cargo xtask deps`, which installs it with cargo",
+            tool.display()
+        ),
     }
 }
 
