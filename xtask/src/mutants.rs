@@ -669,13 +669,7 @@ impl flags::Mutants {
                     Ok(g) => g,
                     Err(e) => return Ok((Status::Unviable(format!("{e:#}")), "build")),
                 };
-                let plain = boot_suite(&b, &opts, &ko, &guest, None, &dir.join("plain"), false, 1)?;
-                let s = status_of(&[("plain", &plain)]);
-                if s != Status::Missed {
-                    return Ok((s, "whole suite"));
-                }
-                let edu = boot_suite(&b, &opts, &ko, &guest, None, &dir.join("edu"), true, 1)?;
-                Ok((status_of(&[("edu", &edu)]), "whole suite"))
+                Ok((whole_suite(&b, &opts, &ko, &guest, &dir, 1)?, "whole suite"))
             })();
             std::fs::write(&file, &original)
                 .with_context(|| format!("putting back {}", file.display()))?;
@@ -884,31 +878,29 @@ fn one_module_mutant(
             return Ok((s, "covering tests"));
         }
     }
-    let plain = boot_suite(
-        b,
-        opts,
-        &ko,
-        &b.guest_dir,
-        None,
-        &dir.join("plain"),
-        false,
-        vms,
-    )?;
+    Ok((
+        whole_suite(b, opts, &ko, &b.guest_dir, dir, vms)?,
+        "whole suite",
+    ))
+}
+
+/// The whole suite on `ko` and the `guest` programs: the plain VM, then, if it found nothing,
+/// the edu VM (logs in `dir/plain`, `dir/edu`).
+fn whole_suite(
+    b: &crate::build::Built,
+    opts: &vm::Options,
+    ko: &Path,
+    guest: &Path,
+    dir: &Path,
+    vms: usize,
+) -> Result<Status> {
+    let plain = boot_suite(b, opts, ko, guest, None, &dir.join("plain"), false, vms)?;
     let s = status_of(&[("plain", &plain)]);
     if s != Status::Missed {
-        return Ok((s, "whole suite"));
+        return Ok(s);
     }
-    let edu = boot_suite(
-        b,
-        opts,
-        &ko,
-        &b.guest_dir,
-        None,
-        &dir.join("edu"),
-        true,
-        vms,
-    )?;
-    Ok((status_of(&[("edu", &edu)]), "whole suite"))
+    let edu = boot_suite(b, opts, ko, guest, None, &dir.join("edu"), true, vms)?;
+    Ok(status_of(&[("edu", &edu)]))
 }
 
 /// Whether guest test `name` runs only with QEMU's edu device.

@@ -543,6 +543,33 @@ fn cli(args: &[&str]) -> Result<String, String> {
     Ok(text)
 }
 
+/// `/bin/pcmsig listen ARGS`, started and ready (its first line said so): the child, and a
+/// reader of its next output line.
+fn cli_listen(
+    args: &[&str],
+) -> Result<(std::process::Child, impl FnMut() -> Result<String, String>), String> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("/bin/pcmsig")
+        .arg("listen")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ctx("spawning pcmsig listen")?;
+    let mut lines = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let mut next = move || -> Result<String, String> {
+        lines
+            .next()
+            .ok_or("pcmsig listen ended early")?
+            .ctx("reading pcmsig listen")
+    };
+    let ready = next()?;
+    ensure!(
+        ready.starts_with("listening on SIGRTMIN (wait mode)"),
+        "{ready:?}"
+    );
+    Ok((child, next))
+}
+
 /// The CLI drives the caller's stream and reports it in words: `pcmsig stream start` configures
 /// and starts it, `stream stop` stops it, `stats` shows the counters again; a file of the test's
 /// own keeps the stream between the commands (and sees their events). A 10 s period: no period
@@ -594,27 +621,10 @@ fn the_cli_stream_and_stats_commands_drive_and_report_the_stream() -> TestResult
 /// (RLIMIT_SIGPENDING 1), the listener is stopped while a burst of five arrives (one queued,
 /// four dropped), then resumed; the next event is marked with the four it missed.
 fn the_cli_listener_says_how_many_events_it_missed() -> TestResult {
-    use std::io::BufRead;
     set_sigpending_limit(1)?;
     let dev = Device::open_nonblocking().ctx("open")?;
-    let mut child = std::process::Command::new("/bin/pcmsig")
-        .args(["listen", "--count", "2", "--timeout-ms", "20000"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .ctx("spawning pcmsig listen")?;
+    let (mut child, mut next) = cli_listen(&["--count", "2", "--timeout-ms", "20000"])?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let mut lines = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-    let mut next = || -> Result<String, String> {
-        lines
-            .next()
-            .ok_or("pcmsig listen ended early")?
-            .ctx("reading pcmsig listen")
-    };
-    let ready = next()?;
-    ensure!(
-        ready.starts_with("listening on SIGRTMIN (wait mode)"),
-        "{ready:?}"
-    );
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).ctx("SIGSTOP")?;
     // Stopped: its SIGSTOP was taken off its queue, which has room for one signal again.
     let stopped = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WUNTRACED))
@@ -647,26 +657,9 @@ fn the_cli_listener_says_how_many_events_it_missed() -> TestResult {
 /// an old sequence number, as a confused or replayed sender would) and ends, saying so, once no
 /// event came for its `--timeout-ms`.
 fn the_cli_listener_flags_an_event_out_of_order_and_gives_up_after_its_timeout() -> TestResult {
-    use std::io::BufRead;
     let dev = Device::open_nonblocking().ctx("open")?;
-    let mut child = std::process::Command::new("/bin/pcmsig")
-        .args(["listen", "--timeout-ms", "3000"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .ctx("spawning pcmsig listen")?;
+    let (mut child, mut next) = cli_listen(&["--timeout-ms", "3000"])?;
     let pid = child.id() as i32;
-    let mut lines = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-    let mut next = || -> Result<String, String> {
-        lines
-            .next()
-            .ok_or("pcmsig listen ended early")?
-            .ctx("reading pcmsig listen")
-    };
-    let ready = next()?;
-    ensure!(
-        ready.starts_with("listening on SIGRTMIN (wait mode)"),
-        "{ready:?}"
-    );
     dev.inject_burst(K::Started, 2).ctx("burst")?;
     let (one, two) = (next()?, next()?);
     // Sequence 1 again, after 2.
