@@ -193,6 +193,15 @@ impl Rng {
 /// The debugfs statistics file (root only).
 pub const DEBUGFS_STATS: &str = "/sys/kernel/debug/pcmsig/stats";
 
+/// The value of the module's line `name` of debugfs `stats` (`delay_point_hits`, `live_*`).
+pub fn debugfs_stat(name: &str) -> Result<u64, String> {
+    let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs stats")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no {name} line in:\n{text}"))
+}
+
 /// Checks that the block of user `uid`'s stream in debugfs `stats` says exactly what GET_STATS
 /// said (`s`, read while the stream was quiet): every line, in order, none missing or extra.
 pub fn check_debugfs(uid: u32, s: &Stats) -> Result<(), String> {

@@ -294,15 +294,6 @@ fn a_finite_stream_started_again_after_it_stopped_runs_its_periods_again() -> Te
     check_debugfs(0, &s)
 }
 
-/// Visits of enabled delay points so far (debugfs `stats`).
-fn delay_point_hits() -> Result<u64, String> {
-    let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs stats")?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("delay_point_hits "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("no delay_point_hits line in:\n{text}"))
-}
-
 /// A timer expiry that owes several periods (its CPU stalled: the `timer_stall` point holds
 /// every expiry 20 ms, 10 periods of 2 ms, far from the 64 that make an xrun) emits each of
 /// them, numbered in order and stamped exactly a period apart; with the edu device the
@@ -320,7 +311,7 @@ fn a_stalled_timer_emits_every_period_it_owes() -> TestResult {
             let sig = rt(0);
             let dev = listen_to_stream(sig, PERIOD_US, PERIODS as u32)?;
             expect_kinds(sig, &finite_run(PERIODS))?;
-            let expiries = delay_point_hits()?;
+            let expiries = crate::race_tests::hits()?;
             let recs = dev.read_records(64).ctx("read")?;
             let kinds: Vec<u16> = recs.iter().map(|r| r.kind).collect();
             let want: Vec<u16> = finite_run(PERIODS).iter().map(|k| *k as u16).collect();
@@ -488,17 +479,10 @@ fn a_read_writes_whole_records_and_not_a_byte_past_them() -> TestResult {
 /// debugfs `live_*` lines (what the fault sweep compares after each failed call, to name a
 /// leak by its call): (streams, files, listeners) alive now.
 fn live_counts() -> Result<(u64, u64, u64), String> {
-    let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs stats")?;
-    let get = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| format!("no {name} line in:\n{text}"))
-    };
     Ok((
-        get("live_streams")?,
-        get("live_files")?,
-        get("live_listeners")?,
+        debugfs_stat("live_streams")?,
+        debugfs_stat("live_files")?,
+        debugfs_stat("live_listeners")?,
     ))
 }
 

@@ -58,11 +58,7 @@ fn with_delay_points_for(
 
 /// Visits of enabled delay points so far (debugfs `stats`).
 pub(crate) fn hits() -> Result<u64, String> {
-    let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs stats")?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("delay_point_hits "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("no delay_point_hits line in:\n{text}"))
+    debugfs_stat("delay_point_hits")
 }
 
 /// Waits until `n` delay point visits have happened: the last one is waiting now.
