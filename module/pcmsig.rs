@@ -174,7 +174,8 @@ fn stream_stats(stream: &Arc<Stream>, f: &mut fmt::Formatter<'_>) -> fmt::Result
     writeln!(f, "dropped_queue_full {}", t.dropped_queue_full)?;
     writeln!(f, "dropped_exited {}", t.dropped_exited)?;
     writeln!(f, "dropped_execd {}", t.dropped_execd)?;
-    writeln!(f, "dropped_perm {}", t.dropped_perm)
+    writeln!(f, "dropped_perm {}", t.dropped_perm)?;
+    writeln!(f, "delivery_run_max {}", inner.delivery_run_max)
 }
 
 impl kernel::InPlaceModule for PcmsigModule {

@@ -209,6 +209,9 @@ impl ThreadRef {
             return Err(Outcome::Exited);
         };
         let task = TaskRef(task);
+        if let Some(gone) = leaving(task.0.as_ptr()) {
+            return Err(gone);
+        }
         // The thread's address space, compared by address only and never dereferenced, so no
         // reference is taken (`get_task_mm` would take `task_lock`, a lock that is not safe to
         // take in softirq context, where delivery runs). `execve` and exit change `mm` under
@@ -246,6 +249,53 @@ impl ThreadRef {
         // SAFETY: `task` is valid (counted).
         unsafe { sender.may_signal_task(task.0.as_ptr()) }
     }
+}
+
+/// Whether `task` is leaving its program: exiting, or in an `execve` past its point of no return.
+/// The kernel still accepts a signal sent then, and reports success, but an exiting thread group
+/// discards it (`prepare_signal`) and an exiting thread's private queue is flushed as it goes;
+/// during an exec, the signal stays pending into the *new* program (pending signals and the
+/// blocked mask survive `execve`, handlers do not), which did not ask for it. So such an event is
+/// counted as dropped, exited or exec'd, rather than delivered.
+///
+/// Racy by design, like the `mm` read in `resolve`: a thread that starts to leave just after the
+/// check gets the signal it would have got a moment earlier.
+fn leaving(task: *mut bindings::task_struct) -> Option<Outcome> {
+    // SAFETY: The caller holds a counted reference on `task`; `flags` is read once (the C side
+    // reads another task's flags with plain loads too).
+    let flags = unsafe { core::ptr::addr_of!((*task).flags).read_volatile() };
+    if flags & bindings::PF_EXITING != 0 {
+        // `exit_signals` has run: the thread is on its way out of `do_exit`.
+        return Some(Outcome::Exited);
+    }
+    // SAFETY: A task's `signal` is set at fork and released only with the task itself
+    // (`__put_task_struct`), on which the caller holds a reference.
+    let signal = unsafe { core::ptr::addr_of!((*task).signal).read() };
+    if signal.is_null() {
+        return Some(Outcome::Exited);
+    }
+    // SAFETY: `signal` is valid (above); both fields are read once, without `siglock`, as a
+    // check before sending may be (the same race as any).
+    let (group_flags, exec_task) = unsafe {
+        (
+            core::ptr::addr_of!((*signal).flags).read_volatile(),
+            core::ptr::addr_of!((*signal).group_exec_task).read_volatile(),
+        )
+    };
+    if group_flags & bindings::SIGNAL_GROUP_EXIT != 0 {
+        // `exit_group` (or the last thread's exit) has begun: `prepare_signal` drops the signal.
+        return Some(Outcome::Exited);
+    }
+    if !exec_task.is_null() {
+        // A thread of the group is in `de_thread`, past the exec's point of no return: it
+        // becomes the new program, and every other thread is being killed.
+        return Some(if exec_task == task {
+            Outcome::Execd
+        } else {
+            Outcome::Exited
+        });
+    }
+    None
 }
 
 /// The `si_code` of every signal: `SI_QUEUE`, so that `si_int` reaches every reader.

@@ -21,6 +21,7 @@ use crate::{
     wait::KillableWait,
 };
 use kernel::{
+    alloc::flags::__GFP_NOWARN,
     bindings, new_condvar, new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{Arc, ArcBorrow, CondVar, CondVarTimeoutResult, Mutex, SpinLockIrq},
@@ -47,10 +48,14 @@ const PENDING_IOCTL_LIMIT: usize = uapi::PENDING_IOCTL_MAX as usize;
 const _: () =
     assert!(PENDING_IOCTL_LIMIT < PENDING_CAP && PENDING_TIMER_LIMIT < PENDING_IOCTL_LIMIT);
 /// Records each open file buffers for `read()`.
+/// Most open files of one user (one stream).
+const FILES_MAX: usize = uapi::FILES_PER_USER_MAX as usize;
 pub(crate) const READ_CAP: usize = uapi::READ_QUEUE_LEN as usize;
 /// Events the work item takes from `pending` at a time: per listener, the thread is resolved
 /// once per batch.
 const DELIVERY_BATCH: usize = 32;
+// A run ends on a batch boundary.
+const _: () = assert!(uapi::DELIVERY_RUN_MAX as usize % DELIVERY_BATCH == 0);
 /// Most periods one timer expiry accounts for (after a long stall); past it the periods are lost,
 /// and that is an xrun.
 const MAX_OVERRUNS: u64 = uapi::STALL_PERIODS_MAX as u64;
@@ -397,6 +402,9 @@ pub(crate) struct StreamInner {
     pending: Ring<Event, PENDING_CAP>,
     timer: Option<ArcHrTimerHandle<Stream>>,
     pub(crate) totals: ListenerStats,
+    /// The most events one run of the delivery work item has offered (at most
+    /// `uapi::DELIVERY_RUN_MAX`; debugfs `delivery_run_max`).
+    pub(crate) delivery_run_max: u32,
     /// The bound device that produces period interrupts, if any.
     device: Option<DeviceHook>,
     /// Periods the device has been asked for and whose interrupt has not been handled yet, and
@@ -420,6 +428,7 @@ impl StreamInner {
             pending: Ring::new(GFP_KERNEL_ACCOUNT)?,
             timer: None,
             totals: ListenerStats::default(),
+            delivery_run_max: 0,
             device: None,
             owed: 0,
             owed_stamp: 0,
@@ -605,11 +614,15 @@ impl Stream {
         )
     }
 
-    /// Adds an open file to the delivery list.
+    /// Adds an open file to the delivery list: `EMFILE` if the user has
+    /// [`uapi::FILES_PER_USER_MAX`] open already.
     pub(crate) fn attach(&self, file: Arc<OpenFile>) -> Result {
         loop {
             let want = {
                 let mut files = self.files.lock();
+                if files.len() >= FILES_MAX {
+                    return Err(EMFILE);
+                }
                 if files.len() < files.capacity() {
                     // Room already: a push without allocating.
                     files.push(file, GFP_ATOMIC)?;
@@ -620,9 +633,15 @@ impl Stream {
             // No room: allocate a larger list outside the lock (it may sleep), then move the
             // files over, unless the list changed meanwhile and the new one is too small.
             // Charged to the opener who grows it, as the rest of per-open memory.
-            let mut bigger = KVec::with_capacity(want.saturating_mul(2), GFP_KERNEL_ACCOUNT)?;
+            // At most `FILES_MAX` entries (128 KiB): never an allocation the page allocator
+            // warns about, and a failure is a clean `ENOMEM`, not a splat.
+            let cap = want.saturating_mul(2).min(FILES_MAX);
+            let mut bigger = KVec::with_capacity(cap, GFP_KERNEL_ACCOUNT | __GFP_NOWARN)?;
             let old = {
                 let mut files = self.files.lock();
+                if files.len() >= FILES_MAX {
+                    return Err(EMFILE);
+                }
                 if files.len() >= bigger.capacity() {
                     continue;
                 }
@@ -776,8 +795,9 @@ impl Stream {
     /// Waits until the delivery work item is idle.
     pub(crate) fn flush_work(&self) {
         // SAFETY: `self.work` is an initialised work_struct embedded in this pinned `Stream`,
-        // which outlives this call; `flush_work` sleeps, and we are in process context with no
-        // lock held.
+        // which outlives this call. `flush_work` sleeps: callers are in process context and hold
+        // no spinlock; some hold `control` or `Streams::setup` (mutexes), which the work item
+        // never takes, so waiting for it under them cannot deadlock.
         unsafe { bindings::flush_work(Work::raw_get(&self.work)) };
     }
 
@@ -905,9 +925,16 @@ impl Stream {
         drop(old);
     }
 
-    /// Delivers every pending event, in order, to every open file.
-    fn deliver_pending(&self) {
+    /// Delivers pending events, in order, to every open file: at most
+    /// `uapi::DELIVERY_RUN_MAX` of them, so that one run of the work item (in softirq, with other
+    /// users' timers waiting behind it) is bounded however fast events come. Returns whether
+    /// some are left, for a new run.
+    fn deliver_pending(&self) -> bool {
+        let mut offered = 0u32;
         loop {
+            if offered >= uapi::DELIVERY_RUN_MAX {
+                return true;
+            }
             let mut batch = [Event::default(); DELIVERY_BATCH];
             let mut n = 0;
             {
@@ -923,7 +950,7 @@ impl Stream {
                 }
             }
             if n == 0 {
-                return;
+                return false;
             }
             // Snapshot the open files after popping, so that a file opened before an event was
             // emitted is in it, and no lock is held while signalling.
@@ -936,13 +963,17 @@ impl Stream {
                     self.deliver_batch(&batch[..n], &files);
                 }
             }
+            // `n` is at most `DELIVERY_BATCH`.
+            offered = offered.saturating_add(n as u32);
+            let mut inner = self.inner.lock();
+            inner.delivery_run_max = inner.delivery_run_max.max(offered);
         }
     }
 
     fn snapshot_files(&self) -> Result<KVec<Arc<OpenFile>>> {
         // Atomic: the work item runs in softirq context, and under a spinlock.
         let files = self.files.lock();
-        let mut snapshot = KVec::with_capacity(files.len(), GFP_ATOMIC)?;
+        let mut snapshot = KVec::with_capacity(files.len(), GFP_ATOMIC | __GFP_NOWARN)?;
         for f in files.iter() {
             snapshot.push(f.clone(), GFP_ATOMIC)?;
         }
@@ -1047,7 +1078,10 @@ impl WorkItem for Stream {
         if delay > 0 {
             this.hold_delivery(delay);
         }
-        this.deliver_pending();
+        if this.deliver_pending() {
+            // More to deliver: a new run, queued behind whatever else waits on this CPU.
+            Stream::kick(this);
+        }
     }
 }
 

@@ -109,6 +109,7 @@ enum pcmsig_event_source {
 #define PCMSIG_PENDING_IOCTL_MAX 255
 #define PCMSIG_STALL_PERIODS_MAX 64
 #define PCMSIG_READ_QUEUE_LEN 256
+#define PCMSIG_FILES_PER_USER_MAX 16384 /* open beyond it: EMFILE */
 #define PCMSIG_SIGRT_MIN 32 /* the kernel's, not glibc's SIGRTMIN */
 #define PCMSIG_SIGRT_MAX 64
 #define PCMSIG_SIGRT_FIRST_ALLOWED 34 /* 32, 33: glibc's SIGCANCEL, SIGSETXID */

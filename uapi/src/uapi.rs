@@ -226,6 +226,12 @@ pub const IOC_INJECT_BURST: u32 = ioc(IOC_WRITE, 0x07, core::mem::size_of::<Burs
 /// Most events one [`IOC_INJECT_BURST`] emits.
 pub const BURST_MAX: u32 = 64;
 
+/// Most events one run of a stream's delivery work item offers (to every open file) before it
+/// queues itself again, behind whatever else waits on its CPU: the bound on how long one
+/// delivery runs in softirq, whatever the rate of events. Not part of the C header: the driver's
+/// internals, shared with its tests.
+pub const DELIVERY_RUN_MAX: u32 = 128;
+
 /// Events a stream holds between their emission and their delivery to every open file.
 pub const PENDING_LEN: u32 = 256;
 
@@ -238,6 +244,12 @@ const _: () = assert!(PENDING_IOCTL_MAX >= 2 * BURST_MAX);
 
 const _: () = assert!(core::mem::size_of::<Stats>() < (1 << 14));
 const _: () = assert!(core::mem::size_of::<EventRecord>() == 16);
+
+/// Most files one user (effective uid) may have open on the device at once: an `open` beyond it
+/// fails with `EMFILE`, and the user's other files and every other user's are unaffected. Far
+/// above what a program needs (the bench opens 10,000), and well below the count at which the
+/// stream's file list would ask the page allocator for more than it may give.
+pub const FILES_PER_USER_MAX: u32 = 16_384;
 
 /// Shortest period the stream accepts, in microseconds.
 pub const PERIOD_US_MIN: u32 = 100;

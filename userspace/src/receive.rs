@@ -341,11 +341,13 @@ impl HandlerReceiver {
         max: usize,
         timeout: Duration,
     ) -> io::Result<usize> {
-        let mut buf = [0u8; REC * BATCH];
-        let want = max.clamp(1, BATCH) * REC;
+        let mut buf = [[0u8; REC]; BATCH];
+        // Room for `max` whole records, at most the buffer's.
+        let room = &mut buf[..max.clamp(1, BATCH)];
+        let want = std::mem::size_of_val(room);
         loop {
-            // SAFETY: reading at most `want <= buf.len()` bytes into a local buffer.
-            let n = unsafe { libc::read(self.rd.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
+            // SAFETY: reading at most `want` bytes, the size of `room`, into it.
+            let n = unsafe { libc::read(self.rd.as_raw_fd(), room.as_mut_ptr().cast(), want) };
             if n > 0 {
                 // The handler writes whole records atomically (<= PIPE_BUF) and we ask for a
                 // multiple of REC, so a read returns whole records.
@@ -356,7 +358,7 @@ impl HandlerReceiver {
                         "partial record from the handler pipe",
                     ));
                 }
-                out.extend(buf[..n].chunks_exact(REC).map(|rec| {
+                out.extend(room[..n / REC].iter().map(|rec| {
                     let at =
                         |i: usize| i32::from_ne_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
                     SigInfo {
@@ -524,7 +526,53 @@ mod tests {
         let seen: Vec<(i32, i32, i32)> = got.iter().map(|i| (i.signo, i.code, i.value)).collect();
         let want: Vec<(i32, i32, i32)> = (1..=3).map(|v| (sig.number(), -1, v)).collect();
         assert_eq!(seen, want, "signal, SI_QUEUE, value, in order");
+        // More than one read's worth: `max` bounds each call (0 counts as 1, more than BATCH as
+        // BATCH), and nothing is lost or reordered between calls.
+        let n = BATCH + 5;
+        for v in 0..n {
+            // SAFETY: pthread_self has no preconditions.
+            assert_eq!(queue_to(unsafe { libc::pthread_self() }, sig, v), 0);
+        }
+        got.clear();
+        let wait = Duration::from_secs(30);
+        assert_eq!(rx.recv_many(&mut got, 0, wait).unwrap(), 1);
+        assert_eq!(rx.recv_many(&mut got, 2, wait).unwrap(), 2);
+        assert_eq!(rx.recv_many(&mut got, BATCH + 1, wait).unwrap(), BATCH);
+        assert_eq!(rx.recv_many(&mut got, BATCH, wait).unwrap(), 2);
+        let values: Vec<usize> = got.iter().map(|i| i.value as usize).collect();
+        assert_eq!(values, (0..n).collect::<Vec<_>>());
         assert_eq!(HandlerReceiver::overflows(), 0);
+        // A second receiver while one is installed: refused.
+        assert_eq!(
+            HandlerReceiver::install(&[Signal::rtmin(11)], false)
+                .err()
+                .map(|e| e.kind()),
+            Some(io::ErrorKind::AlreadyExists)
+        );
+        // Dropped: the disposition it replaced (the default) is back, its pipe's write end is
+        // closed, and a new receiver may be installed.
+        let disposition = |s: Signal| {
+            // SAFETY: a zeroed sigaction is a valid out-parameter; a query changes nothing.
+            let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid signal number; a null new action only queries.
+            assert_eq!(
+                unsafe { libc::sigaction(s.number(), std::ptr::null(), &mut now) },
+                0
+            );
+            now.sa_sigaction
+        };
+        assert_eq!(disposition(sig), on_signal as *const () as usize);
+        let rd = rx.rd.try_clone().unwrap();
+        drop(rx);
+        assert_eq!(disposition(sig), libc::SIG_DFL);
+        let mut b = [0u8; 1];
+        // SAFETY: reads at most one byte into `b`.
+        let n = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+        assert_eq!(n, 0, "end of file: the write end is closed");
+        let again = HandlerReceiver::install(&[sig], false).unwrap();
+        assert_eq!(disposition(sig), on_signal as *const () as usize);
+        drop(again);
+        sig.block().unwrap();
     }
 
     #[test]

@@ -169,6 +169,11 @@ fn constants(w: &mut String) {
     let _ = writeln!(w, "#define PCMSIG_READ_QUEUE_LEN {}", u::READ_QUEUE_LEN);
     let _ = writeln!(
         w,
+        "#define PCMSIG_FILES_PER_USER_MAX {} /* open beyond it: EMFILE */",
+        u::FILES_PER_USER_MAX
+    );
+    let _ = writeln!(
+        w,
         "#define PCMSIG_SIGRT_MIN {} /* the kernel's, not glibc's SIGRTMIN */",
         u::SIGRT_MIN
     );

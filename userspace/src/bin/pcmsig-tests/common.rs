@@ -204,16 +204,20 @@ pub fn debugfs_stat(name: &str) -> Result<u64, String> {
 
 /// Checks that the block of user `uid`'s stream in debugfs `stats` says exactly what GET_STATS
 /// said (`s`, read while the stream was quiet): every line, in order, none missing or extra.
+/// The last line, `delivery_run_max`, is not in GET_STATS: it must be within
+/// `uapi::DELIVERY_RUN_MAX`.
 pub fn check_debugfs(uid: u32, s: &Stats) -> Result<(), String> {
-    let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs stats")?;
+    let (text, mut block) = debugfs_block(uid)?;
     let header = format!("stream {uid}");
-    let block: Vec<String> = text
-        .lines()
-        .skip_while(|l| *l != header)
-        .skip(1)
-        .take_while(|l| !l.starts_with("stream "))
-        .map(str::to_string)
-        .collect();
+    let run_max = block
+        .pop()
+        .and_then(|l| l.strip_prefix("delivery_run_max ")?.parse::<u32>().ok())
+        .ok_or_else(|| format!("no delivery_run_max line ending {header:?} in:\n{text}"))?;
+    ensure!(
+        run_max <= uapi::DELIVERY_RUN_MAX,
+        "delivery_run_max {run_max} is over {}",
+        uapi::DELIVERY_RUN_MAX
+    );
     let state = State::from_u32(s.state).map_or("?", State::name);
     let t = &s.total;
     let want = vec![
@@ -230,6 +234,20 @@ pub fn check_debugfs(uid: u32, s: &Stats) -> Result<(), String> {
     ];
     ensure_eq!(block, want, "debugfs block {header:?} of:\n{text}");
     Ok(())
+}
+
+/// The debugfs `stats` text and the lines of user `uid`'s stream block (empty if none).
+pub fn debugfs_block(uid: u32) -> Result<(String, Vec<String>), String> {
+    let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs stats")?;
+    let header = format!("stream {uid}");
+    let block = text
+        .lines()
+        .skip_while(|l| *l != header)
+        .skip(1)
+        .take_while(|l| !l.starts_with("stream "))
+        .map(str::to_string)
+        .collect();
+    Ok((text, block))
 }
 
 /// Sets RLIMIT_SIGPENDING (soft and hard) for this process.
@@ -355,15 +373,35 @@ pub fn wait_signal_taken(tid: i32, signo: i32) -> Result<(), String> {
     wait_for_proc(
         &path,
         |text| {
-            let pending = text
-                .lines()
-                .find_map(|l| l.strip_prefix("SigPnd:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-                .ok_or_else(|| format!("{path}: no SigPnd line"))?;
+            let pending = thread_pending(&path, text)?;
             Ok(pending & bit == 0)
         },
         |_| format!("{path}: signal {signo} still pending after 10 s"),
     )
+}
+
+/// Waits until thread `tid` of process `pid` has SIGKILL pending in its own queue (as
+/// `zap_other_threads` leaves it, when another thread's exec or exit kills the thread group).
+pub fn wait_sigkill_pending(pid: i32, tid: i32) -> Result<(), String> {
+    let path = format!("/proc/{pid}/task/{tid}/status");
+    let bit = 1u64 << (libc::SIGKILL - 1);
+    wait_for_proc(
+        &path,
+        |text| {
+            let pending = thread_pending(&path, text)?;
+            Ok(pending & bit != 0)
+        },
+        |_| format!("{path}: no SIGKILL pending after 10 s"),
+    )
+}
+
+/// The signals pending in a thread's own queue, from its `/proc` `status` text.
+fn thread_pending(path: &str, status: &str) -> Result<u64, String> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigPnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| format!("{path}: no SigPnd line"))
 }
 
 /// Waits until the `syscall` file at `path` names system call `nr`.

@@ -40,6 +40,10 @@ mod flags {
 
 fn main() {
     use pcmsig_contract::Stage;
+    // Run again by a test's `execve`, as a probe of what the new program inherited.
+    if let Some(code) = review_tests::exec_probe() {
+        std::process::exit(code);
+    }
     let mut shared = module_tests::tests();
     shared.extend(signal_tests::tests());
     shared.extend(adversarial_tests::tests());

@@ -3,6 +3,7 @@
 //! Like the race tests, a test that needs a window reloads the module with a named delay point
 //! (`uapi::DelayPoint`), acts inside it and releases it, deciding from state, never from time.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use pcmsig::sys::{self, SignalSet};
@@ -15,7 +16,10 @@ use crate::{ensure, ensure_eq};
 
 /// The tests that keep the module as init loaded it.
 pub fn tests() -> Vec<Test> {
-    crate::tests![]
+    crate::tests![
+        a_listener_whose_process_is_exiting_is_counted_exited,
+        one_users_open_files_are_capped_and_other_users_can_still_open,
+    ]
 }
 
 /// The tests that reload the module (with delay points): they run with the race tests.
@@ -25,6 +29,8 @@ pub fn reload_tests() -> Vec<Test> {
         a_delay_point_holds_each_visit_until_it_is_released,
         an_xrun_is_signalled_when_ioctls_have_filled_the_pending_queue,
         a_listener_that_exits_before_its_signal_is_sent_is_counted_exited,
+        a_listener_whose_exec_has_begun_is_counted_execd,
+        a_delivery_run_offers_a_bounded_number_of_events,
     ]
 }
 
@@ -331,6 +337,308 @@ fn a_listener_that_exits_before_its_signal_is_sent_is_counted_exited() -> TestRe
             ),
             (1, 0, 1, 0),
             "fired, delivered, dropped as exited, dropped as queue full"
+        );
+        Ok(())
+    })
+}
+
+/// A child process stopped under `ptrace`, killed and reaped if the test ends early.
+struct Tracee(i32);
+
+impl Tracee {
+    /// Waits for the tracee's next stop; its wait status.
+    fn wait_stop(&self, what: &str) -> Result<i32, String> {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(self.0, &mut status, 0) };
+        ensure!(r == self.0, "waitpid: {}", std::io::Error::last_os_error());
+        ensure!(
+            libc::WIFSTOPPED(status),
+            "the child ended (wait status {status:#x}) instead of stopping {what}"
+        );
+        Ok(status)
+    }
+
+    /// A `ptrace` request on the tracee.
+    fn ptrace(&self, req: libc::c_uint, data: usize, what: &str) -> TestResult {
+        // SAFETY: a request on our own stopped tracee; `data` is an integer argument.
+        let r = unsafe { libc::ptrace(req, self.0, 0usize, data) };
+        ensure!(
+            r != -1,
+            "ptrace {what}: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Tracee {
+    fn drop(&mut self) {
+        // SAFETY: our own child; a dead one makes both calls fail harmlessly.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// A listener whose process has begun to exit: held by its tracer at `PTRACE_EVENT_EXIT`, after
+/// `do_exit` marked the thread group exiting and before its address space goes. The kernel
+/// discards a signal sent to it then (`prepare_signal`) and still reports success, so the event
+/// must be counted as dropped because the listener exited, not as delivered.
+fn a_listener_whose_process_is_exiting_is_counted_exited() -> TestResult {
+    let sig = rt(6);
+    let dev = Device::open().ctx("open")?;
+    let pid = spawn_child(|| {
+        // SAFETY: a request about ourselves, with no pointer.
+        let r = unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) };
+        ensure!(
+            r == 0,
+            "PTRACE_TRACEME: {}",
+            std::io::Error::last_os_error()
+        );
+        sig.block().ctx("block")?;
+        dev.register(sig).ctx("register")?;
+        // Stopped until the tracer has set its options; then it exits (status 0).
+        nix::sys::signal::raise(nix::sys::signal::SIGSTOP).ctx("SIGSTOP")
+    })?;
+    let tracee = Tracee(pid);
+    tracee.wait_stop("at its SIGSTOP")?;
+    tracee.ptrace(
+        libc::PTRACE_SETOPTIONS,
+        (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL) as usize,
+        "SETOPTIONS",
+    )?;
+    tracee.ptrace(libc::PTRACE_CONT, 0, "CONT")?;
+    let status = tracee.wait_stop("at its exit")?;
+    ensure_eq!(
+        status >> 8,
+        libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8),
+        "the stop is PTRACE_EVENT_EXIT"
+    );
+    let mut code: libc::c_ulong = 0;
+    // SAFETY: `code` is a valid place for the event message.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETEVENTMSG,
+            pid,
+            0usize,
+            &mut code as *mut libc::c_ulong,
+        )
+    };
+    ensure!(
+        r == 0,
+        "PTRACE_GETEVENTMSG: {}",
+        std::io::Error::last_os_error()
+    );
+    ensure_eq!(code, 0, "the child's exit status (it registered)");
+    dev.inject(K::Started).ctx("inject")?;
+    let s = dev.stats().ctx("stats")?;
+    ensure_eq!(
+        (s.file.fired, s.file.delivered, s.file.dropped_exited),
+        (1, 0, 1),
+        "fired, delivered, dropped as exited"
+    );
+    tracee.ptrace(libc::PTRACE_CONT, 0, "CONT past the exit")?;
+    let pid = tracee.0;
+    std::mem::forget(tracee);
+    ensure_eq!(wait_child(pid)?, 0, "the child's exit code");
+    Ok(())
+}
+
+/// The environment word with which the exec test runs this program again, as the probe that
+/// reports whether the signal (its number the value) is pending (exit 3) or not (exit 0).
+pub const EXEC_PROBE: &str = "PCMSIG_TEST_EXEC_PROBE";
+
+/// The probe [`EXEC_PROBE`] asks for, if it does: the exit code.
+pub fn exec_probe() -> Option<i32> {
+    let signo: i32 = std::env::var(EXEC_PROBE).ok()?.parse().ok()?;
+    let mut set = *nix::sys::signal::SigSet::empty().as_ref();
+    // SAFETY: `sigpending` writes the pending set into a valid sigset.
+    let r = unsafe { libc::sigpending(&mut set) };
+    // SAFETY: `set` is a valid sigset; `signo` is a signal number.
+    let is = r == 0 && unsafe { libc::sigismember(&set, signo) } == 1;
+    Some(if r != 0 {
+        2
+    } else if is {
+        3
+    } else {
+        0
+    })
+}
+
+/// A listener thread calls `execve` while another thread of its process is held in the driver
+/// (the last close of a stream, at `last_close_before_reset`): its exec, past the point of no
+/// return, waits in `de_thread` for that thread to die, with the old program still mapped. A
+/// signal sent then would stay pending into the new program (pending signals and the blocked mask
+/// survive exec; a handler does not, so an unblocked one would kill it), which never asked for
+/// it: the driver counts the event as dropped because the listener exec'd, and the new program
+/// finds nothing pending.
+fn a_listener_whose_exec_has_begun_is_counted_execd() -> TestResult {
+    with_delay_points(&[DelayPoint::LastCloseBeforeReset], || {
+        chmod_device_666()?;
+        let sig = rt(6);
+        // The only file of uid 2000's stream: its release is that stream's last close.
+        nix::unistd::seteuid(nix::unistd::Uid::from_raw(2000)).ctx("seteuid 2000")?;
+        let other = Device::open();
+        nix::unistd::seteuid(nix::unistd::Uid::from_raw(0)).ctx("seteuid 0")?;
+        let other = other.ctx("open as uid 2000")?;
+        let dev = Device::open().ctx("open")?;
+        let (tid_r, tid_w) = nix::unistd::pipe().ctx("pipe")?;
+        let (go_r, go_w) = nix::unistd::pipe().ctx("pipe")?;
+        let other_fd = other.file().as_raw_fd();
+        let pid = spawn_child(|| {
+            sig.block().ctx("block")?;
+            dev.register(sig).ctx("register")?;
+            let (go, tid_w) = (go_r.as_raw_fd(), tid_w.as_raw_fd());
+            // The closer: once the parent has closed its copy, its close is the file's last.
+            std::thread::spawn(move || {
+                let _ = put(tid_w, &sys::gettid().to_ne_bytes());
+                let _ = get(go, 1);
+                // SAFETY: closes this process's copy of the uid-2000 file, used by nothing else.
+                unsafe { libc::close(other_fd) };
+            });
+            // Exec once the parent says the closer is held.
+            get(go, 1)?;
+            let probe = std::ffi::CString::new(format!("{EXEC_PROBE}={}", sig.number()))
+                .ctx("probe word")?;
+            nix::unistd::execve(c"/proc/self/exe", &[c"pcmsig-tests"], &[probe.as_c_str()])
+                .ctx("execve")?;
+            Ok(())
+        })?;
+        drop(other);
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&get(tid_r.as_raw_fd(), 4)?);
+        let closer = i32::from_ne_bytes(b);
+        let before = hits()?;
+        // Lets the closer close (now the last close), and waits until it is held there.
+        put(go_w.as_raw_fd(), b"c")?;
+        wait_hits(before + 1)?;
+        // The exec: past its point of no return once `de_thread` has sent the closer SIGKILL.
+        put(go_w.as_raw_fd(), b"x")?;
+        wait_sigkill_pending(pid, closer)?;
+        dev.inject(K::Started).ctx("inject")?;
+        let s = dev.stats().ctx("stats")?;
+        release(DelayPoint::LastCloseBeforeReset)?;
+        let code = wait_child(pid)?;
+        ensure_eq!(
+            (s.file.fired, s.file.delivered, s.file.dropped_execd),
+            (1, 0, 1),
+            "fired, delivered, dropped as exec'd"
+        );
+        ensure_eq!(
+            code,
+            0,
+            "the new program's probe (3: the event's signal was pending in it)"
+        );
+        Ok(())
+    })
+}
+
+/// Writes all of `bytes` to `fd`.
+fn put(fd: i32, bytes: &[u8]) -> TestResult {
+    // SAFETY: `bytes` is valid for its length.
+    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    ensure!(
+        n == bytes.len() as isize,
+        "write to a pipe: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// Reads exactly `n` bytes from `fd`.
+fn get(fd: i32, n: usize) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        // SAFETY: the rest of `buf` is valid for writing.
+        let r = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), n - got) };
+        ensure!(
+            r > 0,
+            "read from a pipe: {r} ({})",
+            std::io::Error::last_os_error()
+        );
+        got += r as usize;
+    }
+    Ok(buf)
+}
+
+/// One user may hold at most `uapi::FILES_PER_USER_MAX` files open: the next `open` fails with
+/// `EMFILE` (the user's stream's file list would otherwise grow until it asked the page
+/// allocator for more than it may give, which warns, and panics under `panic_on_warn`), another
+/// user still opens, and a close makes room again.
+fn one_users_open_files_are_capped_and_other_users_can_still_open() -> TestResult {
+    use nix::sys::resource::{setrlimit, Resource};
+    use nix::unistd::{seteuid, Uid};
+    chmod_device_666()?;
+    let max = uapi::FILES_PER_USER_MAX as usize;
+    let code = in_child(|| {
+        let room = (max + 64) as u64;
+        setrlimit(Resource::RLIMIT_NOFILE, room, room).ctx("RLIMIT_NOFILE")?;
+        // A user of its own (a stream with no file yet); root's saved uid lets it come back.
+        seteuid(Uid::from_raw(3000)).ctx("seteuid 3000")?;
+        let mut files = Vec::with_capacity(max);
+        for i in 0..max {
+            files.push(Device::open().map_err(|e| format!("open {} of {max}: {e}", i + 1))?);
+        }
+        expect_errno(Device::open(), libc::EMFILE, "open past the cap")?;
+        seteuid(Uid::from_raw(0)).ctx("seteuid 0")?;
+        Device::open().ctx("root's open while uid 3000 is at its cap")?;
+        seteuid(Uid::from_raw(3000)).ctx("seteuid 3000")?;
+        files.pop();
+        Device::open().ctx("open after a close made room")?;
+        Ok(())
+    })?;
+    ensure_eq!(code, 0, "the capped user's child");
+    Ok(())
+}
+
+/// One run of the delivery work item (in softirq, other users' timers behind it) offers at most
+/// `uapi::DELIVERY_RUN_MAX` events, then queues itself again: a pending queue the ioctls filled
+/// while delivery was held back is delivered in several runs, every event once and in order.
+fn a_delivery_run_offers_a_bounded_number_of_events() -> TestResult {
+    crate::module_tests::with_delivery_held(|release| {
+        let sig = rt(6);
+        sig.block().ctx("block")?;
+        let dev = Arc::new(Device::open().ctx("open")?);
+        dev.register(sig).ctx("register")?;
+        let total = uapi::PENDING_IOCTL_MAX;
+        let mut calls = Vec::new();
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(uapi::BURST_MAX);
+            left -= n;
+            let d = dev.clone();
+            calls.push(call(move || d.inject_burst(K::PeriodElapsed, n))?);
+        }
+        // Every burst emitted, none delivered: the whole queue waits for one held run.
+        let deadline = std::time::Instant::now() + crate::runner::hang_guard();
+        loop {
+            let (text, block) = debugfs_block(0)?;
+            if block.iter().any(|l| *l == format!("events {total}")) {
+                break;
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the bursts never all emitted:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        release()?;
+        for c in calls {
+            c.join()?.ctx("inject burst")?;
+        }
+        let kinds = vec![K::PeriodElapsed; total as usize];
+        expect_kinds(sig, &kinds)?;
+        let s = dev.stats().ctx("stats")?;
+        ensure_eq!(s.file.delivered, u64::from(total), "delivered");
+        let (text, block) = debugfs_block(0)?;
+        let want = format!("delivery_run_max {}", uapi::DELIVERY_RUN_MAX);
+        ensure_eq!(
+            block.last(),
+            Some(&want),
+            "the longest run offered the bound, no more, of {total} events waiting:\n{text}"
         );
         Ok(())
     })
