@@ -542,6 +542,22 @@ mod tests {
         let values: Vec<usize> = got.iter().map(|i| i.value as usize).collect();
         assert_eq!(values, (0..n).collect::<Vec<_>>());
         assert_eq!(HandlerReceiver::overflows(), 0);
+        // More than the pipe holds (64 KiB: about 5,400 records): the handler cannot wait, so
+        // it counts each record it could not write, and every event is either read or counted.
+        let flood = 8000;
+        for v in 0..flood {
+            // SAFETY: pthread_self has no preconditions.
+            assert_eq!(queue_to(unsafe { libc::pthread_self() }, sig, v), 0);
+        }
+        got.clear();
+        while rx
+            .recv_many(&mut got, BATCH, Duration::from_millis(10))
+            .unwrap()
+            > 0
+        {}
+        let overflowed = HandlerReceiver::overflows();
+        assert!(overflowed > 0, "the pipe never filled");
+        assert_eq!(got.len() as u64 + overflowed, flood as u64);
         // A second receiver while one is installed: refused.
         assert_eq!(
             HandlerReceiver::install(&[Signal::rtmin(11)], false)

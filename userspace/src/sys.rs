@@ -210,3 +210,49 @@ pub fn now_ns() -> u64 {
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Signal;
+
+    #[test]
+    fn sigwaitinfo_goes_on_waiting_when_a_handled_signal_interrupts_it() {
+        extern "C" fn nothing(_: i32) {}
+        // A handler without SA_RESTART: its signal makes sigwaitinfo fail with EINTR.
+        // SAFETY: a valid handler that does nothing; SIGWINCH is used by no other test.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as *const () as usize;
+            assert_eq!(
+                libc::sigaction(libc::SIGWINCH, &sa, std::ptr::null_mut()),
+                0
+            );
+        }
+        let sig = Signal::rtmin(12);
+        sig.block().unwrap();
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        let poker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: `me` waits in sigwaitinfo until we are joined.
+            let winch = unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGWINCH) };
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: as above; a thread-directed real-time signal with a plain value.
+            let queued = unsafe {
+                libc::pthread_sigqueue(
+                    me as libc::pthread_t,
+                    sig.number(),
+                    libc::sigval {
+                        sival_ptr: 7 as *mut libc::c_void,
+                    },
+                )
+            };
+            (winch, queued)
+        });
+        let got = sigwaitinfo(&SignalSet::from(&[sig][..]));
+        assert_eq!(poker.join().unwrap(), (0, 0));
+        let got = got.expect("the interrupted wait went on");
+        assert_eq!((got.signo, got.value), (sig.number(), 7));
+    }
+}

@@ -50,6 +50,8 @@ mod flags {
                 optional --period-us us: u32
                 /// Periods (default 10).
                 optional --periods n: u32
+                /// Give up on an event that does not come within this many ms (default 5000).
+                optional --timeout-ms ms: u64
             }
             /// The tutorial's scorer: send SCORES (of 4, 6, W; default 46W) to MANAGER_PID.
             cmd scorer {
@@ -85,6 +87,7 @@ enum Cmd {
     Demo {
         period_us: u32,
         periods: u32,
+        timeout_ms: u64,
     },
     Scorer {
         manager: i32,
@@ -141,6 +144,7 @@ fn parse(args: Vec<std::ffi::OsString>) -> Result<Cmd, String> {
         C::Demo(d) => Cmd::Demo {
             period_us: d.period_us.unwrap_or(PERIOD_US),
             periods: d.periods.unwrap_or(10),
+            timeout_ms: d.timeout_ms.unwrap_or(5000),
         },
         C::Scorer(sc) => {
             let scores = sc.scores.unwrap_or_else(|| "46W".into());
@@ -166,7 +170,7 @@ fn listen(
     count: Option<u64>,
     timeout_ms: u64,
     quiet_until_ready: Option<std::sync::mpsc::Sender<()>>,
-) -> pcmsig::Result<GapDetector> {
+) -> pcmsig::Result<(GapDetector, u64)> {
     let rx = Receiver::new(mode, &[signal])?;
     let dev = Device::open_nonblocking()?;
     dev.register(signal)?;
@@ -209,7 +213,7 @@ fn listen(
         };
         println!("{}{latency}{gap}", describe(ev.kind, ev.seq));
     }
-    Ok(gaps)
+    Ok((gaps, n))
 }
 
 fn print_stats(s: &pcmsig::Stats) {
@@ -251,20 +255,24 @@ fn run(cmd: Cmd) -> pcmsig::Result<()> {
             print_stats(&Device::open()?.stats()?);
             Ok(())
         }
-        Cmd::Demo { period_us, periods } => {
+        Cmd::Demo {
+            period_us,
+            periods,
+            timeout_ms,
+        } => {
             let signal = Signal::rtmin(2);
             signal.block()?;
             let dev = Device::open()?;
             let (tx, rx) = std::sync::mpsc::channel();
             let expected = u64::from(periods) + 3; // prepared, started, periods, stopped
             let listener = std::thread::spawn(move || {
-                listen(signal, Mode::Wait, Some(expected), 5000, Some(tx))
+                listen(signal, Mode::Wait, Some(expected), timeout_ms, Some(tx))
             });
             let _ = rx.recv();
             println!("starting the stream: {periods} periods of {period_us} us");
             dev.configure(period_us, periods)?;
             dev.trigger(Trigger::Start)?;
-            let gaps = listener
+            let (gaps, received) = listener
                 .join()
                 .map_err(|_| pcmsig::Error::Io(std::io::Error::other("listener panicked")))??;
             let s = dev.stats()?;
@@ -273,8 +281,13 @@ fn run(cmd: Cmd) -> pcmsig::Result<()> {
                 "lost {} / reordered {} (from sequence numbers)",
                 gaps.lost, gaps.reordered
             );
-            if gaps.lost != 0 || s.total.fired != s.total.delivered + s.total.dropped() {
-                return Err(pcmsig::Error::Io(std::io::Error::other("events were lost")));
+            if received != expected
+                || gaps.lost != 0
+                || s.total.fired != s.total.delivered + s.total.dropped()
+            {
+                return Err(pcmsig::Error::Io(std::io::Error::other(format!(
+                    "events were lost: {received} of {expected} received"
+                ))));
             }
             Ok(())
         }

@@ -27,6 +27,7 @@ pub fn tests() -> Vec<Test> {
         the_cli_listener_says_how_many_events_it_missed,
         the_cli_listener_flags_an_event_out_of_order_and_gives_up_after_its_timeout,
         the_cli_demo_describes_each_event_in_plain_words,
+        the_cli_demo_fails_when_its_events_are_lost,
     ]
 }
 
@@ -658,5 +659,49 @@ fn the_cli_listener_flags_an_event_out_of_order_and_gives_up_after_its_timeout()
     );
     ensure_eq!(three, "stream paused [out of order]");
     ensure_eq!(last, "no event for 3000 ms");
+    Ok(())
+}
+
+/// `pcmsig demo` fails, and says how many of its events came, when the kernel drops them: here
+/// every one, its process's `RLIMIT_SIGPENDING` being 0 (the driver counts each as dropped for a
+/// full queue, so the counters alone balance: only the count received shows the loss).
+fn the_cli_demo_fails_when_its_events_are_lost() -> TestResult {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("/bin/pcmsig");
+    cmd.args([
+        "demo",
+        "--period-us",
+        "20000",
+        "--periods",
+        "1",
+        "--timeout-ms",
+        "200",
+    ]);
+    // SAFETY: only `setrlimit`, async-signal-safe, runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_SIGPENDING, &none) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let out = cmd.output().ctx("running /bin/pcmsig demo")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(!out.status.success(), "pcmsig demo succeeded:\n{text}");
+    for want in [
+        "all listeners: fired 4 = delivered 0 + dropped 4 (queue full 4,",
+        "events were lost: 0 of 4 received",
+    ] {
+        ensure!(text.contains(want), "no {want:?} in:\n{text}");
+    }
     Ok(())
 }
