@@ -85,14 +85,29 @@ impl SenderCred {
     ///
     /// `task` must be a valid task (e.g. one we hold a reference on).
     unsafe fn may_signal_task(&self, task: *mut bindings::task_struct) -> bool {
+        // SAFETY: The caller's guarantee.
+        unsafe { self.check_task(task) }.0
+    }
+
+    /// Whether these credentials may signal `task`, and the user namespace of its (objective)
+    /// credentials, the one the kernel maps `si_uid` into.
+    ///
+    /// # Safety
+    ///
+    /// `task` must be a valid task (e.g. one we hold a reference on).
+    unsafe fn check_task(
+        &self,
+        task: *mut bindings::task_struct,
+    ) -> (bool, *const bindings::user_namespace) {
         // SAFETY: The caller guarantees `task` is valid; `get_task_cred` returns a counted
         // reference to its objective credentials, never null for a live task.
         let cred = unsafe { bindings::get_task_cred(task) };
-        // SAFETY: `cred` is a counted reference, valid until `put_cred` below.
-        let ok = unsafe { self.may_signal(cred) };
+        // SAFETY: `cred` is a counted reference, valid until `put_cred` below; a published
+        // cred's fields never change.
+        let (ok, ns) = unsafe { (self.may_signal(cred), (*cred).user_ns.cast_const()) };
         // SAFETY: Releases the reference taken by `get_task_cred`.
         unsafe { bindings::put_cred(cred) };
-        ok
+        (ok, ns)
     }
 
     /// Whether these credentials may signal the calling thread.
@@ -153,21 +168,26 @@ impl Drop for TaskRef {
 /// # Invariants
 ///
 /// Holds a counted reference to a live thread that may be signalled.
-pub(crate) struct Resolved(TaskRef);
+pub(crate) struct Resolved {
+    task: TaskRef,
+    /// The `si_uid` to send so that the thread reads the overflow uid (see [`si_uid_for`]).
+    si_uid: u32,
+}
 
 impl Resolved {
     fn task(&self) -> *mut bindings::task_struct {
-        self.0 .0.as_ptr()
+        self.task.0.as_ptr()
     }
 
     /// Sends `signo` with `si_code = SI_QUEUE` and `si_int = value`. Never sleeps.
     pub(crate) fn send(&self, signo: u32, value: i32) -> Outcome {
         let mut info = bindings::kernel_siginfo::default();
         // Payload for every reader: SI_QUEUE makes `si_int` visible to signalfd and SA_SIGINFO
-        // handlers alike. `si_pid`/`si_uid` stay 0: the sender is the kernel (the
-        // kernel then maps `si_uid` from the interrupted task's user namespace: see README).
+        // handlers alike. `si_pid` stays 0 (the kernel only ever clears it); `si_uid` is chosen
+        // so that the receiver reads the overflow uid, whoever was interrupted.
         info.__bindgen_anon_1.si_signo = signo as i32;
         info.__bindgen_anon_1.si_code = SI_CODE;
+        info.__bindgen_anon_1._sifields._rt._uid = self.si_uid;
         info.__bindgen_anon_1._sifields._rt._sigval.sival_int = value;
         // SAFETY: `info` is a valid, initialised siginfo; the task is valid (counted, type
         // invariant); `send_sig_info` takes the target's sighand lock itself and does not sleep.
@@ -229,10 +249,14 @@ impl ThreadRef {
             return Err(Outcome::Execd);
         }
         // SAFETY: `task` is valid (counted).
-        if !unsafe { sender.may_signal_task(task.0.as_ptr()) } {
+        let (permitted, ns) = unsafe { sender.check_task(task.0.as_ptr()) };
+        if !permitted {
             return Err(Outcome::NotPermitted);
         }
-        Ok(Resolved(task))
+        Ok(Resolved {
+            task,
+            si_uid: si_uid_for(ns),
+        })
     }
 
     /// Whether `sender` may signal the thread now (a thread that is gone can be "signalled":
@@ -296,6 +320,39 @@ fn leaving(task: *mut bindings::task_struct) -> Option<Outcome> {
         });
     }
     None
+}
+
+/// The `si_uid` that makes a thread whose credentials live in user namespace `target_ns` read the
+/// overflow uid (`/proc/sys/kernel/overflowuid`, 65534 by default): the sender is the kernel, no
+/// user, and the value must not depend on which task the delivery happened to interrupt.
+///
+/// Delivery runs in softirq, on top of whatever task was running, and `send_signal_locked`
+/// (kernel/signal.c) rewrites an `SI_QUEUE` signal's `si_uid` when that task's user namespace
+/// (of its subjective credentials) differs from the target's:
+/// `from_kuid_munged(target_ns, make_kuid(current_ns, si_uid))`. Sending 0, as the driver once
+/// did, let a listener read the uid that the root of an interrupted container maps to. So:
+/// - same namespace: no rewrite, so send the overflow uid itself;
+/// - another namespace: send `u32::MAX`, which no namespace maps (`(uid_t)-1` is refused in a
+///   uid map), so `make_kuid` gives `INVALID_UID`, which `from_kuid_munged` turns into the
+///   overflow uid.
+///
+/// Called in the delivery work item, where the interrupted task cannot change its credentials
+/// until we return: the kernel's later read of `current_user_ns()` sees what we read here.
+fn si_uid_for(target_ns: *const bindings::user_namespace) -> u32 {
+    // SAFETY: `current` is valid while it runs (or is interrupted by) this code; its `cred` is
+    // the subjective credentials `current_user_ns()` reads, alive while the task holds them, and
+    // not replaced while this code runs on top of it.
+    let current_ns = unsafe {
+        let cred = core::ptr::addr_of!((*Task::current_raw()).cred).read();
+        (*cred).user_ns.cast_const()
+    };
+    if current_ns == target_ns {
+        // SAFETY: `overflowuid` is an exported `int`, changed only by its sysctl; read once.
+        let overflow = unsafe { core::ptr::addr_of!(bindings::overflowuid).read_volatile() };
+        overflow as u32
+    } else {
+        u32::MAX
+    }
 }
 
 /// The `si_code` of every signal: `SI_QUEUE`, so that `si_int` reaches every reader.

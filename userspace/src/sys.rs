@@ -115,7 +115,8 @@ pub struct SigInfo {
     pub value: i32,
     /// `si_pid` of the sender (0 for the kernel; [`crate::HandlerReceiver`] does not carry it: 0).
     pub pid: i32,
-    /// `si_uid`: the sender's real uid (0 for the kernel; 0 from [`crate::HandlerReceiver`]).
+    /// `si_uid`: the sender's real uid (the overflow uid, 65534, for pcmsig's signals; 0 from
+    /// [`crate::HandlerReceiver`], which does not carry it).
     pub uid: u32,
 }
 

@@ -19,6 +19,7 @@ pub fn tests() -> Vec<Test> {
     crate::tests![
         a_listener_whose_process_is_exiting_is_counted_exited,
         one_users_open_files_are_capped_and_other_users_can_still_open,
+        si_uid_is_the_overflow_uid_whichever_task_the_delivery_interrupts,
     ]
 }
 
@@ -642,4 +643,90 @@ fn a_delivery_run_offers_a_bounded_number_of_events() -> TestResult {
         );
         Ok(())
     })
+}
+
+/// Periods of each stream in the `si_uid` test: enough timer interrupts to land on the busy
+/// container threads many times.
+const UID_PERIODS: u32 = 200;
+
+/// Receives the `UID_PERIODS`-period run of `sig` (blocked, registered, started) and returns
+/// how many events carried each `si_uid`.
+fn uids_of_a_run(sig: pcmsig::Signal) -> Result<std::collections::BTreeMap<u32, u32>, String> {
+    let mut seen = std::collections::BTreeMap::new();
+    // Prepared and Started, the periods, Stopped.
+    for _ in 0..UID_PERIODS + 3 {
+        let info = recv(&[sig])?;
+        expect_event(&info, sig)?;
+        *seen.entry(info.uid).or_insert(0) += 1;
+    }
+    Ok(seen)
+}
+
+/// What a listener reads in `si_uid` must not depend on which task the delivery (in softirq)
+/// happened to interrupt: it is the overflow uid, for a listener in the initial user namespace
+/// and for one in a container's, while the container's threads keep both CPUs busy so that the
+/// timers' interrupts land on them. Sending 0, the driver let the initial namespace's listener
+/// read 1000 (what the container's root maps to) whenever a container thread was interrupted,
+/// and 0 otherwise; and the container's listener read 0 or 65534 by the same chance.
+fn si_uid_is_the_overflow_uid_whichever_task_the_delivery_interrupts() -> TestResult {
+    let overflow: u32 = std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .ctx("overflowuid")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("overflowuid: {e}"))?;
+    chmod_device_666()?;
+    let sig = rt(6);
+    sig.block().ctx("block")?;
+    let (ready_r, ready_w) = nix::unistd::pipe().ctx("pipe")?;
+    let (done_r, done_w) = nix::unistd::pipe().ctx("pipe")?;
+    let child = spawn_child(|| {
+        setresuid(1000, 1000, 1000)?;
+        // Dumpable again (a uid change cleared it), or it cannot write its own uid_map.
+        nix::sys::prctl::set_dumpable(true).ctx("PR_SET_DUMPABLE")?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+            .ctx("unshare(CLONE_NEWUSER) (CONFIG_USER_NS)")?;
+        std::fs::write("/proc/self/uid_map", "0 1000 1").ctx("uid_map")?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hogs: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        let dev = listen(sig)?;
+        put(ready_w.as_raw_fd(), b"r")?;
+        dev.configure(1000, UID_PERIODS).ctx("configure")?;
+        dev.trigger(Trigger::Start).ctx("start")?;
+        let seen = uids_of_a_run(sig);
+        // The container's threads spin until the parent's run is over too.
+        let _ = get(done_r.as_raw_fd(), 1);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        hogs.into_iter().for_each(|h| {
+            let _ = h.join();
+        });
+        let seen = seen?;
+        ensure!(
+            seen.keys().all(|&u| u == overflow),
+            "the container's listener read si_uid (value: events) {seen:?}, not {overflow}"
+        );
+        Ok(())
+    })?;
+    let ours = (|| {
+        get(ready_r.as_raw_fd(), 1)?;
+        let _dev = listen_to_stream(sig, 1000, UID_PERIODS)?;
+        uids_of_a_run(sig)
+    })();
+    let _ = put(done_w.as_raw_fd(), b"d");
+    let code = wait_child(child)?;
+    let ours = ours?;
+    ensure!(
+        ours.keys().all(|&u| u == overflow),
+        "the initial namespace's listener read si_uid (value: events) {ours:?}, not {overflow}"
+    );
+    ensure_eq!(code, 0, "the container's child");
+    Ok(())
 }
