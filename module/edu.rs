@@ -47,7 +47,11 @@ impl irq::Handler for EduIrq<'_> {
     fn handle(&self) -> IrqReturn {
         let status = (&self.bar).read32(REG_IRQ_STATUS);
         if status == 0 {
-            return IrqReturn::None;
+            // Ours all the same: the vector is an MSI, which no other device shares. Two raises
+            // before the handler ran send two messages, and the first run acknowledged both.
+            // Answering "not handled" would make the IRQ core count it as spurious and, after
+            // enough of them, disable the vector.
+            return IrqReturn::Handled;
         }
         (&self.bar).write32(status, REG_IRQ_ACK);
         if status & PERIOD_BIT != 0 {
@@ -70,13 +74,50 @@ unsafe fn raise(ctx: *const ()) {
 }
 
 /// Data of a bound `edu` device. Fields drop in order: the IRQ registration (free_irq waits for
-/// a running handler, then the BAR is unmapped), then the vectors.
+/// a running handler, then the BAR is unmapped), then the vectors, then the device is disabled.
 #[pin_data]
 pub(crate) struct EduData<'bound> {
     #[pin]
     irq: irq::Registration<'bound, EduIrq<'bound>>,
     vectors: KBox<pci::IrqVectorRegistration<'bound>>,
     streams: Arc<Streams>,
+    _enabled: Enabled,
+}
+
+/// The device's enable (memory space) and bus mastering, undone on drop, after everything that
+/// uses the device: the kernel crate enables a device but offers no way back.
+struct Enabled(*mut kernel::bindings::pci_dev);
+
+// SAFETY: The pointer is only passed to the PCI core's functions, which may run on any thread.
+unsafe impl Send for Enabled {}
+// SAFETY: `Enabled` has no `&self` methods.
+unsafe impl Sync for Enabled {}
+
+impl Enabled {
+    /// Enables `pdev`'s memory space and bus mastering.
+    fn new(pdev: &pci::Device<Core<'_>>) -> Result<Self> {
+        pdev.enable_device_mem()?;
+        pdev.set_master();
+        // `pci::Device` is a transparent wrapper of `struct pci_dev` (the kernel crate says so
+        // where it implements `AsBusDevice`), so the address is the C device's.
+        Ok(Self(
+            core::ptr::from_ref(pdev)
+                .cast::<kernel::bindings::pci_dev>()
+                .cast_mut(),
+        ))
+    }
+}
+
+impl Drop for Enabled {
+    fn drop(&mut self) {
+        // SAFETY: The device was enabled in `new` and is still bound: the driver data holding
+        // this is dropped when it unbinds, before the `pci_dev` can go. The IRQ registration
+        // and the vectors, dropped before this field, no longer use it.
+        unsafe {
+            kernel::bindings::pci_clear_master(self.0);
+            kernel::bindings::pci_disable_device(self.0);
+        }
+    }
 }
 
 /// The `edu` PCI driver.
@@ -104,8 +145,7 @@ impl pci::Driver for EduDriver {
                 return Err(ENODEV);
             }
             let streams = Streams::get().ok_or(ENODEV)?;
-            pdev.enable_device_mem()?;
-            pdev.set_master();
+            let enabled = Enabled::new(pdev)?;
             let bar = pdev.iomap_region_sized::<BAR_SIZE>(0, c"pcmsig-edu")?;
             let vectors = KBox::new(
                 // MSI only: the device's interrupt is never shared with another device's INTx.
@@ -128,6 +168,7 @@ impl pci::Driver for EduDriver {
                 },
                 vectors,
                 streams,
+                _enabled: enabled,
                 _: {
                     // SAFETY: `this` points to the `EduData` being initialised; `irq` is
                     // initialised, pinned, and outlives the hook (removed in `unbind`).
