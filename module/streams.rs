@@ -86,8 +86,10 @@ impl Streams {
                 let s = Stream::new(owner)?;
                 if let Some(hook) = *device {
                     // SAFETY: The hook's owner calls `detach_device`, which reaches every listed
-                    // stream, before the hook becomes invalid; the stream is listed below, under
-                    // `setup`, which `detach_device` takes: `attach_device`'s contract.
+                    // stream, before the hook becomes invalid. This stream is listed below, under
+                    // `setup`, which `detach_device` takes; if this open fails first, the stream
+                    // is dropped here without ever having had a file, so its timer, the hook's
+                    // only caller, never ran: `attach_device`'s contract either way.
                     unsafe { s.attach_device(hook) };
                 }
                 s
