@@ -422,6 +422,14 @@ pub const SKIPS: &[(&str, SkipWhen)] = &[
         SkipWhen::NoEduDevice,
     ),
     (
+        "edu_unbind_disables_the_device_and_bind_enables_it_once",
+        SkipWhen::NoEduDevice,
+    ),
+    (
+        "edu_coalesced_interrupts_are_never_counted_spurious",
+        SkipWhen::NoEduDevice,
+    ),
+    (
         "device_removal_never_leaves_a_running_stream_without_its_timer",
         SkipWhen::NoEduDevice,
     ),

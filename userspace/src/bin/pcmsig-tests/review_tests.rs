@@ -486,12 +486,14 @@ fn a_listener_whose_exec_has_begun_is_counted_execd() -> TestResult {
         let other = other.ctx("open as uid 2000")?;
         let dev = Device::open().ctx("open")?;
         let (tid_r, tid_w) = nix::unistd::pipe().ctx("pipe")?;
-        let (go_r, go_w) = nix::unistd::pipe().ctx("pipe")?;
+        // One pipe per thread that waits for the parent's word: the closer's, the exec's.
+        let (close_r, close_w) = nix::unistd::pipe().ctx("pipe")?;
+        let (exec_r, exec_w) = nix::unistd::pipe().ctx("pipe")?;
         let other_fd = other.file().as_raw_fd();
         let pid = spawn_child(|| {
             sig.block().ctx("block")?;
             dev.register(sig).ctx("register")?;
-            let (go, tid_w) = (go_r.as_raw_fd(), tid_w.as_raw_fd());
+            let (go, tid_w) = (close_r.as_raw_fd(), tid_w.as_raw_fd());
             // The closer: once the parent has closed its copy, its close is the file's last.
             std::thread::spawn(move || {
                 let _ = put(tid_w, &sys::gettid().to_ne_bytes());
@@ -500,7 +502,7 @@ fn a_listener_whose_exec_has_begun_is_counted_execd() -> TestResult {
                 unsafe { libc::close(other_fd) };
             });
             // Exec once the parent says the closer is held.
-            get(go, 1)?;
+            get(exec_r.as_raw_fd(), 1)?;
             let probe = std::ffi::CString::new(format!("{EXEC_PROBE}={}", sig.number()))
                 .ctx("probe word")?;
             nix::unistd::execve(c"/proc/self/exe", &[c"pcmsig-tests"], &[probe.as_c_str()])
@@ -513,15 +515,18 @@ fn a_listener_whose_exec_has_begun_is_counted_execd() -> TestResult {
         let closer = i32::from_ne_bytes(b);
         let before = hits()?;
         // Lets the closer close (now the last close), and waits until it is held there.
-        put(go_w.as_raw_fd(), b"c")?;
+        put(close_w.as_raw_fd(), b"c")?;
         wait_hits(before + 1)?;
         // The exec: past its point of no return once `de_thread` has sent the closer SIGKILL.
-        put(go_w.as_raw_fd(), b"x")?;
+        put(exec_w.as_raw_fd(), b"x")?;
         wait_sigkill_pending(pid, closer)?;
         dev.inject(K::Started).ctx("inject")?;
         let s = dev.stats().ctx("stats")?;
         release(DelayPoint::LastCloseBeforeReset)?;
         let code = wait_child(pid)?;
+        // Every point off for good: the last close of `dev` (ours) would wait there too.
+        std::fs::write(crate::module_tests::RELEASE, "off").ctx("delay points off")?;
+        drop(dev);
         ensure_eq!(
             (s.file.fired, s.file.delivered, s.file.dropped_execd),
             (1, 0, 1),
