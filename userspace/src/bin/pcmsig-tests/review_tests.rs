@@ -375,8 +375,11 @@ impl Tracee {
 
 impl Drop for Tracee {
     fn drop(&mut self) {
-        // SAFETY: our own child; a dead one makes both calls fail harmlessly.
+        // Let it go on first: a tracee stopped in its exit ignores SIGKILL (its group is exiting
+        // already) and would stay stopped, and `waitpid` with it.
+        // SAFETY: our own child; requests on one that is not stopped, or dead, fail harmlessly.
         unsafe {
+            libc::ptrace(libc::PTRACE_DETACH, self.0, 0usize, 0usize);
             libc::kill(self.0, libc::SIGKILL);
             libc::waitpid(self.0, std::ptr::null_mut(), 0);
         }
