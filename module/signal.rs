@@ -292,12 +292,9 @@ fn leaving(task: *mut bindings::task_struct) -> Option<Outcome> {
         // `exit_signals` has run: the thread is on its way out of `do_exit`.
         return Some(Outcome::Exited);
     }
-    // SAFETY: A task's `signal` is set at fork and released only with the task itself
-    // (`__put_task_struct`), on which the caller holds a reference.
+    // SAFETY: A task's `signal` is set at fork, never null, and released only with the task
+    // itself (`__put_task_struct`), on which the caller holds a reference.
     let signal = unsafe { core::ptr::addr_of!((*task).signal).read() };
-    if signal.is_null() {
-        return Some(Outcome::Exited);
-    }
     // SAFETY: `signal` is valid (above); both fields are read once, without `siglock`, as a
     // check before sending may be (the same race as any).
     let (group_flags, exec_task) = unsafe {

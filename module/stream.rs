@@ -639,9 +639,7 @@ impl Stream {
             let mut bigger = KVec::with_capacity(cap, GFP_KERNEL_ACCOUNT | __GFP_NOWARN)?;
             let old = {
                 let mut files = self.files.lock();
-                if files.len() >= FILES_MAX {
-                    return Err(EMFILE);
-                }
+                // Grown meanwhile (perhaps to the cap, which the next try then refuses).
                 if files.len() >= bigger.capacity() {
                     continue;
                 }

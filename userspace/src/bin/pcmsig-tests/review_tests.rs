@@ -477,7 +477,8 @@ pub fn exec_probe() -> Option<i32> {
 /// signal sent then would stay pending into the new program (pending signals and the blocked mask
 /// survive exec; a handler does not, so an unblocked one would kill it), which never asked for
 /// it: the driver counts the event as dropped because the listener exec'd, and the new program
-/// finds nothing pending.
+/// finds nothing pending. The held thread, a listener too (on another file), is being killed
+/// by that exec: its event counts as dropped because it exited.
 fn a_listener_whose_exec_has_begun_is_counted_execd() -> TestResult {
     with_delay_points(&[DelayPoint::LastCloseBeforeReset], || {
         chmod_device_666()?;
@@ -488,6 +489,8 @@ fn a_listener_whose_exec_has_begun_is_counted_execd() -> TestResult {
         nix::unistd::seteuid(nix::unistd::Uid::from_raw(0)).ctx("seteuid 0")?;
         let other = other.ctx("open as uid 2000")?;
         let dev = Device::open().ctx("open")?;
+        // The closer's file: the same stream (root's), another listener.
+        let dev2 = Device::open().ctx("open")?;
         let (tid_r, tid_w) = nix::unistd::pipe().ctx("pipe")?;
         // One pipe per thread that waits for the parent's word: the closer's, the exec's.
         let (close_r, close_w) = nix::unistd::pipe().ctx("pipe")?;
@@ -497,25 +500,39 @@ fn a_listener_whose_exec_has_begun_is_counted_execd() -> TestResult {
             sig.block().ctx("block")?;
             dev.register(sig).ctx("register")?;
             let (go, tid_w) = (close_r.as_raw_fd(), tid_w.as_raw_fd());
-            // The closer: once the parent has closed its copy, its close is the file's last.
-            std::thread::spawn(move || {
-                let _ = put(tid_w, &sys::gettid().to_ne_bytes());
-                let _ = get(go, 1);
-                // SAFETY: closes this process's copy of the uid-2000 file, used by nothing else.
-                unsafe { libc::close(other_fd) };
-            });
-            // Exec once the parent says the closer is held.
-            get(exec_r.as_raw_fd(), 1)?;
-            let probe = std::ffi::CString::new(format!("{EXEC_PROBE}={}", sig.number()))
-                .ctx("probe word")?;
-            nix::unistd::execve(c"/proc/self/exe", &[c"pcmsig-tests"], &[probe.as_c_str()])
-                .ctx("execve")?;
-            Ok(())
+            let dev2 = &dev2;
+            // The closer (the signal blocked, as in the thread that starts it): a listener on
+            // `dev2`; once the parent has closed its copy of the uid-2000 file, its close of it
+            // is the file's last.
+            std::thread::scope(|scope| {
+                scope.spawn(move || {
+                    // Its tid, or 0 if it could not register.
+                    let tid = if dev2.register(sig).is_ok() {
+                        sys::gettid()
+                    } else {
+                        0
+                    };
+                    let _ = put(tid_w, &tid.to_ne_bytes());
+                    let _ = get(go, 1);
+                    // SAFETY: closes this process's copy of the uid-2000 file, used by nothing
+                    // else.
+                    unsafe { libc::close(other_fd) };
+                });
+                // Exec once the parent says the closer is held (the scope never ends: the exec
+                // replaces the program, or it fails and the child exits).
+                get(exec_r.as_raw_fd(), 1)?;
+                let probe = std::ffi::CString::new(format!("{EXEC_PROBE}={}", sig.number()))
+                    .ctx("probe word")?;
+                nix::unistd::execve(c"/proc/self/exe", &[c"pcmsig-tests"], &[probe.as_c_str()])
+                    .ctx("execve")?;
+                Ok(())
+            })
         })?;
         drop(other);
         let mut b = [0u8; 4];
         b.copy_from_slice(&get(tid_r.as_raw_fd(), 4)?);
         let closer = i32::from_ne_bytes(b);
+        ensure!(closer != 0, "the closer could not register");
         let before = hits()?;
         // Lets the closer close (now the last close), and waits until it is held there.
         put(close_w.as_raw_fd(), b"c")?;
@@ -525,15 +542,21 @@ fn a_listener_whose_exec_has_begun_is_counted_execd() -> TestResult {
         wait_sigkill_pending(pid, closer)?;
         dev.inject(K::Started).ctx("inject")?;
         let s = dev.stats().ctx("stats")?;
+        let s2 = dev2.stats().ctx("stats of the closer's file")?;
         release(DelayPoint::LastCloseBeforeReset)?;
         let code = wait_child(pid)?;
         // Every point off for good: the last close of `dev` (ours) would wait there too.
         std::fs::write(crate::module_tests::RELEASE, "off").ctx("delay points off")?;
-        drop(dev);
+        drop((dev, dev2));
         ensure_eq!(
             (s.file.fired, s.file.delivered, s.file.dropped_execd),
             (1, 0, 1),
-            "fired, delivered, dropped as exec'd"
+            "the exec'ing listener: fired, delivered, dropped as exec'd"
+        );
+        ensure_eq!(
+            (s2.file.fired, s2.file.delivered, s2.file.dropped_exited),
+            (1, 0, 1),
+            "the listener the exec is killing: fired, delivered, dropped as exited"
         );
         ensure_eq!(
             code,
