@@ -899,11 +899,6 @@ impl Stream {
                 if cmd == Trigger::Start {
                     inner.periods = 0;
                 }
-                if timer != TimerAction::Keep {
-                    // Periods the device was asked for and has not signalled yet belong to the
-                    // run that ends or ended here, not to the next one.
-                    inner.owed = 0;
-                }
                 (seq, timer)
             };
             match timer {
