@@ -683,9 +683,17 @@ impl Stream {
     pub(crate) fn detach(self: &Arc<Self>, file: &OpenFile) {
         let last = {
             let mut files = self.files.lock();
-            files.retain(|f| !core::ptr::eq(&**f, file));
-            files.is_empty()
+            // Found by address, removed in place: the others keep their order (the order in
+            // which delivery offers them, so a user's shared signal quota is spent the same way)
+            // and one memmove does the shifting, not a call per file.
+            let at = files.iter().position(|f| core::ptr::eq(&**f, file));
+            let removed = at.and_then(|i| files.remove(i).ok());
+            // The list's reference goes after the lock (never the last one: the caller holds
+            // the file).
+            (files.is_empty(), removed)
         };
+        let (last, removed) = last;
+        drop(removed);
         let listeners = {
             let mut inner = file.inner.lock();
             let listener = inner.listener.take();
