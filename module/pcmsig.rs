@@ -115,6 +115,10 @@ module! {
             default: 5000,
             description: "Test hook: the longest an enabled delay point waits (ms) unless released",
         },
+        test_files_per_user_max: u32 {
+            default: 0,
+            description: "Test hook: a lower cap on one user's open files (0: FILES_PER_USER_MAX)",
+        },
     },
 }
 
@@ -150,6 +154,7 @@ fn stats_file(streams: &Arc<Streams>, f: &mut fmt::Formatter<'_>) -> fmt::Result
     let blocks = streams.snapshot().map_err(|_| fmt::Error)?;
     writeln!(f, "streams {}", blocks.len())?;
     writeln!(f, "delay_point_hits {}", delay::hits())?;
+    writeln!(f, "files_per_user_max {}", crate::stream::files_max())?;
     writeln!(f, "live_streams {}", live::now(&live::STREAMS))?;
     writeln!(f, "live_files {}", live::now(&live::FILES))?;
     writeln!(f, "live_listeners {}", live::now(&live::LISTENERS))?;

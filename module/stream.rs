@@ -48,8 +48,14 @@ const PENDING_IOCTL_LIMIT: usize = uapi::PENDING_IOCTL_MAX as usize;
 const _: () =
     assert!(PENDING_IOCTL_LIMIT < PENDING_CAP && PENDING_TIMER_LIMIT < PENDING_IOCTL_LIMIT);
 /// Records each open file buffers for `read()`.
-/// Most open files of one user (one stream).
-const FILES_MAX: usize = uapi::FILES_PER_USER_MAX as usize;
+/// Most open files of one user (one stream): `uapi::FILES_PER_USER_MAX`, or the lower cap of
+/// the test hook `test_files_per_user_max` (so that a test reaches it without opening 16,384
+/// files, which takes minutes on the debug kernel).
+pub(crate) fn files_max() -> usize {
+    let cap = uapi::FILES_PER_USER_MAX;
+    let test = crate::module_parameters::test_files_per_user_max.value();
+    (if test == 0 { cap } else { test.min(cap) }) as usize
+}
 pub(crate) const READ_CAP: usize = uapi::READ_QUEUE_LEN as usize;
 /// Events the work item takes from `pending` at a time: per listener, the thread is resolved
 /// once per batch.
@@ -620,7 +626,7 @@ impl Stream {
         loop {
             let want = {
                 let mut files = self.files.lock();
-                if files.len() >= FILES_MAX {
+                if files.len() >= files_max() {
                     return Err(EMFILE);
                 }
                 if files.len() < files.capacity() {
@@ -633,9 +639,9 @@ impl Stream {
             // No room: allocate a larger list outside the lock (it may sleep), then move the
             // files over, unless the list changed meanwhile and the new one is too small.
             // Charged to the opener who grows it, as the rest of per-open memory.
-            // At most `FILES_MAX` entries (128 KiB): never an allocation the page allocator
+            // At most `files_max()` entries (128 KiB): never an allocation the page allocator
             // warns about, and a failure is a clean `ENOMEM`, not a splat.
-            let cap = want.saturating_mul(2).min(FILES_MAX);
+            let cap = want.saturating_mul(2).min(files_max());
             let mut bigger = KVec::with_capacity(cap, GFP_KERNEL_ACCOUNT | __GFP_NOWARN)?;
             let old = {
                 let mut files = self.files.lock();
