@@ -480,6 +480,10 @@ pub const fn decode(value: i32) -> Option<(EventKind, u32)> {
 /// releases that point, anything else every point, and `off` also turns them all off for good) or
 /// `test_delay_ms` milliseconds (see `modinfo pcmsig`), so that a test can act inside the window
 /// and then end it (see `ARCHITECTURE.md`, "Races on demand").
+///
+/// A test ABI, not a user one (not in the C header): the numbers are the bits of the load
+/// parameter and the names the words of the release file, shared by the module and its tests.
+/// A point may be added; one is renumbered or renamed only with both sides, in one change.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DelayPoint {
