@@ -465,14 +465,8 @@ mod tests {
 
     #[test]
     fn a_handled_signal_does_not_end_recv_timeouts_wait_with_an_error() {
-        extern "C" fn nothing(_: i32) {}
-        // A handler without SA_RESTART: its signal makes poll(2) fail with EINTR.
-        // SAFETY: a valid handler that does nothing; SIGURG is used by no other test.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = nothing as *const () as usize;
-            assert_eq!(libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()), 0);
-        }
+        // SIGURG's handler makes poll(2) fail with EINTR.
+        crate::sys::tests::interrupt_with(libc::SIGURG);
         let sig = Signal::rtmin(9);
         sig.block().unwrap();
         let rx = FdReceiver::new(&[sig]).unwrap();

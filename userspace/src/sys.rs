@@ -213,23 +213,25 @@ pub fn now_ns() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::Signal;
 
-    #[test]
-    fn sigwaitinfo_goes_on_waiting_when_a_handled_signal_interrupts_it() {
+    /// Installs a handler that does nothing for `signo`, without `SA_RESTART`: the signal then
+    /// makes a blocking call fail with `EINTR`. Each test uses a signal no other test uses.
+    pub(crate) fn interrupt_with(signo: i32) {
         extern "C" fn nothing(_: i32) {}
-        // A handler without SA_RESTART: its signal makes sigwaitinfo fail with EINTR.
-        // SAFETY: a valid handler that does nothing; SIGWINCH is used by no other test.
+        // SAFETY: a valid handler that does nothing, for a signal only the caller uses.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = nothing as *const () as usize;
-            assert_eq!(
-                libc::sigaction(libc::SIGWINCH, &sa, std::ptr::null_mut()),
-                0
-            );
+            assert_eq!(libc::sigaction(signo, &sa, std::ptr::null_mut()), 0);
         }
+    }
+
+    #[test]
+    fn sigwaitinfo_goes_on_waiting_when_a_handled_signal_interrupts_it() {
+        interrupt_with(libc::SIGWINCH);
         let sig = Signal::rtmin(12);
         sig.block().unwrap();
         // SAFETY: pthread_self has no preconditions.

@@ -175,13 +175,7 @@ fn user_namespace_root_opener_cannot_reach_other_users() -> TestResult {
     chmod_device_666()?;
     let (a, b) = socketpair()?;
     let code = in_child(|| {
-        setresuid(1000, 1000, 1000)?;
-        // Changing uid made the process non-dumpable, which makes its /proc files root's:
-        // dumpable again, or it cannot write its own uid_map.
-        nix::sys::prctl::set_dumpable(true).ctx("PR_SET_DUMPABLE")?;
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
-            .ctx("unshare(CLONE_NEWUSER) (CONFIG_USER_NS)")?;
-        std::fs::write("/proc/self/uid_map", "0 1000 1").ctx("uid_map")?;
+        enter_user_namespace_as(1000)?;
         ensure!(
             nix::unistd::geteuid().is_root(),
             "root in the new user namespace"

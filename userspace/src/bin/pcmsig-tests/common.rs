@@ -283,6 +283,18 @@ pub fn listen_over_limit(limit: u64, n: usize) -> Result<(Signal, Device), Strin
     Ok((sig, dev))
 }
 
+/// Becomes uid `uid`, then root of a new user namespace that maps its root to `uid` (a
+/// container's root): for a forked child.
+pub fn enter_user_namespace_as(uid: u32) -> Result<(), String> {
+    setresuid(uid, uid, uid)?;
+    // Changing uid made the process non-dumpable, which makes its /proc files root's: dumpable
+    // again, or it cannot write its own uid_map.
+    nix::sys::prctl::set_dumpable(true).ctx("PR_SET_DUMPABLE")?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+        .ctx("unshare(CLONE_NEWUSER) (CONFIG_USER_NS)")?;
+    std::fs::write("/proc/self/uid_map", format!("0 {uid} 1")).ctx("uid_map")
+}
+
 /// Makes the device node readable and writable by every user.
 pub fn chmod_device_666() -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;

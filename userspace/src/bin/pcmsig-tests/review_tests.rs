@@ -741,12 +741,7 @@ fn si_uid_is_the_overflow_uid_whichever_task_the_delivery_interrupts() -> TestRe
     let (ready_r, ready_w) = nix::unistd::pipe().ctx("pipe")?;
     let (done_r, done_w) = nix::unistd::pipe().ctx("pipe")?;
     let child = spawn_child(|| {
-        setresuid(1000, 1000, 1000)?;
-        // Dumpable again (a uid change cleared it), or it cannot write its own uid_map.
-        nix::sys::prctl::set_dumpable(true).ctx("PR_SET_DUMPABLE")?;
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
-            .ctx("unshare(CLONE_NEWUSER) (CONFIG_USER_NS)")?;
-        std::fs::write("/proc/self/uid_map", "0 1000 1").ctx("uid_map")?;
+        enter_user_namespace_as(1000)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let hogs: Vec<_> = (0..2)
             .map(|_| {
