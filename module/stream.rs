@@ -47,7 +47,6 @@ const PENDING_TIMER_LIMIT: usize = PENDING_CAP / 2;
 const PENDING_IOCTL_LIMIT: usize = uapi::PENDING_IOCTL_MAX as usize;
 const _: () =
     assert!(PENDING_IOCTL_LIMIT < PENDING_CAP && PENDING_TIMER_LIMIT < PENDING_IOCTL_LIMIT);
-/// Records each open file buffers for `read()`.
 /// Most open files of one user (one stream): `uapi::FILES_PER_USER_MAX`, or the lower cap of
 /// the test hook `test_files_per_user_max` (so that a test reaches it without opening 16,384
 /// files, which takes minutes on the debug kernel).
@@ -56,6 +55,7 @@ pub(crate) fn files_max() -> usize {
     let test = crate::module_parameters::test_files_per_user_max.value();
     (if test == 0 { cap } else { test.min(cap) }) as usize
 }
+/// Records each open file buffers for `read()`.
 pub(crate) const READ_CAP: usize = uapi::READ_QUEUE_LEN as usize;
 /// Events the work item takes from `pending` at a time: per listener, the thread is resolved
 /// once per batch.
@@ -687,7 +687,7 @@ impl Stream {
     /// Removes an open file. On the last close the stream stops, its timer is cancelled, pending
     /// work is flushed and it returns to `Setup`.
     pub(crate) fn detach(self: &Arc<Self>, file: &OpenFile) {
-        let last = {
+        let (last, removed) = {
             let mut files = self.files.lock();
             // Found by address, removed in place: the others keep their order (the order in
             // which delivery offers them, so a user's shared signal quota is spent the same way)
@@ -698,7 +698,6 @@ impl Stream {
             // the file).
             (files.is_empty(), removed)
         };
-        let (last, removed) = last;
         drop(removed);
         let listeners = {
             let mut inner = file.inner.lock();
