@@ -281,10 +281,9 @@ fn run(cmd: Cmd) -> pcmsig::Result<()> {
                 "lost {} / reordered {} (from sequence numbers)",
                 gaps.lost, gaps.reordered
             );
-            if received != expected
-                || gaps.lost != 0
-                || s.total.fired != s.total.delivered + s.total.dropped()
-            {
+            // What the listener received decides (the counters balance even when the kernel
+            // dropped every signal: drops are counted).
+            if received != expected || gaps.lost != 0 {
                 return Err(pcmsig::Error::Io(std::io::Error::other(format!(
                     "events were lost: {received} of {expected} received"
                 ))));
