@@ -200,6 +200,14 @@ fn xml(suite: &str, cases: &[Case], seconds: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_become_question_marks_and_whitespace_stays() {
+        assert_eq!(
+            super::esc("a\u{1}b\u{1f}c\n\t\r<&>\"'"),
+            "a?b?c\n\t\r&lt;&amp;&gt;&quot;&apos;"
+        );
+    }
+
     use super::*;
     use crate::ktap::{parse, verdict};
     use crate::vm::Ending;

@@ -133,4 +133,53 @@ mod tests {
             );
         }
     }
+
+    /// A kernel tree whose `kunit.py` prints `output` whatever it is asked, and a KTAP file.
+    fn fake_tree(output: &str, ktap_text: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "pcmsig-kunit-test-{}-{}",
+            std::process::id(),
+            output.len() + 1000 * ktap_text.len()
+        ));
+        let kunit = dir.join("tools/testing/kunit");
+        std::fs::create_dir_all(&kunit).unwrap();
+        std::fs::write(kunit.join("kunit.py"), format!("print({output:?})\n")).unwrap();
+        let ktap = dir.join("ktap.txt");
+        std::fs::write(&ktap, ktap_text).unwrap();
+        (dir, ktap)
+    }
+
+    #[test]
+    fn the_cross_check_runs_kunit_py_on_complete_runs_only_and_reads_its_summary() {
+        let complete = "KTAP version 1\n1..2\nok 1 a\nnot ok 2 b\n";
+        let report = ktap::parse(complete);
+        // kunit.py agrees: no disagreement.
+        let (dir, ktap) = fake_tree(
+            "Testing complete. Ran 2 tests: passed: 1, failed: 1",
+            complete,
+        );
+        assert_eq!(parse_disagrees(&dir, &ktap, &report).unwrap(), None);
+        // It counts otherwise: said.
+        let (dir, ktap) = fake_tree("Testing complete. Ran 2 tests: passed: 2", complete);
+        let d = parse_disagrees(&dir, &ktap, &report).unwrap().unwrap();
+        assert!(d.contains("passed: ours 1, kunit.py 2"), "{d}");
+        // It prints no summary: said.
+        let (dir, ktap) = fake_tree("Traceback (most recent call last)", complete);
+        let d = parse_disagrees(&dir, &ktap, &report).unwrap().unwrap();
+        assert!(d.contains("printed no summary"), "{d}");
+        // Incomplete runs are not compared (the fake would disagree if it were asked): a plan
+        // short of its tests, a bail-out, no test at all.
+        for text in [
+            "KTAP version 1\n1..3\nok 1 a\nnot ok 2 b\n",
+            "KTAP version 1\n1..2\nok 1 a\nBail out! gone\n",
+            "KTAP version 1\n1..0\n",
+        ] {
+            let (dir, ktap) = fake_tree("Testing complete. Ran 9 tests: passed: 9", text);
+            assert_eq!(
+                parse_disagrees(&dir, &ktap, &ktap::parse(text)).unwrap(),
+                None,
+                "{text:?}"
+            );
+        }
+    }
 }
