@@ -181,5 +181,12 @@ mod tests {
                 "{text:?}"
             );
         }
+        // Every fake tree of this process (they differ only by name suffix).
+        let mine = format!("pcmsig-kunit-test-{}-", std::process::id());
+        for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&mine) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 }
