@@ -295,6 +295,20 @@ pub fn enter_user_namespace_as(uid: u32) -> Result<(), String> {
     std::fs::write("/proc/self/uid_map", format!("0 {uid} 1")).ctx("uid_map")
 }
 
+/// Polls `done` every millisecond until it says so; fails with `stuck()` once the hang guard's
+/// time has passed (a hang guard, not a measure).
+pub fn wait_until(
+    mut done: impl FnMut() -> Result<bool, String>,
+    stuck: impl Fn() -> String,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + crate::runner::hang_guard();
+    while !done()? {
+        ensure!(std::time::Instant::now() < deadline, "{}", stuck());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 /// Makes the device node readable and writable by every user.
 pub fn chmod_device_666() -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;

@@ -267,15 +267,13 @@ fn an_xrun_is_signalled_when_ioctls_have_filled_the_pending_queue() -> TestResul
             "a refused STOP stopped the stream"
         );
         // The period comes (a hang guard), finds the queue full: the stream is in Xrun.
-        let deadline = std::time::Instant::now() + crate::runner::hang_guard();
-        while pcmsig::State::from_u32(dev.stats().ctx("stats")?.state) != Some(pcmsig::State::Xrun)
-        {
-            ensure!(
-                std::time::Instant::now() < deadline,
-                "no xrun after {injected} injected events"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_until(
+            || {
+                Ok(pcmsig::State::from_u32(dev.stats().ctx("stats")?.state)
+                    == Some(pcmsig::State::Xrun))
+            },
+            || format!("no xrun after {injected} injected events"),
+        )?;
         release()?;
         for c in waiting {
             c.join()?.ctx("an ioctl waiting for its delivery")?;
@@ -674,18 +672,11 @@ fn a_delivery_run_offers_a_bounded_number_of_events() -> TestResult {
             calls.push(call(move || d.inject_burst(K::PeriodElapsed, n))?);
         }
         // Every burst emitted, none delivered: the whole queue waits for one held run.
-        let deadline = std::time::Instant::now() + crate::runner::hang_guard();
-        loop {
-            let (text, block) = debugfs_block(0)?;
-            if block.iter().any(|l| *l == format!("events {total}")) {
-                break;
-            }
-            ensure!(
-                std::time::Instant::now() < deadline,
-                "the bursts never all emitted:\n{text}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let emitted = format!("events {total}");
+        wait_until(
+            || Ok(debugfs_block(0)?.1.contains(&emitted)),
+            || format!("the bursts never all emitted:\n{:?}", debugfs_block(0)),
+        )?;
         release()?;
         for c in calls {
             c.join()?.ctx("inject burst")?;
