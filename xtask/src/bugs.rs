@@ -53,6 +53,10 @@ pub struct SeededBug {
     /// callback can land in the window of the test that runs next (the attribution is exact, the
     /// cause is the test before).
     pub or_next: &'static [&'static str],
+    /// Tests its VM runs before `test` (in the suite's order): what must have happened for the
+    /// detector to see the bug (a scan needs the leak made first). A bug's VM runs only these,
+    /// `test` and `or_next` ([`SeededBug::filter`]); the kernel-log scans run in every VM.
+    pub needs: &'static [&'static str],
     /// Detector classes accepted for that test (`test` is the test's own assertion; the others
     /// are the classes of `pcmsig_contract::KERNEL_PROBLEMS`).
     pub detectors: &'static [&'static str],
@@ -60,6 +64,18 @@ pub struct SeededBug {
     /// other's threshold is moved far past the expected one's, so that which reports first is
     /// decided by the thresholds, not by a race (each reason at its row).
     pub kernel_args: &'static [&'static str],
+}
+
+impl SeededBug {
+    /// The guest's `--filter` for the bug's VM: what it needs, its test and the tests that may be
+    /// blamed instead. Not the whole suite: a bug is proven caught by its test and detector, and
+    /// the other tests' minutes (the debug kernel's most of all) prove nothing more about it.
+    pub fn filter(&self) -> String {
+        let mut names: Vec<&str> = self.needs.to_vec();
+        names.push(self.test);
+        names.extend(self.or_next);
+        names.join(",")
+    }
 }
 
 const fn bug(
@@ -77,6 +93,7 @@ const fn bug(
         edu: false,
         test,
         or_next: &[],
+        needs: &[],
         detectors,
         kernel_args: &[],
     }
@@ -99,6 +116,7 @@ const fn hang(
         edu: false,
         test: "timer_periods_are_numbered_and_stop_after_n",
         or_next: &[],
+        needs: &[],
         detectors: detector,
         kernel_args,
     }
@@ -313,6 +331,7 @@ pub const CATALOGUE: &[SeededBug] = &[
         edu: true,
         test: "device_removal_never_leaves_a_running_stream_without_its_timer",
         or_next: &[],
+        needs: &[],
         detectors: &["test"],
         kernel_args: &[],
     },
@@ -346,6 +365,7 @@ pub const CATALOGUE: &[SeededBug] = &[
         test: "inject_delivers_exact_payloads_in_sequence",
         // Seen in CI: the RCU callback ran 2.5 ms into the next test.
         or_next: &["inject_burst_delivers_every_event_in_order"],
+        needs: &[],
         detectors: &["KASAN", "refcount"],
         kernel_args: &[],
     },
@@ -364,13 +384,22 @@ pub const CATALOGUE: &[SeededBug] = &[
         "inject_delivers_exact_payloads_in_sequence",
         &["lockdep"],
     ),
-    bug(
-        "leak_per_open",
-        "64 bytes allocated at every open, never freed",
-        true,
-        "kmemleak_finds_no_leak",
-        &["kmemleak"],
-    ),
+    SeededBug {
+        name: "leak_per_open",
+        what: "64 bytes allocated at every open, never freed",
+        on: On::Debug,
+        cpus: 1,
+        edu: false,
+        test: "kmemleak_finds_no_leak",
+        or_next: &[],
+        // The scan finds only what was leaked before it, and kmemleak is a conservative
+        // collector: a stale copy of a pointer (on a stack, in a register save) keeps its object
+        // "referenced". After the first test's 5 opens it reported nothing (2026-12-07); after
+        // 800 opens, enough of them are unreferenced.
+        needs: &["closing_and_reopening_never_hangs_an_ioctl"],
+        detectors: &["kmemleak"],
+        kernel_args: &[],
+    },
     hang(
         "spin_irqs_off",
         "CONFIGURE busy-waits with interrupts off for a timer period (which needs an interrupt)",
@@ -427,8 +456,12 @@ pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String], repeat: usize
     let b = build_all(opts, false, true)?;
     let out = out_dir("bugs");
     let kernel = if debug { "debug" } else { "normal" };
-    let mut kos: Vec<(&SeededBug, PathBuf, PathBuf)> = Vec::new();
-    for bug in &bugs {
+    // As many at a time as the host has cores: the module builds (a rustc each), then the VMs
+    // (each bug's row says its vCPUs, most 1).
+    let parallel = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(1);
+    let built = crate::vm::in_pool(&bugs, parallel, |_, bug| {
         // Per kernel: a bug in both catalogues is built for each, and the two catalogues may
         // run at once (found when they did: the debug build replaced the normal one's module).
         let dir = out.join(kernel).join(bug.name);
@@ -441,37 +474,30 @@ pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String], repeat: usize
             bug.name,
             t.elapsed().as_secs_f64()
         );
-        kos.push((bug, dir, initrd));
-    }
+        Ok((*bug, dir, initrd))
+    });
+    let kos: Vec<(&SeededBug, PathBuf, PathBuf)> = built.into_iter().collect::<Result<_>>()?;
+    // Slowed only now: the builds are not what `--slow` is about.
     let _slowed = slow.map(crate::slow::enter).transpose()?;
-    // As many VMs at a time as the host has cores (each bug's row says its vCPUs, most 1).
-    let parallel = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .max(1);
-    // Each bug `repeat` times, the runs of one bug spread over the chunks (a verdict that flips
-    // with timing shows up as one MISSED run among its caught ones).
+    // Each bug `repeat` times, the runs of one bug spread out (a verdict that flips with timing
+    // shows up as one MISSED run among its caught ones).
     let runs: Vec<(usize, &(&SeededBug, PathBuf, PathBuf))> = (1..=repeat)
         .flat_map(|k| kos.iter().map(move |ko| (k, ko)))
         .collect();
-    let mut outcomes = Vec::new();
-    for chunk in runs.chunks(parallel) {
-        let results = crate::vm::in_parallel(chunk, |(k, (bug, dir, initrd))| {
-            let dir = run_dir(dir, *k, repeat);
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            run_one(&b, bug, &dir, initrd, opts)
-        });
-        for r in results {
-            let o = r?;
-            println!(
-                "xtask: seeded bug {}: {} ({:.1} s) {}",
-                o.bug.name,
-                if o.caught { "caught" } else { "MISSED" },
-                o.seconds,
-                o.detail
-            );
-            outcomes.push(o);
-        }
-    }
+    let results = crate::vm::in_pool(&runs, parallel, |_, (k, (bug, dir, initrd))| {
+        let dir = run_dir(dir, *k, repeat);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let o = run_one(&b, bug, &dir, initrd, opts)?;
+        println!(
+            "xtask: seeded bug {}: {} ({:.1} s) {}",
+            o.bug.name,
+            if o.caught { "caught" } else { "MISSED" },
+            o.seconds,
+            o.detail
+        );
+        Ok(o)
+    });
+    let outcomes: Vec<Outcome> = results.into_iter().collect::<Result<_>>()?;
     let table = table(&outcomes, debug);
     let table_path = out.join(format!("{kernel}.md"));
     std::fs::write(&table_path, &table)
@@ -555,6 +581,7 @@ fn run_one(
     // A seeded bug may hang the guest: the kernel's detectors end it with a panic (at most
     // 35 s); the silence limits are the flavour's defaults, as for `cargo xtask test`.
     let mut env = crate::test::test_env(opts.flavour);
+    env.push(format!("pcmsig_filter={}", bug.filter()));
     let mut opts = vm::Options {
         cpus: Some(bug.cpus),
         ..opts.clone()
@@ -713,6 +740,23 @@ mod tests {
     }
 
     #[test]
+    fn a_bugs_vm_runs_what_it_needs_its_test_and_the_tests_blamed_instead() {
+        let find = |n: &str| CATALOGUE.iter().find(|b| b.name == n).unwrap();
+        assert_eq!(
+            find("seq_off_by_one").filter(),
+            "read_records_match_the_signals"
+        );
+        assert_eq!(
+            find("double_put_pid").filter(),
+            "inject_delivers_exact_payloads_in_sequence,inject_burst_delivers_every_event_in_order"
+        );
+        assert_eq!(
+            find("leak_per_open").filter(),
+            "closing_and_reopening_never_hangs_an_ioctl,kmemleak_finds_no_leak"
+        );
+    }
+
+    #[test]
     fn a_single_run_keeps_the_bugs_folder_and_repeats_get_their_own() {
         let d = Path::new("/b/normal/x");
         assert_eq!(run_dir(d, 1, 1), d);
@@ -755,7 +799,7 @@ mod tests {
             .collect();
         for b in CATALOGUE {
             assert!(patch_path(b.name).is_file(), "{}: no patch", b.name);
-            for t in std::iter::once(&b.test).chain(b.or_next) {
+            for t in std::iter::once(&b.test).chain(b.or_next).chain(b.needs) {
                 assert!(
                     tests.contains(&format!("fn {t}()")),
                     "{}: no test {t}",

@@ -493,61 +493,41 @@ impl flags::Mutants {
                 ""
             }
         );
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done = std::sync::Mutex::new(Vec::new());
-        std::thread::scope(|scope| {
-            for _ in 0..jobs {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(m) = chosen.get(i) else { break };
-                    let dir = out.join(format!("{i:04}"));
-                    let t = Instant::now();
-                    let (status, stage) =
-                        match one_module_mutant(&source, &b, &opts, m, &map, &dir, jobs) {
-                            Ok(r) => r,
-                            Err(e) => (Status::Unviable(format!("harness error: {e:#}")), "none"),
-                        };
-                    let o = Outcome {
-                        mutant: m.clone(),
-                        status,
-                        seconds: t.elapsed().as_secs_f64(),
-                        stage,
-                    };
-                    println!(
-                        "xtask: mutant {}/{}: {} {} ({:.1} s, {})",
-                        i + 1,
-                        chosen.len(),
-                        label(&o.status),
-                        m.place(),
-                        o.seconds,
-                        o.stage
-                    );
-                    if let Ok(mut d) = done.lock() {
-                        d.push((i, o));
-                    }
-                });
-            }
-        });
-        let mut done = done
-            .into_inner()
-            .map_err(|_| anyhow::anyhow!("a mutant worker panicked"))?;
-        done.sort_by_key(|(i, _)| *i);
-        if done.len() != chosen.len() {
-            bail!(
-                "{} of {} mutants have no outcome",
-                chosen.len() - done.len(),
-                chosen.len()
+        let results = crate::vm::in_pool(&chosen, jobs, |i, m| {
+            let dir = out.join(format!("{i:04}"));
+            let t = Instant::now();
+            let (status, stage) = match one_module_mutant(&source, &b, &opts, m, &map, &dir, jobs) {
+                Ok(r) => r,
+                Err(e) => (Status::Unviable(format!("harness error: {e:#}")), "none"),
+            };
+            let o = Outcome {
+                mutant: m.clone(),
+                status,
+                seconds: t.elapsed().as_secs_f64(),
+                stage,
+            };
+            println!(
+                "xtask: mutant {}/{}: {} {} ({:.1} s, {})",
+                i + 1,
+                chosen.len(),
+                label(&o.status),
+                m.place(),
+                o.seconds,
+                o.stage
             );
-        }
+            Ok(o)
+        });
+        let done: Vec<Outcome> = results.into_iter().collect::<Result<_>>()?;
         // A harness error is not a verdict on the mutant.
-        if let Some((_, o)) = done.iter().find(
-            |(_, o)| matches!(&o.status, Status::Unviable(e) if e.starts_with("harness error")),
-        ) {
+        if let Some(o) = done
+            .iter()
+            .find(|o| matches!(&o.status, Status::Unviable(e) if e.starts_with("harness error")))
+        {
             if let Status::Unviable(e) = &o.status {
                 bail!("{}: {e}", o.mutant.place());
             }
         }
-        let mut outcomes: Vec<Outcome> = done.into_iter().map(|(_, o)| o).collect();
+        let mut outcomes = done;
         if !self.debug_kernel && !self.no_debug_retry {
             self.retry_on_debug_kernel(&mut outcomes, &source, out, explained)?;
         }

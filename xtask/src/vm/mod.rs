@@ -130,6 +130,51 @@ pub fn in_parallel<T: Sync, R: Send>(
     })
 }
 
+/// Runs `f` on each item with at most `workers` at once, each worker taking the next item as it
+/// finishes one (a long item does not hold back the others, as a chunk of [`in_parallel`]
+/// would); the results in the items' order.
+pub fn in_pool<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(usize, &T) -> Result<R> + Sync,
+) -> Vec<Result<R>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|scope| {
+        let (f, next, done) = (&f, &next, &done);
+        let handles: Vec<_> = (0..workers.clamp(1, items.len().max(1)))
+            .map(|_| {
+                scope.spawn(move || loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(i, item);
+                    if let Ok(mut d) = done.lock() {
+                        d.push((i, r));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|(i, _)| *i);
+    let mut out: Vec<Result<R>> = Vec::with_capacity(items.len());
+    let mut it = done.into_iter().peekable();
+    for i in 0..items.len() {
+        match it.next_if(|(j, _)| *j == i) {
+            Some((_, r)) => out.push(r),
+            None => out.push(Err(anyhow::anyhow!(
+                "item {} of {} has no result: its worker panicked",
+                i + 1,
+                items.len()
+            ))),
+        }
+    }
+    out
+}
+
 /// How the VM run ended, as seen from the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -518,6 +563,53 @@ pub fn guest_exit(console: &str) -> Option<i32> {
 mod tests {
     use super::*;
     use crate::paths::project_root;
+
+    #[test]
+    fn a_pool_runs_each_item_once_at_most_workers_at_a_time_in_order() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let items: Vec<u64> = (0..9).collect();
+        let out = in_pool(&items, 3, |i, x| {
+            let now = running.fetch_add(1, SeqCst) + 1;
+            most.fetch_max(now, SeqCst);
+            // The long one first: the others must not wait for it.
+            std::thread::sleep(std::time::Duration::from_millis(if i == 0 {
+                60
+            } else {
+                5
+            }));
+            running.fetch_sub(1, SeqCst);
+            if *x == 4 {
+                anyhow::bail!("four");
+            }
+            Ok(x * 10)
+        });
+        let shown: Vec<String> = out
+            .iter()
+            .map(|r| match r {
+                Ok(v) => v.to_string(),
+                Err(e) => e.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            ["0", "10", "20", "30", "four", "50", "60", "70", "80"]
+        );
+        assert_eq!(most.load(SeqCst), 3);
+        // A panicking item is an error in its place; no items, no workers.
+        let out = in_pool(
+            &[1, 2],
+            2,
+            |_, x| if *x == 2 { panic!("boom") } else { Ok(*x) },
+        );
+        assert!(out[0].is_ok());
+        assert!(out[1]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("item 2 of 2"));
+        assert!(in_pool(&[] as &[u8], 4, |_, _| Ok(())).is_empty());
+    }
 
     #[test]
     fn init_prints_the_markers_the_host_looks_for() {
