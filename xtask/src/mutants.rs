@@ -493,7 +493,7 @@ impl flags::Mutants {
                 ""
             }
         );
-        let results = crate::vm::in_pool(&chosen, jobs, |i, m| {
+        let results = crate::vm::in_pool(chosen, jobs, |i, m| {
             let dir = out.join(format!("{i:04}"));
             let t = Instant::now();
             let (status, stage) = match one_module_mutant(&source, &b, &opts, m, &map, &dir, jobs) {
