@@ -1,8 +1,9 @@
 //! `cargo xtask selftest --bugs`: the seeded-bug catalogue. Each entry is a real driver bug, kept
 //! as a patch against the shipped driver (`xtask/bugs/NAME.patch`, unified diff of `module/`
 //! files): `module/` itself holds no seeded code. For each, the patch is applied to a copy of the
-//! module's sources, that copy is built, the whole guest suite runs on it, and the verdict must
-//! FAIL and blame the named test with the named detector. A bug the harness lets through is a
+//! module's sources, that copy is built, its VM runs the named test (with what it needs first and
+//! the tests that may be blamed instead, [`SeededBug::filter`]), and the verdict must FAIL and
+//! blame the named test with the named detector. A bug the harness lets through is a
 //! failure of the harness. A host test applies every patch to today's `module/`, so none rots.
 
 use anyhow::{bail, Context, Result};
