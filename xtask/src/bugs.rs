@@ -138,6 +138,19 @@ pub fn patch_path(name: &str) -> PathBuf {
         .join(format!("{name}.patch"))
 }
 
+/// Builds the module with one seeded bug (its patch applied to a copy of the sources under
+/// `dir`), so that `module/` is never touched: it is the shipped driver.
+fn build_seeded_module(
+    tools: &crate::tools::Tools,
+    kernel: &crate::kernel::Kernel,
+    bug: &str,
+    dir: &Path,
+) -> Result<PathBuf> {
+    crate::kbuild::build_variant(tools, kernel, dir, &format!("seeded bug {bug}"), |m| {
+        apply(bug, m)
+    })
+}
+
 /// Applies seeded bug `name`'s patch to the copy of `module/` in `module_dir` (hunks may sit at
 /// other lines than the patch says, but their context must match exactly).
 pub fn apply(name: &str, module_dir: &Path) -> Result<()> {
@@ -467,7 +480,7 @@ pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String], repeat: usize
         // run at once (found when they did: the debug build replaced the normal one's module).
         let dir = out.join(kernel).join(bug.name);
         let t = Instant::now();
-        let ko = crate::kbuild::build_seeded_module(&b.tools, &b.kernel, bug.name, &dir)?;
+        let ko = build_seeded_module(&b.tools, &b.kernel, bug.name, &dir)?;
         crate::module_check::check_vermagic(&ko, &b.kernel)?;
         let initrd = crate::initramfs::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &dir)?;
         println!(

@@ -37,23 +37,6 @@ pub fn build_module(tools: &Tools, kernel: &Kernel, clippy: bool) -> Result<Path
     Ok(ko)
 }
 
-/// Builds the module with one seeded bug (its patch, `xtask/bugs/NAME.patch`, applied to a copy
-/// of the sources under `dir`), so that `module/` is never touched: it is the shipped driver.
-pub fn build_seeded_module(
-    tools: &Tools,
-    kernel: &Kernel,
-    bug: &str,
-    dir: &Path,
-) -> Result<PathBuf> {
-    build_variant(
-        tools,
-        kernel,
-        dir,
-        &format!("seeded bug {bug}"),
-        |module_dir| crate::bugs::apply(bug, module_dir),
-    )
-}
-
 /// Builds a changed copy of the module under `dir` (`dir/module`, `dir/uapi/src`, the layout
 /// of the repository): `edit` changes the copy's `module/` before Kbuild runs; `label` names
 /// the variant in errors (a variant may warn: only the real module must not).

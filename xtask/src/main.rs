@@ -9,6 +9,7 @@ mod bench;
 mod bugs;
 mod build;
 mod coverage;
+mod deps;
 mod exec;
 mod flags;
 mod guest;

@@ -8,7 +8,7 @@ use xshell::{cmd, Shell};
 use crate::paths::project_root;
 
 /// The bindgen version `ci/install-deps.sh` installs (kernel 7.3 needs >= 0.71.1).
-const BINDGEN_VERSION: &str = "0.73.2";
+pub const BINDGEN_VERSION: &str = "0.73.2";
 
 /// Every external tool, resolved to a path, with versions for the cache key and the log.
 #[derive(Clone, Debug)]
@@ -235,71 +235,9 @@ fn is_debian_root() -> bool {
     root && Path::new("/etc/debian_version").exists()
 }
 
-impl crate::flags::Deps {
-    pub(crate) fn run(self) -> Result<()> {
-        if self.check {
-            return check_versions();
-        }
-        install()
-    }
-}
-
-/// The oldest rustc kernel 7.3 accepts.
-const RUSTC_MIN: (u32, u32) = (1, 85);
-
-/// `x.y` of the first `x.y.z` word after `prefix` in a `--version` line.
-fn major_minor(line: &str, prefix: &str) -> Option<(u32, u32)> {
-    let rest = &line[line.find(prefix)? + prefix.len()..];
-    let word = rest.split_whitespace().next()?;
-    let mut parts = word.split(['.', '-', '~', '+']);
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
-/// `cargo xtask deps --check`: every tool present and at the version the harness wants.
-fn check_versions() -> Result<()> {
-    let tools = check().map_err(|missing| anyhow::anyhow!("missing: {}", describe(&missing)))?;
-    let mut wrong = Vec::new();
-    let rustc = major_minor(&tools.rustc_version, "rustc ");
-    if rustc.is_none_or(|v| v < RUSTC_MIN) {
-        wrong.push(format!(
-            "{} is not rustc >= {}.{} (package rustc-web)",
-            tools.rustc_version, RUSTC_MIN.0, RUSTC_MIN.1
-        ));
-    }
-    if major_minor(&tools.clang_version, "clang version ").map(|v| v.0) != Some(19) {
-        wrong.push(format!(
-            "{} is not clang 19 (package clang-19)",
-            tools.clang_version
-        ));
-    }
-    if !tools.bindgen_version.contains(BINDGEN_VERSION) {
-        wrong.push(format!(
-            "{} is not bindgen {BINDGEN_VERSION} (bash ci/install-deps.sh)",
-            tools.bindgen_version
-        ));
-    }
-    let source = crate::kernel::default_source();
-    match &source {
-        Ok(p) => println!("xtask: kernel source: {}", p.display()),
-        Err(e) => wrong.push(format!("{e:#}")),
-    }
-    tools.print();
-    println!("xtask: busybox: {}", tools.busybox.display());
-    // cargo-mutants is installed in CI mode or on request (PCMSIG_MUTANTS=1): checked there.
-    let want_mutants = ["PCMSIG_CI", "PCMSIG_MUTANTS"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|x| x == "1"));
-    if want_mutants {
-        match check_cargo_mutants(&cargo_mutants_path()) {
-            Ok(()) => println!("xtask: cargo-mutants {}", CARGO_MUTANTS_VERSION),
-            Err(e) => wrong.push(format!("{e:#}")),
-        }
-    }
-    if !wrong.is_empty() {
-        bail!("wrong versions: {}", wrong.join("; "));
-    }
-    println!("xtask: every tool the harness needs is present at its version");
-    Ok(())
+/// Every tool, or an error naming the missing ones and their packages.
+pub fn find() -> Result<Tools> {
+    check().map_err(|missing| anyhow::anyhow!("missing: {}", describe(&missing)))
 }
 
 /// Runs `ci/install-deps.sh`.
@@ -397,26 +335,5 @@ pub fn check_cargo_mutants(tool: &Path) -> Result<()> {
              `PCMSIG_MUTANTS=1 cargo xtask deps`, which installs it with cargo",
             tool.display()
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn major_minor_reads_the_version_lines_we_see() {
-        assert_eq!(
-            major_minor(
-                "rustc 1.96.0 (ac68faa20 2026-05-25) (built from a source tarball)",
-                "rustc "
-            ),
-            Some((1, 96))
-        );
-        assert_eq!(
-            major_minor("Debian clang version 19.1.7 (3~deb12u1)", "clang version "),
-            Some((19, 1))
-        );
-        assert_eq!(major_minor("bindgen 0.73.2", "rustc "), None);
     }
 }

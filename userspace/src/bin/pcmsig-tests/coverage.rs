@@ -26,7 +26,7 @@ pub fn begin(names: &[&str]) -> Result<(), String> {
     let Ok(path) = std::env::var("PCMSIG_COVERAGE") else {
         return Ok(());
     };
-    let port = crate::runner::open_raw(&path).map_err(|e| format!("opening {path}: {e}"))?;
+    let port = crate::ports::open_raw(&path).map_err(|e| format!("opening {path}: {e}"))?;
     use pcmsig_contract::COVERAGE_TEST as TEST;
     let mut text = format!("{TEST}0 (module load, and between tests)\n");
     for (i, name) in names.iter().enumerate() {

@@ -14,6 +14,7 @@ mod isolation_tests;
 mod model;
 mod module_tests;
 mod mutant_class_tests;
+mod ports;
 mod race_tests;
 mod review_tests;
 mod runner;
@@ -86,7 +87,7 @@ fn main() {
     }
     let (filter, ktap) = (flags.filter, flags.ktap);
     if let Some(path) = &ktap {
-        if let Err(e) = runner::output_to(path) {
+        if let Err(e) = ports::output_to(path) {
             eprintln!("pcmsig-tests: cannot write KTAP to {path}: {e}");
             std::process::exit(2);
         }
