@@ -18,6 +18,9 @@ static HITS: AtomicU64 = AtomicU64::new(0);
 /// Releases so far, per point: a point waits until its count moves (or its time is up).
 static RELEASES: [AtomicU64; DelayPoint::ALL.len()] =
     [const { AtomicU64::new(0) }; DelayPoint::ALL.len()];
+/// Per deferring point ([`defer_at`]): a visit left its work for the release to do.
+static DEFERRED: [AtomicBool; DelayPoint::ALL.len()] =
+    [const { AtomicBool::new(false) }; DelayPoint::ALL.len()];
 
 /// Whether any delay point is enabled (then delivery runs in process context, see
 /// `delivery_queue`).
@@ -33,18 +36,21 @@ pub(crate) fn hits() -> u64 {
 /// Ends the wait at the point named `name` (surrounding white space ignored), or at every point
 /// if `name` names none; only the visits waiting now end. `off` also turns every point off for
 /// good, so that a test's cleanup (the module's unload passes the device-removal point) never
-/// waits.
-pub(crate) fn release(name: &[u8]) {
+/// waits. Returns the points released, as a mask of their bits.
+pub(crate) fn release(name: &[u8]) -> u32 {
     let name = name.trim_ascii();
     if name == b"off" {
         OFF.store(true, Ordering::Release);
     }
     let named = DelayPoint::ALL.iter().any(|p| p.name().as_bytes() == name);
+    let mut released = 0;
     for (point, count) in DelayPoint::ALL.iter().zip(RELEASES.iter()) {
         if !named || point.name().as_bytes() == name {
             count.fetch_add(1, Ordering::AcqRel);
+            released |= point.bit();
         }
     }
+    released
 }
 
 /// The release count of `point`.
@@ -54,12 +60,38 @@ fn releases(point: DelayPoint) -> u64 {
         .map_or(0, |c| c.load(Ordering::Acquire))
 }
 
+/// Whether `point` is enabled (and the points not turned off).
+fn enabled(point: DelayPoint) -> bool {
+    crate::module_parameters::test_delay_points.value() & point.bit() != 0
+        && !OFF.load(Ordering::Acquire)
+}
+
+/// A point that does not wait where it stands: if it is enabled, counts the visit and returns
+/// `true`, and the caller leaves its work undone for the release to do (whoever handles the
+/// release asks [`take_deferred`]). For a hard-IRQ handler, which on the only vCPU could not
+/// wait without keeping the test from acting.
+pub(crate) fn defer_at(point: DelayPoint) -> bool {
+    if !enabled(point) {
+        return false;
+    }
+    HITS.fetch_add(1, Ordering::AcqRel);
+    if let Some(d) = DEFERRED.get(point as usize) {
+        d.store(true, Ordering::Release);
+    }
+    true
+}
+
+/// Whether a visit of `point` left work to do since the last call (clears it).
+pub(crate) fn take_deferred(point: DelayPoint) -> bool {
+    DEFERRED
+        .get(point as usize)
+        .is_some_and(|d| d.swap(false, Ordering::AcqRel))
+}
+
 /// Waits at `point` if it is enabled: counts the visit, then calls `pause` (one short wait) until
 /// the delay is over or released.
 fn wait_at(point: DelayPoint, pause: impl Fn()) {
-    if crate::module_parameters::test_delay_points.value() & point.bit() == 0
-        || OFF.load(Ordering::Acquire)
-    {
+    if !enabled(point) {
         return;
     }
     let released = releases(point);

@@ -54,7 +54,10 @@ impl irq::Handler for EduIrq<'_> {
             return IrqReturn::Handled;
         }
         (&self.bar).write32(status, REG_IRQ_ACK);
-        if status & PERIOD_BIT != 0 {
+        // The test hook `device_interrupt_late` leaves the periods owed: its release takes them.
+        if status & PERIOD_BIT != 0
+            && !crate::delay::defer_at(crate::uapi::DelayPoint::DeviceInterruptLate)
+        {
             self.streams.device_interrupt();
         }
         IrqReturn::Handled

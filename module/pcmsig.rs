@@ -206,7 +206,12 @@ impl kernel::InPlaceModule for PcmsigModule {
                         for s in s.snapshot()? {
                             s.release_delivery();
                         }
-                        delay::release(name);
+                        let released = delay::release(name);
+                        // The late interrupt that `device_interrupt_late` held back comes now.
+                        let late = uapi::DelayPoint::DeviceInterruptLate;
+                        if released & late.bit() != 0 && delay::take_deferred(late) {
+                            s.device_interrupt();
+                        }
                         Ok(())
                     }
                 ),

@@ -931,6 +931,9 @@ impl Stream {
         };
         // Cancels a stale timer outside the lock its callback takes.
         drop(old);
+        // Periods the device still owes (their interrupt not yet come) are the stopped run's:
+        // a late interrupt must not emit them into this one. No timer runs now to add more.
+        self.inner.lock().owed = 0;
         let handle = self.clone().start(Delta::from_micros(i64::from(period_us)));
         let old = self.inner.lock().timer.replace(handle);
         drop(old);

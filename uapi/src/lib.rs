@@ -30,7 +30,7 @@ mod tests {
             kinds,
             ["prepared", "started", "stopped", "paused", "resumed", "period", "xrun", "draining"]
         );
-        let points: [&str; 7] = core::array::from_fn(|i| DelayPoint::ALL[i].name());
+        let points: [&str; 8] = core::array::from_fn(|i| DelayPoint::ALL[i].name());
         assert_eq!(
             points,
             [
@@ -40,7 +40,8 @@ mod tests {
                 "last_close_before_reset",
                 "timer_stall",
                 "read_before_put_back",
-                "delivery_before_send"
+                "delivery_before_send",
+                "device_interrupt_late"
             ]
         );
     }

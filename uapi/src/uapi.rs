@@ -504,11 +504,16 @@ pub enum DelayPoint {
     /// Delivery resolved a listener's thread for a batch and is about to send it the batch's
     /// signals: a thread that exits here must be counted as exited.
     DeliveryBeforeSend = 6,
+    /// The edu device's interrupt handler (hard IRQ) has acknowledged a period interrupt: with
+    /// the point enabled it leaves the periods owed, and the point's release takes them (from
+    /// the writer's process context), as a late interrupt would. It defers rather than waits:
+    /// a hard-IRQ handler busy-waiting on the only vCPU would keep the test from acting.
+    DeviceInterruptLate = 7,
 }
 
 impl DelayPoint {
     /// Every point, in numeric order.
-    pub const ALL: [DelayPoint; 7] = [
+    pub const ALL: [DelayPoint; 8] = [
         DelayPoint::DeliveryHoldsListener,
         DelayPoint::DeliveryAfterXrun,
         DelayPoint::DetachDeviceBeforeTimerStop,
@@ -516,6 +521,7 @@ impl DelayPoint {
         DelayPoint::TimerStall,
         DelayPoint::ReadBeforePutBack,
         DelayPoint::DeliveryBeforeSend,
+        DelayPoint::DeviceInterruptLate,
     ];
 
     /// This point's bit in `test_delay_points`.
@@ -533,6 +539,7 @@ impl DelayPoint {
             DelayPoint::TimerStall => "timer_stall",
             DelayPoint::ReadBeforePutBack => "read_before_put_back",
             DelayPoint::DeliveryBeforeSend => "delivery_before_send",
+            DelayPoint::DeviceInterruptLate => "device_interrupt_late",
         }
     }
 }

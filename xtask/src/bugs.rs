@@ -349,6 +349,19 @@ pub const CATALOGUE: &[SeededBug] = &[
         detectors: &["test"],
         kernel_args: &[],
     },
+    SeededBug {
+        name: "owed_periods_outlive_a_stop",
+        what: "a START keeps the periods the device still owed the stopped run: its late \
+               interrupt emits them into the new one (review finding 7)",
+        on: On::Normal,
+        cpus: 1,
+        edu: true,
+        test: "periods_owed_before_a_stop_never_reach_the_next_run",
+        or_next: &[],
+        needs: &[],
+        detectors: &["test"],
+        kernel_args: &[],
+    },
     bug(
         "timer_not_cancelled",
         "the period timer re-arms itself and the last close does not cancel it",

@@ -25,6 +25,11 @@ pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
         // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
         // that takes 5 s on the normal kernel may take a minute here on a busy machine.
         env.push(format!("PCMSIG_TEST_TIMEOUT={}", TEST_TIMEOUT_S.1));
+        env.push(format!(
+            "{}={}",
+            pcmsig_contract::LOAD_CYCLES_ENV,
+            pcmsig_contract::LOAD_CYCLES_DEBUG
+        ));
     }
     if flavour.kernel_has().kmemleak {
         // Both have kmemleak: its scan test must run, never skip.
@@ -460,7 +465,11 @@ mod tests {
         ];
         assert_eq!(test_env(vm::Flavour::Normal), base.to_vec());
         let mut debug = base.to_vec();
-        debug.extend(["PCMSIG_TEST_TIMEOUT=240".into(), "PCMSIG_KMEMLEAK=1".into()]);
+        debug.extend([
+            "PCMSIG_TEST_TIMEOUT=240".into(),
+            "PCMSIG_LOAD_CYCLES=10".into(),
+            "PCMSIG_KMEMLEAK=1".into(),
+        ]);
         assert_eq!(test_env(vm::Flavour::Debug), debug);
         let mut fault = base.to_vec();
         fault.extend([

@@ -289,8 +289,27 @@ fn edu_unbind_disables_the_device_and_bind_enables_it_once() -> TestResult {
     Ok(())
 }
 
+/// Moves the calling thread to a CPU other than the one the vector `irq` interrupts, or says why
+/// it cannot (one vCPU, an affinity it cannot read).
+pub fn away_from_the_vectors_cpu(irq: u32) -> TestResult {
+    let path = format!("/proc/irq/{irq}/effective_affinity_list");
+    let text = std::fs::read_to_string(&path).ctx(&path)?;
+    let cpu: usize = text
+        .trim()
+        .split([',', '-'])
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{path}: {text:?}"))?;
+    let other = if cpu == 0 { 1 } else { 0 };
+    let mut set = nix::sched::CpuSet::new();
+    set.set(other).ctx("CpuSet::set")?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).ctx(&format!(
+        "moving to CPU {other}, away from the vector's CPU {cpu}"
+    ))
+}
+
 /// The IRQ number of the bound device's vector (from /proc/interrupts).
-fn edu_irq() -> Result<u32, String> {
+pub fn edu_irq() -> Result<u32, String> {
     let text = std::fs::read_to_string("/proc/interrupts").ctx("/proc/interrupts")?;
     text.lines()
         .find(|l| l.ends_with("pcmsig-edu"))
@@ -321,19 +340,9 @@ fn edu_coalesced_interrupts_are_never_counted_spurious() -> TestResult {
     const RAISES: u32 = 2000;
     let addr = edu_address()?;
     let irq = edu_irq()?;
-    // The vector's CPU: raise from another, so that raises can overtake the handler.
-    let target: Option<usize> =
-        std::fs::read_to_string(format!("/proc/irq/{irq}/effective_affinity_list"))
-            .ok()
-            .and_then(|t| t.trim().split([',', '-']).next()?.parse().ok());
-    if let Some(cpu) = target {
-        let mut set = nix::sched::CpuSet::new();
-        let other = if cpu == 0 { 1 } else { 0 };
-        if set.set(other).is_ok() {
-            // Best effort: on one vCPU the raises still come, only less often together.
-            let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
-        }
-    }
+    // The vector's CPU: raise from another, so that raises can overtake the handler. Best
+    // effort: on one vCPU the raises still come, only less often together.
+    let _ = away_from_the_vectors_cpu(irq);
     let (count0, unhandled0) = (edu_interrupts()?, unhandled(irq)?);
     let bar = Bar::map(&addr, true)?;
     for _ in 0..RAISES {

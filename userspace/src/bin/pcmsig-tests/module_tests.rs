@@ -52,7 +52,7 @@ pub fn lifecycle_tests() -> Vec<Test> {
         inject_needs_the_test_hooks_parameter,
         a_fatal_signal_ends_an_ioctl_waiting_for_delivery,
         a_handled_signal_does_not_end_the_wait_for_delivery,
-        insmod_rmmod_cycle_50_times,
+        insmod_rmmod_cycles_leave_a_working_device,
     ]
 }
 
@@ -1047,7 +1047,7 @@ fn rmmod_is_refused_while_open() -> TestResult {
 /// KUnit's suite filter (writable at run time; module suites are filtered by it at load).
 const KUNIT_FILTER_GLOB: &str = "/sys/module/kunit/parameters/filter_glob";
 
-fn insmod_rmmod_cycle_50_times() -> TestResult {
+fn insmod_rmmod_cycles_leave_a_working_device() -> TestResult {
     // Each load would run the module's KUnit suites again (7 cases and ~40 log lines each time,
     // half of this test's time): they ran, and were relayed, at boot. Filter them out meanwhile.
     std::fs::write(KUNIT_FILTER_GLOB, "pcmsig_none").ctx(KUNIT_FILTER_GLOB)?;
@@ -1058,9 +1058,18 @@ fn insmod_rmmod_cycle_50_times() -> TestResult {
 }
 
 fn load_unload_cycles() -> TestResult {
+    use pcmsig_contract::{LOAD_CYCLES_DEFAULT, LOAD_CYCLES_ENV};
+    let cycles: u32 = match std::env::var(LOAD_CYCLES_ENV) {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("{LOAD_CYCLES_ENV}={v:?}: not a count of cycles"))?,
+        Err(_) => LOAD_CYCLES_DEFAULT,
+    };
     let mut progress = Progress::new("load/unload cycles");
-    for i in 0..50 {
-        progress.step(i, 50);
+    for i in 0..cycles {
+        progress.step(i as usize, cycles as usize);
         delete_module().ctx(&format!("rmmod #{i}"))?;
         ensure!(
             Device::open().is_err(),
@@ -1073,7 +1082,7 @@ fn load_unload_cycles() -> TestResult {
         dev.inject(K::Started).ctx("inject")?;
         expect_kinds(sig, &[K::Started])?;
     }
-    diag("50 unload/load cycles, one event each");
+    diag(&format!("{cycles} unload/load cycles, one event each"));
     Ok(())
 }
 

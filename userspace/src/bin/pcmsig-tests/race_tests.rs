@@ -27,6 +27,7 @@ pub fn tests() -> Vec<Test> {
         an_xrun_never_cancels_the_timer_of_a_restart,
         device_removal_never_leaves_a_running_stream_without_its_timer,
         a_timer_stall_past_64_periods_is_an_xrun,
+        periods_owed_before_a_stop_never_reach_the_next_run,
     ]
 }
 
@@ -364,5 +365,57 @@ fn a_timer_stall_past_64_periods_is_an_xrun() -> TestResult {
             "the stalled periods are lost and reported as one xrun"
         );
         Ok(())
+    })
+}
+
+/// Review finding 7 (edu): the timer asks the device for a period and counts it owed; the
+/// device's interrupt takes what is owed and emits it. An interrupt that came late, after a STOP
+/// and a new START, emitted the stopped run's periods into the new one: stamped before its
+/// START, and counted against its period limit. The point holds the first period's interrupt
+/// back (the period stays owed) while the stream stops and starts again; its release is the late
+/// interrupt. Every period of the new run must be stamped after its START.
+fn periods_owed_before_a_stop_never_reach_the_next_run() -> TestResult {
+    crate::device_tests::edu_address()?;
+    let point = DelayPoint::DeviceInterruptLate;
+    with_delay_points(&[point], || {
+        crate::device_tests::wait_edu_bound()?;
+        let dev = Device::open().ctx("open")?;
+        dev.configure(10_000, 0).ctx("configure")?;
+        let before = hits()?;
+        dev.trigger(Trigger::Start).ctx("start")?;
+        // The first period's interrupt came and was held back: that period is owed.
+        wait_hits(before + 1)?;
+        let result = (|| -> TestResult {
+            dev.trigger(Trigger::Stop).ctx("stop")?;
+            let restart = sys::now_ns();
+            dev.trigger(Trigger::Start).ctx("start again")?;
+            // The late interrupt, and every point off: the new run's interrupts come in time.
+            std::fs::write(RELEASE, "off").ctx("releasing the interrupt")?;
+            wait_periods(&dev, 3, "the new run's periods")?;
+            dev.trigger(Trigger::Stop).ctx("stop")?;
+            let records = dev.read_records(256).ctx("read")?;
+            // The records after the second START: the new run's.
+            let starts: Vec<usize> = records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.kind == K::Started as u16)
+                .map(|(i, _)| i)
+                .collect();
+            ensure_eq!(starts.len(), 2, "Started records");
+            let early: Vec<u64> = records[starts[1]..]
+                .iter()
+                .filter(|r| r.kind == K::PeriodElapsed as u16 && r.timestamp_ns < restart)
+                .map(|r| restart - r.timestamp_ns)
+                .collect();
+            ensure!(
+                early.is_empty(),
+                "the new run emitted {} period(s) stamped before its START (by {early:?} ns): \
+                 the stopped run's, owed when its interrupt came late",
+                early.len()
+            );
+            Ok(())
+        })();
+        let _ = std::fs::write(RELEASE, "off");
+        result
     })
 }
