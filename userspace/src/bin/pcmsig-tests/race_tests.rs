@@ -371,9 +371,10 @@ fn a_timer_stall_past_64_periods_is_an_xrun() -> TestResult {
 /// Review finding 7 (edu): the timer asks the device for a period and counts it owed; the
 /// device's interrupt takes what is owed and emits it. An interrupt that came late, after a STOP
 /// and a new START, emitted the stopped run's periods into the new one: stamped before its
-/// START, and counted against its period limit. The point holds the first period's interrupt
-/// back (the period stays owed) while the stream stops and starts again; its release is the late
-/// interrupt. Every period of the new run must be stamped after its START.
+/// START, and counted against its period limit. The point holds a period's interrupt back (the
+/// period stays owed) while the stream stops and starts again; its release is the late
+/// interrupt. Every period of the new run must be stamped after its START. First, within one
+/// run, a late interrupt must still bring its period: the release does serve it.
 fn periods_owed_before_a_stop_never_reach_the_next_run() -> TestResult {
     crate::device_tests::edu_address()?;
     let point = DelayPoint::DeviceInterruptLate;
@@ -383,9 +384,19 @@ fn periods_owed_before_a_stop_never_reach_the_next_run() -> TestResult {
         dev.configure(10_000, 0).ctx("configure")?;
         let before = hits()?;
         dev.trigger(Trigger::Start).ctx("start")?;
-        // The first period's interrupt came and was held back: that period is owed.
-        wait_hits(before + 1)?;
         let result = (|| -> TestResult {
+            // The first period's interrupt came and was held back: that period is owed, and
+            // comes (late) at the release.
+            wait_hits(before + 1)?;
+            ensure_eq!(
+                dev.stats().ctx("stats")?.periods,
+                0,
+                "periods before the release"
+            );
+            release(point)?;
+            wait_periods(&dev, 1, "the period of the late interrupt")?;
+            // The next period's interrupt is held back too: owed when the stream stops.
+            wait_hits(hits()? + 1)?;
             dev.trigger(Trigger::Stop).ctx("stop")?;
             let restart = sys::now_ns();
             dev.trigger(Trigger::Start).ctx("start again")?;
