@@ -43,14 +43,56 @@ pub const HOST_FILES: &[&str] = &[
     "xtask/src/mutants.rs",
 ];
 
-/// Whether a host mutant is in command machinery, not verdict code: the catalogue's command in
-/// `bugs.rs` (building the bugs, booting them, printing the table), which `selftest --bugs`
-/// itself runs in CI, not `cargo test`.
+/// The command machinery among `HOST_FILES`, per file: functions that build modules, boot VMs,
+/// run cargo-mutants and write reports. The commands themselves check them by running in CI
+/// (`selftest --bugs`; `mutants --module --shard`, `mutants --host`), not `cargo test`: a unit
+/// test of them would be a VM run or a cargo-mutants run of its own. The rest of those files is
+/// verdict code (how a run is judged), whose mutants `cargo test` must kill.
+const COMMAND_MACHINERY: &[(&str, &[&str])] = &[
+    (
+        "xtask/src/bugs.rs",
+        &["run", "run_one", "table", "build_seeded_module"],
+    ),
+    (
+        "xtask/src/mutants.rs",
+        &[
+            "run",
+            "run_module",
+            "retry_on_debug_kernel",
+            "run_lib_vm",
+            "mutant_vm_options",
+            "run_host",
+            "cargo_mutants",
+            "one_module_mutant",
+            "whole_suite",
+            "boot_suite",
+            "snapshot_ko",
+            "line_map",
+            "write_diff",
+            "list_module",
+            "list_files",
+            "sync_tracked_files",
+            "run_listing",
+            "write_reports",
+        ],
+    ),
+];
+
+/// Whether a host mutant is in command machinery ([`COMMAND_MACHINERY`]), not verdict code.
 pub fn is_command_machinery(m: &Mutant) -> bool {
-    const FNS: [&str; 3] = ["run", "run_one", "table"];
-    m.file == "xtask/src/bugs.rs"
-        && FNS.iter().any(|f| {
-            m.what.ends_with(&format!(" in {f}")) || m.what.starts_with(&format!("replace {f} "))
+    COMMAND_MACHINERY
+        .iter()
+        .filter(|(file, _)| m.file == *file)
+        .flat_map(|(_, fns)| fns.iter())
+        .any(|f| {
+            // cargo-mutants names the function last (`... in NAME`, methods as `Type::NAME`),
+            // or first for a replaced body (`replace NAME -> T with ...`).
+            let what = m.what.as_str();
+            what.ends_with(&format!(" in {f}"))
+                || what.ends_with(&format!("::{f}"))
+                || what.starts_with(&format!("replace {f} "))
+                || what.contains(&format!("::{f} -> "))
+                || what.contains(&format!("::{f} with "))
         })
 }
 
@@ -1238,11 +1280,33 @@ mod tests {
         assert!(!is_command_machinery(&m(
             "replace run_dir -> PathBuf with Default::default()"
         )));
+        assert!(is_command_machinery(&m(
+            "replace build_seeded_module -> Result<PathBuf> with Ok(Default::default())"
+        )));
         let other = Mutant {
             file: "xtask/src/ktap.rs".into(),
             ..m("replace > with == in run")
         };
         assert!(!is_command_machinery(&other));
+        // In mutants.rs: the methods that drive the runs, not the verdict's functions.
+        let here = |what: &str| Mutant {
+            file: "xtask/src/mutants.rs".into(),
+            ..m(what)
+        };
+        for machinery in [
+            "replace flags::Mutants::run_module -> Result<Vec<Outcome>> with Ok(vec![])",
+            "delete field flavour from struct vm::Options expression in flags::Mutants::retry_on_debug_kernel",
+            "delete field env from struct vm::Boot expression in boot_suite",
+        ] {
+            assert!(is_command_machinery(&here(machinery)), "{machinery}");
+        }
+        for verdict in [
+            "replace status_of -> Status with Default::default()",
+            "replace == with != in check_equivalent",
+            "replace shard -> Result<Vec<Mutant>> with Ok(vec![])",
+        ] {
+            assert!(!is_command_machinery(&here(verdict)), "{verdict}");
+        }
     }
 
     #[test]
