@@ -74,6 +74,7 @@ const COMMAND_MACHINERY: &[(&str, &[&str])] = &[
             "sync_tracked_files",
             "run_listing",
             "write_reports",
+            "printed",
         ],
     ),
 ];
@@ -321,6 +322,31 @@ struct Outcome {
     stage: &'static str,
 }
 
+impl Outcome {
+    /// `m`'s outcome, its time counted from `started`.
+    fn of(m: &Mutant, status: Status, stage: &'static str, started: Instant) -> Outcome {
+        Outcome {
+            mutant: m.clone(),
+            status,
+            seconds: started.elapsed().as_secs_f64(),
+            stage,
+        }
+    }
+
+    /// Prints its line of the run (`what` `i+1`/`n`: status, place, seconds, stage).
+    fn printed(self, what: &str, i: usize, n: usize) -> Outcome {
+        println!(
+            "xtask: {what} {}/{n}: {} {} ({:.1} s, {})",
+            i + 1,
+            label(&self.status),
+            self.mutant.place(),
+            self.seconds,
+            self.stage
+        );
+        self
+    }
+}
+
 impl flags::Mutants {
     pub(crate) fn run(self) -> Result<()> {
         let total = Instant::now();
@@ -542,22 +568,7 @@ impl flags::Mutants {
                 Ok(r) => r,
                 Err(e) => (Status::Unviable(format!("harness error: {e:#}")), "none"),
             };
-            let o = Outcome {
-                mutant: m.clone(),
-                status,
-                seconds: t.elapsed().as_secs_f64(),
-                stage,
-            };
-            println!(
-                "xtask: mutant {}/{}: {} {} ({:.1} s, {})",
-                i + 1,
-                chosen.len(),
-                label(&o.status),
-                m.place(),
-                o.seconds,
-                o.stage
-            );
-            Ok(o)
+            Ok(Outcome::of(m, status, stage, t).printed("mutant", i, chosen.len()))
         });
         let done: Vec<Outcome> = results.into_iter().collect::<Result<_>>()?;
         // A harness error is not a verdict on the mutant.
@@ -696,22 +707,11 @@ impl flags::Mutants {
             std::fs::write(&file, &original)
                 .with_context(|| format!("putting back {}", file.display()))?;
             let (status, stage) = result?;
-            let o = Outcome {
-                mutant: m.clone(),
-                status,
-                seconds: t.elapsed().as_secs_f64(),
-                stage,
-            };
-            println!(
-                "xtask: library mutant {}/{}: {} {} ({:.1} s, {})",
-                i + 1,
+            outcomes.push(Outcome::of(m, status, stage, t).printed(
+                "library mutant",
+                i,
                 chosen.len(),
-                label(&o.status),
-                m.place(),
-                o.seconds,
-                o.stage
-            );
-            outcomes.push(o);
+            ));
         }
         // The working copy's guest build back to the unchanged library.
         crate::guest::build_guest_in(&work)?;
