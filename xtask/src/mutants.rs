@@ -570,17 +570,14 @@ impl flags::Mutants {
             };
             Ok(Outcome::of(m, status, stage, t).printed("mutant", i, chosen.len()))
         });
-        let done: Vec<Outcome> = results.into_iter().collect::<Result<_>>()?;
+        let mut outcomes: Vec<Outcome> = results.into_iter().collect::<Result<_>>()?;
         // A harness error is not a verdict on the mutant.
-        if let Some(o) = done
-            .iter()
-            .find(|o| matches!(&o.status, Status::Unviable(e) if e.starts_with("harness error")))
-        {
-            if let Status::Unviable(e) = &o.status {
-                bail!("{}: {e}", o.mutant.place());
-            }
+        if let Some((o, e)) = outcomes.iter().find_map(|o| match &o.status {
+            Status::Unviable(e) if e.starts_with("harness error") => Some((o, e)),
+            _ => None,
+        }) {
+            bail!("{}: {e}", o.mutant.place());
         }
-        let mut outcomes = done;
         if !self.debug_kernel && !self.no_debug_retry {
             self.retry_on_debug_kernel(&mut outcomes, &source, out, explained)?;
         }

@@ -117,22 +117,11 @@ pub fn in_parallel<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(&T) -> Result<R> + Sync,
 ) -> Vec<Result<R>> {
-    std::thread::scope(|scope| {
-        let f = &f;
-        let handles: Vec<_> = items.iter().map(|i| scope.spawn(move || f(i))).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("VM thread panicked")))
-            })
-            .collect()
-    })
+    in_pool(items, items.len(), |_, item| f(item))
 }
 
 /// Runs `f` on each item with at most `workers` at once, each worker taking the next item as it
-/// finishes one (a long item does not hold back the others, as a chunk of [`in_parallel`]
-/// would); the results in the items' order.
+/// finishes one (a long item does not hold back the others); the results in the items' order.
 pub fn in_pool<T: Sync, R: Send>(
     items: &[T],
     workers: usize,

@@ -291,7 +291,7 @@ fn edu_unbind_disables_the_device_and_bind_enables_it_once() -> TestResult {
 
 /// Moves the calling thread to a CPU other than the one the vector `irq` interrupts, or says why
 /// it cannot (one vCPU, an affinity it cannot read).
-pub fn away_from_the_vectors_cpu(irq: u32) -> TestResult {
+fn away_from_the_vectors_cpu(irq: u32) -> TestResult {
     let path = format!("/proc/irq/{irq}/effective_affinity_list");
     let text = std::fs::read_to_string(&path).ctx(&path)?;
     let cpu: usize = text
@@ -309,7 +309,7 @@ pub fn away_from_the_vectors_cpu(irq: u32) -> TestResult {
 }
 
 /// The IRQ number of the bound device's vector (from /proc/interrupts).
-pub fn edu_irq() -> Result<u32, String> {
+fn edu_irq() -> Result<u32, String> {
     let text = std::fs::read_to_string("/proc/interrupts").ctx("/proc/interrupts")?;
     text.lines()
         .find(|l| l.ends_with("pcmsig-edu"))
