@@ -542,6 +542,16 @@ fn now_ns() -> u64 {
     u64::try_from(t).unwrap_or(0)
 }
 
+/// The `CLOCK_MONOTONIC` nanoseconds of `t`: the very value the clock gave, not one derived
+/// from a second reading (a pair of readings drifts apart when the CPU is taken between them:
+/// a vCPU paused for 41 ms stamped every period 41 ms late).
+fn instant_ns(t: Instant<Monotonic>) -> u64 {
+    // SAFETY: `Instant<C>` is `#[repr(transparent)]` over a `ktime_t` (its other field is a
+    // zero-sized `PhantomData`), so its bits are that `ktime_t`; `transmute` checks the sizes.
+    let ns: bindings::ktime_t = unsafe { core::mem::transmute::<Instant<Monotonic>, _>(t) };
+    u64::try_from(ns).unwrap_or(0)
+}
+
 /// One user's stream, shared by that user's open files (see `streams.rs`).
 #[pin_data]
 pub(crate) struct Stream {
@@ -575,8 +585,6 @@ pub(crate) struct Stream {
     timer: HrTimer<Stream>,
     #[pin]
     work: Work<Stream>,
-    /// One instant and its `CLOCK_MONOTONIC` nanoseconds, to turn timer expiries into stamps.
-    origin: (Instant<Monotonic>, u64),
     /// How many of `files` have a listener: counted where a file's listener comes and goes
     /// (REGISTER over none, UNREGISTER, close), under that file's lock, so that GET_STATS and
     /// debugfs need not walk `files` (0.3 µs a file: 3 ms at 10,000 files, measured).
@@ -612,7 +620,6 @@ impl Stream {
                 hold_released <- new_condvar!("pcmsig::Stream::hold_released"),
                 timer <- HrTimer::new(),
                 work <- new_work!("pcmsig::Stream::work"),
-                origin: (Instant::<Monotonic>::now(), now_ns()),
                 listeners: AtomicU32::new(0),
                 _live: Live::new(&live::STREAMS),
             }),
@@ -1113,12 +1120,8 @@ impl HrTimerCallback for Stream {
             let period = Delta::from_micros(i64::from(inner.config.period_us));
             // A period's timestamp is its boundary (the expiry), not when the callback got to
             // run: a late callback that accounts for several periods stamps each on its own.
-            // Measured from one fixed origin, so stamps differ by exact multiples of the period.
-            let since_origin = (this.timer.expires() - this.origin.0).as_nanos();
-            let stamp = this
-                .origin
-                .1
-                .saturating_add(u64::try_from(since_origin).unwrap_or(0));
+            // The expiry's own clock value, so stamps differ by exact multiples of the period.
+            let stamp = instant_ns(this.timer.expires());
             let elapsed = ctx.forward_now(period).max(1);
             if stall_is_xrun(elapsed) {
                 // More periods passed than one expiry may account for: they are lost, an xrun
