@@ -157,19 +157,26 @@ pub fn apply(name: &str, module_dir: &Path) -> Result<()> {
     let path = patch_path(name);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading seeded bug {name}'s patch {}", path.display()))?;
-    for (file, section) in patch_sections(&text)
-        .with_context(|| format!("{}: not a patch of module/ files", path.display()))?
+    apply_patch(&text, "module/", module_dir)
+        .with_context(|| format!("seeded bug {name} ({})", path.display()))
+}
+
+/// Applies a unified diff of files under `prefix` (`--- a/PREFIXFILE`; `prefix` empty or
+/// ending in `/`) to the copy of that directory in `dir`. Hunks may sit at other lines than
+/// the patch says, but their context must match exactly.
+pub fn apply_patch(text: &str, prefix: &str, dir: &Path) -> Result<()> {
+    for (file, section) in patch_sections(text, prefix)
+        .with_context(|| format!("not a patch of files directly under {prefix:?}"))?
     {
-        let target = module_dir.join(file);
+        let target = dir.join(file);
         let original = std::fs::read_to_string(&target)
-            .with_context(|| format!("seeded bug {name}: reading {}", target.display()))?;
+            .with_context(|| format!("reading {}", target.display()))?;
         let patch = diffy::Patch::from_str(section)
-            .with_context(|| format!("seeded bug {name}: parsing its patch of module/{file}"))?;
+            .with_context(|| format!("parsing its patch of {prefix}{file}"))?;
         let patched = diffy::apply(&original, &patch).map_err(|e| {
             anyhow::anyhow!(
-                "seeded bug {name}: {} no longer applies to module/{file} ({e}): make the bug \
-                 again on today's driver and rewrite the patch",
-                path.display()
+                "the patch no longer applies to {prefix}{file} ({e}): make the bug again on \
+                 today's code and rewrite the patch"
             )
         })?;
         std::fs::write(&target, patched)
@@ -178,10 +185,11 @@ pub fn apply(name: &str, module_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A multi-file unified diff split by file: `(file name under module/, its section)`.
-fn patch_sections(text: &str) -> Option<Vec<(&str, &str)>> {
+/// A multi-file unified diff split by file: `(file name under prefix, its section)`.
+fn patch_sections<'a>(text: &'a str, prefix: &str) -> Option<Vec<(&'a str, &'a str)>> {
+    let head = format!("--- a/{prefix}");
     let starts: Vec<usize> = text
-        .match_indices("--- a/module/")
+        .match_indices(head.as_str())
         .filter(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b'\n')
         .map(|(i, _)| i)
         .collect();
@@ -192,7 +200,7 @@ fn patch_sections(text: &str) -> Option<Vec<(&str, &str)>> {
     for (k, &start) in starts.iter().enumerate() {
         let end = starts.get(k + 1).copied().unwrap_or(text.len());
         let section = &text[start..end];
-        let file = section["--- a/module/".len()..].lines().next()?.trim();
+        let file = section[head.len()..].lines().next()?.trim();
         if file.contains('/') || file.is_empty() {
             return None;
         }
@@ -792,9 +800,11 @@ mod tests {
 
     #[test]
     fn a_patch_of_a_file_outside_module_or_of_no_file_is_refused() {
-        assert!(patch_sections("--- a/module/sub/x.rs\n+++ b/module/sub/x.rs\n").is_none());
-        assert!(patch_sections("--- a/module/\n+++ b/module/\n").is_none());
-        let ok = patch_sections("--- a/module/x.rs\n+++ b/module/x.rs\n").unwrap();
+        assert!(
+            patch_sections("--- a/module/sub/x.rs\n+++ b/module/sub/x.rs\n", "module/").is_none()
+        );
+        assert!(patch_sections("--- a/module/\n+++ b/module/\n", "module/").is_none());
+        let ok = patch_sections("--- a/module/x.rs\n+++ b/module/x.rs\n", "module/").unwrap();
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].0, "x.rs");
     }

@@ -66,6 +66,7 @@ impl crate::flags::Coverage {
             accel: self.accel,
             slow: None,
             fail_fast: false,
+            target: None,
         };
         test.run_with(true)
     }

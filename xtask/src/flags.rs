@@ -56,6 +56,9 @@ xflags::xflags! {
             optional --slow factor: f64
             /// Stop each VM's suite at its first failure (the rest reported as not run).
             optional --fail-fast
+            /// Test another module: a directory with a harness.toml, or the name of one under
+            /// examples/ (ringbuf: a C misc device). Default: pcmsig.
+            optional --target name: String
         }
         /// Run the suite (both VMs) with an instrumented copy of the module and report its line
         /// coverage from every context (lcov.info, summary.txt, tests.txt in
@@ -196,6 +199,9 @@ xflags::xflags! {
             optional --fresh-root
             /// The Debian suite of --fresh-root (default bookworm).
             optional --suite name: String
+            /// With --bugs: the seeded bugs of another module's harness.toml (a directory, or
+            /// the name of one under examples/).
+            optional --target name: String
         }
         /// Measure the harness and every delivery path (latency, throughput, burst size).
         cmd bench {

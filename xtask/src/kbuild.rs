@@ -142,7 +142,21 @@ fn kbuild_module(
     clippy: bool,
     variant: Option<&str>,
 ) -> Result<()> {
-    let ko = module_dir.join("pcmsig.ko");
+    kbuild_ko(tools, kernel, module_dir, "pcmsig.ko", clippy, variant).map(drop)
+}
+
+/// Runs kbuild (`make M=module_dir modules`, the kernel's compilers) on any out-of-tree module
+/// directory, C or Rust, which must produce `ko`; returns its path. Any warning is an error
+/// unless the build is a `variant` (a seeded bug may leave correct code unused).
+pub fn kbuild_ko(
+    tools: &Tools,
+    kernel: &Kernel,
+    module_dir: &Path,
+    ko: &str,
+    clippy: bool,
+    variant: Option<&str>,
+) -> Result<PathBuf> {
+    let ko = module_dir.join(ko);
     let mut make = tools.kbuild(&kernel.build_dir);
     make.arg(format!("M={}", module_dir.display()))
         .arg(format!("CC={}", probe_caching_cc(tools, kernel)?.display()));
@@ -168,7 +182,7 @@ fn kbuild_module(
     if !ko.is_file() {
         bail!("make succeeded but {} is missing", ko.display());
     }
-    Ok(())
+    Ok(ko)
 }
 
 /// Kbuild runs its compiler probes (`cc-option`: does clang accept this flag? 22 of them on

@@ -467,15 +467,61 @@ pub struct Judgement {
 /// ended; the skip contract ([`skip_failures`]) for a VM with (`edu`) or without the device, on a
 /// kernel that has what `kernel` says; and the blame.
 pub fn judge(run: &crate::vm::Finished, edu: bool, kernel: KernelHas) -> Judgement {
+    judge_with(run, &|name| pcmsig_contract::must_skip(name, edu, kernel))
+}
+
+/// [`judge`] with any suite's skip rule: `skip_rule(test)` is `None` where the test must never
+/// skip, `Some(true)` where it must skip, `Some(false)` where it must run. Besides the suite's
+/// own blame, every kernel problem on the console is blamed on the test that was running
+/// ([`splat_blame`]), so that a suite which never reads the kernel log is blamed alike.
+pub fn judge_with(
+    run: &crate::vm::Finished,
+    skip_rule: &dyn Fn(&str) -> Option<bool>,
+) -> Judgement {
     let report = parse(&run.ktap);
     let mut failures = verdict(&run.console, &report, &run.ending);
-    failures.extend(skip_failures(&report, edu, kernel));
-    let blamed = blamed(&report, &failures);
+    failures.extend(skip_failures_with(&report, skip_rule));
+    let mut blamed = blamed(&report, &failures);
+    for b in splat_blame(&run.console) {
+        if !blamed.contains(&b) {
+            blamed.push(b);
+        }
+    }
     Judgement {
         report,
         failures,
         blamed,
     }
+}
+
+/// `(test, class)` for each kernel problem on the console, blamed on the test whose
+/// [`TEST_MARKER`] came last before it (none before the first marker: the boot's).
+pub fn splat_blame(console: &str) -> Vec<(String, String)> {
+    let mut test: Option<String> = None;
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut skip_until = 0;
+    for (i, line) in console.lines().enumerate() {
+        let line = clean(line);
+        if let Some(name) = line.split(TEST_MARKER).nth(1) {
+            test = Some(name.trim().to_string());
+            continue;
+        }
+        if i < skip_until {
+            continue;
+        }
+        let Some(p) = problem_in(line.trim()) else {
+            continue;
+        };
+        // One report spans many matching lines (as in [`splats`]): its first names it.
+        skip_until = i + 30;
+        if let Some(t) = &test {
+            let b = (t.clone(), p.class.to_string());
+            if !out.contains(&b) {
+                out.push(b);
+            }
+        }
+    }
+    out
 }
 
 /// Every reason this run fails; empty means pass. `ktap` is the suite's KTAP channel, `console`
@@ -571,10 +617,18 @@ fn failed(t: &TestCase) -> bool {
 /// The skip rule (`pcmsig_contract::SKIPS`) for a VM with or without the `edu` device, on a
 /// kernel that has what `kernel` says: every skip must be allowed there, and every test that
 /// must skip there and reported must have skipped.
+#[cfg(test)]
 pub fn skip_failures(report: &Report, edu: bool, kernel: KernelHas) -> Vec<Failure> {
+    skip_failures_with(report, &|name| {
+        pcmsig_contract::must_skip(name, edu, kernel)
+    })
+}
+
+/// [`skip_failures`] under any suite's skip rule (as [`judge_with`] takes it).
+fn skip_failures_with(report: &Report, rule: &dyn Fn(&str) -> Option<bool>) -> Vec<Failure> {
     let (mut wrong, mut missing) = (Vec::new(), Vec::new());
     for t in &report.tests {
-        let must = pcmsig_contract::must_skip(&t.name, edu, kernel);
+        let must = rule(&t.name);
         match (&t.status, must) {
             (Status::Skip(reason), None | Some(false)) => {
                 wrong.push((t.name.clone(), reason.clone()));

@@ -32,6 +32,7 @@ mod shell;
 mod slow;
 mod stats;
 mod summary;
+mod target;
 mod test;
 mod tidy;
 mod tools;

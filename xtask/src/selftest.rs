@@ -31,12 +31,23 @@ impl crate::flags::Selftest {
         if self.fresh_root {
             return fresh_root(self.suite.as_deref().unwrap_or("bookworm"));
         }
+        if self.target.is_some() && !self.bugs {
+            bail!("--target goes with --bugs (a module's seeded bugs)");
+        }
         if self.bugs || !self.bug.is_empty() {
             let opts = vm::Options {
                 kernel_src: self.kernel_src.clone(),
                 flavour: vm::Flavour::of(self.debug_kernel, false)?,
                 ..vm::Options::default()
             };
+            if let Some(spec) = &self.target {
+                if !self.bug.is_empty() || self.repeat.is_some() || self.slow.is_some() {
+                    bail!(
+                        "--bug, --repeat and --slow are for pcmsig's catalogue: not with --target"
+                    );
+                }
+                return crate::target::run_bugs(&crate::target::Target::find(spec)?, &opts);
+            }
             return crate::bugs::run(&opts, self.slow, &self.bug, self.repeat.unwrap_or(1));
         }
         harness_checks(self.kernel_src.as_deref())

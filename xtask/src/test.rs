@@ -53,6 +53,8 @@ struct VmConfig {
     name: String,
     /// Whether the VM has QEMU's `edu` device.
     edu: bool,
+    /// The target whose suite runs (`--target`; `None`: pcmsig's, with its skip rule).
+    target: Option<String>,
     dir: PathBuf,
     qemu: Vec<String>,
     env: Vec<String>,
@@ -84,8 +86,18 @@ impl flags::Test {
     pub(crate) fn run_with(self, coverage: bool) -> Result<()> {
         let total = Instant::now();
         let opts = self.vm_options()?;
-        let out = out_dir(if coverage { "coverage" } else { "test" });
-        let (mut b, mut initrd) = prepare(&opts, &[], &out)?;
+        let target = self.target()?;
+        if coverage && target.is_some() {
+            bail!("cargo xtask coverage measures pcmsig's module only (no --target)");
+        }
+        let out = match &target {
+            Some(t) => t.out_dir("test"),
+            None => out_dir(if coverage { "coverage" } else { "test" }),
+        };
+        let (mut b, mut initrd) = match &target {
+            Some(t) => t.prepare(&opts, None, &out)?,
+            None => prepare(&opts, &[], &out)?,
+        };
         let instrumented = if coverage {
             let t = Instant::now();
             let (ko, copy) = crate::kbuild::build_coverage_module(
@@ -99,7 +111,10 @@ impl flags::Test {
         } else {
             None
         };
-        let mut configs = self.configs(&opts, &b.guest_dir, &out)?;
+        let mut configs = match &target {
+            Some(t) => self.target_configs(t, &opts, &b.guest_dir)?,
+            None => self.configs(&opts, &b.guest_dir, &out)?,
+        };
         if coverage {
             for c in &mut configs {
                 c.env.push(format!(
@@ -128,7 +143,10 @@ impl flags::Test {
             };
             let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)
                 .with_context(|| format!("booting the {} VM", c.name))?;
-            let mut judged = ktap::judge(&run, c.edu, opts.flavour.kernel_has());
+            let mut judged = match c.target {
+                Some(_) => crate::target::judge(&run),
+                None => ktap::judge(&run, c.edu, opts.flavour.kernel_has()),
+            };
             // The kernel's own KTAP parser must read our KTAP as we do. A Python start per VM:
             // done here, in the VM's thread, so the VMs' checks overlap.
             if let Some(d) =
@@ -181,12 +199,67 @@ impl flags::Test {
         conclude(&out, &outcomes, &b.times)
     }
 
+    /// The `--target`, if any, refusing the flags that only pcmsig's suite understands.
+    fn target(&self) -> Result<Option<crate::target::Target>> {
+        let Some(spec) = &self.target else {
+            return Ok(None);
+        };
+        for (given, flag) in [
+            (self.seed.is_some(), "--seed"),
+            (self.model_steps.is_some(), "--model-steps"),
+            (self.no_edu, "--no-edu"),
+            (self.jobs.is_some(), "--jobs"),
+            (self.fail_fast, "--fail-fast"),
+        ] {
+            if given {
+                bail!("{flag} is a flag of pcmsig's suite: not with --target");
+            }
+        }
+        crate::target::Target::find(spec).map(Some)
+    }
+
+    /// A target's VMs: one per `[[vm]]` of its harness.toml, in its output directory.
+    fn target_configs(
+        &self,
+        t: &crate::target::Target,
+        opts: &vm::Options,
+        guest_dir: &Path,
+    ) -> Result<Vec<VmConfig>> {
+        let mut env = crate::target::base_env();
+        if let Some(f) = &self.filter {
+            check_filter(&guest_dir.join(&t.suite), f)?;
+            env.push(format!("pcmsig_filter={f}"));
+        }
+        let out = t.out_dir("test");
+        Ok(t.vm
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut qemu = opts.qemu_args.clone();
+                qemu.extend(v.qemu.iter().cloned());
+                VmConfig {
+                    name: v.name.clone(),
+                    edu: false,
+                    target: Some(t.name.clone()),
+                    // The first VM's files at the top, as for pcmsig's plain VM.
+                    dir: if i == 0 {
+                        out.clone()
+                    } else {
+                        out.join(&v.name)
+                    },
+                    qemu,
+                    env: env.clone(),
+                }
+            })
+            .collect())
+    }
+
     /// The VMs to boot: the plain one (periods from the timer) and, unless `--no-edu`, one with
     /// QEMU's `edu` PCI device (periods from its interrupts). Both run the whole suite.
     fn configs(&self, opts: &vm::Options, guest_dir: &Path, out: &Path) -> Result<Vec<VmConfig>> {
         let mut env = test_env(opts.flavour);
         if let Some(f) = &self.filter {
-            check_filter(guest_dir, f)?;
+            check_filter(&guest_dir.join("pcmsig-tests"), f)?;
             env.push(format!("pcmsig_filter={f}"));
         }
         if self.fail_fast {
@@ -236,6 +309,7 @@ impl flags::Test {
                 },
                 name: plain,
                 edu: false,
+                target: None,
                 qemu: opts.qemu_args.clone(),
                 env: env.clone(),
             });
@@ -248,6 +322,7 @@ impl flags::Test {
                     dir: out.join(&name),
                     name,
                     edu: true,
+                    target: None,
                     qemu,
                     env,
                 });
@@ -263,7 +338,11 @@ impl flags::Test {
         let junit_path = c.dir.join("junit.xml");
         std::fs::write(
             &junit_path,
-            junit::of_run(&format!("pcmsig.{name}"), &run, &judged),
+            junit::of_run(
+                &format!("{}.{name}", c.target.as_deref().unwrap_or("pcmsig")),
+                &run,
+                &judged,
+            ),
         )
         .with_context(|| format!("writing {}", junit_path.display()))?;
         let ktap::Judgement {
@@ -363,9 +442,9 @@ fn conclude(out: &Path, outcomes: &[VmOutcome], times: &[(Phase, Duration)]) -> 
     Ok(())
 }
 
-/// Refuses a `--filter` that matches no test, naming the tests (asks the guest binary itself,
-/// which runs on the host: `pcmsig-tests --list`).
-fn check_filter(guest_dir: &Path, filter: &str) -> Result<()> {
+/// Refuses a `--filter` that matches no test, naming the tests (asks the suite's guest program
+/// itself, which runs on the host: `SUITE --list`).
+fn check_filter(suite: &Path, filter: &str) -> Result<()> {
     if filter.is_empty()
         || filter
             .chars()
@@ -373,7 +452,7 @@ fn check_filter(guest_dir: &Path, filter: &str) -> Result<()> {
     {
         bail!("--filter must be non-empty globs (comma-separated) without spaces or quotes");
     }
-    let names = crate::guest::list_of(&guest_dir.join("pcmsig-tests"))?;
+    let names = crate::guest::list_of(suite)?;
     // Each of its globs must match: a typo in one of several must not pass either.
     for g in filter.split(',') {
         if !names.iter().any(|n| pcmsig_contract::glob(g, n)) {

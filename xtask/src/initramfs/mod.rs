@@ -15,7 +15,8 @@ use newc::Initramfs;
 /// Extra files for the initramfs: `(host path, guest path)`.
 pub type ExtraFile = (PathBuf, String);
 
-/// Writes the initramfs for `mode`; returns its path.
+/// Writes pcmsig's initramfs (its module, the guest programs and `extra`) in `out_dir`;
+/// returns its path.
 pub fn build_initramfs(
     tools: &Tools,
     ko: &Path,
@@ -23,6 +24,19 @@ pub fn build_initramfs(
     extra: &[ExtraFile],
     out_dir: &Path,
 ) -> Result<PathBuf> {
+    let mut files = vec![(ko.to_path_buf(), "/lib/modules/pcmsig.ko".to_string())];
+    files.extend(
+        GUEST_BINS
+            .iter()
+            .map(|b| (guest_dir.join(b), format!("/bin/{b}"))),
+    );
+    files.extend(extra.iter().cloned());
+    build_image(tools, &files, out_dir)
+}
+
+/// Writes an initramfs of the harness's init, busybox and `files` (any module's) in `out_dir`;
+/// returns its path. A file is executable in the guest if it is on the host.
+pub fn build_image(tools: &Tools, files: &[ExtraFile], out_dir: &Path) -> Result<PathBuf> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let mut img = Initramfs::new();
     for d in ["/dev", "/proc", "/sys", "/tmp", "/root", "/etc"] {
@@ -33,17 +47,14 @@ pub fn build_initramfs(
     img.file("/init", 0o755, read(&project_root().join("vm/init"))?);
     img.file("/bin/busybox", 0o755, read(&tools.busybox)?);
     // Every applet as a link, made here rather than by `busybox --install` in the guest, which
-    // costs about 0.2 s of boot under TCG.
+    // costs about 0.2 s of boot under TCG; not where a file of ours goes.
     for applet in busybox_applets(&tools.busybox)? {
-        if applet != "busybox" && !GUEST_BINS.contains(&applet.as_str()) {
-            img.symlink(&format!("/bin/{applet}"), "busybox");
+        let path = format!("/bin/{applet}");
+        if applet != "busybox" && !files.iter().any(|(_, g)| *g == path) {
+            img.symlink(&path, "busybox");
         }
     }
-    img.file("/lib/modules/pcmsig.ko", 0o644, read(ko)?);
-    for b in GUEST_BINS {
-        img.file(&format!("/bin/{b}"), 0o755, read(&guest_dir.join(b))?);
-    }
-    for (host, guest) in extra {
+    for (host, guest) in files {
         let mode = if is_executable(host) { 0o755 } else { 0o644 };
         img.file(guest, mode, read(host)?);
     }

@@ -625,7 +625,7 @@ mod tests {
         let shard = format!("\"${{{}}}\"", pcmsig_contract::SHARD_ENV);
         assert!(init.contains(&shard), "vm/init does not use {shard}");
         // ...and to the module parameters a test that reloads the module restores.
-        let params = format!("PCMSIG_PARAMS=\"{}\"", pcmsig_contract::TEST_PARAMS);
+        let params = format!("harness_params=\"{}\"", pcmsig_contract::TEST_PARAMS);
         assert!(init.contains(&params), "vm/init does not set {params}");
         // ...and to the kernel command-line words a test boot passes it (the ports it writes).
         for word in crate::test::test_env(Flavour::Normal) {

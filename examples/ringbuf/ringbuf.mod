@@ -1,0 +1,1 @@
+./ringbuf.o
