@@ -1,1 +1,0 @@
-savedcmd_Module.symvers :=  /root/.cache/pcmsig/kernel/7.3.4-cb068830fd05e9f6/scripts/mod/modpost -M     -E     -o Module.symvers -T modules.order -i /root/.cache/pcmsig/kernel/7.3.4-cb068830fd05e9f6/Module.symvers -e 

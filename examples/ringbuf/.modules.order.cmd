@@ -1,1 +1,0 @@
-savedcmd_modules.order := {   echo ringbuf.o; :; } > modules.order

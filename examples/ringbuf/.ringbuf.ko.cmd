@@ -1,1 +1,0 @@
-savedcmd_ringbuf.ko := ld.lld-19 -r -m elf_x86_64 -z noexecstack --build-id=sha1 --force-group-allocation  -T /root/.cache/pcmsig/kernel/7.3.4-cb068830fd05e9f6/scripts/module.lds -o ringbuf.ko ringbuf.o ringbuf.mod.o .module-common.o
