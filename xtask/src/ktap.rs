@@ -504,6 +504,8 @@ pub fn splat_blame(console: &str) -> Vec<(String, String)> {
         let line = clean(line);
         if let Some(name) = line.split(TEST_MARKER).nth(1) {
             test = Some(name.trim().to_string());
+            // A report ends where the next test begins.
+            skip_until = 0;
             continue;
         }
         if i < skip_until {
@@ -699,6 +701,65 @@ pub(crate) fn finished(console: &str, ktap: &str, ending: Ending) -> crate::vm::
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_kernel_problem_is_blamed_on_the_test_running_when_it_came() {
+        let m = TEST_MARKER;
+        let warn = "[ 1.2] WARNING: ringbuf.c:91 at rb_write";
+        let mut console = format!("[ 0.5] BUG: boot noise\n[ 1.0] {m}first\n{warn}\n");
+        // The report's own lines (up to 30) are one report, not 30.
+        for _ in 0..5 {
+            console.push_str("[ 1.2] Call Trace:\n");
+        }
+        console.push_str(&format!("[ 1.3] {m}second\n[ 1.4] ok\n[ 1.5] {m}third\n"));
+        console.push_str("[ 1.6] BUG: KASAN: slab-out-of-bounds in x\n");
+        assert_eq!(
+            splat_blame(&console),
+            [
+                ("first".to_string(), "warning".to_string()),
+                ("third".to_string(), "KASAN".to_string()),
+            ]
+        );
+        // A second report of the same class in one test is one entry; another class is
+        // another; a report 30 lines on is a report of its own.
+        let mut again = format!("[ 1.0] {m}only\n{warn}\n");
+        for _ in 0..29 {
+            again.push_str("[ 1.1] filler\n");
+        }
+        again.push_str(&format!("{warn}\n"));
+        for _ in 0..29 {
+            again.push_str("[ 1.1] filler\n");
+        }
+        again.push_str("[ 1.3] INFO: task x blocked for more than 30 seconds.\n");
+        assert_eq!(
+            splat_blame(&again),
+            [
+                ("only".to_string(), "warning".to_string()),
+                ("only".to_string(), "hung-task".to_string()),
+            ]
+        );
+        assert!(splat_blame("[ 0.1] BUG: before any test\n").is_empty());
+    }
+
+    #[test]
+    fn judge_with_adds_the_console_blame_once_and_applies_its_skip_rule() {
+        let m = TEST_MARKER;
+        let console = format!("[ 1.0] {m}a\n[ 1.1] WARNING: at x\n");
+        let ktap = "KTAP version 1\n1..2\n# kernel problem (warning) at x\nnot ok 1 a\nok 2 b # SKIP no\n";
+        let run = finished(&console, ktap, Ending::Exited(Some(0)));
+        let j = judge_with(&run, &|_| None);
+        assert_eq!(j.blamed, [("a".to_string(), "warning".to_string())]);
+        assert!(j
+            .failures
+            .iter()
+            .any(|f| matches!(f, Failure::WrongSkip(w) if w[0].0 == "b")));
+        // Where the rule says b must skip, its skip is no failure.
+        let j = judge_with(&run, &|n| (n == "b").then_some(true));
+        assert!(!j
+            .failures
+            .iter()
+            .any(|f| matches!(f, Failure::WrongSkip(_) | Failure::MissingSkip(_))));
+    }
+
     use super::*;
 
     #[test]

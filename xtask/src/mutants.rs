@@ -41,6 +41,7 @@ pub const HOST_FILES: &[&str] = &[
     "xtask/src/bugs.rs",
     "xtask/src/coverage.rs",
     "xtask/src/mutants.rs",
+    "xtask/src/target.rs",
 ];
 
 /// The command machinery among `HOST_FILES`, per file: functions that build modules, boot VMs,
@@ -75,6 +76,17 @@ const COMMAND_MACHINERY: &[(&str, &[&str])] = &[
             "run_listing",
             "write_reports",
             "printed",
+        ],
+    ),
+    (
+        "xtask/src/target.rs",
+        &[
+            "prepare",
+            "build_module",
+            "build_programs",
+            "initramfs",
+            "run_bugs",
+            "tests",
         ],
     ),
 ];
