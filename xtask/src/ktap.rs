@@ -719,21 +719,21 @@ mod tests {
                 ("third".to_string(), "KASAN".to_string()),
             ]
         );
-        // A second report of the same class in one test is one entry; another class is
-        // another; a report 30 lines on is a report of its own.
-        let mut again = format!("[ 1.0] {m}only\n{warn}\n");
+        // A report's lines are one report: its Call Trace (a class of its own) is not another;
+        // a report 30 lines on is one of its own; a second one of a class is one entry.
+        let mut again = format!("[ 1.0] {m}only\n[ 1.1] BUG: KASAN: use-after-free\n");
+        for _ in 0..28 {
+            again.push_str("[ 1.1] Call Trace:\n");
+        }
+        again.push_str("[ 1.1] filler\n[ 1.2] INFO: task x blocked for more than 30 s\n");
         for _ in 0..29 {
             again.push_str("[ 1.1] filler\n");
         }
-        again.push_str(&format!("{warn}\n"));
-        for _ in 0..29 {
-            again.push_str("[ 1.1] filler\n");
-        }
-        again.push_str("[ 1.3] INFO: task x blocked for more than 30 seconds.\n");
+        again.push_str("[ 1.3] BUG: KASAN: slab-out-of-bounds\n");
         assert_eq!(
             splat_blame(&again),
             [
-                ("only".to_string(), "warning".to_string()),
+                ("only".to_string(), "KASAN".to_string()),
                 ("only".to_string(), "hung-task".to_string()),
             ]
         );
@@ -744,7 +744,8 @@ mod tests {
     fn judge_with_adds_the_console_blame_once_and_applies_its_skip_rule() {
         let m = TEST_MARKER;
         let console = format!("[ 1.0] {m}a\n[ 1.1] WARNING: at x\n");
-        let ktap = "KTAP version 1\n1..2\n# kernel problem (warning) at x\nnot ok 1 a\nok 2 b # SKIP no\n";
+        let ktap =
+            "KTAP version 1\n1..2\n# kernel problem (warning) at x\nnot ok 1 a\nok 2 b # SKIP no\n";
         let run = finished(&console, ktap, Ending::Exited(Some(0)));
         let j = judge_with(&run, &|_| None);
         assert_eq!(j.blamed, [("a".to_string(), "warning".to_string())]);

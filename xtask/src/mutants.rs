@@ -78,6 +78,7 @@ const COMMAND_MACHINERY: &[(&str, &[&str])] = &[
             "printed",
         ],
     ),
+    ("xtask/src/coverage.rs", &["run"]),
     (
         "xtask/src/target.rs",
         &[

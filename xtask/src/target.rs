@@ -357,7 +357,7 @@ pub fn run_bugs(t: &Target, opts: &vm::Options) -> Result<()> {
                 bug.test
             );
         }
-        let mut env = base_env();
+        let mut env = crate::test::port_env();
         env.push(format!("pcmsig_filter={}", bug.test));
         let vm0 = &t.vm[0];
         let boot = vm::Boot {
@@ -417,14 +417,6 @@ pub fn run_bugs(t: &Target, opts: &vm::Options) -> Result<()> {
     Ok(())
 }
 
-/// The kernel command-line words of every target test boot: where KTAP and the kernel log go.
-pub fn base_env() -> Vec<String> {
-    vec![
-        format!("pcmsig_ktap={}", pcmsig_contract::KTAP_DEVICE),
-        format!("pcmsig_dmesg={}", pcmsig_contract::DMESG_DEVICE),
-    ]
-}
-
 /// Copies the files of `from` (not its subdirectories, nor Kbuild's outputs) into `to`.
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
@@ -471,6 +463,35 @@ mod tests {
     }
 
     #[test]
+    fn a_bugs_copy_has_the_sources_and_not_what_kbuild_made() {
+        let base = std::env::temp_dir().join(format!("pcmsig-copy-{}", std::process::id()));
+        let (from, to) = (base.join("from"), base.join("to"));
+        std::fs::create_dir_all(from.join("sub")).unwrap();
+        for f in [
+            "m.c",
+            "m.h",
+            "Kbuild",
+            "m.o",
+            "m.ko",
+            ".m.o.cmd",
+            "m.mod.c",
+            "modules.order",
+        ] {
+            std::fs::write(from.join(f), f).unwrap();
+        }
+        copy_dir(&from, &to).unwrap();
+        let mut got: Vec<String> = std::fs::read_dir(&to)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        got.sort();
+        assert_eq!(got, ["Kbuild", "m.c", "m.h"]);
+        assert_eq!(std::fs::read_to_string(to.join("m.c")).unwrap(), "m.c");
+        assert!(copy_dir(&base.join("none"), &base.join("x")).is_err());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
     fn a_wrong_description_is_refused_by_its_field() {
         let dir = std::env::temp_dir().join(format!("pcmsig-target-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -488,6 +509,31 @@ mod tests {
         assert!(write(&format!("{good}colour = 1\n")).contains("colour"));
         assert!(write(&good.replace("t.c", "nope.c")).contains("nope.c"));
         assert!(write(&format!("{good}params = \"a='b'\"\n")).contains("params"));
+        assert_eq!(
+            t.out_dir("test"),
+            crate::paths::out_dir("targets").join("m/test")
+        );
+        assert!(write(&good.replace("name = \"m\"", "name = \"m n\"")).contains("name"));
+        assert!(write(&good.replace("name = \"m\"", "name = \"\"")).contains("name"));
+        assert!(write(&good.replace("module = \"m\"", "module = \"m/x\"")).contains("module"));
+        let vm = |n: &str| format!("[[vm]]\nname = \"{n}\"\n");
+        let two = format!("{good}{}{}", vm("a"), vm("b"));
+        std::fs::write(dir.join(FILE), &two).unwrap();
+        assert_eq!(Target::find(&dir.to_string_lossy()).unwrap().vm.len(), 2);
+        assert!(write(&format!("{good}{}{}", vm("a"), vm("a"))).contains("vm:"));
+        assert!(write(&format!("{good}{}", vm("a b"))).contains("vm:"));
+        std::fs::write(dir.join("b.patch"), "").unwrap();
+        let bug = |name: &str, patch: &str, detectors: &str| {
+            format!(
+                "{good}[[bug]]\nname = \"{name}\"\nwhat = \"w\"\npatch = \"{patch}\"\n\
+                 test = \"t\"\ndetectors = [{detectors}]\n"
+            )
+        };
+        std::fs::write(dir.join(FILE), bug("b", "b.patch", "\"test\"")).unwrap();
+        assert_eq!(Target::find(&dir.to_string_lossy()).unwrap().bug.len(), 1);
+        assert!(write(&bug("b c", "b.patch", "\"test\"")).contains("bug"));
+        assert!(write(&bug("b", "none.patch", "\"test\"")).contains("bug"));
+        assert!(write(&bug("b", "b.patch", "")).contains("bug"));
         let e = format!("{:#}", Target::find("no-such-target").unwrap_err());
         assert!(e.contains("ringbuf"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
