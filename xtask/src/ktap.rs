@@ -721,7 +721,7 @@ mod tests {
         );
         // A report's lines are one report: its Call Trace (a class of its own) is not another;
         // a report 30 lines on is one of its own; a second one of a class is one entry.
-        let mut again = format!("[ 1.0] {m}only\n[ 1.1] BUG: KASAN: use-after-free\n");
+        let mut again = format!("[ 1.0] {m}only\n[ 1.0] x\n[ 1.1] BUG: KASAN: use-after-free\n");
         for _ in 0..28 {
             again.push_str("[ 1.1] Call Trace:\n");
         }

@@ -826,21 +826,29 @@ impl flags::Mutants {
                 out.join("mutants.out/debug.log").display()
             ),
         }
-        let by_place = |text: &str| -> Vec<Mutant> {
-            text.lines()
-                .filter_map(|l| {
-                    chosen
-                        .iter()
-                        .find(|m| l.starts_with(&m.file) && l.ends_with(&format!(": {}", m.what)))
-                })
-                .cloned()
-                .collect()
-        };
-        let missed = by_place(&read("missed.txt"));
-        let mut caught = by_place(&read("caught.txt"));
-        caught.extend(by_place(&read("timeout.txt")));
+        let missed = listed_in(&read("missed.txt"), &chosen);
+        let mut caught = listed_in(&read("caught.txt"), &chosen);
+        caught.extend(listed_in(&read("timeout.txt"), &chosen));
         Ok((caught, missed))
     }
+}
+
+/// The mutants of `chosen` that an outcome file of cargo-mutants names, one per line
+/// (`FILE:LINE:COLUMN: WHAT`): matched by file, line and description, since one function may
+/// hold several mutants of the same description (two `delete !` in `Target::check`).
+fn listed_in(text: &str, chosen: &[Mutant]) -> Vec<Mutant> {
+    text.lines()
+        .filter_map(|l| {
+            chosen.iter().find(|m| {
+                l.strip_prefix(m.file.as_str())
+                    .and_then(|r| r.strip_prefix(':'))
+                    .and_then(|r| r.split_once(':'))
+                    .is_some_and(|(line, _)| line == m.lines.0.to_string())
+                    && l.ends_with(&format!(": {}", m.what))
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 /// A mutant VM's time limit: a hang is ended here (the runner's watchdog usually ends it first).
@@ -1267,6 +1275,30 @@ mod tests {
         assert!(parse_list("[{\"file\": \"a.rs\"}]").is_err());
         assert!(parse_list("{}").is_err());
         assert_eq!(parse_list("[]").unwrap(), []);
+    }
+
+    #[test]
+    fn an_outcome_names_its_mutant_by_file_line_and_description() {
+        let m = |line: u32, what: &str| Mutant {
+            file: "xtask/src/target.rs".into(),
+            lines: (line, line),
+            what: what.into(),
+            diff: String::new(),
+        };
+        let chosen = [
+            m(133, "delete ! in Target::check"),
+            m(149, "delete ! in Target::check"),
+            m(149, "replace || with && in Target::check"),
+        ];
+        let text = "xtask/src/target.rs:149:50: delete ! in Target::check\n\
+                    xtask/src/target.rs:1490:5: delete ! in Target::check\n\
+                    xtask/src/target.rsx:149:5: delete ! in Target::check\n\
+                    xtask/src/target.rs:149:9: replace || with && in Target::check\n";
+        assert_eq!(
+            listed_in(text, &chosen),
+            [chosen[1].clone(), chosen[2].clone()]
+        );
+        assert_eq!(listed_in("", &chosen), []);
     }
 
     #[test]

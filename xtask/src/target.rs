@@ -508,6 +508,16 @@ mod tests {
         assert!(write(&good.replace("\"t\"\n", "\"u\"\n")).contains("suite \"u\""));
         assert!(write(&format!("{good}colour = 1\n")).contains("colour"));
         assert!(write(&good.replace("t.c", "nope.c")).contains("nope.c"));
+        std::fs::write(dir.join("t.txt"), "").unwrap();
+        assert!(write(&good.replace("\"t.c\"", "\"t.txt\"")).contains("t.txt"));
+        assert!(write(&good.replace("\"t.c\"", "\"./t.c\"")).contains("./t.c"));
+        // A Makefile serves as well as a Kbuild; neither is refused.
+        std::fs::rename(dir.join("Kbuild"), dir.join("Makefile")).unwrap();
+        std::fs::write(dir.join(FILE), good).unwrap();
+        assert!(Target::find(&dir.to_string_lossy()).is_ok());
+        std::fs::remove_file(dir.join("Makefile")).unwrap();
+        assert!(write(good).contains("no Kbuild or Makefile"));
+        std::fs::write(dir.join("Kbuild"), "obj-m := m.o\n").unwrap();
         assert!(write(&format!("{good}params = \"a='b'\"\n")).contains("params"));
         assert_eq!(
             t.out_dir("test"),
