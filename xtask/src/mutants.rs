@@ -826,9 +826,9 @@ impl flags::Mutants {
                 out.join("mutants.out/debug.log").display()
             ),
         }
-        let missed = listed_in(&read("missed.txt"), &chosen);
-        let mut caught = listed_in(&read("caught.txt"), &chosen);
-        caught.extend(listed_in(&read("timeout.txt"), &chosen));
+        let missed = listed_in(&read("missed.txt"), chosen);
+        let mut caught = listed_in(&read("caught.txt"), chosen);
+        caught.extend(listed_in(&read("timeout.txt"), chosen));
         Ok((caught, missed))
     }
 }
