@@ -552,6 +552,12 @@ mod tests {
         let overflowed = HandlerReceiver::overflows();
         assert!(overflowed > 0, "the pipe never filled");
         assert_eq!(got.len() as u64 + overflowed, flood as u64);
+        // One at a time: recv_timeout gives the next event, then None once its wait is over.
+        // SAFETY: pthread_self has no preconditions.
+        assert_eq!(queue_to(unsafe { libc::pthread_self() }, sig, 77), 0);
+        let one = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(one.map(|i| (i.signo, i.value)), Some((sig.number(), 77)));
+        assert_eq!(rx.recv_timeout(Duration::from_millis(50)).unwrap(), None);
         // A second receiver while one is installed: refused.
         assert_eq!(
             HandlerReceiver::install(&[Signal::rtmin(11)], false)
@@ -572,6 +578,16 @@ mod tests {
             now.sa_sigaction
         };
         assert_eq!(disposition(sig), on_signal as *const () as usize);
+        // The pipe's write end closed under a waiting receiver (short of a bug elsewhere
+        // closing the descriptor, it cannot be): an error, not "nothing within the timeout".
+        let wr = PIPE_WR.swap(-1, Ordering::SeqCst);
+        // SAFETY: `wr` is the write end `install` forgot; with PIPE_WR at -1 nothing else
+        // (the handler, Drop) uses or closes it.
+        unsafe { libc::close(wr) };
+        let closed = rx
+            .recv_many(&mut got, 1, Duration::from_secs(30))
+            .unwrap_err();
+        assert_eq!(closed.kind(), io::ErrorKind::UnexpectedEof);
         let rd = rx.rd.try_clone().unwrap();
         drop(rx);
         assert_eq!(disposition(sig), libc::SIG_DFL);
