@@ -191,6 +191,40 @@ pub fn filter_matches(filter: &str, name: &str) -> bool {
     filter.split(',').any(|g| glob(g, name))
 }
 
+/// The words of init's environment (from the kernel command line) that the host sets and the
+/// guest suite reads: one definition for both sides. `vm/init` itself reads the lower-case ones
+/// (a host test pins it to the words of a test boot); the upper-case ones pass through it to
+/// the suite. ([`SHARD_ENV`], [`FAIL_FAST_ENV`] and [`LOAD_CYCLES_ENV`] are three more.)
+pub mod env {
+    /// The port the suite writes its KTAP to ([`super::KTAP_DEVICE`]), passed as `--ktap`.
+    pub const KTAP: &str = "pcmsig_ktap";
+    /// The port init writes the kernel log to at the end ([`super::DMESG_DEVICE`]).
+    pub const DMESG: &str = "pcmsig_dmesg";
+    /// The suite's `--filter` (comma-separated globs).
+    pub const FILTER: &str = "pcmsig_filter";
+    /// The per-test base time limit in seconds (the suite scales it by the VM's pace).
+    pub const TEST_TIMEOUT: &str = "PCMSIG_TEST_TIMEOUT";
+    /// `1`: the VM has QEMU's `edu` device, so the device tests must run.
+    pub const EDU: &str = "PCMSIG_EDU";
+    /// Set: the kernel has kmemleak, so its scan must run.
+    pub const KMEMLEAK: &str = "PCMSIG_KMEMLEAK";
+    /// Set: the kernel has fault injection, so the fault sweep must run.
+    pub const FAULTS: &str = "PCMSIG_FAULTS";
+    /// The seed of the random storm and the model's sequences.
+    pub const SEED: &str = "PCMSIG_SEED";
+    /// The reference model's steps.
+    pub const MODEL_STEPS: &str = "PCMSIG_MODEL_STEPS";
+    /// The port the coverage build's tables go to ([`super::COVERAGE_DEVICE`]).
+    pub const COVERAGE: &str = "PCMSIG_COVERAGE";
+    /// `cargo xtask selftest`'s suite ([`super::SELFTEST_CASCADE`]).
+    pub const SELFTEST: &str = "PCMSIG_SELFTEST";
+
+    /// `NAME=value`, as a kernel command-line word.
+    pub fn word(name: &str, value: impl std::fmt::Display) -> String {
+        format!("{name}={value}")
+    }
+}
+
 /// The guest environment word that stops the suite at its first failure (the rest reported as
 /// not run, in a bail-out), set by `cargo xtask test --fail-fast` and for every mutant's run.
 pub const FAIL_FAST_ENV: &str = "PCMSIG_FAIL_FAST";

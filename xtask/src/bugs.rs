@@ -7,6 +7,7 @@
 //! failure of the harness. A host test applies every patch to today's `module/`, so none rots.
 
 use anyhow::{bail, Context, Result};
+use pcmsig_contract::env::{self, word};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -616,7 +617,7 @@ fn run_one(
     // A seeded bug may hang the guest: the kernel's detectors end it with a panic (at most
     // 35 s); the silence limits are the flavour's defaults, as for `cargo xtask test`.
     let mut env = crate::test::test_env(opts.flavour);
-    env.push(format!("pcmsig_filter={}", bug.filter()));
+    env.push(word(env::FILTER, bug.filter()));
     let mut opts = vm::Options {
         cpus: Some(bug.cpus),
         ..opts.clone()
@@ -624,7 +625,7 @@ fn run_one(
     if bug.edu {
         opts.qemu_args
             .extend(["-device".to_string(), "edu".to_string()]);
-        env.push("PCMSIG_EDU=1".to_string());
+        env.push(word(env::EDU, 1));
     }
     env.extend(bug.kernel_args.iter().map(|a| a.to_string()));
     let boot = vm::Boot {

@@ -19,6 +19,7 @@
 //! stale and fails too). Reports go to `target/pcmsig/mutants/`.
 
 use anyhow::{bail, Context, Result};
+use pcmsig_contract::env::{self, word};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -977,12 +978,12 @@ fn boot_suite(
     // by the runner's watchdog well before the VM's limit (the baseline passes with the same).
     env.push(format!("{}=1", pcmsig_contract::FAIL_FAST_ENV));
     if opts.flavour == vm::Flavour::Normal {
-        env.push(format!("PCMSIG_TEST_TIMEOUT={MUTANT_TEST_TIMEOUT_S}"));
+        env.push(word(env::TEST_TIMEOUT, MUTANT_TEST_TIMEOUT_S));
     }
     let mut qemu = opts.qemu_args.clone();
     if edu {
         qemu.extend(["-device".to_string(), "edu".to_string()]);
-        env.push("PCMSIG_EDU=1".to_string());
+        env.push(word(env::EDU, 1));
     }
     let boot = vm::Boot {
         env,

@@ -8,6 +8,7 @@
 //! - `exec` must propagate the command's exit code and carry `--add`ed files.
 
 use anyhow::{bail, Context, Result};
+use pcmsig_contract::env::{self, word};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -142,11 +143,8 @@ fn harness_checks(kernel_src: Option<&Path>) -> Result<()> {
 /// them passes.
 fn cascade(b: &Built, initrd: &Path, dir: &Path) -> Result<String> {
     let mut env = crate::test::test_env(vm::Flavour::Normal);
-    env.push(format!(
-        "PCMSIG_SELFTEST={}",
-        pcmsig_contract::SELFTEST_CASCADE
-    ));
-    env.push("PCMSIG_TEST_TIMEOUT=5".into());
+    env.push(word(env::SELFTEST, pcmsig_contract::SELFTEST_CASCADE));
+    env.push(word(env::TEST_TIMEOUT, 5));
     let boot = vm::Boot {
         env,
         ..vm::Boot::new(vm::Mode::Test, dir, Duration::from_secs(300))

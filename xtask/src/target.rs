@@ -5,6 +5,7 @@
 //! runner are the same as pcmsig's; nothing here names a pcmsig file.
 
 use anyhow::{bail, Context, Result};
+use pcmsig_contract::env::{self, word};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -358,7 +359,7 @@ pub fn run_bugs(t: &Target, opts: &vm::Options) -> Result<()> {
             );
         }
         let mut env = crate::test::port_env();
-        env.push(format!("pcmsig_filter={}", bug.test));
+        env.push(word(env::FILTER, &bug.test));
         let vm0 = &t.vm[0];
         let boot = vm::Boot {
             env,

@@ -2,6 +2,7 @@
 //! dmesg), cross-checked by the kernel's own KTAP parser.
 
 use anyhow::{bail, Context, Result};
+use pcmsig_contract::env::{self, word};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
     if flavour == vm::Flavour::Debug {
         // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
         // that takes 5 s on the normal kernel may take a minute here on a busy machine.
-        env.push(format!("PCMSIG_TEST_TIMEOUT={}", TEST_TIMEOUT_S.1));
+        env.push(word(env::TEST_TIMEOUT, TEST_TIMEOUT_S.1));
         env.push(format!(
             "{}={}",
             pcmsig_contract::LOAD_CYCLES_ENV,
@@ -30,11 +31,11 @@ pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
     }
     if flavour.kernel_has().kmemleak {
         // Both have kmemleak: its scan test must run, never skip.
-        env.push("PCMSIG_KMEMLEAK=1".to_string());
+        env.push(word(env::KMEMLEAK, 1));
     }
     if flavour.kernel_has().fault_injection {
         // The fault sweep must run, never skip.
-        env.push("PCMSIG_FAULTS=1".to_string());
+        env.push(word(env::FAULTS, 1));
         // A kernel parameter, not init's: the slab caches stay their own (the signal queue's,
         // kmalloc-8), so that failslab's per-cache filter fails only the delivery path's.
         env.push("slab_nomerge".to_string());
@@ -46,8 +47,8 @@ pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
 /// ports init gives the suite for its KTAP and writes the kernel log to.
 pub fn port_env() -> Vec<String> {
     vec![
-        format!("pcmsig_ktap={}", pcmsig_contract::KTAP_DEVICE),
-        format!("pcmsig_dmesg={}", pcmsig_contract::DMESG_DEVICE),
+        word(env::KTAP, pcmsig_contract::KTAP_DEVICE),
+        word(env::DMESG, pcmsig_contract::DMESG_DEVICE),
     ]
 }
 
@@ -123,10 +124,8 @@ impl flags::Test {
         };
         if coverage {
             for c in &mut configs {
-                c.env.push(format!(
-                    "PCMSIG_COVERAGE={}",
-                    pcmsig_contract::COVERAGE_DEVICE
-                ));
+                c.env
+                    .push(word(env::COVERAGE, pcmsig_contract::COVERAGE_DEVICE));
             }
         }
         let _slowed = self.slow.map(crate::slow::enter).transpose()?;
@@ -234,7 +233,7 @@ impl flags::Test {
         let mut env = port_env();
         if let Some(f) = &self.filter {
             check_filter(&guest_dir.join(&t.suite), f)?;
-            env.push(format!("pcmsig_filter={f}"));
+            env.push(word(env::FILTER, f));
         }
         let out = t.out_dir("test");
         Ok(t.vm
@@ -266,16 +265,16 @@ impl flags::Test {
         let mut env = test_env(opts.flavour);
         if let Some(f) = &self.filter {
             check_filter(&guest_dir.join("pcmsig-tests"), f)?;
-            env.push(format!("pcmsig_filter={f}"));
+            env.push(word(env::FILTER, f));
         }
         if self.fail_fast {
             env.push(format!("{}=1", pcmsig_contract::FAIL_FAST_ENV));
         }
         if let Some(seed) = self.seed {
-            env.push(format!("PCMSIG_SEED={seed}"));
+            env.push(word(env::SEED, seed));
         }
         if let Some(steps) = self.model_steps {
-            env.push(format!("PCMSIG_MODEL_STEPS={steps}"));
+            env.push(word(env::MODEL_STEPS, steps));
             // Far below the model's pace (200,000 steps in about 22 s under TCG, 2026-11-29):
             // a hang guard, below the VM's own time limit for the CI's run.
             let base = if opts.flavour == vm::Flavour::Debug {
@@ -284,8 +283,9 @@ impl flags::Test {
                 TEST_TIMEOUT_S.0
             };
             let limit = base + steps / 1000;
-            env.retain(|w| !w.starts_with("PCMSIG_TEST_TIMEOUT="));
-            env.push(format!("PCMSIG_TEST_TIMEOUT={limit}"));
+            let limit_word = word(env::TEST_TIMEOUT, limit);
+            env.retain(|w| w.split('=').next() != Some(env::TEST_TIMEOUT));
+            env.push(limit_word);
         }
         let jobs = self.jobs.unwrap_or(1);
         if jobs == 0 {
@@ -322,7 +322,7 @@ impl flags::Test {
             if !self.no_edu {
                 let mut qemu = opts.qemu_args.clone();
                 qemu.extend(["-device".to_string(), "edu".to_string()]);
-                env.push("PCMSIG_EDU=1".to_string());
+                env.push(word(env::EDU, 1));
                 let name = format!("edu{suffix}");
                 configs.push(VmConfig {
                     dir: out.join(&name),

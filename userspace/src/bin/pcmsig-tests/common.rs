@@ -163,7 +163,7 @@ pub fn check_invariant(s: &Stats) -> Result<(), String> {
 
 /// The run's random seed: `PCMSIG_SEED` (`cargo xtask test --seed N`), else the clock.
 pub fn seed() -> u64 {
-    std::env::var("PCMSIG_SEED")
+    std::env::var(pcmsig_contract::env::SEED)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {

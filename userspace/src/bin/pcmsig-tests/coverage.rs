@@ -23,7 +23,7 @@ static CURRENT: AtomicU32 = AtomicU32::new(0);
 
 /// Opens the port and names the tests of this run, if the host collects coverage.
 pub fn begin(names: &[&str]) -> Result<(), String> {
-    let Ok(path) = std::env::var("PCMSIG_COVERAGE") else {
+    let Ok(path) = std::env::var(pcmsig_contract::env::COVERAGE) else {
         return Ok(());
     };
     let port = crate::ports::open_raw(&path).map_err(|e| format!("opening {path}: {e}"))?;

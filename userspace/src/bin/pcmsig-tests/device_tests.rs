@@ -28,7 +28,7 @@ pub fn tests() -> Vec<Test> {
 
 /// Whether this VM is the one with the device.
 pub fn edu_expected() -> bool {
-    std::env::var("PCMSIG_EDU").as_deref() == Ok("1")
+    std::env::var(pcmsig_contract::env::EDU).as_deref() == Ok("1")
 }
 
 /// The PCI address of the bound edu device, or the reason to skip.
@@ -40,7 +40,10 @@ pub fn edu_address() -> Result<String, String> {
     });
     match (bound, edu_expected()) {
         (Some(a), _) => Ok(a),
-        (None, true) => Err(format!("PCMSIG_EDU=1 but no device is bound to {DRIVER}")),
+        (None, true) => Err(format!(
+            "{}=1 but no device is bound to {DRIVER}",
+            pcmsig_contract::env::EDU
+        )),
         (None, false) => Err(format!("{SKIP}no edu device in this VM")),
     }
 }

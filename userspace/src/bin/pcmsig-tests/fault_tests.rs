@@ -54,7 +54,7 @@ fn need_fault_injection() -> TestResult {
     if Path::new(FAILSLAB).exists() && Path::new("/proc/thread-self/fail-nth").exists() {
         return Ok(());
     }
-    if std::env::var_os("PCMSIG_FAULTS").is_some() {
+    if std::env::var_os(pcmsig_contract::env::FAULTS).is_some() {
         return Err(format!(
             "{FAILSLAB} or fail-nth is missing on the fault-injection kernel"
         ));

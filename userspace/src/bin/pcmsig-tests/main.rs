@@ -78,7 +78,9 @@ fn main() {
         .filter(|(stage, _)| flags.list || flags.shard.is_none_or(|s| s.runs(*stage)))
         .map(|(_, t)| t)
         .collect();
-    if std::env::var("PCMSIG_SELFTEST").as_deref() == Ok(pcmsig_contract::SELFTEST_CASCADE) {
+    if std::env::var(pcmsig_contract::env::SELFTEST).as_deref()
+        == Ok(pcmsig_contract::SELFTEST_CASCADE)
+    {
         tests = cascade_check(tests);
     }
     if flags.list {

@@ -825,7 +825,7 @@ fn the_module_behaves_as_its_reference_model() -> TestResult {
     let seed = crate::common::seed();
     let mut rng = crate::common::Rng(seed | 1);
     let mut r = move |n: u64| rng.below(n);
-    let sequences = std::env::var("PCMSIG_MODEL_STEPS")
+    let sequences = std::env::var(pcmsig_contract::env::MODEL_STEPS)
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(RUN_STEPS)

@@ -1120,7 +1120,7 @@ fn kmemleak_finds_no_leak() -> TestResult {
     if !std::path::Path::new(KMEMLEAK).exists() {
         // The debug kernel has kmemleak; it can disable itself at run time (it says why in the
         // kernel log), and then a leak would pass unseen: that is a failure, not a skip.
-        if std::env::var_os("PCMSIG_KMEMLEAK").is_some() {
+        if std::env::var_os(pcmsig_contract::env::KMEMLEAK).is_some() {
             return Err(format!(
                 "{KMEMLEAK} is missing on a kernel built with kmemleak: it disabled itself (see the console)"
             ));

@@ -28,7 +28,7 @@ pub type TestResult = Result<(), String>;
 /// Seconds a test may take before it is killed and reported `not ok`: `PCMSIG_TEST_TIMEOUT`
 /// (the host raises it for the debug kernel, several times slower), else 30.
 pub fn test_timeout_s() -> u32 {
-    std::env::var("PCMSIG_TEST_TIMEOUT")
+    std::env::var(pcmsig_contract::env::TEST_TIMEOUT)
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&s| s > 0)
