@@ -84,18 +84,25 @@ pub fn prepare(
 
 /// `run` and `exec`: builds, packs `extra` into the initramfs and boots one VM in `mode`, its
 /// logs in `out`; the console streamed unless `-q` (`-v` wins). With `quiet_build`, the build
-/// prints nothing (`exec`: the command's output is what the user reads).
+/// prints nothing (`exec`: the command's output is what the user reads). With `target`, its
+/// module and programs instead of pcmsig's.
 pub fn build_and_boot(
     mode: vm::Mode,
     opts: &vm::Options,
-    extra: &[crate::initramfs::ExtraFile],
+    (extra, target): (
+        &[crate::initramfs::ExtraFile],
+        Option<&crate::target::Target>,
+    ),
     (out, quiet_build): (&Path, bool),
 ) -> Result<vm::Finished> {
     let build_opts = vm::Options {
         quiet: opts.quiet || quiet_build,
         ..opts.clone()
     };
-    let (b, initrd) = prepare(&build_opts, extra, out)?;
+    let (b, initrd) = match target {
+        Some(t) => t.prepare(&build_opts, None, extra, out)?,
+        None => prepare(&build_opts, extra, out)?,
+    };
     let boot = vm::Boot {
         stream: opts.verbose || !opts.quiet,
         ..opts.boot(mode, out, 1)

@@ -12,12 +12,25 @@ impl flags::Exec {
         if self.cmd.is_empty() {
             bail!("usage: cargo xtask exec [--add HOST_FILE[:GUEST_PATH]]... -- CMD ARGS...");
         }
-        let out = out_dir("exec");
+        let target = self
+            .target
+            .as_deref()
+            .map(crate::target::Target::find)
+            .transpose()?;
+        let out = match &target {
+            Some(t) => t.out_dir("exec"),
+            None => out_dir("exec"),
+        };
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let opts = self.vm_options()?;
         let mut extra = crate::initramfs::parse_adds(&self.add)?;
         extra.push(crate::initramfs::exec_file(&out, &self.cmd)?);
-        let run = build_and_boot(vm::Mode::Exec, &opts, &extra, (&out, true))?;
+        let run = build_and_boot(
+            vm::Mode::Exec,
+            &opts,
+            (&extra, target.as_ref()),
+            (&out, true),
+        )?;
         if let Some(p) = ktap::kernel_problem(&run.console) {
             bail!(
                 "kernel problem: {p} (console: {})",

@@ -133,6 +133,9 @@ xflags::xflags! {
             optional --gdb
             /// Add a host file to the initramfs (HOST_FILE or HOST_FILE:GUEST_PATH).
             repeated --add file: String
+            /// Another module instead of pcmsig: a directory with a harness.toml, or the name
+            /// of one under examples/ (its module loaded, its programs on the PATH).
+            optional --target name: String
         }
         /// Run one command in a fresh VM; exit with its exit code.
         cmd exec {
@@ -165,6 +168,9 @@ xflags::xflags! {
             optional --keep
             /// Add a host file to the initramfs (HOST_FILE or HOST_FILE:GUEST_PATH).
             repeated --add file: String
+            /// Another module instead of pcmsig: a directory with a harness.toml, or the name
+            /// of one under examples/ (its module loaded, its programs on the PATH).
+            optional --target name: String
             /// The command and its arguments (after `--`).
             repeated cmd: String
         }

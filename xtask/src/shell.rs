@@ -15,9 +15,25 @@ impl flags::Shell {
     pub(crate) fn run(self) -> Result<()> {
         let opts = self.vm_options()?;
         let extra = crate::initramfs::parse_adds(&self.add)?;
-        let out = out_dir("shell");
-        let (b, initrd) = prepare(&opts, &extra, &out)?;
-        println!("xtask: starting a shell in the VM; the pcmsig CLI is on the PATH.");
+        let (b, initrd) = match &self.target {
+            Some(spec) => {
+                let t = crate::target::Target::find(spec)?;
+                let (b, initrd) = t.prepare(&opts, None, &extra, &t.out_dir("shell"))?;
+                println!(
+                    "xtask: starting a shell in the VM; {}.ko is loaded, its programs ({}) are \
+                     on the PATH.",
+                    t.module,
+                    t.programs.join(", ")
+                );
+                (b, initrd)
+            }
+            None => {
+                let r = prepare(&opts, &extra, &out_dir("shell"))?;
+                println!("xtask: starting a shell in the VM; the pcmsig CLI is on the PATH.");
+                r
+            }
+        };
+        let out = initrd.parent().map(Path::to_path_buf).unwrap_or_default();
         println!("xtask: leave with `exit`, or Ctrl-A X to kill the VM.");
         interactive(shell_command(
             &b.tools,

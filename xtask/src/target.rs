@@ -203,6 +203,7 @@ impl Target {
         &self,
         opts: &vm::Options,
         module_dir: Option<&Path>,
+        extra: &[crate::initramfs::ExtraFile],
         out: &Path,
     ) -> Result<(Built, PathBuf)> {
         let mut times = Vec::new();
@@ -231,7 +232,7 @@ impl Target {
         self.build_programs(&tools, &guest_dir)?;
         times.push((Phase::GuestPrograms, t.elapsed()));
         let t = Instant::now();
-        let initrd = self.initramfs(&tools, &ko, &guest_dir, out)?;
+        let initrd = self.initramfs(&tools, &ko, &guest_dir, extra, out)?;
         times.push((Phase::Initramfs, t.elapsed()));
         let b = Built {
             tools,
@@ -288,6 +289,7 @@ impl Target {
         tools: &tools::Tools,
         ko: &Path,
         guest_dir: &Path,
+        extra: &[crate::initramfs::ExtraFile],
         out: &Path,
     ) -> Result<PathBuf> {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -302,6 +304,7 @@ impl Target {
             self.program_names()
                 .map(|n| (guest_dir.join(n), format!("/bin/{n}"))),
         );
+        files.extend(extra.iter().cloned());
         crate::initramfs::build_image(tools, &files, out)
     }
 
@@ -350,7 +353,7 @@ pub fn run_bugs(t: &Target, opts: &vm::Options) -> Result<()> {
             quiet: true,
             ..opts.clone()
         };
-        let (b, initrd) = t.prepare(&quiet, Some(&copy), &dir)?;
+        let (b, initrd) = t.prepare(&quiet, Some(&copy), &[], &dir)?;
         if !t.tests(&b.guest_dir)?.contains(&bug.test) {
             bail!(
                 "seeded bug {}: the suite has no test {:?}",

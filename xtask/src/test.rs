@@ -102,7 +102,7 @@ impl flags::Test {
             None => out_dir(if coverage { "coverage" } else { "test" }),
         };
         let (mut b, mut initrd) = match &target {
-            Some(t) => t.prepare(&opts, None, &out)?,
+            Some(t) => t.prepare(&opts, None, &[], &out)?,
             None => prepare(&opts, &[], &out)?,
         };
         let instrumented = if coverage {
