@@ -9,6 +9,10 @@ use crate::paths::out_dir;
 use crate::summary::{fmt_times, Phase, Times};
 use crate::{flags, kernel, layout, tools, vm};
 
+/// The kernel series pcmsig's module is written for (its kernel crate's API: `SpinLockIrq`,
+/// the lifetimed PCI/IRQ registrations, bool module parameters, none of which 7.2 has).
+const PCMSIG_SERIES: &str = "7.3.";
+
 /// Everything a boot needs, with how long each part took.
 pub struct Built {
     pub tools: tools::Tools,
@@ -33,6 +37,13 @@ pub fn build_all(opts: &vm::Options, clippy: bool, quiet: bool) -> Result<Built>
         quiet,
         opts.flavour.config(),
     )?;
+    if !kernel.version.starts_with(PCMSIG_SERIES) {
+        // Another module (`--target`) may serve other kernels; pcmsig's uses 7.3's kernel crate.
+        eprintln!(
+            "xtask: warning: kernel {} is not a {PCMSIG_SERIES}x; pcmsig's module targets 7.3",
+            kernel.version
+        );
+    }
     layout::check(&kernel)?;
     times.push((
         Phase::Kernel {

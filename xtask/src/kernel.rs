@@ -431,9 +431,6 @@ impl Plan {
         };
         let src = source_dir(&src_arg)?;
         let version = makefile_version(&src)?;
-        if !version.starts_with("7.3.") {
-            eprintln!("xtask: warning: kernel {version} is not a 7.3.x; the module targets 7.3");
-        }
         let mut fragment_paths = vec![project_root().join("vm/kernel.config")];
         if let Some(f) = flavour {
             fragment_paths.push(project_root().join(format!("vm/{f}.config")));
