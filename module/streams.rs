@@ -18,6 +18,7 @@
 use crate::{
     signal::SenderCred,
     stream::{DeviceHook, OpenFile, Stream},
+    uapi::DelayPoint,
 };
 use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::{
@@ -76,35 +77,59 @@ impl Streams {
 
     /// A new open file of `opener`, attached to the stream of its effective uid (created if the
     /// user has none).
+    ///
+    /// `setup` is held only to look the stream up and to list a new one, never across the
+    /// allocations, which are charged to the opener's memory cgroup (and the file list's may be
+    /// large): one user's reclaim must not hold up every other user's open and close. So the
+    /// lookup is checked again once the file is attached: the stream may have lost its last
+    /// file and been forgotten meanwhile (then the file leaves it and the open starts again), or
+    /// another open of the user may have listed a stream first (then that one is joined; the
+    /// misc core holds its global `misc_mtx` across every open today, so only the first
+    /// happens, but this function does not rely on it).
     pub(crate) fn open(&self, opener: SenderCred) -> Result<Arc<OpenFile>> {
         let owner = opener.euid();
-        let device = self.setup.lock();
-        let listed = self.find(owner);
-        let stream = match &listed {
-            Some(s) => s.clone(),
-            None => {
-                let s = Stream::new(owner)?;
-                if let Some(hook) = *device {
-                    // SAFETY: The hook's owner calls `detach_device`, which reaches every listed
-                    // stream, before the hook becomes invalid. This stream is listed below, under
-                    // `setup`, which `detach_device` takes; if this open fails first, the stream
-                    // is dropped here without ever having had a file, so its timer, the hook's
-                    // only caller, never ran: `attach_device`'s contract either way.
-                    unsafe { s.attach_device(hook) };
+        loop {
+            let listed = {
+                let _setup = self.setup.lock();
+                self.find(owner)
+            };
+            let stream = match &listed {
+                Some(s) => s.clone(),
+                None => Stream::new(owner)?,
+            };
+            crate::delay::sleep_at(DelayPoint::OpenAllocating);
+            let file = OpenFile::new(stream.clone(), opener)?;
+            stream.attach(file.clone())?;
+            let device = self.setup.lock();
+            // Under `setup` the list cannot change, and a close that would forget the stream
+            // (it takes `setup` and finds no file) now sees this file.
+            match (&listed, self.find(owner)) {
+                (Some(s), Some(now)) if Arc::ptr_eq(s, &now) => return Ok(file),
+                (None, None) => {
+                    if let Some(hook) = *device {
+                        // SAFETY: The hook's owner calls `detach_device`, which reaches every
+                        // listed stream, before the hook becomes invalid. This stream is listed
+                        // below, under this hold of `setup`, which `detach_device` takes; if the
+                        // listing fails, the stream is dropped here, its timer (the hook's only
+                        // caller) never started: no ioctl can reach a file `open` did not return.
+                        unsafe { stream.attach_device(hook) };
+                    }
+                    match self.push(stream.clone()) {
+                        Ok(()) => return Ok(file),
+                        Err(e) => {
+                            drop(device);
+                            // Undo the attach: the file and the stream go together.
+                            stream.detach(&file);
+                            return Err(e);
+                        }
+                    }
                 }
-                s
+                // The stream was forgotten, or another is listed for this user now.
+                _ => {}
             }
-        };
-        let file = OpenFile::new(stream.clone(), opener)?;
-        stream.attach(file.clone())?;
-        if listed.is_none() {
-            if let Err(e) = self.push(stream.clone()) {
-                // Undo the attach: the file and the stream go together.
-                stream.detach(&file);
-                return Err(e);
-            }
+            drop(device);
+            stream.detach(&file);
         }
-        Ok(file)
     }
 
     /// The stream of `owner`, if listed.

@@ -30,7 +30,7 @@ mod tests {
             kinds,
             ["prepared", "started", "stopped", "paused", "resumed", "period", "xrun", "draining"]
         );
-        let points: [&str; 8] = core::array::from_fn(|i| DelayPoint::ALL[i].name());
+        let points: [&str; 9] = core::array::from_fn(|i| DelayPoint::ALL[i].name());
         assert_eq!(
             points,
             [
@@ -41,7 +41,8 @@ mod tests {
                 "timer_stall",
                 "read_before_put_back",
                 "delivery_before_send",
-                "device_interrupt_late"
+                "device_interrupt_late",
+                "open_allocating"
             ]
         );
     }

@@ -509,11 +509,15 @@ pub enum DelayPoint {
     /// the writer's process context), as a late interrupt would. It defers rather than waits:
     /// a hard-IRQ handler busy-waiting on the only vCPU would keep the test from acting.
     DeviceInterruptLate = 7,
+    /// An open is making the new file's allocations (charged to the opener's memory cgroup; a
+    /// stream's file list may grow by a large one), as one under memory pressure would be,
+    /// reclaiming: another user's open or close must not wait for it.
+    OpenAllocating = 8,
 }
 
 impl DelayPoint {
     /// Every point, in numeric order.
-    pub const ALL: [DelayPoint; 8] = [
+    pub const ALL: [DelayPoint; 9] = [
         DelayPoint::DeliveryHoldsListener,
         DelayPoint::DeliveryAfterXrun,
         DelayPoint::DetachDeviceBeforeTimerStop,
@@ -522,6 +526,7 @@ impl DelayPoint {
         DelayPoint::ReadBeforePutBack,
         DelayPoint::DeliveryBeforeSend,
         DelayPoint::DeviceInterruptLate,
+        DelayPoint::OpenAllocating,
     ];
 
     /// This point's bit in `test_delay_points`.
@@ -540,6 +545,7 @@ impl DelayPoint {
             DelayPoint::ReadBeforePutBack => "read_before_put_back",
             DelayPoint::DeliveryBeforeSend => "delivery_before_send",
             DelayPoint::DeviceInterruptLate => "device_interrupt_late",
+            DelayPoint::OpenAllocating => "open_allocating",
         }
     }
 }

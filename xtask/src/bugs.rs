@@ -372,6 +372,14 @@ pub const CATALOGUE: &[SeededBug] = &[
         kernel_args: &[],
     },
     bug(
+        "open_allocates_under_setup",
+        "an open holds `setup` across its memcg-charged allocations: one user's reclaim holds \
+         up every other user's last close (review finding 10)",
+        false,
+        "one_users_open_in_its_allocations_never_holds_up_another_users",
+        &["test"],
+    ),
+    bug(
         "timer_not_cancelled",
         "the period timer re-arms itself and the last close does not cancel it",
         false,

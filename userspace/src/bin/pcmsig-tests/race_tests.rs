@@ -9,6 +9,7 @@
 //! point enabled the delivery work item runs in process context (see `delivery_queue` in
 //! `module/stream.rs`), where its points busy-wait preemptibly: one CPU is enough.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ pub fn tests() -> Vec<Test> {
         device_removal_never_leaves_a_running_stream_without_its_timer,
         a_timer_stall_past_64_periods_is_an_xrun,
         periods_owed_before_a_stop_never_reach_the_next_run,
+        one_users_open_in_its_allocations_never_holds_up_another_users,
+        an_open_whose_stream_lost_its_last_file_meanwhile_lists_a_new_one,
     ]
 }
 
@@ -428,5 +431,91 @@ fn periods_owed_before_a_stop_never_reach_the_next_run() -> TestResult {
         })();
         let _ = std::fs::write(RELEASE, "off");
         result
+    })
+}
+
+/// Review finding 10: `setup`, which every stream's last close takes (and the edu device's
+/// probe and removal), was held across an open's allocations, which are charged to the
+/// opener's memory cgroup (and a stream's file list may grow by a large one): one user's
+/// reclaim held up every other user's last close. With uid 1000's open held in its allocations
+/// (`open_allocating`, as reclaim would hold it), root's last close must return. (Opens are
+/// another matter: the misc core holds its global `misc_mtx` across every misc driver's open.)
+/// (Seeded bug `open_allocates_under_setup`.)
+fn one_users_open_in_its_allocations_never_holds_up_another_users() -> TestResult {
+    with_delay_points(&[DelayPoint::OpenAllocating], || {
+        chmod_device_666()?;
+        // Root's file, opened through the window (its open visits the point too).
+        let before = hits()?;
+        let opener = call(Device::open)?;
+        wait_hits(before + 1)?;
+        release(DelayPoint::OpenAllocating)?;
+        let dev = opener.join()?.ctx("root's open")?;
+        // The child's copy of root's descriptor goes first: root's close must be the last.
+        let inherited = std::os::fd::AsRawFd::as_raw_fd(&dev.as_fd());
+        let held = spawn_child(move || {
+            nix::unistd::close(inherited).ctx("closing the inherited descriptor")?;
+            setresuid(1000, 1000, 1000)?;
+            Device::open().ctx("open as uid 1000").map(drop)
+        })?;
+        wait_hits(before + 2)?;
+        // Root's last close takes `setup`: it must not wait for uid 1000's open.
+        let closer = call(move || drop(dev))?;
+        let returned = closer.returned_or_asleep_in(libc::SYS_close);
+        // Whatever happened, every window ends here, so that both can finish.
+        std::fs::write(RELEASE, "off").ctx("turning the delay points off")?;
+        closer.join()?;
+        let child = wait_child(held)?;
+        ensure!(
+            returned?,
+            "root's last close slept while uid 1000's open was held in its allocations (it \
+             waited for `setup`)"
+        );
+        ensure_eq!(child, 0, "uid 1000's open (its child's exit code)");
+        Ok(())
+    })
+}
+
+/// Review finding 10's other side: an open looks its user's stream up under `setup` but makes
+/// its allocations outside it, so the stream may lose its last file and be forgotten meanwhile.
+/// Held in its allocations while the stream's last file closes, the open must not join the
+/// forgotten stream (an unlisted stream: no device removal, unload or debugfs would see it):
+/// it starts again and lists a new one, which works.
+fn an_open_whose_stream_lost_its_last_file_meanwhile_lists_a_new_one() -> TestResult {
+    with_delay_points(&[DelayPoint::OpenAllocating], || {
+        let point = DelayPoint::OpenAllocating;
+        let before = hits()?;
+        let first = call(Device::open)?;
+        wait_hits(before + 1)?;
+        release(point)?;
+        let first = first.join()?.ctx("the first open")?;
+        // The second open finds the stream listed, then waits in its allocations.
+        let second = call(Device::open)?;
+        wait_hits(before + 2)?;
+        // The first file's close is the stream's last: the stream is forgotten.
+        drop(first);
+        ensure_eq!(
+            debugfs_stat("streams")?,
+            0,
+            "streams listed after the last close"
+        );
+        release(point)?;
+        // The second open finds its stream gone and starts again with a new one (whose
+        // allocations visit the point once more).
+        wait_hits(before + 3)?;
+        release(point)?;
+        let second = second.join()?.ctx("the second open")?;
+        ensure_eq!(debugfs_stat("streams")?, 1, "streams listed");
+        ensure_eq!(
+            debugfs_stat("live_streams")?,
+            1,
+            "streams alive (the forgotten one gone)"
+        );
+        let sig = rt(0);
+        sig.block().ctx("block")?;
+        second.register(sig).ctx("register")?;
+        second.configure(STEADY_PERIOD_US, 1).ctx("configure")?;
+        second.trigger(Trigger::Start).ctx("start")?;
+        expect_kinds(sig, &finite_run(1))?;
+        Ok(())
     })
 }
