@@ -137,7 +137,7 @@ pub fn keep(b: &Built, initrd: &Path, out: &Path) -> Result<()> {
 impl flags::Build {
     pub(crate) fn run(self) -> Result<()> {
         let opts = vm::Options {
-            kernel_src: self.kernel_src.clone(),
+            kernel_src: crate::kernel::source_of(self.kernel_src.clone(), self.kernel.as_deref())?,
             ..vm::Options::default()
         };
         let b = build_all(&opts, self.clippy, false)?;

@@ -48,6 +48,7 @@ impl crate::flags::Coverage {
         }
         let test = crate::flags::Test {
             kernel_src: self.kernel_src,
+            kernel: self.kernel,
             timeout: None,
             filter: self.filter,
             qemu_arg: Vec::new(),

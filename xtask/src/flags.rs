@@ -13,6 +13,9 @@ xflags::xflags! {
         cmd test {
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// The kernel series to use, from Debian's linux-source-SERIES (e.g. 7.2): instead of
+            /// --kernel-src; default 7.3.
+            optional --kernel series: String
             /// Seconds before the VM is killed (default 300).
             optional --timeout seconds: u64
             /// Run only the KTAP tests whose name matches this glob (`*` and `?`; several:
@@ -66,6 +69,9 @@ xflags::xflags! {
         cmd coverage {
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// The kernel series to use, from Debian's linux-source-SERIES (e.g. 7.2): instead of
+            /// --kernel-src; default 7.3.
+            optional --kernel series: String
             /// Run only the KTAP tests whose name matches this glob (`*` and `?`; several:
             /// comma-separated).
             optional --filter glob: String
@@ -86,6 +92,9 @@ xflags::xflags! {
         cmd run {
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// The kernel series to use, from Debian's linux-source-SERIES (e.g. 7.2): instead of
+            /// --kernel-src; default 7.3.
+            optional --kernel series: String
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel
@@ -116,6 +125,9 @@ xflags::xflags! {
         cmd shell {
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// The kernel series to use, from Debian's linux-source-SERIES (e.g. 7.2): instead of
+            /// --kernel-src; default 7.3.
+            optional --kernel series: String
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel
@@ -141,6 +153,9 @@ xflags::xflags! {
         cmd exec {
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// The kernel series to use, from Debian's linux-source-SERIES (e.g. 7.2): instead of
+            /// --kernel-src; default 7.3.
+            optional --kernel series: String
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel
@@ -178,6 +193,9 @@ xflags::xflags! {
         cmd build {
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// The kernel series to use, from Debian's linux-source-SERIES (e.g. 7.2): instead of
+            /// --kernel-src; default 7.3.
+            optional --kernel series: String
             /// Also run the kernel's `CLIPPY=1` lint build of the module.
             optional --clippy
         }
@@ -186,6 +204,9 @@ xflags::xflags! {
         cmd selftest {
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// The kernel series to use, from Debian's linux-source-SERIES (e.g. 7.2): instead of
+            /// --kernel-src; default 7.3.
+            optional --kernel series: String
             /// Build the module once per seeded bug, run the suite on each, and require a FAIL
             /// that blames the expected test with the expected detector (normal-kernel bugs; with
             /// --debug-kernel, the bugs only KASAN, lockdep, kmemleak... can see).
@@ -225,6 +246,9 @@ xflags::xflags! {
             optional --peers
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// The kernel series to use, from Debian's linux-source-SERIES (e.g. 7.2): instead of
+            /// --kernel-src; default 7.3.
+            optional --kernel series: String
             /// Use the debug kernel (vm/debug.config: KASAN, lockdep, kmemleak, ...), built once
             /// into its own cache directory.
             optional --debug-kernel
@@ -280,6 +304,9 @@ xflags::xflags! {
             optional --no-debug-retry
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf
+            /// The kernel series to use, from Debian's linux-source-SERIES (e.g. 7.2): instead of
+            /// --kernel-src; default 7.3.
+            optional --kernel series: String
             /// The accelerator: auto (KVM if a trial boot under it works, else TCG; the answer
             /// is cached per host boot), kvm (fail if it does not work) or tcg.
             optional --accel mode: Accel
@@ -310,7 +337,10 @@ macro_rules! vm_options {
         impl $cmd {
             pub(crate) fn vm_options(&self) -> anyhow::Result<vm::Options> {
                 let mut o = vm::Options {
-                    kernel_src: self.kernel_src.clone(),
+                    kernel_src: crate::kernel::source_of(
+                        self.kernel_src.clone(),
+                        self.kernel.as_deref(),
+                    )?,
                     flavour: vm::Flavour::of(self.debug_kernel, self.fault_kernel)?,
                     cpus: self.cpus,
                     accel: self.accel.unwrap_or_default(),

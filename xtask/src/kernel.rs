@@ -68,6 +68,36 @@ fn makefile_version(src: &Path) -> Result<String> {
     Ok(format!("{v}.{p}.{s}"))
 }
 
+/// The kernel source a command's `--kernel-src` and `--kernel SERIES` name: the tree or tarball
+/// given, or Debian's `linux-source-SERIES` tarball, which must be installed; neither: `None`
+/// (the default, [`default_source`]).
+pub fn source_of(kernel_src: Option<PathBuf>, series: Option<&str>) -> Result<Option<PathBuf>> {
+    let Some(series) = series else {
+        return Ok(kernel_src);
+    };
+    if kernel_src.is_some() {
+        bail!("--kernel {series} and --kernel-src: choose one");
+    }
+    let numbers: Vec<&str> = series.split('.').collect();
+    if numbers.len() != 2
+        || numbers
+            .iter()
+            .any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        bail!("--kernel {series:?}: a series is MAJOR.MINOR, such as 7.2 or 7.3");
+    }
+    let tarball = Path::new(DEBIAN_TARBALL_DIR).join(format!("linux-source-{series}.tar.xz"));
+    if !tarball.is_file() {
+        bail!(
+            "--kernel {series}: {} is missing; install Debian's linux-source-{series} \
+             (apt-get install -t trixie-backports linux-source-{series}, with \
+             ci/install-deps.sh's sources list)",
+            tarball.display()
+        );
+    }
+    Ok(Some(tarball))
+}
+
 pub fn default_source() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("KERNEL_SRC") {
         return Ok(PathBuf::from(p));
@@ -582,6 +612,25 @@ pub mod testing {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_series_names_debians_source_package_and_is_checked() {
+        let tree = Some(PathBuf::from("/src/tree"));
+        assert_eq!(source_of(tree.clone(), None).unwrap(), tree);
+        assert_eq!(source_of(None, None).unwrap(), None);
+        let both = source_of(tree, Some("7.2")).unwrap_err().to_string();
+        assert!(both.contains("choose one"), "{both}");
+        for bad in ["7", "7.", ".2", "7.2.1", "7.x", "seven"] {
+            let e = source_of(None, Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("MAJOR.MINOR"), "{bad}: {e}");
+        }
+        let e = source_of(None, Some("99.9")).unwrap_err().to_string();
+        assert!(
+            e.contains("/usr/src/linux-source-99.9.tar.xz is missing")
+                && e.contains("install Debian's linux-source-99.9"),
+            "{e}"
+        );
+    }
+
     use super::*;
 
     #[test]

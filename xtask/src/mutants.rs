@@ -539,7 +539,7 @@ impl flags::Mutants {
         explained: &BTreeSet<String>,
     ) -> Result<Vec<Outcome>> {
         let _ = std::fs::remove_dir_all(out);
-        let opts = self.mutant_vm_options();
+        let opts = self.mutant_vm_options()?;
         let b = crate::build::build_all(&opts, false, true)?;
         let map = line_map()?;
         // The sources as they are now: an edit during the run cannot reach its mutants.
@@ -620,7 +620,7 @@ impl flags::Mutants {
         let opts = vm::Options {
             flavour: vm::Flavour::Debug,
             timeout: self.timeout,
-            ..self.mutant_vm_options()
+            ..self.mutant_vm_options()?
         };
         println!(
             "xtask: {} survivor(s) of the normal kernel: each booted on the debug kernel (KASAN, lockdep, kmemleak; about 5 minutes each; --no-debug-retry skips this)",
@@ -672,7 +672,7 @@ impl flags::Mutants {
         if chosen.is_empty() {
             return Ok(Vec::new());
         }
-        let opts = self.mutant_vm_options();
+        let opts = self.mutant_vm_options()?;
         let b = crate::build::build_all(&opts, false, true)?;
         // The module as built now: another command building module/ for another kernel
         // meanwhile (seen: a debug-kernel run beside this one) must not change what boots.
@@ -730,14 +730,14 @@ impl flags::Mutants {
     }
 
     /// The VM options of every mutant's boot.
-    fn mutant_vm_options(&self) -> vm::Options {
+    fn mutant_vm_options(&self) -> Result<vm::Options> {
         let flavour = if self.debug_kernel {
             vm::Flavour::Debug
         } else {
             vm::Flavour::Normal
         };
-        vm::Options {
-            kernel_src: self.kernel_src.clone(),
+        Ok(vm::Options {
+            kernel_src: crate::kernel::source_of(self.kernel_src.clone(), self.kernel.as_deref())?,
             flavour,
             // The debug kernel keeps its own, far longer, limits.
             timeout: self
@@ -746,7 +746,7 @@ impl flags::Mutants {
             quiet: true,
             accel: self.accel.unwrap_or_default(),
             ..vm::Options::default()
-        }
+        })
     }
 
     /// Lets cargo-mutants run the host mutants with `cargo test`; (caught, missed).

@@ -37,7 +37,10 @@ impl crate::flags::Selftest {
         }
         if self.bugs || !self.bug.is_empty() {
             let opts = vm::Options {
-                kernel_src: self.kernel_src.clone(),
+                kernel_src: crate::kernel::source_of(
+                    self.kernel_src.clone(),
+                    self.kernel.as_deref(),
+                )?,
                 flavour: vm::Flavour::of(self.debug_kernel, false)?,
                 ..vm::Options::default()
             };
@@ -51,7 +54,9 @@ impl crate::flags::Selftest {
             }
             return crate::bugs::run(&opts, self.slow, &self.bug, self.repeat.unwrap_or(1));
         }
-        harness_checks(self.kernel_src.as_deref())
+        harness_checks(
+            crate::kernel::source_of(self.kernel_src.clone(), self.kernel.as_deref())?.as_deref(),
+        )
     }
 }
 
