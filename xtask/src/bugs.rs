@@ -158,56 +158,8 @@ pub fn apply(name: &str, module_dir: &Path) -> Result<()> {
     let path = patch_path(name);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading seeded bug {name}'s patch {}", path.display()))?;
-    apply_patch(&text, "module/", module_dir)
+    crate::patch::apply(&text, "module/", module_dir)
         .with_context(|| format!("seeded bug {name} ({})", path.display()))
-}
-
-/// Applies a unified diff of files under `prefix` (`--- a/PREFIXFILE`; `prefix` empty or
-/// ending in `/`) to the copy of that directory in `dir`. Hunks may sit at other lines than
-/// the patch says, but their context must match exactly.
-pub fn apply_patch(text: &str, prefix: &str, dir: &Path) -> Result<()> {
-    for (file, section) in patch_sections(text, prefix)
-        .with_context(|| format!("not a patch of files directly under {prefix:?}"))?
-    {
-        let target = dir.join(file);
-        let original = std::fs::read_to_string(&target)
-            .with_context(|| format!("reading {}", target.display()))?;
-        let patch = diffy::Patch::from_str(section)
-            .with_context(|| format!("parsing its patch of {prefix}{file}"))?;
-        let patched = diffy::apply(&original, &patch).map_err(|e| {
-            anyhow::anyhow!(
-                "the patch no longer applies to {prefix}{file} ({e}): make the bug again on \
-                 today's code and rewrite the patch"
-            )
-        })?;
-        std::fs::write(&target, patched)
-            .with_context(|| format!("writing {}", target.display()))?;
-    }
-    Ok(())
-}
-
-/// A multi-file unified diff split by file: `(file name under prefix, its section)`.
-fn patch_sections<'a>(text: &'a str, prefix: &str) -> Option<Vec<(&'a str, &'a str)>> {
-    let head = format!("--- a/{prefix}");
-    let starts: Vec<usize> = text
-        .match_indices(head.as_str())
-        .filter(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b'\n')
-        .map(|(i, _)| i)
-        .collect();
-    if starts.is_empty() {
-        return None;
-    }
-    let mut out = Vec::new();
-    for (k, &start) in starts.iter().enumerate() {
-        let end = starts.get(k + 1).copied().unwrap_or(text.len());
-        let section = &text[start..end];
-        let file = section[head.len()..].lines().next()?.trim();
-        if file.contains('/') || file.is_empty() {
-            return None;
-        }
-        out.push((file, section));
-    }
-    Some(out)
 }
 
 /// Every seeded bug. Adding one: make the bug in `module/`, save `git diff module/` as
@@ -805,17 +757,6 @@ mod tests {
         let d = Path::new("/b/normal/x");
         assert_eq!(run_dir(d, 1, 1), d);
         assert_eq!(run_dir(d, 2, 3), d.join("run-2"));
-    }
-
-    #[test]
-    fn a_patch_of_a_file_outside_module_or_of_no_file_is_refused() {
-        assert!(
-            patch_sections("--- a/module/sub/x.rs\n+++ b/module/sub/x.rs\n", "module/").is_none()
-        );
-        assert!(patch_sections("--- a/module/\n+++ b/module/\n", "module/").is_none());
-        let ok = patch_sections("--- a/module/x.rs\n+++ b/module/x.rs\n", "module/").unwrap();
-        assert_eq!(ok.len(), 1);
-        assert_eq!(ok[0].0, "x.rs");
     }
 
     #[test]

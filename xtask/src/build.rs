@@ -95,30 +95,39 @@ pub fn prepare(
 
 /// `run` and `exec`: builds, packs `extra` into the initramfs and boots one VM in `mode`, its
 /// logs in `out`; the console streamed unless `-q` (`-v` wins). With `quiet_build`, the build
-/// prints nothing (`exec`: the command's output is what the user reads). With `target`, its
-/// module and programs instead of pcmsig's.
+/// prints nothing (`exec`: the command's output is what the user reads).
 pub fn build_and_boot(
     mode: vm::Mode,
     opts: &vm::Options,
-    (extra, target): (
-        &[crate::initramfs::ExtraFile],
-        Option<&crate::target::Target>,
-    ),
+    extra: &[crate::initramfs::ExtraFile],
     (out, quiet_build): (&Path, bool),
 ) -> Result<vm::Finished> {
-    let build_opts = vm::Options {
+    let (b, initrd) = prepare(&quiet_build_options(opts, quiet_build), extra, out)?;
+    boot_one(mode, opts, &b, &initrd, out)
+}
+
+/// `opts` for the build before a boot: quiet with `-q`, or when only the boot's output counts.
+pub fn quiet_build_options(opts: &vm::Options, quiet_build: bool) -> vm::Options {
+    vm::Options {
         quiet: opts.quiet || quiet_build,
         ..opts.clone()
-    };
-    let (b, initrd) = match target {
-        Some(t) => t.prepare(&build_opts, None, extra, out)?,
-        None => prepare(&build_opts, extra, out)?,
-    };
+    }
+}
+
+/// Boots one VM in `mode` from what was built (pcmsig's or a `--target`'s), its logs in `out`;
+/// the console streamed unless `-q` (`-v` wins).
+pub fn boot_one(
+    mode: vm::Mode,
+    opts: &vm::Options,
+    b: &Built,
+    initrd: &Path,
+    out: &Path,
+) -> Result<vm::Finished> {
     let boot = vm::Boot {
         stream: opts.verbose || !opts.quiet,
         ..opts.boot(mode, out, 1)
     };
-    vm::boot(&b.tools, &b.kernel, &initrd, &boot)
+    vm::boot(&b.tools, &b.kernel, initrd, &boot)
 }
 
 /// Copies the VM's inputs next to its logs (`--keep`).

@@ -25,12 +25,14 @@ impl flags::Exec {
         let opts = self.vm_options()?;
         let mut extra = crate::initramfs::parse_adds(&self.add)?;
         extra.push(crate::initramfs::exec_file(&out, &self.cmd)?);
-        let run = build_and_boot(
-            vm::Mode::Exec,
-            &opts,
-            (&extra, target.as_ref()),
-            (&out, true),
-        )?;
+        let run = match &target {
+            Some(t) => {
+                let build = crate::build::quiet_build_options(&opts, true);
+                let (b, initrd) = t.prepare(&build, None, &extra, &out)?;
+                crate::build::boot_one(vm::Mode::Exec, &opts, &b, &initrd, &out)?
+            }
+            None => build_and_boot(vm::Mode::Exec, &opts, &extra, (&out, true))?,
+        };
         if let Some(p) = ktap::kernel_problem(&run.console) {
             bail!(
                 "kernel problem: {p} (console: {})",

@@ -23,6 +23,7 @@ mod kunit;
 mod layout;
 mod module_check;
 mod mutants;
+mod patch;
 mod paths;
 mod peers;
 mod run;

@@ -43,6 +43,7 @@ pub const HOST_FILES: &[&str] = &[
     "xtask/src/coverage.rs",
     "xtask/src/mutants.rs",
     "xtask/src/target.rs",
+    "xtask/src/patch.rs",
 ];
 
 /// The command machinery among `HOST_FILES`, per file: functions that build modules, boot VMs,

@@ -10,7 +10,7 @@ impl flags::Run {
     pub(crate) fn run(self) -> Result<()> {
         let out = out_dir("run");
         let opts = self.vm_options()?;
-        let run = build_and_boot(vm::Mode::Demo, &opts, (&[], None), (&out, opts.quiet))?;
+        let run = build_and_boot(vm::Mode::Demo, &opts, &[], (&out, opts.quiet))?;
         println!("xtask: console {}", run.console_log.display());
         let problem = ktap::kernel_problem(&run.console);
         match (vm::guest_exit(&run.console), problem, run.ending) {

@@ -347,7 +347,7 @@ pub fn run_bugs(t: &Target, opts: &vm::Options) -> Result<()> {
         copy_dir(&t.dir, &copy)?;
         let patch = std::fs::read_to_string(t.dir.join(&bug.patch))
             .with_context(|| format!("reading {}", bug.patch))?;
-        crate::bugs::apply_patch(&patch, "", &copy)
+        crate::patch::apply(&patch, "", &copy)
             .with_context(|| format!("seeded bug {} ({})", bug.name, bug.patch))?;
         let quiet = vm::Options {
             quiet: true,
@@ -361,7 +361,7 @@ pub fn run_bugs(t: &Target, opts: &vm::Options) -> Result<()> {
                 bug.test
             );
         }
-        let mut env = crate::test::port_env();
+        let mut env = vm::port_env();
         env.push(word(env::FILTER, &bug.test));
         let vm0 = &t.vm[0];
         let boot = vm::Boot {

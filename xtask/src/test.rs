@@ -18,7 +18,7 @@ const TEST_TIMEOUT_S: (u64, u64) = (30, 240);
 /// Kernel command-line words (init's environment) of every test boot: where the suite writes
 /// its KTAP, and for the debug kernel a longer per-test alarm.
 pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
-    let mut env = port_env();
+    let mut env = vm::port_env();
     if flavour == vm::Flavour::Debug {
         // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
         // that takes 5 s on the normal kernel may take a minute here on a busy machine.
@@ -41,15 +41,6 @@ pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
         env.push("slab_nomerge".to_string());
     }
     env
-}
-
-/// The kernel command-line words of every suite's test boot, pcmsig's or a `--target`'s: the
-/// ports init gives the suite for its KTAP and writes the kernel log to.
-pub fn port_env() -> Vec<String> {
-    vec![
-        word(env::KTAP, pcmsig_contract::KTAP_DEVICE),
-        word(env::DMESG, pcmsig_contract::DMESG_DEVICE),
-    ]
 }
 
 /// The run's `summary.jsonl` in its output directory ([`crate::summary`]).
@@ -230,7 +221,7 @@ impl flags::Test {
         opts: &vm::Options,
         guest_dir: &Path,
     ) -> Result<Vec<VmConfig>> {
-        let mut env = port_env();
+        let mut env = vm::port_env();
         if let Some(f) = &self.filter {
             check_filter(&guest_dir.join(&t.suite), f)?;
             env.push(word(env::FILTER, f));

@@ -64,6 +64,16 @@ impl Mode {
     }
 }
 
+/// The kernel command-line words of every suite's test boot, pcmsig's or a `--target`'s: the
+/// ports init gives the suite for its KTAP and writes the kernel log to.
+pub fn port_env() -> Vec<String> {
+    use pcmsig_contract::env::{self, word};
+    vec![
+        word(env::KTAP, pcmsig_contract::KTAP_DEVICE),
+        word(env::DMESG, pcmsig_contract::DMESG_DEVICE),
+    ]
+}
+
 /// How to boot.
 pub struct Boot<'a> {
     pub mode: Mode,
