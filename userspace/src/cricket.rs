@@ -53,3 +53,44 @@ pub fn manager(sig: Signal, count: usize) -> io::Result<Vec<String>> {
     }
     Ok(said)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uapi::{self, EventKind};
+
+    fn info(pid: i32, value: i32) -> SigInfo {
+        SigInfo {
+            signo: Signal::rtmin(0).number(),
+            code: -1,
+            value,
+            pid,
+            uid: 0,
+        }
+    }
+
+    #[test]
+    fn each_score_and_each_stream_event_is_announced_in_words() {
+        // From the scorer (a process: si_pid set): the three scores and anything else.
+        for (c, said) in [
+            ('4', "Four runs scored."),
+            ('6', "Six runs scored."),
+            ('W', "Wicket!"),
+        ] {
+            assert_eq!(announce(&info(42, c as i32)), said);
+        }
+        assert_eq!(announce(&info(42, '5' as i32)), "Unknown score 0x35.");
+        assert_eq!(announce(&info(42, 0x1_0000)), "Unknown score 0x10000.");
+        // From the kernel (si_pid 0): the event in plain words, or the value it cannot decode.
+        let period = uapi::encode(EventKind::PeriodElapsed, 17);
+        assert_eq!(
+            announce(&info(0, period)),
+            format!(
+                "From the stream: {}.",
+                crate::describe(EventKind::PeriodElapsed, 17)
+            )
+        );
+        // '4' from the kernel is no score, and no event (kind 0): its value is said.
+        assert_eq!(announce(&info(0, '4' as i32)), "Unknown signal value 0x34.");
+    }
+}
