@@ -110,7 +110,7 @@ impl flags::Test {
             None
         };
         let mut configs = match &target {
-            Some(t) => self.target_configs(t, &opts, &b.guest_dir)?,
+            Some(t) => self.target_configs(t, &opts, &b.guest_dir, &out)?,
             None => self.configs(&opts, &b.guest_dir, &out)?,
         };
         if coverage {
@@ -214,19 +214,19 @@ impl flags::Test {
         crate::target::Target::find(spec).map(Some)
     }
 
-    /// A target's VMs: one per `[[vm]]` of its harness.toml, in its output directory.
+    /// A target's VMs: one per `[[vm]]` of its harness.toml, their files under `out`.
     fn target_configs(
         &self,
         t: &crate::target::Target,
         opts: &vm::Options,
         guest_dir: &Path,
+        out: &Path,
     ) -> Result<Vec<VmConfig>> {
         let mut env = vm::port_env();
         if let Some(f) = &self.filter {
             check_filter(&guest_dir.join(&t.suite), f)?;
             env.push(word(env::FILTER, f));
         }
-        let out = t.out_dir("test");
         Ok(t.vm
             .iter()
             .enumerate()
@@ -239,7 +239,7 @@ impl flags::Test {
                     target: Some(t.name.clone()),
                     // The first VM's files at the top, as for pcmsig's plain VM.
                     dir: if i == 0 {
-                        out.clone()
+                        out.to_path_buf()
                     } else {
                         out.join(&v.name)
                     },
@@ -497,6 +497,42 @@ mod tests {
         match flags::Xtask::from_vec(argv).unwrap().subcommand {
             flags::XtaskCmd::Test(f) => f,
             _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_targets_vms_are_its_own_with_the_port_words_and_no_pcmsig_flag() {
+        let t = crate::target::Target::find("ringbuf").unwrap();
+        let f = test_flags(&["--target", "ringbuf", "--qemu-arg", "-no-hpet"]);
+        let out = Path::new("/out");
+        let c = f
+            .target_configs(&t, &f.vm_options().unwrap(), Path::new("/guest"), out)
+            .unwrap();
+        assert_eq!(c.len(), t.vm.len());
+        assert_eq!(
+            (c[0].name.as_str(), c[0].dir.as_path()),
+            (t.vm[0].name.as_str(), out)
+        );
+        assert_eq!(c[0].target.as_deref(), Some("ringbuf"));
+        assert!(!c[0].edu);
+        assert_eq!(c[0].env, vm::port_env());
+        let mut qemu = vec!["-no-hpet".to_string()];
+        qemu.extend(t.vm[0].qemu.iter().cloned());
+        assert_eq!(c[0].qemu, qemu);
+        for flag in [
+            &["--seed", "1"][..],
+            &["--jobs", "2"],
+            &["--no-edu"],
+            &["--fail-fast"],
+            &["--model-steps", "9"],
+        ] {
+            let mut args = vec!["--target", "ringbuf"];
+            args.extend(flag);
+            let e = test_flags(&args).target().unwrap_err().to_string();
+            assert!(
+                e.contains(flag[0]) && e.contains("not with --target"),
+                "{e}"
+            );
         }
     }
 
