@@ -186,9 +186,22 @@ pub fn problem_in(line: &str) -> Option<&'static Problem> {
 }
 
 /// Whether `--filter`'s value selects the test `name`: one glob or several, comma-separated
-/// (test names have no commas), any of which matches.
+/// (test names have no commas), any of which matches; a glob written `!GLOB` leaves out what it
+/// matches, and a filter of such globs alone selects every other test (`test --edit-first`
+/// runs the rest of the suite so).
 pub fn filter_matches(filter: &str, name: &str) -> bool {
-    filter.split(',').any(|g| glob(g, name))
+    let (mut wanted, mut any_wanted) = (false, false);
+    for g in filter.split(',') {
+        match g.strip_prefix('!') {
+            Some(out) if glob(out, name) => return false,
+            Some(_) => {}
+            None => {
+                any_wanted = true;
+                wanted |= glob(g, name);
+            }
+        }
+    }
+    wanted || !any_wanted
 }
 
 /// The words of init's environment (from the kernel command line) that the host sets and the
@@ -353,6 +366,14 @@ mod tests {
         assert!(filter_matches("read_*,a_test", "a_test"));
         assert!(!filter_matches("read_*,a_test", "a_test_too"));
         assert!(!filter_matches("", "a_test"));
+        // `!GLOB` leaves out; alone, the rest is selected.
+        assert!(!filter_matches("!a_test", "a_test"));
+        assert!(filter_matches("!a_test", "read_records"));
+        assert!(filter_matches("!a_*,!b", "read_records"));
+        assert!(!filter_matches("!a_*,!b", "b"));
+        assert!(!filter_matches("read_*,!read_records", "read_records"));
+        assert!(filter_matches("read_*,!read_records", "read_stamps"));
+        assert!(!filter_matches("read_*,!x", "a_test"));
     }
 
     #[test]

@@ -67,6 +67,7 @@ impl crate::flags::Coverage {
             accel: self.accel,
             slow: None,
             fail_fast: false,
+            edit_first: false,
             target: None,
         };
         test.run_with(true)

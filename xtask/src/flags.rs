@@ -62,6 +62,9 @@ xflags::xflags! {
             /// Test another module: a directory with a harness.toml, or the name of one under
             /// examples/ (ringbuf: a C misc device). Default: pcmsig.
             optional --target name: String
+            /// First the tests that run the module's lines changed since the last `cargo xtask
+            /// coverage` (its per-line map), with their own verdict; then the rest of the suite.
+            optional --edit-first
         }
         /// Run the suite (both VMs) with an instrumented copy of the module and report its line
         /// coverage from every context (lcov.info, summary.txt, tests.txt in

@@ -10,6 +10,7 @@ mod bugs;
 mod build;
 mod coverage;
 mod deps;
+mod edit;
 mod exec;
 mod flags;
 mod guest;

@@ -44,6 +44,7 @@ pub const HOST_FILES: &[&str] = &[
     "xtask/src/mutants.rs",
     "xtask/src/target.rs",
     "xtask/src/patch.rs",
+    "xtask/src/edit.rs",
 ];
 
 /// The command machinery among `HOST_FILES`, per file: functions that build modules, boot VMs,
@@ -81,6 +82,7 @@ const COMMAND_MACHINERY: &[(&str, &[&str])] = &[
         ],
     ),
     ("xtask/src/coverage.rs", &["run"]),
+    ("xtask/src/edit.rs", &["of_module", "read_sources"]),
     (
         "xtask/src/target.rs",
         &[

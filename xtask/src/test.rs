@@ -47,6 +47,7 @@ pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
 pub const SUMMARY: &str = "summary.jsonl";
 
 /// One VM configuration of the test run.
+#[derive(Clone)]
 struct VmConfig {
     name: String,
     /// Whether the VM has QEMU's `edu` device.
@@ -85,9 +86,7 @@ impl flags::Test {
         let total = Instant::now();
         let opts = self.vm_options()?;
         let target = self.target()?;
-        if coverage && target.is_some() {
-            bail!("cargo xtask coverage measures pcmsig's module only (no --target)");
-        }
+        self.check_edit_first(coverage || target.is_some())?;
         let out = match &target {
             Some(t) => t.out_dir("test"),
             None => out_dir(if coverage { "coverage" } else { "test" }),
@@ -131,39 +130,20 @@ impl flags::Test {
                 timeout.as_secs()
             );
         }
-        let boot_one = |c: &VmConfig| {
-            let boot = vm::Boot {
-                env: c.env.clone(),
-                qemu_args: &c.qemu,
-                ..opts.boot(vm::Mode::Test, &c.dir, configs.len())
-            };
-            let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)
-                .with_context(|| format!("booting the {} VM", c.name))?;
-            let mut judged = match c.target {
-                Some(_) => crate::target::judge(&run),
-                None => ktap::judge(&run, c.edu, opts.flavour.kernel_has()),
-            };
-            // The kernel's own KTAP parser must read our KTAP as we do. A Python start per VM:
-            // done here, in the VM's thread, so the VMs' checks overlap.
-            if let Some(d) =
-                crate::kunit::parse_disagrees(&b.kernel.src, &run.ktap_log, &judged.report)?
-            {
-                judged.failures.push(ktap::Failure::ParserDisagrees(d));
+        if self.edit_first {
+            let outcomes = self.edit_first(&opts, &mut b, &initrd, &configs, &out, total)?;
+            b.times.push((Phase::Total, total.elapsed()));
+            if !self.quiet {
+                println!("xtask: {}", fmt_times(&b.times));
             }
-            Ok(Booted { run, judged })
-        };
-        // In parallel unless the consoles are streamed (or a debugger waits).
+            return conclude(&out, &outcomes, &b.times);
+        }
         let t = Instant::now();
-        let runs: Vec<Result<Booted>> = if self.verbose || self.gdb {
-            configs.iter().map(boot_one).collect()
-        } else {
-            vm::in_parallel(&configs, boot_one)
-        };
+        let runs = self.boot_all(&opts, &b, &initrd, &configs)?;
         b.times.push((Phase::Vms, t.elapsed()));
         let mut outcomes = Vec::new();
         let mut ports = Vec::new();
-        for (c, run) in configs.iter().zip(runs) {
-            let booted = run?;
+        for (c, booted) in configs.iter().zip(runs) {
             ports.push(booted.run.coverage_log.clone());
             outcomes.push(self.evaluate(c, booted)?);
         }
@@ -193,6 +173,201 @@ impl flags::Test {
             println!("xtask: {}", fmt_times(&b.times));
         }
         conclude(&out, &outcomes, &b.times)
+    }
+
+    /// Boots every VM of `configs` (in parallel unless the consoles are streamed or a debugger
+    /// waits), each judged, and kunit.py's reading of its KTAP compared.
+    fn boot_all(
+        &self,
+        opts: &vm::Options,
+        b: &crate::build::Built,
+        initrd: &Path,
+        configs: &[VmConfig],
+    ) -> Result<Vec<Booted>> {
+        let boot_one = |c: &VmConfig| {
+            let boot = vm::Boot {
+                env: c.env.clone(),
+                qemu_args: &c.qemu,
+                ..opts.boot(vm::Mode::Test, &c.dir, configs.len())
+            };
+            let run = vm::boot(&b.tools, &b.kernel, initrd, &boot)
+                .with_context(|| format!("booting the {} VM", c.name))?;
+            let mut judged = match c.target {
+                Some(_) => crate::target::judge(&run),
+                None => ktap::judge(&run, c.edu, opts.flavour.kernel_has()),
+            };
+            // The kernel's own KTAP parser must read our KTAP as we do. A Python start per VM:
+            // done here, in the VM's thread, so the VMs' checks overlap.
+            if let Some(d) =
+                crate::kunit::parse_disagrees(&b.kernel.src, &run.ktap_log, &judged.report)?
+            {
+                judged.failures.push(ktap::Failure::ParserDisagrees(d));
+            }
+            Ok(Booted { run, judged })
+        };
+        let runs: Vec<Result<Booted>> = if self.verbose || self.gdb {
+            configs.iter().map(boot_one).collect()
+        } else {
+            vm::in_parallel(configs, boot_one)
+        };
+        runs.into_iter().collect()
+    }
+
+    /// `--edit-first`: the tests that run the module's changed lines ([`crate::edit`]) in every
+    /// VM, with their verdict; if it passes, the rest of the suite. Without a coverage map or an
+    /// edit, the whole suite at once.
+    fn edit_first(
+        &self,
+        opts: &vm::Options,
+        b: &mut crate::build::Built,
+        initrd: &Path,
+        configs: &[VmConfig],
+        out: &Path,
+        since: Instant,
+    ) -> Result<Vec<VmOutcome>> {
+        let names = crate::guest::list_of(&b.guest_dir.join("pcmsig-tests"))?;
+        let first: Vec<String> = match crate::edit::of_module()? {
+            crate::edit::Found::NoMap(why) => {
+                println!("xtask: edit-first: {why}: the whole suite at once");
+                Vec::new()
+            }
+            crate::edit::Found::Map {
+                selection: sel,
+                made,
+            } => {
+                let first: Vec<String> = sel
+                    .tests
+                    .iter()
+                    .filter(|t| names.contains(t))
+                    .cloned()
+                    .collect();
+                if !sel.is_edit() {
+                    println!(
+                        "xtask: edit-first: module/ is as the coverage map ({made}) measured it: \
+                         the whole suite at once"
+                    );
+                } else {
+                    println!(
+                        "xtask: edit-first: module/ differs from the coverage map's copy ({made}; \
+                         `cargo xtask coverage` makes it again) in {}",
+                        sel.changed
+                            .iter()
+                            .chain(&sel.unknown)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    if !sel.unknown.is_empty() {
+                        println!(
+                            "xtask: edit-first: no test is known to run {}",
+                            sel.unknown.join(", ")
+                        );
+                    }
+                    println!(
+                        "xtask: edit-first: {} of {} tests run the changed lines",
+                        first.len(),
+                        names.len()
+                    );
+                }
+                first
+            }
+        };
+        let mut outcomes = Vec::new();
+        let t = Instant::now();
+        let rest = if first.is_empty() {
+            None
+        } else {
+            let dir = out.join("first");
+            let filter = filter_file(&dir, &first.join(","))?;
+            let initrd =
+                crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[filter], &dir)?;
+            let configs: Vec<VmConfig> = configs
+                .iter()
+                .map(|c| {
+                    // The first failure is the answer: reported at once.
+                    let mut env = c.env.clone();
+                    env.push(format!("{}=1", pcmsig_contract::FAIL_FAST_ENV));
+                    VmConfig {
+                        name: format!("{}-first", c.name),
+                        dir: dir.join(&c.name),
+                        env,
+                        ..c.clone()
+                    }
+                })
+                .collect();
+            for (c, booted) in configs
+                .iter()
+                .zip(self.boot_all(opts, b, &initrd, &configs)?)
+            {
+                outcomes.push(self.evaluate(c, booted)?);
+            }
+            let failed = outcomes.iter().any(|o| !o.failures.is_empty());
+            println!(
+                "xtask: first verdict ({} tests that run the edit, {} VM(s)): {} after {:.1} s",
+                first.len(),
+                configs.len(),
+                if failed { "FAIL" } else { "PASS" },
+                since.elapsed().as_secs_f64()
+            );
+            if failed {
+                println!(
+                    "xtask: the rest of the suite did not run: the edit broke a test that runs it"
+                );
+                b.times.push((Phase::Vms, t.elapsed()));
+                return Ok(outcomes);
+            }
+            let rest: Vec<String> = names
+                .iter()
+                .filter(|n| !first.contains(n))
+                .cloned()
+                .collect();
+            if rest.is_empty() {
+                b.times.push((Phase::Vms, t.elapsed()));
+                return Ok(outcomes);
+            }
+            println!("xtask: edit-first: now the other {} tests", rest.len());
+            Some(
+                first
+                    .iter()
+                    .map(|t| format!("!{t}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+        };
+        let initrd = match &rest {
+            Some(f) => {
+                let filter = filter_file(out, f)?;
+                crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[filter], out)?
+            }
+            None => initrd.to_path_buf(),
+        };
+        for (c, booted) in configs
+            .iter()
+            .zip(self.boot_all(opts, b, &initrd, configs)?)
+        {
+            outcomes.push(self.evaluate(c, booted)?);
+        }
+        b.times.push((Phase::Vms, t.elapsed()));
+        Ok(outcomes)
+    }
+
+    /// `--edit-first` chooses the tests itself, of pcmsig's module, outside a coverage run
+    /// (`other`: a coverage run or a `--target`): it refuses the flags that choose otherwise.
+    fn check_edit_first(&self, other: bool) -> Result<()> {
+        if !self.edit_first {
+            return Ok(());
+        }
+        for (given, flag) in [
+            (other, "--target or coverage"),
+            (self.filter.is_some(), "--filter"),
+            (self.jobs.is_some(), "--jobs"),
+            (self.gdb, "--gdb"),
+        ] {
+            if given {
+                bail!("--edit-first chooses the tests itself: not with {flag}");
+            }
+        }
+        Ok(())
     }
 
     /// The `--target`, if any, refusing the flags that only pcmsig's suite understands.
@@ -441,6 +616,16 @@ fn conclude(out: &Path, outcomes: &[VmOutcome], times: &[(Phase, Duration)]) -> 
 
 /// Refuses a `--filter` that matches no test, naming the tests (asks the suite's guest program
 /// itself, which runs on the host: `SUITE --list`).
+/// A filter in a file the initramfs carries (`FILTER_FILE`): a list of tests is too long for
+/// the kernel command line.
+fn filter_file(dir: &Path, filter: &str) -> Result<crate::initramfs::ExtraFile> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let f = dir.join("filter");
+    std::fs::write(&f, format!("{filter}\n"))
+        .with_context(|| format!("writing {}", f.display()))?;
+    Ok((f, pcmsig_contract::FILTER_FILE.to_string()))
+}
+
 fn check_filter(suite: &Path, filter: &str) -> Result<()> {
     if filter.is_empty()
         || filter
@@ -452,6 +637,7 @@ fn check_filter(suite: &Path, filter: &str) -> Result<()> {
     let names = crate::guest::list_of(suite)?;
     // Each of its globs must match: a typo in one of several must not pass either.
     for g in filter.split(',') {
+        let g = g.strip_prefix('!').unwrap_or(g);
         if !names.iter().any(|n| pcmsig_contract::glob(g, n)) {
             bail!(
                 "--filter {filter:?}: {g:?} matches no test; the tests are:\n  {}",
@@ -498,6 +684,22 @@ mod tests {
             flags::XtaskCmd::Test(f) => f,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn edit_first_refuses_the_flags_that_choose_tests_otherwise() {
+        assert!(test_flags(&["--edit-first"])
+            .check_edit_first(false)
+            .is_ok());
+        assert!(test_flags(&[]).check_edit_first(true).is_ok());
+        let refused = |args: &[&str], other: bool| {
+            let e = test_flags(args).check_edit_first(other).unwrap_err();
+            assert!(e.to_string().contains("--edit-first"), "{e}");
+        };
+        refused(&["--edit-first"], true);
+        refused(&["--edit-first", "--filter", "x"], false);
+        refused(&["--edit-first", "--jobs", "2"], false);
+        refused(&["--edit-first", "--gdb"], false);
     }
 
     #[test]
