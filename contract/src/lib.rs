@@ -366,6 +366,9 @@ mod tests {
         assert!(filter_matches("read_*,a_test", "a_test"));
         assert!(!filter_matches("read_*,a_test", "a_test_too"));
         assert!(!filter_matches("", "a_test"));
+        // The words of the kernel command line that init's environment takes.
+        assert_eq!(env::word(env::FILTER, "a_*,!b"), "pcmsig_filter=a_*,!b");
+        assert_eq!(env::word(env::TEST_TIMEOUT, 30), "PCMSIG_TEST_TIMEOUT=30");
         // `!GLOB` leaves out; alone, the rest is selected.
         assert!(!filter_matches("!a_test", "a_test"));
         assert!(filter_matches("!a_test", "read_records"));

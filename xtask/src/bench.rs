@@ -198,6 +198,7 @@ pub fn run(o: &Opts, quiet: bool) -> Result<()> {
     }
     harness.extend(no_change_test(o)?);
     harness.extend(edit_to_verdict(o)?);
+    harness.extend(edit_to_first_verdict(o)?);
     let b = build_all(&o.vm, false, true)?;
     harness.push(module_rebuild(&b, o.runs)?);
     let trial = accel_trial(&b, o.runs);
@@ -348,6 +349,26 @@ impl Edit {
     }
 }
 
+impl Edit {
+    /// Inserts the comment line `// pcmsig bench: edit N` after the line holding `anchor`: an
+    /// edit inside a function, which `test --edit-first` finds the tests of.
+    fn insert_after(rel: &str, anchor: &str, n: usize) -> Result<Edit> {
+        let path = project_root().join(rel);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let at = text
+            .find(anchor)
+            .and_then(|i| text[i..].find('\n').map(|j| i + j + 1))
+            .with_context(|| format!("{rel} has no line holding {anchor:?}"))?;
+        let edited = format!("{}// pcmsig bench: edit {n}\n{}", &text[..at], &text[at..]);
+        std::fs::write(&path, edited).with_context(|| format!("writing {}", path.display()))?;
+        Ok(Edit {
+            path,
+            original: text.into_bytes(),
+        })
+    }
+}
+
 impl Drop for Edit {
     fn drop(&mut self) {
         if let Err(e) = std::fs::write(&self.path, &self.original) {
@@ -399,6 +420,108 @@ fn edit_to_verdict(o: &Opts) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// The figure names of `test --edit-first` after a one-line edit of the module.
+const EDIT_TO_FIRST: &str = "edit to first verdict (`test --edit-first`)";
+
+/// Where `--edit-first`'s bench edit goes: inside the edu driver's enabling of the device, a
+/// line that few tests run (so that the first verdict is theirs, not nearly the whole suite's).
+const EDIT_FIRST_AT: (&str, &str) = ("module/edu.rs", "pdev.set_master();");
+
+/// Edit to first verdict: a one-line edit inside a function of the module, then `cargo xtask
+/// test --edit-first`, timed to its `first verdict` line and to its end. Makes the coverage
+/// map first if there is none (its time is not a figure).
+fn edit_to_first_verdict(o: &Opts) -> Result<Vec<Figure>> {
+    if let crate::edit::Found::NoMap(why) = crate::edit::of_module()? {
+        println!("xtask: bench: {why}: `cargo xtask coverage` first");
+        let mut c = Command::new("cargo");
+        c.args(["xtask", "coverage"]).current_dir(project_root());
+        // Of the VM flags, those `coverage` takes.
+        if let Some(k) = &o.vm.kernel_src {
+            c.arg("--kernel-src").arg(k);
+        }
+        if o.vm.accel != vm::Accel::Auto {
+            c.args(["--accel", o.vm.accel.word()]);
+        }
+        time_run(
+            "`cargo xtask coverage` for the map",
+            &mut c,
+            Success::Status,
+        )?;
+    }
+    let (file, anchor) = EDIT_FIRST_AT;
+    let (mut first, mut full, mut tests) = (Vec::new(), Vec::new(), String::new());
+    for i in 0..o.runs {
+        println!(
+            "xtask: bench: one-line edit inside {file}, then `cargo xtask test --edit-first` {}/{}",
+            i + 1,
+            o.runs
+        );
+        let edit = Edit::insert_after(file, anchor, i)?;
+        let mut c = Command::new("cargo");
+        c.args(["xtask", "test", "--edit-first"])
+            .args(o.vm.to_args())
+            .current_dir(project_root());
+        let run = first_verdict(&mut c);
+        drop(edit);
+        let (f, t, n) = run?;
+        first.push(f);
+        full.push(t);
+        tests = n;
+    }
+    Ok(vec![
+        (
+            format!("{EDIT_TO_FIRST}, one line of {file} ({tests})"),
+            spread(&first),
+            "s",
+        ),
+        ("- the same runs' full verdict".into(), spread(&full), "s"),
+    ])
+}
+
+/// Runs `c` (a `test --edit-first`), reading its output as it comes: the seconds to its
+/// `first verdict` line and to its end, and that line's count of tests. Fails unless both
+/// verdicts pass.
+fn first_verdict(c: &mut Command) -> Result<(f64, f64, String)> {
+    use std::io::BufRead;
+    let t = Instant::now();
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting `cargo xtask test --edit-first`")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut first = None;
+    let mut tail = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("reading its output")?;
+        if let Some(rest) = line.strip_prefix("xtask: first verdict (") {
+            if !line.contains(": PASS") {
+                bail!("the first verdict failed: {line}");
+            }
+            let count = rest.split(" tests").next().unwrap_or("?");
+            first = Some((t.elapsed().as_secs_f64(), format!("{count} tests run it")));
+        }
+        tail.push(line);
+        if tail.len() > 20 {
+            tail.remove(0);
+        }
+    }
+    let status = child.wait().context("waiting for it")?;
+    let total = t.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!(
+            "`cargo xtask test --edit-first` failed ({status}):\n{}",
+            tail.join("\n")
+        );
+    }
+    let (f, n) = first.with_context(|| {
+        format!(
+            "`cargo xtask test --edit-first` printed no first verdict:\n{}",
+            tail.join("\n")
+        )
+    })?;
+    Ok((f, total, n))
+}
+
 /// Kbuild's incremental rebuild of the module after touching one file.
 fn module_rebuild(b: &Built, runs: usize) -> Result<Figure> {
     let mut rebuild = Vec::new();
@@ -419,11 +542,7 @@ fn module_rebuild(b: &Built, runs: usize) -> Result<Figure> {
         crate::kbuild::build_module(&b.tools, &b.kernel, false)?;
         rebuild.push(t.elapsed().as_secs_f64());
     }
-    Ok((
-        "module rebuild after touching one file".into(),
-        spread(&rebuild),
-        "s",
-    ))
+    Ok((MODULE_REBUILD.into(), spread(&rebuild), "s"))
 }
 
 /// `--accel auto`'s trial boot, uncached, `runs` times: how long it takes to decide on a host
@@ -448,6 +567,12 @@ fn accel_trial(b: &Built, runs: usize) -> Option<Figure> {
         "s",
     ))
 }
+
+/// The module rebuild's figure name.
+const MODULE_REBUILD: &str = "module rebuild after touching one file";
+
+/// Edit to first verdict, as a multiple of the module's rebuild at most.
+const FIRST_GOAL: f64 = 2.0;
 
 /// Where a one-line edit of the module must reach its verdict within (`cargo xtask test`).
 const EDIT_GOAL_S: f64 = 4.0;
@@ -481,6 +606,18 @@ fn goals_table(md: &mut String, harness: &[Figure], trial: Option<&Figure>, d: &
             "| edit to verdict under {EDIT_GOAL_S} s after a one-line module change | {:.2} s | {} |",
             s.median,
             yes(s.median < EDIT_GOAL_S)
+        );
+    }
+    if let (Some((_, first, _)), Some((_, rebuild, _))) =
+        (find(EDIT_TO_FIRST), find(MODULE_REBUILD))
+    {
+        let r = ratio(first.median, rebuild.median);
+        let _ = writeln!(
+            md,
+            "| edit to first verdict within {FIRST_GOAL}x the module's own rebuild | {r:.2}x ({:.2} s against {:.2} s) | {} |",
+            first.median,
+            rebuild.median,
+            yes(r <= FIRST_GOAL)
         );
     }
     if let Some((_, s, _)) = find(crate::peers::EXEC_RATIO) {

@@ -107,7 +107,7 @@ pub fn select(
     let names: BTreeSet<&String> = copy.keys().chain(now.keys()).collect();
     for name in names {
         match (copy.get(name), now.get(name)) {
-            (Some(old), Some(new)) if old == new => {}
+            // An unchanged file has no touched lines.
             (Some(old), Some(new)) => {
                 for (a, b) in touched_lines(old, new) {
                     let place = if a == b {
@@ -280,6 +280,15 @@ mod tests {
             vec!["gone.rs (removed)", "new.rs (a new file)", "s.rs:25"]
         );
         assert!(sel.is_edit());
+        // An edit either way: only lines some test runs, or only what no test is known to run.
+        let mut known = copy.clone();
+        known.insert("s.rs".into(), old.replace("line 12\n", "twelve\n"));
+        let sel = select(&copy, &known, &m);
+        assert!(sel.unknown.is_empty() && sel.is_edit());
+        let mut unknown = copy.clone();
+        unknown.insert("s.rs".into(), old.replace("line 25\n", "x\n"));
+        let sel = select(&copy, &unknown, &m);
+        assert!(sel.changed.is_empty() && sel.is_edit());
         let same = select(&copy, &copy, &m);
         assert!(!same.is_edit());
         assert!(same.tests.is_empty());
