@@ -873,6 +873,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_first_verdict_is_timed_from_its_line_and_a_failed_one_fails() {
+        let sh = |script: &str| {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            first_verdict(&mut c)
+        };
+        let (first, total, tests) = sh(
+            "echo 'xtask: first verdict (3 tests that run the edit, 2 VM(s)): PASS after 1.0 s'; \
+             sleep 0.3; echo 'xtask: PASS'",
+        )
+        .unwrap();
+        assert_eq!(tests, "3 tests run it");
+        assert!(first < total && total >= 0.3, "{first} {total}");
+        let failed = sh(
+            "echo 'xtask: first verdict (3 tests that run the edit, 2 VM(s)): FAIL after 1.0 s'",
+        );
+        assert!(failed
+            .unwrap_err()
+            .to_string()
+            .contains("first verdict failed"));
+        let none = sh("echo 'xtask: PASS'").unwrap_err().to_string();
+        assert!(none.contains("no first verdict"), "{none}");
+        let exit =
+            sh("echo 'xtask: first verdict (1 tests that run the edit, 2 VM(s)): PASS'; exit 1");
+        assert!(exit.unwrap_err().to_string().contains("failed"));
+    }
+
+    #[test]
     fn spread_is_the_median_and_range() {
         assert_eq!(
             spread(&[3.0, 1.0, 2.0]),
