@@ -71,6 +71,9 @@ fn makefile_version(src: &Path) -> Result<String> {
 /// The kernel source a command's `--kernel-src` and `--kernel SERIES` name: the tree or tarball
 /// given, or Debian's `linux-source-SERIES` tarball, which must be installed; neither: `None`
 /// (the default, [`default_source`]).
+/// `--kernel all`: `cargo xtask test` once per series the module supports.
+pub const ALL: &str = "all";
+
 pub fn source_of(kernel_src: Option<PathBuf>, series: Option<&str>) -> Result<Option<PathBuf>> {
     let Some(series) = series else {
         return Ok(kernel_src);
@@ -79,6 +82,9 @@ pub fn source_of(kernel_src: Option<PathBuf>, series: Option<&str>) -> Result<Op
         bail!("--kernel {series} and --kernel-src: choose one");
     }
     let numbers: Vec<&str> = series.split('.').collect();
+    if series == ALL {
+        bail!("--kernel all runs `cargo xtask test` once per supported series: not this command");
+    }
     if numbers.len() != 2
         || numbers
             .iter()

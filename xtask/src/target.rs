@@ -44,6 +44,10 @@ pub struct Target {
     /// The seeded bugs (`cargo xtask selftest --bugs --target NAME`).
     #[serde(default)]
     pub bug: Vec<BugSpec>,
+    /// The kernel series the module supports, each Debian's `linux-source-SERIES`:
+    /// `cargo xtask test --kernel all` runs the suite on each (default: the default kernel).
+    #[serde(default)]
+    pub kernels: Vec<String>,
     /// The directory of the `harness.toml` (not in the file).
     #[serde(skip)]
     pub dir: PathBuf,

@@ -77,20 +77,98 @@ struct VmOutcome {
 
 impl flags::Test {
     pub(crate) fn run(self) -> Result<()> {
+        if self.kernel.as_deref() == Some(crate::kernel::ALL) {
+            return self.run_all_kernels();
+        }
         self.run_with(false)
+    }
+
+    /// `--kernel all`: the suite once per series the module supports (pcmsig's
+    /// [`crate::build::PCMSIG_KERNELS`], a target's `kernels`), each in `test-SERIES/`; then one
+    /// line per series, and a failure if any series failed.
+    fn run_all_kernels(self) -> Result<()> {
+        if self.kernel_src.is_some() {
+            bail!("--kernel all and --kernel-src: choose one");
+        }
+        let series: Vec<String> = match self.target()? {
+            Some(t) if !t.kernels.is_empty() => t.kernels.clone(),
+            Some(t) => bail!(
+                "--kernel all: {} lists no `kernels` in its harness.toml",
+                t.dir.join("harness.toml").display()
+            ),
+            None => crate::build::PCMSIG_KERNELS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let mut lines = Vec::new();
+        let mut one = self;
+        for s in &series {
+            println!("xtask: --kernel all: series {s}");
+            let t = Instant::now();
+            one.kernel = Some(s.clone());
+            let out = one.out_dir(false, None)?;
+            // A run that fails before its verdict must not be read as the last one's.
+            let _ = std::fs::remove_file(out.join(SUMMARY));
+            let result = one.run_with(false);
+            let counts = crate::summary::read(&out.join(SUMMARY))
+                .map(|vms| {
+                    let sum = |f: fn(&VmSummary) -> usize| vms.iter().map(f).sum::<usize>();
+                    format!(
+                        "{} passed, {} failed, {} skipped",
+                        sum(|v| v.passed),
+                        sum(|v| v.failed),
+                        sum(|v| v.skipped)
+                    )
+                })
+                .unwrap_or_else(|_| "no verdict".to_string());
+            lines.push(match &result {
+                Ok(()) => format!(
+                    "kernel {s}: PASS, {counts}, {:.1} s",
+                    t.elapsed().as_secs_f64()
+                ),
+                Err(e) => format!(
+                    "kernel {s}: FAIL, {counts}, {:.1} s: {}",
+                    t.elapsed().as_secs_f64(),
+                    format!("{e:#}").lines().next().unwrap_or("")
+                ),
+            });
+        }
+        for l in &lines {
+            println!("xtask: {l}");
+        }
+        let failed = lines.iter().filter(|l| l.contains(": FAIL")).count();
+        if failed > 0 {
+            bail!("{failed} of {} kernel series failed", lines.len());
+        }
+        Ok(())
+    }
+
+    /// The run's output directory: `test` (a target's under `targets/NAME/`; `coverage` for a
+    /// coverage run), `test-SERIES` when `--kernel SERIES` chose the kernel.
+    fn out_dir(&self, coverage: bool, target: Option<&crate::target::Target>) -> Result<PathBuf> {
+        let command = match (&self.kernel, coverage) {
+            (Some(series), false) => format!("test-{series}"),
+            (_, true) => "coverage".to_string(),
+            (None, false) => "test".to_string(),
+        };
+        Ok(match target {
+            Some(t) => t.out_dir(&command),
+            None if self.target.is_some() => {
+                crate::target::Target::find(self.target.as_deref().unwrap_or(""))?.out_dir(&command)
+            }
+            None => out_dir(&command),
+        })
     }
 
     /// The test run; with `coverage`, of the module's coverage build, with the report
     /// (`cargo xtask coverage`).
-    pub(crate) fn run_with(self, coverage: bool) -> Result<()> {
+    pub(crate) fn run_with(&self, coverage: bool) -> Result<()> {
         let total = Instant::now();
         let opts = self.vm_options()?;
         let target = self.target()?;
         self.check_edit_first(coverage || target.is_some())?;
-        let out = match &target {
-            Some(t) => t.out_dir("test"),
-            None => out_dir(if coverage { "coverage" } else { "test" }),
-        };
+        let out = self.out_dir(coverage, target.as_ref())?;
         let (mut b, mut initrd) = match &target {
             Some(t) => t.prepare(&opts, None, &[], &out)?,
             None => prepare(&opts, &[], &out)?,
@@ -684,6 +762,37 @@ mod tests {
             flags::XtaskCmd::Test(f) => f,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn a_runs_directory_names_its_series_and_target() {
+        let dir = |args: &[&str], coverage: bool| {
+            let f = test_flags(args);
+            let d = f.out_dir(coverage, None).unwrap();
+            d.strip_prefix(crate::paths::out_dir(""))
+                .unwrap()
+                .display()
+                .to_string()
+        };
+        assert_eq!(dir(&[], false), "test");
+        assert_eq!(dir(&[], true), "coverage");
+        assert_eq!(dir(&["--kernel", "7.2"], false), "test-7.2");
+        assert_eq!(dir(&["--kernel", "7.2"], true), "coverage");
+        assert_eq!(
+            dir(&["--target", "ringbuf", "--kernel", "7.2"], false),
+            "targets/ringbuf/test-7.2"
+        );
+        assert_eq!(dir(&["--target", "ringbuf"], false), "targets/ringbuf/test");
+    }
+
+    #[test]
+    fn kernel_all_is_tests_alone_and_not_with_a_source() {
+        let e = test_flags(&["--kernel", "all", "--kernel-src", "/x"])
+            .run()
+            .unwrap_err();
+        assert!(e.to_string().contains("choose one"), "{e}");
+        let e = crate::kernel::source_of(None, Some("all")).unwrap_err();
+        assert!(e.to_string().contains("not this command"), "{e}");
     }
 
     #[test]
