@@ -51,6 +51,7 @@ use kernel::{
     uaccess::{UserPtr, UserSlice},
 };
 
+mod bh;
 mod coverage;
 mod delay;
 mod edu;

@@ -15,6 +15,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::{
+    bh::{new_spinlock_bh, SpinLockBh},
     live::{self, Live},
     signal::{Outcome, SenderCred, ThreadRef},
     uapi::{self, DelayPoint, EventKind, EventRecord, EventSource, ListenerStats, State, Trigger},
@@ -574,7 +575,7 @@ pub(crate) struct Stream {
     /// process context, never under `inner`; nothing sleeps or allocates with `GFP_KERNEL`
     /// under it.
     #[pin]
-    files: SpinLockIrq<KVec<Arc<OpenFile>>>,
+    files: SpinLockBh<KVec<Arc<OpenFile>>>,
     /// Test hook (`test_delivery_delay_ms`): whether the delivery delay was released early
     /// (`/sys/kernel/debug/pcmsig/release_delivery`), and where the delayed work item waits.
     #[pin]
@@ -615,7 +616,7 @@ impl Stream {
                     kernel::static_lock_class!()
                 ),
                 control <- new_mutex!((), "pcmsig::Stream::control"),
-                files <- new_spinlock_irq!(KVec::new(), "pcmsig::Stream::files"),
+                files <- new_spinlock_bh!(KVec::new(), "pcmsig::Stream::files"),
                 hold <- new_mutex!(false, "pcmsig::Stream::hold"),
                 hold_released <- new_condvar!("pcmsig::Stream::hold_released"),
                 timer <- HrTimer::new(),
@@ -866,6 +867,7 @@ impl Stream {
     /// runs meanwhile.
     fn check_emitter(&self) -> Result {
         let files = self.files.lock();
+        crate::delay::spin_at(DelayPoint::FilesLocked);
         // Read once, and only when someone listens.
         let mut caller = None;
         for f in files.iter() {

@@ -513,11 +513,16 @@ pub enum DelayPoint {
     /// stream's file list may grow by a large one), as one under memory pressure would be,
     /// reclaiming: another user's open or close must not wait for it.
     OpenAllocating = 8,
+    /// An emitting ioctl's check of the listeners holds the stream's file list, as a walk over
+    /// many files and listeners would: another user's interrupts (its period timer) must still
+    /// come on that CPU. It busy-waits (a spinlock is held) and cannot be released from the CPU
+    /// it holds: load the module with a short `test_delay_ms` for it.
+    FilesLocked = 9,
 }
 
 impl DelayPoint {
     /// Every point, in numeric order.
-    pub const ALL: [DelayPoint; 9] = [
+    pub const ALL: [DelayPoint; 10] = [
         DelayPoint::DeliveryHoldsListener,
         DelayPoint::DeliveryAfterXrun,
         DelayPoint::DetachDeviceBeforeTimerStop,
@@ -527,6 +532,7 @@ impl DelayPoint {
         DelayPoint::DeliveryBeforeSend,
         DelayPoint::DeviceInterruptLate,
         DelayPoint::OpenAllocating,
+        DelayPoint::FilesLocked,
     ];
 
     /// This point's bit in `test_delay_points`.
@@ -546,6 +552,7 @@ impl DelayPoint {
             DelayPoint::DeliveryBeforeSend => "delivery_before_send",
             DelayPoint::DeviceInterruptLate => "device_interrupt_late",
             DelayPoint::OpenAllocating => "open_allocating",
+            DelayPoint::FilesLocked => "files_locked",
         }
     }
 }

@@ -28,6 +28,7 @@ pub fn tests() -> Vec<Test> {
         an_xrun_never_cancels_the_timer_of_a_restart,
         device_removal_never_leaves_a_running_stream_without_its_timer,
         a_timer_stall_past_64_periods_is_an_xrun,
+        another_users_timer_keeps_time_while_one_users_file_list_is_held,
         periods_owed_before_a_stop_never_reach_the_next_run,
         one_users_open_in_its_allocations_never_holds_up_another_users,
         an_open_whose_stream_lost_its_last_file_meanwhile_lists_a_new_one,
@@ -368,6 +369,52 @@ fn a_timer_stall_past_64_periods_is_an_xrun() -> TestResult {
             "the stalled periods are lost and reported as one xrun"
         );
         Ok(())
+    })
+}
+
+/// Review finding 2: the stream's list of open files was an interrupt-disabling lock, held
+/// across walks as long as one user's files and listeners (the emitter check's credential
+/// lookups, a delivery's snapshot, a close's search): every interrupt of that CPU waited for
+/// them, another user's period timer too. The point holds uid 1000's list, in its own stream's
+/// emitter check, for [`FILES_HELD_MS`] (a walk over very many files) on the CPU of root's 1 ms
+/// timer; that timer must keep firing meanwhile. With interrupts off it fired once at the end,
+/// owing about 100 periods, past the 64 that one late expiry may account for: an xrun. (Its
+/// periods wait in root's pending queue meanwhile, whose 128 for the timer hold them.)
+fn another_users_timer_keeps_time_while_one_users_file_list_is_held() -> TestResult {
+    /// Past the 64 periods a late expiry accounts for, under the 128 the timer may queue.
+    const FILES_HELD_MS: u32 = 100;
+    with_delay_points_for(&[DelayPoint::FilesLocked], Some(FILES_HELD_MS), || {
+        // One CPU for the timer and the held list: the timer is armed on the CPU of START.
+        let mut cpu0 = nix::sched::CpuSet::new();
+        cpu0.set(0).ctx("CpuSet::set")?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0).ctx("to CPU 0")?;
+        chmod_device_666()?;
+        let dev = Device::open().ctx("open")?;
+        dev.configure(1_000, 0).ctx("configure")?;
+        dev.trigger(Trigger::Start).ctx("start")?;
+        let result = (|| -> TestResult {
+            wait_periods(&dev, 3, "root's stream before the hold")?;
+            let before = hits()?;
+            let held_by = in_child(|| {
+                setresuid(1000, 1000, 1000)?;
+                // uid 1000's own stream: CONFIGURE checks its listeners, holding its list.
+                Device::open().ctx("open as uid 1000")?.configure(10_000, 0).ctx("configure as uid 1000")
+            })?;
+            ensure_eq!(held_by, 0, "uid 1000's CONFIGURE");
+            ensure!(hits()? > before, "the files_locked point was never reached");
+            let s = dev.stats().ctx("stats")?;
+            ensure_eq!(
+                State::from_u32(s.state),
+                Some(State::Running),
+                "root's 1 ms stream after uid 1000's file list was held {FILES_HELD_MS} ms on its \
+                 CPU ({} periods, {} events)",
+                s.periods,
+                s.events
+            );
+            Ok(())
+        })();
+        let stop = dev.trigger(Trigger::Stop).ctx("stop");
+        result.and(stop)
     })
 }
 
