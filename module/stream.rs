@@ -572,8 +572,9 @@ pub(crate) struct Stream {
     #[pin]
     control: Mutex<()>,
     /// Every open file, registered or not. Taken by the delivery work item (softirq) and in
-    /// process context, never under `inner`; nothing sleeps or allocates with `GFP_KERNEL`
-    /// under it.
+    /// process context, never by a hard-IRQ handler and never under `inner`; nothing sleeps or
+    /// allocates with `GFP_KERNEL` under it. Bottom halves are off while it is held, interrupts
+    /// on (`bh.rs`): its walks grow with one user's files, and no interrupt may wait for them.
     #[pin]
     files: SpinLockBh<KVec<Arc<OpenFile>>>,
     /// Test hook (`test_delivery_delay_ms`): whether the delivery delay was released early

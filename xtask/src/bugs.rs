@@ -332,6 +332,14 @@ pub const CATALOGUE: &[SeededBug] = &[
         &["test"],
     ),
     bug(
+        "files_lock_irqs_off",
+        "the stream's file list under an interrupt-disabling lock: one user's walk over its files \
+         delays every interrupt of the CPU, another user's period timer too (review finding 2)",
+        false,
+        "another_users_timer_keeps_time_while_one_users_file_list_is_held",
+        &["test"],
+    ),
+    bug(
         "timer_not_cancelled",
         "the period timer re-arms itself and the last close does not cancel it",
         false,
