@@ -398,7 +398,10 @@ fn another_users_timer_keeps_time_while_one_users_file_list_is_held() -> TestRes
             let held_by = in_child(|| {
                 setresuid(1000, 1000, 1000)?;
                 // uid 1000's own stream: CONFIGURE checks its listeners, holding its list.
-                Device::open().ctx("open as uid 1000")?.configure(10_000, 0).ctx("configure as uid 1000")
+                Device::open()
+                    .ctx("open as uid 1000")?
+                    .configure(10_000, 0)
+                    .ctx("configure as uid 1000")
             })?;
             ensure_eq!(held_by, 0, "uid 1000's CONFIGURE");
             ensure!(hits()? > before, "the files_locked point was never reached");
