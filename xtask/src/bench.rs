@@ -493,7 +493,8 @@ fn first_verdict(c: &mut Command) -> Result<(f64, f64, String)> {
     let mut tail = Vec::new();
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("reading its output")?;
-        if let Some(rest) = line.strip_prefix("xtask: first verdict (") {
+        let verdict = format!("xtask: {} (", crate::test::FIRST_VERDICT);
+        if let Some(rest) = line.strip_prefix(verdict.as_str()) {
             if !line.contains(": PASS") {
                 bail!("the first verdict failed: {line}");
             }

@@ -969,11 +969,7 @@ fn boot_suite(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut extra = Vec::new();
     if let Some(tests) = tests {
-        // The list is too long for the kernel command line: a file in the initramfs.
-        let f = dir.join("filter");
-        std::fs::write(&f, tests.join(",") + "\n")
-            .with_context(|| format!("writing {}", f.display()))?;
-        extra.push((f, pcmsig_contract::FILTER_FILE.to_string()));
+        extra.push(crate::initramfs::filter_file(dir, &tests.join(","))?);
     }
     let initrd = crate::initramfs::build_initramfs(&b.tools, ko, guest, &extra, dir)?;
     let mut env = crate::test::test_env(opts.flavour);

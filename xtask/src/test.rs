@@ -43,6 +43,9 @@ pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
     env
 }
 
+/// How `--edit-first`'s verdict of the first tests begins (after `xtask: `): the bench times it.
+pub const FIRST_VERDICT: &str = "first verdict";
+
 /// The run's `summary.jsonl` in its output directory ([`crate::summary`]).
 pub const SUMMARY: &str = "summary.jsonl";
 
@@ -356,7 +359,7 @@ impl flags::Test {
             None
         } else {
             let dir = out.join("first");
-            let filter = filter_file(&dir, &first.join(","))?;
+            let filter = crate::initramfs::filter_file(&dir, &first.join(","))?;
             let initrd =
                 crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[filter], &dir)?;
             let configs: Vec<VmConfig> = configs
@@ -381,7 +384,7 @@ impl flags::Test {
             }
             let failed = outcomes.iter().any(|o| !o.failures.is_empty());
             println!(
-                "xtask: first verdict ({} tests that run the edit, {} VM(s)): {} after {:.1} s",
+                "xtask: {FIRST_VERDICT} ({} tests that run the edit, {} VM(s)): {} after {:.1} s",
                 first.len(),
                 configs.len(),
                 if failed { "FAIL" } else { "PASS" },
@@ -414,7 +417,7 @@ impl flags::Test {
         };
         let initrd = match &rest {
             Some(f) => {
-                let filter = filter_file(out, f)?;
+                let filter = crate::initramfs::filter_file(out, f)?;
                 crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[filter], out)?
             }
             None => initrd.to_path_buf(),
@@ -694,16 +697,6 @@ fn conclude(out: &Path, outcomes: &[VmOutcome], times: &[(Phase, Duration)]) -> 
 
 /// Refuses a `--filter` that matches no test, naming the tests (asks the suite's guest program
 /// itself, which runs on the host: `SUITE --list`).
-/// A filter in a file the initramfs carries (`FILTER_FILE`): a list of tests is too long for
-/// the kernel command line.
-fn filter_file(dir: &Path, filter: &str) -> Result<crate::initramfs::ExtraFile> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let f = dir.join("filter");
-    std::fs::write(&f, format!("{filter}\n"))
-        .with_context(|| format!("writing {}", f.display()))?;
-    Ok((f, pcmsig_contract::FILTER_FILE.to_string()))
-}
-
 fn check_filter(suite: &Path, filter: &str) -> Result<()> {
     if filter.is_empty()
         || filter

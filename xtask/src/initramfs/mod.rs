@@ -15,6 +15,17 @@ use newc::Initramfs;
 /// Extra files for the initramfs: `(host path, guest path)`.
 pub type ExtraFile = (PathBuf, String);
 
+/// The suite's filter as a file of the initramfs (`FILTER_FILE`, which `vm/init` reads): a list
+/// of tests is too long for the kernel command line. Written in `dir`.
+pub fn filter_file(dir: &std::path::Path, filter: &str) -> anyhow::Result<ExtraFile> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let f = dir.join("filter");
+    std::fs::write(&f, format!("{filter}\n"))
+        .with_context(|| format!("writing {}", f.display()))?;
+    Ok((f, pcmsig_contract::FILTER_FILE.to_string()))
+}
+
 /// Writes pcmsig's initramfs (its module, the guest programs and `extra`) in `out_dir`;
 /// returns its path.
 pub fn build_initramfs(
