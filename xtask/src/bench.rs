@@ -347,9 +347,7 @@ impl Edit {
         std::fs::write(&path, edited).with_context(|| format!("writing {}", path.display()))?;
         Ok(Edit { path, original })
     }
-}
 
-impl Edit {
     /// Inserts the comment line `// pcmsig bench: edit N` after the line holding `anchor`: an
     /// edit inside a function, which `test --edit-first` finds the tests of.
     fn insert_after(rel: &str, anchor: &str, n: usize) -> Result<Edit> {
@@ -491,9 +489,9 @@ fn first_verdict(c: &mut Command) -> Result<(f64, f64, String)> {
     let stdout = child.stdout.take().context("no stdout")?;
     let mut first = None;
     let mut tail = Vec::new();
+    let verdict = format!("xtask: {} (", crate::test::FIRST_VERDICT);
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("reading its output")?;
-        let verdict = format!("xtask: {} (", crate::test::FIRST_VERDICT);
         if let Some(rest) = line.strip_prefix(verdict.as_str()) {
             if !line.contains(": PASS") {
                 bail!("the first verdict failed: {line}");

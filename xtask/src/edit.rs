@@ -17,8 +17,8 @@ use std::path::Path;
 /// How far (in lines) from a changed line that no test ran the nearest run line may be.
 pub const NEAR: u32 = 8;
 
-/// The map's key: a file's name in `module/` and a line.
-pub type LineMap = BTreeMap<(String, u32), Vec<String>>;
+/// Coverage's per-line map (`lines.txt`): per line of a file of `module/`, the tests that ran it.
+pub type LineMap = BTreeMap<crate::coverage::Line, Vec<String>>;
 
 /// The edit, and the tests that run it.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -68,12 +68,12 @@ fn makefile_version(src: &Path) -> Result<String> {
     Ok(format!("{v}.{p}.{s}"))
 }
 
-/// The kernel source a command's `--kernel-src` and `--kernel SERIES` name: the tree or tarball
-/// given, or Debian's `linux-source-SERIES` tarball, which must be installed; neither: `None`
-/// (the default, [`default_source`]).
 /// `--kernel all`: `cargo xtask test` once per series the module supports.
 pub const ALL: &str = "all";
 
+/// The kernel source a command's `--kernel-src` and `--kernel SERIES` name: the tree or tarball
+/// given, or Debian's `linux-source-SERIES` tarball, which must be installed; neither: `None`
+/// (the default, [`default_source`]).
 pub fn source_of(kernel_src: Option<PathBuf>, series: Option<&str>) -> Result<Option<PathBuf>> {
     let Some(series) = series else {
         return Ok(kernel_src);

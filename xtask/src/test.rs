@@ -93,7 +93,8 @@ impl flags::Test {
         if self.kernel_src.is_some() {
             bail!("--kernel all and --kernel-src: choose one");
         }
-        let series: Vec<String> = match self.target()? {
+        let target = self.target()?;
+        let series: Vec<String> = match &target {
             Some(t) if !t.kernels.is_empty() => t.kernels.clone(),
             Some(t) => bail!(
                 "--kernel all: {} lists no `kernels` in its harness.toml",
@@ -110,7 +111,7 @@ impl flags::Test {
             println!("xtask: --kernel all: series {s}");
             let t = Instant::now();
             one.kernel = Some(s.clone());
-            let out = one.out_dir(false, None)?;
+            let out = one.out_dir(false, target.as_ref());
             // A run that fails before its verdict must not be read as the last one's.
             let _ = std::fs::remove_file(out.join(SUMMARY));
             let result = one.run_with(false);
@@ -147,21 +148,18 @@ impl flags::Test {
         Ok(())
     }
 
-    /// The run's output directory: `test` (a target's under `targets/NAME/`; `coverage` for a
+    /// The run's output directory: `test` (`target`'s under `targets/NAME/`; `coverage` for a
     /// coverage run), `test-SERIES` when `--kernel SERIES` chose the kernel.
-    fn out_dir(&self, coverage: bool, target: Option<&crate::target::Target>) -> Result<PathBuf> {
+    fn out_dir(&self, coverage: bool, target: Option<&crate::target::Target>) -> PathBuf {
         let command = match (&self.kernel, coverage) {
             (Some(series), false) => format!("test-{series}"),
             (_, true) => "coverage".to_string(),
             (None, false) => "test".to_string(),
         };
-        Ok(match target {
+        match target {
             Some(t) => t.out_dir(&command),
-            None if self.target.is_some() => {
-                crate::target::Target::find(self.target.as_deref().unwrap_or(""))?.out_dir(&command)
-            }
             None => out_dir(&command),
-        })
+        }
     }
 
     /// The test run; with `coverage`, of the module's coverage build, with the report
@@ -171,7 +169,7 @@ impl flags::Test {
         let opts = self.vm_options()?;
         let target = self.target()?;
         self.check_edit_first(coverage || target.is_some())?;
-        let out = self.out_dir(coverage, target.as_ref())?;
+        let out = self.out_dir(coverage, target.as_ref());
         let (mut b, mut initrd) = match &target {
             Some(t) => t.prepare(&opts, None, &[], &out)?,
             None => prepare(&opts, &[], &out)?,
@@ -761,7 +759,7 @@ mod tests {
     fn a_runs_directory_names_its_series_and_target() {
         let dir = |args: &[&str], coverage: bool| {
             let f = test_flags(args);
-            let d = f.out_dir(coverage, None).unwrap();
+            let d = f.out_dir(coverage, f.target().unwrap().as_ref());
             d.strip_prefix(crate::paths::out_dir(""))
                 .unwrap()
                 .display()
