@@ -8,11 +8,12 @@
 //! resolved once per batch). Delivery happens only in the work item, which the workqueue never
 //! runs twice at once, so each listener's signals leave in sequence order; no driver lock is held
 //! across `send_sig_info`. The work item runs on the BH workqueue (softirq context, on the CPU
-//! whose interrupt queued it, see `delivery_queue`), so delivery never sleeps: the locks it
-//! takes disable interrupts, and its allocations are atomic. Ioctls that emit events wait until
+//! whose interrupt queued it, see `delivery_queue`), so delivery never sleeps and never
+//! allocates: the locks it takes disable interrupts (or bottom halves, for the file list it
+//! takes a reference to in O(1): see `Stream::files`). Ioctls that emit events wait until
 //! the work item has delivered them, so when an ioctl returns, its signals are queued.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::{
     bh::{new_spinlock_bh, SpinLockBh},
@@ -22,7 +23,7 @@ use crate::{
     wait::KillableWait,
 };
 use kernel::{
-    alloc::flags::__GFP_NOWARN,
+    alloc::{flags::__GFP_NOWARN, Flags},
     bindings, new_condvar, new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{Arc, ArcBorrow, CondVar, CondVarTimeoutResult, Mutex, SpinLockIrq},
@@ -264,6 +265,9 @@ pub(crate) struct OpenFile {
     pub(crate) inner: SpinLockIrq<FileInner>,
     #[pin]
     readable: CondVar,
+    /// Set once, when the file's close begins (under `Stream::files_update`): delivery skips it
+    /// from then on, and the next list of the stream's files leaves it out.
+    closed: AtomicBool,
     _live: Live,
 }
 
@@ -285,10 +289,16 @@ impl OpenFile {
                     "pcmsig::OpenFile::inner"
                 ),
                 readable <- new_condvar!("pcmsig::OpenFile::readable"),
+                closed: AtomicBool::new(false),
                 _live: Live::new(&live::FILES),
             }),
             GFP_KERNEL_ACCOUNT,
         )
+    }
+
+    /// Whether this file's close has begun.
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Offers a batch of events to this file: a record each for `read()`, and a signal each to
@@ -553,6 +563,46 @@ fn instant_ns(t: Instant<Monotonic>) -> u64 {
     u64::try_from(ns).unwrap_or(0)
 }
 
+/// A stream's open files, in the order delivery offers them: shared by every reader of
+/// `Stream::files`, and never changed once built.
+type FileList = Arc<KVVec<Arc<OpenFile>>>;
+
+/// The next [`FileList`] of an open or a close: allocated whole in process context (it may
+/// sleep), then filled without allocating.
+struct FileListBuilder {
+    files: KVVec<Arc<OpenFile>>,
+    flags: Flags,
+}
+
+impl FileListBuilder {
+    /// Room for `n` files, from kvmalloc (`flags` | `__GFP_NOWARN`: a failure is an error, never
+    /// a page-allocator warning).
+    fn with_capacity(n: usize, flags: Flags) -> Result<Self> {
+        let flags = flags | __GFP_NOWARN;
+        Ok(Self {
+            files: KVVec::with_capacity(n, flags)?,
+            flags,
+        })
+    }
+
+    /// Adds the files of `list` that are not closed, in their order.
+    fn live_from(self, list: &[Arc<OpenFile>]) -> Result<Self> {
+        list.iter()
+            .filter(|f| !f.is_closed())
+            .try_fold(self, |b, f| b.with(f.clone()))
+    }
+
+    /// Adds `file` last.
+    fn with(mut self, file: Arc<OpenFile>) -> Result<Self> {
+        self.files.push(file, self.flags)?;
+        Ok(self)
+    }
+
+    fn build(self) -> Result<FileList> {
+        Ok(Arc::new(self.files, self.flags)?)
+    }
+}
+
 /// One user's stream, shared by that user's open files (see `streams.rs`).
 #[pin_data]
 pub(crate) struct Stream {
@@ -571,12 +621,19 @@ pub(crate) struct Stream {
     /// `files` and `inner`, never by the timer or the work item.
     #[pin]
     control: Mutex<()>,
-    /// Every open file, registered or not. Taken by the delivery work item (softirq) and in
-    /// process context, never by a hard-IRQ handler and never under `inner`; nothing sleeps or
-    /// allocates with `GFP_KERNEL` under it. Bottom halves are off while it is held, interrupts
-    /// on (`bh.rs`): its walks grow with one user's files, and no interrupt may wait for them.
+    /// Every open file, registered or not, as one shared list ([`FileList`]; `None`: no file
+    /// open), replaced whole and never changed in place. A reader (the delivery work item in
+    /// softirq, the emitter check, a close) takes a reference under this lock and walks the
+    /// list with no lock held, so the lock is held for a pointer copy whatever the user's file
+    /// count (review finding 2): no interrupt, bottom half or other user waits for a walk.
+    /// Never taken by a hard-IRQ handler or under `inner`; bottom halves are off while it is
+    /// held (`bh.rs`), as the work item takes it in softirq.
     #[pin]
-    files: SpinLockBh<KVec<Arc<OpenFile>>>,
+    files: SpinLockBh<Option<FileList>>,
+    /// Serialises the writers of `files` (open and close, in process context): each builds the
+    /// next list from the current one outside `files`, with allocations that may sleep.
+    #[pin]
+    files_update: Mutex<()>,
     /// Test hook (`test_delivery_delay_ms`): whether the delivery delay was released early
     /// (`/sys/kernel/debug/pcmsig/release_delivery`), and where the delayed work item waits.
     #[pin]
@@ -617,7 +674,8 @@ impl Stream {
                     kernel::static_lock_class!()
                 ),
                 control <- new_mutex!((), "pcmsig::Stream::control"),
-                files <- new_spinlock_bh!(KVec::new(), "pcmsig::Stream::files"),
+                files <- new_spinlock_bh!(None, "pcmsig::Stream::files"),
+                files_update <- new_mutex!((), "pcmsig::Stream::files_update"),
                 hold <- new_mutex!(false, "pcmsig::Stream::hold"),
                 hold_released <- new_condvar!("pcmsig::Stream::hold_released"),
                 timer <- HrTimer::new(),
@@ -632,46 +690,36 @@ impl Stream {
     /// Adds an open file to the delivery list: `EMFILE` if the user has
     /// [`uapi::FILES_PER_USER_MAX`] open already.
     pub(crate) fn attach(&self, file: Arc<OpenFile>) -> Result {
-        loop {
-            let want = {
-                let mut files = self.files.lock();
-                if files.len() >= files_max() {
-                    return Err(EMFILE);
-                }
-                if files.len() < files.capacity() {
-                    // Room already: a push without allocating.
-                    files.push(file, GFP_ATOMIC)?;
-                    return Ok(());
-                }
-                files.len().checked_add(1).ok_or(ENOMEM)?
-            };
-            // No room: allocate a larger list outside the lock (it may sleep), then move the
-            // files over, unless the list changed meanwhile and the new one is too small.
-            // Charged to the opener who grows it, as the rest of per-open memory.
-            // At most `files_max()` entries (128 KiB): never an allocation the page allocator
-            // warns about, and a failure is a clean `ENOMEM`, not a splat.
-            let cap = want.saturating_mul(2).min(files_max());
-            let mut bigger = KVec::with_capacity(cap, GFP_KERNEL_ACCOUNT | __GFP_NOWARN)?;
-            let old = {
-                let mut files = self.files.lock();
-                // Grown meanwhile (perhaps to the cap, which the next try then refuses).
-                if files.len() >= bigger.capacity() {
-                    continue;
-                }
-                // Within capacity, so neither allocates; on an error the list is unchanged.
-                bigger.extend_from_slice(&files, GFP_ATOMIC)?;
-                bigger.push(file, GFP_ATOMIC)?;
-                core::mem::replace(&mut *files, bigger)
-            };
-            // The old list (and its references) is freed outside the lock.
-            drop(old);
-            return Ok(());
+        let _update = self.files_update.lock();
+        let now = self.file_list();
+        let open = now.as_deref().map_or(&[][..], |l| &l[..]);
+        let live = open.iter().filter(|f| !f.is_closed()).count();
+        if live >= files_max() {
+            return Err(EMFILE);
         }
+        // The next list: the live files in their order, then this one. Charged to the opener,
+        // as the rest of per-open memory. At most `files_max()` entries (128 KiB), from
+        // kvmalloc: never a high-order allocation the page allocator warns about, and a failure
+        // is a clean `ENOMEM` that changes nothing.
+        let next = FileListBuilder::with_capacity(live.saturating_add(1), GFP_KERNEL_ACCOUNT)?
+            .live_from(open)?
+            .with(file)?
+            .build()?;
+        let old = self.files.lock().replace(next);
+        // The old list (and its references: none the last, `next` holds each live file)
+        // goes after the lock.
+        drop(old);
+        Ok(())
+    }
+
+    /// The open files now: a reference to the current list, taken in O(1) under `files`.
+    fn file_list(&self) -> Option<FileList> {
+        self.files.lock().clone()
     }
 
     /// Whether any file is open on this stream.
     pub(crate) fn has_files(&self) -> bool {
-        !self.files.lock().is_empty()
+        self.files.lock().is_some()
     }
 
     /// Listeners registered now, over all open files (a counter: no walk of `files`).
@@ -696,18 +744,33 @@ impl Stream {
     /// Removes an open file. On the last close the stream stops, its timer is cancelled, pending
     /// work is flushed and it returns to `Setup`.
     pub(crate) fn detach(self: &Arc<Self>, file: &OpenFile) {
-        let (last, removed) = {
-            let mut files = self.files.lock();
-            // Found by address, removed in place: the others keep their order (the order in
-            // which delivery offers them, so a user's shared signal quota is spent the same way)
-            // and one memmove does the shifting, not a call per file.
-            let at = files.iter().position(|f| core::ptr::eq(&**f, file));
-            let removed = at.and_then(|i| files.remove(i).ok());
-            // The list's reference goes after the lock (never the last one: the caller holds
-            // the file).
-            (files.is_empty(), removed)
+        let (last, old) = {
+            let _update = self.files_update.lock();
+            // Closed from now on: delivery skips it, and a list that keeps it (below) holds it
+            // as a tombstone until the next open or close rebuilds the list.
+            file.closed.store(true, Ordering::Release);
+            let now = self.file_list();
+            let open = now.as_deref().map_or(&[][..], |l| &l[..]);
+            let live = open.iter().filter(|f| !f.is_closed()).count();
+            // The next list: the others in their order (the order in which delivery offers
+            // them, so a user's shared signal quota is spent the same way), or none. If it
+            // cannot be allocated, the current one stays, with this file closed in it: a close
+            // never fails, and never delivers or walks under `files`.
+            let next = if live == 0 {
+                Some(None)
+            } else {
+                FileListBuilder::with_capacity(live, GFP_KERNEL | __GFP_NOWARN)
+                    .and_then(|b| b.live_from(open))
+                    .and_then(FileListBuilder::build)
+                    .ok()
+                    .map(Some)
+            };
+            let old = next.map(|next| core::mem::replace(&mut *self.files.lock(), next));
+            // The old list's references go after the lock (never the last one of this file: the
+            // caller holds it).
+            (live == 0, (now, old))
         };
-        drop(removed);
+        drop(old);
         let listeners = {
             let mut inner = file.inner.lock();
             let listener = inner.listener.take();
@@ -731,7 +794,7 @@ impl Stream {
         crate::delay::sleep_at(DelayPoint::LastCloseBeforeReset);
         let _control = self.control.lock();
         // A file opened since the decision above keeps the stream as it is.
-        if !self.files.lock().is_empty() {
+        if self.has_files() {
             return;
         }
         {
@@ -867,14 +930,15 @@ impl Stream {
     /// chosen to receive the stream as it is. Called with `control` held, so no other emitter
     /// runs meanwhile.
     fn check_emitter(&self) -> Result {
-        let files = self.files.lock();
+        // Walked with no lock held: the list's reference keeps every file of it alive.
+        let files = self.file_list();
         crate::delay::spin_at(DelayPoint::FilesLocked);
         // Read once, and only when someone listens.
         let mut caller = None;
-        for f in files.iter() {
-            // Checked in place, not on a clone: a clone dropped here, under `files`, could be
-            // the last reference if REGISTER or close took the listener meanwhile (the release
-            // rule of `Listener`; found by its `might_sleep` on the debug kernel).
+        for f in files.iter().flat_map(|l| l.iter()) {
+            // Checked in place, not on a clone: a clone dropped here, under the file's lock,
+            // could be the last reference if REGISTER or close took the listener meanwhile (the
+            // release rule of `Listener`; found by its `might_sleep` on the debug kernel).
             let inner = f.inner.lock();
             if let Some(l) = &inner.listener {
                 let caller = caller.get_or_insert_with(SenderCred::of_current);
@@ -976,17 +1040,10 @@ impl Stream {
             if n == 0 {
                 return false;
             }
-            // Snapshot the open files after popping, so that a file opened before an event was
-            // emitted is in it, and no lock is held while signalling.
-            match self.snapshot_files() {
-                Ok(files) => self.deliver_batch(&batch[..n], &files),
-                // Out of memory for the snapshot: deliver under the files lock, which
-                // `send_sig_info` never takes, rather than lose the events.
-                Err(_) => {
-                    let files = self.files.lock();
-                    self.deliver_batch(&batch[..n], &files);
-                }
-            }
+            // The open files, taken after popping, so that a file opened before an event was
+            // emitted is in the list; no lock is held while signalling, and nothing allocates.
+            let files = self.file_list();
+            self.deliver_batch(&batch[..n], files.as_deref().map_or(&[][..], |l| &l[..]));
             // `n` is at most `DELIVERY_BATCH`.
             offered = offered.saturating_add(n as u32);
             let mut inner = self.inner.lock();
@@ -994,20 +1051,10 @@ impl Stream {
         }
     }
 
-    fn snapshot_files(&self) -> Result<KVec<Arc<OpenFile>>> {
-        // Atomic: the work item runs in softirq context, and under a spinlock.
-        let files = self.files.lock();
-        let mut snapshot = KVec::with_capacity(files.len(), GFP_ATOMIC | __GFP_NOWARN)?;
-        for f in files.iter() {
-            snapshot.push(f.clone(), GFP_ATOMIC)?;
-        }
-        Ok(snapshot)
-    }
-
     fn deliver_batch(&self, batch: &[Event], files: &[Arc<OpenFile>]) {
         let mut totals = ListenerStats::default();
         let mut full = [false; DELIVERY_BATCH];
-        for f in files {
+        for f in files.iter().filter(|f| !f.is_closed()) {
             f.deliver_all(batch, &mut totals, &mut full);
         }
         {

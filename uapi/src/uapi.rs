@@ -513,10 +513,11 @@ pub enum DelayPoint {
     /// stream's file list may grow by a large one), as one under memory pressure would be,
     /// reclaiming: another user's open or close must not wait for it.
     OpenAllocating = 8,
-    /// An emitting ioctl's check of the listeners holds the stream's file list, as a walk over
-    /// many files and listeners would: another user's interrupts (its period timer) must still
-    /// come on that CPU. It busy-waits (a spinlock is held) and cannot be released from the CPU
-    /// it holds: load the module with a short `test_delay_ms` for it.
+    /// An emitting ioctl's check of the listeners walks the stream's file list, as a walk over
+    /// many files and listeners would take long: another user's interrupts (its period timer)
+    /// must still come on that CPU, so no lock of the list may be held across the walk. It
+    /// busy-waits, as a walk does, and cannot be released from the CPU it holds: load the module
+    /// with a short `test_delay_ms` for it.
     FilesLocked = 9,
 }
 

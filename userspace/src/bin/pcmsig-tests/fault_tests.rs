@@ -237,13 +237,18 @@ fn open_dev() -> Result<Device, String> {
     Device::open().ctx("opening /dev/pcmsig")
 }
 
-/// The debugfs `streams` count.
-fn streams_listed() -> Result<u64, String> {
+/// One of the debugfs object counts ([`live_counts`]).
+fn live_count(name: &str) -> Result<u64, String> {
     live_counts()?
         .into_iter()
-        .find(|(k, _)| k == "streams")
+        .find(|(k, _)| k == name)
         .map(|(_, v)| v)
-        .ok_or_else(|| "no streams line in debugfs stats".into())
+        .ok_or_else(|| format!("no {name} line in debugfs stats"))
+}
+
+/// The debugfs `streams` count.
+fn streams_listed() -> Result<u64, String> {
+    live_count("streams")
 }
 
 /// Closes a device, returning close(2)'s errno.
@@ -527,6 +532,33 @@ fn sweep_every_call() -> TestResult {
                     (start..start + 5).collect::<Vec<_>>(),
                     "sequence numbers read"
                 );
+                Ok(())
+            },
+        },
+        Sweep {
+            name: "close (one of two files)",
+            errnos: &[],
+            // The closed file listens too, so that a delivery to it would be heard.
+            setup: || {
+                let other = listen(rt(OTHER_SIG))?;
+                Ok(with(vec![listen(rt(SIG))?, other]))
+            },
+            call: |f| match f.kept.pop() {
+                Some(dev) => close_dev(dev),
+                None => Err(-1),
+            },
+            check: |f, _| {
+                // The other file still hears the stream, the closed one never. If the close
+                // could not allocate the stream's next file list, the closed file stays in the
+                // old one, skipped, until the next open or close rebuilds it without it.
+                probe(first(f)?, rt(SIG))?;
+                let again = open_dev()?;
+                ensure_eq!(
+                    live_count("live_files")?,
+                    2,
+                    "files alive after the next open (the closed one must have left the list)"
+                );
+                f.kept.push(again);
                 Ok(())
             },
         },
