@@ -300,7 +300,10 @@ pub fn status_of(judged: &[(&str, &ktap::Judgement)]) -> Status {
 }
 
 /// The verdict over a run's missed mutants: those `equivalent` does not explain, and the stale
-/// entries (naming no mutant of `listed`, the full list, or one a test killed in this run).
+/// entries (naming no mutant of `listed`, the full list, or only mutants a test killed in this
+/// run). A key names every mutant of that file and description: where two share it (one
+/// function, the same operator twice), an entry explains the missed one, and a test killing
+/// the other does not contradict it.
 pub fn check_equivalent<'a>(
     missed: &[&'a Mutant],
     killed: &[&Mutant],
@@ -315,12 +318,13 @@ pub fn check_equivalent<'a>(
         .collect();
     let listed: BTreeSet<String> = listed.iter().map(Mutant::key).collect();
     let killed: BTreeSet<String> = killed.iter().map(|m| m.key()).collect();
+    let missed: BTreeSet<String> = missed.iter().map(|m| m.key()).collect();
     let stale = equivalent
         .iter()
         .filter_map(|e| {
             if !listed.contains(&e.key) {
                 Some((e, "names no mutant cargo-mutants lists today"))
-            } else if killed.contains(&e.key) {
+            } else if killed.contains(&e.key) && !missed.contains(&e.key) {
                 Some((e, "a test kills this mutant: it is not equivalent"))
             } else {
                 None
@@ -1426,6 +1430,16 @@ mod tests {
         // Explained, but a test kills it.
         let (u, s) = check_equivalent(&[], &[&m[0]], &m, &equivalent);
         assert!(u.is_empty());
+        assert_eq!(s.len(), 1);
+        // Two mutants of one key (the same operator twice in a function): one killed, one
+        // missed. The entry explains the missed one; the killed one does not contradict it.
+        let mut twin = m[0].clone();
+        twin.lines = (twin.lines.0 + 7, twin.lines.1 + 7);
+        assert_eq!(twin.key(), m[0].key());
+        let (u, s) = check_equivalent(&[&m[0]], &[&twin], &m, &equivalent);
+        assert!(u.is_empty() && s.is_empty(), "{u:?} {s:?}");
+        // Both killed: contradicted.
+        let (_, s) = check_equivalent(&[], &[&m[0], &twin], &m, &equivalent);
         assert_eq!(s.len(), 1);
         // Explained, but no such mutant any more.
         let gone = vec![eq("module/x.rs: replace gone with ()")];
