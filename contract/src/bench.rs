@@ -54,6 +54,17 @@ pub mod pct {
 pub const LISTENER_COUNTS: [u32; 5] = [1, 4, 16, 64, 256];
 /// Open-file counts of the cost curve (`Scale` records of [`FILES`]).
 pub const FILE_COUNTS: [u32; 3] = [1, 100, 10_000];
+/// Open-file counts of another user in the isolation curve (`Scale` records of [`OTHER_USER`]).
+pub const OTHER_USER_FILE_COUNTS: [u32; 4] = [1, 100, 1_000, 10_000];
+/// The isolation curve: one user's listener latency on a 1 ms stream ([`OTHER_USER_PERIOD_US`])
+/// while another user keeps `n` open files of its own stream busy on the same CPU (its emitter
+/// check and its delivery walk them, bursts injected back to back). Flat when no walk of one
+/// user's files holds up another user's timer or delivery.
+pub const OTHER_USER: &str = "other user's files";
+/// The period of the isolation curve's stream (µs).
+pub const OTHER_USER_PERIOD_US: u32 = 1_000;
+/// Periods of each isolation run.
+pub const OTHER_USER_PERIODS: u32 = 200;
 /// A cost curve over registered listeners, one thread each (latency at every listener, and
 /// the deliveries per second to all of them together).
 pub const LISTENERS: &str = "listeners";
@@ -90,7 +101,8 @@ pub enum Record {
         per_s: f64,
         lost: u64,
     },
-    /// One point of a cost curve: `n` listeners or open files ([`LISTENERS`], [`FILES`]).
+    /// One point of a cost curve: `n` listeners or open files ([`LISTENERS`], [`FILES`]), or
+    /// another user's open files ([`OTHER_USER`]).
     Scale {
         what: String,
         n: u32,

@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 
 use crate::stats::{spread, Spread};
-use pcmsig_contract::bench::{pct, Record, FILES, FILE_COUNTS, LISTENERS, LISTENER_COUNTS};
+use pcmsig_contract::bench::{
+    pct, Record, FILES, FILE_COUNTS, LISTENERS, LISTENER_COUNTS, OTHER_USER, OTHER_USER_FILE_COUNTS,
+};
 
 /// One point of a curve, over the runs.
 #[derive(Debug)]
@@ -23,7 +25,11 @@ pub struct Point {
 
 /// Every point of both curves the records hold.
 pub fn aggregate(records: &[Record]) -> Vec<Point> {
-    let curves = [(LISTENERS, &LISTENER_COUNTS[..]), (FILES, &FILE_COUNTS[..])];
+    let curves = [
+        (LISTENERS, &LISTENER_COUNTS[..]),
+        (FILES, &FILE_COUNTS[..]),
+        (OTHER_USER, &OTHER_USER_FILE_COUNTS[..]),
+    ];
     let mut out = Vec::new();
     for (what, counts) in curves {
         for &n in counts {
@@ -101,6 +107,25 @@ pub fn table(md: &mut String, points: &[Point]) {
             p.get_stats_us.median,
             p.get_stats_us.min,
             p.get_stats_us.max
+        );
+    }
+    if points.iter().any(|p| p.what == OTHER_USER) {
+        let _ = writeln!(
+            md,
+            "\n| another user's open files | this user's 1 ms period p50 µs | p99 µs |\n|---|---|---|"
+        );
+    }
+    for p in points.iter().filter(|p| p.what == OTHER_USER) {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} ({:.0} to {:.0}) | {:.0} ({:.0} to {:.0}) |",
+            p.n,
+            p.p50_us.median,
+            p.p50_us.min,
+            p.p50_us.max,
+            p.p99_us.median,
+            p.p99_us.min,
+            p.p99_us.max
         );
     }
 }
@@ -239,10 +264,12 @@ mod tests {
             scale(LISTENERS, 4, 2, 3_000, Some(30.0)),
             scale(LISTENERS, 4, 3, 2_000, Some(20.0)),
             scale(FILES, 100, 1, 5_000, None),
+            scale(OTHER_USER, 10_000, 1, 9_000, None),
+            scale(OTHER_USER, 10_000, 2, 11_000, None),
             Record::Error("x".into()),
         ];
         let points = aggregate(&records);
-        assert_eq!(points.len(), 2);
+        assert_eq!(points.len(), 3);
         let l = &points[0];
         assert_eq!((l.what, l.n, l.runs), (LISTENERS, 4, 3));
         assert_eq!(
@@ -260,6 +287,13 @@ mod tests {
         );
         assert!(
             md.contains("| 100 | 5 (5 to 5) | 7 | 2.5 (2.5 to 2.5) |"),
+            "{md}"
+        );
+        let o = &points[2];
+        assert_eq!((o.what, o.n, o.runs), (OTHER_USER, 10_000, 2));
+        assert!(
+            md.contains("| another user's open files |")
+                && md.contains("| 10000 | 10 (9 to 11) | 7 (7 to 7) |"),
             "{md}"
         );
         let svg = svg(&points);

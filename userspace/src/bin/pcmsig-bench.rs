@@ -22,8 +22,9 @@ use pcmsig::receive::BATCH;
 use pcmsig::sys::{now_ns, SigInfo};
 use pcmsig::{uapi, Device, EventKind, Mode, Receiver, Signal, Trigger};
 use pcmsig_contract::bench::{
-    signal_paths, Record, FILES, FILE_COUNTS, FLOOR, LISTENERS, LISTENER_COUNTS,
-    PATHS as BENCH_PATHS, PERCENTILES, SCALE_PERIODS, SCALE_PERIOD_US, SIGQUEUE,
+    signal_paths, Record, FILES, FILE_COUNTS, FLOOR, LISTENERS, LISTENER_COUNTS, OTHER_USER,
+    OTHER_USER_FILE_COUNTS, OTHER_USER_PERIODS, OTHER_USER_PERIOD_US, PATHS as BENCH_PATHS,
+    PERCENTILES, SCALE_PERIODS, SCALE_PERIOD_US, SIGQUEUE,
 };
 
 type R<T> = Result<T, String>;
@@ -354,10 +355,15 @@ fn listen_periods(ready: &std::sync::Barrier) -> R<Vec<u64>> {
 /// Starts a timer run of `periods` periods of [`SCALE_PERIOD_US`] on the caller's stream once
 /// `ready` lets it (every listener registered).
 fn run_periods(ready: &std::sync::Barrier, periods: u32) -> R<()> {
+    run_periods_of(ready, SCALE_PERIOD_US, periods)
+}
+
+/// Starts a timer run of `periods` periods of `period_us` once `ready` lets it.
+fn run_periods_of(ready: &std::sync::Barrier, period_us: u32, periods: u32) -> R<()> {
     let control = Device::open().map_err(|e| e.to_string())?;
     ready.wait();
     control
-        .configure(SCALE_PERIOD_US, periods)
+        .configure(period_us, periods)
         .map_err(|e| e.to_string())?;
     control.trigger(Trigger::Start).map_err(|e| e.to_string())
 }
@@ -470,6 +476,84 @@ fn scale_files(n: u32, periods: u32) -> R<(Vec<u64>, u64)> {
     Ok((lat, pct(&times, 0.5)))
 }
 
+/// Another user's cost to this one (review finding 2): uid 1000, in a child, holds `n` open
+/// files of its own stream and injects bursts back to back (each walks its files: the emitter
+/// check, then the delivery of every event to every file's records); root's listener
+/// latencies (ns) meanwhile, over [`OTHER_USER_PERIODS`] periods of [`OTHER_USER_PERIOD_US`].
+/// Everything on CPU 0: the timers, both users' delivery work items (the BH workqueue runs on
+/// the CPU that queued them) and both processes.
+fn scale_other_user(n: u32) -> R<Vec<u64>> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::{Arc, Barrier};
+    pin_to_cpu0()?;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| e.to_string())?;
+    let want = u64::from(n) + 64;
+    setrlimit(Resource::RLIMIT_NOFILE, want, hard.max(want))
+        .map_err(|e| format!("raising RLIMIT_NOFILE to {want}: {e}"))?;
+    std::fs::set_permissions("/dev/pcmsig", std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("chmod /dev/pcmsig: {e}"))?;
+    let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| e.to_string())?;
+    // SAFETY: single-threaded here (each figure runs in a fresh forked process); the child
+    // ends with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(ready_r);
+        let code = match other_user_load(n, ready_w) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("pcmsig-bench: uid 1000's {n} files: {e}");
+                1
+            }
+        };
+        // SAFETY: end of the forked child.
+        unsafe { libc::_exit(code) };
+    }
+    drop(ready_w);
+    let result = (|| {
+        let mut byte = [0u8; 1];
+        let got = nix::unistd::read(&ready_r, &mut byte).map_err(|e| e.to_string())?;
+        if got != 1 {
+            return Err(format!("uid 1000's {n} files did not open"));
+        }
+        let ready = Arc::new(Barrier::new(2));
+        let listener = {
+            let ready = ready.clone();
+            std::thread::spawn(move || listen_periods(&ready))
+        };
+        run_periods_of(&ready, OTHER_USER_PERIOD_US, OTHER_USER_PERIODS)?;
+        listener.join().map_err(|_| "the listener panicked")?
+    })();
+    // SAFETY: `pid` is our child, reaped once here.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    result
+}
+
+/// The other user of [`scale_other_user`]: becomes uid 1000, opens `n` files, says so on
+/// `ready`, then injects bursts until it is killed.
+fn other_user_load(n: u32, ready: std::os::fd::OwnedFd) -> R<()> {
+    // SAFETY: plain syscall.
+    if unsafe { libc::setresuid(1000, 1000, 1000) } != 0 {
+        return Err(format!("setresuid: {}", std::io::Error::last_os_error()));
+    }
+    let files: Vec<Device> = (0..n)
+        .map(|_| Device::open().map_err(|e| e.to_string()))
+        .collect::<R<_>>()?;
+    nix::unistd::write(&ready, &[1]).map_err(|e| e.to_string())?;
+    drop(ready);
+    let dev = files.first().ok_or("no file")?;
+    loop {
+        dev.inject_burst(EventKind::PeriodElapsed, uapi::BURST_MAX)
+            .map_err(|e| e.to_string())?;
+    }
+}
+
 /// Largest burst one thread can have queued without loss under the default rlimit.
 fn burst() -> R<(u64, u64)> {
     let sig = Signal::rtmin(1);
@@ -526,6 +610,8 @@ mod flags {
             optional --events n: u32
             /// Events per throughput run (default: BENCH_FLOOD).
             optional --flood n: u32
+            /// Only the isolation curve (one user's latency against another user's files).
+            optional --isolation
         }
     }
 }
@@ -541,7 +627,7 @@ fn main() {
     // Latency at two period lengths (a short run at 10 ms: the same wall time matters less
     // than the idle path between periods), each beside its floor.
     let periods = [(1_000u32, events), (10_000, (events / 10).max(20))];
-    for run in 1..=runs {
+    for run in (1..=runs).filter(|_| !flags.isolation) {
         for (period_us, n) in periods {
             let suffix = if period_us == 1_000 {
                 String::new()
@@ -588,7 +674,7 @@ fn main() {
     }
     // The cost curves: the listeners' latency and throughput, one open file's latency and
     // GET_STATS, as the counts grow.
-    for run in 1..=runs {
+    for run in (1..=runs).filter(|_| !flags.isolation) {
         for n in LISTENER_COUNTS {
             forked(|| {
                 let (mut lat, per_s) = scale_listeners(n, SCALE_PERIODS, flood / 5)
@@ -619,6 +705,27 @@ fn main() {
                 })
             });
         }
+    }
+    // The isolation curve: one user's latency while another user's files grow.
+    for run in 1..=runs {
+        for n in OTHER_USER_FILE_COUNTS {
+            forked(|| {
+                let mut lat = scale_other_user(n)
+                    .map_err(|e| format!("another user's {n} open files: {e}"))?;
+                lat.sort_unstable();
+                Ok(Record::Scale {
+                    what: OTHER_USER.into(),
+                    n,
+                    run,
+                    pcts_ns: PERCENTILES.map(|(_, p)| pct(&lat, p)),
+                    per_s: None,
+                    get_stats_ns: None,
+                })
+            });
+        }
+    }
+    if flags.isolation {
+        return;
     }
     forked(|| {
         let (queued, rlimit_sigpending) = burst()?;

@@ -5,7 +5,7 @@
 //! driver (seeded bug `shared_stream`).
 
 use nix::unistd::{pipe, read, write};
-use pcmsig::{EventKind as K, State, Trigger};
+use pcmsig::{uapi, EventKind as K, State, Trigger};
 use std::os::fd::OwnedFd;
 
 use crate::common::*;
@@ -137,8 +137,8 @@ fn three_users_streams_run_side_by_side() -> TestResult {
         let sig = rt(0);
         let dev = listen(sig)?;
         wait_for(&go_rd, "go")?;
-        // Long periods: none comes between the triggers.
-        dev.configure(1_000_000, 0).ctx("configure")?;
+        // The longest period: none comes between the triggers, whatever pauses the VM.
+        dev.configure(uapi::PERIOD_US_MAX, 0).ctx("configure")?;
         for t in [
             Trigger::Start,
             Trigger::PausePush,

@@ -123,9 +123,8 @@ fn timer_periods_are_numbered_and_stop_after_n() -> TestResult {
 fn triggers_follow_the_state_machine() -> TestResult {
     let sig = rt(0);
     let dev = listen(sig)?;
-    // A 100 ms period: no tick comes between the quick triggers below (each takes well under
-    // 10 ms, even on the debug kernel).
-    dev.configure(100_000, 0).ctx("configure")?;
+    // The longest period: no tick comes between the triggers, whatever pauses the VM.
+    dev.configure(uapi::PERIOD_US_MAX, 0).ctx("configure")?;
     let state = |want: State| -> TestResult {
         let s = dev.stats().ctx("stats")?;
         ensure_eq!(State::from_u32(s.state), Some(want));
@@ -138,26 +137,44 @@ fn triggers_follow_the_state_machine() -> TestResult {
     state(State::Paused)?;
     dev.trigger(Trigger::PauseRelease).ctx("resume")?;
     state(State::Running)?;
-    dev.trigger(Trigger::Drain).ctx("drain")?;
-    state(State::Draining)?;
-    // Draining ends after one more period.
+    dev.trigger(Trigger::Stop).ctx("stop")?;
+    state(State::Stopped)?;
     expect_kinds(
         sig,
-        &[
-            K::Prepared,
-            K::Started,
-            K::Paused,
-            K::Resumed,
-            K::Draining,
-            K::PeriodElapsed,
-            K::Stopped,
-        ],
+        &[K::Prepared, K::Started, K::Paused, K::Resumed, K::Stopped],
     )?;
-    state(State::Stopped)?;
     dev.trigger(Trigger::Start)
         .ctx("start again from stopped")?;
     dev.trigger(Trigger::Stop).ctx("stop")?;
     expect_kinds(sig, &[K::Started, K::Stopped])?;
+    state(State::Stopped)?;
+    // Draining ends after one more period: a 100 ms one, of which any number may come before
+    // the drain (a paused VM) and exactly one after it.
+    dev.configure(100_000, 0).ctx("configure")?;
+    dev.trigger(Trigger::Start).ctx("start")?;
+    dev.trigger(Trigger::Drain).ctx("drain")?;
+    let (mut kinds, mut seqs) = (Vec::new(), Vec::new());
+    while kinds.last() != Some(&K::Stopped) {
+        ensure!(kinds.len() < 64, "no Stopped after a drain: {kinds:?}");
+        let (kind, seq) = expect_event(&recv(&[sig])?, sig)?;
+        kinds.push(kind);
+        seqs.push(seq);
+    }
+    ensure!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "sequence numbers of the drained run: {seqs:?}"
+    );
+    let draining = kinds.iter().position(|k| *k == K::Draining);
+    ensure!(
+        kinds.starts_with(&[K::Prepared, K::Started])
+            && draining.is_some_and(|d| {
+                d >= 2
+                    && kinds[2..d].iter().all(|k| *k == K::PeriodElapsed)
+                    && kinds[d + 1..] == [K::PeriodElapsed, K::Stopped]
+            }),
+        "a drained run: Prepared, Started, periods, Draining, one period, Stopped; got {kinds:?}"
+    );
+    recv_none(&[sig])?;
     state(State::Stopped)
 }
 
@@ -197,14 +214,16 @@ fn wrong_state_triggers_fail_with_ebadfd() -> TestResult {
 
 fn xrun_trigger_needs_configure_to_recover() -> TestResult {
     let sig = rt(0);
-    let dev = listen_to_stream(sig, 1_000_000, 0)?;
+    // The longest period: none comes between the triggers, whatever pauses the VM.
+    let dev = listen_to_stream(sig, uapi::PERIOD_US_MAX, 0)?;
     dev.trigger(Trigger::Xrun).ctx("xrun")?;
     ensure_eq!(
         State::from_u32(dev.stats().ctx("stats")?.state),
         Some(State::Xrun)
     );
     expect_errno(dev.trigger(Trigger::Start), libc::EBADFD, "start in xrun")?;
-    dev.configure(1_000_000, 0).ctx("configure again")?;
+    dev.configure(uapi::PERIOD_US_MAX, 0)
+        .ctx("configure again")?;
     dev.trigger(Trigger::Start).ctx("start after recovery")?;
     dev.trigger(Trigger::Stop).ctx("stop")?;
     expect_kinds(

@@ -296,7 +296,8 @@ fn a_finite_stream_started_again_after_it_stopped_runs_its_periods_again() -> Te
 }
 
 /// A timer expiry that owes several periods (its CPU stalled: the `timer_stall` point holds
-/// every expiry 20 ms, 10 periods of 2 ms, far from the 64 that make an xrun) emits each of
+/// every expiry 20 ms, 4 periods of 5 ms, far from the 64 that make an xrun, which a pause of
+/// the VM's CPU would have to reach: 320 ms) emits each of
 /// them, numbered in order and stamped exactly a period apart; with the edu device the
 /// interrupt then owes them all and emits them. 25 periods, then the stop, as configured, from
 /// fewer expiries than periods.
@@ -307,7 +308,7 @@ fn a_stalled_timer_emits_every_period_it_owes() -> TestResult {
             uapi::DelayPoint::TimerStall.bit()
         ),
         || {
-            const PERIOD_US: u32 = 2_000;
+            const PERIOD_US: u32 = 5_000;
             const PERIODS: usize = 25;
             let sig = rt(0);
             let dev = listen_to_stream(sig, PERIOD_US, PERIODS as u32)?;
@@ -646,9 +647,11 @@ fn the_cli_listener_flags_an_event_out_of_order_and_gives_up_after_its_timeout()
     let (mut child, mut next) = cli_listen(&["--timeout-ms", "3000"])?;
     let pid = child.id() as i32;
     dev.inject_burst(K::Started, 2).ctx("burst")?;
-    let (one, two) = (next()?, next()?);
-    // Sequence 1 again, after 2.
+    // Sequence 1 again, after 2: queued at once, so that no pause of the VM between the burst
+    // and this can outlast the listener's timeout. The burst's two are queued already (the
+    // inject returned), to the listener's thread, whose own queue it takes before the process's.
     sys::sigqueue(pid, rt(0).number(), uapi::encode(K::Paused, 1)).ctx("sigqueue")?;
+    let (one, two) = (next()?, next()?);
     let three = next()?;
     let last = next()?;
     let status = child.wait().ctx("waiting for pcmsig listen")?;
@@ -674,8 +677,10 @@ fn the_cli_demo_fails_when_its_events_are_lost() -> TestResult {
         "20000",
         "--periods",
         "1",
+        // Long enough that a pause of the VM cannot end the wait before the stream's
+        // four events were counted.
         "--timeout-ms",
-        "200",
+        "2000",
     ]);
     // SAFETY: only `setrlimit`, async-signal-safe, runs between fork and exec.
     unsafe {

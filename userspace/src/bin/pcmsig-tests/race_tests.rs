@@ -375,14 +375,21 @@ fn a_timer_stall_past_64_periods_is_an_xrun() -> TestResult {
 /// Review finding 2: the stream's list of open files was an interrupt-disabling lock, held
 /// across walks as long as one user's files and listeners (the emitter check's credential
 /// lookups, a delivery's snapshot, a close's search): every interrupt of that CPU waited for
-/// them, another user's period timer too. The point holds uid 1000's list, in its own stream's
-/// emitter check, for [`FILES_HELD_MS`] (a walk over very many files) on the CPU of root's 1 ms
-/// timer; that timer must keep firing meanwhile. With interrupts off it fired once at the end,
-/// owing about 100 periods, past the 64 that one late expiry may account for: an xrun. (Its
-/// periods wait in root's pending queue meanwhile, whose 128 for the timer hold them.)
+/// them, another user's period timer too. (Now the list is shared and replaced whole, and walked
+/// with no lock held.) The point stretches uid 1000's walk, in its own stream's emitter check,
+/// to [`FILES_HELD_MS`] (a walk over very many files) on the CPU of root's [`PERIOD_US`] timer;
+/// that timer must keep firing meanwhile. With interrupts off it fired once at the end, owing
+/// about 100 periods, past the 64 that one late expiry may account for: an xrun. (Its periods
+/// wait in root's pending queue meanwhile, whose 128 for the timer hold them.) The period is
+/// long enough that a correct module survives a 320 ms pause of the VM's CPU (64 periods), as
+/// a loaded host gives TCG guests; and a round that still ends in an xrun is run again, up to
+/// [`ROUNDS`] in all: the held lock fails every round, a pause of the VM one at most (one
+/// debug-kernel run on a host loaded 5x saw one).
 fn another_users_timer_keeps_time_while_one_users_file_list_is_held() -> TestResult {
-    /// Past the 64 periods a late expiry accounts for, under the 128 the timer may queue.
-    const FILES_HELD_MS: u32 = 100;
+    const PERIOD_US: u32 = 5_000;
+    /// 100 periods: past the 64 a late expiry accounts for, under the 128 the timer may queue.
+    const FILES_HELD_MS: u32 = 100 * PERIOD_US / 1_000;
+    const ROUNDS: u32 = 3;
     with_delay_points_for(&[DelayPoint::FilesLocked], Some(FILES_HELD_MS), || {
         // One CPU for the timer and the held list: the timer is armed on the CPU of START.
         let mut cpu0 = nix::sched::CpuSet::new();
@@ -390,10 +397,27 @@ fn another_users_timer_keeps_time_while_one_users_file_list_is_held() -> TestRes
         nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0).ctx("to CPU 0")?;
         chmod_device_666()?;
         let dev = Device::open().ctx("open")?;
-        dev.configure(1_000, 0).ctx("configure")?;
+        let mut round = 1;
+        loop {
+            match timer_round(&dev, PERIOD_US, FILES_HELD_MS) {
+                Err(e) if round < ROUNDS && e.contains("left:  Some(Xrun)") => {
+                    crate::runner::diag(&format!("round {round} of {ROUNDS}: {e}"));
+                    round += 1;
+                }
+                r => return r,
+            }
+        }
+    })
+}
+
+/// One round of [`another_users_timer_keeps_time_while_one_users_file_list_is_held`]: root's
+/// stream started on `dev`, uid 1000's walk held `held_ms`, root's stream still Running.
+fn timer_round(dev: &Device, period_us: u32, held_ms: u32) -> TestResult {
+    {
+        dev.configure(period_us, 0).ctx("configure")?;
         dev.trigger(Trigger::Start).ctx("start")?;
         let result = (|| -> TestResult {
-            wait_periods(&dev, 3, "root's stream before the hold")?;
+            wait_periods(dev, 3, "root's stream before the hold")?;
             let before = hits()?;
             let held_by = in_child(|| {
                 setresuid(1000, 1000, 1000)?;
@@ -409,8 +433,8 @@ fn another_users_timer_keeps_time_while_one_users_file_list_is_held() -> TestRes
             ensure_eq!(
                 State::from_u32(s.state),
                 Some(State::Running),
-                "root's 1 ms stream after uid 1000's file list was held {FILES_HELD_MS} ms on its \
-                 CPU ({} periods, {} events)",
+                "root's {period_us} µs stream after uid 1000's file list was walked {held_ms} ms \
+                 on its CPU ({} periods, {} events)",
                 s.periods,
                 s.events
             );
@@ -418,7 +442,7 @@ fn another_users_timer_keeps_time_while_one_users_file_list_is_held() -> TestRes
         })();
         let stop = dev.trigger(Trigger::Stop).ctx("stop");
         result.and(stop)
-    })
+    }
 }
 
 /// Review finding 7 (edu): the timer asks the device for a period and counts it owed; the
