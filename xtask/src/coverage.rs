@@ -857,6 +857,11 @@ mod tests {
         assert_eq!(back.len(), 2);
         assert_eq!(back[&("stream.rs".to_string(), 7)], ["a_test", "b_test"]);
         assert!(parse_per_line("stream.rs 7 a_test\n").is_err());
+        // A line that never ran is no line of the map, whatever tests its hit names.
+        let never: BTreeMap<Line, Hit> = [(("stream.rs".to_string(), 9), hit(0, &["a_test"]))]
+            .into_iter()
+            .collect();
+        assert_eq!(per_line(&never), "");
     }
 
     /// A function with two blocks: the first always runs, the second only when a branch is
@@ -1078,6 +1083,427 @@ inlined by /copy/module/stream.rs:5 (_RNvf)
         assert!(
             e.contains("1 lines never run") && e.contains("a.rs:1 | fn f() { | WHY"),
             "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_report_reads_the_module_where_the_coverage_build_puts_it() {
+        let out = Path::new("/t/pcmsig/coverage");
+        assert_eq!(build_dir(out), PathBuf::from("/t/pcmsig/coverage/build"));
+        // build_coverage_module(.., &build_dir(out)) writes DIR/module/pcmsig.ko, the copy in
+        // DIR/module (the paths its debug information names): --report-only reads them there.
+        assert_eq!(
+            last_build(out),
+            (
+                PathBuf::from("/t/pcmsig/coverage/build/module/pcmsig.ko"),
+                PathBuf::from("/t/pcmsig/coverage/build/module")
+            )
+        );
+    }
+
+    #[test]
+    fn relocations_of_code_and_data_refer_to_functions_and_debug_information_does_not() {
+        // `objdump -r` of a module: calls by symbol, a local function by section and addend
+        // (PC-relative: the target is 4 bytes on), a function pointer in data, and the debug
+        // information and unwind tables, which name every function.
+        let relocs = "\
+pcmsig.ko:     file format elf64-x86-64
+
+RELOCATION RECORDS FOR [.text]:
+OFFSET           TYPE              VALUE
+0000000000000012 R_X86_64_PLT32    __sanitizer_cov_trace_pc-0x0000000000000004
+0000000000000031 R_X86_64_PLT32    .text-0x0000000000000004
+0000000000000047 R_X86_64_PLT32    .text+0x0000000000004d1c
+0000000000000050 R_X86_64_32S      .rodata+0x0000000000000010
+
+
+RELOCATION RECORDS FOR [.data]:
+OFFSET           TYPE              VALUE
+0000000000000008 R_X86_64_64       _RNvNtCs1_6pcmsig6stream8on_timer
+
+
+RELOCATION RECORDS FOR [.debug_info]:
+OFFSET           TYPE              VALUE
+0000000000000008 R_X86_64_32       .debug_abbrev
+000000000000001a R_X86_64_64       .text+0x0000000000000100
+0000000000000038 R_X86_64_64       _RNvNtCs1_6pcmsig6stream10only_debug
+
+
+RELOCATION RECORDS FOR [.orc_unwind_ip]:
+OFFSET           TYPE              VALUE
+0000000000000000 R_X86_64_PC32     _RNvNtCs1_6pcmsig6stream11only_unwind
+
+
+RELOCATION RECORDS FOR [.init.text]:
+OFFSET           TYPE              VALUE
+0000000000000005 R_X86_64_PLT32    _RNvNtCs1_6pcmsig6stream4init-0x0000000000000004
+";
+        let got: BTreeSet<String> = referenced_symbols(relocs).into_iter().collect();
+        let want: BTreeSet<String> = [
+            "__sanitizer_cov_trace_pc",
+            // `.text-0x4`: a call of the function at .text+0 (its addend as i64, in hex).
+            ".text@fffffffffffffffc",
+            ".text@0",
+            ".text@4d1c",
+            ".text@4d20",
+            ".rodata@10",
+            ".rodata@14",
+            "_RNvNtCs1_6pcmsig6stream8on_timer",
+            "_RNvNtCs1_6pcmsig6stream4init",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    /// A caller that calls a local function directly (no relocation: objdump shows its target),
+    /// another function through a relocation (not a site of the callback), and ends in a
+    /// relocated call whose unrelocated bytes point at the next function (which means nothing).
+    const DIRECT: &str = "\
+Disassembly of section .text:
+
+0000000000000000 <__sanitizer_cov_trace_pc>:
+       0:\tc3                   \tret
+
+0000000000000010 <_RNvcaller>:
+/copy/module/stream.rs:3
+      10:\te8 00 00 00 00       \tcall   15 <_RNvcaller+0x5>
+\t\t\t11: R_X86_64_PLT32\t__sanitizer_cov_trace_pc-0x4
+/copy/module/stream.rs:4
+      15:\te8 00 00 00 00       \tcall   1a <_RNvcaller+0xa>
+\t\t\t16: R_X86_64_PLT32\t_RNvother-0x4
+      1a:\te8 11 00 00 00       \tcall   30 <_RNvlocal>
+      1f:\te9 00 00 00 00       \tjmp    24 <_RNvnext>
+\t\t\t20: R_X86_64_PLT32\t_RNvother-0x4
+
+0000000000000024 <_RNvnext>:
+/copy/module/stream.rs:9
+      24:\tc3                   \tret
+
+0000000000000030 <_RNvlocal>:
+/copy/module/signal.rs:9
+      30:\te8 00 00 00 00       \tcall   35 <_RNvlocal+0x5>
+\t\t\t31: R_X86_64_PLT32\t__sanitizer_cov_trace_pc-0x4
+/copy/module/signal.rs:10
+      35:\tc3                   \tret
+";
+
+    #[test]
+    fn a_function_called_directly_is_live_and_only_calls_of_the_callback_are_sites() {
+        let relocated: HashSet<String> = ["_RNvcaller".to_string()].into_iter().collect();
+        let map = parse_objdump(DIRECT, "/copy/module", &relocated).unwrap();
+        let l = |f: &str, n: u32| (f.to_string(), n);
+        // `_RNvlocal` is called with no relocation: it runs. `_RNvnext` only looks called.
+        assert_eq!(map.dead, vec!["_RNvnext".to_string()]);
+        let sites = &map.sites[".text"];
+        assert_eq!(
+            sites.keys().copied().collect::<Vec<u64>>(),
+            vec![0x15, 0x35]
+        );
+        assert_eq!(
+            sites[&0x15],
+            [l("stream.rs", 3), l("stream.rs", 4)].into_iter().collect()
+        );
+        assert_eq!(
+            sites[&0x35],
+            [l("signal.rs", 9), l("signal.rs", 10)]
+                .into_iter()
+                .collect()
+        );
+        assert_eq!(
+            map.lines,
+            [
+                l("signal.rs", 9),
+                l("signal.rs", 10),
+                l("stream.rs", 3),
+                l("stream.rs", 4)
+            ]
+            .into_iter()
+            .collect()
+        );
+    }
+
+    #[test]
+    fn only_the_module_s_own_rust_files_are_its_lines() {
+        let m = |loc: &str| module_line(loc, "/copy/module");
+        assert_eq!(
+            m("/copy/module/stream.rs:897 (discriminator 2)"),
+            Some(("stream.rs".to_string(), 897))
+        );
+        assert_eq!(
+            m("/copy/module/pcmsig_main.rs:12"),
+            Some(("pcmsig.rs".to_string(), 12))
+        );
+        // The coverage callback's C file is copied next to the module's sources; the UAPI
+        // file and anything in a subdirectory are not the module's.
+        assert_eq!(m("/copy/module/sancov.c:57"), None);
+        assert_eq!(m("/copy/module/generated/bindings.rs:3"), None);
+        assert_eq!(m("/copy/uapi/src/uapi.rs:40"), None);
+    }
+
+    #[test]
+    fn every_table_sent_and_every_overflow_is_counted() {
+        let port = format!(
+            "{COVERAGE_TEST}1 a\n{COVERAGE_TABLE_BEGIN}\noverflow 2\n22 0 0 7 1\n{COVERAGE_TABLE_END}\n\
+             {COVERAGE_TABLE_BEGIN}\noverflow 3\n22 0 0 1 1\n{COVERAGE_TABLE_END}\n"
+        );
+        let t = parse_port(&port).unwrap();
+        assert_eq!(t.tables, 2);
+        assert_eq!(t.overflow, 5);
+        assert_eq!(t.entries.len(), 2);
+    }
+
+    #[test]
+    fn table_entries_that_match_no_call_site_are_counted() {
+        let map = parse_objdump(OBJDUMP, "/copy/module", &referenced()).unwrap();
+        // 22 (0x16) is a site's return address; 23 is no site's, nor is 0x40.
+        let port = "test 1 a\nbegin table\n22 0 0 7 1\n23 0 0 1 1\n64 0 0 2 1\nend table\n";
+        let (hits, unmapped) = lines_hit(&map, &[parse_port(port).unwrap()]);
+        assert_eq!(unmapped, 2);
+        assert_eq!(hits[&("stream.rs".to_string(), 3)].count, 7);
+    }
+
+    #[test]
+    fn an_explanation_at_a_line_s_own_place_wins_over_a_nearer_one_for_another_line() {
+        let dir = crate::kernel::testing::scratch("coverage-exact");
+        std::fs::write(dir.join("a.rs"), "fn f() {\n    x();\n}\n    x();\n").unwrap();
+        // Line 4's explanation is nearer to line 2 than line 9's, but it is line 4's own.
+        let reasons = parse_reasons("a.rs:4 | x(); | four\na.rs:9 | x(); | nine\n").unwrap();
+        let never = |n: u32| ((String::from("a.rs"), n), Hit::default());
+        let hits: BTreeMap<Line, Hit> = [never(2), never(4)].into_iter().collect();
+        let (lines, stale) = never_run(&hits, &dir, &reasons);
+        let why: Vec<(u32, Option<&str>)> = lines
+            .iter()
+            .map(|((_, n), _, w)| (*n, w.map(|w| w.why.as_str())))
+            .collect();
+        assert_eq!(why, vec![(2, Some("nine")), (4, Some("four"))]);
+        assert!(stale.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_summary_counts_each_file_and_the_total_and_lists_what_never_ran() {
+        let hit = |f: &str, n: u32, count: u64| {
+            (
+                (f.to_string(), n),
+                Hit {
+                    count,
+                    ..Hit::default()
+                },
+            )
+        };
+        let hits: BTreeMap<Line, Hit> = [
+            hit("a.rs", 1, 4),
+            hit("a.rs", 2, 0),
+            hit("a.rs", 3, 1),
+            hit("a.rs", 4, 0),
+            hit("a.rs", 5, 2),
+            hit("b.rs", 1, 0),
+        ]
+        .into_iter()
+        .collect();
+        let reasons =
+            parse_reasons("a.rs:2 | x(); | exact\na.rs:6 | y(); | moved\na.rs:9 | w(); | gone\n")
+                .unwrap();
+        let never: Vec<NeverRun<'_>> = vec![
+            (
+                ("a.rs".to_string(), 2),
+                "x();".to_string(),
+                Some(&reasons[0]),
+            ),
+            (
+                ("a.rs".to_string(), 4),
+                "y();".to_string(),
+                Some(&reasons[1]),
+            ),
+            (("b.rs".to_string(), 1), "z();".to_string(), None),
+        ];
+        let text = summary(&hits, (&never, &[&reasons[2]]), 4);
+        assert_eq!(
+            text,
+            "\
+a.rs            3 /    5 lines (60.0%)
+b.rs            0 /    1 lines (0.0%)
+total           3 /    6 lines (50.0%)
+never run: 3 lines, 2 explained in xtask/coverage/unreached.txt, 1 unexplained; 1 stale explanations
+left out: 4 functions no relocation refers to (copies of code inlined into every caller, which nothing can call; listed in left-out.txt)
+
+Lines never run:
+a.rs:2 | x(); | exact
+a.rs:4 | y(); | moved (listed at line 6)
+b.rs:1 | z(); | UNEXPLAINED
+
+Stale explanations (the line runs now, or it changed):
+a.rs:9 | w(); | gone
+"
+        );
+        // Nothing stale: no such section; no line at all: 0.0%, not NaN.
+        let text = summary(&BTreeMap::new(), (&[], &[]), 0);
+        assert!(
+            text.starts_with("total           0 /    0 lines (0.0%)\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("\nLines never run:\n"), "{text}");
+    }
+
+    /// An instrumented module in miniature, as `as` assembles it: the callback (the .text
+    /// anchor), `f` with two sites (returning at 6 and 15) whose code is lines 4-7 of
+    /// `/copy/module/only_here.rs` (a file `module/` lacks: no explanation can match it), `f`
+    /// referred to by a pointer in data, and `g`, which nothing refers to.
+    const MINI_MODULE: &str = "\
+\t.text
+\t.globl __sanitizer_cov_trace_pc
+\t.type __sanitizer_cov_trace_pc, @function
+__sanitizer_cov_trace_pc:
+\tret
+\t.globl f
+\t.type f, @function
+f:
+\t.file 1 \"/copy/module/only_here.rs\"
+\t.loc 1 4
+\tcall __sanitizer_cov_trace_pc
+\t.loc 1 5
+\ttestl %edi, %edi
+\tje 1f
+\t.loc 1 6
+\tcall __sanitizer_cov_trace_pc
+1:
+\t.loc 1 7
+\tret
+\t.globl g
+\t.type g, @function
+g:
+\t.loc 1 20
+\tcall __sanitizer_cov_trace_pc
+\tret
+\t.data
+\t.quad f
+";
+
+    /// Assembles [`MINI_MODULE`] in `dir` (binutils' `as`, which `objdump` comes with).
+    fn mini_module(dir: &Path) -> PathBuf {
+        let (s, o) = (dir.join("mini.s"), dir.join("mini.ko"));
+        std::fs::write(&s, MINI_MODULE).unwrap();
+        let st = std::process::Command::new("as")
+            .arg("-o")
+            .arg(&o)
+            .arg(&s)
+            .status()
+            .expect("running as (package: binutils)");
+        assert!(st.success(), "as failed");
+        o
+    }
+
+    /// `report` of the mini module with one port holding `port`, faults or not.
+    fn report_of(dir: &Path, ko: &Path, port: &str, faults: bool) -> String {
+        let p = dir.join("coverage.txt");
+        std::fs::write(&p, port).unwrap();
+        report(ko, Path::new("/copy/module"), &[p], dir, faults)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_report_refuses_a_port_it_cannot_trust() {
+        let dir = crate::kernel::testing::scratch("coverage-report-refuses");
+        let ko = mini_module(&dir);
+        let e = report_of(&dir, &ko, "test 1 a\n", true);
+        assert!(
+            e.ends_with(
+                "coverage.txt holds no coverage table: did the suite run with the coverage build?"
+            ),
+            "{e}"
+        );
+        let e = report_of(
+            &dir,
+            &ko,
+            "begin table\noverflow 2\n6 0 0 3 1\nend table\n",
+            true,
+        );
+        assert!(
+            e.ends_with("coverage.txt: the coverage table overflowed 2 times"),
+            "{e}"
+        );
+        let e = report_of(
+            &dir,
+            &ko,
+            "begin table\n6 0 0 3 1\n7 0 0 1 1\nend table\n",
+            true,
+        );
+        assert_eq!(
+            e,
+            "1 table entries match no call site of the instrumented module"
+        );
+        // Not a module at all: objdump's failure, not an empty map.
+        let bad = dir.join("bad.ko");
+        std::fs::write(&bad, "not an ELF file\n").unwrap();
+        let e = report(&bad, Path::new("/copy/module"), &[], &dir, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("objdump [\"-r\"] of {} failed: ", bad.display())),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_report_maps_a_module_s_sites_to_its_lines_and_names_what_never_ran() {
+        let dir = crate::kernel::testing::scratch("coverage-report");
+        let ko = mini_module(&dir);
+        // The first site of `f` ran 3 times, by test 1: lines 4 and 5, not 6 and 7.
+        let port = "test 1 a_test\nbegin table\noverflow 0\n6 0 0 3 1\nend table\n";
+        let reasons = |f: &str| {
+            parse_reasons(&std::fs::read_to_string(project_root().join(f)).unwrap())
+                .unwrap()
+                .len()
+        };
+        // Every explanation of the real module is stale here: with faults, those of
+        // UNREACHED; without, those of UNREACHED_WITHOUT_FAULTS too.
+        for (faults, stale) in [
+            (true, reasons(UNREACHED)),
+            (
+                false,
+                reasons(UNREACHED) + reasons(UNREACHED_WITHOUT_FAULTS),
+            ),
+        ] {
+            let e = report_of(&dir, &ko, port, faults);
+            let head = format!(
+                "\
+only_here.rs    2 /    4 lines (50.0%)
+total           2 /    4 lines (50.0%)
+never run: 2 lines, 0 explained in xtask/coverage/unreached.txt, 2 unexplained; {stale} stale explanations
+left out: 1 functions no relocation refers to (copies of code inlined into every caller, which nothing can call; listed in left-out.txt)
+"
+            );
+            assert_eq!(
+                e,
+                format!(
+                    "{head}every line of the module must run or be explained: 2 lines never run \
+                     have no explanation in xtask/coverage/unreached.txt, {stale} explanations \
+                     there are stale:\nonly_here.rs:6 |  | WHY\nonly_here.rs:7 |  | WHY (see {})",
+                    dir.join("summary.txt").display()
+                )
+            );
+        }
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        assert_eq!(
+            read("lcov.info"),
+            format!(
+                "TN:pcmsig\nSF:{}\nDA:4,3\nDA:5,3\nDA:6,0\nDA:7,0\nLF:4\nLH:2\nend_of_record\n",
+                project_root().join("module/only_here.rs").display()
+            )
+        );
+        assert_eq!(
+            read("lines.txt"),
+            "only_here.rs:4: a_test\nonly_here.rs:5: a_test\n"
+        );
+        assert_eq!(read("left-out.txt"), "g\n");
+        assert_eq!(
+            read("tests.txt"),
+            "a_test: 2 lines, 2 only by this test: only_here.rs:4 only_here.rs:5\n"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

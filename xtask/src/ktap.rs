@@ -128,12 +128,13 @@ fn push_result(
     (ok, number, name, skip): (bool, usize, String, Option<String>),
 ) {
     level_at(levels, depth);
-    let subtests = if levels.len() > depth + 1 {
-        let sub = levels.split_off(depth + 1);
-        sub.into_iter().next().map(|l| l.tests).unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    // The level below (none: no subtests; split_off at the length takes nothing).
+    let subtests = levels
+        .split_off(depth + 1)
+        .into_iter()
+        .next()
+        .map(|l| l.tests)
+        .unwrap_or_default();
     let level = &mut levels[depth];
     let status = match (ok, skip) {
         (_, Some(reason)) => Status::Skip(reason),
@@ -172,12 +173,10 @@ pub fn parse(console: &str) -> Report {
         let depth = indent / 4;
         if content.starts_with("KTAP version") || content.starts_with("TAP version") {
             if depth == 0 {
-                if report.header && !levels.is_empty() {
-                    // A second top-level document (e.g. after a reboot): start over.
-                    levels.clear();
-                }
                 report.header = true;
             }
+            // At depth 0 this empties the levels: a second top-level document (e.g. after a
+            // reboot) starts over.
             levels.truncate(depth);
             level_at(&mut levels, depth);
             continue;
@@ -1221,5 +1220,75 @@ ok 2 other
             vec![wrong("kmemleak_finds_no_leak", "no kmemleak")]
         );
         assert_eq!(j.blamed, vec![]);
+    }
+
+    #[test]
+    fn each_report_is_one_splat_of_its_first_30_lines_from_the_console_s_first_line_on() {
+        // A WARNING on the console's very first line whose report has more matching lines
+        // (Call Trace, a panic_on_warn panic), a BUG exactly 30 lines on (a new report), and
+        // an oops 32 lines after that.
+        let mut lines: Vec<String> = (0..65)
+            .map(|i| format!("[    2.{i:06}] frame_{i}+0x10/0x20"))
+            .collect();
+        lines[0] =
+            "[    2.000000] WARNING: CPU: 1 PID: 42 at kernel/signal.c:1234 foo+0x10/0x20".into();
+        lines[3] = "[    2.000003] Call Trace:".into();
+        lines[5] =
+            "[    2.000005] Kernel panic - not syncing: kernel: panic_on_warn set ...".into();
+        lines[30] =
+            "[    2.000030] BUG: kernel NULL pointer dereference, address: 0000000000000000".into();
+        lines[62] =
+            "[    2.000062] Oops: general protection fault, probably for non-canonical address"
+                .into();
+        let console = lines.join("\n") + "\n";
+        let body = |from: usize, to: usize| {
+            lines[from..to]
+                .iter()
+                .map(|l| clean(l))
+                .collect::<Vec<String>>()
+                .join("\n")
+        };
+        let warning = "WARNING: CPU: 1 PID: 42 at kernel/signal.c:1234 foo+0x10/0x20";
+        assert_eq!(
+            splats(&console),
+            vec![
+                Splat {
+                    line: warning.into(),
+                    text: body(0, 30),
+                },
+                Splat {
+                    line: "BUG: kernel NULL pointer dereference, address: 0000000000000000".into(),
+                    text: body(30, 60),
+                },
+                Splat {
+                    line: "Oops: general protection fault, probably for non-canonical address"
+                        .into(),
+                    text: body(62, 65),
+                },
+            ]
+        );
+        assert!(body(0, 30).starts_with(warning) && body(0, 30).ends_with("frame_29+0x10/0x20"));
+        assert_eq!(kernel_problem(&console), Some(warning.to_string()));
+        assert_eq!(kernel_problem(GOOD), None);
+    }
+
+    #[test]
+    fn a_second_top_level_document_starts_over() {
+        // The first run was cut inside a subtest (the guest rebooted); the second is whole.
+        let console = "KTAP version 1\n1..2\nok 1 a\n    KTAP version 1\n    1..2\n    ok 1 sub\n\
+                       # partial\nKTAP version 1\n1..1\n# 4 events\nok 1 b\n";
+        let r = parse(console);
+        assert_eq!(r.plan, Some(1));
+        assert_eq!(
+            r.tests,
+            vec![TestCase {
+                number: 1,
+                name: "b".into(),
+                status: Status::Ok,
+                diagnostics: vec!["4 events".into()],
+                duration_ms: None,
+                subtests: Vec::new(),
+            }]
+        );
     }
 }

@@ -624,11 +624,7 @@ impl flags::Mutants {
         if survivors.is_empty() {
             return Ok(());
         }
-        let opts = vm::Options {
-            flavour: vm::Flavour::Debug,
-            timeout: self.timeout,
-            ..self.mutant_vm_options()?
-        };
+        let opts = self.debug_retry_options()?;
         println!(
             "xtask: {} survivor(s) of the normal kernel: each booted on the debug kernel (KASAN, lockdep, kmemleak; about 5 minutes each; --no-debug-retry skips this)",
             survivors.len()
@@ -753,6 +749,16 @@ impl flags::Mutants {
             quiet: true,
             accel: self.accel.unwrap_or_default(),
             ..vm::Options::default()
+        })
+    }
+
+    /// The VM options of a survivor's boot on the debug kernel: its own, far longer, limits
+    /// unless `--timeout` sets one; the rest as every mutant's boot.
+    fn debug_retry_options(&self) -> Result<vm::Options> {
+        Ok(vm::Options {
+            flavour: vm::Flavour::Debug,
+            timeout: self.timeout,
+            ..self.mutant_vm_options()?
         })
     }
 
@@ -1518,5 +1524,117 @@ mod tests {
     fn the_install_script_pins_this_version() {
         let script = include_str!("../../ci/install-deps.sh");
         assert!(script.contains(&format!("CARGO_MUTANTS_VERSION={CARGO_MUTANTS_VERSION}")));
+    }
+
+    /// `cargo xtask mutants ARGS`' flags.
+    fn flags_of(args: &[&str]) -> flags::Mutants {
+        let args = std::iter::once("mutants").chain(args.iter().copied());
+        match flags::Xtask::from_vec(args.map(Into::into).collect())
+            .unwrap()
+            .subcommand
+        {
+            flags::XtaskCmd::Mutants(f) => f,
+            other => panic!("not mutants: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn choose_takes_the_files_and_names_asked_for() {
+        let all = mutants();
+        assert_eq!(flags_of(&[]).choose("module", 2, all.clone()).unwrap(), all);
+        let f = flags_of(&["--file", "module/pcmsig*"]);
+        assert_eq!(
+            f.choose("module", 2, all.clone()).unwrap(),
+            [all[1].clone()]
+        );
+        let f = flags_of(&["--mutant", "stream.rs:12:", "--shard", "0/1"]);
+        assert_eq!(
+            f.choose("module", 2, all.clone()).unwrap(),
+            [all[0].clone()]
+        );
+        assert!(flags_of(&["--shard", "2/2"])
+            .choose("module", 2, all)
+            .is_err());
+    }
+
+    #[test]
+    fn a_mutant_boots_quietly_with_the_mutants_limit_and_a_survivor_again_on_the_debug_kernel() {
+        let opts = |args: &[&str]| flags_of(args).mutant_vm_options().unwrap();
+        assert_eq!(
+            opts(&["--kernel-src", "/k/linux", "--accel", "tcg"]),
+            vm::Options {
+                kernel_src: Some(PathBuf::from("/k/linux")),
+                flavour: vm::Flavour::Normal,
+                timeout: Some(DEFAULT_TIMEOUT_S),
+                quiet: true,
+                accel: vm::Accel::Tcg,
+                ..vm::Options::default()
+            }
+        );
+        assert_eq!(opts(&["--timeout", "40"]).timeout, Some(40));
+        // The debug kernel keeps its own limits unless --timeout sets one.
+        let debug = opts(&["--debug-kernel", "--accel", "kvm"]);
+        assert_eq!(
+            (debug.flavour, debug.timeout, debug.quiet, debug.accel),
+            (vm::Flavour::Debug, None, true, vm::Accel::Kvm)
+        );
+        let retry = |args: &[&str]| flags_of(args).debug_retry_options().unwrap();
+        assert_eq!(
+            retry(&["--kernel-src", "/k/linux", "--accel", "tcg"]),
+            vm::Options {
+                flavour: vm::Flavour::Debug,
+                timeout: None,
+                ..opts(&["--kernel-src", "/k/linux", "--accel", "tcg"])
+            }
+        );
+        assert_eq!(retry(&["--timeout", "600"]).timeout, Some(600));
+    }
+
+    #[test]
+    fn each_outcome_is_labelled_and_counted_by_its_status() {
+        assert_eq!(label(&Status::Caught("t".into())), "caught");
+        assert_eq!(label(&Status::Timeout("the VM's limit".into())), "timeout");
+        assert_eq!(label(&Status::Missed), "MISSED");
+        assert_eq!(label(&Status::Unviable("E0308".into())), "unviable");
+        let dir = crate::kernel::testing::scratch("mutants-reports");
+        let m = mutants();
+        let o = |status: Status| Outcome {
+            mutant: m[0].clone(),
+            status,
+            seconds: 1.0,
+            stage: "whole suite",
+        };
+        let outcomes = [
+            o(Status::Caught("a".into())),
+            o(Status::Caught("b".into())),
+            o(Status::Timeout("the runner's watchdog".into())),
+            o(Status::Missed),
+            o(Status::Unviable("E0308".into())),
+        ];
+        let line = write_reports(&dir, &outcomes, Duration::from_secs(9)).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "2 caught, 1 timeout, 1 missed, 1 unviable, of 5: 75.0% of the viable ones killed, in 9 s (report: {})",
+                dir.display()
+            )
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_description_is_matched_literally_by_cargo_mutants() {
+        assert_eq!(
+            regex_escape("delete match arm Some((\"+\", v)) in referenced_symbols"),
+            "delete match arm Some\\(\\(\"\\+\", v\\)\\) in referenced_symbols"
+        );
+        assert_eq!(
+            regex_escape("replace pct -> f64 with -1.0"),
+            "replace pct \\-> f64 with \\-1\\.0"
+        );
+        assert_eq!(
+            regex_escape("replace | with ^ in ioc; [a] {b} * ? $ # & ~ \\"),
+            "replace \\| with \\^ in ioc; \\[a\\] \\{b\\} \\* \\? \\$ \\# \\& \\~ \\\\"
+        );
     }
 }

@@ -515,10 +515,19 @@ mod tests {
         assert_eq!(t.vm.len(), 1);
         assert!(write(&good.replace("\"t\"\n", "\"u\"\n")).contains("suite \"u\""));
         assert!(write(&format!("{good}colour = 1\n")).contains("colour"));
-        assert!(write(&good.replace("t.c", "nope.c")).contains("nope.c"));
+        // A program that is missing, not C, or not in the directory itself is refused as a
+        // program (beside the suite, which stays one of the programs).
+        let program = |p: &str| {
+            let e = write(&good.replace("[\"t.c\"]", &format!("[\"t.c\", \"{p}\"]")));
+            assert!(
+                e.contains(&format!("programs: {p:?} is not a C file in ")),
+                "{p}: {e}"
+            );
+        };
+        program("nope.c");
         std::fs::write(dir.join("t.txt"), "").unwrap();
-        assert!(write(&good.replace("\"t.c\"", "\"t.txt\"")).contains("t.txt"));
-        assert!(write(&good.replace("\"t.c\"", "\"./t.c\"")).contains("./t.c"));
+        program("t.txt");
+        program("./t.c");
         // A Makefile serves as well as a Kbuild; neither is refused.
         std::fs::rename(dir.join("Kbuild"), dir.join("Makefile")).unwrap();
         std::fs::write(dir.join(FILE), good).unwrap();
