@@ -64,7 +64,6 @@ const COMMAND_MACHINERY: &[(&str, &[&str])] = &[
             "run_module",
             "retry_on_debug_kernel",
             "run_lib_vm",
-            "mutant_vm_options",
             "run_host",
             "cargo_mutants",
             "one_module_mutant",
