@@ -517,6 +517,10 @@ pub const SKIPS: &[(&str, SkipWhen)] = &[
         "failed_signal_allocations_are_counted_drops",
         SkipWhen::NoFaultInjection,
     ),
+    (
+        "opens_and_closes_make_no_allocation_that_cannot_sleep",
+        SkipWhen::NoFaultInjection,
+    ),
 ];
 
 /// What the guest's kernel offers the tests that [`SKIPS`] names.

@@ -302,8 +302,8 @@ xflags::xflags! {
             /// Boot the mutants on the debug kernel (KASAN, lockdep, kmemleak: what the
             /// suite's assertions cannot see, such as a leaked reference).
             optional --debug-kernel
-            /// Do not boot the normal kernel's survivors on the debug kernel before calling
-            /// them missed (about 5 minutes each).
+            /// Do not boot the normal kernel's survivors on the debug kernel and then the
+            /// fault-injection kernel before calling them missed (about 5 and 1 minutes each).
             optional --no-debug-retry
             /// Kernel source: a directory or a tarball (default: $KERNEL_SRC, else Debian's linux-source-7.3).
             optional --kernel-src path: PathBuf

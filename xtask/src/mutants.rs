@@ -62,7 +62,7 @@ const COMMAND_MACHINERY: &[(&str, &[&str])] = &[
         &[
             "run",
             "run_module",
-            "retry_on_debug_kernel",
+            "retry_on_kernel",
             "run_lib_vm",
             "run_host",
             "cargo_mutants",
@@ -599,7 +599,9 @@ impl flags::Mutants {
             bail!("{}: {e}", o.mutant.place());
         }
         if !self.debug_kernel && !self.no_debug_retry {
-            self.retry_on_debug_kernel(&mut outcomes, &source, out, explained)?;
+            for flavour in RETRY_KERNELS {
+                self.retry_on_kernel(flavour, &mut outcomes, &source, out, explained)?;
+            }
         }
         Ok(outcomes)
     }
@@ -608,8 +610,9 @@ impl flags::Mutants {
     /// reference never put: kmemleak; a use after free: KASAN): each one `equivalent.txt` does
     /// not explain is built for the debug kernel and booted there with the whole suite (plain
     /// VM) before it is called missed.
-    fn retry_on_debug_kernel(
+    fn retry_on_kernel(
         &self,
+        flavour: vm::Flavour,
         outcomes: &mut [Outcome],
         source: &Path,
         out: &Path,
@@ -623,16 +626,17 @@ impl flags::Mutants {
         if survivors.is_empty() {
             return Ok(());
         }
-        let opts = self.debug_retry_options()?;
+        let opts = self.retry_options(flavour)?;
+        let (name, what) = retry_kernel(flavour);
         println!(
-            "xtask: {} survivor(s) of the normal kernel: each booted on the debug kernel (KASAN, lockdep, kmemleak; about 5 minutes each; --no-debug-retry skips this)",
+            "xtask: {} survivor(s) so far: each booted on the {name} kernel ({what}; --no-debug-retry skips this)",
             survivors.len()
         );
         let b = crate::build::build_all(&opts, false, true)?;
         for (k, i) in survivors.into_iter().enumerate() {
             let t = Instant::now();
             let o = &mut outcomes[i];
-            let dir = out.join(format!("debug-{k:04}"));
+            let dir = out.join(format!("{}-{k:04}", flavour.config().unwrap_or("normal")));
             let ko = crate::kbuild::build_variant_of(
                 source,
                 &b.tools,
@@ -651,16 +655,19 @@ impl flags::Mutants {
                 false,
                 1,
             )?;
-            let status = status_of(&[("debug plain", &j)]);
+            let status = status_of(&[(&format!("{name} plain"), &j)]);
             o.seconds += t.elapsed().as_secs_f64();
             println!(
-                "xtask: on the debug kernel: {} {} ({:.1} s)",
+                "xtask: on the {name} kernel: {} {} ({:.1} s)",
                 label(&status),
                 o.mutant.place(),
                 t.elapsed().as_secs_f64()
             );
             if status != Status::Missed {
-                o.stage = "whole suite, debug kernel";
+                o.stage = match flavour {
+                    vm::Flavour::Fault => "whole suite, fault-injection kernel",
+                    _ => "whole suite, debug kernel",
+                };
                 o.status = status;
             }
         }
@@ -753,9 +760,9 @@ impl flags::Mutants {
 
     /// The VM options of a survivor's boot on the debug kernel: its own, far longer, limits
     /// unless `--timeout` sets one; the rest as every mutant's boot.
-    fn debug_retry_options(&self) -> Result<vm::Options> {
+    fn retry_options(&self, flavour: vm::Flavour) -> Result<vm::Options> {
         Ok(vm::Options {
-            flavour: vm::Flavour::Debug,
+            flavour,
             timeout: self.timeout,
             ..self.mutant_vm_options()?
         })
@@ -866,6 +873,23 @@ fn listed_in(text: &str, chosen: &[Mutant]) -> Vec<Mutant> {
 
 /// A mutant VM's time limit: a hang is ended here (the runner's watchdog usually ends it first).
 const DEFAULT_TIMEOUT_S: u64 = 150;
+
+/// The kernels a survivor of the normal kernel boots on, in order, before it is called missed:
+/// the debug kernel (what the suite's assertions cannot see: a leaked reference, a lock
+/// inversion) and the fault-injection kernel (the fault sweeps, which skip elsewhere: a
+/// mutant of an error path or of an allocation's flags).
+const RETRY_KERNELS: [vm::Flavour; 2] = [vm::Flavour::Debug, vm::Flavour::Fault];
+
+/// A retry kernel's name in the reports, and what it adds.
+fn retry_kernel(flavour: vm::Flavour) -> (&'static str, &'static str) {
+    match flavour {
+        vm::Flavour::Fault => (
+            "fault-injection",
+            "fail-nth and failslab sweeps; about 1 minute each",
+        ),
+        _ => ("debug", "KASAN, lockdep, kmemleak; about 5 minutes each"),
+    }
+}
 
 /// The guest runner's per-test base limit for mutants (`PCMSIG_TEST_TIMEOUT`; the suite's
 /// default is 30 s): the unchanged module's slowest test takes about 1.5 s, and the runner
@@ -1346,7 +1370,7 @@ mod tests {
         };
         for machinery in [
             "replace flags::Mutants::run_module -> Result<Vec<Outcome>> with Ok(vec![])",
-            "delete field flavour from struct vm::Options expression in flags::Mutants::retry_on_debug_kernel",
+            "delete field flavour from struct vm::Options expression in flags::Mutants::retry_on_kernel",
             "delete field env from struct vm::Boot expression in boot_suite",
         ] {
             assert!(is_command_machinery(&here(machinery)), "{machinery}");
@@ -1577,7 +1601,7 @@ mod tests {
             (debug.flavour, debug.timeout, debug.quiet, debug.accel),
             (vm::Flavour::Debug, None, true, vm::Accel::Kvm)
         );
-        let retry = |args: &[&str]| flags_of(args).debug_retry_options().unwrap();
+        let retry = |args: &[&str]| flags_of(args).retry_options(vm::Flavour::Debug).unwrap();
         assert_eq!(
             retry(&["--kernel-src", "/k/linux", "--accel", "tcg"]),
             vm::Options {
@@ -1587,6 +1611,17 @@ mod tests {
             }
         );
         assert_eq!(retry(&["--timeout", "600"]).timeout, Some(600));
+        let fault = flags_of(&["--accel", "tcg"])
+            .retry_options(vm::Flavour::Fault)
+            .unwrap();
+        assert_eq!(
+            (fault.flavour, fault.accel),
+            (vm::Flavour::Fault, vm::Accel::Tcg)
+        );
+        assert_eq!(
+            RETRY_KERNELS.map(|f| retry_kernel(f).0),
+            ["debug", "fault-injection"]
+        );
     }
 
     #[test]

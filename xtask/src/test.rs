@@ -36,8 +36,8 @@ pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
     if flavour.kernel_has().fault_injection {
         // The fault sweep must run, never skip.
         env.push(word(env::FAULTS, 1));
-        // A kernel parameter, not init's: the slab caches stay their own (the signal queue's,
-        // kmalloc-8), so that failslab's per-cache filter fails only the delivery path's.
+        // A kernel parameter, not init's: the slab caches stay their own (the signal queue's),
+        // so that failslab's per-cache filter fails only the delivery path's.
         env.push("slab_nomerge".to_string());
     }
     env

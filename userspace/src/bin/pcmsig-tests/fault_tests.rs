@@ -27,20 +27,17 @@ pub fn tests() -> Vec<Test> {
     crate::tests![
         every_ioctl_survives_each_failed_allocation_and_copy,
         failed_signal_allocations_are_counted_drops,
+        opens_and_closes_make_no_allocation_that_cannot_sleep,
     ]
 }
 
 const FAILSLAB: &str = "/sys/kernel/debug/failslab";
 const FAIL_PAGE_ALLOC: &str = "/sys/kernel/debug/fail_page_alloc";
 const FAIL_USERCOPY: &str = "/sys/kernel/debug/fail_usercopy";
-/// The slab caches the delivery path allocates from in softirq context (`GFP_ATOMIC`): queued
-/// signals (`sigqueue_alloc`, for each signal sent) and the 8-byte kmalloc cache (the delivery
-/// work's snapshot of a stream's one open file). The fault kernel boots with `slab_nomerge`, so
-/// each is a cache of its own.
-const ATOMIC_CACHES: [&str; 2] = [
-    "/sys/kernel/slab/sigqueue/failslab",
-    "/sys/kernel/slab/kmalloc-8/failslab",
-];
+/// The slab cache the delivery path allocates from in softirq context (`GFP_ATOMIC`): queued
+/// signals (`sigqueue_alloc`, for each signal sent; the delivery itself allocates nothing). The
+/// fault kernel boots with `slab_nomerge`, so it is a cache of its own.
+const ATOMIC_CACHES: [&str; 1] = ["/sys/kernel/slab/sigqueue/failslab"];
 /// More faults than any call of the driver reaches (about 10 today): a call still reaching
 /// fault N at this N is a failure, not an endless sweep.
 const MAX_FAULTS: u32 = 200;
@@ -590,6 +587,59 @@ fn sweep_every_call() -> TestResult {
     Ok(())
 }
 
+/// Opens, REGISTER and closes allocate in process context, where an allocation may sleep
+/// (`GFP_KERNEL`): none may make one that cannot (no reclaim, no memory-cgroup charge: it fails
+/// under memory pressure where a sleeping one would have reclaimed, or is never charged to the
+/// opener). failslab here fails every allocation of this thread that cannot sleep
+/// (`ignore-gfp-wait`, `task-filter` and `make-it-fail`); every call must still succeed, the
+/// stream's file list growing and shrinking on the way.
+fn opens_and_closes_make_no_allocation_that_cannot_sleep() -> TestResult {
+    need_fault_injection()?;
+    let guard = RandomFailslab;
+    write_attr(FAILSLAB, "ignore-gfp-wait", "Y")?;
+    write_attr(FAILSLAB, "verbose", "0")?;
+    write_attr(FAILSLAB, "task-filter", "Y")?;
+    write_attr(FAILSLAB, "interval", "1")?;
+    write_attr(FAILSLAB, "times", "-1")?;
+    write_attr(FAILSLAB, "cache-filter", "N")?;
+    write_attr(FAILSLAB, "probability", "100")?;
+    let result = {
+        let _armed = MakeItFail::arm()?;
+        (|| -> TestResult {
+            let files: Vec<Device> = (0..3)
+                .map(|i| Device::open().ctx(&format!("open {}", i + 1)))
+                .collect::<Result<_, _>>()?;
+            files[1].register(rt(SIG)).ctx("register")?;
+            drop(files);
+            let again = Device::open().ctx("open after the closes")?;
+            drop(again);
+            Ok(())
+        })()
+    };
+    drop(guard);
+    result?;
+    ensure_eq!(streams_listed()?, 0, "streams listed after the last close");
+    Ok(())
+}
+
+/// This thread's `make-it-fail` (failslab's task filter), set while it lives.
+struct MakeItFail;
+
+impl MakeItFail {
+    const PATH: &'static str = "/proc/thread-self/make-it-fail";
+
+    fn arm() -> Result<Self, String> {
+        std::fs::write(Self::PATH, "1").ctx("setting make-it-fail")?;
+        Ok(MakeItFail)
+    }
+}
+
+impl Drop for MakeItFail {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, "0");
+    }
+}
+
 /// Restores the random failslab settings, whatever the test did.
 struct RandomFailslab;
 
@@ -608,10 +658,9 @@ fn failed_signal_allocations_are_counted_drops() -> TestResult {
     const EVENTS: u32 = 200;
     let sig = rt(SIG);
     let dev = listen(sig)?;
-    // failslab in every context (no task filter), for the delivery path's caches only, and only
+    // failslab in every context (no task filter), for the delivery path's cache only, and only
     // for allocations that cannot sleep: the `GFP_ATOMIC` queue entry the delivery work
-    // allocates in softirq context for each signal, and its snapshot of the open files (whose
-    // failure makes it deliver under the files lock instead). Half of them fail.
+    // allocates in softirq context for each signal. Half of them fail.
     let guard = RandomFailslab;
     write_attr(FAILSLAB, "ignore-gfp-wait", "Y")?;
     write_attr(FAILSLAB, "verbose", "0")?;
