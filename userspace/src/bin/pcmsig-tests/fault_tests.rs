@@ -595,14 +595,7 @@ fn sweep_every_call() -> TestResult {
 /// stream's file list growing and shrinking on the way.
 fn opens_and_closes_make_no_allocation_that_cannot_sleep() -> TestResult {
     need_fault_injection()?;
-    let guard = RandomFailslab;
-    write_attr(FAILSLAB, "ignore-gfp-wait", "Y")?;
-    write_attr(FAILSLAB, "verbose", "0")?;
-    write_attr(FAILSLAB, "task-filter", "Y")?;
-    write_attr(FAILSLAB, "interval", "1")?;
-    write_attr(FAILSLAB, "times", "-1")?;
-    write_attr(FAILSLAB, "cache-filter", "N")?;
-    write_attr(FAILSLAB, "probability", "100")?;
+    let guard = RandomFailslab::non_sleeping(true, &[], 100)?;
     let result = {
         let _armed = MakeItFail::arm()?;
         (|| -> TestResult {
@@ -643,6 +636,27 @@ impl Drop for MakeItFail {
 /// Restores the random failslab settings, whatever the test did.
 struct RandomFailslab;
 
+impl RandomFailslab {
+    /// failslab failing `probability` % of the allocations that cannot sleep, silently: of this
+    /// thread only (`task_filter`, with [`MakeItFail`]) or of every context, and of `caches`
+    /// only, or of every cache when there are none. Undone when the value drops.
+    fn non_sleeping(task_filter: bool, caches: &[&str], probability: u32) -> Result<Self, String> {
+        let guard = RandomFailslab;
+        let yes = |b: bool| if b { "Y" } else { "N" };
+        write_attr(FAILSLAB, "ignore-gfp-wait", "Y")?;
+        write_attr(FAILSLAB, "verbose", "0")?;
+        write_attr(FAILSLAB, "task-filter", yes(task_filter))?;
+        write_attr(FAILSLAB, "interval", "1")?;
+        write_attr(FAILSLAB, "times", "-1")?;
+        write_attr(FAILSLAB, "cache-filter", yes(!caches.is_empty()))?;
+        for cache in caches {
+            std::fs::write(cache, "1").ctx(&format!("writing 1 to {cache}"))?;
+        }
+        write_attr(FAILSLAB, "probability", &probability.to_string())?;
+        Ok(guard)
+    }
+}
+
 impl Drop for RandomFailslab {
     fn drop(&mut self) {
         let _ = write_attr(FAILSLAB, "probability", "0");
@@ -661,17 +675,7 @@ fn failed_signal_allocations_are_counted_drops() -> TestResult {
     // failslab in every context (no task filter), for the delivery path's cache only, and only
     // for allocations that cannot sleep: the `GFP_ATOMIC` queue entry the delivery work
     // allocates in softirq context for each signal. Half of them fail.
-    let guard = RandomFailslab;
-    write_attr(FAILSLAB, "ignore-gfp-wait", "Y")?;
-    write_attr(FAILSLAB, "verbose", "0")?;
-    write_attr(FAILSLAB, "task-filter", "N")?;
-    write_attr(FAILSLAB, "interval", "1")?;
-    write_attr(FAILSLAB, "times", "-1")?;
-    write_attr(FAILSLAB, "cache-filter", "Y")?;
-    for cache in ATOMIC_CACHES {
-        std::fs::write(cache, "1").ctx(&format!("writing 1 to {cache}"))?;
-    }
-    write_attr(FAILSLAB, "probability", "50")?;
+    let guard = RandomFailslab::non_sleeping(false, &ATOMIC_CACHES, 50)?;
     for _ in 0..EVENTS / 50 {
         dev.inject_burst(EventKind::PeriodElapsed, 50)
             .ctx("inject burst")?;

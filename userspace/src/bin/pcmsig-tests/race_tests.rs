@@ -413,36 +413,34 @@ fn another_users_timer_keeps_time_while_one_users_file_list_is_held() -> TestRes
 /// One round of [`another_users_timer_keeps_time_while_one_users_file_list_is_held`]: root's
 /// stream started on `dev`, uid 1000's walk held `held_ms`, root's stream still Running.
 fn timer_round(dev: &Device, period_us: u32, held_ms: u32) -> TestResult {
-    {
-        dev.configure(period_us, 0).ctx("configure")?;
-        dev.trigger(Trigger::Start).ctx("start")?;
-        let result = (|| -> TestResult {
-            wait_periods(dev, 3, "root's stream before the hold")?;
-            let before = hits()?;
-            let held_by = in_child(|| {
-                setresuid(1000, 1000, 1000)?;
-                // uid 1000's own stream: CONFIGURE checks its listeners, holding its list.
-                Device::open()
-                    .ctx("open as uid 1000")?
-                    .configure(10_000, 0)
-                    .ctx("configure as uid 1000")
-            })?;
-            ensure_eq!(held_by, 0, "uid 1000's CONFIGURE");
-            ensure!(hits()? > before, "the files_locked point was never reached");
-            let s = dev.stats().ctx("stats")?;
-            ensure_eq!(
-                State::from_u32(s.state),
-                Some(State::Running),
-                "root's {period_us} µs stream after uid 1000's file list was walked {held_ms} ms \
-                 on its CPU ({} periods, {} events)",
-                s.periods,
-                s.events
-            );
-            Ok(())
-        })();
-        let stop = dev.trigger(Trigger::Stop).ctx("stop");
-        result.and(stop)
-    }
+    dev.configure(period_us, 0).ctx("configure")?;
+    dev.trigger(Trigger::Start).ctx("start")?;
+    let result = (|| -> TestResult {
+        wait_periods(dev, 3, "root's stream before the hold")?;
+        let before = hits()?;
+        let held_by = in_child(|| {
+            setresuid(1000, 1000, 1000)?;
+            // uid 1000's own stream: CONFIGURE checks its listeners, holding its list.
+            Device::open()
+                .ctx("open as uid 1000")?
+                .configure(10_000, 0)
+                .ctx("configure as uid 1000")
+        })?;
+        ensure_eq!(held_by, 0, "uid 1000's CONFIGURE");
+        ensure!(hits()? > before, "the files_locked point was never reached");
+        let s = dev.stats().ctx("stats")?;
+        ensure_eq!(
+            State::from_u32(s.state),
+            Some(State::Running),
+            "root's {period_us} µs stream after uid 1000's file list was walked {held_ms} ms \
+             on its CPU ({} periods, {} events)",
+            s.periods,
+            s.events
+        );
+        Ok(())
+    })();
+    let stop = dev.trigger(Trigger::Stop).ctx("stop");
+    result.and(stop)
 }
 
 /// Review finding 7 (edu): the timer asks the device for a period and counts it owed; the
