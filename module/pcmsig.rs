@@ -181,6 +181,7 @@ fn stream_stats(stream: &Arc<Stream>, f: &mut fmt::Formatter<'_>) -> fmt::Result
     writeln!(f, "dropped_exited {}", t.dropped_exited)?;
     writeln!(f, "dropped_execd {}", t.dropped_execd)?;
     writeln!(f, "dropped_perm {}", t.dropped_perm)?;
+    writeln!(f, "delivery_handoffs {}", inner.delivery_handoffs)?;
     writeln!(f, "delivery_run_max {}", inner.delivery_run_max)
 }
 

@@ -8,7 +8,8 @@
 //! resolved once per batch). Delivery happens only in the work item, which the workqueue never
 //! runs twice at once, so each listener's signals leave in sequence order; no driver lock is held
 //! across `send_sig_info`. The work item runs on the BH workqueue (softirq context, on the CPU
-//! whose interrupt queued it, see `delivery_queue`), so delivery never sleeps and never
+//! whose interrupt queued it, see `softirq_queue`), or, for a delivery too big for softirq, in
+//! its thread run (`WorkItem<1>`, see `Stage`); either way delivery never sleeps and never
 //! allocates: the locks it takes disable interrupts (or bottom halves, for the file list it
 //! takes a reference to in O(1): see `Stream::files`). Ioctls that emit events wait until
 //! the work item has delivered them, so when an ioctl returns, its signals are queued.
@@ -422,6 +423,13 @@ pub(crate) struct StreamInner {
     /// The most events one run of the delivery work item has offered (at most
     /// `uapi::DELIVERY_RUN_MAX`; debugfs `delivery_run_max`).
     pub(crate) delivery_run_max: u32,
+    /// Whether the thread run owns delivery (see `Stage`): set by a softirq run
+    /// that hands the stream over, cleared by the thread run in the same critical section in
+    /// which it finds `pending` empty, so that an event emitted meanwhile is delivered by one
+    /// run or the other, never by both and never by neither.
+    in_thread: bool,
+    /// Softirq runs that handed delivery over to the thread run (debugfs `delivery_handoffs`).
+    pub(crate) delivery_handoffs: u64,
     /// The bound device that produces period interrupts, if any.
     device: Option<DeviceHook>,
     /// Periods the device has been asked for and whose interrupt has not been handled yet, and
@@ -446,6 +454,8 @@ impl StreamInner {
             timer: None,
             totals: ListenerStats::default(),
             delivery_run_max: 0,
+            in_thread: false,
+            delivery_handoffs: 0,
             device: None,
             owed: 0,
             owed_stamp: 0,
@@ -642,8 +652,13 @@ pub(crate) struct Stream {
     hold_released: CondVar,
     #[pin]
     timer: HrTimer<Stream>,
+    /// The delivery work item's softirq run (`WorkItem<0>`, on `softirq_queue`).
     #[pin]
-    work: Work<Stream>,
+    work: Work<Stream, 0>,
+    /// Its thread run (`WorkItem<1>`, on `thread_queue`), for deliveries too big for
+    /// softirq.
+    #[pin]
+    thread_work: Work<Stream, 1>,
     /// How many of `files` have a listener: counted where a file's listener comes and goes
     /// (REGISTER over none, UNREGISTER, close), under that file's lock, so that GET_STATS and
     /// debugfs need not walk `files` (0.3 µs a file: 3 ms at 10,000 files, measured).
@@ -652,7 +667,8 @@ pub(crate) struct Stream {
 }
 
 impl_has_work! {
-    impl HasWork<Self> for Stream { self.work }
+    impl HasWork<Self, 0> for Stream { self.work }
+    impl HasWork<Self, 1> for Stream { self.thread_work }
 }
 
 kernel::impl_has_hr_timer! {
@@ -680,6 +696,7 @@ impl Stream {
                 hold_released <- new_condvar!("pcmsig::Stream::hold_released"),
                 timer <- HrTimer::new(),
                 work <- new_work!("pcmsig::Stream::work"),
+                thread_work <- new_work!("pcmsig::Stream::thread_work"),
                 listeners: AtomicU32::new(0),
                 _live: Live::new(&live::STREAMS),
             }),
@@ -875,19 +892,31 @@ impl Stream {
         drop(handle);
     }
 
-    /// Waits until the delivery work item is idle.
+    /// Waits until the delivery work item is idle: its softirq run, then the thread run that
+    /// one may have queued (the thread run queues no softirq run).
     pub(crate) fn flush_work(&self) {
-        // SAFETY: `self.work` is an initialised work_struct embedded in this pinned `Stream`,
-        // which outlives this call. `flush_work` sleeps: callers are in process context and hold
-        // no spinlock; some hold `control` or `Streams::setup` (mutexes), which the work item
-        // never takes, so waiting for it under them cannot deadlock.
-        unsafe { bindings::flush_work(Work::raw_get(&self.work)) };
+        // SAFETY: `self.work` and `self.thread_work` are initialised work_structs embedded in
+        // this pinned `Stream`, which outlives this call. `flush_work` sleeps: callers are in
+        // process context and hold no spinlock; some hold `control` or `Streams::setup`
+        // (mutexes), which the work items never take, so waiting for them under them cannot
+        // deadlock.
+        unsafe {
+            bindings::flush_work(Work::raw_get(&self.work));
+            bindings::flush_work(Work::raw_get(&self.thread_work));
+        }
     }
 
-    /// Queues the delivery work item (a no-op if it is already queued).
+    /// Queues the delivery work item's softirq run (a no-op if it is already queued).
     fn kick(stream: Arc<Self>) {
         // `Err` means the work is queued already and will see our event: nothing to do.
-        let _ = delivery_queue().enqueue(stream);
+        let _ = softirq_queue().enqueue::<_, 0>(stream);
+    }
+
+    /// Queues the delivery work item's thread run, which owns delivery (`in_thread`) until it
+    /// finds nothing pending.
+    fn kick_thread(stream: Arc<Self>) {
+        // `Err`: queued already, by this run itself (only the owner queues it).
+        let _ = thread_queue().enqueue::<_, 1>(stream);
     }
 
     /// Waits until the event with sequence number `seq` has been delivered, so that when an
@@ -1014,20 +1043,39 @@ impl Stream {
     }
 
     /// Delivers pending events, in order, to every open file: at most
-    /// `uapi::DELIVERY_RUN_MAX` of them, so that one run of the work item (in softirq, with other
-    /// users' timers waiting behind it) is bounded however fast events come. Returns whether
-    /// some are left, for a new run.
-    fn deliver_pending(&self) -> bool {
+    /// `uapi::DELIVERY_RUN_MAX` of them, so that one run of the work item is bounded however
+    /// fast events come; in softirq (with other users' deliveries waiting behind it on its CPU)
+    /// also at most `uapi::SOFTIRQ_OFFERS_MAX` offers, past which it hands the stream to the
+    /// thread run. Says how the run ended.
+    fn deliver_pending(&self, stage: Stage) -> RunEnd {
         let mut offered = 0u32;
+        let mut offers = 0usize;
         loop {
             if offered >= uapi::DELIVERY_RUN_MAX {
-                return true;
+                return RunEnd::More;
+            }
+            let mut room = DELIVERY_BATCH;
+            if stage == Stage::Softirq {
+                // The files now (closed ones included: an estimate, taken in O(1)).
+                let files = self.file_list().map_or(0, |l| l.len()).max(1);
+                let left = (uapi::SOFTIRQ_OFFERS_MAX as usize).saturating_sub(offers);
+                room = room.min(left / files);
             }
             let mut batch = [Event::default(); DELIVERY_BATCH];
             let mut n = 0;
             {
                 let mut inner = self.inner.lock();
-                for slot in batch.iter_mut() {
+                if room == 0 {
+                    if inner.pending.is_empty() {
+                        return RunEnd::Empty;
+                    }
+                    // Under the lock that the softirq run reads it under: from here on the thread
+                    // run delivers, and a softirq run queued meanwhile leaves it alone.
+                    inner.in_thread = true;
+                    inner.delivery_handoffs = inner.delivery_handoffs.wrapping_add(1);
+                    return RunEnd::HandOff;
+                }
+                for slot in batch.iter_mut().take(room) {
                     match inner.pending.pop() {
                         Some(ev) => {
                             *slot = ev;
@@ -1036,16 +1084,23 @@ impl Stream {
                         None => break,
                     }
                 }
-            }
-            if n == 0 {
-                return false;
+                if n == 0 {
+                    // Nothing pending, seen in the critical section that gives delivery back
+                    // to softirq: an event emitted after it queues a softirq run that delivers.
+                    if stage == Stage::Thread {
+                        inner.in_thread = false;
+                    }
+                    return RunEnd::Empty;
+                }
             }
             // The open files, taken after popping, so that a file opened before an event was
             // emitted is in the list; no lock is held while signalling, and nothing allocates.
             let files = self.file_list();
-            self.deliver_batch(&batch[..n], files.as_deref().map_or(&[][..], |l| &l[..]));
+            let files = files.as_deref().map_or(&[][..], |l| &l[..]);
+            self.deliver_batch(&batch[..n], files);
             // `n` is at most `DELIVERY_BATCH`.
             offered = offered.saturating_add(n as u32);
+            offers = offers.saturating_add(n.saturating_mul(files.len()));
             let mut inner = self.inner.lock();
             inner.delivery_run_max = inner.delivery_run_max.max(offered);
         }
@@ -1122,26 +1177,58 @@ fn test_delivery_delay_ms() -> u32 {
     crate::module_parameters::test_delivery_delay_ms.value()
 }
 
-/// Where the delivery work item runs: the BH workqueue, i.e. in softirq context on the CPU that
-/// queued it, right after the timer's (or the device's) interrupt, with no kernel thread to
-/// wake; so delivery never sleeps. With a test hook set (the delivery delay, or any delay point;
-/// fixed at load, so the item never moves between queues, which would void the workqueue's
-/// no-reentrancy guarantee) it runs in process context on `system_dfl_wq` instead: there the
-/// delay may sleep, and a delay point's busy-wait is preemptible, so that it never takes a CPU
-/// away from the test acting inside its window (a softirq spinning on an idle CPU would: the
-/// scheduler still sees that CPU idle and wakes threads on it).
-fn delivery_queue() -> &'static workqueue::Queue {
+/// Where the softirq run of the delivery work item runs: the BH workqueue, i.e. in softirq
+/// context on the CPU that queued it, right after the timer's (or the device's) interrupt, with
+/// no kernel thread to wake; so delivery never sleeps. With a test hook set (the delivery
+/// delay, or any delay point; fixed at load, so the item never moves between queues, which
+/// would void the workqueue's no-reentrancy guarantee) it runs in process context on
+/// `system_dfl_wq` instead: there the delay may sleep, and a delay point's busy-wait is
+/// preemptible, so that it never takes a CPU away from the test acting inside its window (a
+/// softirq spinning on an idle CPU would: the scheduler still sees that CPU idle and wakes
+/// threads on it).
+fn softirq_queue() -> &'static workqueue::Queue {
     if test_delivery_delay_ms() == 0 && !crate::delay::any_enabled() {
         return workqueue::system_bh();
     }
+    thread_queue()
+}
+
+/// Where the thread run of the delivery work item runs: `system_dfl_wq`, unbound kernel threads
+/// that the scheduler shares fairly with every other task, so that a stream with many files
+/// takes its share of a CPU and no more (in softirq, the other streams' runs on that CPU would
+/// wait for it).
+fn thread_queue() -> &'static workqueue::Queue {
     // SAFETY: `system_dfl_wq` is created at boot, before any module loads, and never destroyed.
     // (The crate's `system()` is the deprecated `system_wq`, which warns.)
     unsafe { workqueue::Queue::from_raw(core::ptr::addr_of!(bindings::system_dfl_wq).read()) }
 }
 
-impl WorkItem for Stream {
+/// The two runs of a stream's delivery work item.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// `Stream::work` on `softirq_queue`: where every delivery starts.
+    Softirq,
+    /// `Stream::thread_work` on `thread_queue`: a delivery too big for softirq.
+    Thread,
+}
+
+/// How a delivery run ended.
+enum RunEnd {
+    /// Nothing pending.
+    Empty,
+    /// The run offered `uapi::DELIVERY_RUN_MAX` events; more may wait.
+    More,
+    /// The softirq run reached `uapi::SOFTIRQ_OFFERS_MAX`: the thread run owns delivery now.
+    HandOff,
+}
+
+impl WorkItem<0> for Stream {
     type Pointer = Arc<Stream>;
 
+    /// The softirq run: delivers unless the thread run owns delivery, and hands the stream over
+    /// when its delivery is too big for softirq. The owner changes only under `inner`, in the
+    /// critical sections that also look at `pending`, so exactly one run delivers each event,
+    /// and in order (the two work items never deliver at once).
     fn run(this: Arc<Stream>) {
         // Test hook (0 unless loaded with it): a slow delivery, so that a test can show that an
         // ioctl waiting for it ends on a fatal signal.
@@ -1149,9 +1236,29 @@ impl WorkItem for Stream {
         if delay > 0 {
             this.hold_delivery(delay);
         }
-        if this.deliver_pending() {
-            // More to deliver: a new run, queued behind whatever else waits on this CPU.
-            Stream::kick(this);
+        if this.inner.lock().in_thread {
+            // The thread run delivers this kick's events: it gives delivery back only when it
+            // finds nothing pending.
+            return;
+        }
+        match this.deliver_pending(Stage::Softirq) {
+            RunEnd::Empty => {}
+            // A new run, queued behind whatever else waits on this CPU.
+            RunEnd::More => Stream::kick(this),
+            RunEnd::HandOff => Stream::kick_thread(this),
+        }
+    }
+}
+
+impl WorkItem<1> for Stream {
+    type Pointer = Arc<Stream>;
+
+    /// The thread run: delivers until nothing is pending, then gives delivery back to softirq.
+    fn run(this: Arc<Stream>) {
+        match this.deliver_pending(Stage::Thread) {
+            RunEnd::Empty => {}
+            // Still the owner: a new run, so that one run stays bounded.
+            RunEnd::More | RunEnd::HandOff => Stream::kick_thread(this),
         }
     }
 }

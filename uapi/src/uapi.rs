@@ -228,9 +228,16 @@ pub const BURST_MAX: u32 = 64;
 
 /// Most events one run of a stream's delivery work item offers (to every open file) before it
 /// queues itself again, behind whatever else waits on its CPU: the bound on how long one
-/// delivery runs in softirq, whatever the rate of events. Not part of the C header: the driver's
+/// delivery runs, whatever the rate of events. Not part of the C header: the driver's
 /// internals, shared with its tests.
 pub const DELIVERY_RUN_MAX: u32 = 128;
+
+/// Most offers (events times open files: a `read()` record each, and a signal for each
+/// listener) one delivery run in softirq makes. A stream whose delivery needs more hands it to
+/// a kernel thread (debugfs `delivery_handoffs`), which the scheduler shares fairly, so that
+/// one user's many files never hold up another user's delivery, which softirq runs one after
+/// another on a CPU (review finding 2). Not part of the C header.
+pub const SOFTIRQ_OFFERS_MAX: u32 = 256;
 
 /// Events a stream holds between their emission and their delivery to every open file.
 pub const PENDING_LEN: u32 = 256;
