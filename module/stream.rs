@@ -430,6 +430,9 @@ pub(crate) struct StreamInner {
     in_thread: bool,
     /// Softirq runs that handed delivery over to the thread run (debugfs `delivery_handoffs`).
     pub(crate) delivery_handoffs: u64,
+    /// Softirq runs that found the thread run owning delivery and left the stream to it
+    /// (debugfs `delivery_softirq_yields`).
+    pub(crate) delivery_softirq_yields: u64,
     /// The bound device that produces period interrupts, if any.
     device: Option<DeviceHook>,
     /// Periods the device has been asked for and whose interrupt has not been handled yet, and
@@ -456,6 +459,7 @@ impl StreamInner {
             delivery_run_max: 0,
             in_thread: false,
             delivery_handoffs: 0,
+            delivery_softirq_yields: 0,
             device: None,
             owed: 0,
             owed_stamp: 0,
@@ -1093,6 +1097,10 @@ impl Stream {
                     return RunEnd::Empty;
                 }
             }
+            if stage == Stage::Thread {
+                // Process context, no lock held.
+                crate::delay::sleep_at(DelayPoint::ThreadRunBatch);
+            }
             // The open files, taken after popping, so that a file opened before an event was
             // emitted is in the list; no lock is held while signalling, and nothing allocates.
             let files = self.file_list();
@@ -1236,10 +1244,14 @@ impl WorkItem<0> for Stream {
         if delay > 0 {
             this.hold_delivery(delay);
         }
-        if this.inner.lock().in_thread {
-            // The thread run delivers this kick's events: it gives delivery back only when it
-            // finds nothing pending.
-            return;
+        {
+            let mut inner = this.inner.lock();
+            if inner.in_thread {
+                // The thread run delivers this kick's events: it gives delivery back only when
+                // it finds nothing pending.
+                inner.delivery_softirq_yields = inner.delivery_softirq_yields.wrapping_add(1);
+                return;
+            }
         }
         match this.deliver_pending(Stage::Softirq) {
             RunEnd::Empty => {}

@@ -526,11 +526,15 @@ pub enum DelayPoint {
     /// busy-waits, as a walk does, and cannot be released from the CPU it holds: load the module
     /// with a short `test_delay_ms` for it.
     FilesLocked = 9,
+    /// The delivery work item's thread run (a delivery too big for softirq) has taken a batch
+    /// of events, before it offers them: a softirq run queued meanwhile (by a new event) must
+    /// leave the stream to it, or the new run's events would overtake the batch.
+    ThreadRunBatch = 10,
 }
 
 impl DelayPoint {
     /// Every point, in numeric order.
-    pub const ALL: [DelayPoint; 10] = [
+    pub const ALL: [DelayPoint; 11] = [
         DelayPoint::DeliveryHoldsListener,
         DelayPoint::DeliveryAfterXrun,
         DelayPoint::DetachDeviceBeforeTimerStop,
@@ -541,6 +545,7 @@ impl DelayPoint {
         DelayPoint::DeviceInterruptLate,
         DelayPoint::OpenAllocating,
         DelayPoint::FilesLocked,
+        DelayPoint::ThreadRunBatch,
     ];
 
     /// This point's bit in `test_delay_points`.
@@ -561,6 +566,7 @@ impl DelayPoint {
             DelayPoint::DeviceInterruptLate => "device_interrupt_late",
             DelayPoint::OpenAllocating => "open_allocating",
             DelayPoint::FilesLocked => "files_locked",
+            DelayPoint::ThreadRunBatch => "thread_run_batch",
         }
     }
 }

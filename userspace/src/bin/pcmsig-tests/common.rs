@@ -204,8 +204,8 @@ pub fn debugfs_stat(name: &str) -> Result<u64, String> {
 
 /// Checks that the block of user `uid`'s stream in debugfs `stats` says exactly what GET_STATS
 /// said (`s`, read while the stream was quiet): every line, in order, none missing or extra.
-/// The last two lines, `delivery_handoffs` and `delivery_run_max`, are not in GET_STATS: the
-/// first is a count, the second must be within `uapi::DELIVERY_RUN_MAX`.
+/// The last lines, `delivery_handoffs`, `delivery_softirq_yields` and `delivery_run_max`, are not
+/// in GET_STATS: the first two are counts, the last must be within `uapi::DELIVERY_RUN_MAX`.
 pub fn check_debugfs(uid: u32, s: &Stats) -> Result<(), String> {
     let (text, mut block) = debugfs_block(uid)?;
     let header = format!("stream {uid}");
@@ -213,10 +213,12 @@ pub fn check_debugfs(uid: u32, s: &Stats) -> Result<(), String> {
         .pop()
         .and_then(|l| l.strip_prefix("delivery_run_max ")?.parse::<u32>().ok())
         .ok_or_else(|| format!("no delivery_run_max line ending {header:?} in:\n{text}"))?;
-    block
-        .pop()
-        .and_then(|l| l.strip_prefix("delivery_handoffs ")?.parse::<u64>().ok())
-        .ok_or_else(|| format!("no delivery_handoffs line before the last in:\n{text}"))?;
+    for name in ["delivery_softirq_yields", "delivery_handoffs"] {
+        block
+            .pop()
+            .and_then(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .ok_or_else(|| format!("no {name} line in its place in:\n{text}"))?;
+    }
     ensure!(
         run_max <= uapi::DELIVERY_RUN_MAX,
         "delivery_run_max {run_max} is over {}",

@@ -32,6 +32,7 @@ pub fn reload_tests() -> Vec<Test> {
         a_listener_that_exits_before_its_signal_is_sent_is_counted_exited,
         a_listener_whose_exec_has_begun_is_counted_execd,
         a_delivery_run_offers_a_bounded_number_of_events,
+        a_softirq_run_leaves_a_stream_to_its_thread_run,
         one_users_open_files_are_capped_and_other_users_can_still_open,
     ]
 }
@@ -784,6 +785,47 @@ fn a_big_delivery_moves_to_a_thread_and_back_in_order() -> TestResult {
         BIG_FILES + 1
     );
     Ok(())
+}
+
+/// Review finding 2, the hand-over's window: while the thread run holds a batch (delay point
+/// `thread_run_batch`), an event emitted meanwhile queues a softirq run, which must leave the
+/// stream to the thread run (debugfs `delivery_softirq_yields`): delivering that event itself
+/// would let it, and the burst's next events, overtake the held batch.
+fn a_softirq_run_leaves_a_stream_to_its_thread_run() -> TestResult {
+    with_delay_points(&[DelayPoint::ThreadRunBatch], || {
+        let sig = rt(6);
+        let dev = Arc::new(listen(sig)?);
+        let _files = (0..BIG_FILES)
+            .map(|_| Device::open())
+            .collect::<Result<Vec<_>, _>>()
+            .ctx("open")?;
+        let d = dev.clone();
+        let burst = call(move || d.inject_burst(K::PeriodElapsed, uapi::BURST_MAX))?;
+        // The burst's first events went through softirq, the rest to the thread run, which
+        // holds its first batch now.
+        wait_hits(1)?;
+        let d = dev.clone();
+        let one = call(move || d.inject(K::Xrun))?;
+        let yields = || -> Result<u64, String> {
+            let (text, block) = debugfs_block(0)?;
+            block
+                .iter()
+                .find_map(|l| l.strip_prefix("delivery_softirq_yields ")?.parse().ok())
+                .ok_or_else(|| format!("no delivery_softirq_yields line in:\n{text}"))
+        };
+        wait_until(
+            || Ok(yields()? >= 1),
+            || format!("no softirq run left the stream to its thread run: {:?}", yields()),
+        )?;
+        // Every later visit passes at once.
+        std::fs::write(crate::module_tests::RELEASE, "off").ctx("turning the delay point off")?;
+        burst.join()?.ctx("inject burst")?;
+        one.join()?.ctx("inject")?;
+        let mut kinds = vec![K::PeriodElapsed; uapi::BURST_MAX as usize];
+        kinds.push(K::Xrun);
+        expect_kinds(sig, &kinds)?;
+        Ok(())
+    })
 }
 
 /// Periods of each stream in the `si_uid` test: enough timer interrupts to land on the busy
