@@ -664,12 +664,25 @@ fn one_users_open_files_are_capped_and_other_users_can_still_open() -> TestResul
 /// One run of the delivery work item (in softirq, other users' timers behind it) offers at most
 /// `uapi::DELIVERY_RUN_MAX` events, then queues itself again: a pending queue the ioctls filled
 /// while delivery was held back is delivered in several runs, every event once and in order.
+/// With one file the runs stay in softirq; with [`BIG_FILES`] more, the first hands the stream
+/// to the thread run, whose runs are bounded alike.
 fn a_delivery_run_offers_a_bounded_number_of_events() -> TestResult {
+    held_delivery_runs(0, 0)?;
+    held_delivery_runs(BIG_FILES, 1)
+}
+
+/// [`a_delivery_run_offers_a_bounded_number_of_events`] with `files` open beside the
+/// listener's, expecting `handoffs` hand-overs to the thread run.
+fn held_delivery_runs(files: usize, handoffs: u64) -> TestResult {
     crate::module_tests::with_delivery_held(|release| {
         let sig = rt(6);
         sig.block().ctx("block")?;
         let dev = Arc::new(Device::open().ctx("open")?);
         dev.register(sig).ctx("register")?;
+        let others = (0..files)
+            .map(|_| Device::open_nonblocking())
+            .collect::<Result<Vec<_>, _>>()
+            .ctx("open")?;
         let total = uapi::PENDING_IOCTL_MAX;
         let mut calls = Vec::new();
         let mut left = total;
@@ -690,9 +703,19 @@ fn a_delivery_run_offers_a_bounded_number_of_events() -> TestResult {
             c.join()?.ctx("inject burst")?;
         }
         let kinds = vec![K::PeriodElapsed; total as usize];
-        expect_kinds(sig, &kinds)?;
+        let first = expect_kinds(sig, &kinds)?;
         let s = dev.stats().ctx("stats")?;
         ensure_eq!(s.file.delivered, u64::from(total), "delivered");
+        let want: Vec<u32> = (0..total).map(|i| (first + i) & uapi::SEQ_MASK).collect();
+        for (i, f) in others.iter().enumerate() {
+            let got: Vec<u32> = f
+                .read_records(uapi::READ_QUEUE_LEN as usize)
+                .ctx("read")?
+                .iter()
+                .map(|r| r.seq & uapi::SEQ_MASK)
+                .collect();
+            ensure_eq!(got, want, "file {i}'s records");
+        }
         let (text, block) = debugfs_block(0)?;
         let want = format!("delivery_run_max {}", uapi::DELIVERY_RUN_MAX);
         ensure_eq!(
@@ -700,10 +723,11 @@ fn a_delivery_run_offers_a_bounded_number_of_events() -> TestResult {
             Some(&want),
             "the longest run offered the bound, no more, of {total} events waiting:\n{text}"
         );
-        // One file: a run's offers stay within softirq's bound.
+        let want = format!("delivery_handoffs {handoffs}");
         ensure!(
-            block.iter().any(|l| l == "delivery_handoffs 0"),
-            "one file's delivery went to the thread:\n{text}"
+            block.contains(&want),
+            "{} files: want {want:?} in:\n{text}",
+            files + 1
         );
         Ok(())
     })
