@@ -839,7 +839,12 @@ fn a_softirq_run_leaves_a_stream_to_its_thread_run() -> TestResult {
         };
         wait_until(
             || Ok(yields()? >= 1),
-            || format!("no softirq run left the stream to its thread run: {:?}", yields()),
+            || {
+                format!(
+                    "no softirq run left the stream to its thread run: {:?}",
+                    yields()
+                )
+            },
         )?;
         // Every later visit passes at once.
         std::fs::write(crate::module_tests::RELEASE, "off").ctx("turning the delay point off")?;
