@@ -1053,17 +1053,20 @@ impl Stream {
     /// thread run. Says how the run ended.
     fn deliver_pending(&self, stage: Stage) -> RunEnd {
         let mut offered = 0u32;
-        let mut offers = 0usize;
+        // The offers this run may still make in softirq.
+        let mut left = uapi::SOFTIRQ_OFFERS_MAX as usize;
         loop {
             if offered >= uapi::DELIVERY_RUN_MAX {
                 return RunEnd::More;
             }
             let mut room = DELIVERY_BATCH;
+            // Offers per event, as counted against `left` (0 in the thread run).
+            let mut per_event = 0;
             if stage == Stage::Softirq {
-                // The files now (closed ones included: an estimate, taken in O(1)).
-                let files = self.file_list().map_or(0, |l| l.len()).max(1);
-                let left = (uapi::SOFTIRQ_OFFERS_MAX as usize).saturating_sub(offers);
-                room = room.min(left / files);
+                // The files now (closed ones included: an estimate, taken in O(1); a file opened
+                // meanwhile counts from the next batch).
+                per_event = self.file_list().map_or(0, |l| l.len()).max(1);
+                room = room.min(left / per_event);
             }
             let mut batch = [Event::default(); DELIVERY_BATCH];
             let mut n = 0;
@@ -1108,7 +1111,8 @@ impl Stream {
             self.deliver_batch(&batch[..n], files);
             // `n` is at most `DELIVERY_BATCH`.
             offered = offered.saturating_add(n as u32);
-            offers = offers.saturating_add(n.saturating_mul(files.len()));
+            // `n <= room <= left / per_event`: neither wraps.
+            left = left.wrapping_sub(n.wrapping_mul(per_event));
             let mut inner = self.inner.lock();
             inner.delivery_run_max = inner.delivery_run_max.max(offered);
         }
