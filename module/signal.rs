@@ -275,7 +275,8 @@ impl ThreadRef {
     }
 }
 
-/// Whether `task` is leaving its program: exiting, or in an `execve` past its point of no return.
+/// Whether `task` is leaving its program: exiting, or in an `execve` (from `bprm_execve`'s
+/// checks on).
 /// The kernel still accepts a signal sent then, and reports success, but an exiting thread group
 /// discards it (`prepare_signal`) and an exiting thread's private queue is flushed as it goes;
 /// during an exec, the signal stays pending into the *new* program (pending signals and the
@@ -315,6 +316,17 @@ fn leaving(task: *mut bindings::task_struct) -> Option<Outcome> {
         } else {
             Outcome::Exited
         });
+    }
+    // SAFETY: The caller holds a counted reference on `task`; the bit is read once without a
+    // lock, like the fields above (only the task itself writes it, at the start and the end of
+    // its `bprm_execve`).
+    if unsafe { bindings::task_struct::in_execve_raw(task) } != 0 {
+        // In `bprm_execve`: a single-threaded exec sets no `group_exec_task`, and in 7.3 the
+        // exec closes the close-on-exec files (whose `flush` may block: FUSE's) before
+        // `exec_mmap` replaces the program, so the old `mm` is still there. A signal sent now
+        // stays pending into the new program. (An exec that fails after this point loses the
+        // event for the old program: counted exec'd, so the loss shows in the stats.)
+        return Some(Outcome::Execd);
     }
     None
 }
