@@ -235,8 +235,12 @@ impl ThreadRef {
         // The thread's address space, compared by address only and never dereferenced, so no
         // reference is taken (`get_task_mm` would take `task_lock`, a lock that is not safe to
         // take in softirq context, where delivery runs). `execve` and exit change `mm` under
-        // `task_lock`; an unlocked read sees the old or the new value, the same race any check
-        // before sending has.
+        // `task_lock`; this unlocked read sees the old or the new pointer, never a torn one.
+        // The address cannot be reused by the new program: `self.mm` holds the old `mm_struct`
+        // allocated (`mmgrab`). What the check cannot do is hold the answer: a thread that
+        // enters `execve` after it and before the batch's last `send_sig_info` still gets those
+        // signals, pending into its new program, counted delivered (as `kill(2)` racing an exec
+        // does). The window is one batch; an exec found here or in `leaving` is counted exec'd.
         // SAFETY: `task` is valid (counted); the field is read once, as the C `READ_ONCE` does.
         let mm = unsafe { core::ptr::addr_of!((*task.0.as_ptr()).mm).read_volatile() };
         if mm.is_null() {
