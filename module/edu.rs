@@ -6,13 +6,16 @@
 //! owed; the interrupt handler reads and acknowledges the status (0x24, then 0x64) and each
 //! stream emits the periods it is owed, with source `Device`, into its own delivery path. One
 //! interrupt may serve several streams (or several periods of one): no stream ever takes
-//! another's periods. Unbinding the device stops every running stream.
+//! another's periods. Unbinding the device stops every running stream. The driver drives one
+//! device at a time (`OnlyDevice`): a second one's probe fails with `EBUSY`.
 //!
 //! One lifetime is extended by hand, in `probe`, and only there: the kernel crate's
 //! `irq::Registration` borrows the `IrqVectorRegistration` for `'bound`, and the driver data must
 //! own both, which safe Rust cannot express (a self-reference). The vector registration is boxed
 //! (its address never changes) and declared after the IRQ registration in `EduData`, so it is
 //! dropped after its borrower, and both go when the device unbinds, within `'bound`.
+
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use kernel::{
     device::Core,
@@ -27,7 +30,7 @@ use crate::{stream::DeviceHook, streams::Streams};
 
 const EDU_VENDOR: u16 = 0x1234;
 const EDU_DEVICE: u16 = 0x11e8;
-/// PCI class of `edu` ("unclassified", subclass 0xff), the only such device in our VMs.
+/// PCI class of `edu` ("unclassified", subclass 0xff), the only such devices in our VMs.
 const EDU_CLASS: u32 = 0x00ff00;
 const BAR_SIZE: usize = 0x100;
 const REG_IRQ_STATUS: usize = 0x24;
@@ -35,6 +38,30 @@ const REG_IRQ_RAISE: usize = 0x60;
 const REG_IRQ_ACK: usize = 0x64;
 /// The status bit a period raises.
 const PERIOD_BIT: u32 = 1;
+
+/// Whether an edu device is bound to this driver (see [`OnlyDevice`]).
+static BOUND: AtomicBool = AtomicBool::new(false);
+
+/// The one device the driver drives, claimed from the start of its probe until its data is
+/// dropped: a second device's probe fails with `EBUSY`. Every stream has one period source, so
+/// a second device would replace the first one's hook in every stream, and unbinding either
+/// would detach both (review finding 7).
+struct OnlyDevice;
+
+impl OnlyDevice {
+    fn claim() -> Result<Self> {
+        BOUND
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| OnlyDevice)
+            .map_err(|_| EBUSY)
+    }
+}
+
+impl Drop for OnlyDevice {
+    fn drop(&mut self) {
+        BOUND.store(false, Ordering::Release);
+    }
+}
 
 /// The interrupt handler, which owns the BAR mapping.
 #[pin_data]
@@ -77,7 +104,8 @@ unsafe fn raise(ctx: *const ()) {
 }
 
 /// Data of a bound `edu` device. Fields drop in order: the IRQ registration (free_irq waits for
-/// a running handler, then the BAR is unmapped), then the vectors, then the device is disabled.
+/// a running handler, then the BAR is unmapped), then the vectors, then the device is disabled,
+/// and only then may another device bind.
 #[pin_data]
 pub(crate) struct EduData<'bound> {
     #[pin]
@@ -85,6 +113,7 @@ pub(crate) struct EduData<'bound> {
     vectors: KBox<pci::IrqVectorRegistration<'bound>>,
     streams: Arc<Streams>,
     _enabled: Enabled,
+    _only: OnlyDevice,
 }
 
 /// The device's enable (memory space) and bus mastering, undone on drop, after everything that
@@ -148,6 +177,9 @@ impl pci::Driver for EduDriver {
                 return Err(ENODEV);
             }
             let streams = Streams::get().ok_or(ENODEV)?;
+            let only = OnlyDevice::claim().inspect_err(|_| {
+                dev_info!(pdev, "pcmsig drives one edu device, and one is bound: not this one\n");
+            })?;
             let enabled = Enabled::new(pdev)?;
             let bar = pdev.iomap_region_sized::<BAR_SIZE>(0, c"pcmsig-edu")?;
             let vectors = KBox::new(
@@ -172,6 +204,7 @@ impl pci::Driver for EduDriver {
                 vectors,
                 streams,
                 _enabled: enabled,
+                _only: only,
                 _: {
                     // SAFETY: `this` points to the `EduData` being initialised; `irq` is
                     // initialised, pinned, and outlives the hook (removed in `unbind`).

@@ -204,6 +204,12 @@ pub fn filter_matches(filter: &str, name: &str) -> bool {
     wanted || !any_wanted
 }
 
+/// QEMU's arguments for the VM with the `edu` device: two of them ([`EDU_DEVICES`]), so that
+/// every run with the device also shows the second one refused (the driver drives one).
+pub const EDU_QEMU_ARGS: [&str; 4] = ["-device", "edu", "-device", "edu"];
+/// How many `edu` devices that VM has.
+pub const EDU_DEVICES: usize = 2;
+
 /// The words of init's environment (from the kernel command line) that the host sets and the
 /// guest suite reads: one definition for both sides. `vm/init` itself reads the lower-case ones
 /// (a host test pins it to the words of a test boot); the upper-case ones pass through it to
@@ -217,7 +223,8 @@ pub mod env {
     pub const FILTER: &str = "pcmsig_filter";
     /// The per-test base time limit in seconds (the suite scales it by the VM's pace).
     pub const TEST_TIMEOUT: &str = "PCMSIG_TEST_TIMEOUT";
-    /// `1`: the VM has QEMU's `edu` device, so the device tests must run.
+    /// `1`: the VM has QEMU's `edu` devices ([`super::EDU_QEMU_ARGS`]), so the device tests
+    /// must run.
     pub const EDU: &str = "PCMSIG_EDU";
     /// Set: the kernel has kmemleak, so its scan must run.
     pub const KMEMLEAK: &str = "PCMSIG_KMEMLEAK";
@@ -498,6 +505,10 @@ pub const SKIPS: &[(&str, SkipWhen)] = &[
     ),
     (
         "edu_coalesced_interrupts_are_never_counted_spurious",
+        SkipWhen::NoEduDevice,
+    ),
+    (
+        "edu_a_second_device_is_refused_until_the_first_unbinds",
         SkipWhen::NoEduDevice,
     ),
     (

@@ -592,7 +592,7 @@ fn run_one(
     };
     if bug.edu {
         opts.qemu_args
-            .extend(["-device".to_string(), "edu".to_string()]);
+            .extend(pcmsig_contract::EDU_QEMU_ARGS.map(String::from));
         env.push(word(env::EDU, 1));
     }
     env.extend(bug.kernel_args.iter().map(|a| a.to_string()));

@@ -1014,7 +1014,7 @@ fn boot_suite(
     }
     let mut qemu = opts.qemu_args.clone();
     if edu {
-        qemu.extend(["-device".to_string(), "edu".to_string()]);
+        qemu.extend(pcmsig_contract::EDU_QEMU_ARGS.map(String::from));
         env.push(word(env::EDU, 1));
     }
     let boot = vm::Boot {

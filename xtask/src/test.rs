@@ -566,7 +566,7 @@ impl flags::Test {
             });
             if !self.no_edu {
                 let mut qemu = opts.qemu_args.clone();
-                qemu.extend(["-device".to_string(), "edu".to_string()]);
+                qemu.extend(pcmsig_contract::EDU_QEMU_ARGS.map(String::from));
                 env.push(word(env::EDU, 1));
                 let name = format!("edu{suffix}");
                 configs.push(VmConfig {

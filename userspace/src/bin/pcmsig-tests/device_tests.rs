@@ -23,6 +23,7 @@ pub fn tests() -> Vec<Test> {
         edu_unbind_while_running_stops_and_rebind_restores,
         edu_unbind_disables_the_device_and_bind_enables_it_once,
         edu_coalesced_interrupts_are_never_counted_spurious,
+        edu_a_second_device_is_refused_until_the_first_unbinds,
     ]
 }
 
@@ -301,6 +302,86 @@ fn edu_unbind_disables_the_device_and_bind_enables_it_once() -> TestResult {
     wait_edu_bound().ctx("binding again")?;
     ensure_eq!(unbound?, "0", "enable count once unbound");
     ensure_eq!(enable_count(&addr)?, "1", "enable count bound again");
+    Ok(())
+}
+
+/// The PCI addresses of every edu device in the VM, bound or not.
+fn edu_devices() -> Result<Vec<String>, String> {
+    let dir = "/sys/bus/pci/devices";
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).ctx(dir)? {
+        let addr = e.ctx(dir)?.file_name().to_string_lossy().to_string();
+        let id = |f: &str| std::fs::read_to_string(format!("{dir}/{addr}/{f}")).unwrap_or_default();
+        if id("vendor").trim() == "0x1234" && id("device").trim() == "0x11e8" {
+            found.push(addr);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A stream of `n` 10 ms periods, each of which must come from the bound device.
+fn device_run(n: usize) -> TestResult {
+    let sig = rt(0);
+    let dev = listen(sig)?;
+    dev.configure(10_000, n as u32).ctx("configure")?;
+    dev.trigger(Trigger::Start).ctx("start")?;
+    expect_kinds(sig, &finite_run(n))?;
+    let sources: Vec<u16> = dev
+        .read_records(16)
+        .ctx("read")?
+        .iter()
+        .filter(|r| r.kind == K::PeriodElapsed as u16)
+        .map(|r| r.source)
+        .collect();
+    ensure_eq!(
+        sources,
+        vec![uapi::EventSource::Device as u16; n],
+        "the periods' sources"
+    );
+    Ok(())
+}
+
+/// Review finding 7: the driver drives one edu device. The edu VM has two
+/// (`pcmsig_contract::EDU_DEVICES`): the second one's probe is refused (`EBUSY`), so that it
+/// neither replaces the first one's hook in every stream nor, when it goes, detaches the
+/// streams from the first. Once the first unbinds, the second binds and drives the periods.
+/// (The driver once bound both: the second's hook replaced the first's everywhere, and
+/// unbinding either detached both.)
+fn edu_a_second_device_is_refused_until_the_first_unbinds() -> TestResult {
+    let first = edu_address()?;
+    let all = edu_devices()?;
+    ensure_eq!(
+        all.len(),
+        pcmsig_contract::EDU_DEVICES,
+        "edu devices in this VM: {all:?}"
+    );
+    let second = all
+        .iter()
+        .find(|a| **a != first)
+        .ok_or_else(|| format!("no second edu device in {all:?}"))?
+        .clone();
+    let driver = format!("/sys/bus/pci/devices/{second}/driver");
+    ensure!(
+        std::fs::symlink_metadata(&driver).is_err(),
+        "the second edu device {second} has a driver: {:?}",
+        std::fs::read_link(&driver)
+    );
+    let refused = std::fs::write(BIND, &second).err();
+    ensure_eq!(
+        refused.and_then(|e| e.raw_os_error()),
+        Some(libc::EBUSY),
+        "binding the second device while the first is bound"
+    );
+    device_run(3).ctx("with the first device")?;
+    write_sysfs(UNBIND, &first)?;
+    write_sysfs(BIND, &second)?;
+    ensure_eq!(wait_edu_bound()?, second, "the device bound now");
+    device_run(3).ctx("with the second device")?;
+    // As the VM booted.
+    write_sysfs(UNBIND, &second)?;
+    write_sysfs(BIND, &first)?;
+    ensure_eq!(wait_edu_bound()?, first, "the device bound again");
     Ok(())
 }
 
