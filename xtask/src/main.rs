@@ -59,6 +59,22 @@ fn try_main() -> Result<i32> {
         return Ok(0);
     }
     let flags = flags::Xtask::from_env_or_exit();
+    // Every command that builds the module in place or writes its output under
+    // `target/pcmsig`, one at a time per checkout. Not `shell` and `run`, which a developer
+    // keeps open beside the others (they build before they boot, and hold nothing after), nor
+    // `header` and `deps`.
+    let _lock = match &flags.subcommand {
+        flags::XtaskCmd::Test(_) => Some("test"),
+        flags::XtaskCmd::Coverage(_) => Some("coverage"),
+        flags::XtaskCmd::Exec(_) => Some("exec"),
+        flags::XtaskCmd::Build(_) => Some("build"),
+        flags::XtaskCmd::Selftest(_) => Some("selftest"),
+        flags::XtaskCmd::Bench(_) => Some("bench"),
+        flags::XtaskCmd::Mutants(_) => Some("mutants"),
+        _ => None,
+    }
+    .map(paths::lock_checkout)
+    .transpose()?;
     match flags.subcommand {
         flags::XtaskCmd::Test(f) => f.run().map(|()| 0),
         flags::XtaskCmd::Coverage(f) => f.run().map(|()| 0),
