@@ -178,7 +178,10 @@ impl pci::Driver for EduDriver {
             }
             let streams = Streams::get().ok_or(ENODEV)?;
             let only = OnlyDevice::claim().inspect_err(|_| {
-                dev_info!(pdev, "pcmsig drives one edu device, and one is bound: not this one\n");
+                dev_info!(
+                    pdev,
+                    "pcmsig drives one edu device, and one is bound: not this one\n"
+                );
             })?;
             let enabled = Enabled::new(pdev)?;
             let bar = pdev.iomap_region_sized::<BAR_SIZE>(0, c"pcmsig-edu")?;

@@ -182,7 +182,11 @@ fn stream_stats(stream: &Arc<Stream>, f: &mut fmt::Formatter<'_>) -> fmt::Result
     writeln!(f, "dropped_execd {}", t.dropped_execd)?;
     writeln!(f, "dropped_perm {}", t.dropped_perm)?;
     writeln!(f, "delivery_handoffs {}", inner.delivery_handoffs)?;
-    writeln!(f, "delivery_softirq_yields {}", inner.delivery_softirq_yields)?;
+    writeln!(
+        f,
+        "delivery_softirq_yields {}",
+        inner.delivery_softirq_yields
+    )?;
     writeln!(f, "delivery_run_max {}", inner.delivery_run_max)
 }
 
