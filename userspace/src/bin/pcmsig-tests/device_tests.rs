@@ -264,21 +264,7 @@ fn edu_unbind_while_running_stops_and_rebind_restores() -> TestResult {
     write_sysfs(BIND, &addr)?;
     after_unbind?;
     wait_edu_bound().ctx("binding again")?;
-    dev.configure(10_000, 2).ctx("configure")?;
-    dev.trigger(Trigger::Start).ctx("start after rebind")?;
-    expect_kinds(sig, &finite_run(2))?;
-    let recs = dev.read_records(256).ctx("read")?;
-    let sources: Vec<u16> = recs
-        .iter()
-        .filter(|r| r.kind == K::PeriodElapsed as u16)
-        .map(|r| r.source)
-        .collect();
-    ensure_eq!(
-        sources,
-        vec![uapi::EventSource::Device as u16; 2],
-        "periods come from the device again"
-    );
-    Ok(())
+    device_run_on(&dev, sig, 2).ctx("periods come from the device again")
 }
 
 /// The device's enable count (`/sys/bus/pci/devices/ADDR/enable`).
@@ -323,12 +309,16 @@ fn edu_devices() -> Result<Vec<String>, String> {
 /// A stream of `n` 10 ms periods, each of which must come from the bound device.
 fn device_run(n: usize) -> TestResult {
     let sig = rt(0);
-    let dev = listen(sig)?;
+    device_run_on(&listen(sig)?, sig, n)
+}
+
+/// [`device_run`] on `dev`, registered for `sig`, whose records so far were read.
+fn device_run_on(dev: &pcmsig::Device, sig: pcmsig::Signal, n: usize) -> TestResult {
     dev.configure(10_000, n as u32).ctx("configure")?;
     dev.trigger(Trigger::Start).ctx("start")?;
     expect_kinds(sig, &finite_run(n))?;
     let sources: Vec<u16> = dev
-        .read_records(16)
+        .read_records(256)
         .ctx("read")?
         .iter()
         .filter(|r| r.kind == K::PeriodElapsed as u16)
