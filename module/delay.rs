@@ -23,7 +23,7 @@ static DEFERRED: [AtomicBool; DelayPoint::ALL.len()] =
     [const { AtomicBool::new(false) }; DelayPoint::ALL.len()];
 
 /// Whether any delay point is enabled (then delivery runs in process context, see
-/// `delivery_queue`).
+/// `softirq_queue`).
 pub(crate) fn any_enabled() -> bool {
     crate::module_parameters::test_delay_points.value() != 0
 }

@@ -1161,7 +1161,7 @@ impl Stream {
 
 impl Stream {
     /// Test hook: the delivery work item waits `delay_ms` before each run, or until the delay is
-    /// released (for good, until the module is loaded again). With the delay set, `delivery_queue`
+    /// released (for good, until the module is loaded again). With the delay set, `softirq_queue`
     /// is a process-context workqueue, where the work item may sleep.
     fn hold_delivery(&self, delay_ms: u32) {
         let mut left = kernel::time::msecs_to_jiffies(delay_ms);

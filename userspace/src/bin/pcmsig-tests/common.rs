@@ -242,6 +242,16 @@ pub fn check_debugfs(uid: u32, s: &Stats) -> Result<(), String> {
     Ok(())
 }
 
+/// The value of line `name` of user `uid`'s stream block in debugfs `stats`
+/// (`delivery_handoffs`, `delivery_softirq_yields`, ...).
+pub fn debugfs_stream_stat(uid: u32, name: &str) -> Result<u64, String> {
+    let (text, block) = debugfs_block(uid)?;
+    block
+        .iter()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .ok_or_else(|| format!("no {name} line in stream {uid}'s block of:\n{text}"))
+}
+
 /// The debugfs `stats` text and the lines of user `uid`'s stream block (empty if none).
 pub fn debugfs_block(uid: u32) -> Result<(String, Vec<String>), String> {
     let text = std::fs::read_to_string(DEBUGFS_STATS).ctx("reading debugfs stats")?;

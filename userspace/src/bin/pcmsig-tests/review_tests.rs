@@ -801,15 +801,12 @@ fn a_big_delivery_moves_to_a_thread_and_back_in_order() -> TestResult {
     for (i, got) in records.iter().enumerate() {
         ensure_eq!(*got, want, "file {i}'s records");
     }
-    let (text, block) = debugfs_block(0)?;
-    let handoffs = block
-        .iter()
-        .find_map(|l| l.strip_prefix("delivery_handoffs ")?.parse::<u64>().ok())
-        .ok_or_else(|| format!("no delivery_handoffs line in:\n{text}"))?;
+    let handoffs = debugfs_stream_stat(0, "delivery_handoffs")?;
     ensure!(
         handoffs >= 1,
-        "no delivery went to the thread with {} files:\n{text}",
-        BIG_FILES + 1
+        "no delivery went to the thread with {} files:\n{:?}",
+        BIG_FILES + 1,
+        debugfs_block(0)
     );
     Ok(())
 }
@@ -833,13 +830,7 @@ fn a_softirq_run_leaves_a_stream_to_its_thread_run() -> TestResult {
         wait_hits(1)?;
         let d = dev.clone();
         let one = call(move || d.inject(K::Xrun))?;
-        let yields = || -> Result<u64, String> {
-            let (text, block) = debugfs_block(0)?;
-            block
-                .iter()
-                .find_map(|l| l.strip_prefix("delivery_softirq_yields ")?.parse().ok())
-                .ok_or_else(|| format!("no delivery_softirq_yields line in:\n{text}"))
-        };
+        let yields = || debugfs_stream_stat(0, "delivery_softirq_yields");
         wait_until(
             || Ok(yields()? >= 1),
             || {
