@@ -3,7 +3,7 @@
 use pcmsig::sys::{self, SigInfo, SignalSet};
 use pcmsig::{uapi, Device, EventKind, Signal, State, Stats};
 
-use crate::runner::{Context, QUIET, WAIT};
+use crate::runner::{wait, Context, QUIET};
 use crate::{ensure, ensure_eq};
 
 /// `SIGRTMIN() + n`.
@@ -47,9 +47,9 @@ pub fn listen_to_stream(sig: Signal, period_us: u32, periods: u32) -> Result<Dev
 /// Waits for the next of `sigs` (they must be blocked).
 pub fn recv(sigs: &[Signal]) -> Result<SigInfo, String> {
     let set = SignalSet::from(sigs);
-    sys::sigtimedwait(&set, WAIT)
+    sys::sigtimedwait(&set, wait())
         .ctx("sigtimedwait")?
-        .ok_or_else(|| format!("no signal within {WAIT:?}"))
+        .ok_or_else(|| format!("no signal within {:?}", wait()))
 }
 
 /// Asserts that none of `sigs` arrives within a short while.
@@ -468,7 +468,8 @@ fn wait_for_proc(
     done: impl Fn(&str) -> Result<bool, String>,
     stuck: impl Fn(&str) -> String,
 ) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline =
+        std::time::Instant::now() + crate::runner::paced(std::time::Duration::from_secs(10));
     loop {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
         if done(&text)? {

@@ -213,7 +213,7 @@ fn edu_periods_come_from_device_interrupts() -> TestResult {
 /// Waits until the edu device is bound (it binds as the module loads, or on a `bind`); its
 /// address. The wait is a hang guard.
 pub fn wait_edu_bound() -> Result<String, String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + crate::runner::paced(Duration::from_secs(10));
     loop {
         match edu_address() {
             Ok(a) => return Ok(a),

@@ -881,7 +881,7 @@ fn four_events_numbered_from(dev: &Device, first: u64) -> TestResult {
     let want: Vec<u64> = (first..first + 4).collect();
     let mut got = Vec::new();
     for _ in 0..4 {
-        let info = sys::sigtimedwait(&set, std::time::Duration::from_secs(10))
+        let info = sys::sigtimedwait(&set, crate::runner::wait())
             .ctx("sigtimedwait")?
             .ok_or("a signal never came")?;
         ensure_eq!(info.value >> 24, i32::from(STARTED));

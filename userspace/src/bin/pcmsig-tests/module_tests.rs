@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pcmsig::{uapi, Device, EventKind as K, State, Trigger};
 
 use crate::common::*;
-use crate::runner::{diag, Context, Progress, Test, TestResult};
+use crate::runner::{diag, paced, Context, Progress, Test, TestResult};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {
@@ -435,7 +435,7 @@ fn xrun_when_a_listener_falls_behind() -> TestResult {
     // Wait for the xrun and until the work item has offered this listener every event emitted
     // since it registered (the timer has stopped, so nothing moves any more): state, not time.
     // The deadline is a hang guard.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + paced(Duration::from_secs(10));
     let s = loop {
         let s = dev.stats().ctx("stats")?;
         let offered_all = s.file.fired == s.events - before;
@@ -529,7 +529,7 @@ fn exited_listener_drops_are_counted() -> TestResult {
 
 /// Waits until `path` no longer exists (a released thread's /proc entry).
 pub fn wait_gone(path: &str) -> TestResult {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + paced(Duration::from_secs(10));
     while std::path::Path::new(path).exists() {
         ensure!(Instant::now() < deadline, "{path} still exists");
         std::thread::sleep(Duration::from_millis(1));
@@ -953,7 +953,7 @@ pub fn delete_module() -> std::io::Result<()> {
 /// killed test's files close) or found unloaded, and loaded with init's parameters.
 pub fn restore_module() -> Result<(), String> {
     let _ = std::fs::write(RELEASE, "off");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + paced(Duration::from_secs(30));
     loop {
         match delete_module() {
             Ok(()) => break,
@@ -1001,7 +1001,7 @@ pub fn with_module_params(extra: &str, f: impl FnOnce() -> TestResult) -> TestRe
     load_module_with(&format!("{} {extra}", init_params())).ctx(&format!("insmod with {extra}"))?;
     let result = f();
     let _ = std::fs::write(RELEASE, "off");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + paced(Duration::from_secs(30));
     while let Err(e) = delete_module() {
         if Instant::now() > deadline {
             return result.and(Err(format!("rmmod after the test: {e}")));
@@ -1116,9 +1116,13 @@ fn unload_after_closing_a_running_stream_is_clean() -> TestResult {
             .ctx("configure, no end")?;
         dev.trigger(Trigger::Start).ctx("start")?;
         // A few periods, so that the timer is surely armed and re-arming when the file closes.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + paced(Duration::from_secs(10));
         while dev.stats().ctx("stats")?.periods < 3 {
-            ensure!(Instant::now() < deadline, "no periods in 10 s");
+            ensure!(
+                Instant::now() < deadline,
+                "no periods in {:?}",
+                paced(Duration::from_secs(10))
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -1218,7 +1222,7 @@ fn racing_triggers_never_leave_a_running_stream_without_its_timer() -> TestResul
         running_rounds += 1;
         // A liveness check: only a timeout can say "never". 10 s of a Running stream with 1 ms
         // periods and no period is far beyond any slowness: the timer is gone.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + paced(Duration::from_secs(10));
         loop {
             let now = dev.stats().ctx("stats")?;
             if now.periods > s.periods || State::from_u32(now.state) != Some(State::Running) {
@@ -1336,8 +1340,9 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
     // Decided from state: the children died of the kill, and the stream's counters say no event
     // had been delivered when they did; the hold is so long that no machine's slowness can make
     // delivery come first, and the test releases it at once afterwards, so it costs nothing.
-    /// A hang guard far above any honest exit (0.4 s on the slowest machine seen), below the hold.
-    const DEATH_LIMIT: Duration = Duration::from_secs(20);
+    // A hang guard far above any honest exit (0.4 s on the slowest machine seen), below the hold
+    // (both paced alike).
+    let death_limit = paced(Duration::from_secs(20));
     with_delivery_held(|release| {
         let sig = rt(0);
         let dev = listen(sig)?;
@@ -1357,7 +1362,7 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
                 nix::sys::signal::Signal::SIGKILL,
             )
             .ctx("kill")?;
-            let code = wait_child_for(child, DEATH_LIMIT)?;
+            let code = wait_child_for(child, death_limit)?;
             let s = dev.stats().ctx("stats")?;
             let Some(code) = code else {
                 release()?;
@@ -1372,7 +1377,7 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
                 }
                 return Err(format!(
                     "SIGKILL did not end the ioctl of child {} waiting for delivery (still alive \
-                     after {DEATH_LIMIT:?}; {} events emitted, {} delivered)",
+                     after {death_limit:?}; {} events emitted, {} delivered)",
                     i + 1,
                     s.events,
                     s.total.delivered
@@ -1399,7 +1404,7 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
         // a batch after sending it: the signal can arrive before the counter moves. Found by the
         // slowed run.)
         expect_kinds(sig, &[K::Started, K::Stopped])?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + paced(Duration::from_secs(10));
         while dev.stats().ctx("stats")?.file.delivered != 2 {
             ensure!(Instant::now() < deadline, "the delivery was never counted");
             std::thread::sleep(Duration::from_millis(1));
@@ -1409,16 +1414,16 @@ fn a_fatal_signal_ends_an_ioctl_waiting_for_delivery() -> TestResult {
     })
 }
 
-/// Runs `f` with the module loaded with its delivery held back for 60 s (the
+/// Runs `f` with the module loaded with its delivery held back for 60 s at the reference pace (the
 /// `test_delivery_delay_ms` hook), so long that no machine's slowness can make a delivery come
 /// first; `f` gets the release (a write to debugfs), which the tests call as soon as they have
 /// looked. Afterwards the module is loaded as init did.
 pub(crate) fn with_delivery_held(
     f: impl FnOnce(&dyn Fn() -> TestResult) -> TestResult,
 ) -> TestResult {
-    const HOLD_MS: u64 = 60_000;
+    let hold_ms = paced(Duration::from_secs(60)).as_millis();
     let release = || std::fs::write(RELEASE, "1").ctx("release the delivery");
-    with_module_params(&format!("test_delivery_delay_ms={HOLD_MS}"), || f(&release))
+    with_module_params(&format!("test_delivery_delay_ms={hold_ms}"), || f(&release))
 }
 
 fn a_handled_signal_does_not_end_the_wait_for_delivery() -> TestResult {
@@ -1458,7 +1463,7 @@ fn a_handled_signal_does_not_end_the_wait_for_delivery() -> TestResult {
             "inject returned once its signal was queued"
         );
         ensure!(
-            h.recv_timeout(crate::runner::WAIT)
+            h.recv_timeout(crate::runner::wait())
                 .ctx("handler")?
                 .is_some(),
             "the handler ran after the ioctl returned"

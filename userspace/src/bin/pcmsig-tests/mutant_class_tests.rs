@@ -11,7 +11,7 @@ use pcmsig::sys::{self, now_ns};
 use pcmsig::{uapi, Device, EventKind as K, FdReceiver, State, Trigger, WaitReceiver};
 
 use crate::common::*;
-use crate::runner::{Context, Test, TestResult, WAIT};
+use crate::runner::{wait, Context, Test, TestResult};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {
@@ -54,7 +54,7 @@ fn library_receivers_report_the_senders_pid_uid_and_value() -> TestResult {
         })?;
         ensure_eq!(wait_child(sender)?, 0, "sender");
         let w = waiter
-            .recv_timeout(WAIT)
+            .recv_timeout(wait())
             .ctx("sigtimedwait")?
             .ok_or("no signal for sigwaitinfo")?;
         ensure_eq!(
@@ -63,7 +63,7 @@ fn library_receivers_report_the_senders_pid_uid_and_value() -> TestResult {
             "sigwaitinfo: signo, si_code, si_pid, si_uid, si_int"
         );
         let f = fd_rx
-            .recv_timeout(WAIT)
+            .recv_timeout(wait())
             .ctx("signalfd read")?
             .ok_or("no signal on the signalfd")?;
         ensure_eq!(

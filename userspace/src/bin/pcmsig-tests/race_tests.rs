@@ -4,10 +4,10 @@
 //! seeded bug named in the test's comment (`cargo xtask selftest --bugs`).
 //!
 //! They decide from state, never from time: a point waits until released (its time limit,
-//! [`WINDOW_MS`], only ends a window a failed test never released), and the waits here are hang
-//! guards. With a delay
-//! point enabled the delivery work item runs in process context (see `delivery_queue` in
-//! `module/stream.rs`), where its points busy-wait preemptibly: one CPU is enough.
+//! [`window_ms`], only ends a window a failed test never released), and the waits here are hang
+//! guards, paced like the window. With a delay point enabled the delivery work item runs in
+//! process context (see `softirq_queue` in `module/stream.rs`), where its points busy-wait
+//! preemptibly: one CPU is enough.
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -41,14 +41,17 @@ pub(crate) fn with_delay_points(
     points: &[DelayPoint],
     f: impl FnOnce() -> TestResult,
 ) -> TestResult {
-    with_delay_points_for(points, Some(WINDOW_MS), f)
+    with_delay_points_for(points, Some(window_ms()), f)
 }
 
 /// The longest a window stays open (`test_delay_ms`) unless the test releases it: far above any
 /// test's acting time, so that only the release ends a window, however slow the machine (with
 /// the module's 5 s default, a loaded debug VM once took longer than that to fork the child that
-/// was to act in it, and the test failed on the fixed driver).
-const WINDOW_MS: u32 = 60_000;
+/// was to act in it, and the test failed on the fixed driver). 60 s at the reference pace,
+/// paced like every hang guard, so that it stays above them.
+fn window_ms() -> u32 {
+    u32::try_from(crate::runner::paced(Duration::from_secs(60)).as_millis()).unwrap_or(u32::MAX)
+}
 
 /// [`with_delay_points`], each visit waiting at most `ms` (`test_delay_ms`) if given.
 fn with_delay_points_for(

@@ -42,11 +42,41 @@ fn fail_fast() -> bool {
 }
 
 /// The longest a test may wait for one thing before failing with what it saw: two thirds of the
-/// per-test base limit (20 s; 160 s on the debug kernel), so that a wait that never ends is
-/// reported by its own message rather than by the runner, which says only that time ran out.
+/// per-test base limit (20 s; 160 s on the debug kernel) times the VM's pace, so that a wait
+/// that never ends is reported by its own message rather than by the runner, which says only
+/// that time ran out (the runner's limit is the whole base times the same pace).
 pub fn hang_guard() -> std::time::Duration {
-    std::time::Duration::from_secs(u64::from(test_timeout_s()) * 2 / 3)
+    paced(std::time::Duration::from_secs(
+        u64::from(test_timeout_s()) * 2 / 3,
+    ))
 }
+
+/// The VM's pace factor as the runner measured it before the test started (see
+/// [`Limits`]), as `f64` bits: the runner stores it before each fork, so the test's process
+/// inherits it. 1 outside the runner.
+static PACE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1f64.to_bits());
+
+/// How many times slower than the reference pace the VM ran when the test started (1 to
+/// [`PACE_CAP`]).
+pub fn pace() -> f64 {
+    f64::from_bits(PACE.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// A hang guard written for the reference pace, scaled by the VM's measured pace: every wait a
+/// test gives up on is one of these (or [`hang_guard`], or [`wait`]), never fixed seconds, so
+/// that a slow or crowded machine slows the guards with the tests (`cargo xtask test --slow N`).
+pub fn paced(at_reference: Duration) -> Duration {
+    at_reference.mul_f64(pace())
+}
+
+/// How long tests wait for a signal that should come: a hang guard, far above any honest
+/// delivery (milliseconds, also on the debug kernel on a slow machine), never a measure: 10 s
+/// at the reference pace, [`paced`].
+pub fn wait() -> Duration {
+    paced(WAIT_AT_REFERENCE)
+}
+
+const WAIT_AT_REFERENCE: Duration = Duration::from_secs(10);
 
 /// The write end of the heartbeat pipe in a test's process (-1 elsewhere): each [`Progress`]
 /// report writes a byte there, which restarts the runner's count of the test's time.
@@ -445,11 +475,12 @@ impl Limits {
         };
         diag(&format!(
             "pace: {} ms for the sample ({} ms at the reference pace): {:.1}x, so a test is \
-             killed after {} s without progress",
+             killed after {} s without progress, and gives up on a signal after {} s",
             sample.as_millis(),
             PACE_REFERENCE_MS,
             limits.factor,
-            limits.now().as_secs()
+            limits.now().as_secs(),
+            WAIT_AT_REFERENCE.mul_f64(limits.factor).as_secs()
         ));
         limits
     }
@@ -505,6 +536,11 @@ fn run_one(t: &Test, limits: &mut Limits) -> Outcome {
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
         );
     }
+    // The test's own hang guards scale with the pace the runner measured last.
+    PACE.store(
+        limits.factor.to_bits(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     // SAFETY: the runner is single-threaded when it forks; the child only runs the test and
     // exits with `_exit`.
     let pid = unsafe { libc::fork() };
@@ -630,7 +666,7 @@ fn run_one(t: &Test, limits: &mut Limits) -> Outcome {
 /// it: the runner is their subreaper) and reaps them; returns how many there were.
 fn kill_strays() -> usize {
     let me = std::process::id() as i32;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + paced(Duration::from_secs(10));
     let mut seen = std::collections::BTreeSet::new();
     loop {
         let children = children_of(me);
@@ -728,10 +764,29 @@ impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
     }
 }
 
-/// How long tests wait for a signal that should come: a hang guard, far above any honest
-/// delivery (milliseconds, also on the debug kernel on a slow machine), never a measure.
-pub const WAIT: Duration = Duration::from_secs(10);
 /// How long tests wait to be sure a signal does not come. Every ioctl that emits an event
 /// returns after its signals are queued, so a wrong signal would already be pending: this only
 /// covers the timer.
 pub const QUIET: Duration = Duration::from_millis(25);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guards a test's process sees scale with the pace the runner stored before the fork.
+    #[test]
+    fn guards_scale_with_the_stored_pace() {
+        let base = Duration::from_secs(u64::from(test_timeout_s()));
+        assert_eq!(pace(), 1.0);
+        assert_eq!(wait(), Duration::from_secs(10));
+        assert_eq!(hang_guard(), base * 2 / 3);
+        PACE.store(3.5f64.to_bits(), std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(wait(), Duration::from_secs(35));
+        assert_eq!(hang_guard(), (base * 2 / 3).mul_f64(3.5));
+        assert_eq!(
+            paced(Duration::from_millis(100)),
+            Duration::from_millis(350)
+        );
+        PACE.store(1f64.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+}

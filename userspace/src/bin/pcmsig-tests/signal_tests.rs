@@ -9,7 +9,7 @@ use pcmsig::{
 };
 
 use crate::common::*;
-use crate::runner::{diag, Context, Test, TestResult, WAIT};
+use crate::runner::{diag, wait, Context, Test, TestResult};
 use crate::{ensure, ensure_eq};
 
 pub fn tests() -> Vec<Test> {
@@ -183,7 +183,7 @@ fn signalfd_reports_ssi_int_and_si_queue() -> TestResult {
         .enumerate()
     {
         let info = rx
-            .recv_timeout(WAIT)
+            .recv_timeout(wait())
             .ctx("signalfd read")?
             .ok_or("no signal on the signalfd")?;
         ensure_eq!(info.signo, sig.number());
@@ -226,13 +226,13 @@ fn every_receive_mode_sees_the_same_events() -> TestResult {
     };
     // 1. sigwaitinfo (the signal blocked, taken synchronously)
     let waiter = WaitReceiver::new(&[rt(0)]).ctx("block")?;
-    let waited = run(rt(0), &|| waiter.recv_timeout(WAIT).ctx("sigtimedwait"))?;
+    let waited = run(rt(0), &|| waiter.recv_timeout(wait()).ctx("sigtimedwait"))?;
     // 2. signalfd
     let fd_rx = FdReceiver::new(&[rt(1)]).ctx("signalfd")?;
-    let fd = run(rt(1), &|| fd_rx.recv_timeout(WAIT).ctx("signalfd"))?;
+    let fd = run(rt(1), &|| fd_rx.recv_timeout(wait()).ctx("signalfd"))?;
     // 3. SA_SIGINFO handler handing off through a pipe
     let h = HandlerReceiver::install(&[rt(2)], true).ctx("handler")?;
-    let handled = run(rt(2), &|| h.recv_timeout(WAIT).ctx("handler pipe"))?;
+    let handled = run(rt(2), &|| h.recv_timeout(wait()).ctx("handler pipe"))?;
     let (a, b, c) = (normalize(waited)?, normalize(fd)?, normalize(handled)?);
     let want: Vec<(K, u32, i32)> = kinds
         .iter()
@@ -301,7 +301,7 @@ fn read_pipe_during_event(restart: bool) -> Result<std::io::Result<usize>, Strin
     let r = nix::unistd::read(&rd, &mut buf).map_err(std::io::Error::from);
     helper.join().map_err(|_| "helper panicked".to_string())??;
     let got = h
-        .recv_timeout(WAIT)
+        .recv_timeout(wait())
         .ctx("handler pipe")?
         .ok_or("the handler never ran")?;
     ensure_eq!(
@@ -344,7 +344,7 @@ fn device_read_is_interruptible() -> TestResult {
     helper.join().map_err(|_| "helper panicked".to_string())??;
     expect_errno(r, libc::EINTR, "device read interrupted")?;
     ensure!(
-        h.recv_timeout(WAIT).ctx("handler")?.is_some(),
+        h.recv_timeout(wait()).ctx("handler")?.is_some(),
         "handler ran"
     );
     Ok(())
@@ -396,7 +396,7 @@ fn cricket_scorer_sigqueues_to_manager() -> TestResult {
     let set = SignalSet::of(&[sig.number()]);
     let mut said = Vec::new();
     for _ in 0..4 {
-        let info = sys::sigtimedwait(&set, WAIT)
+        let info = sys::sigtimedwait(&set, wait())
             .ctx("sigtimedwait")?
             .ok_or("the scorer's signal never came")?;
         ensure_eq!(info.code, uapi::SI_CODE, "sigqueue sends SI_QUEUE");
