@@ -1,5 +1,5 @@
-//! The static guest programs (`pcmsig`, `pcmsig-tests`, `pcmsig-bench`), built by cargo on the
-//! host, and what the host asks of them (`--list`).
+//! The static guest programs (`pcmsig`, the CLI of `cli/`; `pcmsig-tests` and `pcmsig-bench`
+//! of `guest/`), built by cargo on the host, and what the host asks of them (`--list`).
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ pub fn build_guest_in(root: &Path) -> Result<PathBuf> {
     let args = GUEST_BINS.iter().flat_map(|b| ["--bin", b]);
     cmd!(
         sh,
-        "cargo build --quiet --profile {GUEST_PROFILE} --target {GUEST_TARGET} -p pcmsig {args...}"
+        "cargo build --quiet --profile {GUEST_PROFILE} --target {GUEST_TARGET} -p pcmsig-cli -p pcmsig-guest {args...}"
     )
     .env("RUSTFLAGS", "-C target-feature=+crt-static")
     .quiet()

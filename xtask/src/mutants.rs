@@ -121,7 +121,7 @@ pub const LIB_FILES: &[&str] = &[
     "userspace/src/receive.rs",
     "userspace/src/sys.rs",
     "userspace/src/cricket.rs",
-    "userspace/src/bin/pcmsig.rs",
+    "cli/src/main.rs",
 ];
 
 /// One mutant, as cargo-mutants lists it.

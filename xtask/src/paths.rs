@@ -13,7 +13,7 @@ pub fn project_root() -> PathBuf {
 /// The guest suite's sources, concatenated: host tests check the test names they cite.
 #[cfg(test)]
 pub fn guest_test_sources() -> String {
-    std::fs::read_dir(project_root().join("userspace/src/bin/pcmsig-tests"))
+    std::fs::read_dir(project_root().join("guest/src/bin/pcmsig-tests"))
         .expect("the guest suite's directory")
         .map(|e| std::fs::read_to_string(e.expect("a directory entry").path()).expect("a source"))
         .collect()
