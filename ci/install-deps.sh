@@ -92,7 +92,7 @@ PIN
 # unpacks (on a fresh machine the two overlap instead of adding up), one cargo process, its
 # output in a log shown if it fails.
 ACTION_VALIDATOR_VERSION=0.9.0
-# cargo-mutants, for `cargo xtask mutants` (xtask/src/mutants.rs checks this version): in CI
+# cargo-mutants, for `cargo xtask mutants` (xtask/src/commands/mutants.rs checks this version): in CI
 # mode, or when PCMSIG_MUTANTS=1 asks for it.
 CARGO_MUTANTS_VERSION=27.1.0
 cargo_tools=("bindgen-cli@$BINDGEN_VERSION bindgen")

@@ -5,37 +5,15 @@
 //! an initramfs, boots QEMU, and turns the guest's KTAP output into the exit status.
 //! See ARCHITECTURE.md for the code map.
 
-mod bench;
-mod bugs;
-mod build;
-mod coverage;
-mod deps;
-mod edit;
-mod exec;
+mod analyses;
+mod commands;
 mod flags;
-mod guest;
-mod header;
-mod initramfs;
-mod junit;
+mod image;
 mod kbuild;
 mod kernel;
-mod ktap;
-mod kunit;
-mod layout;
-mod module_check;
-mod mutants;
-mod patch;
 mod paths;
-mod peers;
-mod run;
-mod scaling;
-mod selftest;
-mod shell;
-mod slow;
-mod stats;
-mod summary;
+mod report;
 mod target;
-mod test;
 mod tidy;
 mod tools;
 mod vm;

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::build::Built;
+use crate::image::Built;
 use crate::paths::project_root;
-use crate::summary::Phase;
-use crate::{kernel, ktap, tools, vm};
+use crate::report::summary::Phase;
+use crate::{kernel, report::ktap, tools, vm};
 
 /// The file that describes a target, in its module's directory.
 pub const FILE: &str = "harness.toml";
@@ -197,7 +197,7 @@ impl Target {
 
     /// The tests the suite names (`SUITE --list`, run on the host: the programs are static).
     pub fn tests(&self, guest_dir: &Path) -> Result<Vec<String>> {
-        crate::guest::list_of(&guest_dir.join(&self.suite))
+        crate::image::programs::list_of(&guest_dir.join(&self.suite))
     }
 
     /// What a boot needs: the kernel of `opts`, the module (built in its own directory, as any
@@ -207,7 +207,7 @@ impl Target {
         &self,
         opts: &vm::Options,
         module_dir: Option<&Path>,
-        extra: &[crate::initramfs::ExtraFile],
+        extra: &[crate::image::initramfs::ExtraFile],
         out: &Path,
     ) -> Result<(Built, PathBuf)> {
         let mut times = Vec::new();
@@ -293,7 +293,7 @@ impl Target {
         tools: &tools::Tools,
         ko: &Path,
         guest_dir: &Path,
-        extra: &[crate::initramfs::ExtraFile],
+        extra: &[crate::image::initramfs::ExtraFile],
         out: &Path,
     ) -> Result<PathBuf> {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -309,7 +309,7 @@ impl Target {
                 .map(|n| (guest_dir.join(n), format!("/bin/{n}"))),
         );
         files.extend(extra.iter().cloned());
-        crate::initramfs::build_image(tools, &files, out)
+        crate::image::initramfs::build_image(tools, &files, out)
     }
 
     /// The shell words `vm/init` reads from [`HARNESS_ENV`]: the module, its parameters, the
@@ -351,7 +351,7 @@ pub fn run_bugs(t: &Target, opts: &vm::Options) -> Result<()> {
         copy_dir(&t.dir, &copy)?;
         let patch = std::fs::read_to_string(t.dir.join(&bug.patch))
             .with_context(|| format!("reading {}", bug.patch))?;
-        crate::patch::apply(&patch, "", &copy)
+        crate::kbuild::patch::apply(&patch, "", &copy)
             .with_context(|| format!("seeded bug {} ({})", bug.name, bug.patch))?;
         let quiet = vm::Options {
             quiet: true,

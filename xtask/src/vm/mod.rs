@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use crate::kernel::Kernel;
 use crate::tools::Tools;
+use pcmsig_contract::env::{self, word};
 
 pub mod accel;
 mod options;
+pub mod slow;
 pub use accel::Accel;
 pub use options::{Flavour, Options, DEFAULT_CPUS};
 
@@ -28,7 +30,7 @@ pub enum Mode {
     Demo,
     /// The delivery benchmarks (`cargo xtask bench`).
     Bench,
-    /// Run [`crate::initramfs::EXEC_SCRIPT`] (`cargo xtask exec`).
+    /// Run [`crate::image::initramfs::EXEC_SCRIPT`] (`cargo xtask exec`).
     Exec,
     /// An interactive shell (`cargo xtask shell`).
     Shell,
@@ -62,6 +64,38 @@ impl Mode {
             Mode::Hang => "hang",
         }
     }
+}
+
+/// The guest suite's per-test limit in seconds (`PCMSIG_TEST_TIMEOUT`): normal kernel (the
+/// suite's own default), debug kernel.
+pub const TEST_TIMEOUT_S: (u64, u64) = (30, 240);
+
+/// Kernel command-line words (init's environment) of every test boot: where the suite writes
+/// its KTAP, and for the debug kernel a longer per-test alarm.
+pub fn test_env(flavour: Flavour) -> Vec<String> {
+    let mut env = port_env();
+    if flavour == Flavour::Debug {
+        // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
+        // that takes 5 s on the normal kernel may take a minute here on a busy machine.
+        env.push(word(env::TEST_TIMEOUT, TEST_TIMEOUT_S.1));
+        env.push(format!(
+            "{}={}",
+            pcmsig_contract::LOAD_CYCLES_ENV,
+            pcmsig_contract::LOAD_CYCLES_DEBUG
+        ));
+    }
+    if flavour.kernel_has().kmemleak {
+        // Both have kmemleak: its scan test must run, never skip.
+        env.push(word(env::KMEMLEAK, 1));
+    }
+    if flavour.kernel_has().fault_injection {
+        // The fault sweep must run, never skip.
+        env.push(word(env::FAULTS, 1));
+        // A kernel parameter, not init's: the slab caches stay their own (the signal queue's),
+        // so that failslab's per-cache filter fails only the delivery path's.
+        env.push("slab_nomerge".to_string());
+    }
+    env
 }
 
 /// The kernel command-line words of every suite's test boot, pcmsig's or a `--target`'s: the
@@ -562,10 +596,69 @@ pub fn guest_exit(console: &str) -> Option<i32> {
     })
 }
 
+/// The QEMU command of the interactive VM `boot` ([`qemu_command`]): the serial console
+/// multiplexed with QEMU's monitor on stdio, so that Ctrl-A X quits and Ctrl-A C reaches the
+/// monitor.
+pub fn shell_command(
+    tools: &Tools,
+    kernel: &Kernel,
+    initrd: &Path,
+    boot: &Boot<'_>,
+) -> Result<Command> {
+    let mut qemu = qemu_command(tools, kernel, initrd, boot)?;
+    qemu.args(["-serial", "mon:stdio"]);
+    Ok(qemu)
+}
+
+/// Runs an interactive VM on this terminal; restores the terminal settings afterwards.
+pub fn interactive(mut qemu: Command) -> Result<()> {
+    let saved = Command::new("stty")
+        .arg("-g")
+        .stdin(std::process::Stdio::inherit())
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    let status = qemu.status().context("starting qemu-system-x86_64")?;
+    if let Some(s) = saved {
+        let mode = String::from_utf8_lossy(&s.stdout).trim().to_string();
+        let _ = Command::new("stty")
+            .arg(mode)
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    }
+    if !status.success() {
+        bail!("QEMU exited with {status}");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::paths::project_root;
+
+    #[test]
+    fn each_kernel_gets_its_env_words() {
+        let base = [
+            format!("pcmsig_ktap={}", pcmsig_contract::KTAP_DEVICE),
+            format!("pcmsig_dmesg={}", pcmsig_contract::DMESG_DEVICE),
+        ];
+        assert_eq!(test_env(Flavour::Normal), base.to_vec());
+        let mut debug = base.to_vec();
+        debug.extend([
+            "PCMSIG_TEST_TIMEOUT=240".into(),
+            "PCMSIG_LOAD_CYCLES=10".into(),
+            "PCMSIG_KMEMLEAK=1".into(),
+        ]);
+        assert_eq!(test_env(Flavour::Debug), debug);
+        let mut fault = base.to_vec();
+        fault.extend([
+            "PCMSIG_KMEMLEAK=1".into(),
+            "PCMSIG_FAULTS=1".into(),
+            "slab_nomerge".into(),
+        ]);
+        assert_eq!(test_env(Flavour::Fault), fault);
+    }
 
     #[test]
     fn a_pool_runs_each_item_once_at_most_workers_at_a_time_in_order() {
@@ -630,7 +723,7 @@ mod tests {
             );
         }
         // ...and to exec's script.
-        assert!(init.contains(crate::initramfs::EXEC_SCRIPT));
+        assert!(init.contains(crate::image::initramfs::EXEC_SCRIPT));
         // ...and to the word that splits the suite (`test --jobs N`)...
         let shard = format!("\"${{{}}}\"", pcmsig_contract::SHARD_ENV);
         assert!(init.contains(&shard), "vm/init does not use {shard}");
@@ -638,7 +731,7 @@ mod tests {
         let params = format!("harness_params=\"{}\"", pcmsig_contract::TEST_PARAMS);
         assert!(init.contains(&params), "vm/init does not set {params}");
         // ...and to the kernel command-line words a test boot passes it (the ports it writes).
-        for word in crate::test::test_env(Flavour::Normal) {
+        for word in crate::vm::test_env(Flavour::Normal) {
             let name = word.split('=').next().unwrap_or_default();
             assert!(
                 init.contains(&format!("\"${{{name}}}\"")),
@@ -720,10 +813,10 @@ mod tests {
             "{:?}",
             run.console
         );
-        let report = crate::ktap::parse(&run.console);
-        let v = crate::ktap::verdict(&run.console, &report, &run.ending);
+        let report = crate::report::ktap::parse(&run.console);
+        let v = crate::report::ktap::verdict(&run.console, &report, &run.ending);
         assert!(
-            v.contains(&crate::ktap::Failure::QemuFailed(Some(3))),
+            v.contains(&crate::report::ktap::Failure::QemuFailed(Some(3))),
             "{v:?}"
         );
     }

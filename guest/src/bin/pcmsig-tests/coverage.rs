@@ -5,7 +5,7 @@
 //! module instance writes its own table there as it unloads), and sends the last instance's
 //! table at the end of the run.
 //!
-//! The port's text, read by `xtask/src/coverage.rs`: `test N NAME` lines (test 0 is the module's
+//! The port's text, read by `xtask/src/analyses/coverage.rs`: `test N NAME` lines (test 0 is the module's
 //! load and everything between tests), and `begin table` ... `end table` blocks.
 
 use std::io::Write;

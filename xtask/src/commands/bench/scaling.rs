@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::stats::{spread, Spread};
+use crate::commands::bench::stats::{spread, Spread};
 use pcmsig_contract::bench::{
     pct, Record, FILES, FILE_COUNTS, LISTENERS, LISTENER_COUNTS, OTHER_USER, OTHER_USER_FILE_COUNTS,
 };
@@ -153,7 +153,7 @@ fn panel(s: &mut String, left: f64, title: &str, xs: &[u32], series: &[Series<'_
         .flat_map(|(_, _, v)| v.iter().copied())
         .filter(|v| *v > 0.0)
         .collect();
-    let (lo, hi) = crate::stats::log_decades(&vals, 1e-3);
+    let (lo, hi) = crate::commands::bench::stats::log_decades(&vals, 1e-3);
     let xmax = xs.iter().copied().max().unwrap_or(1).max(2) as f64;
     let x = |n: u32| left + 40.0 + (f64::from(n.max(1)).log10() / xmax.log10()) * (w - 60.0);
     let y = |v: f64| top + h - (v.max(1e-3).log10() - lo) / (hi - lo) * h;

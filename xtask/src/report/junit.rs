@@ -1,6 +1,6 @@
 //! JUnit XML from a KTAP report, for CI systems that display test results.
 
-use crate::ktap::{Failure, Report, Splat, Status, TestCase};
+use crate::report::ktap::{Failure, Report, Splat, Status, TestCase};
 
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -152,12 +152,16 @@ pub fn render(
 
 /// The JUnit file of a judged VM: its failures, with the kernel's reports from the console
 /// (the channel the verdict's splats come from), and the VM's wall time.
-pub fn of_run(suite: &str, run: &crate::vm::Finished, judged: &crate::ktap::Judgement) -> String {
+pub fn of_run(
+    suite: &str,
+    run: &crate::vm::Finished,
+    judged: &crate::report::ktap::Judgement,
+) -> String {
     render(
         suite,
         &judged.report,
         &judged.failures,
-        &crate::ktap::splats(&run.console),
+        &crate::report::ktap::splats(&run.console),
         run.wall.as_secs_f64(),
     )
 }
@@ -209,7 +213,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::ktap::{parse, verdict};
+    use crate::report::ktap::{parse, verdict};
     use crate::vm::Ending;
 
     /// A minimal well-formedness check: tags balance and attribute values hold no raw `<&"`.
@@ -310,7 +314,13 @@ mod tests {
                        [ 1.1] BUG: KASAN: use-after-free in x\n[ 1.2] Kernel panic - not syncing: boom\n";
         let r = parse(ktap);
         let f = verdict(console, &r, &Ending::Exited(Some(0)));
-        let x = render("pcmsig.plain", &r, &f, &crate::ktap::splats(console), 0.0);
+        let x = render(
+            "pcmsig.plain",
+            &r,
+            &f,
+            &crate::report::ktap::splats(console),
+            0.0,
+        );
         well_formed(&x).unwrap();
         // a passes; b failed (died); the vm case carries the run-level reasons.
         assert!(x.contains("tests=\"3\" failures=\"2\""), "{x}");
@@ -350,8 +360,8 @@ mod tests {
 
     /// A plain VM on the normal kernel judged, and its JUnit file.
     fn judged(console: &str, ktap: &str, ending: Ending) -> (String, Vec<Failure>) {
-        let run = crate::ktap::finished(console, ktap, ending);
-        let j = crate::ktap::judge(&run, false, pcmsig_contract::KernelHas::default());
+        let run = crate::report::ktap::finished(console, ktap, ending);
+        let j = crate::report::ktap::judge(&run, false, pcmsig_contract::KernelHas::default());
         let x = of_run("pcmsig.plain", &run, &j);
         well_formed(&x).unwrap();
         (x, j.failures)

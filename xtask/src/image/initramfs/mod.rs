@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-use crate::guest::{list_of, GUEST_BINS};
+use crate::image::programs::{list_of, GUEST_BINS};
 use crate::paths::project_root;
 use crate::tools::Tools;
 

@@ -9,6 +9,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+/// How `--edit-first`'s verdict of the first tests begins (after `xtask: `): the bench times it.
+pub const FIRST_VERDICT: &str = "first verdict";
+
+/// The run's `summary.jsonl` in its output directory ([`crate::report::summary`]).
+pub const SUMMARY: &str = "summary.jsonl";
+
 /// A timed phase of a booting command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {

@@ -11,9 +11,9 @@ use pcmsig_contract::env::{self, word};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::build::build_all;
+use crate::image::build_all;
 use crate::paths::out_dir;
-use crate::{ktap, vm};
+use crate::{report::ktap, vm};
 
 /// Which kernels a seeded bug runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,7 +158,7 @@ pub fn apply(name: &str, module_dir: &Path) -> Result<()> {
     let path = patch_path(name);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading seeded bug {name}'s patch {}", path.display()))?;
-    crate::patch::apply(&text, "module/", module_dir)
+    crate::kbuild::patch::apply(&text, "module/", module_dir)
         .with_context(|| format!("seeded bug {name} ({})", path.display()))
 }
 
@@ -471,8 +471,9 @@ pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String], repeat: usize
         let dir = out.join(kernel).join(bug.name);
         let t = Instant::now();
         let ko = build_seeded_module(&b.tools, &b.kernel, bug.name, &dir)?;
-        crate::module_check::check_vermagic(&ko, &b.kernel)?;
-        let initrd = crate::initramfs::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &dir)?;
+        crate::kbuild::check::check_vermagic(&ko, &b.kernel)?;
+        let initrd =
+            crate::image::initramfs::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &dir)?;
         println!(
             "xtask: built the module with seeded bug {} in {:.1} s",
             bug.name,
@@ -482,7 +483,7 @@ pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String], repeat: usize
     });
     let kos: Vec<(&SeededBug, PathBuf, PathBuf)> = built.into_iter().collect::<Result<_>>()?;
     // Slowed only now: the builds are not what `--slow` is about.
-    let _slowed = slow.map(crate::slow::enter).transpose()?;
+    let _slowed = slow.map(crate::vm::slow::enter).transpose()?;
     // Each bug `repeat` times, the runs of one bug spread out (a verdict that flips with timing
     // shows up as one MISSED run among its caught ones).
     let runs: Vec<(usize, &(&SeededBug, PathBuf, PathBuf))> = (1..=repeat)
@@ -576,7 +577,7 @@ fn select(debug: bool, only: &[String]) -> Result<Vec<&'static SeededBug>> {
 }
 
 fn run_one(
-    b: &crate::build::Built,
+    b: &crate::image::Built,
     bug: &'static SeededBug,
     dir: &Path,
     initrd: &Path,
@@ -584,7 +585,7 @@ fn run_one(
 ) -> Result<Outcome> {
     // A seeded bug may hang the guest: the kernel's detectors end it with a panic (at most
     // 35 s); the silence limits are the flavour's defaults, as for `cargo xtask test`.
-    let mut env = crate::test::test_env(opts.flavour);
+    let mut env = crate::vm::test_env(opts.flavour);
     env.push(word(env::FILTER, bug.filter()));
     let mut opts = vm::Options {
         cpus: Some(bug.cpus),

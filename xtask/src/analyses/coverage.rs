@@ -1,4 +1,5 @@
-//! `cargo xtask coverage`: line coverage of `module/*.rs` from every context the module runs in.
+//! Line coverage of `module/*.rs` from every context the module runs in: the analysis behind
+//! `cargo xtask coverage` (`commands/coverage.rs`) and `test --edit-first`'s map.
 //!
 //! Method. KCOV records only for the task that enabled it, so it misses the hrtimer callback and
 //! the edu interrupt handler (hard IRQ) and the delivery work (softirq), where this driver
@@ -32,47 +33,7 @@ const SECTIONS: [(&str, &str); 3] = [
 ];
 /// The name of the coverage callback in relocations.
 const CALLBACK: &str = "__sanitizer_cov_trace_pc";
-/// The module's crate root in the coverage copy (a composite module needs another name).
-pub const CRATE_ROOT: &str = "pcmsig_main.rs";
-
-/// `cargo xtask coverage`: a `test` run of the coverage build (`test::run_with`), then the report.
-impl crate::flags::Coverage {
-    pub(crate) fn run(self) -> Result<()> {
-        if self.report_only {
-            let out = crate::paths::out_dir("coverage");
-            let (ko, copy) = last_build(&out);
-            let ports = [out.join("coverage.txt"), out.join("edu/coverage.txt")];
-            let ports: Vec<PathBuf> = ports.into_iter().filter(|p| p.is_file()).collect();
-            print!("{}", report(&ko, &copy, &ports, &out, self.fault_kernel)?);
-            return Ok(());
-        }
-        let test = crate::flags::Test {
-            kernel_src: self.kernel_src,
-            kernel: self.kernel,
-            timeout: None,
-            filter: self.filter,
-            qemu_arg: Vec::new(),
-            gdb: false,
-            keep: false,
-            verbose: self.verbose,
-            quiet: false,
-            silence: None,
-            seed: None,
-            model_steps: None,
-            no_edu: self.no_edu,
-            jobs: None,
-            cpus: None,
-            debug_kernel: false,
-            fault_kernel: self.fault_kernel,
-            accel: self.accel,
-            slow: None,
-            fail_fast: false,
-            edit_first: false,
-            target: None,
-        };
-        test.run_with(true)
-    }
-}
+use crate::kbuild::COVERAGE_CRATE_ROOT as CRATE_ROOT;
 
 /// Where the coverage build's copy of the module goes, in the command's output directory.
 pub fn build_dir(out: &Path) -> PathBuf {

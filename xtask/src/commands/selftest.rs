@@ -12,9 +12,9 @@ use pcmsig_contract::env::{self, word};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::build::{build_all, Built};
+use crate::image::{build_all, Built};
 use crate::paths::out_dir;
-use crate::{ktap, vm};
+use crate::{report::ktap, vm};
 
 fn check(name: &str, ok: bool, detail: String, passed: &mut usize, failed: &mut usize) {
     if ok {
@@ -52,7 +52,12 @@ impl crate::flags::Selftest {
                 }
                 return crate::target::run_bugs(&crate::target::Target::find(spec)?, &opts);
             }
-            return crate::bugs::run(&opts, self.slow, &self.bug, self.repeat.unwrap_or(1));
+            return crate::analyses::bugs::run(
+                &opts,
+                self.slow,
+                &self.bug,
+                self.repeat.unwrap_or(1),
+            );
         }
         harness_checks(
             crate::kernel::source_of(self.kernel_src.clone(), self.kernel.as_deref())?.as_deref(),
@@ -80,7 +85,8 @@ fn harness_checks(kernel_src: Option<&Path>) -> Result<()> {
     };
     let b = build_all(&opts, false, true)?;
     let out = out_dir("selftest");
-    let initrd = crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
+    let initrd =
+        crate::image::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], &out)?;
     let (mut passed, mut failed) = (0, 0);
     // (check, guest mode, timeout, silence limit)
     let cases = [
@@ -147,7 +153,7 @@ fn harness_checks(kernel_src: Option<&Path>) -> Result<()> {
 /// `selftest_` tests fail, the hanging one killed for want of progress, and every test after
 /// them passes.
 fn cascade(b: &Built, initrd: &Path, dir: &Path) -> Result<String> {
-    let mut env = crate::test::test_env(vm::Flavour::Normal);
+    let mut env = crate::vm::test_env(vm::Flavour::Normal);
     env.push(word(env::SELFTEST, pcmsig_contract::SELFTEST_CASCADE));
     env.push(word(env::TEST_TIMEOUT, 5));
     let boot = vm::Boot {
@@ -211,7 +217,7 @@ fn cascade_verdict(report: &ktap::Report, failures: &[ktap::Failure]) -> Result<
 fn shell(b: &Built, initrd: &Path) -> Result<String> {
     let t = Instant::now();
     let opts = vm::Options::default();
-    let qemu = crate::shell::shell_command(
+    let qemu = crate::vm::shell_command(
         &b.tools,
         &b.kernel,
         initrd,
@@ -261,11 +267,11 @@ fn exec(b: &Built) -> Result<String> {
     ] {
         let argv: Vec<String> = argv.into_iter().map(String::from).collect();
         let extra = vec![
-            crate::initramfs::parse_add(&data.to_string_lossy())?,
-            crate::initramfs::exec_file(&out, &argv)?,
+            crate::image::initramfs::parse_add(&data.to_string_lossy())?,
+            crate::image::initramfs::exec_file(&out, &argv)?,
         ];
         let initrd =
-            crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
+            crate::image::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &extra, &out)?;
         let boot = vm::Boot::new(vm::Mode::Exec, &out, Duration::from_secs(60));
         let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)
             .with_context(|| format!("booting the exec check's VM ({argv:?})"))?;

@@ -25,8 +25,8 @@ use anyhow::Result;
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::commands::bench::stats::{spread, time_run as time_one, Spread, Success};
 use crate::paths::project_root;
-use crate::stats::{spread, time_run as time_one, Spread, Success};
 use crate::{kernel, tools};
 
 /// A shell script that hides `/dev/kvm` from the command it then runs (in its own mount

@@ -1,13 +1,16 @@
-//! `cargo xtask build`, and the build every booting command starts with: toolchain, kernel (and
-//! its layout guard), module, static guest programs.
+//! The guest image, and the build every booting command starts with: toolchain, kernel (and
+//! its layout guard), module, static guest programs (`programs.rs`), initramfs (`initramfs/`);
+//! `cargo xtask build` (`commands/build.rs`) runs it alone.
+
+pub mod initramfs;
+pub mod programs;
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::paths::out_dir;
-use crate::summary::{fmt_times, Phase, Times};
-use crate::{flags, kernel, layout, tools, vm};
+use crate::report::summary::{Phase, Times};
+use crate::{kernel, kernel::layout, tools, vm};
 
 /// The kernel series pcmsig's module is written for (its kernel crate's API: `SpinLockIrq`,
 /// the lifetimed PCI/IRQ registrations, bool module parameters, none of which 7.2 has): what
@@ -59,17 +62,17 @@ pub fn build_all(opts: &vm::Options, clippy: bool, quiet: bool) -> Result<Built>
     let t = Instant::now();
     let ko = crate::kbuild::build_module(&tools, &kernel, false)?;
     if clippy {
-        crate::module_check::check_module_style(&kernel)?;
+        crate::kbuild::check::check_module_style(&kernel)?;
         println!("xtask: the module follows the kernel's .rustfmt.toml, lines within 100 columns");
         crate::kbuild::build_module(&tools, &kernel, true)?;
         println!("xtask: the module's CLIPPY=1 build is clean");
         // Leave the normal build in place for the initramfs.
         crate::kbuild::build_module(&tools, &kernel, false)?;
     }
-    crate::module_check::check_vermagic(&ko, &kernel)?;
+    crate::kbuild::check::check_vermagic(&ko, &kernel)?;
     times.push((Phase::Module, t.elapsed()));
     let t = Instant::now();
-    let guest_dir = crate::guest::build_guest()?;
+    let guest_dir = crate::image::programs::build_guest()?;
     times.push((Phase::GuestPrograms, t.elapsed()));
     Ok(Built {
         tools,
@@ -85,12 +88,13 @@ pub fn build_all(opts: &vm::Options, clippy: bool, quiet: bool) -> Result<Built>
 /// VM's inputs copied next to its logs.
 pub fn prepare(
     opts: &vm::Options,
-    extra: &[crate::initramfs::ExtraFile],
+    extra: &[crate::image::initramfs::ExtraFile],
     out: &Path,
 ) -> Result<(Built, PathBuf)> {
     let mut b = build_all(opts, false, opts.quiet)?;
     let t = Instant::now();
-    let initrd = crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, extra, out)?;
+    let initrd =
+        crate::image::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, extra, out)?;
     b.times.push((Phase::Initramfs, t.elapsed()));
     if opts.keep {
         keep(&b, &initrd, out)?;
@@ -104,7 +108,7 @@ pub fn prepare(
 pub fn build_and_boot(
     mode: vm::Mode,
     opts: &vm::Options,
-    extra: &[crate::initramfs::ExtraFile],
+    extra: &[crate::image::initramfs::ExtraFile],
     (out, quiet_build): (&Path, bool),
 ) -> Result<vm::Finished> {
     let (b, initrd) = prepare(&quiet_build_options(opts, quiet_build), extra, out)?;
@@ -146,30 +150,4 @@ pub fn keep(b: &Built, initrd: &Path, out: &Path) -> Result<()> {
         out.display()
     );
     Ok(())
-}
-
-impl flags::Build {
-    pub(crate) fn run(self) -> Result<()> {
-        let opts = vm::Options {
-            kernel_src: crate::kernel::source_of(self.kernel_src.clone(), self.kernel.as_deref())?,
-            ..vm::Options::default()
-        };
-        let b = build_all(&opts, self.clippy, false)?;
-        let initrd = crate::initramfs::build_initramfs(
-            &b.tools,
-            &b.ko,
-            &b.guest_dir,
-            &[],
-            &out_dir("build"),
-        )?;
-        println!(
-            "xtask: kernel  {} ({})",
-            b.kernel.bzimage.display(),
-            b.kernel.version
-        );
-        println!("xtask: module  {}", b.ko.display());
-        println!("xtask: initrd  {}", initrd.display());
-        println!("xtask: built in {}", fmt_times(&b.times));
-        Ok(())
-    }
 }

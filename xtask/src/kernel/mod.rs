@@ -6,6 +6,8 @@
 //! image exists, no `make` runs at all; when the fragment changed, the config is merged again and
 //! `make` rebuilds incrementally.
 
+pub mod layout;
+
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -719,7 +721,7 @@ mod tests {
     #[test]
     fn malformed_plans_do_not_count() {
         let console = "KTAP version 1\n1..x\nok 1 a\n";
-        let r = crate::ktap::parse(console);
+        let r = crate::report::ktap::parse(console);
         assert_eq!(r.plan, None);
     }
 }

@@ -4,15 +4,19 @@
 //! Writes a table to the terminal and `bench.json`, `bench.md` and `latency.svg` under
 //! `target/pcmsig/bench/`.
 
+mod peers;
+mod scaling;
+mod stats;
+
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::build::{build_all, Built};
+pub use crate::commands::bench::stats::{spread, time_run, Spread, Success};
+use crate::image::{build_all, Built};
 use crate::paths::{out_dir, project_root};
-pub use crate::stats::{spread, time_run, Spread, Success};
 use crate::vm;
 use pcmsig_contract::bench::{
     self as record, pct, Record, EVENTS as BENCH_EVENTS, FLOOD as BENCH_FLOOD, PATHS, PERCENTILES,
@@ -102,7 +106,7 @@ pub fn svg(paths: &[PathResult]) -> String {
         .flat_map(|p| p.pcts_us.iter().map(|s| s.median))
         .filter(|v| *v > 0.0)
         .collect();
-    let (lo, hi) = crate::stats::log_decades(&vals, 1.0);
+    let (lo, hi) = crate::commands::bench::stats::log_decades(&vals, 1.0);
     let x = |us: f64| left + (us.max(1.0).log10() - lo) / (hi - lo) * (w - left - 30.0);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
@@ -185,7 +189,7 @@ struct Delivery {
     rows: Vec<PathResult>,
     burst: Option<(u64, u64)>,
     /// The cost curves.
-    scaling: Vec<crate::scaling::Point>,
+    scaling: Vec<crate::commands::bench::scaling::Point>,
     errors: Vec<String>,
 }
 
@@ -204,7 +208,9 @@ pub fn run(o: &Opts, quiet: bool) -> Result<()> {
     let trial = accel_trial(&b, o.runs);
     harness.extend(trial.clone());
     if o.peers {
-        harness.extend(crate::peers::measure(&b.tools, &o.vm, o.runs)?);
+        harness.extend(crate::commands::bench::peers::measure(
+            &b.tools, &o.vm, o.runs,
+        )?);
     }
     let d = delivery(&b, o, &out)?;
     let mut md = report_md(&machine(), o.runs, &harness, &d);
@@ -219,7 +225,10 @@ pub fn run(o: &Opts, quiet: bool) -> Result<()> {
             report_json(&machine(), o.runs, &harness, &d) + "\n",
         ),
         ("latency.svg", svg(&d.paths)),
-        ("scaling.svg", crate::scaling::svg(&d.scaling)),
+        (
+            "scaling.svg",
+            crate::commands::bench::scaling::svg(&d.scaling),
+        ),
     ];
     for (name, text) in files {
         let path = out.join(name);
@@ -279,13 +288,14 @@ fn cold_build(out: &Path, opts: &vm::Options) -> Result<Figure> {
 
 /// `cargo xtask test --jobs JOBS` (with the bench's VM flags), timed end to end; with its
 /// `summary.jsonl`.
-fn timed_test(o: &Opts, jobs: usize) -> Result<(f64, Vec<crate::summary::VmSummary>)> {
+fn timed_test(o: &Opts, jobs: usize) -> Result<(f64, Vec<crate::report::summary::VmSummary>)> {
     let mut c = Command::new("cargo");
     c.args(["xtask", "test", "--jobs", &jobs.to_string()])
         .args(o.vm.to_args())
         .current_dir(project_root());
     let secs = time_run("a timed `cargo xtask test`", &mut c, Success::Status)?;
-    let summary = crate::summary::read(&out_dir("test").join(crate::test::SUMMARY))?;
+    let summary =
+        crate::report::summary::read(&out_dir("test").join(crate::report::summary::SUMMARY))?;
     Ok((secs, summary))
 }
 
@@ -387,7 +397,7 @@ fn edit_to_verdict(o: &Opts) -> Result<Vec<Figure>> {
         ("module", "module/stream.rs"),
         ("library", "userspace/src/lib.rs"),
     ] {
-        use crate::summary::Phase;
+        use crate::report::summary::Phase;
         let mut total = Vec::new();
         let mut phases = [Phase::Module, Phase::GuestPrograms, Phase::Vms].map(|p| (p, Vec::new()));
         for i in 0..o.runs {
@@ -429,7 +439,7 @@ const EDIT_FIRST_AT: (&str, &str) = ("module/edu.rs", "pdev.set_master();");
 /// test --edit-first`, timed to its `first verdict` line and to its end. Makes the coverage
 /// map first if there is none (its time is not a figure).
 fn edit_to_first_verdict(o: &Opts) -> Result<Vec<Figure>> {
-    if let crate::edit::Found::NoMap(why) = crate::edit::of_module()? {
+    if let crate::analyses::edit::Found::NoMap(why) = crate::analyses::edit::of_module()? {
         println!("xtask: bench: {why}: `cargo xtask coverage` first");
         let mut c = Command::new("cargo");
         c.args(["xtask", "coverage"]).current_dir(project_root());
@@ -489,7 +499,7 @@ fn first_verdict(c: &mut Command) -> Result<(f64, f64, String)> {
     let stdout = child.stdout.take().context("no stdout")?;
     let mut first = None;
     let mut tail = Vec::new();
-    let verdict = format!("xtask: {} (", crate::test::FIRST_VERDICT);
+    let verdict = format!("xtask: {} (", crate::report::summary::FIRST_VERDICT);
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("reading its output")?;
         if let Some(rest) = line.strip_prefix(verdict.as_str()) {
@@ -619,8 +629,8 @@ fn goals_table(md: &mut String, harness: &[Figure], trial: Option<&Figure>, d: &
             yes(r <= FIRST_GOAL)
         );
     }
-    if let Some((_, s, _)) = find(crate::peers::EXEC_RATIO) {
-        let goal = crate::peers::EXEC_RATIO_GOAL;
+    if let Some((_, s, _)) = find(crate::commands::bench::peers::EXEC_RATIO) {
+        let goal = crate::commands::bench::peers::EXEC_RATIO_GOAL;
         let _ = writeln!(
             md,
             "| boot a VM and run `true` at {goal}x of virtme-ng or better | {:.2}x | {} |",
@@ -640,7 +650,7 @@ fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
         "xtask: bench: delivery paths in the guest ({} runs)",
         o.runs
     );
-    let initrd = crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], out)?;
+    let initrd = crate::image::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[], out)?;
     // The delivery VM's own defaults: its runs print one line each, several seconds apart.
     let opts = vm::Options {
         timeout: o.vm.timeout.or(Some(DELIVERY_TIMEOUT_S)),
@@ -656,7 +666,7 @@ fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
         ..opts.boot(vm::Mode::Bench, out, 1)
     };
     let run = vm::boot(&b.tools, &b.kernel, &initrd, &boot)?;
-    if let Some(p) = crate::ktap::kernel_problem(&run.console) {
+    if let Some(p) = crate::report::ktap::kernel_problem(&run.console) {
         bail!(
             "kernel problem during the benchmark: {p} (console: {})",
             run.console_log.display()
@@ -680,7 +690,7 @@ fn delivery(b: &Built, o: &Opts, out: &Path) -> Result<Delivery> {
         paths,
         rows,
         burst,
-        scaling: crate::scaling::aggregate(&records),
+        scaling: crate::commands::bench::scaling::aggregate(&records),
         errors,
     })
 }
@@ -703,7 +713,7 @@ fn report_md(machine: &str, runs: usize, harness: &[Figure], d: &Delivery) -> St
     paths_table(&mut md, &d.paths);
     floor_table(&mut md, d);
     latency_table(&mut md, d);
-    crate::scaling::table(&mut md, &d.scaling);
+    crate::commands::bench::scaling::table(&mut md, &d.scaling);
     if let Some((q, lim)) = d.burst {
         let _ = writeln!(
             md,
@@ -863,7 +873,7 @@ fn report_json(machine: &str, runs: usize, harness: &[Figure], d: &Delivery) -> 
         .burst
         .map(|(q, l)| json!({"queued": q, "rlimit_sigpending": l}));
     json!({"machine": machine, "runs": runs, "harness": harness, "paths": paths, "burst": burst,
-           "scaling": crate::scaling::json(&d.scaling)})
+           "scaling": crate::commands::bench::scaling::json(&d.scaling)})
     .to_string()
 }
 
@@ -988,7 +998,7 @@ mod tests {
                 "s",
             ),
             (
-                format!("{} (goal 0.3)", crate::peers::EXEC_RATIO),
+                format!("{} (goal 0.3)", crate::commands::bench::peers::EXEC_RATIO),
                 s(0.28),
                 "x",
             ),

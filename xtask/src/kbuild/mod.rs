@@ -2,6 +2,9 @@
 //! its stamp matches), the copies the seeded bugs and the coverage run build, the kernel's
 //! `CLIPPY=1` lint build, and the compiler wrapper that answers Kbuild's probes from a cache.
 
+pub mod check;
+pub mod patch;
+
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -66,6 +69,10 @@ pub fn build_variant_of(
     Ok(module_dir.join("pcmsig.ko"))
 }
 
+/// The module's crate root in the coverage copy (a composite module, the module linked with
+/// `sancov.c`, needs another name than the module's).
+pub const COVERAGE_CRATE_ROOT: &str = "pcmsig_main.rs";
+
 /// Builds the coverage copy of the module under `dir` (`cargo xtask coverage`): the sources
 /// unchanged but for the crate root's name, compiled with SanitizerCoverage and line tables,
 /// and linked with `xtask/coverage/sancov.c`, which counts what runs. Returns the module and
@@ -77,20 +84,20 @@ pub fn build_coverage_module(
 ) -> Result<(PathBuf, PathBuf)> {
     let _ = std::fs::remove_dir_all(dir);
     let module_dir = copy_sources(dir)?;
-    let root = module_dir.join(crate::coverage::CRATE_ROOT);
+    let root = module_dir.join(COVERAGE_CRATE_ROOT);
     std::fs::rename(module_dir.join("pcmsig.rs"), &root)
         .with_context(|| format!("renaming the crate root to {}", root.display()))?;
     let c = project_root().join("xtask/coverage/sancov.c");
     std::fs::copy(&c, module_dir.join("sancov.c"))
         .with_context(|| format!("copying {}", c.display()))?;
     let kbuild = format!(
-        "# Written by cargo xtask coverage (xtask/src/kbuild.rs): the coverage build.\n\
+        "# Written by cargo xtask coverage (xtask/src/kbuild/mod.rs): the coverage build.\n\
          obj-m := pcmsig.o\n\
          pcmsig-y := {} sancov.o\n\
          rustflags-y += --cfg pcmsig_coverage -Cdebuginfo=line-tables-only \\\n\
          \t-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=3 \\\n\
          \t-Cllvm-args=-sanitizer-coverage-trace-pc -Cllvm-args=-sanitizer-coverage-prune-blocks=0\n",
-        crate::coverage::CRATE_ROOT.replace(".rs", ".o")
+        COVERAGE_CRATE_ROOT.replace(".rs", ".o")
     );
     std::fs::write(module_dir.join("Kbuild"), kbuild).context("writing the coverage Kbuild")?;
     kbuild_module(
@@ -204,7 +211,7 @@ fn probe_caching_cc(tools: &Tools, kernel: &Kernel) -> Result<PathBuf> {
         .join(format!(".pcmsig-cc-probes-{key:016x}"));
     let script = format!(
         r#"#!/bin/sh
-# Written by cargo xtask (xtask/src/kbuild.rs, probe_caching_cc): clang for the module builds,
+# Written by cargo xtask (xtask/src/kbuild/mod.rs, probe_caching_cc): clang for the module builds,
 # with the answers to Kbuild's compiler probes (compiles of /dev/null) kept in the cache below.
 real='{clang}'
 cache='{cache}'

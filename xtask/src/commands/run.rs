@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Result};
 
-use crate::build::build_and_boot;
+use crate::image::build_and_boot;
 use crate::paths::out_dir;
-use crate::{flags, ktap, vm};
+use crate::{flags, report::ktap, vm};
 
 impl flags::Run {
     pub(crate) fn run(self) -> Result<()> {

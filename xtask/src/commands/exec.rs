@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::build_and_boot;
+use crate::image::build_and_boot;
 use crate::paths::out_dir;
-use crate::{flags, ktap, vm};
+use crate::{flags, report::ktap, vm};
 
 impl flags::Exec {
     /// Returns the command's exit code.
@@ -23,13 +23,13 @@ impl flags::Exec {
         };
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let opts = self.vm_options()?;
-        let mut extra = crate::initramfs::parse_adds(&self.add)?;
-        extra.push(crate::initramfs::exec_file(&out, &self.cmd)?);
+        let mut extra = crate::image::initramfs::parse_adds(&self.add)?;
+        extra.push(crate::image::initramfs::exec_file(&out, &self.cmd)?);
         let run = match &target {
             Some(t) => {
-                let build = crate::build::quiet_build_options(&opts, true);
+                let build = crate::image::quiet_build_options(&opts, true);
                 let (b, initrd) = t.prepare(&build, None, &extra, &out)?;
-                crate::build::boot_one(vm::Mode::Exec, &opts, &b, &initrd, &out)?
+                crate::image::boot_one(vm::Mode::Exec, &opts, &b, &initrd, &out)?
             }
             None => build_and_boot(vm::Mode::Exec, &opts, &extra, (&out, true))?,
         };

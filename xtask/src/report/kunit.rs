@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use xshell::Shell;
 
-use crate::ktap;
+use crate::report::ktap;
 
 /// Runs the kernel's own KTAP parser (`tools/testing/kunit/kunit.py parse --json=FILE`) on
 /// `ktap` and compares the counts of its JSON report with ours; returns the disagreement, if

@@ -6,48 +6,10 @@ use pcmsig_contract::env::{self, word};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::build::prepare;
+use crate::image::prepare;
 use crate::paths::out_dir;
-use crate::summary::{fmt_times, Phase, VmSummary};
-use crate::{flags, junit, ktap, vm};
-
-/// The guest suite's per-test limit in seconds (`PCMSIG_TEST_TIMEOUT`): normal kernel (the
-/// suite's own default), debug kernel.
-const TEST_TIMEOUT_S: (u64, u64) = (30, 240);
-
-/// Kernel command-line words (init's environment) of every test boot: where the suite writes
-/// its KTAP, and for the debug kernel a longer per-test alarm.
-pub fn test_env(flavour: vm::Flavour) -> Vec<String> {
-    let mut env = vm::port_env();
-    if flavour == vm::Flavour::Debug {
-        // KASAN, lockdep and kmemleak make the guest several times slower under TCG: a test
-        // that takes 5 s on the normal kernel may take a minute here on a busy machine.
-        env.push(word(env::TEST_TIMEOUT, TEST_TIMEOUT_S.1));
-        env.push(format!(
-            "{}={}",
-            pcmsig_contract::LOAD_CYCLES_ENV,
-            pcmsig_contract::LOAD_CYCLES_DEBUG
-        ));
-    }
-    if flavour.kernel_has().kmemleak {
-        // Both have kmemleak: its scan test must run, never skip.
-        env.push(word(env::KMEMLEAK, 1));
-    }
-    if flavour.kernel_has().fault_injection {
-        // The fault sweep must run, never skip.
-        env.push(word(env::FAULTS, 1));
-        // A kernel parameter, not init's: the slab caches stay their own (the signal queue's),
-        // so that failslab's per-cache filter fails only the delivery path's.
-        env.push("slab_nomerge".to_string());
-    }
-    env
-}
-
-/// How `--edit-first`'s verdict of the first tests begins (after `xtask: `): the bench times it.
-pub const FIRST_VERDICT: &str = "first verdict";
-
-/// The run's `summary.jsonl` in its output directory ([`crate::summary`]).
-pub const SUMMARY: &str = "summary.jsonl";
+use crate::report::summary::{fmt_times, Phase, VmSummary};
+use crate::{flags, report::junit, report::ktap, vm};
 
 /// One VM configuration of the test run.
 #[derive(Clone)]
@@ -87,7 +49,7 @@ impl flags::Test {
     }
 
     /// `--kernel all`: the suite once per series the module supports (pcmsig's
-    /// [`crate::build::PCMSIG_KERNELS`], a target's `kernels`), each in `test-SERIES/`; then one
+    /// [`crate::image::PCMSIG_KERNELS`], a target's `kernels`), each in `test-SERIES/`; then one
     /// line per series, and a failure if any series failed.
     fn run_all_kernels(self) -> Result<()> {
         if self.kernel_src.is_some() {
@@ -100,7 +62,7 @@ impl flags::Test {
                 "--kernel all: {} lists no `kernels` in its harness.toml",
                 t.dir.join("harness.toml").display()
             ),
-            None => crate::build::PCMSIG_KERNELS
+            None => crate::image::PCMSIG_KERNELS
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
@@ -113,9 +75,9 @@ impl flags::Test {
             one.kernel = Some(s.clone());
             let out = one.out_dir(false, target.as_ref());
             // A run that fails before its verdict must not be read as the last one's.
-            let _ = std::fs::remove_file(out.join(SUMMARY));
+            let _ = std::fs::remove_file(out.join(crate::report::summary::SUMMARY));
             let result = one.run_with(false);
-            let counts = crate::summary::read(&out.join(SUMMARY))
+            let counts = crate::report::summary::read(&out.join(crate::report::summary::SUMMARY))
                 .map(|vms| {
                     let sum = |f: fn(&VmSummary) -> usize| vms.iter().map(f).sum::<usize>();
                     format!(
@@ -179,9 +141,10 @@ impl flags::Test {
             let (ko, copy) = crate::kbuild::build_coverage_module(
                 &b.tools,
                 &b.kernel,
-                &crate::coverage::build_dir(&out),
+                &crate::analyses::coverage::build_dir(&out),
             )?;
-            initrd = crate::initramfs::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &out)?;
+            initrd =
+                crate::image::initramfs::build_initramfs(&b.tools, &ko, &b.guest_dir, &[], &out)?;
             b.times.push((Phase::CoverageBuild, t.elapsed()));
             Some((ko, copy))
         } else {
@@ -197,7 +160,7 @@ impl flags::Test {
                     .push(word(env::COVERAGE, pcmsig_contract::COVERAGE_DEVICE));
             }
         }
-        let _slowed = self.slow.map(crate::slow::enter).transpose()?;
+        let _slowed = self.slow.map(crate::vm::slow::enter).transpose()?;
         let cpus = opts.cpus(configs.len());
         let timeout = opts.limits().timeout;
         if !self.quiet {
@@ -228,7 +191,7 @@ impl flags::Test {
         }
         if let Some((ko, copy)) = &instrumented {
             let failed = outcomes.iter().any(|o| !o.failures.is_empty());
-            match crate::coverage::report(
+            match crate::analyses::coverage::report(
                 ko,
                 copy,
                 &ports,
@@ -259,7 +222,7 @@ impl flags::Test {
     fn boot_all(
         &self,
         opts: &vm::Options,
-        b: &crate::build::Built,
+        b: &crate::image::Built,
         initrd: &Path,
         configs: &[VmConfig],
     ) -> Result<Vec<Booted>> {
@@ -278,7 +241,7 @@ impl flags::Test {
             // The kernel's own KTAP parser must read our KTAP as we do. A Python start per VM:
             // done here, in the VM's thread, so the VMs' checks overlap.
             if let Some(d) =
-                crate::kunit::parse_disagrees(&b.kernel.src, &run.ktap_log, &judged.report)?
+                crate::report::kunit::parse_disagrees(&b.kernel.src, &run.ktap_log, &judged.report)?
             {
                 judged.failures.push(ktap::Failure::ParserDisagrees(d));
             }
@@ -292,25 +255,25 @@ impl flags::Test {
         runs.into_iter().collect()
     }
 
-    /// `--edit-first`: the tests that run the module's changed lines ([`crate::edit`]) in every
+    /// `--edit-first`: the tests that run the module's changed lines ([`crate::analyses::edit`]) in every
     /// VM, with their verdict; if it passes, the rest of the suite. Without a coverage map or an
     /// edit, the whole suite at once.
     fn edit_first(
         &self,
         opts: &vm::Options,
-        b: &mut crate::build::Built,
+        b: &mut crate::image::Built,
         initrd: &Path,
         configs: &[VmConfig],
         out: &Path,
         since: Instant,
     ) -> Result<Vec<VmOutcome>> {
-        let names = crate::guest::list_of(&b.guest_dir.join("pcmsig-tests"))?;
-        let first: Vec<String> = match crate::edit::of_module()? {
-            crate::edit::Found::NoMap(why) => {
+        let names = crate::image::programs::list_of(&b.guest_dir.join("pcmsig-tests"))?;
+        let first: Vec<String> = match crate::analyses::edit::of_module()? {
+            crate::analyses::edit::Found::NoMap(why) => {
                 println!("xtask: edit-first: {why}: the whole suite at once");
                 Vec::new()
             }
-            crate::edit::Found::Map {
+            crate::analyses::edit::Found::Map {
                 selection: sel,
                 made,
             } => {
@@ -357,9 +320,14 @@ impl flags::Test {
             None
         } else {
             let dir = out.join("first");
-            let filter = crate::initramfs::filter_file(&dir, &first.join(","))?;
-            let initrd =
-                crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[filter], &dir)?;
+            let filter = crate::image::initramfs::filter_file(&dir, &first.join(","))?;
+            let initrd = crate::image::initramfs::build_initramfs(
+                &b.tools,
+                &b.ko,
+                &b.guest_dir,
+                &[filter],
+                &dir,
+            )?;
             let configs: Vec<VmConfig> = configs
                 .iter()
                 .map(|c| {
@@ -382,7 +350,8 @@ impl flags::Test {
             }
             let failed = outcomes.iter().any(|o| !o.failures.is_empty());
             println!(
-                "xtask: {FIRST_VERDICT} ({} tests that run the edit, {} VM(s)): {} after {:.1} s",
+                "xtask: {} ({} tests that run the edit, {} VM(s)): {} after {:.1} s",
+                crate::report::summary::FIRST_VERDICT,
                 first.len(),
                 configs.len(),
                 if failed { "FAIL" } else { "PASS" },
@@ -415,8 +384,14 @@ impl flags::Test {
         };
         let initrd = match &rest {
             Some(f) => {
-                let filter = crate::initramfs::filter_file(out, f)?;
-                crate::initramfs::build_initramfs(&b.tools, &b.ko, &b.guest_dir, &[filter], out)?
+                let filter = crate::image::initramfs::filter_file(out, f)?;
+                crate::image::initramfs::build_initramfs(
+                    &b.tools,
+                    &b.ko,
+                    &b.guest_dir,
+                    &[filter],
+                    out,
+                )?
             }
             None => initrd.to_path_buf(),
         };
@@ -507,7 +482,7 @@ impl flags::Test {
     /// The VMs to boot: the plain one (periods from the timer) and, unless `--no-edu`, one with
     /// QEMU's `edu` PCI device (periods from its interrupts). Both run the whole suite.
     fn configs(&self, opts: &vm::Options, guest_dir: &Path, out: &Path) -> Result<Vec<VmConfig>> {
-        let mut env = test_env(opts.flavour);
+        let mut env = vm::test_env(opts.flavour);
         if let Some(f) = &self.filter {
             check_filter(&guest_dir.join("pcmsig-tests"), f)?;
             env.push(word(env::FILTER, f));
@@ -523,9 +498,9 @@ impl flags::Test {
             // Far below the model's pace (200,000 steps in about 22 s under TCG, 2026-11-29):
             // a hang guard, below the VM's own time limit for the CI's run.
             let base = if opts.flavour == vm::Flavour::Debug {
-                TEST_TIMEOUT_S.1
+                vm::TEST_TIMEOUT_S.1
             } else {
-                TEST_TIMEOUT_S.0
+                vm::TEST_TIMEOUT_S.0
             };
             let limit = base + steps / 1000;
             let limit_word = word(env::TEST_TIMEOUT, limit);
@@ -662,11 +637,11 @@ fn conclude(out: &Path, outcomes: &[VmOutcome], times: &[(Phase, Duration)]) -> 
     let summary: Vec<VmSummary> = outcomes
         .iter()
         .map(|o| VmSummary {
-            phases: crate::summary::phases(times),
+            phases: crate::report::summary::phases(times),
             ..o.summary.clone()
         })
         .collect();
-    crate::summary::write(&out.join(SUMMARY), &summary)?;
+    crate::report::summary::write(&out.join(crate::report::summary::SUMMARY), &summary)?;
     let sum = |f: fn(&ktap::Counts) -> usize| outcomes.iter().map(|o| f(&o.counts)).sum::<usize>();
     println!(
         "xtask: {} passed, {} failed, {} skipped",
@@ -703,7 +678,7 @@ fn check_filter(suite: &Path, filter: &str) -> Result<()> {
     {
         bail!("--filter must be non-empty globs (comma-separated) without spaces or quotes");
     }
-    let names = crate::guest::list_of(suite)?;
+    let names = crate::image::programs::list_of(suite)?;
     // Each of its globs must match: a typo in one of several must not pass either.
     for g in filter.split(',') {
         let g = g.strip_prefix('!').unwrap_or(g);
@@ -869,29 +844,6 @@ mod tests {
             )
             .unwrap();
         assert!(configs.iter().all(|c| !c.env.contains(&word)));
-    }
-
-    #[test]
-    fn each_kernel_gets_its_env_words() {
-        let base = [
-            format!("pcmsig_ktap={}", pcmsig_contract::KTAP_DEVICE),
-            format!("pcmsig_dmesg={}", pcmsig_contract::DMESG_DEVICE),
-        ];
-        assert_eq!(test_env(vm::Flavour::Normal), base.to_vec());
-        let mut debug = base.to_vec();
-        debug.extend([
-            "PCMSIG_TEST_TIMEOUT=240".into(),
-            "PCMSIG_LOAD_CYCLES=10".into(),
-            "PCMSIG_KMEMLEAK=1".into(),
-        ]);
-        assert_eq!(test_env(vm::Flavour::Debug), debug);
-        let mut fault = base.to_vec();
-        fault.extend([
-            "PCMSIG_KMEMLEAK=1".into(),
-            "PCMSIG_FAULTS=1".into(),
-            "slab_nomerge".into(),
-        ]);
-        assert_eq!(test_env(vm::Flavour::Fault), fault);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::path::Path;
 pub const NEAR: u32 = 8;
 
 /// Coverage's per-line map (`lines.txt`): per line of a file of `module/`, the tests that ran it.
-pub type LineMap = BTreeMap<crate::coverage::Line, Vec<String>>;
+pub type LineMap = BTreeMap<crate::analyses::coverage::Line, Vec<String>>;
 
 /// The edit, and the tests that run it.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -169,13 +169,13 @@ pub enum Found {
 pub fn of_module() -> Result<Found> {
     let out = crate::paths::out_dir("coverage");
     let lines = out.join("lines.txt");
-    let copy_dir = crate::coverage::build_dir(&out).join("module");
+    let copy_dir = crate::analyses::coverage::build_dir(&out).join("module");
     let Ok(text) = std::fs::read_to_string(&lines) else {
         return Ok(Found::NoMap(
             "no coverage map yet (`cargo xtask coverage` makes one)".to_string(),
         ));
     };
-    let map = crate::coverage::parse_per_line(&text)
+    let map = crate::analyses::coverage::parse_per_line(&text)
         .with_context(|| format!("reading {}", lines.display()))?;
     if map.is_empty() || !copy_dir.is_dir() {
         return Ok(Found::NoMap(format!(
@@ -183,7 +183,10 @@ pub fn of_module() -> Result<Found> {
             out.display()
         )));
     }
-    let copy = read_sources(&copy_dir, Some((crate::coverage::CRATE_ROOT, "pcmsig.rs")))?;
+    let copy = read_sources(
+        &copy_dir,
+        Some((crate::kbuild::COVERAGE_CRATE_ROOT, "pcmsig.rs")),
+    )?;
     let now = read_sources(&crate::paths::project_root().join("module"), None)?;
     let made = std::fs::metadata(&lines)
         .and_then(|m| m.modified())

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::paths::{out_dir, project_root};
 use crate::tools::{cargo_mutants_path, check_cargo_mutants, CARGO_MUTANTS_VERSION};
-use crate::{flags, ktap, vm};
+use crate::{flags, report::ktap, vm};
 
 /// The explanations of the survivors that are equivalent to the code.
 pub const EQUIVALENT: &str = "xtask/mutants/equivalent.txt";
@@ -36,15 +36,15 @@ pub const EQUIVALENT: &str = "xtask/mutants/equivalent.txt";
 pub const HOST_FILES: &[&str] = &[
     "contract/src/*.rs",
     "uapi/src/*.rs",
-    "xtask/src/ktap.rs",
-    "xtask/src/junit.rs",
-    "xtask/src/kunit.rs",
-    "xtask/src/bugs.rs",
-    "xtask/src/coverage.rs",
-    "xtask/src/mutants.rs",
+    "xtask/src/report/ktap.rs",
+    "xtask/src/report/junit.rs",
+    "xtask/src/report/kunit.rs",
+    "xtask/src/analyses/bugs.rs",
+    "xtask/src/analyses/coverage.rs",
+    "xtask/src/commands/mutants.rs",
     "xtask/src/target.rs",
-    "xtask/src/patch.rs",
-    "xtask/src/edit.rs",
+    "xtask/src/kbuild/patch.rs",
+    "xtask/src/analyses/edit.rs",
 ];
 
 /// The command machinery among `HOST_FILES`, per file: functions that build modules, boot VMs,
@@ -54,11 +54,11 @@ pub const HOST_FILES: &[&str] = &[
 /// verdict code (how a run is judged), whose mutants `cargo test` must kill.
 const COMMAND_MACHINERY: &[(&str, &[&str])] = &[
     (
-        "xtask/src/bugs.rs",
+        "xtask/src/analyses/bugs.rs",
         &["run", "run_one", "table", "build_seeded_module"],
     ),
     (
-        "xtask/src/mutants.rs",
+        "xtask/src/commands/mutants.rs",
         &[
             "run",
             "run_module",
@@ -80,8 +80,7 @@ const COMMAND_MACHINERY: &[(&str, &[&str])] = &[
             "printed",
         ],
     ),
-    ("xtask/src/coverage.rs", &["run"]),
-    ("xtask/src/edit.rs", &["of_module", "read_sources"]),
+    ("xtask/src/analyses/edit.rs", &["of_module", "read_sources"]),
     (
         "xtask/src/target.rs",
         &[
@@ -546,7 +545,7 @@ impl flags::Mutants {
     ) -> Result<Vec<Outcome>> {
         let _ = std::fs::remove_dir_all(out);
         let opts = self.mutant_vm_options()?;
-        let b = crate::build::build_all(&opts, false, true)?;
+        let b = crate::image::build_all(&opts, false, true)?;
         let map = line_map()?;
         // The sources as they are now: an edit during the run cannot reach its mutants.
         let source = out.join("source");
@@ -632,7 +631,7 @@ impl flags::Mutants {
             "xtask: {} survivor(s) so far: each booted on the {name} kernel ({what}; --no-debug-retry skips this)",
             survivors.len()
         );
-        let b = crate::build::build_all(&opts, false, true)?;
+        let b = crate::image::build_all(&opts, false, true)?;
         for (k, i) in survivors.into_iter().enumerate() {
             let t = Instant::now();
             let o = &mut outcomes[i];
@@ -682,14 +681,14 @@ impl flags::Mutants {
             return Ok(Vec::new());
         }
         let opts = self.mutant_vm_options()?;
-        let b = crate::build::build_all(&opts, false, true)?;
+        let b = crate::image::build_all(&opts, false, true)?;
         // The module as built now: another command building module/ for another kernel
         // meanwhile (seen: a debug-kernel run beside this one) must not change what boots.
         let ko = snapshot_ko(&b.ko, out)?;
         let work = out.join("work");
         sync_tracked_files(&work)?;
         let t = Instant::now();
-        let guest = crate::guest::build_guest_in(&work)?;
+        let guest = crate::image::programs::build_guest_in(&work)?;
         let base = boot_suite(
             &b,
             &opts,
@@ -718,7 +717,7 @@ impl flags::Mutants {
             apply_diff(&m.diff, &work)?;
             let dir = out.join(format!("{i:04}"));
             let result = (|| -> Result<(Status, &'static str)> {
-                let guest = match crate::guest::build_guest_in(&work) {
+                let guest = match crate::image::programs::build_guest_in(&work) {
                     Ok(g) => g,
                     Err(e) => return Ok((Status::Unviable(format!("{e:#}")), "build")),
                 };
@@ -734,7 +733,7 @@ impl flags::Mutants {
             ));
         }
         // The working copy's guest build back to the unchanged library.
-        crate::guest::build_guest_in(&work)?;
+        crate::image::programs::build_guest_in(&work)?;
         Ok(outcomes)
     }
 
@@ -909,7 +908,7 @@ fn label(s: &Status) -> &'static str {
 /// they did not kill it, the whole suite in both VMs.
 fn one_module_mutant(
     source: &Path,
-    b: &crate::build::Built,
+    b: &crate::image::Built,
     opts: &vm::Options,
     m: &Mutant,
     map: &BTreeMap<(String, u32), Vec<String>>,
@@ -964,7 +963,7 @@ fn one_module_mutant(
 /// The whole suite on `ko` and the `guest` programs: the plain VM, then, if it found nothing,
 /// the edu VM (logs in `dir/plain`, `dir/edu`).
 fn whole_suite(
-    b: &crate::build::Built,
+    b: &crate::image::Built,
     opts: &vm::Options,
     ko: &Path,
     guest: &Path,
@@ -990,7 +989,7 @@ fn needs_edu(name: &str) -> bool {
 /// Boots `ko` with the suite (or only `tests`), in the plain VM or the `edu` one; its judgement.
 #[allow(clippy::too_many_arguments)]
 fn boot_suite(
-    b: &crate::build::Built,
+    b: &crate::image::Built,
     opts: &vm::Options,
     ko: &Path,
     guest: &Path,
@@ -1002,10 +1001,10 @@ fn boot_suite(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut extra = Vec::new();
     if let Some(tests) = tests {
-        extra.push(crate::initramfs::filter_file(dir, &tests.join(","))?);
+        extra.push(crate::image::initramfs::filter_file(dir, &tests.join(","))?);
     }
-    let initrd = crate::initramfs::build_initramfs(&b.tools, ko, guest, &extra, dir)?;
-    let mut env = crate::test::test_env(opts.flavour);
+    let initrd = crate::image::initramfs::build_initramfs(&b.tools, ko, guest, &extra, dir)?;
+    let mut env = crate::vm::test_env(opts.flavour);
     // One failure is the whole answer; and a mutant that makes a test wait forever is ended
     // by the runner's watchdog well before the VM's limit (the baseline passes with the same).
     env.push(format!("{}=1", pcmsig_contract::FAIL_FAST_ENV));
@@ -1061,7 +1060,7 @@ pub fn apply_diff(diff: &str, root: &Path) -> Result<()> {
 fn line_map() -> Result<BTreeMap<(String, u32), Vec<String>>> {
     let p = out_dir("coverage").join("lines.txt");
     match std::fs::read_to_string(&p) {
-        Ok(text) => crate::coverage::parse_per_line(&text)
+        Ok(text) => crate::analyses::coverage::parse_per_line(&text)
             .with_context(|| format!("reading {}", p.display())),
         Err(_) => Ok(BTreeMap::new()),
     }
@@ -1337,7 +1336,7 @@ mod tests {
     #[test]
     fn the_catalogues_command_is_not_verdict_code() {
         let m = |what: &str| Mutant {
-            file: "xtask/src/bugs.rs".into(),
+            file: "xtask/src/analyses/bugs.rs".into(),
             lines: (1, 1),
             what: what.into(),
             diff: String::new(),
@@ -1359,13 +1358,13 @@ mod tests {
             "replace build_seeded_module -> Result<PathBuf> with Ok(Default::default())"
         )));
         let other = Mutant {
-            file: "xtask/src/ktap.rs".into(),
+            file: "xtask/src/report/ktap.rs".into(),
             ..m("replace > with == in run")
         };
         assert!(!is_command_machinery(&other));
         // In mutants.rs: the methods that drive the runs, not the verdict's functions.
         let here = |what: &str| Mutant {
-            file: "xtask/src/mutants.rs".into(),
+            file: "xtask/src/commands/mutants.rs".into(),
             ..m(what)
         };
         for machinery in [
@@ -1419,7 +1418,7 @@ mod tests {
 
     #[test]
     fn covering_tests_are_those_of_any_line_of_the_span() {
-        let map = crate::coverage::parse_per_line(
+        let map = crate::analyses::coverage::parse_per_line(
             "stream.rs:11: before\nstream.rs:12: a b\nstream.rs:14: c\nstream.rs:15: after\npcmsig.rs:13: other\n",
         )
         .unwrap();
@@ -1539,13 +1538,13 @@ mod tests {
 
     #[test]
     fn the_guest_init_reads_the_filter_file() {
-        let init = include_str!("../../vm/init");
+        let init = include_str!("../../../vm/init");
         assert!(init.contains(pcmsig_contract::FILTER_FILE));
     }
 
     #[test]
     fn the_install_script_pins_this_version() {
-        let script = include_str!("../../ci/install-deps.sh");
+        let script = include_str!("../../../ci/install-deps.sh");
         assert!(script.contains(&format!("CARGO_MUTANTS_VERSION={CARGO_MUTANTS_VERSION}")));
     }
 
