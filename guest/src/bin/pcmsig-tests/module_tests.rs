@@ -31,6 +31,7 @@ pub fn tests() -> Vec<Test> {
         listener_dying_mid_stream_is_safe,
         exited_listeners_replaced_and_closed_under_fire,
         exec_stops_signalling_the_thread,
+        an_exec_by_another_thread_is_never_signalled_under_the_main_threads_id,
         credential_change_stops_signalling,
         register_needs_permission_to_signal,
         glibc_internal_signals_32_and_33_are_refused,
@@ -703,6 +704,93 @@ fn exec_stops_signalling_the_thread() -> TestResult {
     ensure_eq!(s.file.delivered, 0);
     check_invariant(&s)?;
     check_debugfs(0, &dev.stats().ctx("stats")?)
+}
+
+/// A thread other than the main one calls `execve`: when its exec completes (`de_thread`) it
+/// takes the main thread's id, and the id it had names no thread. The main thread's
+/// registration must not reach the new program, which now answers to the id it registered with
+/// (counted exec'd: the address space changed); the exec'ing thread's own registration counts
+/// its events exited (its id is gone, as `tgkill(2)` on it would say). README, "Semantics".
+fn an_exec_by_another_thread_is_never_signalled_under_the_main_threads_id() -> TestResult {
+    let dev = Device::open().ctx("open")?;
+    let dev2 = Device::open().ctx("open")?;
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx("pipe")?;
+    let (tid_rd, tid_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx("pipe")?;
+    let pid = spawn_child(|| {
+        let sig = rt(0);
+        let _ = sig.block();
+        // The main thread's registration: its id is the process's.
+        dev.register(sig).ctx("register the main thread")?;
+        let (dev2, wr, tid_wr) = (&dev2, &wr, &tid_wr);
+        std::thread::scope(|scope| {
+            let exec = scope.spawn(move || -> TestResult {
+                dev2.register(sig).ctx("register the exec'ing thread")?;
+                let tid = pcmsig::sys::gettid();
+                nix::unistd::write(tid_wr, &tid.to_ne_bytes()).ctx("write the tid")?;
+                nix::fcntl::fcntl(
+                    wr.as_fd(),
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )
+                .ctx("F_SETFD pipe")?;
+                // Unblocked in the thread that execs (its mask is the new program's): a
+                // signal sent into the new program would kill it.
+                let _ = pcmsig::sys::SignalSet::of(&[sig.number()]).unblock();
+                let mut cmd = std::process::Command::new("/bin/sh");
+                let script = format!("echo >&{}; exec sleep 10", wr.as_raw_fd());
+                cmd.args(["-c", &script]);
+                Err(format!(
+                    "exec /bin/sh: {}",
+                    std::os::unix::process::CommandExt::exec(&mut cmd)
+                ))
+            });
+            // The exec ends this thread; if it failed, the thread says why.
+            exec.join()
+                .map_err(|_| "the exec'ing thread panicked".to_string())?
+        })
+    })?;
+    drop((wr, tid_wr));
+    let mut b = [0u8; 4];
+    nix::unistd::read(&tid_rd, &mut b).ctx("the exec'ing thread's tid")?;
+    let tid = i32::from_ne_bytes(b);
+    ensure!(tid != pid, "the exec'ing thread is the main thread ({tid})");
+    let mut buf = [0u8; 1];
+    // A byte once the new program runs; EOF if the child died first.
+    let n = nix::unistd::read(&rd, &mut buf).ctx("read the exec's word")?;
+    ensure_eq!(n, 1, "the new program never said it runs");
+    ensure!(
+        !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists(),
+        "the exec'ing thread's id {tid} still names a thread"
+    );
+    inject_periods(&dev, 2)?;
+    let (s, s2) = (
+        dev.stats().ctx("stats")?,
+        dev2.stats().ctx("stats of the exec'ing thread's file")?,
+    );
+    std::thread::sleep(crate::runner::QUIET);
+    let mut status = 0;
+    // SAFETY: our child. (libc: nix's WaitStatus cannot hold a death by a real-time signal.)
+    let alive = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = wait_child(pid);
+    ensure!(
+        alive,
+        "the new program died (status {status:#x}; stats {s:?}): it was signalled"
+    );
+    ensure_eq!(
+        (s.file.fired, s.file.delivered, s.file.dropped_execd),
+        (2, 0, 2),
+        "the main thread's file: fired, delivered, dropped as exec'd"
+    );
+    ensure_eq!(
+        (s2.file.fired, s2.file.delivered, s2.file.dropped_exited),
+        (2, 0, 2),
+        "the exec'ing thread's file: fired, delivered, dropped as exited"
+    );
+    check_invariant(&s)?;
+    check_invariant(&s2)
 }
 
 fn make_device_world_accessible() -> TestResult {
