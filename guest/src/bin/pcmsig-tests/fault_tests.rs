@@ -592,27 +592,43 @@ fn sweep_every_call() -> TestResult {
 /// under memory pressure where a sleeping one would have reclaimed, or is never charged to the
 /// opener). failslab here fails every allocation of this thread that cannot sleep
 /// (`ignore-gfp-wait`, `task-filter` and `make-it-fail`); every call must still succeed, the
-/// stream's file list growing and shrinking on the way.
+/// stream's file list growing and shrinking on the way. From a fresh load, so that the list of
+/// streams starts empty: the first user's open grows it from nothing and the third user's
+/// grows it again (the growth is made outside the list's lock; a push past the capacity under
+/// the lock would be an allocation that cannot sleep).
 fn opens_and_closes_make_no_allocation_that_cannot_sleep() -> TestResult {
     need_fault_injection()?;
-    let guard = RandomFailslab::non_sleeping(true, &[], 100)?;
-    let result = {
-        let _armed = MakeItFail::arm()?;
-        (|| -> TestResult {
-            let files: Vec<Device> = (0..3)
-                .map(|i| Device::open().ctx(&format!("open {}", i + 1)))
-                .collect::<Result<_, _>>()?;
-            files[1].register(rt(SIG)).ctx("register")?;
-            drop(files);
-            let again = Device::open().ctx("open after the closes")?;
-            drop(again);
-            Ok(())
-        })()
-    };
-    drop(guard);
-    result?;
-    ensure_eq!(streams_listed()?, 0, "streams listed after the last close");
-    Ok(())
+    crate::module_tests::with_module_params("", || {
+        crate::common::chmod_device_666()?;
+        let guard = RandomFailslab::non_sleeping(true, &[], 100)?;
+        let result = {
+            let _armed = MakeItFail::arm()?;
+            (|| -> TestResult {
+                let files: Vec<Device> = (0..3)
+                    .map(|i| Device::open().ctx(&format!("open {}", i + 1)))
+                    .collect::<Result<_, _>>()?;
+                files[1].register(rt(SIG)).ctx("register")?;
+                // Two more users' streams, each a new entry in the list.
+                let mut others = Vec::new();
+                for uid in [3001, 3002] {
+                    let uid = nix::unistd::Uid::from_raw(uid);
+                    nix::unistd::seteuid(uid).ctx("seteuid")?;
+                    let opened = Device::open();
+                    nix::unistd::seteuid(nix::unistd::Uid::from_raw(0)).ctx("seteuid 0")?;
+                    others.push(opened.ctx(&format!("open as uid {uid}"))?);
+                }
+                drop(others);
+                drop(files);
+                let again = Device::open().ctx("open after the closes")?;
+                drop(again);
+                Ok(())
+            })()
+        };
+        drop(guard);
+        result?;
+        ensure_eq!(streams_listed()?, 0, "streams listed after the last close");
+        Ok(())
+    })
 }
 
 /// This thread's `make-it-fail` (failslab's task filter), set while it lives.
