@@ -673,13 +673,7 @@ fn exec_stops_signalling_the_thread() -> TestResult {
         // A blocked signal stays blocked across exec; unblock it so that the new program would
         // die of SIGRTMIN's default action if the module still signalled it.
         let _ = pcmsig::sys::SignalSet::of(&[sig.number()]).unblock();
-        let mut cmd = std::process::Command::new("/bin/sh");
-        let script = format!("echo >&{}; exec sleep 10", wr.as_raw_fd());
-        cmd.args(["-c", &script]);
-        Err(format!(
-            "exec /bin/sh: {}",
-            std::os::unix::process::CommandExt::exec(&mut cmd)
-        ))
+        Err(exec_a_sleeper_that_says_it_runs(wr.as_raw_fd()))
     })?;
     drop(wr);
     let mut buf = [0u8; 1];
@@ -687,19 +681,11 @@ fn exec_stops_signalling_the_thread() -> TestResult {
     let _ = nix::unistd::read(&rd, &mut buf);
     inject_periods(&dev, 2)?;
     let s = dev.stats().ctx("stats")?;
-    std::thread::sleep(Duration::from_millis(50));
-    let mut status = 0;
-    // SAFETY: our child. (libc: nix's WaitStatus cannot hold a death by a real-time signal.)
-    let alive = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0;
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = wait_child(pid);
-    ensure!(
-        alive,
-        "the exec'd program died (status {status:#x}; stats {s:?}): it was signalled"
-    );
+    if let Err(status) = alive_then_killed(pid, Duration::from_millis(50)) {
+        return Err(format!(
+            "the exec'd program died (status {status:#x}; stats {s:?}): it was signalled"
+        ));
+    }
     ensure_eq!(s.file.dropped_execd, 2, "stats {:?}", s.file);
     ensure_eq!(s.file.delivered, 0);
     check_invariant(&s)?;
@@ -735,13 +721,7 @@ fn an_exec_by_another_thread_is_never_signalled_under_the_main_threads_id() -> T
                 // Unblocked in the thread that execs (its mask is the new program's): a
                 // signal sent into the new program would kill it.
                 let _ = pcmsig::sys::SignalSet::of(&[sig.number()]).unblock();
-                let mut cmd = std::process::Command::new("/bin/sh");
-                let script = format!("echo >&{}; exec sleep 10", wr.as_raw_fd());
-                cmd.args(["-c", &script]);
-                Err(format!(
-                    "exec /bin/sh: {}",
-                    std::os::unix::process::CommandExt::exec(&mut cmd)
-                ))
+                Err(exec_a_sleeper_that_says_it_runs(wr.as_raw_fd()))
             });
             // The exec ends this thread; if it failed, the thread says why.
             exec.join()
@@ -766,19 +746,11 @@ fn an_exec_by_another_thread_is_never_signalled_under_the_main_threads_id() -> T
         dev.stats().ctx("stats")?,
         dev2.stats().ctx("stats of the exec'ing thread's file")?,
     );
-    std::thread::sleep(crate::runner::QUIET);
-    let mut status = 0;
-    // SAFETY: our child. (libc: nix's WaitStatus cannot hold a death by a real-time signal.)
-    let alive = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0;
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = wait_child(pid);
-    ensure!(
-        alive,
-        "the new program died (status {status:#x}; stats {s:?}): it was signalled"
-    );
+    if let Err(status) = alive_then_killed(pid, crate::runner::QUIET) {
+        return Err(format!(
+            "the new program died (status {status:#x}; stats {s:?}): it was signalled"
+        ));
+    }
     ensure_eq!(
         (s.file.fired, s.file.delivered, s.file.dropped_execd),
         (2, 0, 2),
@@ -791,6 +763,37 @@ fn an_exec_by_another_thread_is_never_signalled_under_the_main_threads_id() -> T
     );
     check_invariant(&s)?;
     check_invariant(&s2)
+}
+
+/// In a forked child: runs `/bin/sh`, which writes a byte to `fd` (inherited: not close-on-exec)
+/// once it runs and then becomes `sleep 10`. Returns only if the exec failed: why.
+fn exec_a_sleeper_that_says_it_runs(fd: i32) -> String {
+    let mut cmd = std::process::Command::new("/bin/sh");
+    let script = format!("echo >&{fd}; exec sleep 10");
+    cmd.args(["-c", &script]);
+    format!(
+        "exec /bin/sh: {}",
+        std::os::unix::process::CommandExt::exec(&mut cmd)
+    )
+}
+
+/// Whether our child `pid` is still alive after `wait` (a signal it must not get would kill
+/// it); kills and reaps it either way. `Err` holds its wait status if it had died.
+fn alive_then_killed(pid: i32, wait: Duration) -> Result<(), i32> {
+    std::thread::sleep(wait);
+    let mut status = 0;
+    // SAFETY: our child. (libc: nix's WaitStatus cannot hold a death by a real-time signal.)
+    let alive = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = wait_child(pid);
+    if alive {
+        Ok(())
+    } else {
+        Err(status)
+    }
 }
 
 fn make_device_world_accessible() -> TestResult {
