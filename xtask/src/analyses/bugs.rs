@@ -452,6 +452,10 @@ struct Outcome {
 /// Runs the catalogue's bugs for one kernel (or the named ones), each `repeat` times (built
 /// once); fails unless every run of every one is caught.
 pub fn run(opts: &vm::Options, slow: Option<f64>, only: &[String], repeat: usize) -> Result<()> {
+    let opts = &match slow {
+        Some(factor) => crate::vm::slow::scaled_limits(opts, factor),
+        None => opts.clone(),
+    };
     if repeat == 0 {
         bail!("--repeat takes a count of 1 or more");
     }

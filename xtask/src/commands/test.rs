@@ -129,6 +129,10 @@ impl flags::Test {
     pub(crate) fn run_with(&self, coverage: bool) -> Result<()> {
         let total = Instant::now();
         let opts = self.vm_options()?;
+        let opts = match self.slow {
+            Some(factor) => crate::vm::slow::scaled_limits(&opts, factor),
+            None => opts,
+        };
         let target = self.target()?;
         self.check_edit_first(coverage || target.is_some())?;
         let out = self.out_dir(coverage, target.as_ref());

@@ -11,6 +11,8 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
+use super::Options;
+
 /// CFS accounting period, µs (the kernel's default).
 const PERIOD_US: u64 = 100_000;
 
@@ -92,9 +94,50 @@ impl Drop for Slowed {
     }
 }
 
+/// The options of a run slowed `factor` times: the VM limits not given on the command line
+/// (`--timeout`, `--silence`) are the flavour's defaults times `factor`, as a machine that much
+/// slower needs (the debug kernel's 1800 s timeout ended a `--slow 6` run whose edu VM took
+/// 3,312 s and passed). A limit given stays as given.
+pub fn scaled_limits(opts: &Options, factor: f64) -> Options {
+    let limits = opts.limits();
+    let times = |d: std::time::Duration| (d.as_secs_f64() * factor.max(1.0)).ceil() as u64;
+    Options {
+        timeout: opts.timeout.or(Some(times(limits.timeout))),
+        silence: opts.silence.or(limits.silence.map(times)),
+        ..opts.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_slowed_run_gets_its_default_limits_times_the_factor() {
+        let debug = Options {
+            flavour: crate::vm::Flavour::Debug,
+            ..Options::default()
+        };
+        let slowed = scaled_limits(&debug, 6.0);
+        assert_eq!(
+            (slowed.timeout, slowed.silence),
+            (Some(10_800), Some(1_800))
+        );
+        assert_eq!(
+            slowed.limits().boot_silence,
+            Some(Duration::from_secs(1_800))
+        );
+        let given = Options {
+            timeout: Some(100),
+            silence: Some(0),
+            ..Options::default()
+        };
+        let slowed = scaled_limits(&given, 3.0);
+        assert_eq!((slowed.timeout, slowed.silence), (Some(100), Some(0)));
+        let normal = scaled_limits(&Options::default(), 2.5);
+        assert_eq!((normal.timeout, normal.silence), (Some(750), Some(150)));
+    }
 
     #[test]
     fn the_quota_is_the_cores_divided_by_the_factor() {
