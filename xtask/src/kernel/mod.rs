@@ -209,6 +209,45 @@ fn source_dir(src: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The directory of a series' fixes: `vm/series/MAJOR.MINOR/`.
+fn series_dir(version: &str) -> PathBuf {
+    let series: Vec<&str> = version.split('.').take(2).collect();
+    project_root().join("vm/series").join(series.join("."))
+}
+
+/// The marker line a fixed `rust/bindgen_parameters` carries after its original text.
+const FIXES_MARKER: &str = "# pcmsig: series fixes follow";
+
+/// Applies the fixes `vm/series/SERIES/` holds for the tree of kernel `version` (an extracted
+/// tarball): `bindgen_parameters` is appended to the tree's `rust/bindgen_parameters`, once
+/// (after [`FIXES_MARKER`]; a changed fix replaces the old one). Returns the fixes' text, which
+/// joins the build's key; empty when the series has none.
+fn apply_series_fixes(src: &Path, version: &str) -> Result<String> {
+    let fix = series_dir(version).join("bindgen_parameters");
+    let Ok(text) = std::fs::read_to_string(&fix) else {
+        return Ok(String::new());
+    };
+    let target = src.join("rust/bindgen_parameters");
+    let current = std::fs::read_to_string(&target)
+        .with_context(|| format!("reading {} to fix it", target.display()))?;
+    let original = current
+        .split_once(&format!("\n{FIXES_MARKER}\n"))
+        .map_or(current.as_str(), |(before, _)| before);
+    let fixed = format!(
+        "{}\n{FIXES_MARKER}\n{text}",
+        original.trim_end_matches('\n')
+    );
+    if fixed != current {
+        std::fs::write(&target, &fixed)
+            .with_context(|| format!("appending {} to {}", fix.display(), target.display()))?;
+        println!(
+            "xtask: kernel {version}: {} appended to rust/bindgen_parameters",
+            fix.strip_prefix(project_root()).unwrap_or(&fix).display()
+        );
+    }
+    Ok(text)
+}
+
 /// Options of the fragment: `(name, wanted line)`, where a wanted `n` is "is not set".
 pub fn fragment_options(fragment: &str) -> Vec<(String, String)> {
     fragment
@@ -469,6 +508,13 @@ impl Plan {
         };
         let src = source_dir(&src_arg)?;
         let version = makefile_version(&src)?;
+        // A tree the user gave is theirs: only an extracted tarball (the harness's own copy)
+        // gets its series' fixes.
+        let fixes = if src_arg.is_dir() {
+            String::new()
+        } else {
+            apply_series_fixes(&src, &version)?
+        };
         let mut fragment_paths = vec![project_root().join("vm/kernel.config")];
         if let Some(f) = flavour {
             fragment_paths.push(project_root().join(format!("vm/{f}.config")));
@@ -482,6 +528,7 @@ impl Plan {
             LAYOUT.as_bytes(),
             src.to_string_lossy().as_bytes(),
             version.as_bytes(),
+            fixes.as_bytes(),
             tools.rustc_version.as_bytes(),
             tools.clang_version.as_bytes(),
             tools.bindgen_version.as_bytes(),
@@ -640,6 +687,35 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_series_fix_is_appended_once_and_joins_the_key() {
+        let dir = std::env::temp_dir().join(format!("pcmsig-fixes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("rust")).unwrap();
+        let params = dir.join("rust/bindgen_parameters");
+        std::fs::write(&params, "--opaque-type xregs_state\n").unwrap();
+        let fix = std::fs::read_to_string(project_root().join("vm/series/7.2/bindgen_parameters"))
+            .unwrap();
+        assert!(fix.contains("--opaque-type ns_common"), "{fix}");
+        // Twice: the second run changes nothing.
+        for _ in 0..2 {
+            assert_eq!(apply_series_fixes(&dir, "7.2.12").unwrap(), fix);
+            let text = std::fs::read_to_string(&params).unwrap();
+            assert_eq!(
+                text,
+                format!("--opaque-type xregs_state\n{FIXES_MARKER}\n{fix}")
+            );
+        }
+        // A series without fixes: nothing applied, nothing in the key.
+        std::fs::write(&params, "--opaque-type xregs_state\n").unwrap();
+        assert_eq!(apply_series_fixes(&dir, "7.3.4").unwrap(), "");
+        assert_eq!(
+            std::fs::read_to_string(&params).unwrap(),
+            "--opaque-type xregs_state\n"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn dropped_options_names_what_olddefconfig_lost() {
