@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything pcmsig needs on Debian 12 (bookworm) or 13 (trixie): the kernel source, a Rust
 # compiler with rust-src for the kernel, clang/LLVM 19, QEMU, busybox and bindgen.
+# The kernel sources: linux-source-7.3 (the default series) and linux-source-7.2 (`--kernel 7.2`),
+# the two series the module carries (docs/kernels.md).
 # Idempotent: a second run installs nothing. The choices are explained in README.md (Quick start).
 #
 # Env: PCMSIG_TOOLS  where bindgen goes (default: ${XDG_CACHE_HOME:-~/.cache}/pcmsig/tools)
@@ -18,7 +20,7 @@ APT_PACKAGES=(
     make bc flex bison libelf-dev libssl-dev cpio xz-utils gzip
     qemu-system-x86 busybox-static
 )
-BACKPORTS_PACKAGES=(linux-source-7.3)
+BACKPORTS_PACKAGES=(linux-source-7.3 linux-source-7.2)
 # .ci/run's own checks: shellcheck over the scripts, mmdebstrap for the fresh-root check.
 CI_PACKAGES=(shellcheck mmdebstrap)
 [[ ${PCMSIG_CI:-} == 1 ]] && APT_PACKAGES+=("${CI_PACKAGES[@]}")
@@ -43,7 +45,7 @@ if ! [[ $os_release =~ VERSION_CODENAME=(bookworm|trixie) ]]; then
     say "warning: this script is written for Debian 12 (bookworm) and 13 (trixie); continuing anyway"
 fi
 
-# --- trixie-backports, for linux-source-7.3 only, pinned low -----------------------
+# --- trixie-backports, for the linux-source packages only, pinned low -----------------------
 add_backports() {
     local list=$ETC/apt/sources.list.d/pcmsig-trixie-backports.sources
     local pin=$ETC/apt/preferences.d/pcmsig-trixie-backports
@@ -60,7 +62,7 @@ add_backports() {
         fi
         if [[ -z $uri ]]; then
             say "cannot find this machine's Debian archive in $deb822"
-            say "or $classic: add trixie-backports for linux-source-7.3 by hand, or"
+            say "or $classic: add trixie-backports for linux-source-7.3 and -7.2 by hand, or"
             say "pass a kernel tree with --kernel-src DIR|TARBALL (or KERNEL_SRC)"
             exit 1
         fi
@@ -148,14 +150,14 @@ if ((${#missing[@]})); then
     fi
     $SUDO apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}" "${extra[@]}" | { grep -E "^(Unpacking|Setting up) " || true; }
     for p in "${BACKPORTS_PACKAGES[@]}"; do
-        # Backports keeps only the newest series: say what to do when 7.3 is gone.
+        # Backports drops old series in time: say what to do when one is gone.
         policy=$(output_of apt-cache policy "$p")
         if ! [[ $policy =~ Candidate:\ [0-9] ]]; then
             offered=$(output_of apt-cache search --names-only '^linux-source-[0-9]')
             offered=$(cut -d' ' -f1 <<<"$offered" | sort -V | tr '\n' ' ')
             say "$p is no longer offered by the apt sources (offered: ${offered:-none})."
-            say "The module targets 7.3: pass a 7.3 tree with --kernel-src DIR|TARBALL (or KERNEL_SRC),"
-            say "or install a newer linux-source and expect to port the module."
+            say "The module carries 7.2 and 7.3 (docs/kernels.md): pass such a tree with --kernel-src DIR|TARBALL"
+            say "(or KERNEL_SRC), or install a newer linux-source and expect to port the module."
             exit 1
         fi
     done

@@ -25,7 +25,7 @@ static DEFERRED: [AtomicBool; DelayPoint::ALL.len()] =
 /// Whether any delay point is enabled (then delivery runs in process context, see
 /// `softirq_queue`).
 pub(crate) fn any_enabled() -> bool {
-    crate::module_parameters::test_delay_points.value() != 0
+    crate::compat::param(&crate::module_parameters::test_delay_points) != 0
 }
 
 /// How many times an enabled delay point has been reached.
@@ -62,7 +62,7 @@ fn releases(point: DelayPoint) -> u64 {
 
 /// Whether `point` is enabled (and the points not turned off).
 fn enabled(point: DelayPoint) -> bool {
-    crate::module_parameters::test_delay_points.value() & point.bit() != 0
+    crate::compat::param(&crate::module_parameters::test_delay_points) & point.bit() != 0
         && !OFF.load(Ordering::Acquire)
 }
 
@@ -96,7 +96,9 @@ fn wait_at(point: DelayPoint, pause: impl Fn()) {
     }
     let released = releases(point);
     HITS.fetch_add(1, Ordering::AcqRel);
-    let limit = Delta::from_millis(i64::from(crate::module_parameters::test_delay_ms.value()));
+    let limit = Delta::from_millis(i64::from(crate::compat::param(
+        &crate::module_parameters::test_delay_ms,
+    )));
     let start = Instant::<Monotonic>::now();
     while releases(point) == released && start.elapsed() < limit {
         pause();

@@ -9,11 +9,11 @@
 //! another's periods. Unbinding the device stops every running stream. The driver drives one
 //! device at a time (`OnlyDevice`): a second one's probe fails with `EBUSY`.
 //!
-//! One lifetime is extended by hand, in `probe`, and only there: the kernel crate's
-//! `irq::Registration` borrows the `IrqVectorRegistration` for `'bound`, and the driver data must
-//! own both, which safe Rust cannot express (a self-reference). The vector registration is boxed
-//! (its address never changes) and declared after the IRQ registration in `EduData`, so it is
-//! dropped after its borrower, and both go when the device unbinds, within `'bound`.
+//! The kernel crate's PCI and IRQ registrations differ between 7.2 and 7.3 (lifetimes, the
+//! handler's arguments, who frees the vectors): `series::IrqParts` holds each series' form, the
+//! rest is shared. One lifetime is extended by hand there and only there, on each series: on
+//! 7.3 the IRQ registration's borrow of the vectors, which the driver data owns too (a
+//! self-reference); on 7.2 the BAR's, since 7.2's handlers must be `'static`.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -70,8 +70,9 @@ pub(crate) struct EduIrq<'bound> {
     streams: Arc<Streams>,
 }
 
-impl irq::Handler for EduIrq<'_> {
-    fn handle(&self) -> IrqReturn {
+impl EduIrq<'_> {
+    /// The interrupt handler's work, on every series.
+    fn on_interrupt(&self) -> IrqReturn {
         let status = (&self.bar).read32(REG_IRQ_STATUS);
         if status == 0 {
             // Ours all the same: the vector is an MSI, which no other device shares. Two raises
@@ -91,6 +92,22 @@ impl irq::Handler for EduIrq<'_> {
     }
 }
 
+#[cfg(not(pcmsig_kernel_7_2))]
+impl irq::Handler for EduIrq<'_> {
+    fn handle(&self) -> IrqReturn {
+        self.on_interrupt()
+    }
+}
+
+// 7.2's handlers are `'static` and get the device: see `series::IrqParts`.
+#[cfg_attr(test, mutants::skip)] // 7.3 only mutates (compat.rs).
+#[cfg(pcmsig_kernel_7_2)]
+impl irq::Handler for EduIrq<'static> {
+    fn handle(&self, _dev: &kernel::device::Device<kernel::device::Bound>) -> IrqReturn {
+        self.on_interrupt()
+    }
+}
+
 /// Raises the period interrupt; the stream's timer calls it through a [`DeviceHook`].
 ///
 /// # Safety
@@ -104,13 +121,12 @@ unsafe fn raise(ctx: *const ()) {
 }
 
 /// Data of a bound `edu` device. Fields drop in order: the IRQ registration (free_irq waits for
-/// a running handler, then the BAR is unmapped), then the vectors, then the device is disabled,
+/// a running handler, then the BAR is unmapped) and its vectors, then the device is disabled,
 /// and only then may another device bind.
 #[pin_data]
 pub(crate) struct EduData<'bound> {
     #[pin]
-    irq: irq::Registration<'bound, EduIrq<'bound>>,
-    vectors: KBox<pci::IrqVectorRegistration<'bound>>,
+    irq: series::IrqParts<'bound>,
     streams: Arc<Streams>,
     _enabled: Enabled,
     _only: OnlyDevice,
@@ -155,8 +171,17 @@ impl Drop for Enabled {
 /// The `edu` PCI driver.
 pub(crate) struct EduDriver;
 
+#[cfg(not(pcmsig_kernel_7_2))]
 kernel::pci_device_table!(
     EDU_TABLE,
+    <EduDriver as pci::Driver>::IdInfo,
+    [(pci::DeviceId::from_class(EDU_CLASS, 0xffffff), ())]
+);
+// 7.2's macro also names the table's alias for modpost.
+#[cfg(pcmsig_kernel_7_2)]
+kernel::pci_device_table!(
+    EDU_TABLE,
+    MODULE_EDU_TABLE,
     <EduDriver as pci::Driver>::IdInfo,
     [(pci::DeviceId::from_class(EDU_CLASS, 0xffffff), ())]
 );
@@ -169,7 +194,7 @@ impl pci::Driver for EduDriver {
 
     fn probe<'bound>(
         pdev: &'bound pci::Device<Core<'_>>,
-        _info: Option<&'bound Self::IdInfo>,
+        _info: series::IdInfo<'bound, Self::IdInfo>,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         ::pin_init::pin_init_scope(move || {
             let config = pdev.config_space();
@@ -185,26 +210,9 @@ impl pci::Driver for EduDriver {
             })?;
             let enabled = Enabled::new(pdev)?;
             let bar = pdev.iomap_region_sized::<BAR_SIZE>(0, c"pcmsig-edu")?;
-            let vectors = KBox::new(
-                // MSI only: the device's interrupt is never shared with another device's INTx.
-                pdev.alloc_irq_vectors(1, 1, pci::IrqTypes::default().with(pci::IrqType::Msi))?,
-                GFP_KERNEL,
-            )?;
-            // SAFETY: The registration lives in a box that never moves and is dropped after the
-            // IRQ registration that borrows it (field order of `EduData`), which is dropped when
-            // the device unbinds, i.e. within 'bound.
-            let vref: &'bound pci::IrqVectorRegistration<'bound> =
-                unsafe { &*core::ptr::from_ref::<pci::IrqVectorRegistration<'bound>>(&*vectors) };
-            let request: irq::IrqRequest<'bound> = vref.index(0)?.into();
-            let irq_streams = streams.clone();
-            let handler = try_pin_init!(EduIrq { bar, streams: irq_streams }? Error);
+            let irq = series::IrqParts::new(pdev, bar, streams.clone())?;
             Ok(try_pin_init!(&this in EduData {
-                // SAFETY: `EduData` is dropped (and with it the registration) before the device
-                // goes away; it is never leaked.
-                irq <- unsafe {
-                    irq::Registration::new(request, irq::Flags::SHARED, c"pcmsig-edu", handler)
-                },
-                vectors,
+                irq <- irq,
                 streams,
                 _enabled: enabled,
                 _only: only,
@@ -224,5 +232,113 @@ impl pci::Driver for EduDriver {
 
     fn unbind<'bound>(_pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
         this.streams.detach_device();
+    }
+}
+
+/// What the two series' PCI and IRQ abstractions do differently.
+#[cfg(not(pcmsig_kernel_7_2))]
+mod series {
+    use super::*;
+
+    /// The ID-table entry `probe` gets: 7.3 passes none for a device bound by hand.
+    pub(super) type IdInfo<'a, T> = Option<&'a T>;
+
+    /// The device's MSI vector and the handler's registration on it. `irq::Registration`
+    /// borrows the `IrqVectorRegistration` for `'bound`, and the driver data must own both,
+    /// which safe Rust cannot express (a self-reference): the vector registration is boxed (its
+    /// address never changes) and declared after the IRQ registration, so it is dropped after
+    /// its borrower, and both go when the device unbinds, within `'bound`.
+    #[pin_data]
+    pub(super) struct IrqParts<'bound> {
+        #[pin]
+        irq: irq::Registration<'bound, EduIrq<'bound>>,
+        vectors: KBox<pci::IrqVectorRegistration<'bound>>,
+    }
+
+    impl<'bound> IrqParts<'bound> {
+        /// Allocates the vector and registers the handler, which owns `bar`.
+        pub(super) fn new(
+            pdev: &'bound pci::Device<Core<'_>>,
+            bar: pci::Bar<'bound, BAR_SIZE>,
+            streams: Arc<Streams>,
+        ) -> Result<impl PinInit<Self, Error> + 'bound> {
+            let vectors = KBox::new(
+                // MSI only: the device's interrupt is never shared with another device's INTx.
+                pdev.alloc_irq_vectors(1, 1, pci::IrqTypes::default().with(pci::IrqType::Msi))?,
+                GFP_KERNEL,
+            )?;
+            // SAFETY: The registration lives in a box that never moves and is dropped after the
+            // IRQ registration that borrows it (field order of `IrqParts`), which is dropped
+            // when the device unbinds, i.e. within 'bound.
+            let vref: &'bound pci::IrqVectorRegistration<'bound> =
+                unsafe { &*core::ptr::from_ref::<pci::IrqVectorRegistration<'bound>>(&*vectors) };
+            let request: irq::IrqRequest<'bound> = vref.index(0)?.into();
+            let handler = try_pin_init!(EduIrq { bar, streams }? Error);
+            Ok(try_pin_init!(IrqParts {
+                // SAFETY: `IrqParts` is dropped (and with it the registration) before the
+                // device goes away (it is part of the driver data); it is never leaked.
+                irq <- unsafe {
+                    irq::Registration::new(request, irq::Flags::SHARED, c"pcmsig-edu", handler)
+                },
+                vectors,
+            }))
+        }
+
+        /// The registered handler.
+        pub(super) fn handler(&self) -> &EduIrq<'bound> {
+            self.irq.handler()
+        }
+    }
+}
+
+/// What the two series' PCI and IRQ abstractions do differently.
+// Not mutated by `cargo xtask mutants` (7.3 only, where this is compiled out; see compat.rs).
+#[cfg_attr(test, mutants::skip)]
+#[cfg(pcmsig_kernel_7_2)]
+mod series {
+    use super::*;
+    use core::marker::PhantomData;
+
+    /// The ID-table entry `probe` gets: 7.2 always passes one.
+    pub(super) type IdInfo<'a, T> = &'a T;
+
+    /// The handler's registration on the device's MSI vector. 7.2 frees the vectors itself
+    /// (devres) when the device unbinds, and its handlers are `'static`: the handler's BAR has
+    /// its lifetime erased, see `new`.
+    #[pin_data]
+    pub(super) struct IrqParts<'bound> {
+        #[pin]
+        irq: irq::Registration<EduIrq<'static>>,
+        _bound: PhantomData<&'bound ()>,
+    }
+
+    impl<'bound> IrqParts<'bound> {
+        /// Allocates the vector and registers the handler, which owns `bar`.
+        pub(super) fn new(
+            pdev: &'bound pci::Device<Core<'_>>,
+            bar: pci::Bar<'bound, BAR_SIZE>,
+            streams: Arc<Streams>,
+        ) -> Result<impl PinInit<Self, Error> + 'bound> {
+            // MSI only: the device's interrupt is never shared with another device's INTx.
+            let vector = *pdev
+                .alloc_irq_vectors(1, 1, pci::IrqTypes::default().with(pci::IrqType::Msi))?
+                .start();
+            // SAFETY: Only the lifetime changes (same type, same layout). The BAR is dropped
+            // with the handler, inside the registration, which is part of the driver data and
+            // so dropped when the device unbinds, within 'bound: it is never used after.
+            let bar = unsafe {
+                core::mem::transmute::<pci::Bar<'bound, BAR_SIZE>, pci::Bar<'static, BAR_SIZE>>(bar)
+            };
+            let handler = try_pin_init!(EduIrq { bar, streams }? Error);
+            Ok(try_pin_init!(IrqParts {
+                irq <- pdev.request_irq(vector, irq::Flags::SHARED, c"pcmsig-edu", handler),
+                _bound: PhantomData,
+            }))
+        }
+
+        /// The registered handler.
+        pub(super) fn handler(&self) -> &EduIrq<'static> {
+            self.irq.handler()
+        }
     }
 }

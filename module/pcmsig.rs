@@ -52,6 +52,7 @@ use kernel::{
 };
 
 mod bh;
+mod compat;
 mod coverage;
 mod delay;
 mod edu;
@@ -96,9 +97,9 @@ module! {
     description: "Fake PCM stream delivering events as queued real-time signals",
     license: "GPL",
     params: {
-        test_hooks: bool {
-            default: false,
-            description: "Enable the test hooks PCMSIG_IOC_INJECT(_BURST) (off: EOPNOTSUPP)",
+        test_hooks: u32 {
+            default: 0,
+            description: "1 enables the test hooks PCMSIG_IOC_INJECT(_BURST) (0: EOPNOTSUPP)",
         },
         test_first_seq: u32 {
             default: 1,
@@ -371,8 +372,8 @@ impl PcmsigFile {
     /// `test_hooks=1` (EOPNOTSUPP).
     fn may_inject(file: &File) -> Result {
         Self::writable(file)?;
-        if !module_parameters::test_hooks.value() {
-            return Err(EOPNOTSUPP);
+        if compat::param(&module_parameters::test_hooks) == 0 {
+            return Err(compat::eopnotsupp());
         }
         Ok(())
     }

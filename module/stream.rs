@@ -18,6 +18,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::{
     bh::{new_spinlock_bh, SpinLockBh},
+    compat::{self, new_spinlock_irq, SpinLockIrq},
     live::{self, Live},
     signal::{Outcome, SenderCred, ThreadRef},
     uapi::{self, DelayPoint, EventKind, EventRecord, EventSource, ListenerStats, State, Trigger},
@@ -25,9 +26,9 @@ use crate::{
 };
 use kernel::{
     alloc::{flags::__GFP_NOWARN, Flags},
-    bindings, new_condvar, new_mutex, new_spinlock_irq,
+    bindings, new_condvar, new_mutex,
     prelude::*,
-    sync::{Arc, ArcBorrow, CondVar, CondVarTimeoutResult, Mutex, SpinLockIrq},
+    sync::{Arc, ArcBorrow, CondVar, CondVarTimeoutResult, Mutex},
     time::{
         hrtimer::{
             ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerPointer,
@@ -55,7 +56,7 @@ const _: () =
 /// files, which takes minutes on the debug kernel).
 pub(crate) fn files_max() -> usize {
     let cap = uapi::FILES_PER_USER_MAX;
-    let test = crate::module_parameters::test_files_per_user_max.value();
+    let test = crate::compat::param(&crate::module_parameters::test_files_per_user_max);
     (if test == 0 { cap } else { test.min(cap) }) as usize
 }
 /// Records each open file buffers for `read()`.
@@ -445,7 +446,10 @@ impl StreamInner {
     /// A stream in `Setup`, its first event numbered 1 (or `test_first_seq`, a test hook for the
     /// 24-bit wrap of `si_int`'s sequence without 2^24 events first).
     fn new() -> Result<Self> {
-        let first = u64::from(crate::module_parameters::test_first_seq.value()).max(1);
+        let first = u64::from(crate::compat::param(
+            &crate::module_parameters::test_first_seq,
+        ))
+        .max(1);
         Ok(Self {
             state: State::Setup,
             config: uapi::Config::default(),
@@ -1016,7 +1020,8 @@ impl Stream {
             self.check_emitter()?;
             let (seq, timer) = {
                 let mut inner = self.inner.lock();
-                let (next, kind, timer) = transition(cmd, inner.state).ok_or(EBADFD)?;
+                let (next, kind, timer) =
+                    transition(cmd, inner.state).ok_or_else(compat::ebadfd)?;
                 let seq = inner.emit_ioctl(kind)?;
                 inner.state = next;
                 if cmd == Trigger::Start {
@@ -1189,7 +1194,7 @@ impl Stream {
 /// The test hook's delivery delay (ms; 0 unless the module was loaded with it). Module
 /// parameters of Rust modules have no sysfs file, so the value is fixed at load.
 fn test_delivery_delay_ms() -> u32 {
-    crate::module_parameters::test_delivery_delay_ms.value()
+    crate::compat::param(&crate::module_parameters::test_delivery_delay_ms)
 }
 
 /// Where the softirq run of the delivery work item runs: the BH workqueue, i.e. in softirq

@@ -16,15 +16,16 @@
 //! stream that is owed periods ([`Streams::device_interrupt`]).
 
 use crate::{
+    compat::{new_spinlock_irq, SpinLockIrq},
     signal::SenderCred,
     stream::{DeviceHook, OpenFile, Stream},
     uapi::DelayPoint,
 };
 use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::{
-    new_mutex, new_spinlock_irq,
+    new_mutex,
     prelude::*,
-    sync::{Arc, ArcBorrow, Mutex, SpinLockIrq},
+    sync::{Arc, ArcBorrow, Mutex},
 };
 
 /// The module's streams, for the file operations and the edu driver's probe, which get no other

@@ -40,7 +40,8 @@ const APT: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
 ];
-const BACKPORTS: &str = "linux-source-7.3";
+/// The kernel sources, in the order the script installs them: the default series, then 7.2.
+const BACKPORTS: &[&str] = &["linux-source-7.3", "linux-source-7.2"];
 
 /// Every stand-in logs `name args...` to `$STUB_LOG`, then does its part.
 const LOG: &str = r#"printf '%s\n' "$(basename "$0") $*" >> "$STUB_LOG""#;
@@ -225,15 +226,14 @@ impl Machine {
 
     /// Everything the harness needs, offered by the apt sources.
     fn offer_all(&self) -> &Self {
-        self.offer(APT, "1.0-1")
-            .offer(&[BACKPORTS], "7.3.4-1~bpo13+1")
+        self.offer(APT, "1.0-1").offer(BACKPORTS, "7.3.4-1~bpo13+1")
     }
 
     /// Everything installed already, bindgen and action-validator included.
     fn install_all(&self) -> &Self {
         self.offer_all();
         self.install(APT, "1.0-1")
-            .install(&[BACKPORTS], "7.3.4-1~bpo13+1");
+            .install(BACKPORTS, "7.3.4-1~bpo13+1");
         let tools = self.dir.join("tools");
         for (crate_, v) in [("bindgen-cli", "0.73.2"), ("action-validator", "0.9.0")] {
             let out = self.run_stub("cargo", &["install", "--root"], &tools, v, crate_);
@@ -357,7 +357,10 @@ fn missing_packages_are_installed_and_backports_added_once_pinned() {
     assert_eq!(apt[1], first, "{log}");
     assert_eq!(
         apt[2],
-        format!("apt-get install -y -q --no-install-recommends {BACKPORTS}"),
+        format!(
+            "apt-get install -y -q --no-install-recommends {}",
+            BACKPORTS.join(" ")
+        ),
         "{log}"
     );
     // bindgen, built by one cargo started before apt (it needs none of the packages); the
@@ -439,7 +442,8 @@ fn linux_source_7_3_not_offered_is_a_clear_error() {
     );
     assert!(out.contains("--kernel-src"), "{out}");
     assert!(!m.log().contains(&format!(
-        "install -y -q --no-install-recommends {BACKPORTS}"
+        "install -y -q --no-install-recommends {}",
+        BACKPORTS.join(" ")
     )));
 }
 

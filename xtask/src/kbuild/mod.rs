@@ -90,9 +90,10 @@ pub fn build_coverage_module(
     let c = project_root().join("xtask/coverage/sancov.c");
     std::fs::copy(&c, module_dir.join("sancov.c"))
         .with_context(|| format!("copying {}", c.display()))?;
+    // The module's own Kbuild (its object, its series' cfg), then the coverage build's lines.
+    let own = std::fs::read_to_string(module_dir.join("Kbuild")).context("reading the Kbuild")?;
     let kbuild = format!(
-        "# Written by cargo xtask coverage (xtask/src/kbuild/mod.rs): the coverage build.\n\
-         obj-m := pcmsig.o\n\
+        "{own}# Added by cargo xtask coverage (xtask/src/kbuild/mod.rs): the coverage build.\n\
          pcmsig-y := {} sancov.o\n\
          rustflags-y += --cfg pcmsig_coverage -Cdebuginfo=line-tables-only \\\n\
          \t-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=3 \\\n\

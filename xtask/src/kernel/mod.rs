@@ -209,6 +209,18 @@ fn source_dir(src: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The key of a kernel's cache directory: the build procedure, the source, its version and its
+/// series' fixes, and the toolchain (rustc, clang, bindgen). A series without fixes has the key
+/// it had before fixes existed, and with it its cached tree (here and in CI).
+fn build_key(src: &str, version: &str, fixes: &str, toolchain: [&str; 3]) -> u64 {
+    let mut parts: Vec<&[u8]> = vec![LAYOUT.as_bytes(), src.as_bytes(), version.as_bytes()];
+    if !fixes.is_empty() {
+        parts.push(fixes.as_bytes());
+    }
+    parts.extend(toolchain.iter().map(|t| t.as_bytes()));
+    fnv64(&parts)
+}
+
 /// The directory of a series' fixes: `vm/series/MAJOR.MINOR/`.
 fn series_dir(version: &str) -> PathBuf {
     let series: Vec<&str> = version.split('.').take(2).collect();
@@ -524,15 +536,16 @@ impl Plan {
             fragment +=
                 &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         }
-        let key = fnv64(&[
-            LAYOUT.as_bytes(),
-            src.to_string_lossy().as_bytes(),
-            version.as_bytes(),
-            fixes.as_bytes(),
-            tools.rustc_version.as_bytes(),
-            tools.clang_version.as_bytes(),
-            tools.bindgen_version.as_bytes(),
-        ]);
+        let key = build_key(
+            &src.to_string_lossy(),
+            &version,
+            &fixes,
+            [
+                &tools.rustc_version,
+                &tools.clang_version,
+                &tools.bindgen_version,
+            ],
+        );
         let suffix = flavour.map(|f| format!("-{f}")).unwrap_or_default();
         let build = cache_dir()
             .join("kernel")
@@ -687,6 +700,39 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn fixes_join_the_key_and_their_absence_keeps_the_old_one() {
+        let tools = ["rustc 1.85.0", "clang version 19.1.7", "bindgen 0.73.2"];
+        let old = fnv64(&[
+            LAYOUT.as_bytes(),
+            b"/cache/src/x/linux-source-7.3",
+            b"7.3.4",
+            tools[0].as_bytes(),
+            tools[1].as_bytes(),
+            tools[2].as_bytes(),
+        ]);
+        assert_eq!(
+            build_key("/cache/src/x/linux-source-7.3", "7.3.4", "", tools),
+            old
+        );
+        let fixed = build_key(
+            "/cache/src/x/linux-source-7.3",
+            "7.3.4",
+            "--opaque-type t\n",
+            tools,
+        );
+        assert_ne!(fixed, old);
+        assert_ne!(
+            fixed,
+            build_key(
+                "/cache/src/x/linux-source-7.3",
+                "7.3.4",
+                "--opaque-type u\n",
+                tools
+            )
+        );
+    }
 
     #[test]
     fn a_series_fix_is_appended_once_and_joins_the_key() {
