@@ -7,6 +7,9 @@
 //!   `_irqsave` functions, as C drivers take a lock they share with an interrupt handler.
 //! - 7.2 has no `EBADFD` or `EOPNOTSUPP` in `kernel::error::code`: [`ebadfd`], [`eopnotsupp`].
 //! - A module parameter's `value()` is a copy on 7.3 and a reference on 7.2: [`param`].
+//! - 7.2's `Task` has no `tgid()`: [`tgid`] (a KUnit test's layout check).
+//! - 7.2's misc device file operations have no `owner`, so an open file does not pin the
+//!   module: [`own_fops`], [`check_owned`].
 //!
 //! The edu driver's PCI and IRQ registrations differ more (lifetimes, the handler's
 //! arguments); `edu.rs` keeps both forms side by side.
@@ -19,7 +22,12 @@ pub(crate) use v7_3::*;
 /// 7.3: the kernel crate's own.
 #[cfg(not(pcmsig_kernel_7_2))]
 mod v7_3 {
-    use kernel::{module_param::ModuleParamAccess, prelude::*};
+    use kernel::{
+        fs::File,
+        miscdevice::{MiscDevice, MiscDeviceRegistration},
+        module_param::ModuleParamAccess,
+        prelude::*,
+    };
 
     pub(crate) use kernel::{new_spinlock_irq, sync::SpinLockIrq};
 
@@ -37,6 +45,23 @@ mod v7_3 {
     pub(crate) fn param<T: Copy>(p: &ModuleParamAccess<T>) -> T {
         p.value()
     }
+
+    /// The thread group id of `task`, read from its `task_struct` by the kernel crate.
+    pub(crate) fn tgid(task: &kernel::task::Task) -> kernel::task::Pid {
+        task.tgid()
+    }
+
+    /// Nothing to do on 7.3: the kernel crate's file operations name their module (`owner`).
+    pub(crate) fn own_fops<T: MiscDevice>(
+        _reg: &MiscDeviceRegistration<T>,
+        _module: &'static ThisModule,
+    ) {
+    }
+
+    /// Every open on 7.3 holds a module reference (`owner`, set by the kernel crate).
+    pub(crate) fn check_owned(_file: &File) -> Result {
+        Ok(())
+    }
 }
 
 /// 7.2: the same names over what 7.2 has.
@@ -45,7 +70,14 @@ mod v7_3 {
 #[cfg_attr(test, mutants::skip)]
 #[cfg(pcmsig_kernel_7_2)]
 mod v7_2 {
-    use kernel::{bindings, module_param::ModuleParamAccess, prelude::*};
+    use core::mem::MaybeUninit;
+    use kernel::{
+        bindings,
+        fs::File,
+        miscdevice::{MiscDevice, MiscDeviceRegistration},
+        module_param::ModuleParamAccess,
+        prelude::*,
+    };
 
     pub(crate) use super::irqsave::{new_spinlock_irq, SpinLockIrq};
 
@@ -68,6 +100,54 @@ mod v7_2 {
     /// The value of a module parameter (its default unless given at load).
     pub(crate) fn param<T: Copy>(p: &ModuleParamAccess<T>) -> T {
         *p.value()
+    }
+
+    /// The thread group id of `task`, read from its `task_struct` as 7.3's `Task::tgid` reads
+    /// it (7.2 has no such method): through the bindings' layout, which the caller checks.
+    pub(crate) fn tgid(task: &kernel::task::Task) -> kernel::task::Pid {
+        // SAFETY: `task` is a live task (the reference); `tgid` never changes after the task is
+        // created (as 7.3's `Task::tgid` relies on).
+        unsafe { *core::ptr::addr_of!((*task.as_ptr()).tgid) }
+    }
+
+    /// The misc device's file operations, as [`own_fops`] copied them, with `owner` set.
+    static mut FOPS: MaybeUninit<bindings::file_operations> = MaybeUninit::uninit();
+
+    /// 7.2's kernel crate builds a misc device's file operations without `owner` (7.3 sets
+    /// it), so an open file would not pin the module: `rmmod` succeeded with `/dev/pcmsig`
+    /// open, and the file's close then oopsed in freed module text (`filp_flush`, seen in the
+    /// suite's `rmmod_is_refused_while_open` on 7.2.12). This points the registered device at
+    /// a copy of its operations that names this module, so that `misc_open`'s `fops_get`
+    /// takes a module reference for each open file and `fput` drops it after `release`, as C
+    /// drivers get from `.owner = THIS_MODULE`. Called once, right after the registration.
+    pub(crate) fn own_fops<T: MiscDevice>(
+        reg: &MiscDeviceRegistration<T>,
+        module: &'static ThisModule,
+    ) {
+        let misc = reg.as_raw();
+        let ours = core::ptr::addr_of_mut!(FOPS).cast::<bindings::file_operations>();
+        // SAFETY: `misc` is the registered `miscdevice`, whose `fops` points to the kernel
+        // crate's static vtable; `FOPS` is written once, here, during the module's init,
+        // before any file can use it (the pointer to it is published last, with a single
+        // aligned store, which `misc_open` reads under its lock).
+        unsafe {
+            core::ptr::copy_nonoverlapping((*misc).fops, ours, 1);
+            (*ours).owner = module.as_ptr();
+            core::ptr::addr_of_mut!((*misc).fops).write_volatile(ours);
+        }
+    }
+
+    /// `EAGAIN` for a file opened through the kernel crate's own operations (between the
+    /// registration and [`own_fops`], at load): such a file holds no module reference.
+    pub(crate) fn check_owned(file: &File) -> Result {
+        let ours = core::ptr::addr_of!(FOPS).cast::<bindings::file_operations>();
+        // SAFETY: `file` is a file being opened, whose `f_op` the VFS set before `open`.
+        let f_op = unsafe { (*file.as_ptr()).f_op };
+        if f_op == ours {
+            Ok(())
+        } else {
+            Err(EAGAIN)
+        }
     }
 }
 

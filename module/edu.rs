@@ -70,10 +70,16 @@ pub(crate) struct EduIrq<'bound> {
     streams: Arc<Streams>,
 }
 
-impl EduIrq<'_> {
+impl<'bound> EduIrq<'bound> {
+    /// The BAR, as a reference: 7.3's `Io` methods take `&Bar` by value, 7.2's borrow the
+    /// mapping the BAR derefs to; a reference serves both without a borrow written out.
+    fn bar(&self) -> &pci::Bar<'bound, BAR_SIZE> {
+        &self.bar
+    }
+
     /// The interrupt handler's work, on every series.
     fn on_interrupt(&self) -> IrqReturn {
-        let status = (&self.bar).read32(REG_IRQ_STATUS);
+        let status = self.bar().read32(REG_IRQ_STATUS);
         if status == 0 {
             // Ours all the same: the vector is an MSI, which no other device shares. Two raises
             // before the handler ran send two messages, and the first run acknowledged both.
@@ -81,7 +87,7 @@ impl EduIrq<'_> {
             // enough of them, disable the vector.
             return IrqReturn::Handled;
         }
-        (&self.bar).write32(status, REG_IRQ_ACK);
+        self.bar().write32(status, REG_IRQ_ACK);
         // The test hook `device_interrupt_late` leaves the periods owed: its release takes them.
         if status & PERIOD_BIT != 0
             && !crate::delay::defer_at(crate::uapi::DelayPoint::DeviceInterruptLate)
@@ -117,7 +123,7 @@ impl irq::Handler for EduIrq<'static> {
 unsafe fn raise(ctx: *const ()) {
     // SAFETY: Guaranteed by the caller; the lifetime is not used beyond this call.
     let edu = unsafe { &*ctx.cast::<EduIrq<'static>>() };
-    (&edu.bar).write32(PERIOD_BIT, REG_IRQ_RAISE);
+    edu.bar().write32(PERIOD_BIT, REG_IRQ_RAISE);
 }
 
 /// Data of a bound `edu` device. Fields drop in order: the IRQ registration (free_irq waits for
@@ -315,7 +321,7 @@ mod series {
     impl<'bound> IrqParts<'bound> {
         /// Allocates the vector and registers the handler, which owns `bar`.
         pub(super) fn new(
-            pdev: &'bound pci::Device<Core<'_>>,
+            pdev: &'bound pci::Device<kernel::device::Bound>,
             bar: pci::Bar<'bound, BAR_SIZE>,
             streams: Arc<Streams>,
         ) -> Result<impl PinInit<Self, Error> + 'bound> {

@@ -200,7 +200,7 @@ impl kernel::InPlaceModule for PcmsigModule {
             Streams::publish(Some(&streams));
             let dir = debugfs::Dir::new(c"pcmsig");
             let options = MiscDeviceOptions { name: c"pcmsig" };
-            Ok(try_pin_init!(Self {
+            Ok(try_pin_init!(&this in Self {
                 _stats <- dir.read_callback_file(c"stats", streams.clone(), &stats_file),
                 _release <- dir.write_callback_file(
                     c"release_delivery",
@@ -227,6 +227,11 @@ impl kernel::InPlaceModule for PcmsigModule {
                 edu_driver <- kernel::driver::Registration::new(c"pcmsig-edu", module),
                 _flush: FlushOnDrop(streams),
                 miscdev <- MiscDeviceRegistration::register(options),
+                _: {
+                    // SAFETY: `this` points to the module being initialised, whose `miscdev`
+                    // was initialised just above.
+                    compat::own_fops(unsafe { &(*this.as_ptr()).miscdev }, module);
+                },
                 _coverage: coverage::Coverage::register(),
             }))
         })
@@ -268,6 +273,7 @@ impl MiscDevice for PcmsigFile {
     type Ptr = Arc<OpenFile>;
 
     fn open(file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Arc<OpenFile>> {
+        compat::check_owned(file)?;
         Streams::get()
             .ok_or(ENODEV)?
             .open(SenderCred::of_file(file))

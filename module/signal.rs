@@ -430,7 +430,7 @@ mod tests {
         // SAFETY: As above.
         let c_tgid = unsafe { bindings::task_tgid_nr_ns(raw, core::ptr::null_mut()) };
         assert_eq!(task.pid(), c_pid);
-        assert_eq!(task.tgid(), c_tgid);
+        assert_eq!(crate::compat::tgid(task), c_tgid);
         assert_eq!(task.group_leader().pid(), c_tgid);
         // SAFETY: `raw` is valid; `get_task_mm` returns a counted `mm` or null (a kthread).
         let c_mm = unsafe { bindings::get_task_mm(raw) };

@@ -209,16 +209,18 @@ fn source_dir(src: &Path) -> Result<PathBuf> {
     }
 }
 
-/// The key of a kernel's cache directory: the build procedure, the source, its version and its
-/// series' fixes, and the toolchain (rustc, clang, bindgen). A series without fixes has the key
-/// it had before fixes existed, and with it its cached tree (here and in CI).
-fn build_key(src: &str, version: &str, fixes: &str, toolchain: [&str; 3]) -> u64 {
-    let mut parts: Vec<&[u8]> = vec![LAYOUT.as_bytes(), src.as_bytes(), version.as_bytes()];
+/// What [`STAMP`] holds after a build of exactly this: the fragments' text, the cache key, a
+/// user tree's fingerprint and the series' fixes. Only a series with fixes adds them, so every
+/// other build keeps the stamp it had before fixes existed (and is not rebuilt, here or in CI);
+/// a changed fix is an incremental `make` in the same tree (the bindings and the kernel crate
+/// depend on `rust/bindgen_parameters`).
+fn build_stamp(fragment: &str, key: u64, tree: u64, fixes: &str) -> String {
+    let (key, tree) = (key.to_le_bytes(), tree.to_le_bytes());
+    let mut parts: Vec<&[u8]> = vec![fragment.as_bytes(), &key, &tree];
     if !fixes.is_empty() {
         parts.push(fixes.as_bytes());
     }
-    parts.extend(toolchain.iter().map(|t| t.as_bytes()));
-    fnv64(&parts)
+    format!("{:016x}", fnv64(&parts))
 }
 
 /// The directory of a series' fixes: `vm/series/MAJOR.MINOR/`.
@@ -233,7 +235,7 @@ const FIXES_MARKER: &str = "# pcmsig: series fixes follow";
 /// Applies the fixes `vm/series/SERIES/` holds for the tree of kernel `version` (an extracted
 /// tarball): `bindgen_parameters` is appended to the tree's `rust/bindgen_parameters`, once
 /// (after [`FIXES_MARKER`]; a changed fix replaces the old one). Returns the fixes' text, which
-/// joins the build's key; empty when the series has none.
+/// joins the build's stamp; empty when the series has none.
 fn apply_series_fixes(src: &Path, version: &str) -> Result<String> {
     let fix = series_dir(version).join("bindgen_parameters");
     let Ok(text) = std::fs::read_to_string(&fix) else {
@@ -536,20 +538,22 @@ impl Plan {
             fragment +=
                 &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         }
-        let key = build_key(
-            &src.to_string_lossy(),
-            &version,
-            &fixes,
-            [
-                &tools.rustc_version,
-                &tools.clang_version,
-                &tools.bindgen_version,
-            ],
-        );
+        let key = fnv64(&[
+            LAYOUT.as_bytes(),
+            src.to_string_lossy().as_bytes(),
+            version.as_bytes(),
+            tools.rustc_version.as_bytes(),
+            tools.clang_version.as_bytes(),
+            tools.bindgen_version.as_bytes(),
+        ]);
         let suffix = flavour.map(|f| format!("-{f}")).unwrap_or_default();
         let build = cache_dir()
             .join("kernel")
             .join(format!("{version}-{key:016x}{suffix}"));
+        // Kbuild writes the real path of its output tree into its commands (`OBJTREE=...`), which
+        // the layout guard and the module build read back: a cache reached through a symbolic
+        // link (a cache directory on another disk) must be named as Kbuild names it.
+        let build = build.canonicalize().unwrap_or(build);
         // A source directory the user gave may be edited between runs: its files' newest mtime
         // and their count join the stamp, so an edit means an incremental `make`. (An extracted
         // tarball is immutable: its cache directory is keyed by the tarball itself.)
@@ -558,10 +562,7 @@ impl Plan {
         } else {
             0
         };
-        let stamp = format!(
-            "{:016x}",
-            fnv64(&[fragment.as_bytes(), &key.to_le_bytes(), &tree.to_le_bytes()])
-        );
+        let stamp = build_stamp(&fragment, key, tree, &fixes);
         Ok(Plan {
             src,
             version,
@@ -702,40 +703,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fixes_join_the_key_and_their_absence_keeps_the_old_one() {
-        let tools = ["rustc 1.85.0", "clang version 19.1.7", "bindgen 0.73.2"];
-        let old = fnv64(&[
-            LAYOUT.as_bytes(),
-            b"/cache/src/x/linux-source-7.3",
-            b"7.3.4",
-            tools[0].as_bytes(),
-            tools[1].as_bytes(),
-            tools[2].as_bytes(),
-        ]);
-        assert_eq!(
-            build_key("/cache/src/x/linux-source-7.3", "7.3.4", "", tools),
-            old
+    fn fixes_join_the_stamp_and_their_absence_keeps_the_old_one() {
+        let fragment = "CONFIG_RUST=y\n";
+        let old = format!(
+            "{:016x}",
+            fnv64(&[
+                fragment.as_bytes(),
+                &7u64.to_le_bytes(),
+                &0u64.to_le_bytes()
+            ])
         );
-        let fixed = build_key(
-            "/cache/src/x/linux-source-7.3",
-            "7.3.4",
-            "--opaque-type t\n",
-            tools,
-        );
+        assert_eq!(build_stamp(fragment, 7, 0, ""), old);
+        let fixed = build_stamp(fragment, 7, 0, "--opaque-type t\n");
         assert_ne!(fixed, old);
-        assert_ne!(
-            fixed,
-            build_key(
-                "/cache/src/x/linux-source-7.3",
-                "7.3.4",
-                "--opaque-type u\n",
-                tools
-            )
-        );
+        assert_ne!(fixed, build_stamp(fragment, 7, 0, "--opaque-type u\n"));
     }
 
     #[test]
-    fn a_series_fix_is_appended_once_and_joins_the_key() {
+    fn a_series_fix_is_appended_once() {
         let dir = std::env::temp_dir().join(format!("pcmsig-fixes-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("rust")).unwrap();
@@ -753,7 +738,7 @@ mod tests {
                 format!("--opaque-type xregs_state\n{FIXES_MARKER}\n{fix}")
             );
         }
-        // A series without fixes: nothing applied, nothing in the key.
+        // A series without fixes: nothing applied, nothing in the stamp.
         std::fs::write(&params, "--opaque-type xregs_state\n").unwrap();
         assert_eq!(apply_series_fixes(&dir, "7.3.4").unwrap(), "");
         assert_eq!(
