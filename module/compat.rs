@@ -9,7 +9,7 @@
 //! - A module parameter's `value()` is a copy on 7.3 and a reference on 7.2: [`param`].
 //! - 7.2's `Task` has no `tgid()`: [`tgid`] (a KUnit test's layout check).
 //! - 7.2's misc device file operations have no `owner`, so an open file does not pin the
-//!   module: [`own_fops`], [`check_owned`].
+//!   module: [`prepare_fops`], [`own_fops`], [`check_owned`].
 //!
 //! The edu driver's PCI and IRQ registrations differ more (lifetimes, the handler's
 //! arguments); `edu.rs` keeps both forms side by side.
@@ -52,11 +52,10 @@ mod v7_3 {
     }
 
     /// Nothing to do on 7.3: the kernel crate's file operations name their module (`owner`).
-    pub(crate) fn own_fops<T: MiscDevice>(
-        _reg: &MiscDeviceRegistration<T>,
-        _module: &'static ThisModule,
-    ) {
-    }
+    pub(crate) fn prepare_fops<T: MiscDevice>(_module: &'static ThisModule) {}
+
+    /// Nothing to do on 7.3 (see [`prepare_fops`]).
+    pub(crate) fn own_fops<T: MiscDevice>(_reg: &MiscDeviceRegistration<T>) {}
 
     /// Every open on 7.3 holds a module reference (`owner`, set by the kernel crate).
     pub(crate) fn check_owned(_file: &File) -> Result {
@@ -70,11 +69,14 @@ mod v7_3 {
 #[cfg_attr(test, mutants::skip)]
 #[cfg(pcmsig_kernel_7_2)]
 mod v7_2 {
-    use core::mem::MaybeUninit;
+    use core::{
+        mem::MaybeUninit,
+        sync::atomic::{AtomicPtr, Ordering},
+    };
     use kernel::{
         bindings,
         fs::File,
-        miscdevice::{MiscDevice, MiscDeviceRegistration},
+        miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
         module_param::ModuleParamAccess,
         prelude::*,
     };
@@ -110,35 +112,52 @@ mod v7_2 {
         unsafe { *core::ptr::addr_of!((*task.as_ptr()).tgid) }
     }
 
-    /// The misc device's file operations, as [`own_fops`] copied them, with `owner` set.
+    /// The misc device's file operations, as [`prepare_fops`] copied them, with `owner` set.
     static mut FOPS: MaybeUninit<bindings::file_operations> = MaybeUninit::uninit();
 
     /// 7.2's kernel crate builds a misc device's file operations without `owner` (7.3 sets
     /// it), so an open file would not pin the module: `rmmod` succeeded with `/dev/pcmsig`
     /// open, and the file's close then oopsed in freed module text (`filp_flush`, seen in the
-    /// suite's `rmmod_is_refused_while_open` on 7.2.12). This points the registered device at
-    /// a copy of its operations that names this module, so that `misc_open`'s `fops_get`
-    /// takes a module reference for each open file and `fput` drops it after `release`, as C
-    /// drivers get from `.owner = THIS_MODULE`. Called once, right after the registration.
-    pub(crate) fn own_fops<T: MiscDevice>(
-        reg: &MiscDeviceRegistration<T>,
-        module: &'static ThisModule,
-    ) {
-        let misc = reg.as_raw();
+    /// suite's `rmmod_is_refused_while_open` on 7.2.12). The module's device therefore uses a
+    /// copy of those operations that names the module, so that `misc_open`'s `fops_get` takes
+    /// a module reference for each open file and `fput` drops it after `release`, as C drivers
+    /// get from `.owner = THIS_MODULE`.
+    ///
+    /// This writes the copy; call it once in the module's init, before the registration,
+    /// whose `misc_register` (taking and releasing `misc_mtx`) then publishes it to every
+    /// `misc_open`, which reads the device under that lock. [`own_fops`] points the registered
+    /// device at it.
+    pub(crate) fn prepare_fops<T: MiscDevice>(module: &'static ThisModule) {
+        // The crate's own operations for `T` (the name does not matter here).
+        let theirs = MiscDeviceOptions { name: c"" }.into_raw::<T>().fops;
         let ours = core::ptr::addr_of_mut!(FOPS).cast::<bindings::file_operations>();
-        // SAFETY: `misc` is the registered `miscdevice`, whose `fops` points to the kernel
-        // crate's static vtable; `FOPS` is written once, here, during the module's init,
-        // before any file can use it (the pointer to it is published last, with a single
-        // aligned store, which `misc_open` reads under its lock).
+        // SAFETY: `theirs` is the crate's static vtable, `ours` the module's own static, which
+        // nothing reads yet (no device points to it) and which is never `theirs`.
         unsafe {
-            core::ptr::copy_nonoverlapping((*misc).fops, ours, 1);
+            core::ptr::copy_nonoverlapping(theirs, ours, 1);
             (*ours).owner = module.as_ptr();
-            core::ptr::addr_of_mut!((*misc).fops).write_volatile(ours);
         }
     }
 
+    /// Points the registered device at the copy [`prepare_fops`] made, in one atomic store: a
+    /// concurrent `misc_open` sees the crate's operations (and [`check_owned`] refuses that
+    /// file) or the copy, complete since the registration.
+    pub(crate) fn own_fops<T: MiscDevice>(reg: &MiscDeviceRegistration<T>) {
+        let misc = reg.as_raw();
+        let ours = core::ptr::addr_of_mut!(FOPS).cast::<bindings::file_operations>();
+        // SAFETY: `misc` is the registered `miscdevice`, alive as long as `reg`; its `fops` is a
+        // pointer-sized, aligned field, which `misc_open` reads once per open.
+        let fops = unsafe {
+            AtomicPtr::from_ptr(
+                core::ptr::addr_of_mut!((*misc).fops).cast::<*mut bindings::file_operations>(),
+            )
+        };
+        fops.store(ours, Ordering::Release);
+    }
+
     /// `EAGAIN` for a file opened through the kernel crate's own operations (between the
-    /// registration and [`own_fops`], at load): such a file holds no module reference.
+    /// registration and [`own_fops`], at load): such a file holds no module reference. (The
+    /// VFS then drops the file without `release`.)
     pub(crate) fn check_owned(file: &File) -> Result {
         let ours = core::ptr::addr_of!(FOPS).cast::<bindings::file_operations>();
         // SAFETY: `file` is a file being opened, whose `f_op` the VFS set before `open`.
@@ -164,7 +183,10 @@ mod irqsave {
     #[cfg(CONFIG_PREEMPT_RT)]
     compile_error!("compat.rs: under PREEMPT_RT a spinlock_t is not a raw spinlock");
 
-    /// A lock with interrupts off on the holder's CPU while it is held.
+    /// A lock with interrupts off on the holder's CPU while it is held. Unlike 7.3's, whose
+    /// guards count the disables and may go in any order, each guard restores the state it
+    /// saved: nested guards must drop in reverse order, as every nesting in the module does
+    /// (each guard is scoped; none is dropped early while an inner one lives).
     pub(crate) type SpinLockIrq<T> = kernel::sync::lock::Lock<T, SpinLockIrqBackend>;
 
     /// A [`SpinLockIrq`] initialiser with the given name and a new lock class (for lockdep).
@@ -214,8 +236,9 @@ mod irqsave {
         }
 
         unsafe fn try_lock(_ptr: *mut Self::State) -> Option<Self::GuardState> {
-            // 7.2 exports no trylock that saves the interrupt state, and the module never tries
-            // a lock: always busy, which claims nothing.
+            // 7.2 exports no trylock that saves the interrupt state (`spin_trylock_irqsave` is
+            // a macro), and the module never tries these locks: always busy, which claims
+            // nothing (a caller would never get the lock; none exists).
             None
         }
 

@@ -127,8 +127,9 @@ unsafe fn raise(ctx: *const ()) {
 }
 
 /// Data of a bound `edu` device. Fields drop in order: the IRQ registration (free_irq waits for
-/// a running handler, then the BAR is unmapped) and its vectors, then the device is disabled,
-/// and only then may another device bind.
+/// a running handler, then the BAR is unmapped) and, on 7.3, its vectors; then the device is
+/// disabled, and only then may another device bind. (On 7.2 devres frees the vectors after the
+/// driver data, so after the disable, which only needs MSI to be enabled to turn it off.)
 #[pin_data]
 pub(crate) struct EduData<'bound> {
     #[pin]
@@ -166,7 +167,8 @@ impl Drop for Enabled {
     fn drop(&mut self) {
         // SAFETY: The device was enabled in `new` and is still bound: the driver data holding
         // this is dropped when it unbinds, before the `pci_dev` can go. The IRQ registration
-        // and the vectors, dropped before this field, no longer use it.
+        // (and on 7.3 the vectors), dropped before this field, no longer use it; 7.2's
+        // vectors, freed by devres after this, need only MSI enabled to turn it off.
         unsafe {
             kernel::bindings::pci_clear_master(self.0);
             kernel::bindings::pci_disable_device(self.0);

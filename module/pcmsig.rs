@@ -200,6 +200,8 @@ impl kernel::InPlaceModule for PcmsigModule {
             Streams::publish(Some(&streams));
             let dir = debugfs::Dir::new(c"pcmsig");
             let options = MiscDeviceOptions { name: c"pcmsig" };
+            // 7.2: the file operations the device will use, naming this module (compat.rs).
+            compat::prepare_fops::<PcmsigFile>(module);
             Ok(try_pin_init!(&this in Self {
                 _stats <- dir.read_callback_file(c"stats", streams.clone(), &stats_file),
                 _release <- dir.write_callback_file(
@@ -230,7 +232,7 @@ impl kernel::InPlaceModule for PcmsigModule {
                 _: {
                     // SAFETY: `this` points to the module being initialised, whose `miscdev`
                     // was initialised just above.
-                    compat::own_fops(unsafe { &(*this.as_ptr()).miscdev }, module);
+                    compat::own_fops(unsafe { &(*this.as_ptr()).miscdev });
                 },
                 _coverage: coverage::Coverage::register(),
             }))
