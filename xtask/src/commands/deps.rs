@@ -55,6 +55,14 @@ fn check_versions() -> Result<()> {
         Ok(p) => println!("xtask: kernel source: {}", p.display()),
         Err(e) => wrong.push(format!("{e:#}")),
     }
+    // Every series the module carries, each from Debian's linux-source-SERIES (`--kernel`).
+    for series in crate::image::PCMSIG_KERNELS {
+        match crate::kernel::source_of(None, Some(series)) {
+            Ok(Some(p)) => println!("xtask: kernel {series} source: {}", p.display()),
+            Ok(None) => {}
+            Err(e) => wrong.push(format!("{e:#}")),
+        }
+    }
     tools.print();
     println!("xtask: busybox: {}", tools.busybox.display());
     // cargo-mutants is installed in CI mode or on request (PCMSIG_MUTANTS=1): checked there.
