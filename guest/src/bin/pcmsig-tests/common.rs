@@ -3,7 +3,7 @@
 use pcmsig::sys::{self, SigInfo, SignalSet};
 use pcmsig::{uapi, Device, EventKind, Signal, State, Stats};
 
-use crate::runner::{wait, Context, QUIET};
+use crate::runner::{wait, Context, QUIET, SKIP};
 use crate::{ensure, ensure_eq};
 
 /// `SIGRTMIN() + n`.
@@ -540,5 +540,38 @@ impl<T> Call<T> {
         self.handle
             .join()
             .map_err(|_| "the thread panicked".to_string())
+    }
+}
+
+const DRIVER: &str = "/sys/bus/pci/drivers/pcmsig-edu";
+
+/// Whether this VM is the one with the device.
+pub fn edu_expected() -> bool {
+    std::env::var(pcmsig_contract::env::EDU).as_deref() == Ok("1")
+}
+
+/// The PCI address of the bound edu device, or the reason to skip.
+pub fn edu_address() -> Result<String, String> {
+    let bound = std::fs::read_dir(DRIVER).ok().and_then(|d| {
+        d.filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .find(|n| n.contains(':'))
+    });
+    match (bound, edu_expected()) {
+        (Some(a), _) => Ok(a),
+        (None, true) => Err(format!(
+            "{}=1 but no device is bound to {DRIVER}",
+            pcmsig_contract::env::EDU
+        )),
+        (None, false) => Err(format!("{SKIP}no edu device in this VM")),
+    }
+}
+
+/// The source a period record is expected to carry in this VM.
+pub fn period_source() -> u16 {
+    if edu_address().is_ok() {
+        uapi::EventSource::Device as u16
+    } else {
+        uapi::EventSource::Timer as u16
     }
 }

@@ -8,10 +8,9 @@ use std::time::Duration;
 use pcmsig::{uapi, EventKind as K, State, Trigger};
 
 use crate::common::*;
-use crate::runner::{diag, Context, Test, TestResult, SKIP};
+use crate::runner::{diag, Context, Test, TestResult};
 use crate::{ensure, ensure_eq};
 
-const DRIVER: &str = "/sys/bus/pci/drivers/pcmsig-edu";
 /// Writing a bound device's address here unbinds it.
 pub const UNBIND: &str = "/sys/bus/pci/drivers/pcmsig-edu/unbind";
 /// Writing a device's address here binds it.
@@ -25,37 +24,6 @@ pub fn tests() -> Vec<Test> {
         edu_coalesced_interrupts_are_never_counted_spurious,
         edu_a_second_device_is_refused_until_the_first_unbinds,
     ]
-}
-
-/// Whether this VM is the one with the device.
-pub fn edu_expected() -> bool {
-    std::env::var(pcmsig_contract::env::EDU).as_deref() == Ok("1")
-}
-
-/// The PCI address of the bound edu device, or the reason to skip.
-pub fn edu_address() -> Result<String, String> {
-    let bound = std::fs::read_dir(DRIVER).ok().and_then(|d| {
-        d.filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .find(|n| n.contains(':'))
-    });
-    match (bound, edu_expected()) {
-        (Some(a), _) => Ok(a),
-        (None, true) => Err(format!(
-            "{}=1 but no device is bound to {DRIVER}",
-            pcmsig_contract::env::EDU
-        )),
-        (None, false) => Err(format!("{SKIP}no edu device in this VM")),
-    }
-}
-
-/// The source a period record is expected to carry in this VM.
-pub fn period_source() -> u16 {
-    if edu_address().is_ok() {
-        uapi::EventSource::Device as u16
-    } else {
-        uapi::EventSource::Timer as u16
-    }
 }
 
 /// Interrupts handled for pcmsig-edu so far (from /proc/interrupts, all CPUs).

@@ -282,7 +282,7 @@ fn first(f: &Files) -> Result<&Device, String> {
 fn every_ioctl_survives_each_failed_allocation_and_copy() -> TestResult {
     need_fault_injection()?;
     // Reloaded by the sweep of the first open; loaded as init did afterwards.
-    crate::module_tests::with_module_params("", sweep_every_call)
+    crate::modload::with_module_params("", sweep_every_call)
 }
 
 fn sweep_every_call() -> TestResult {
@@ -298,8 +298,8 @@ fn sweep_every_call() -> TestResult {
             // fault meets the first open's allocations in order, the list's growth included
             // (an injected fault with a fallback would otherwise let the list grow early).
             setup: || {
-                crate::module_tests::delete_module().ctx("rmmod")?;
-                crate::module_tests::load_module().ctx("insmod")?;
+                crate::modload::delete_module().ctx("rmmod")?;
+                crate::modload::load_module().ctx("insmod")?;
                 Ok(Files::default())
             },
             call: |f| {
@@ -598,7 +598,7 @@ fn sweep_every_call() -> TestResult {
 /// the lock would be an allocation that cannot sleep).
 fn opens_and_closes_make_no_allocation_that_cannot_sleep() -> TestResult {
     need_fault_injection()?;
-    crate::module_tests::with_module_params("", || {
+    crate::modload::with_module_params("", || {
         crate::common::chmod_device_666()?;
         let guard = RandomFailslab::non_sleeping(true, &[], 100)?;
         let result = {

@@ -127,7 +127,7 @@ fn three_users_streams_run_side_by_side() -> TestResult {
         ensure!(
             periods
                 .iter()
-                .all(|r| r.source == crate::device_tests::period_source()),
+                .all(|r| r.source == crate::common::period_source()),
             "periods from the period source: {periods:?}"
         );
         Ok(())

@@ -12,6 +12,7 @@ mod device_tests;
 mod fault_tests;
 mod isolation_tests;
 mod model;
+mod modload;
 mod module_tests;
 mod mutant_class_tests;
 mod ports;
@@ -103,7 +104,7 @@ fn main() {
         runner::drain_output();
         std::process::exit(1);
     }
-    match runner::run(&tests, filter.as_deref(), &module_tests::restore_module) {
+    match runner::run(&tests, filter.as_deref(), &modload::restore_module) {
         Some(failed) => std::process::exit(i32::from(failed > 0)),
         None => {
             eprintln!("pcmsig-tests: no test matches the filter; the tests are:");

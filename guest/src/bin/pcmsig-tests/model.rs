@@ -652,7 +652,7 @@ impl Real {
             }
             for r in &got_records {
                 let source = if self.periodic.contains(&u64::from(r.seq)) {
-                    crate::device_tests::period_source()
+                    crate::common::period_source()
                 } else {
                     uapi::EventSource::Ioctl as u16
                 };
@@ -772,7 +772,7 @@ fn register_and_exit(dev: &Device, signo: u32, process: bool) -> Result<Result<(
             .map_err(|_| "the registering thread panicked".to_string())
     })?;
     // join() returns when the thread clears its tid, a moment before the kernel releases it.
-    crate::module_tests::wait_gone(&format!("/proc/self/task/{tid}"))?;
+    crate::modload::wait_gone(&format!("/proc/self/task/{tid}"))?;
     Ok(result)
 }
 
@@ -919,7 +919,7 @@ fn sequence_numbers_pass_2_16_and_wrap_2_24() -> TestResult {
         four_events_numbered_from(&dev, before)?;
     }
     let first = (1u64 << 24) - 2;
-    crate::module_tests::with_module_params(&format!("test_first_seq={first}"), || {
+    crate::modload::with_module_params(&format!("test_first_seq={first}"), || {
         let dev = Device::open_nonblocking().ctx("open")?;
         four_events_numbered_from(&dev, first)?;
         ensure_eq!(dev.stats().ctx("stats")?.events, 4);

@@ -257,7 +257,7 @@ fn a_finite_stream_started_again_after_it_stopped_runs_its_periods_again() -> Te
     let sig = rt(0);
     let dev = listen_to_stream(sig, STEADY_PERIOD_US, 3)?;
     expect_kinds(sig, &finite_run(3))?;
-    let source = crate::device_tests::period_source();
+    let source = crate::common::period_source();
     dev.read_records(16)
         .ctx("reading the first run's records")?;
     let mut events = 6;
@@ -302,7 +302,7 @@ fn a_finite_stream_started_again_after_it_stopped_runs_its_periods_again() -> Te
 /// interrupt then owes them all and emits them. 25 periods, then the stop, as configured, from
 /// fewer expiries than periods.
 fn a_stalled_timer_emits_every_period_it_owes() -> TestResult {
-    crate::module_tests::with_module_params(
+    crate::modload::with_module_params(
         &format!(
             "test_delay_points={} test_delay_ms=20",
             uapi::DelayPoint::TimerStall.bit()
@@ -318,7 +318,7 @@ fn a_stalled_timer_emits_every_period_it_owes() -> TestResult {
             let kinds: Vec<u16> = recs.iter().map(|r| r.kind).collect();
             let want: Vec<u16> = finite_run(PERIODS).iter().map(|k| *k as u16).collect();
             ensure_eq!(kinds, want, "the records");
-            let source = crate::device_tests::period_source();
+            let source = crate::common::period_source();
             let periods = &recs[2..2 + PERIODS];
             for (i, w) in periods.windows(2).enumerate() {
                 ensure_eq!(

@@ -17,7 +17,7 @@ use pcmsig::sys::{self, SignalSet};
 use pcmsig::{uapi::DelayPoint, Device, EventKind as K, State, Trigger};
 
 use crate::common::*;
-use crate::module_tests::{with_module_params, RELEASE};
+use crate::modload::{with_module_params, RELEASE};
 use crate::runner::{hang_guard, Context, Test, TestResult};
 use crate::{ensure, ensure_eq};
 
@@ -295,7 +295,7 @@ fn an_xrun_never_cancels_the_timer_of_a_restart() -> TestResult {
 /// then cancelled the timer outside `control`; a START in between armed a timer that the late
 /// cancel stopped: Running, and no period ever.
 fn device_removal_never_leaves_a_running_stream_without_its_timer() -> TestResult {
-    crate::device_tests::edu_address()?;
+    crate::common::edu_address()?;
     with_delay_points(&[DelayPoint::DetachDeviceBeforeTimerStop], || {
         let addr = crate::device_tests::wait_edu_bound()?;
         let dev = Arc::new(Device::open().ctx("open")?);
@@ -454,7 +454,7 @@ fn timer_round(dev: &Device, period_us: u32, held_ms: u32) -> TestResult {
 /// interrupt. Every period of the new run must be stamped after its START. First, within one
 /// run, a late interrupt must still bring its period: the release does serve it.
 fn periods_owed_before_a_stop_never_reach_the_next_run() -> TestResult {
-    crate::device_tests::edu_address()?;
+    crate::common::edu_address()?;
     let point = DelayPoint::DeviceInterruptLate;
     with_delay_points(&[point], || {
         crate::device_tests::wait_edu_bound()?;

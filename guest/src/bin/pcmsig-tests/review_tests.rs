@@ -182,7 +182,7 @@ fn a_delay_point_holds_each_visit_until_it_is_released() -> TestResult {
             if by_name {
                 release(DelayPoint::ReadBeforePutBack)?;
             } else {
-                std::fs::write(crate::module_tests::RELEASE, "every point")
+                std::fs::write(crate::modload::RELEASE, "every point")
                     .ctx("releasing every point")?;
             }
             ensure_eq!(
@@ -202,7 +202,7 @@ fn a_delay_point_holds_each_visit_until_it_is_released() -> TestResult {
 /// it). The ioctls may fill the queue only as far as they are allowed
 /// (`uapi::PENDING_IOCTL_MAX`): an inject past that returns EAGAIN at once.
 fn an_xrun_is_signalled_when_ioctls_have_filled_the_pending_queue() -> TestResult {
-    crate::module_tests::with_delivery_held(|release| {
+    crate::modload::with_delivery_held(|release| {
         let sig = rt(5);
         let dev = Arc::new(listen(sig)?);
         let mut waiting = Vec::new();
@@ -567,7 +567,7 @@ fn a_listener_whose_exec_has_begun_is_counted_execd() -> TestResult {
         release(DelayPoint::LastCloseBeforeReset)?;
         let code = wait_child(pid)?;
         // Every point off for good: the last close of `dev` (ours) would wait there too.
-        std::fs::write(crate::module_tests::RELEASE, "off").ctx("delay points off")?;
+        std::fs::write(crate::modload::RELEASE, "off").ctx("delay points off")?;
         drop((dev, dev2));
         ensure_eq!(
             (s.file.fired, s.file.delivered, s.file.dropped_execd),
@@ -632,7 +632,7 @@ fn one_users_open_files_are_capped_and_other_users_can_still_open() -> TestResul
         "the cap as loaded by init"
     );
     const MAX: usize = 64;
-    crate::module_tests::with_module_params(&format!("test_files_per_user_max={MAX}"), || {
+    crate::modload::with_module_params(&format!("test_files_per_user_max={MAX}"), || {
         chmod_device_666()?;
         ensure_eq!(
             debugfs_stat("files_per_user_max")?,
@@ -674,7 +674,7 @@ fn a_delivery_run_offers_a_bounded_number_of_events() -> TestResult {
 /// [`a_delivery_run_offers_a_bounded_number_of_events`] with `files` open beside the
 /// listener's, expecting `handoffs` hand-overs to the thread run.
 fn held_delivery_runs(files: usize, handoffs: u64) -> TestResult {
-    crate::module_tests::with_delivery_held(|release| {
+    crate::modload::with_delivery_held(|release| {
         let sig = rt(6);
         sig.block().ctx("block")?;
         let dev = Arc::new(Device::open().ctx("open")?);
@@ -841,7 +841,7 @@ fn a_softirq_run_leaves_a_stream_to_its_thread_run() -> TestResult {
             },
         )?;
         // Every later visit passes at once.
-        std::fs::write(crate::module_tests::RELEASE, "off").ctx("turning the delay point off")?;
+        std::fs::write(crate::modload::RELEASE, "off").ctx("turning the delay point off")?;
         burst.join()?.ctx("inject burst")?;
         one.join()?.ctx("inject")?;
         let mut kinds = vec![K::PeriodElapsed; uapi::BURST_MAX as usize];
