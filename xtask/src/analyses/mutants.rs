@@ -472,11 +472,12 @@ mod tests {
             ..m("replace > with == in run")
         };
         assert!(!is_command_machinery(&other));
-        // In target.rs: the methods that build and boot, not the target's checks.
-        let target = |what: &str| Mutant {
-            file: "xtask/src/target.rs".into(),
+        let in_file = |file: &str, what: &str| Mutant {
+            file: file.into(),
             ..m(what)
         };
+        // In target.rs: the methods that build and boot, not the target's checks.
+        let target = |what: &str| in_file("xtask/src/target.rs", what);
         for machinery in [
             "replace Target::build_module -> Result<PathBuf> with Ok(Default::default())",
             "delete ! in Target::prepare",
@@ -485,10 +486,7 @@ mod tests {
             assert!(is_command_machinery(&target(machinery)), "{machinery}");
         }
         // In this file: the verdict's functions, none of them machinery.
-        let here = |what: &str| Mutant {
-            file: "xtask/src/analyses/mutants.rs".into(),
-            ..m(what)
-        };
+        let here = |what: &str| in_file("xtask/src/analyses/mutants.rs", what);
         for verdict in [
             "replace status_of -> Status with Default::default()",
             "replace == with != in check_equivalent",
