@@ -26,7 +26,7 @@ use kernel::{
     sync::Arc,
 };
 
-use crate::{stream::DeviceHook, streams::Streams};
+use crate::{stream::DeviceHook, users::Streams};
 
 const EDU_VENDOR: u16 = 0x1234;
 const EDU_DEVICE: u16 = 0x11e8;

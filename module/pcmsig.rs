@@ -3,7 +3,7 @@
 //!
 //! `/dev/pcmsig` is one stream per user (states, triggers and a period timer, modelled on an ALSA
 //! PCM substream): an open file drives the stream of its opener's effective uid, shared by that
-//! user's files and out of every other user's reach (`streams.rs`). Each open file may register
+//! user's files and out of every other user's reach (`users.rs`). Each open file may register
 //! its *calling thread* with a signal number; every stream event then reaches that thread as a
 //! signal with `si_code = SI_QUEUE` and an `si_int` that encodes the event kind and a sequence
 //! number. Every open file can also `read()` fixed-size event records.
@@ -57,18 +57,21 @@ mod coverage;
 mod delay;
 mod edu;
 mod live;
+mod open_file;
+mod ring;
 mod signal;
 mod stream;
-mod streams;
 #[path = "../uapi/src/uapi.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod uapi;
+mod users;
 mod wait;
 
+use open_file::{Listener, OpenFile};
 use signal::SenderCred;
-use stream::{Listener, OpenFile, Stream};
-use streams::Streams;
+use stream::Stream;
 use uapi::{EventKind, EventRecord, Stats, Trigger};
+use users::Streams;
 
 // The UAPI's signal numbers are written out for user space (which has no kernel bindings); they
 // must be the kernel's own, on every architecture this is built for.

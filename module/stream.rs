@@ -14,13 +14,15 @@
 //! takes a reference to in O(1): see `Stream::files`). Ioctls that emit events wait until
 //! the work item has delivered them, so when an ioctl returns, its signals are queued.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::{
     bh::{new_spinlock_bh, SpinLockBh},
     compat::{self, new_spinlock_irq, SpinLockIrq},
     live::{self, Live},
-    signal::{Outcome, SenderCred, ThreadRef},
+    open_file::{add_stats, OpenFile},
+    ring::Ring,
+    signal::SenderCred,
     uapi::{self, DelayPoint, EventKind, EventRecord, EventSource, ListenerStats, State, Trigger},
     wait::KillableWait,
 };
@@ -81,12 +83,12 @@ fn stall_is_xrun(elapsed: u64) -> bool {
 pub(crate) struct Event {
     kind: u32,
     source: u32,
-    seq: u64,
+    pub(crate) seq: u64,
     timestamp_ns: u64,
 }
 
 impl Event {
-    fn record(&self) -> EventRecord {
+    pub(crate) fn record(&self) -> EventRecord {
         EventRecord {
             kind: self.kind as u16,
             source: self.source as u16,
@@ -95,297 +97,8 @@ impl Event {
         }
     }
 
-    fn kind(&self) -> Option<EventKind> {
+    pub(crate) fn kind(&self) -> Option<EventKind> {
         EventKind::from_u32(self.kind)
-    }
-}
-
-/// A fixed-capacity FIFO that never allocates after creation (usable in the timer's interrupt
-/// context). Its buffer is on the heap, allocated once: a ring of `N` events built on the stack
-/// and moved would cost the creating function a frame of several KiB.
-pub(crate) struct Ring<T: Copy + Default, const N: usize> {
-    /// Always `N` elements.
-    buf: KVec<T>,
-    head: usize,
-    len: usize,
-}
-
-impl<T: Copy + Default, const N: usize> Ring<T, N> {
-    /// An empty ring whose buffer is allocated with `flags`.
-    pub(crate) fn new(flags: kernel::alloc::Flags) -> Result<Self> {
-        // INVARIANT: `buf` holds exactly `N` elements, and never changes length.
-        Ok(Self {
-            buf: KVec::from_elem(T::default(), N, flags)?,
-            head: 0,
-            len: 0,
-        })
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Appends `v`; returns `false` (and drops `v`) when full.
-    pub(crate) fn push(&mut self, v: T) -> bool {
-        if self.len == N {
-            return false;
-        }
-        let idx = (self.head + self.len) % N;
-        if let Some(slot) = self.buf.get_mut(idx) {
-            *slot = v;
-            self.len += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Puts `v` back at the front, to be popped next; returns `false` (and drops `v`) when full.
-    pub(crate) fn push_front(&mut self, v: T) -> bool {
-        if self.len == N {
-            return false;
-        }
-        let idx = (self.head + N - 1) % N;
-        if let Some(slot) = self.buf.get_mut(idx) {
-            *slot = v;
-            self.head = idx;
-            self.len += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Removes and returns the newest element.
-    pub(crate) fn pop_back(&mut self) -> Option<T> {
-        if self.len == 0 {
-            return None;
-        }
-        self.len -= 1;
-        self.buf.get((self.head + self.len) % N).copied()
-    }
-
-    pub(crate) fn pop(&mut self) -> Option<T> {
-        if self.len == 0 {
-            return None;
-        }
-        let v = self.buf.get(self.head).copied();
-        self.head = (self.head + 1) % N;
-        self.len -= 1;
-        v
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.head = 0;
-        self.len = 0;
-    }
-}
-
-/// A registered listener: one thread, one signal, its counters.
-///
-/// Its release may sleep (`ThreadRef` holds an `mm` reference, whose last drop frees page tables
-/// under a lock that is not softirq-safe), so the rule is: **the delivery work item never holds
-/// the last reference to a listener or to an open file.** Every process-context path that takes a
-/// listener or a file away from delivery (REGISTER replacing, UNREGISTER, close) flushes the work
-/// item before it drops its own reference; a closed file keeps none (its release takes both its
-/// `listener` and its `last`), so the work item may drop the last reference to a closed file.
-/// Nor is a listener ever cloned under a spinlock except by the work item: process context
-/// checks a listener in place (`check_emitter`) or drops its clone with no lock held
-/// (GET_STATS). `ThreadRef`'s `Drop` asserts the rule (`might_sleep`).
-#[pin_data]
-pub(crate) struct Listener {
-    thread: ThreadRef,
-    signo: u32,
-    /// Taken by delivery (softirq) and by the stats ioctl: interrupts off while held.
-    #[pin]
-    stats: SpinLockIrq<ListenerStats>,
-    _live: Live,
-}
-
-impl Listener {
-    /// A listener for the calling thread.
-    pub(crate) fn new_current(signo: u32) -> Result<Arc<Self>> {
-        let thread = ThreadRef::current()?;
-        Arc::pin_init(
-            pin_init!(Self {
-                thread,
-                signo,
-                stats <- new_spinlock_irq!(ListenerStats::default(), "pcmsig::Listener::stats"),
-                _live: Live::new(&live::LISTENERS),
-            }),
-            GFP_KERNEL_ACCOUNT,
-        )
-    }
-
-    pub(crate) fn stats(&self) -> ListenerStats {
-        *self.stats.lock()
-    }
-}
-
-/// Adds one outcome to a set of counters.
-pub(crate) fn count(stats: &mut ListenerStats, outcome: Outcome) {
-    stats.fired = stats.fired.wrapping_add(1);
-    let field = match outcome {
-        Outcome::Delivered => &mut stats.delivered,
-        Outcome::QueueFull => &mut stats.dropped_queue_full,
-        Outcome::Exited => &mut stats.dropped_exited,
-        Outcome::Execd => &mut stats.dropped_execd,
-        Outcome::NotPermitted => &mut stats.dropped_perm,
-    };
-    *field = field.wrapping_add(1);
-}
-
-fn add_stats(total: &mut ListenerStats, s: &ListenerStats) {
-    total.fired = total.fired.wrapping_add(s.fired);
-    total.delivered = total.delivered.wrapping_add(s.delivered);
-    total.dropped_queue_full = total.dropped_queue_full.wrapping_add(s.dropped_queue_full);
-    total.dropped_exited = total.dropped_exited.wrapping_add(s.dropped_exited);
-    total.dropped_execd = total.dropped_execd.wrapping_add(s.dropped_execd);
-    total.dropped_perm = total.dropped_perm.wrapping_add(s.dropped_perm);
-}
-
-/// Per-open-file state that delivery touches.
-pub(crate) struct FileInner {
-    /// The registered listener, if any.
-    pub(crate) listener: Option<Arc<Listener>>,
-    /// The listener that was unregistered last, so its counters stay readable.
-    pub(crate) last: Option<Arc<Listener>>,
-    records: Ring<EventRecord, READ_CAP>,
-    pub(crate) read_overruns: u64,
-}
-
-/// One open file of `/dev/pcmsig`.
-#[pin_data]
-pub(crate) struct OpenFile {
-    pub(crate) stream: Arc<Stream>,
-    pub(crate) opener: SenderCred,
-    #[pin]
-    pub(crate) inner: SpinLockIrq<FileInner>,
-    #[pin]
-    readable: CondVar,
-    /// Set once, when the file's close begins (under `Stream::files_update`): delivery skips it
-    /// from then on, and the next list of the stream's files leaves it out.
-    closed: AtomicBool,
-    _live: Live,
-}
-
-impl OpenFile {
-    /// Per-open memory is charged to the opener's memory cgroup (`__GFP_ACCOUNT`).
-    pub(crate) fn new(stream: Arc<Stream>, opener: SenderCred) -> Result<Arc<Self>> {
-        let records = Ring::new(GFP_KERNEL_ACCOUNT)?;
-        Arc::pin_init(
-            pin_init!(Self {
-                stream,
-                opener,
-                inner <- new_spinlock_irq!(
-                    FileInner {
-                        listener: None,
-                        last: None,
-                        records,
-                        read_overruns: 0,
-                    },
-                    "pcmsig::OpenFile::inner"
-                ),
-                readable <- new_condvar!("pcmsig::OpenFile::readable"),
-                closed: AtomicBool::new(false),
-                _live: Live::new(&live::FILES),
-            }),
-            GFP_KERNEL_ACCOUNT,
-        )
-    }
-
-    /// Whether this file's close has begun.
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// Offers a batch of events to this file: a record each for `read()`, and a signal each to
-    /// its listener, whose thread is resolved (alive, same program, permitted) once for the
-    /// batch. Sets `full[i]` when event `i` met a full signal queue. The caller wakes readers
-    /// ([`OpenFile::wake_readers`]) once it has offered the batch.
-    fn deliver_all(&self, batch: &[Event], totals: &mut ListenerStats, full: &mut [bool]) {
-        let listener = {
-            let mut inner = self.inner.lock();
-            for ev in batch {
-                if !inner.records.push(ev.record()) {
-                    inner.read_overruns = inner.read_overruns.wrapping_add(1);
-                }
-            }
-            inner.listener.clone()
-        };
-        let Some(listener) = listener else {
-            return;
-        };
-        crate::delay::spin_at(DelayPoint::DeliveryHoldsListener);
-        let target = listener.thread.resolve(&self.opener);
-        crate::delay::spin_at(DelayPoint::DeliveryBeforeSend);
-        let mut stats = ListenerStats::default();
-        for (ev, full) in batch.iter().zip(full.iter_mut()) {
-            let Some(kind) = ev.kind() else {
-                continue;
-            };
-            let seq = ev.seq as u32;
-            let outcome = match &target {
-                Ok(t) => t.send(listener.signo, uapi::encode(kind, seq)),
-                Err(o) => *o,
-            };
-            count(&mut stats, outcome);
-            if outcome == Outcome::QueueFull {
-                *full = true;
-            }
-        }
-        add_stats(&mut listener.stats.lock(), &stats);
-        add_stats(totals, &stats);
-    }
-
-    /// Puts records that `read()` took but could not copy back at the front of the buffer, in
-    /// order, so that a fault loses none. If newer records filled the buffer meanwhile, the
-    /// newest make room and count as read overruns: a full buffer keeps the oldest records
-    /// (`uapi::READ_QUEUE_LEN`), and the put-back ones are older than any buffered.
-    pub(crate) fn put_back(&self, records: &[EventRecord]) {
-        let mut inner = self.inner.lock();
-        for r in records.iter().rev() {
-            if inner.records.len() == READ_CAP && inner.records.pop_back().is_some() {
-                inner.read_overruns = inner.read_overruns.wrapping_add(1);
-            }
-            if !inner.records.push_front(*r) {
-                inner.read_overruns = inner.read_overruns.wrapping_add(1);
-            }
-        }
-    }
-
-    /// Wakes the threads blocked in `read()` on this file.
-    fn wake_readers(&self) {
-        self.readable.notify_all();
-    }
-
-    /// Blocks (unless `nonblock`) until records are buffered, then moves up to `out.len()` of them
-    /// into `out`. Returns how many.
-    pub(crate) fn take_records(&self, out: &mut [EventRecord], nonblock: bool) -> Result<usize> {
-        let mut inner = self.inner.lock();
-        while inner.records.is_empty() {
-            if nonblock {
-                return Err(EAGAIN);
-            }
-            if self.readable.wait_interruptible(&mut inner) {
-                return Err(ERESTARTSYS);
-            }
-        }
-        let mut n = 0;
-        for slot in out.iter_mut() {
-            match inner.records.pop() {
-                Some(r) => {
-                    *slot = r;
-                    n += 1;
-                }
-                None => break,
-            }
-        }
-        Ok(n)
     }
 }
 
@@ -621,7 +334,7 @@ impl FileListBuilder {
     }
 }
 
-/// One user's stream, shared by that user's open files (see `streams.rs`).
+/// One user's stream, shared by that user's open files (see `users.rs`).
 #[pin_data]
 pub(crate) struct Stream {
     /// The effective uid (global `kuid_t` value) of the user whose opens drive this stream.
@@ -1352,49 +1065,6 @@ mod tests {
         assert!(!stall_is_xrun(MAX_OVERRUNS));
         assert!(stall_is_xrun(MAX_OVERRUNS + 1));
         assert_eq!(MAX_OVERRUNS, 64);
-    }
-
-    #[test]
-    fn ring_is_fifo_bounded_and_wraps() -> Result {
-        let mut r: Ring<u32, 4> = Ring::new(GFP_KERNEL)?;
-        assert!(r.is_empty());
-        for v in 1..=4 {
-            assert!(r.push(v));
-        }
-        // A full ring refuses.
-        assert!(!r.push(5));
-        assert_eq!(r.len(), 4);
-        assert_eq!(r.pop(), Some(1));
-        // Room again, at the wrapped end.
-        assert!(r.push(5));
-        let mut out = [0u32; 4];
-        for slot in out.iter_mut() {
-            *slot = r.pop().unwrap_or(0);
-        }
-        assert_eq!(out, [2, 3, 4, 5]);
-        assert_eq!(r.pop(), None);
-        // Put back at the front: popped first, in order, even across the wrap.
-        assert!(r.push(6));
-        assert!(r.push_front(5));
-        assert!(r.push_front(4));
-        assert_eq!(r.pop(), Some(4));
-        assert_eq!(r.pop(), Some(5));
-        assert_eq!(r.pop(), Some(6));
-        // The newest leaves from the back, across the wrap too.
-        for v in 7..=10 {
-            assert!(r.push(v));
-        }
-        assert_eq!(r.pop_back(), Some(10));
-        assert!(r.push_front(6));
-        assert_eq!(r.pop_back(), Some(9));
-        assert_eq!(r.pop(), Some(6));
-        assert_eq!(r.pop(), Some(7));
-        assert_eq!(r.pop_back(), Some(8));
-        assert_eq!(r.pop_back(), None);
-        r.push(9);
-        r.clear();
-        assert!(r.is_empty());
-        Ok(())
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Users isolated from each other (`module/streams.rs`): each user's opens drive a stream of
+//! Users isolated from each other (`module/users.rs`): each user's opens drive a stream of
 //! their own, so that no user's listener can block, stop, slow or change another user's stream
 //! or what another user's listeners receive; a file passed to another user still drives its
 //! opener's stream, under the send rule. Each test fails on the one shared stream of the old

@@ -17,8 +17,9 @@
 
 use crate::{
     compat::{new_spinlock_irq, SpinLockIrq},
+    open_file::OpenFile,
     signal::SenderCred,
-    stream::{DeviceHook, OpenFile, Stream},
+    stream::{DeviceHook, Stream},
     uapi::DelayPoint,
 };
 use core::sync::atomic::{AtomicPtr, Ordering};
