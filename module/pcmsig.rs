@@ -56,8 +56,9 @@ mod compat;
 mod coverage;
 mod delay;
 mod edu;
+mod event;
+mod inbox;
 mod live;
-mod open_file;
 mod ring;
 mod signal;
 mod stream;
@@ -67,9 +68,9 @@ mod uapi;
 mod users;
 mod wait;
 
-use open_file::{Listener, OpenFile};
+use inbox::Listener;
 use signal::SenderCred;
-use stream::Stream;
+use stream::{OpenFile, Stream};
 use uapi::{EventKind, EventRecord, Stats, Trigger};
 use users::Streams;
 

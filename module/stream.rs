@@ -19,11 +19,12 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use crate::{
     bh::{new_spinlock_bh, SpinLockBh},
     compat::{self, new_spinlock_irq, SpinLockIrq},
+    event::Event,
+    inbox::{add_stats, Inbox},
     live::{self, Live},
-    open_file::{add_stats, OpenFile},
     ring::Ring,
     signal::SenderCred,
-    uapi::{self, DelayPoint, EventKind, EventRecord, EventSource, ListenerStats, State, Trigger},
+    uapi::{self, DelayPoint, EventKind, EventSource, ListenerStats, State, Trigger},
     wait::KillableWait,
 };
 use kernel::{
@@ -61,8 +62,6 @@ pub(crate) fn files_max() -> usize {
     let test = crate::compat::param(&crate::module_parameters::test_files_per_user_max);
     (if test == 0 { cap } else { test.min(cap) }) as usize
 }
-/// Records each open file buffers for `read()`.
-pub(crate) const READ_CAP: usize = uapi::READ_QUEUE_LEN as usize;
 /// Events the work item takes from `pending` at a time: per listener, the thread is resolved
 /// once per batch.
 const DELIVERY_BATCH: usize = 32;
@@ -78,27 +77,31 @@ fn stall_is_xrun(elapsed: u64) -> bool {
     elapsed > MAX_OVERRUNS
 }
 
-/// One emitted event.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Event {
-    kind: u32,
-    source: u32,
-    pub(crate) seq: u64,
-    timestamp_ns: u64,
+/// One open file of `/dev/pcmsig`: the stream its ioctls drive, and what delivery gives it
+/// ([`Inbox`], which it derefs to: records for `read()`, signals for its listener).
+#[pin_data]
+pub(crate) struct OpenFile {
+    pub(crate) stream: Arc<Stream>,
+    #[pin]
+    inbox: Inbox,
 }
 
-impl Event {
-    pub(crate) fn record(&self) -> EventRecord {
-        EventRecord {
-            kind: self.kind as u16,
-            source: self.source as u16,
-            seq: self.seq as u32,
-            timestamp_ns: self.timestamp_ns,
-        }
+impl OpenFile {
+    /// Per-open memory is charged to the opener's memory cgroup (`__GFP_ACCOUNT`).
+    pub(crate) fn new(stream: Arc<Stream>, opener: SenderCred) -> Result<Arc<Self>> {
+        let inbox = Inbox::new(opener)?;
+        Arc::pin_init(
+            pin_init!(Self { stream, inbox <- inbox }),
+            GFP_KERNEL_ACCOUNT,
+        )
     }
+}
 
-    pub(crate) fn kind(&self) -> Option<EventKind> {
-        EventKind::from_u32(self.kind)
+impl core::ops::Deref for OpenFile {
+    type Target = Inbox;
+
+    fn deref(&self) -> &Inbox {
+        &self.inbox
     }
 }
 

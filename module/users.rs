@@ -17,9 +17,8 @@
 
 use crate::{
     compat::{new_spinlock_irq, SpinLockIrq},
-    open_file::OpenFile,
     signal::SenderCred,
-    stream::{DeviceHook, Stream},
+    stream::{DeviceHook, OpenFile, Stream},
     uapi::DelayPoint,
 };
 use core::sync::atomic::{AtomicPtr, Ordering};

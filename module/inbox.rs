@@ -1,16 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
-//! One open file of `/dev/pcmsig` and its listener: the records it buffers for `read()`, the
-//! thread it signals, and the counters of what became of each event offered to it. The stream
-//! (`stream.rs`) offers each batch of events to every open file, in delivery's softirq run.
+//! What an open file of `/dev/pcmsig` receives (`Inbox`): the records it buffers for `read()`,
+//! and its `Listener`, the thread it signals, with the counters of what became of each event
+//! offered to it. The stream (`stream.rs`) offers each batch of events to every open file's
+//! inbox, in delivery's run; an `OpenFile` there is its stream and its inbox.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{
     compat::{new_spinlock_irq, SpinLockIrq},
+    event::Event,
     live::{self, Live},
     ring::Ring,
     signal::{Outcome, SenderCred, ThreadRef},
-    stream::{Event, Stream, READ_CAP},
     uapi::{self, DelayPoint, EventRecord, ListenerStats},
 };
 use kernel::{
@@ -18,6 +19,9 @@ use kernel::{
     prelude::*,
     sync::{Arc, CondVar},
 };
+
+/// Records each open file buffers for `read()`.
+pub(crate) const READ_CAP: usize = uapi::READ_QUEUE_LEN as usize;
 
 /// A registered listener: one thread, one signal, its counters.
 ///
@@ -92,10 +96,9 @@ pub(crate) struct FileInner {
     pub(crate) read_overruns: u64,
 }
 
-/// One open file of `/dev/pcmsig`.
+/// What one open file receives: records for `read()`, signals for its listener.
 #[pin_data]
-pub(crate) struct OpenFile {
-    pub(crate) stream: Arc<Stream>,
+pub(crate) struct Inbox {
     pub(crate) opener: SenderCred,
     #[pin]
     pub(crate) inner: SpinLockIrq<FileInner>,
@@ -107,13 +110,13 @@ pub(crate) struct OpenFile {
     _live: Live,
 }
 
-impl OpenFile {
-    /// Per-open memory is charged to the opener's memory cgroup (`__GFP_ACCOUNT`).
-    pub(crate) fn new(stream: Arc<Stream>, opener: SenderCred) -> Result<Arc<Self>> {
+impl Inbox {
+    /// An empty inbox of a file opened by `opener`: its records' buffer is allocated now,
+    /// charged to the opener's memory cgroup (`__GFP_ACCOUNT`), and the rest is initialized in
+    /// place, in the open file's allocation.
+    pub(crate) fn new(opener: SenderCred) -> Result<impl PinInit<Self>> {
         let records = Ring::new(GFP_KERNEL_ACCOUNT)?;
-        Arc::pin_init(
-            pin_init!(Self {
-                stream,
+        Ok(pin_init!(Self {
                 opener,
                 inner <- new_spinlock_irq!(
                     FileInner {
@@ -122,14 +125,12 @@ impl OpenFile {
                         records,
                         read_overruns: 0,
                     },
-                    "pcmsig::OpenFile::inner"
+                    "pcmsig::Inbox::inner"
                 ),
-                readable <- new_condvar!("pcmsig::OpenFile::readable"),
+                readable <- new_condvar!("pcmsig::Inbox::readable"),
                 closed: AtomicBool::new(false),
                 _live: Live::new(&live::FILES),
-            }),
-            GFP_KERNEL_ACCOUNT,
-        )
+        }))
     }
 
     /// Whether this file's close has begun.
@@ -140,7 +141,7 @@ impl OpenFile {
     /// Offers a batch of events to this file: a record each for `read()`, and a signal each to
     /// its listener, whose thread is resolved (alive, same program, permitted) once for the
     /// batch. Sets `full[i]` when event `i` met a full signal queue. The caller wakes readers
-    /// ([`OpenFile::wake_readers`]) once it has offered the batch.
+    /// ([`Inbox::wake_readers`]) once it has offered the batch.
     pub(crate) fn deliver_all(
         &self,
         batch: &[Event],
