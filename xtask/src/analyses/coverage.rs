@@ -316,7 +316,11 @@ fn module_line(loc: &str, copy_dir: &str) -> Option<Line> {
     } else {
         name
     };
-    Some((name.to_string(), line.parse().ok()?))
+    // Line 0 is the compiler's "no source line" (code it made up, such as a drop glue's
+    // landing pad): not a line anyone can run or explain. It was counted as one in every file
+    // that had it, and a filtered run that never reached it panicked (`0 - 1`, below).
+    let n: u32 = line.parse().ok()?;
+    (n > 0).then(|| (name.to_string(), n))
 }
 
 /// What the guest sent: the tests' names, and the tables (merged: one per module load).
@@ -522,7 +526,11 @@ pub fn never_run<'a>(
                 .map(|l| l.trim().to_string())
                 .collect()
         });
-        let src = text.get(*n as usize - 1).cloned().unwrap_or_default();
+        let src = (*n as usize)
+            .checked_sub(1)
+            .and_then(|i| text.get(i))
+            .cloned()
+            .unwrap_or_default();
         out.push(((file.clone(), *n), src, None));
     }
     let mut used = vec![false; reasons.len()];
@@ -1193,6 +1201,8 @@ Disassembly of section .text:
             m("/copy/module/stream.rs:897 (discriminator 2)"),
             Some(("stream.rs".to_string(), 897))
         );
+        // The compiler's "no line": not a line of the module.
+        assert_eq!(m("/copy/module/stream.rs:0"), None);
         assert_eq!(
             m("/copy/module/pcmsig_main.rs:12"),
             Some(("pcmsig.rs".to_string(), 12))
