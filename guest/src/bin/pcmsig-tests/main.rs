@@ -43,7 +43,7 @@ mod flags {
 fn main() {
     use pcmsig_contract::Stage;
     // Run again by a test's `execve`, as a probe of what the new program inherited.
-    if let Some(code) = review_tests::exec_probe() {
+    if let Some(code) = common::exec_probe() {
         std::process::exit(code);
     }
     let mut shared = module_tests::tests();

@@ -471,27 +471,6 @@ fn a_listener_whose_process_is_exiting_is_counted_exited() -> TestResult {
     Ok(())
 }
 
-/// The environment word with which the exec test runs this program again, as the probe that
-/// reports whether the signal (its number the value) is pending (exit 3) or not (exit 0).
-pub const EXEC_PROBE: &str = "PCMSIG_TEST_EXEC_PROBE";
-
-/// The probe [`EXEC_PROBE`] asks for, if it does: the exit code.
-pub fn exec_probe() -> Option<i32> {
-    let signo: i32 = std::env::var(EXEC_PROBE).ok()?.parse().ok()?;
-    let mut set = *nix::sys::signal::SigSet::empty().as_ref();
-    // SAFETY: `sigpending` writes the pending set into a valid sigset.
-    let r = unsafe { libc::sigpending(&mut set) };
-    // SAFETY: `set` is a valid sigset; `signo` is a signal number.
-    let is = r == 0 && unsafe { libc::sigismember(&set, signo) } == 1;
-    Some(if r != 0 {
-        2
-    } else if is {
-        3
-    } else {
-        0
-    })
-}
-
 /// A listener thread calls `execve` while another thread of its process is held in the driver
 /// (the last close of a stream, at `last_close_before_reset`): its exec, past the point of no
 /// return, waits in `de_thread` for that thread to die, with the old program still mapped. A
