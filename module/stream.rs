@@ -1162,3 +1162,4 @@ mod tests {
         assert_eq!(uapi::decode(0), None);
     }
 }
+// pcmsig bench: edit 2

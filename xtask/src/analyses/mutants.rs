@@ -298,15 +298,24 @@ pub fn check_equivalent<'a>(
         .copied()
         .filter(|m| !explained.contains(m.key().as_str()))
         .collect();
-    let listed: BTreeSet<String> = listed.iter().map(Mutant::key).collect();
+    let listed_keys: BTreeSet<String> = listed.iter().map(Mutant::key).collect();
+    let killed_places: BTreeSet<String> = killed.iter().map(|m| m.place()).collect();
     let killed: BTreeSet<String> = killed.iter().map(|m| m.key()).collect();
     let missed: BTreeSet<String> = missed.iter().map(|m| m.key()).collect();
+    // Contradicted only when this run killed every mutant of the key: a part of the list
+    // (`--shard`, `--in-diff`) may hold the killed twin and not the explained one.
+    let all_killed = |key: &str| {
+        listed
+            .iter()
+            .filter(|m| m.key() == key)
+            .all(|m| killed_places.contains(&m.place()))
+    };
     let stale = equivalent
         .iter()
         .filter_map(|e| {
-            if !listed.contains(&e.key) {
+            if !listed_keys.contains(&e.key) {
                 Some((e, "names no mutant cargo-mutants lists today"))
-            } else if killed.contains(&e.key) && !missed.contains(&e.key) {
+            } else if killed.contains(&e.key) && !missed.contains(&e.key) && all_killed(&e.key) {
                 Some((e, "a test kills this mutant: it is not equivalent"))
             } else {
                 None
@@ -581,6 +590,15 @@ mod tests {
         assert!(u.is_empty() && s.is_empty(), "{u:?} {s:?}");
         // Both killed: contradicted.
         let (_, s) = check_equivalent(&[], &[&m[0], &twin], &m, &equivalent);
+        assert_eq!(s.len(), 1);
+        // A part of the list (a shard) ran the killed twin only: the other, which the entry
+        // explains, was not run, so nothing contradicts the entry.
+        let mut both = m.clone();
+        both.push(twin.clone());
+        let (u, s) = check_equivalent(&[], &[&twin], &both, &equivalent);
+        assert!(u.is_empty() && s.is_empty(), "{u:?} {s:?}");
+        // The whole list ran and both were killed: contradicted.
+        let (_, s) = check_equivalent(&[], &[&m[0], &twin], &both, &equivalent);
         assert_eq!(s.len(), 1);
         // Explained, but no such mutant any more.
         let gone = vec![eq("module/x.rs: replace gone with ()")];
