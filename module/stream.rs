@@ -1162,4 +1162,3 @@ mod tests {
         assert_eq!(uapi::decode(0), None);
     }
 }
-// pcmsig bench: edit 2
