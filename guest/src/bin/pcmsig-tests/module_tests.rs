@@ -998,16 +998,14 @@ fn blocking_read_wakes_on_an_event() -> TestResult {
     dev.inject(K::Xrun).ctx("inject")?;
     // The event itself must wake the reader: a blocked read() that only a signal's restart
     // ends (it finds the record when the call is made again) would pass a bare join after a
-    // minute or two. The bound is a hang's, not a speed's.
-    let deadline = Instant::now() + paced(Duration::from_secs(10));
-    while !reader.is_finished() {
-        ensure!(
-            Instant::now() < deadline,
-            "read() still blocked 10 s (paced) after the event it waits for was delivered: \
-             nothing woke it"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // minute or two. The bound is the hang guard's, not a speed's.
+    wait_until(
+        || Ok(reader.is_finished()),
+        || {
+            "read() still blocked after the event it waits for was delivered: nothing woke it"
+                .into()
+        },
+    )?;
     let recs = reader
         .join()
         .map_err(|_| "reader panicked".to_string())?
